@@ -1,0 +1,22 @@
+//! basho-core: the types the orchestrator, the agents and the CLI share, and the pure logic on
+//! them (identifier rules, the workspace state machine, GA4GH visa verification). No I/O.
+
+pub mod error;
+pub mod id;
+pub mod protocol;
+pub mod template;
+pub mod visa;
+pub mod workspace;
+
+pub use error::ErrorBody;
+pub use id::{Ident, IdentError};
+pub use workspace::{CreateWorkspace, Resources, State, Workspace};
+
+/// Label on every container (and pod) basho manages: the workspace id.
+pub const LABEL_WORKSPACE: &str = "io.basho.workspace";
+/// Label: the project the workspace belongs to.
+pub const LABEL_PROJECT: &str = "io.basho.project";
+/// Label: the site whose agent owns the container (several agents may share one engine).
+pub const LABEL_SITE: &str = "io.basho.site";
+/// Label: the workspace's expiry, RFC 3339, so an agent can enforce it without the orchestrator.
+pub const LABEL_EXPIRES: &str = "io.basho.expires-at";

@@ -1,0 +1,129 @@
+//! The agent protocol (`/v1/agent/*`): an agent registers its inventory, long-polls for its site's
+//! desired workspaces, and posts batched observations of what actually runs.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Ident, Resources, State};
+
+/// Total compute a site offers to basho.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    /// CPU cores.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// GPUs.
+    #[serde(default)]
+    pub gpus: u32,
+}
+
+/// A dataset a site holds, as its catalog names it (never its host path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    /// Dataset ID (`JGAD000101`).
+    pub id: Ident,
+    /// The grant URL a visa's `value` must carry for this dataset.
+    pub grant_url: String,
+}
+
+/// `POST /v1/agent/register`: what the agent brings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// The site; must match the agent's token.
+    pub site: Ident,
+    /// Backend kind (`docker`, `slurm`, `kubernetes`, `fake`).
+    pub backend: String,
+    /// Agent version.
+    pub version: String,
+    /// Datasets from the site catalog.
+    pub datasets: Vec<DatasetEntry>,
+    /// Compute offered.
+    pub capacity: Capacity,
+    /// Workspace images the site allows, by the names templates use.
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+/// One workspace the orchestrator wants running at a site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Assignment {
+    /// Workspace id.
+    pub id: String,
+    /// Project.
+    pub project: Ident,
+    /// Owner (the visas' `sub`).
+    pub owner: String,
+    /// Template name.
+    pub template: Ident,
+    /// Image name from the template; the site resolves it through its allow-list.
+    pub image: String,
+    /// Command from the template.
+    pub command: Vec<String>,
+    /// Datasets to mount read-only.
+    pub datasets: Vec<Ident>,
+    /// Compute.
+    pub resources: Resources,
+    /// When the site must stop it, whether or not it hears from the orchestrator.
+    pub expires_at: DateTime<Utc>,
+    /// The original visa JWTs, so the site can verify the grants for itself.
+    pub visas: Vec<String>,
+}
+
+/// `GET /v1/agent/desired?after=REV&wait_s=N`: the full desired set for the site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DesiredState {
+    /// Changes whenever the set (or anything in it) changes; pass it back as `after`.
+    pub revision: i64,
+    /// Every workspace that should have a container at the site. Anything else it runs must go.
+    pub workspaces: Vec<Assignment>,
+}
+
+/// What the agent saw of one workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Observation {
+    /// Workspace id.
+    pub workspace: String,
+    /// One of `starting`, `running`, `stopped`, `failed`, `expired`, `unknown`.
+    pub state: State,
+    /// Why, for failures and refusals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the agent saw it.
+    pub at: DateTime<Utc>,
+}
+
+/// `POST /v1/agent/observations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservationBatch {
+    /// The site; must match the agent's token.
+    pub site: Ident,
+    /// Observations, oldest first.
+    pub observations: Vec<Observation>,
+}
+
+/// A site as `GET /v1/sites` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Site {
+    /// Site name.
+    pub name: Ident,
+    /// Backend kind.
+    pub backend: String,
+    /// Agent version.
+    pub version: String,
+    /// Datasets held.
+    pub datasets: Vec<DatasetEntry>,
+    /// Compute offered.
+    pub capacity: Capacity,
+    /// Compute held by live workspaces.
+    pub allocated: Capacity,
+    /// Live workspaces.
+    pub workspaces: u32,
+    /// Last time the agent was heard from.
+    pub last_contact: DateTime<Utc>,
+}
