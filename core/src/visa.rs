@@ -304,3 +304,13 @@ pub fn verify_all(
 
 #[cfg(test)]
 mod tests;
+
+/// A trusted issuer as configs name it: the `iss` value and the JWKS file holding its public keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerRef {
+    /// The issuer's `iss`.
+    pub issuer: String,
+    /// Path of its JWKS document.
+    pub jwks_file: std::path::PathBuf,
+}

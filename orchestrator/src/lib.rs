@@ -1,1 +1,3 @@
-//! placeholder
+//! basho-orchestrator: the REST API, the store, placement and visa checks.
+
+pub mod config;

@@ -1,0 +1,135 @@
+//! The seam between the agent and a compute system: one `Backend` trait, one module per backend
+//! (`docker`, `fake`; Slurm and Kubernetes later), chosen at run time from the site config.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use basho_core::{Ident, Resources};
+use chrono::{DateTime, Utc};
+
+pub mod conformance;
+pub mod docker;
+pub mod fake;
+
+/// What a backend can do, so the agent refuses what it cannot honour instead of degrading silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// GPUs can be passed to workspaces.
+    pub gpus: bool,
+    /// Read-only dataset mounts are recursive (submounts read-only too).
+    pub recursive_readonly: bool,
+}
+
+/// A dataset bound into the workspace at `/data/<id>`, read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetMount {
+    /// Dataset ID.
+    pub id: Ident,
+    /// Where the site keeps it (from the site catalog, never from the orchestrator).
+    pub host_path: PathBuf,
+}
+
+/// Everything a backend needs to start one workspace, resolved by the agent from an assignment,
+/// the site catalog and the image allow-list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// Workspace id (label `io.basho.workspace`, job name `basho-<id>`).
+    pub workspace: String,
+    /// Project (label `io.basho.project`).
+    pub project: Ident,
+    /// Site that owns it (label `io.basho.site`).
+    pub site: Ident,
+    /// The pinned image: an image ID (`sha256:...`) or `name@sha256:...` from the allow-list.
+    pub image: String,
+    /// Command to run.
+    pub command: Vec<String>,
+    /// Approved datasets only.
+    pub datasets: Vec<DatasetMount>,
+    /// Host directory bound read-write at `/work` (per project).
+    pub work_dir: PathBuf,
+    /// Host directory bound read-write at `/results` (per workspace).
+    pub results_dir: PathBuf,
+    /// Host file bound read-only at `/etc/basho/workspace.json`.
+    pub workspace_json: PathBuf,
+    /// `BASHO_WORKSPACE`, `BASHO_PROJECT`, `BASHO_DATASETS`.
+    pub env: Vec<(String, String)>,
+    /// CPU, memory, GPU limits.
+    pub resources: Resources,
+    /// When the workspace must end.
+    pub expires_at: DateTime<Utc>,
+    /// `uid:gid` the workspace runs as; never root.
+    pub user: String,
+    /// Process limit.
+    pub pids_limit: i64,
+    /// Size of the `/tmp` tmpfs.
+    pub tmp_size_mib: u64,
+}
+
+/// What a backend sees of a workspace it manages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// Created or starting, not yet running.
+    Starting,
+    /// Running.
+    Running,
+    /// Exited by itself with this code.
+    Exited(i64),
+    /// The backend cannot tell.
+    Unknown(String),
+}
+
+/// One managed workspace as found on the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Workspace id, from the label or job name.
+    pub workspace: String,
+    /// Backend's own handle (container id, job id, pod name).
+    pub handle: String,
+    /// Its state.
+    pub state: RunState,
+    /// Expiry from the label, when the backend keeps it.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One sample of what a workspace used, for metering.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct UsageSample {
+    /// CPU time used since start, seconds.
+    pub cpu_seconds: f64,
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+}
+
+/// Backend failures. Each says what failed and what an admin can do.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend could not be reached (engine down, API error): state is unknown, not gone.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused the launch (bad image, bad mount, limits).
+    #[error("launch refused: {0}")]
+    Refused(String),
+    /// The backend lacks a capability the workspace needs.
+    #[error("not supported by this backend: {0}")]
+    Unsupported(String),
+}
+
+/// A compute system the agent drives. Every method is idempotent: launching a workspace that
+/// already has a container returns that container; stopping an absent one succeeds.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// `docker`, `fake`, ...
+    fn kind(&self) -> &'static str;
+    /// What it can honour.
+    fn capabilities(&self) -> Capabilities;
+    /// Starts the workspace (or finds it already there) and returns what it sees.
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError>;
+    /// The workspace's current state, `None` when the backend has nothing for it.
+    async fn inspect(&self, workspace: &str) -> Result<Option<Observed>, BackendError>;
+    /// Stops and removes the workspace; succeeds when there is nothing to stop.
+    async fn stop(&self, workspace: &str) -> Result<(), BackendError>;
+    /// Every workspace this site manages on the backend (found by label / job name).
+    async fn list_managed(&self) -> Result<Vec<Observed>, BackendError>;
+    /// A usage sample, `None` when the workspace is not running.
+    async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError>;
+}

@@ -1,0 +1,140 @@
+//! The site config (`site.toml`): who the site is, where the orchestrator is, which backend runs
+//! workspaces, the dataset catalog, the image allow-list and the trusted visa issuers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use basho_core::protocol::Capacity;
+use basho_core::visa::IssuerRef;
+use basho_core::Ident;
+use serde::{Deserialize, Serialize};
+
+/// The whole site config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Site name, as the orchestrator knows it.
+    pub site: Ident,
+    /// How to reach the orchestrator.
+    pub orchestrator: OrchestratorLink,
+    /// Compute offered to basho.
+    pub capacity: Capacity,
+    /// Which backend runs workspaces.
+    pub backend: BackendConfig,
+    /// Dataset catalog: ID to local path.
+    #[serde(default)]
+    pub datasets: Vec<CatalogEntry>,
+    /// Image allow-list: the names templates use, each pinned to an image ID or digest.
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
+    /// Issuers whose visas this site accepts.
+    #[serde(default)]
+    pub trusted_issuers: Vec<IssuerRef>,
+    /// Where the agent keeps its own files and the workspaces' writable areas.
+    pub paths: Paths,
+    /// Isolation settings.
+    #[serde(default)]
+    pub isolation: Isolation,
+}
+
+/// How the agent reaches the orchestrator (it always dials out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorLink {
+    /// Base URL, e.g. `https://basho.example.org`.
+    pub url: String,
+    /// The site's agent token (prefer `token_file` or `BASHO_AGENT_TOKEN`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// File holding the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Longest long-poll wait, seconds.
+    #[serde(default = "default_poll_wait_s")]
+    pub poll_wait_s: u64,
+}
+
+fn default_poll_wait_s() -> u64 {
+    25
+}
+
+/// The backend and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// A Docker engine.
+    Docker {
+        /// Engine socket; the local default when absent.
+        #[serde(default)]
+        socket: Option<String>,
+    },
+    /// Simulated lifecycles, for tests and benchmarks only.
+    Fake {
+        /// Time from launch to running, milliseconds.
+        #[serde(default)]
+        start_delay_ms: u64,
+        /// Share of launches that fail, 0.0 to 1.0.
+        #[serde(default)]
+        failure_rate: f64,
+    },
+}
+
+/// One dataset the site holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// Dataset ID.
+    pub id: Ident,
+    /// Local path (a directory), bound read-only at `/data/<id>`.
+    pub path: PathBuf,
+    /// Grant URL; `https://ddbj.nig.ac.jp/search/entry/jga-dataset/<id>` when absent.
+    #[serde(default)]
+    pub grant_url: Option<String>,
+}
+
+/// The agent's directories.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// The agent's own state (per-workspace `workspace.json`, journals).
+    pub state_dir: PathBuf,
+    /// Parent of the per-project `/work` directories.
+    pub work_root: PathBuf,
+    /// Parent of the per-workspace `/results` directories.
+    pub results_root: PathBuf,
+}
+
+/// Isolation settings a site may tune (never loosen below the contract's defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Isolation {
+    /// `uid:gid` workspaces run as; must not be root.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Process limit per workspace.
+    #[serde(default = "default_pids")]
+    pub pids_limit: i64,
+    /// Size of `/tmp`, MiB.
+    #[serde(default = "default_tmp")]
+    pub tmp_size_mib: u64,
+}
+
+fn default_user() -> String {
+    "65534:65534".into()
+}
+fn default_pids() -> i64 {
+    256
+}
+fn default_tmp() -> u64 {
+    64
+}
+
+impl Default for Isolation {
+    fn default() -> Self {
+        Self {
+            user: default_user(),
+            pids_limit: default_pids(),
+            tmp_size_mib: default_tmp(),
+        }
+    }
+}
