@@ -1,1 +1,353 @@
-//! docker backend (being written)
+//! The Docker backend: one container per workspace, found again by its labels, created with every
+//! isolation default of the design (no network, no capabilities, read-only root, non-root user,
+//! limits) and never pulling an image.
+
+mod create;
+mod error;
+mod observe;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use basho_core::{Ident, LABEL_SITE, LABEL_WORKSPACE};
+use bollard::Docker;
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use tracing::{debug, info, instrument, warn};
+
+use super::{Backend, BackendError, Capabilities, LaunchSpec, Observed, RunState, UsageSample};
+
+pub use create::container_name;
+use error::{is_conflict, is_not_found, unavailable};
+
+/// The first engine API version with `BindOptions.ReadOnlyForceRecursive`.
+const RECURSIVE_READONLY_API: (usize, usize) = (1, 44);
+/// Seconds a workspace gets to exit after SIGTERM before the engine kills it.
+const STOP_TIMEOUT_S: i32 = 5;
+/// Sockets that give control of the host; never bound into a workspace, nor any parent of them.
+const WELL_KNOWN_SOCKETS: &[&str] = &[
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/var/run/containerd/containerd.sock",
+];
+
+/// A site's workspaces as containers on one Docker engine. Several agents (sites) may share an
+/// engine: each sees only containers labelled with its own site.
+#[derive(Debug, Clone)]
+pub struct DockerBackend {
+    docker: Docker,
+    site: Ident,
+    api: (usize, usize),
+    /// Host paths of engine sockets, refused as mount sources (and their parents).
+    sockets: Vec<String>,
+}
+
+impl DockerBackend {
+    /// Connects to the engine at `socket` (a path or `unix://` URL; the local default when
+    /// `None`) and negotiates the API version, so older engines are spoken to in their own terms.
+    pub async fn connect(socket: Option<&str>, site: Ident) -> Result<DockerBackend, BackendError> {
+        let docker = match socket {
+            Some(s) => Docker::connect_with_local(s, 120, bollard::API_DEFAULT_VERSION),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(|e| {
+            BackendError::Unavailable(format!(
+                "cannot set up a connection to the docker engine at {}: {e}; check \
+                 backend.socket in the site config",
+                socket.unwrap_or("the default socket")
+            ))
+        })?;
+        let docker = docker.negotiate_version().await.map_err(|e| {
+            BackendError::Unavailable(format!(
+                "cannot reach the docker engine at {}: {e}; is dockerd running and may the \
+                 agent's user use its socket?",
+                socket.unwrap_or("the default socket")
+            ))
+        })?;
+        let version = docker.client_version();
+        let api = (version.major_version, version.minor_version);
+        let mut sockets: Vec<String> = WELL_KNOWN_SOCKETS.iter().map(|s| s.to_string()).collect();
+        if let Some(s) = socket {
+            sockets.push(s.trim_start_matches("unix://").to_string());
+        }
+        if let Ok(host) = std::env::var("DOCKER_HOST")
+            && let Some(path) = host.strip_prefix("unix://")
+        {
+            sockets.push(path.to_string());
+        }
+        info!(site = %site, api = %format!("{}.{}", api.0, api.1), "connected to docker engine");
+        Ok(DockerBackend {
+            docker,
+            site,
+            api,
+            sockets,
+        })
+    }
+
+    /// The engine API version in use after negotiation, as `(major, minor)`.
+    pub fn api_version(&self) -> (usize, usize) {
+        self.api
+    }
+
+    /// The underlying client, for callers that build on the same connection (the dev image).
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn recursive_readonly(&self) -> bool {
+        self.api >= RECURSIVE_READONLY_API
+    }
+
+    /// This site's containers, all of them or only the one of `workspace`.
+    async fn find(&self, workspace: Option<&str>) -> Result<Vec<ContainerSummary>, BackendError> {
+        let mut labels = vec![format!("{LABEL_SITE}={}", self.site)];
+        match workspace {
+            Some(ws) => labels.push(format!("{LABEL_WORKSPACE}={ws}")),
+            None => labels.push(LABEL_WORKSPACE.to_string()),
+        }
+        let filters = HashMap::from([("label", labels)]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| unavailable("list containers", e))
+    }
+
+    /// The one container of `workspace` on this site, if any.
+    async fn find_one(&self, workspace: &str) -> Result<Option<ContainerSummary>, BackendError> {
+        let mut found = self.find(Some(workspace)).await?;
+        if found.len() > 1 {
+            // The container name is unique per engine, so this needs a hand-made duplicate.
+            warn!(
+                workspace,
+                count = found.len(),
+                "several containers carry this workspace's labels"
+            );
+        }
+        Ok(if found.is_empty() {
+            None
+        } else {
+            Some(found.swap_remove(0))
+        })
+    }
+
+    /// Starts a container created earlier (idempotent: an already running one is fine).
+    async fn start(&self, workspace: &str, id: &str) -> Result<(), BackendError> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if error::is_not_modified(&e) => Ok(()),
+            Err(e) if error::is_server_refusal(&e) => {
+                // The runtime refused the configuration (bad mount source, limits the kernel
+                // cannot apply): retrying the same container would fail the same way.
+                warn!(workspace, error = %e, "engine refused to start the container; removing it");
+                let _ = self.remove(id).await;
+                Err(BackendError::Refused(format!(
+                    "the engine could not start the workspace container: {e}; check the dataset, \
+                     work and results paths and the limits in the site config"
+                )))
+            }
+            Err(e) => Err(unavailable("start container", e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), BackendError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Gone already, or another caller is removing it right now.
+            Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
+            Err(e) => Err(unavailable("remove container", e)),
+        }
+    }
+
+    /// The container as `Observed`, asking the engine for the exit code when it has one.
+    async fn observe(&self, summary: &ContainerSummary) -> Result<Option<Observed>, BackendError> {
+        let Some(id) = summary.id.as_deref() else {
+            return Ok(None);
+        };
+        let mut observed = observe::from_summary(summary);
+        if matches!(observed.state, RunState::Exited(_)) {
+            match self.docker.inspect_container(id, None).await {
+                Ok(details) => observed.state = observe::state_of(details.state.as_ref()),
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(unavailable("inspect container", e)),
+            }
+        }
+        Ok(Some(observed))
+    }
+
+    /// Finds a container whose creation raced ours and makes sure it runs.
+    async fn adopt(&self, workspace: &str) -> Result<Observed, BackendError> {
+        let summary = self.find_one(workspace).await?.ok_or_else(|| {
+            BackendError::Refused(format!(
+                "container name {} is taken by a container this site does not manage (another \
+                 site on the same engine?); remove it with `docker rm -f {}`",
+                container_name(workspace),
+                container_name(workspace)
+            ))
+        })?;
+        self.ensure_started(workspace, summary).await
+    }
+
+    async fn ensure_started(
+        &self,
+        workspace: &str,
+        summary: ContainerSummary,
+    ) -> Result<Observed, BackendError> {
+        let id = summary.id.clone().unwrap_or_default();
+        if summary.state == Some(ContainerSummaryStateEnum::CREATED) {
+            debug!(workspace, container = %id, "starting existing container");
+            self.start(workspace, &id).await?;
+            let details = self
+                .docker
+                .inspect_container(&id, None)
+                .await
+                .map_err(|e| unavailable("inspect container", e))?;
+            return Ok(observe::from_inspect(workspace, &details));
+        }
+        self.observe(&summary).await?.ok_or_else(|| {
+            BackendError::Unavailable(format!("container {id} vanished while being adopted"))
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            gpus: false,
+            recursive_readonly: self.recursive_readonly(),
+        }
+    }
+
+    #[instrument(skip_all, fields(workspace = %spec.workspace, site = %self.site))]
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError> {
+        if spec.site != self.site {
+            return Err(BackendError::Refused(format!(
+                "workspace is for site {} but this backend serves site {}",
+                spec.site, self.site
+            )));
+        }
+        // Validate before looking anything up: a bad spec must fail the same way every time.
+        let checked = create::check(spec, &self.sockets).await?;
+        if let Some(existing) = self.find_one(&spec.workspace).await? {
+            debug!("container already there");
+            return self.ensure_started(&spec.workspace, existing).await;
+        }
+        match self.docker.inspect_image(&spec.image).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                return Err(BackendError::Refused(format!(
+                    "image {} is not present on this engine; sites load images locally, nothing is \
+                     pulled (load it with `docker load` and pin its ID in the site's images)",
+                    spec.image
+                )));
+            }
+            Err(e) => return Err(unavailable("inspect image", e)),
+        }
+        let body = create::container_body(spec, &checked, self.recursive_readonly());
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&container_name(&spec.workspace))
+            .build();
+        let id = match self.docker.create_container(Some(options), body).await {
+            Ok(created) => {
+                for warning in &created.warnings {
+                    warn!(warning = %warning, "engine warning on create");
+                }
+                created.id
+            }
+            // Same name: a concurrent launch won the race, or another site owns the name.
+            Err(e) if is_conflict(&e) => return self.adopt(&spec.workspace).await,
+            Err(e) if error::is_client_error(&e) => {
+                return Err(BackendError::Refused(format!(
+                    "the engine refused the workspace container: {e}"
+                )));
+            }
+            Err(e) => return Err(unavailable("create container", e)),
+        };
+        info!(container = %id, "created workspace container");
+        self.start(&spec.workspace, &id).await?;
+        let details = self
+            .docker
+            .inspect_container(&id, None)
+            .await
+            .map_err(|e| unavailable("inspect container", e))?;
+        Ok(observe::from_inspect(&spec.workspace, &details))
+    }
+
+    #[instrument(skip(self), fields(site = %self.site))]
+    async fn inspect(&self, workspace: &str) -> Result<Option<Observed>, BackendError> {
+        match self.find_one(workspace).await? {
+            Some(summary) => self.observe(&summary).await,
+            None => Ok(None),
+        }
+    }
+
+    #[instrument(skip(self), fields(site = %self.site))]
+    async fn stop(&self, workspace: &str) -> Result<(), BackendError> {
+        for summary in self.find(Some(workspace)).await? {
+            let Some(id) = summary.id.as_deref() else {
+                continue;
+            };
+            let options = StopContainerOptionsBuilder::default()
+                .t(STOP_TIMEOUT_S)
+                .build();
+            match self.docker.stop_container(id, Some(options)).await {
+                Ok(()) => {}
+                Err(e) if error::is_not_modified(&e) || is_not_found(&e) => {}
+                Err(e) => return Err(unavailable("stop container", e)),
+            }
+            self.remove(id).await?;
+            info!(container = %id, "stopped and removed workspace container");
+        }
+        Ok(())
+    }
+
+    #[instrument(skip(self), fields(site = %self.site))]
+    async fn list_managed(&self) -> Result<Vec<Observed>, BackendError> {
+        let mut out = Vec::new();
+        for summary in self.find(None).await? {
+            if let Some(observed) = self.observe(&summary).await? {
+                out.push(observed);
+            }
+        }
+        Ok(out)
+    }
+
+    #[instrument(skip(self), fields(site = %self.site))]
+    async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError> {
+        let Some(summary) = self.find_one(workspace).await? else {
+            return Ok(None);
+        };
+        if observe::from_summary(&summary).state != RunState::Running {
+            return Ok(None);
+        }
+        let id = summary.id.unwrap_or_default();
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stats = self.docker.stats(&id, Some(options));
+        match stats.next().await {
+            Some(Ok(sample)) => Ok(Some(observe::usage_of(&sample))),
+            Some(Err(e)) if is_not_found(&e) => Ok(None),
+            Some(Err(e)) => Err(unavailable("read container stats", e)),
+            None => Ok(None),
+        }
+    }
+}
