@@ -1,1 +1,137 @@
-//! placeholder
+//! Fixtures for basho's black-box tests: a federation of one orchestrator and three Docker sites
+//! started in-process over real HTTP, an issuer the test generates itself, an API client, and
+//! Docker helpers. Each test owns its directories, ports and site names, and cleans up after itself.
+
+pub mod api;
+pub mod federation;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bollard::Docker;
+
+/// Polls `f` every 100 ms until it yields `Some`, or panics after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The local Docker engine, or `None` (with the reason printed) when this machine has none.
+/// CI always has one: `scripts/setup` checks it.
+pub async fn docker() -> Option<Docker> {
+    let docker = match Docker::connect_with_local_defaults() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipping: no Docker engine ({e})");
+            return None;
+        }
+    };
+    let docker = match docker.negotiate_version().await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipping: the Docker engine does not answer ({e})");
+            return None;
+        }
+    };
+    Some(docker)
+}
+
+/// IDs of every container (running or not) labelled with `label=value`.
+pub async fn containers_labelled(docker: &Docker, label: &str, value: &str) -> Vec<String> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    use std::collections::HashMap;
+    let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(opts))
+        .await
+        .expect("docker list containers")
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
+}
+
+/// Removes every container labelled with `label=value` (test cleanup).
+pub async fn remove_labelled(docker: &Docker, label: &str, value: &str) {
+    use bollard::query_parameters::RemoveContainerOptionsBuilder;
+    for id in containers_labelled(docker, label, value).await {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        let _ = docker.remove_container(&id, Some(opts)).await;
+    }
+}
+
+/// A fresh name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid_like()[..10])
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}", n, std::process::id())
+        .chars()
+        .rev()
+        .collect()
+}
+
+/// Runs `cmd` inside container `id` as its own user; returns the exit code and stdout+stderr.
+pub async fn exec(docker: &Docker, id: &str, cmd: &[&str]) -> (i64, String) {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use futures::StreamExt;
+    let created = docker
+        .create_exec(
+            id,
+            CreateExecOptions {
+                cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create exec");
+    let mut out = String::new();
+    if let StartExecResults::Attached { mut output, .. } =
+        docker.start_exec(&created.id, None).await.expect("start exec")
+    {
+        while let Some(Ok(chunk)) = output.next().await {
+            out.push_str(&chunk.to_string());
+        }
+    }
+    let code = docker
+        .inspect_exec(&created.id)
+        .await
+        .expect("inspect exec")
+        .exit_code
+        .unwrap_or(-1);
+    (code, out)
+}
+
+/// The path of a workspace binary (`basho`, `basho-agent`, ...) built next to this test.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test does)",
+        path.display()
+    );
+    path
+}

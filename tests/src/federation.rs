@@ -1,0 +1,300 @@
+//! A federation for one test: an orchestrator on a SQLite file and three Docker sites (`tohoku`,
+//! `ncbn`, `bbj`, each name suffixed with a per-test tag so tests running side by side never see
+//! each other's containers), all in this process over real HTTP on loopback, with an issuer the
+//! test generates itself. Orchestrator and agents can be stopped and started independently.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use basho_agent::config::{BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig};
+use basho_core::protocol::Capacity;
+use basho_core::visa::mint::Issuer;
+use basho_core::visa::IssuerRef;
+use basho_core::Ident;
+use basho_orchestrator::config::{AgentAuth, Config, Limits};
+use bollard::Docker;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Api;
+
+/// The demo federation's sites and the datasets each holds (DESIGN.md section 5).
+pub const SITES: [(&str, &[&str]); 3] = [
+    ("tohoku", &["JGAD000101", "JGAD000102"]),
+    ("ncbn", &["JGAD000201"]),
+    ("bbj", &["JGAD000301"]),
+];
+
+/// The issuer every federation trusts.
+pub const ISSUER: &str = "https://dac.test.invalid";
+
+struct Running {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("stopped within 30 s")
+            .expect("task did not panic");
+    }
+}
+
+/// One test's federation.
+pub struct Federation {
+    /// Everything on disk lives here.
+    pub dir: tempfile::TempDir,
+    /// The platform's API client.
+    pub api: Api,
+    /// The issuer the test generated; its JWKS is trusted by the orchestrator and every site.
+    pub issuer: Issuer,
+    /// The Docker engine.
+    pub docker: Docker,
+    /// The demo image ID.
+    pub image: String,
+    tag: String,
+    listen: SocketAddr,
+    config: Config,
+    sites: BTreeMap<String, SiteConfig>,
+    orchestrator: Option<Running>,
+    agents: BTreeMap<String, Running>,
+}
+
+impl Federation {
+    /// Starts the orchestrator and all three agents, or `None` when the machine has no Docker.
+    pub async fn start() -> Option<Federation> {
+        let docker = crate::docker().await?;
+        let image = basho_cli::dev::image::ensure_demo_image(&docker)
+            .await
+            .expect("demo image");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tag = crate::unique("t");
+        let issuer = Issuer::generate(ISSUER).with_rsa();
+        let jwks_file = dir.path().join("issuer.jwks.json");
+        std::fs::write(&jwks_file, issuer.jwks_json()).unwrap();
+        let issuers = vec![IssuerRef { issuer: ISSUER.into(), jwks_file }];
+
+        // Bind once to learn a free port, then hand the address to the orchestrator.
+        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let token = format!("platform-{tag}");
+        let mut agents = Vec::new();
+        let mut sites = BTreeMap::new();
+        for (name, datasets) in SITES {
+            let site = format!("{name}-{tag}");
+            let agent_token = format!("agent-{site}");
+            agents.push(AgentAuth { site: Ident::parse(&site).unwrap(), token: agent_token.clone() });
+            let cfg = site_config(dir.path(), &site, datasets, &image, &issuers, listen, agent_token);
+            sites.insert(name.to_owned(), cfg);
+        }
+        let config = Config {
+            listen,
+            data_dir: dir.path().join("orchestrator"),
+            database: None,
+            templates_dir: templates_dir(),
+            platform_tokens: vec![token.clone()],
+            agents,
+            trusted_issuers: issuers,
+            limits: Limits { agent_silent_s: 10, ..Limits::default() },
+        };
+        let mut fed = Federation {
+            api: Api::new(format!("http://{listen}"), token),
+            dir,
+            issuer,
+            docker,
+            image,
+            tag,
+            listen,
+            config,
+            sites,
+            orchestrator: None,
+            agents: BTreeMap::new(),
+        };
+        fed.start_orchestrator().await;
+        for name in SITES.map(|(n, _)| n) {
+            fed.start_agent(name).await;
+        }
+        for name in SITES.map(|(n, _)| n) {
+            fed.wait_registered(name).await;
+        }
+        Some(fed)
+    }
+
+    /// The full site name of a demo site (`tohoku` → `tohoku-<tag>`).
+    pub fn site(&self, name: &str) -> String {
+        format!("{name}-{}", self.tag)
+    }
+
+    /// The orchestrator's config, to inspect or reuse.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Starts (or restarts) the orchestrator on the same address and data dir.
+    pub async fn start_orchestrator(&mut self) {
+        assert!(self.orchestrator.is_none(), "orchestrator already running");
+        let orch = basho_orchestrator::Orchestrator::open(self.config.clone())
+            .await
+            .expect("orchestrator opens");
+        let listener = tokio::net::TcpListener::bind(self.listen).await.expect("bind api");
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let task = tokio::spawn(async move {
+            orch.serve(listener, c).await.expect("orchestrator serves");
+        });
+        self.orchestrator = Some(Running { cancel, task });
+    }
+
+    /// Stops the orchestrator; agents keep running and retry.
+    pub async fn stop_orchestrator(&mut self) {
+        self.orchestrator.take().expect("orchestrator running").stop().await;
+    }
+
+    /// Starts (or restarts) the agent of demo site `name`.
+    pub async fn start_agent(&mut self, name: &str) {
+        assert!(!self.agents.contains_key(name), "agent {name} already running");
+        let cfg = self.sites[name].clone();
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let task = tokio::spawn(async move {
+            basho_agent::run(cfg, c).await.expect("agent runs");
+        });
+        self.agents.insert(name.to_owned(), Running { cancel, task });
+    }
+
+    /// Stops the agent of demo site `name`; its workspaces keep running.
+    pub async fn stop_agent(&mut self, name: &str) {
+        self.agents.remove(name).expect("agent running").stop().await;
+    }
+
+    /// Waits until the site appears in `GET /v1/sites`.
+    pub async fn wait_registered(&self, name: &str) {
+        let site = self.site(name);
+        crate::wait_for(&format!("site {site} registered"), Duration::from_secs(30), || async {
+            let (s, v) = self.api.call(reqwest::Method::GET, "/v1/sites", None).await;
+            (s.is_success() && v.as_array()?.iter().any(|x| x["name"] == site.as_str())).then_some(())
+        })
+        .await
+    }
+
+    /// A create body for `datasets`, with one fresh visa per dataset for `sub`.
+    pub fn create_body(&self, project: &str, sub: &str, datasets: &[&str]) -> Value {
+        let visas: Vec<String> = datasets.iter().map(|d| self.issuer.mint(sub, d)).collect();
+        json!({
+            "project": project,
+            "template": "shell",
+            "visas": visas,
+            "resources": {"cpus": 1, "memory_mib": 128, "gpus": 0},
+            "duration_s": 600,
+        })
+    }
+
+    /// Creates a workspace and waits until it runs; returns its JSON.
+    pub async fn create_running(&self, project: &str, datasets: &[&str]) -> Value {
+        let (status, ws) = self.api.create(&self.create_body(project, "alice", datasets)).await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "create: {ws}");
+        let id = ws["id"].as_str().unwrap().to_owned();
+        self.api.wait_state(&id, "running", Duration::from_secs(60)).await
+    }
+
+    /// Containers of workspace `id` on the engine.
+    pub async fn containers(&self, id: &str) -> Vec<String> {
+        crate::containers_labelled(&self.docker, basho_core::LABEL_WORKSPACE, id).await
+    }
+
+    /// Stops everything and removes the federation's containers.
+    pub async fn shutdown(mut self) {
+        for (_, a) in std::mem::take(&mut self.agents) {
+            a.stop().await;
+        }
+        if let Some(o) = self.orchestrator.take() {
+            o.stop().await;
+        }
+        for name in SITES.map(|(n, _)| n) {
+            crate::remove_labelled(&self.docker, basho_core::LABEL_SITE, &self.site(name)).await;
+        }
+    }
+}
+
+impl Drop for Federation {
+    /// Containers outlive a panicking test otherwise; remove them with the CLI (no runtime here).
+    fn drop(&mut self) {
+        for name in SITES.map(|(n, _)| n) {
+            let filter = format!("label={}={}", basho_core::LABEL_SITE, self.site(name));
+            if let Ok(out) = std::process::Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter])
+                .output()
+            {
+                let ids = String::from_utf8_lossy(&out.stdout);
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                if !ids.is_empty() {
+                    let _ = std::process::Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+                }
+            }
+        }
+    }
+}
+
+/// The repository's workspace templates.
+pub fn templates_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/workspaces")
+}
+
+/// Writes a small synthetic dataset readable by the workspace user.
+pub fn write_dataset(root: &Path, id: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.join("datasets").join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut csv = String::from("record_id,age_band,sex,prefecture,icd10\n");
+    for i in 0..5 {
+        csv.push_str(&format!("{id}-{i},40-49,F,Miyagi,E11\n"));
+    }
+    std::fs::write(dir.join("records.csv"), csv).unwrap();
+    std::fs::set_permissions(dir.join("records.csv"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn site_config(
+    root: &Path,
+    site: &str,
+    datasets: &[&str],
+    image: &str,
+    issuers: &[IssuerRef],
+    listen: SocketAddr,
+    token: String,
+) -> SiteConfig {
+    let base = root.join("sites").join(site);
+    SiteConfig {
+        site: Ident::parse(site).unwrap(),
+        orchestrator: OrchestratorLink {
+            url: format!("http://{listen}"),
+            token: Some(token),
+            token_file: None,
+            poll_wait_s: 5,
+        },
+        capacity: Capacity { cpus: 8, memory_mib: 8192, gpus: 0 },
+        backend: BackendConfig::Docker { socket: None },
+        datasets: datasets
+            .iter()
+            .map(|d| CatalogEntry {
+                id: Ident::parse(d).unwrap(),
+                path: write_dataset(root, d),
+                grant_url: None,
+            })
+            .collect(),
+        images: BTreeMap::from([("basho/demo".to_owned(), image.to_owned())]),
+        trusted_issuers: issuers.to_vec(),
+        paths: Paths {
+            state_dir: base.join("state"),
+            work_root: base.join("work"),
+            results_root: base.join("results"),
+        },
+        isolation: Isolation::default(),
+    }
+}
