@@ -1,1 +1,24 @@
-//! placeholder
+//! basho-cli: the `basho` command. Client commands talk to the orchestrator's REST API
+//! (`workspace`, `site`); `basho dev` runs the whole system in one process.
+
+pub mod args;
+pub mod client;
+pub mod dev;
+pub mod duration;
+pub mod error;
+pub mod output;
+pub mod site;
+pub mod wait;
+pub mod workspace;
+
+pub use args::Cli;
+pub use error::Error;
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        args::Command::Workspace(a) => workspace::run(a).await,
+        args::Command::Site(a) => site::run(a).await,
+        args::Command::Dev(a) => dev::command(a).await,
+    }
+}

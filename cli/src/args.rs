@@ -1,0 +1,354 @@
+//! The command line, as clap derive structs; `main.rs` parses it and hands it to [`crate::run`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use basho_core::{Ident, State};
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::DEFAULT_ADDR;
+use crate::duration::parse_duration;
+use crate::output::Output;
+
+/// basho: isolated workspaces for approved projects on federated supercomputers.
+#[derive(Debug, Parser)]
+#[command(name = "basho", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, show and delete workspaces.
+    #[command(alias = "ws")]
+    Workspace(WorkspaceArgs),
+    /// The sites, their datasets and capacity.
+    Site(SiteArgs),
+    /// Run the whole system in one process: orchestrator, three site agents on the local Docker
+    /// engine, synthetic datasets and a dev visa issuer.
+    Dev(DevArgs),
+}
+
+/// Where the orchestrator is, how to authenticate, how to print.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Orchestrator address.
+    #[arg(long, env = "BASHO_ADDR", default_value = DEFAULT_ADDR, global = true)]
+    pub addr: String,
+    /// Bearer token (the platform's, for `basho dev`: `basho dev token --role platform`).
+    #[arg(long, env = "BASHO_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// `table` for people, `json` for the API's answer exactly as sent.
+    #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+}
+
+/// `basho workspace ...`.
+#[derive(Debug, Args)]
+pub struct WorkspaceArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The verb.
+    #[command(subcommand)]
+    pub cmd: WorkspaceCmd,
+}
+
+/// Workspace verbs.
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCmd {
+    /// Ask for a workspace for an approved project, passing the DAC's visas.
+    Create(CreateArgs),
+    /// List workspaces.
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// Show one workspace.
+    Show {
+        /// Workspace id (`ws-...`).
+        id: String,
+    },
+    /// Stop and remove a workspace.
+    #[command(alias = "rm")]
+    Delete(DeleteArgs),
+}
+
+/// `basho workspace create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The approved project.
+    #[arg(long)]
+    pub project: Ident,
+    /// Workspace template (`shell`, ...).
+    #[arg(long)]
+    pub template: Ident,
+    /// A GA4GH visa JWT; repeat for several.
+    #[arg(long = "visa", value_name = "JWT")]
+    pub visas: Vec<String>,
+    /// A file of visa JWTs, one per line (`-` reads stdin); repeatable.
+    #[arg(long = "visa-file", value_name = "FILE")]
+    pub visa_files: Vec<PathBuf>,
+    /// A dataset to mount; repeat for several. Default: every dataset the visas grant.
+    #[arg(long = "dataset", value_name = "ID")]
+    pub datasets: Vec<Ident>,
+    /// CPU cores (with --memory-mib). Default: the template's.
+    #[arg(long, requires = "memory_mib")]
+    pub cpus: Option<u32>,
+    /// Memory in MiB (with --cpus).
+    #[arg(long, requires = "cpus")]
+    pub memory_mib: Option<u64>,
+    /// GPUs (with --cpus and --memory-mib).
+    #[arg(long, requires = "cpus")]
+    pub gpus: Option<u32>,
+    /// Lifetime: seconds or with a unit (`2h`, `90m`). Default: the template's.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Pin the workspace to a site.
+    #[arg(long)]
+    pub site: Option<Ident>,
+    /// Idempotency key; the default is a fresh UUID, reused when the CLI retries the request.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Wait until the workspace runs (or fails).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_parser = parse_duration, default_value = "120s")]
+    pub timeout: Duration,
+}
+
+/// `basho workspace list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this project's.
+    #[arg(long)]
+    pub project: Option<Ident>,
+    /// Only workspaces in this state.
+    #[arg(long, value_parser = parse_state)]
+    pub state: Option<State>,
+    /// Only this site's.
+    #[arg(long)]
+    pub site: Option<Ident>,
+}
+
+/// `basho workspace delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Workspace id (`ws-...`).
+    pub id: String,
+    /// Wait until it has ended.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_parser = parse_duration, default_value = "120s")]
+    pub timeout: Duration,
+}
+
+/// `basho site ...`.
+#[derive(Debug, Args)]
+pub struct SiteArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The verb.
+    #[command(subcommand)]
+    pub cmd: SiteCmd,
+}
+
+/// Site verbs.
+#[derive(Debug, Subcommand)]
+pub enum SiteCmd {
+    /// List the sites.
+    #[command(alias = "ls")]
+    List,
+}
+
+/// `basho dev [visa|token]`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where `basho dev` keeps everything: database, tokens, issuer key, datasets, site dirs.
+    #[arg(long, default_value = "./.basho", global = true)]
+    pub data_dir: PathBuf,
+    /// Address the API listens on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// The platform token; default: generated once and kept in `<data-dir>/platform-token`.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Also trust this visa issuer (`ISS=JWKS_FILE`), in the orchestrator and every agent.
+    #[arg(long = "trusted-issuer", value_name = "ISS=JWKS_FILE", value_parser = parse_trusted_issuer)]
+    pub trusted_issuers: Vec<(String, PathBuf)>,
+    /// Workspace templates directory; default: `templates/workspaces` of this repository, or
+    /// the built-in `shell` template.
+    #[arg(long)]
+    pub templates: Option<PathBuf>,
+    /// A helper instead of running the system.
+    #[command(subcommand)]
+    pub cmd: Option<DevCmd>,
+}
+
+/// `basho dev` helpers.
+#[derive(Debug, Subcommand)]
+pub enum DevCmd {
+    /// Print a visa JWT minted by the dev issuer.
+    Visa {
+        /// The dataset it grants.
+        #[arg(long)]
+        dataset: Ident,
+        /// The researcher (`sub`).
+        #[arg(long)]
+        subject: String,
+        /// Lifetime: seconds or with a unit (`1h`).
+        #[arg(long, value_parser = parse_duration, default_value = "3600")]
+        expires_in: Duration,
+    },
+    /// Print a dev token for a role.
+    Token {
+        /// The role; only `platform` exists for now.
+        #[arg(long)]
+        role: String,
+        /// The subject, for roles that act for one person.
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+/// Parses a workspace state name.
+pub fn parse_state(s: &str) -> Result<State, String> {
+    State::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown state {s:?}; one of {}", names.join(", "))
+    })
+}
+
+/// Parses `ISS=JWKS_FILE`.
+pub fn parse_trusted_issuer(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((iss, file)) if !iss.is_empty() && !file.is_empty() => {
+            Ok((iss.to_owned(), PathBuf::from(file)))
+        }
+        _ => Err(format!(
+            "{s:?} is not ISS=JWKS_FILE (e.g. https://dac.example.org=./dac.jwks.json)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("basho").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn create_reads_every_flag() {
+        let cli = parse(&[
+            "workspace",
+            "create",
+            "--project",
+            "P-0001",
+            "--template",
+            "shell",
+            "--visa",
+            "a.b.c",
+            "--visa",
+            "d.e.f",
+            "--dataset",
+            "JGAD000101",
+            "--cpus",
+            "2",
+            "--memory-mib",
+            "512",
+            "--duration",
+            "2h",
+            "--site",
+            "tohoku",
+            "--wait",
+            "--timeout",
+            "30s",
+            "--output",
+            "json",
+            "--addr",
+            "http://x:1",
+        ])
+        .unwrap();
+        let Command::Workspace(w) = cli.command else {
+            panic!("not workspace")
+        };
+        assert_eq!(w.client.addr, "http://x:1");
+        assert_eq!(w.client.output, Output::Json);
+        let WorkspaceCmd::Create(c) = w.cmd else {
+            panic!("not create")
+        };
+        assert_eq!(c.visas, ["a.b.c", "d.e.f"]);
+        assert_eq!(c.duration, Some(Duration::from_secs(7200)));
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!((c.cpus, c.memory_mib, c.gpus), (Some(2), Some(512), None));
+        assert!(c.wait);
+    }
+
+    #[test]
+    fn create_refuses_bad_identifiers_and_half_resources() {
+        let base = ["workspace", "create", "--template", "shell", "--visa", "x"];
+        let with = |extra: &[&str]| {
+            let mut v: Vec<&str> = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        assert!(with(&["--project", "P-0001"]).is_ok());
+        assert!(with(&["--project", "../etc"]).is_err());
+        assert!(with(&["--project", "P", "--cpus", "2"]).is_err());
+        assert!(with(&["--project", "P", "--duration", "2x"]).is_err());
+    }
+
+    #[test]
+    fn list_filters_validate_states() {
+        assert!(parse(&["workspace", "list", "--state", "running"]).is_ok());
+        let e = parse(&["workspace", "list", "--state", "gone"]).unwrap_err();
+        assert!(e.to_string().contains("one of pending"), "{e}");
+    }
+
+    #[test]
+    fn dev_helpers_take_the_data_dir_after_the_verb() {
+        let cli = parse(&[
+            "dev",
+            "visa",
+            "--dataset",
+            "JGAD000101",
+            "--subject",
+            "alice",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .unwrap();
+        let Command::Dev(d) = cli.command else {
+            panic!("not dev")
+        };
+        assert_eq!(d.data_dir, PathBuf::from("/tmp/x"));
+        assert!(
+            matches!(d.cmd, Some(DevCmd::Visa { expires_in, .. }) if expires_in.as_secs() == 3600)
+        );
+    }
+
+    #[test]
+    fn trusted_issuers_split_at_the_first_equals() {
+        assert_eq!(
+            parse_trusted_issuer("https://dac.example.org=/etc/dac.json"),
+            Ok((
+                "https://dac.example.org".into(),
+                PathBuf::from("/etc/dac.json")
+            ))
+        );
+        assert!(parse_trusted_issuer("no-equals").is_err());
+        assert!(parse_trusted_issuer("=file").is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! `basho dev`: the whole system in one process for a laptop or a CI box (orchestrator on SQLite,
+//! three site agents on the local Docker engine, synthetic datasets, a dev visa issuer), and its
+//! helpers `basho dev visa` and `basho dev token`.
+
+use std::path::{Path, PathBuf};
+
+use basho_core::visa::IssuerRef;
+
+use crate::args::{DevArgs, DevCmd};
+
+pub mod data;
+pub mod issuer;
+pub mod secrets;
+pub mod templates;
+
+/// Why `basho dev` (or a helper) failed. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// A file or directory under the data dir could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A helper needs something `basho dev` makes on its first start.
+    #[error(
+        "no {what} at {path}; start `basho dev --data-dir {data_dir}` once first (or pass the \
+         --data-dir it runs with)",
+        data_dir = data_dir_of(path).display()
+    )]
+    NotInitialised {
+        /// What is missing.
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A saved file is unreadable.
+    #[error("{path} is unusable ({reason}); remove it to have it made again")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Flags or files named on the command line are wrong; every problem is listed.
+    #[error("{0}")]
+    Config(String),
+    /// `basho dev token` was asked for a role that does not exist.
+    #[error("there is no dev token for role {0:?}: only `platform` exists for now")]
+    Role(String),
+}
+
+impl DevError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        DevError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// The data dir a path under `<data-dir>/<one level>/` belongs to, for messages.
+fn data_dir_of(path: &Path) -> &Path {
+    path.parent()
+        .and_then(|p| {
+            if p.ends_with("issuer") {
+                p.parent()
+            } else {
+                Some(p)
+            }
+        })
+        .unwrap_or(path)
+}
+
+/// Where `basho dev` keeps everything under its data dir.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The data dir.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The platform token.
+    pub fn platform_token(&self) -> PathBuf {
+        self.root.join("platform-token")
+    }
+
+    /// The orchestrator's SQLite directory.
+    pub fn orchestrator(&self) -> PathBuf {
+        self.root.join("orchestrator")
+    }
+
+    /// Parent of the synthetic datasets.
+    pub fn datasets(&self) -> PathBuf {
+        self.root.join("datasets")
+    }
+
+    /// A site agent's directory (state, work, results, token).
+    pub fn site(&self, site: &str) -> PathBuf {
+        self.root.join("sites").join(site)
+    }
+
+    /// A site agent's token.
+    pub fn agent_token(&self, site: &str) -> PathBuf {
+        self.site(site).join("agent-token")
+    }
+
+    /// The dev issuer's key and JWKS.
+    pub fn issuer(&self) -> issuer::IssuerFiles {
+        issuer::IssuerFiles::under(&self.root)
+    }
+}
+
+/// Turns `--trusted-issuer ISS=JWKS_FILE` pairs into issuer refs with absolute paths, checking
+/// that every file holds a usable JWKS; reports every problem at once.
+pub fn check_trusted_issuers(pairs: &[(String, PathBuf)]) -> Result<Vec<IssuerRef>, DevError> {
+    let mut refs = Vec::new();
+    let mut problems = Vec::new();
+    for (iss, file) in pairs {
+        let checked = std::fs::read_to_string(file)
+            .map_err(|e| e.to_string())
+            .and_then(|json| {
+                basho_core::visa::TrustedIssuers::new()
+                    .add_json(iss, &json)
+                    .map(|_| ())
+            })
+            .and_then(|_| std::fs::canonicalize(file).map_err(|e| e.to_string()));
+        match checked {
+            Ok(abs) => refs.push(IssuerRef {
+                issuer: iss.clone(),
+                jwks_file: abs,
+            }),
+            Err(e) => problems.push(format!("--trusted-issuer {iss}={}: {e}", file.display())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(refs)
+    } else {
+        Err(DevError::Config(problems.join("\n")))
+    }
+}
+
+/// `basho dev visa`: a visa minted by the data dir's dev issuer.
+pub fn visa(
+    data_dir: &Path,
+    dataset: &str,
+    subject: &str,
+    expires_in: std::time::Duration,
+) -> Result<String, DevError> {
+    if subject.trim().is_empty() {
+        return Err(DevError::Config(
+            "--subject is empty; name the researcher (a visa's sub)".into(),
+        ));
+    }
+    if expires_in.is_zero() {
+        return Err(DevError::Config(
+            "--expires-in is zero; give a lifetime such as 3600 or 1h".into(),
+        ));
+    }
+    let issuer = Layout::new(data_dir).issuer().load()?;
+    Ok(issuer::mint(&issuer, dataset, subject, expires_in))
+}
+
+/// `basho dev token`: the dev token of a role.
+pub fn token(data_dir: &Path, role: &str) -> Result<String, DevError> {
+    if role != "platform" {
+        return Err(DevError::Role(role.to_owned()));
+    }
+    let path = Layout::new(data_dir).platform_token();
+    match secrets::read(&path).map_err(|e| DevError::io(&path, e))? {
+        Some(t) => Ok(t),
+        None => Err(DevError::NotInitialised {
+            what: "platform token",
+            path,
+        }),
+    }
+}
+
+/// Runs `basho dev` or one of its helpers.
+pub async fn command(args: DevArgs) -> Result<(), crate::Error> {
+    match args.cmd {
+        Some(DevCmd::Visa {
+            dataset,
+            subject,
+            expires_in,
+        }) => {
+            println!(
+                "{}",
+                visa(&args.data_dir, dataset.as_str(), &subject, expires_in)?
+            );
+            Ok(())
+        }
+        Some(DevCmd::Token { role, subject: _ }) => {
+            println!("{}", token(&args.data_dir, &role)?);
+            Ok(())
+        }
+        None => Err(crate::Error::Usage(
+            "`basho dev` cannot start the system in this build yet".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn helpers_say_how_to_initialise_a_fresh_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = visa(dir.path(), "JGAD000101", "alice", Duration::from_secs(60)).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("no dev issuer key"), "{msg}");
+        assert!(
+            msg.contains(&format!("basho dev --data-dir {}", dir.path().display())),
+            "{msg}"
+        );
+        let e = token(dir.path(), "platform").unwrap_err();
+        assert!(e.to_string().contains("no platform token"), "{e}");
+    }
+
+    #[test]
+    fn only_the_platform_role_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        secrets::save(&Layout::new(dir.path()).platform_token(), "tok").unwrap();
+        assert_eq!(token(dir.path(), "platform").unwrap(), "tok");
+        let e = token(dir.path(), "researcher").unwrap_err();
+        assert!(e.to_string().contains("only `platform`"), "{e}");
+    }
+
+    #[test]
+    fn visa_helper_mints_with_the_saved_key() {
+        let dir = tempfile::tempdir().unwrap();
+        Layout::new(dir.path()).issuer().load_or_create().unwrap();
+        let jwt = visa(dir.path(), "JGAD000301", "bob", Duration::from_secs(60)).unwrap();
+        assert_eq!(jwt.split('.').count(), 3);
+        assert!(visa(dir.path(), "JGAD000301", " ", Duration::from_secs(60)).is_err());
+        assert!(visa(dir.path(), "JGAD000301", "bob", Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn trusted_issuer_files_are_checked_all_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.json");
+        let issuer = basho_core::visa::mint::Issuer::generate("https://dac.test");
+        std::fs::write(&good, issuer.jwks_json()).unwrap();
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "{}").unwrap();
+        let refs = check_trusted_issuers(&[("https://dac.test".into(), good.clone())]).unwrap();
+        assert_eq!(refs[0].jwks_file, std::fs::canonicalize(&good).unwrap());
+        let e = check_trusted_issuers(&[
+            ("https://a".into(), bad),
+            ("https://b".into(), dir.path().join("missing.json")),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("https://a=") && e.contains("https://b="), "{e}");
+    }
+}

@@ -1,0 +1,63 @@
+//! The errors a `basho` command ends with, and the exit code each maps to.
+
+use basho_core::State;
+
+use crate::client::ApiError;
+use crate::dev::DevError;
+
+/// Why a command failed. `main` prints `error: <this>` and exits with [`Error::exit_code`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The orchestrator refused or could not be reached.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// Arguments that parse but make no request (no visa at all, zero duration, ...).
+    #[error("{0}")]
+    Usage(String),
+    /// A file named on the command line could not be read.
+    #[error("cannot read {path}: {source}")]
+    Input {
+        /// The path (or `-` for stdin).
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A waited-for workspace ended in a state other than the one asked for.
+    #[error("workspace {id} is {state}: {message}")]
+    Ended {
+        /// Workspace id.
+        id: String,
+        /// Where it ended.
+        state: State,
+        /// The workspace's own message, or a note that it gave none.
+        message: String,
+    },
+    /// `--wait` ran out of time.
+    #[error(
+        "gave up after {waited_s}s: workspace {id} is still {state}, not {goal}; \
+         `basho workspace show {id}` shows it later (or raise --timeout)"
+    )]
+    Timeout {
+        /// Workspace id.
+        id: String,
+        /// What it was waited for.
+        goal: &'static str,
+        /// The last state seen (or why none was seen).
+        state: String,
+        /// Seconds waited.
+        waited_s: u64,
+    },
+    /// `basho dev` failed.
+    #[error(transparent)]
+    Dev(#[from] DevError),
+}
+
+impl Error {
+    /// The process exit code: 2 for usage errors (like clap's own), 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
