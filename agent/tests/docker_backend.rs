@@ -348,6 +348,21 @@ async fn every_isolation_default_holds() {
     );
     let requested = h.mounts.clone().unwrap();
     assert!(requested.iter().all(|m| m.typ == Some(MountType::BIND)));
+    // Datasets are read-only all the way down where the engine can do it; older engines bind
+    // them without submounts instead, so no writable submount shows through.
+    let recursive = b.api_version() >= (1, 44);
+    assert_eq!(b.capabilities().recursive_readonly, recursive);
+    for m in requested
+        .iter()
+        .filter(|m| m.target.as_deref().unwrap().starts_with("/data/"))
+    {
+        let o = m.bind_options.as_ref().unwrap();
+        if recursive {
+            assert_eq!(o.read_only_force_recursive, Some(true), "{m:?}");
+        } else {
+            assert_eq!(o.non_recursive, Some(true), "{m:?}");
+        }
+    }
 
     // An independent view, through the docker CLI.
     let out = Command::new("docker")
@@ -480,7 +495,10 @@ async fn relaunch_readoption_and_site_separation() {
     let ws = unique("ws-test");
     let s = spec(&guard.site, &ws, &image, &dirs);
 
-    let first = b.launch(&s).await.unwrap();
+    // Two launches racing for the same workspace end up with one container.
+    let (first, racer) = tokio::join!(b.launch(&s), b.launch(&s));
+    let (first, racer) = (first.unwrap(), racer.unwrap());
+    assert_eq!(racer.handle, first.handle);
     let again = b.launch(&s).await.unwrap();
     assert_eq!(again.handle, first.handle);
     assert_eq!(again.workspace, ws);

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use basho_core::{Ident, LABEL_SITE, LABEL_WORKSPACE};
 use bollard::Docker;
-use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::models::{ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
     StatsOptionsBuilder, StopContainerOptionsBuilder,
@@ -28,6 +28,9 @@ use error::{is_conflict, is_not_found, unavailable};
 const RECURSIVE_READONLY_API: (usize, usize) = (1, 44);
 /// Seconds a workspace gets to exit after SIGTERM before the engine kills it.
 const STOP_TIMEOUT_S: i32 = 5;
+/// How often, and how far apart, a create conflict is resolved by looking up the name.
+const ADOPT_ATTEMPTS: u32 = 50;
+const ADOPT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// Sockets that give control of the host; never bound into a workspace, nor any parent of them.
 const WELL_KNOWN_SOCKETS: &[&str] = &[
     "/var/run/docker.sock",
@@ -187,17 +190,48 @@ impl DockerBackend {
         Ok(Some(observed))
     }
 
-    /// Finds a container whose creation raced ours and makes sure it runs.
+    /// Takes over the container holding the workspace's name after a create conflict: a
+    /// concurrent launch of the same workspace, which the engine may still be creating (the name
+    /// is reserved before the container shows up), or a container of another site.
     async fn adopt(&self, workspace: &str) -> Result<Observed, BackendError> {
-        let summary = self.find_one(workspace).await?.ok_or_else(|| {
-            BackendError::Refused(format!(
-                "container name {} is taken by a container this site does not manage (another \
-                 site on the same engine?); remove it with `docker rm -f {}`",
-                container_name(workspace),
-                container_name(workspace)
-            ))
-        })?;
-        self.ensure_started(workspace, summary).await
+        let name = container_name(workspace);
+        for _ in 0..ADOPT_ATTEMPTS {
+            let details = match self.docker.inspect_container(&name, None).await {
+                Ok(details) => details,
+                Err(e) if is_not_found(&e) => {
+                    tokio::time::sleep(ADOPT_POLL).await;
+                    continue;
+                }
+                Err(e) => return Err(unavailable("inspect container", e)),
+            };
+            let labels = details.config.as_ref().and_then(|c| c.labels.as_ref());
+            let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+            if label(LABEL_SITE) != Some(self.site.as_str())
+                || label(LABEL_WORKSPACE) != Some(workspace)
+            {
+                return Err(BackendError::Refused(format!(
+                    "container name {name} is taken by a container this site does not manage \
+                     (another site on the same engine?); remove it with `docker rm -f {name}`"
+                )));
+            }
+            let id = details.id.clone().unwrap_or_default();
+            let created = details.state.as_ref().and_then(|s| s.status)
+                == Some(ContainerStateStatusEnum::CREATED);
+            if !created {
+                return Ok(observe::from_inspect(workspace, &details));
+            }
+            debug!(workspace, container = %id, "starting container of a concurrent launch");
+            self.start(workspace, &id).await?;
+            let details = self
+                .docker
+                .inspect_container(&id, None)
+                .await
+                .map_err(|e| unavailable("inspect container", e))?;
+            return Ok(observe::from_inspect(workspace, &details));
+        }
+        Err(BackendError::Unavailable(format!(
+            "container name {name} is reserved but no container appeared; try again"
+        )))
     }
 
     async fn ensure_started(
