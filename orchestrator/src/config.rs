@@ -1,10 +1,10 @@
 //! The orchestrator config (`orchestrator.toml`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use basho_core::visa::IssuerRef;
 use basho_core::Ident;
+use basho_core::visa::IssuerRef;
 use serde::{Deserialize, Serialize};
 
 /// The whole orchestrator config.
@@ -80,5 +80,203 @@ impl Default for Limits {
             long_poll_max_s: default_poll(),
             agent_silent_s: default_silent(),
         }
+    }
+}
+
+/// Why the config is unusable: every problem found, so one edit can fix them all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    /// One line per problem, each naming the field and how to fix it.
+    pub problems: Vec<String>,
+}
+
+/// Environment variables that override the config file.
+pub const ENV_LISTEN: &str = "BASHO_LISTEN";
+/// Overrides `data_dir`.
+pub const ENV_DATA_DIR: &str = "BASHO_DATA_DIR";
+/// Overrides `database`.
+pub const ENV_DATABASE: &str = "BASHO_DATABASE";
+
+/// Reads `path` (TOML), applies `BASHO_LISTEN`, `BASHO_DATA_DIR` and `BASHO_DATABASE`, and
+/// checks the result, reporting every problem at once.
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    let one = |p: String| ConfigError { problems: vec![p] };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        one(format!(
+            "{}: {e}; pass an existing file to --config",
+            path.display()
+        ))
+    })?;
+    let mut config: Config =
+        toml::from_str(&text).map_err(|e| one(format!("{}: {e}", path.display())))?;
+    let mut problems = config.apply_env(|k| std::env::var(k).ok());
+    problems.extend(config.validate());
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+impl Config {
+    /// A config for tests and embedding: in-memory store, the given templates directory, one
+    /// platform token.
+    pub fn for_tests(templates_dir: impl Into<PathBuf>, platform_token: &str) -> Self {
+        Self {
+            listen: default_listen(),
+            data_dir: std::env::temp_dir(),
+            database: Some("sqlite::memory:".to_owned()),
+            templates_dir: templates_dir.into(),
+            platform_tokens: vec![platform_token.to_owned()],
+            agents: Vec::new(),
+            trusted_issuers: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Applies the `BASHO_*` overrides read through `var`; returns the problems found.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(v) = var(ENV_LISTEN) {
+            match v.parse() {
+                Ok(addr) => self.listen = addr,
+                Err(e) => problems.push(format!(
+                    "{ENV_LISTEN}={v:?}: {e}; use an address like 127.0.0.1:8080"
+                )),
+            }
+        }
+        if let Some(v) = var(ENV_DATA_DIR) {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var(ENV_DATABASE) {
+            self.database = Some(v).filter(|s| !s.is_empty());
+        }
+        problems
+    }
+
+    /// Checks the rules serde cannot; returns every problem found.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.platform_tokens.is_empty() {
+            problems.push(
+                "platform_tokens is empty; add at least one token so the platform can call the API"
+                    .to_owned(),
+            );
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, t) in self.platform_tokens.iter().enumerate() {
+            if t.trim().is_empty() || t.chars().any(char::is_whitespace) {
+                problems.push(format!(
+                    "platform_tokens[{i}] is empty or contains whitespace; use a random string"
+                ));
+            }
+            seen.push(t);
+        }
+        let mut sites: Vec<&Ident> = Vec::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            if sites.contains(&&a.site) {
+                problems.push(format!(
+                    "agents[{i}]: site {} is listed twice; give each site one entry",
+                    a.site
+                ));
+            }
+            sites.push(&a.site);
+            if a.token.trim().is_empty() || a.token.chars().any(char::is_whitespace) {
+                problems.push(format!(
+                    "agents[{i}] ({}): token is empty or contains whitespace; use a random string",
+                    a.site
+                ));
+            }
+            if seen.contains(&a.token.as_str()) {
+                problems.push(format!(
+                    "agents[{i}] ({}): token is also used by another principal; give every \
+                     agent and the platform its own token",
+                    a.site
+                ));
+            }
+            seen.push(&a.token);
+        }
+        let l = &self.limits;
+        if l.max_body_bytes < 1024 {
+            problems.push(format!(
+                "limits.max_body_bytes is {}; allow at least 1024",
+                l.max_body_bytes
+            ));
+        }
+        if l.long_poll_max_s == 0 || l.long_poll_max_s > 300 {
+            problems.push(format!(
+                "limits.long_poll_max_s is {}; use 1 to 300",
+                l.long_poll_max_s
+            ));
+        }
+        if l.agent_silent_s == 0 {
+            problems.push("limits.agent_silent_s is 0; use at least 1".to_owned());
+        }
+        for (i, t) in self.trusted_issuers.iter().enumerate() {
+            if t.issuer.is_empty() {
+                problems.push(format!(
+                    "trusted_issuers[{i}].issuer is empty; name the visas' iss"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let mut c = Config::for_tests("/nonexistent", "platform-token");
+        c.platform_tokens.clear();
+        c.limits.long_poll_max_s = 0;
+        c.agents = vec![
+            AgentAuth {
+                site: Ident::parse("a").unwrap(),
+                token: "t1".into(),
+            },
+            AgentAuth {
+                site: Ident::parse("a").unwrap(),
+                token: "t1".into(),
+            },
+        ];
+        let problems = c.validate();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("platform_tokens")));
+        assert!(problems.iter().any(|p| p.contains("listed twice")));
+        assert!(problems.iter().any(|p| p.contains("its own token")));
+        assert!(problems.iter().any(|p| p.contains("long_poll_max_s")));
+    }
+
+    #[test]
+    fn env_overrides() {
+        let mut c = Config::for_tests("/t", "p");
+        let problems = c.apply_env(|k| match k {
+            ENV_LISTEN => Some("0.0.0.0:9000".into()),
+            ENV_DATA_DIR => Some("/data".into()),
+            ENV_DATABASE => Some("sqlite:///x.db".into()),
+            _ => None,
+        });
+        assert!(problems.is_empty());
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from("/data"));
+        assert_eq!(c.database.as_deref(), Some("sqlite:///x.db"));
+        assert_eq!(
+            c.apply_env(|k| (k == ENV_LISTEN).then(|| "nope".to_owned()))
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn loads_the_example_file() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orchestrator.toml");
+        // The example's paths do not exist here, but it must parse and pass validation.
+        let text = std::fs::read_to_string(path).unwrap();
+        let c: Config = toml::from_str(&text).unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
     }
 }

@@ -1,3 +1,231 @@
 //! basho-orchestrator: the REST API, the store, placement and visa checks.
+//!
+//! [`Orchestrator::open`] loads everything the config names and refuses to start on any problem;
+//! [`Orchestrator::serve`] runs the API and the background loops until the token is cancelled.
 
+use std::future::IntoFuture as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use basho_core::State;
+use basho_core::visa::TrustedIssuers;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+pub mod admission;
+pub mod api;
 pub mod config;
+pub mod loops;
+pub mod metrics;
+pub mod scheduler;
+pub mod sites;
+pub mod store;
+pub mod templates;
+
+pub use config::{Config, ConfigError};
+
+use crate::metrics::Metrics;
+use crate::sites::SiteCache;
+use crate::store::{SqliteStore, Store, StoreError, Transition};
+use crate::templates::Templates;
+
+/// How long in-flight requests may take to finish once shutdown starts.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Everything that can stop the orchestrator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config, a template or an issuer's JWKS is unusable; every problem is listed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Serving failed (the listener broke).
+    #[error("serving the API failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Reads the config file, applies `BASHO_*` overrides and checks it.
+pub fn load_config(path: &Path) -> Result<Config, Error> {
+    Ok(config::load_config(path)?)
+}
+
+/// The running orchestrator: a cheap handle to shared state.
+#[derive(Clone)]
+pub struct Orchestrator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("listen", &self.inner.config.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shared state behind [`Orchestrator`].
+pub(crate) struct Inner {
+    pub(crate) config: config::Config,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) templates: Templates,
+    pub(crate) issuers: TrustedIssuers,
+    pub(crate) sites: SiteCache,
+    pub(crate) metrics: Metrics,
+    pub(crate) auth: api::auth::Tokens,
+    /// Cancelled when serving stops, so long-polls answer at once instead of holding shutdown.
+    pub(crate) closing: CancellationToken,
+}
+
+impl Orchestrator {
+    /// Opens the store (applying migrations), loads and validates the templates and the trusted
+    /// issuers' JWKS files. Every config, template and issuer problem is reported at once.
+    pub async fn open(config: config::Config) -> Result<Orchestrator, Error> {
+        let mut problems = config.validate();
+        let templates = match Templates::load(&config.templates_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        };
+        let mut issuers = TrustedIssuers::new();
+        for (i, t) in config.trusted_issuers.iter().enumerate() {
+            let loaded = std::fs::read_to_string(&t.jwks_file)
+                .map_err(|e| format!("{}: {e}", t.jwks_file.display()))
+                .and_then(|json| issuers.add_json(&t.issuer, &json));
+            if let Err(e) = loaded {
+                problems.push(format!(
+                    "trusted_issuers[{i}] ({}): {e}; point jwks_file at the issuer's JWKS document",
+                    t.issuer
+                ));
+            }
+        }
+        let Some(templates) = templates.filter(|_| problems.is_empty()) else {
+            return Err(ConfigError { problems }.into());
+        };
+        let store = SqliteStore::open(config.database.as_deref(), &config.data_dir).await?;
+        Self::with_store(config, Arc::new(store), templates, issuers).await
+    }
+
+    /// Builds an orchestrator on a given store (embedding and tests).
+    pub(crate) async fn with_store(
+        config: config::Config,
+        store: Arc<dyn Store>,
+        templates: Templates,
+        issuers: TrustedIssuers,
+    ) -> Result<Orchestrator, Error> {
+        let stored_sites = store.sites().await?;
+        let counts = store.counts().await?;
+        let mut revisions = std::collections::BTreeMap::new();
+        for s in &stored_sites {
+            let (rev, _) = store.desired(&s.registration.site).await?;
+            revisions.insert(s.registration.site.clone(), rev);
+        }
+        let sites = SiteCache::load(stored_sites, &counts, &revisions);
+        let auth = api::auth::Tokens::new(&config);
+        Ok(Orchestrator {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                templates,
+                issuers,
+                sites,
+                metrics: Metrics::new(),
+                auth,
+                closing: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The HTTP API (every route, with auth, body limits, metrics and the error fallback).
+    pub fn router(&self) -> axum::Router {
+        api::router(self.clone())
+    }
+
+    /// Serves the API on `listener` and runs the background loops until `shutdown` is cancelled;
+    /// then stops accepting, lets in-flight requests finish (long-polls answer at once) and
+    /// waits for the loops.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let tracker = TaskTracker::new();
+        self.spawn_loops(&tracker, shutdown.clone());
+        tracker.close();
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving the basho API");
+        }
+        let closing = self.inner.closing.clone();
+        let stop = shutdown.clone();
+        let server = axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move {
+                stop.cancelled().await;
+                closing.cancel();
+            })
+            .into_future();
+        // Draining is bounded: a client holding a connection open cannot stall shutdown.
+        let grace = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let result = tokio::select! {
+            r = server => r,
+            () = grace => {
+                tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "connections still open after the grace period; stopping anyway");
+                Ok(())
+            }
+        };
+        shutdown.cancel();
+        tracker.wait().await;
+        tracing::info!("the basho API stopped");
+        result.map_err(Error::Serve)
+    }
+
+    /// Starts the expiry loop and the silent-agent sweep on `tracker`.
+    pub fn spawn_loops(&self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        let me = self.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(
+            async move { loops::expiry(me, stop).await }
+                .instrument(tracing::info_span!("expiry_loop")),
+        );
+        let me = self.clone();
+        tracker.spawn(
+            async move { loops::silent_agents(me, shutdown).await }
+                .instrument(tracing::info_span!("silent_agent_sweep")),
+        );
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// Moves a workspace to `to` through the store and keeps the site cache in step: compute is
+    /// released when the workspace ends, and the site's agent is woken.
+    pub(crate) async fn transition(
+        &self,
+        id: &str,
+        to: State,
+        message: Option<&str>,
+    ) -> Result<Transition, StoreError> {
+        let t = self
+            .inner
+            .store
+            .transition(id, to, message, Utc::now())
+            .await?;
+        if let Transition::Changed { from, record } = &t {
+            let w = &record.workspace;
+            if !from.is_terminal() && w.state.is_terminal() {
+                self.inner.sites.release(&w.site, &w.resources);
+            }
+            self.inner.sites.publish(&w.site, record.revision);
+            tracing::info!(workspace = %w.id, site = %w.site, from = %from, to = %w.state, "workspace changed state");
+        }
+        Ok(t)
+    }
+}

@@ -1,0 +1,144 @@
+//! The HTTP API: routes, the error type every handler answers with, and the request-metrics
+//! layer. One file per resource under `api/`.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use basho_core::ErrorBody;
+
+use crate::Orchestrator;
+use crate::store::StoreError;
+
+pub mod agent;
+pub mod auth;
+pub mod extract;
+pub mod meta;
+pub mod sites;
+pub mod workspaces;
+
+pub use meta::ApiDoc;
+
+/// An error answer: a status and the contract body `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The body.
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    /// An error with `status`, a snake_case `code` and a message that says how to fix it.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody::new(code, message),
+        }
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 422 `invalid_request`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ApiError::not_found(format!(
+                "no workspace {id}; list workspaces with GET /v1/workspaces"
+            )),
+            StoreError::IdempotencyKeyReused { workspace } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!(
+                    "this Idempotency-Key already created workspace {workspace} from a different \
+                     request; use a fresh key for a new request, or resend the original body"
+                ),
+            ),
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the orchestrator's store failed; retry, and tell the operator if it persists",
+                )
+            }
+        }
+    }
+}
+
+/// The result type of every handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see GET /openapi.json for the API")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see GET /openapi.json for the API",
+    )
+}
+
+async fn record_metrics(State(o): State<Orchestrator>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let res = next.run(req).await;
+    o.inner().metrics.observe_request(
+        &method,
+        &route,
+        res.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    res
+}
+
+/// Every route, with auth, the body limit, metrics and the contract's error fallbacks.
+pub fn router(o: Orchestrator) -> Router {
+    let limit = o.inner().config.limits.max_body_bytes;
+    Router::new()
+        .route(
+            "/v1/workspaces",
+            post(workspaces::create).get(workspaces::list),
+        )
+        .route(
+            "/v1/workspaces/{id}",
+            get(workspaces::show).delete(workspaces::delete),
+        )
+        .route("/v1/sites", get(sites::list))
+        .route("/v1/agent/register", post(agent::register))
+        .route("/v1/agent/desired", get(agent::desired))
+        .route("/v1/agent/observations", post(agent::observations))
+        .route("/healthz", get(meta::healthz))
+        .route("/metrics", get(meta::metrics))
+        .route("/openapi.json", get(meta::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(o.clone(), record_metrics))
+        .with_state(o)
+}

@@ -1,0 +1,249 @@
+//! `/v1/agent/*`: an agent registers its site's inventory, long-polls for the workspaces its
+//! site should run, and posts what it observed. Every request counts as contact from the site.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use basho_core::protocol::{Assignment, DesiredState, ObservationBatch, Registration};
+use basho_core::{ErrorBody, Ident, State as WsState};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use super::auth::AgentSite;
+use super::extract::{ApiJson, ApiQuery};
+use super::{ApiError, ApiResult};
+use crate::Orchestrator;
+use crate::metrics::IgnoredLabels;
+use crate::store::{Transition, WorkspaceRecord};
+
+/// The answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Registered {
+    /// The site.
+    pub site: Ident,
+    /// The site's current revision.
+    pub revision: i64,
+}
+
+/// The answer to a batch of observations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Applied {
+    /// How many observations changed a workspace's state.
+    pub applied: u32,
+}
+
+async fn touch(o: &Orchestrator, site: &Ident) -> ApiResult<()> {
+    let now = Utc::now();
+    if !o.inner().sites.touch(site, now) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_registered",
+            format!("site {site} has not registered; POST /v1/agent/register first"),
+        ));
+    }
+    o.inner().store.touch_site(site, now).await?;
+    Ok(())
+}
+
+/// Register (or re-register) a site's inventory.
+#[utoipa::path(
+    post, path = "/v1/agent/register", tag = "agent",
+    request_body = Registration,
+    responses(
+        (status = 200, description = "Registered", body = Registered),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "The token belongs to another site", body = ErrorBody),
+        (status = 422, description = "Invalid registration", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn register(
+    agent: AgentSite,
+    State(o): State<Orchestrator>,
+    ApiJson(reg): ApiJson<Registration>,
+) -> ApiResult<Json<Registered>> {
+    agent.check(&reg.site)?;
+    let mut seen = BTreeSet::new();
+    for (i, d) in reg.datasets.iter().enumerate() {
+        if !seen.insert(&d.id) {
+            return Err(ApiError::invalid(format!(
+                "datasets[{i}]: dataset {} is listed twice; list each dataset once",
+                d.id
+            )));
+        }
+        if d.grant_url.trim().is_empty() {
+            return Err(ApiError::invalid(format!(
+                "datasets[{i}].grant_url is empty; name the URL visas carry for {}",
+                d.id
+            )));
+        }
+    }
+    let now = Utc::now();
+    o.inner().store.upsert_site(&reg, now).await?;
+    o.inner().sites.register(&reg, now);
+    let revision = o
+        .inner()
+        .sites
+        .subscribe(&reg.site)
+        .map_or(0, |rx| *rx.borrow());
+    tracing::info!(site = %reg.site, backend = %reg.backend, version = %reg.version,
+        datasets = reg.datasets.len(), "site registered");
+    Ok(Json(Registered {
+        site: reg.site,
+        revision,
+    }))
+}
+
+/// Parameters of the desired-state poll.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DesiredQuery {
+    /// The site; must match the token's site (defaults to it).
+    pub site: Option<Ident>,
+    /// The revision the agent already has; the answer waits while it is still current.
+    pub after: Option<i64>,
+    /// Longest wait in seconds (capped by the server's `long_poll_max_s`); 0 or absent: no wait.
+    pub wait_s: Option<u64>,
+}
+
+fn assignment(r: WorkspaceRecord) -> Assignment {
+    let w = r.workspace;
+    Assignment {
+        id: w.id,
+        project: w.project,
+        owner: w.owner,
+        template: w.template,
+        image: r.image,
+        command: r.command,
+        datasets: w.datasets,
+        resources: w.resources,
+        expires_at: w.expires_at,
+        visas: r.visas,
+    }
+}
+
+/// The workspaces the site should run (long-poll).
+///
+/// Answers at once when the site's revision differs from `after`; otherwise waits until it
+/// changes or `wait_s` passes, then answers the (possibly unchanged) full set.
+#[utoipa::path(
+    get, path = "/v1/agent/desired", tag = "agent",
+    params(DesiredQuery),
+    responses(
+        (status = 200, description = "The full desired set and its revision", body = DesiredState),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "The token belongs to another site", body = ErrorBody),
+        (status = 409, description = "The site has not registered", body = ErrorBody),
+        (status = 422, description = "Bad parameters", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn desired(
+    agent: AgentSite,
+    State(o): State<Orchestrator>,
+    ApiQuery(q): ApiQuery<DesiredQuery>,
+) -> ApiResult<Json<DesiredState>> {
+    let site = q.site.unwrap_or_else(|| agent.0.clone());
+    agent.check(&site)?;
+    touch(&o, &site).await?;
+    let inner = o.inner();
+    if let (Some(after), Some(mut rx)) = (q.after, inner.sites.subscribe(&site)) {
+        let wait = Duration::from_secs(
+            q.wait_s
+                .unwrap_or(0)
+                .min(inner.config.limits.long_poll_max_s),
+        );
+        if *rx.borrow_and_update() == after && !wait.is_zero() {
+            tokio::select! {
+                _ = tokio::time::timeout(wait, rx.wait_for(|r| *r != after)) => {}
+                () = inner.closing.cancelled() => {}
+            }
+        }
+    }
+    let (revision, list) = inner.store.desired(&site).await?;
+    Ok(Json(DesiredState {
+        revision,
+        workspaces: list.into_iter().map(assignment).collect(),
+    }))
+}
+
+fn ignore(o: &Orchestrator, site: &Ident, reason: &'static str) {
+    o.inner()
+        .metrics
+        .observations_ignored
+        .get_or_create(&IgnoredLabels {
+            site: site.to_string(),
+            reason,
+        })
+        .inc();
+}
+
+/// Report what the agent saw.
+///
+/// Each observation is applied as a state change when the state machine allows it. Observations
+/// of unknown workspaces, of another site's workspaces, and illegal changes are skipped.
+#[utoipa::path(
+    post, path = "/v1/agent/observations", tag = "agent",
+    request_body = ObservationBatch,
+    responses(
+        (status = 200, description = "How many observations changed a state", body = Applied),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "The token belongs to another site", body = ErrorBody),
+        (status = 409, description = "The site has not registered", body = ErrorBody),
+        (status = 422, description = "Invalid batch", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn observations(
+    agent: AgentSite,
+    State(o): State<Orchestrator>,
+    ApiJson(batch): ApiJson<ObservationBatch>,
+) -> ApiResult<Json<Applied>> {
+    agent.check(&batch.site)?;
+    touch(&o, &batch.site).await?;
+    let site = &batch.site;
+    let mut applied = 0;
+    for obs in batch.observations {
+        let reportable = matches!(
+            obs.state,
+            WsState::Starting
+                | WsState::Running
+                | WsState::Stopped
+                | WsState::Failed
+                | WsState::Expired
+                | WsState::Unknown
+        );
+        if !reportable {
+            ignore(&o, site, "unsupported_state");
+            continue;
+        }
+        let Some(rec) = o.inner().store.workspace(&obs.workspace).await? else {
+            ignore(&o, site, "unknown_workspace");
+            continue;
+        };
+        if &rec.workspace.site != site {
+            tracing::warn!(%site, workspace = %obs.workspace, owner_site = %rec.workspace.site,
+                "observation of another site's workspace ignored");
+            ignore(&o, site, "other_site");
+            continue;
+        }
+        // A stop was asked: the agent losing sight of the container must not cancel it.
+        if rec.workspace.state == WsState::Stopping && obs.state == WsState::Unknown {
+            ignore(&o, site, "illegal_transition");
+            continue;
+        }
+        match o
+            .transition(&obs.workspace, obs.state, obs.message.as_deref())
+            .await?
+        {
+            Transition::Changed { .. } => applied += 1,
+            Transition::Unchanged(_) => {}
+            Transition::Refused(_) => ignore(&o, site, "illegal_transition"),
+        }
+    }
+    Ok(Json(Applied { applied }))
+}

@@ -1,0 +1,157 @@
+//! `/healthz`, `/metrics` and `/openapi.json`, open to anyone; and the OpenAPI document itself.
+
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use basho_core::error::ErrorDetail;
+use basho_core::protocol::{
+    Assignment, Capacity, DatasetEntry, DesiredState, Observation, ObservationBatch, Registration,
+    Site,
+};
+use basho_core::{CreateWorkspace, ErrorBody, Resources, State as WsState, Workspace};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{ApiError, agent, sites, workspaces};
+use crate::Orchestrator;
+use crate::metrics::{SiteLabels, SiteStateLabels};
+
+/// The liveness answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The OpenAPI document of the orchestrator's API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "basho orchestrator",
+        description = "Places DAC-approved projects into isolated containers at the sites that \
+            hold their data. Every 4xx/5xx answer carries `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    paths(
+        workspaces::create, workspaces::list, workspaces::show, workspaces::delete,
+        sites::list,
+        agent::register, agent::desired, agent::observations,
+        healthz, metrics, openapi,
+    ),
+    components(schemas(
+        ErrorBody, ErrorDetail, CreateWorkspace, Workspace, Resources, WsState, Site, Capacity,
+        DatasetEntry, Registration, DesiredState, Assignment, Observation, ObservationBatch,
+        agent::Registered, agent::Applied, Health,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "workspaces", description = "Workspaces (platform token)"),
+        (name = "sites", description = "Sites (platform token)"),
+        (name = "agent", description = "The site agents' protocol (agent token of that site)"),
+        (name = "meta", description = "Liveness, metrics and this document (no token)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as pretty JSON, built once.
+pub fn openapi_json() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut s = ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes");
+        s.push('\n');
+        s
+    })
+}
+
+/// Liveness: answers 200 when the store answers.
+#[utoipa::path(
+    get, path = "/healthz", tag = "meta",
+    responses(
+        (status = 200, description = "Up", body = Health),
+        (status = 503, description = "The store does not answer", body = ErrorBody),
+    )
+)]
+pub async fn healthz(State(o): State<Orchestrator>) -> Result<axum::Json<Health>, ApiError> {
+    match o.inner().store.ping().await {
+        Ok(()) => Ok(axum::Json(Health {
+            status: "ok".into(),
+        })),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: store does not answer");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store does not answer; check the database file and disk",
+            ))
+        }
+    }
+}
+
+/// Prometheus metrics (text format).
+#[utoipa::path(
+    get, path = "/metrics", tag = "meta",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String,
+            content_type = "text/plain; version=0.0.4"),
+        (status = 503, description = "The store does not answer", body = ErrorBody),
+    )
+)]
+pub async fn metrics(State(o): State<Orchestrator>) -> Result<Response, ApiError> {
+    let inner = o.inner();
+    let counts = inner.store.counts().await?;
+    let m = &inner.metrics;
+    // Rebuilt at every scrape so states and sites that emptied drop to nothing.
+    m.workspaces.clear();
+    for (site, state, c) in counts {
+        m.workspaces
+            .get_or_create(&SiteStateLabels {
+                site: site.to_string(),
+                state: state.as_str().to_owned(),
+            })
+            .set(i64::try_from(c.count).unwrap_or(i64::MAX));
+    }
+    let now = Utc::now();
+    m.agent_last_contact_age.clear();
+    for (site, last) in inner.sites.last_contacts() {
+        let age = (now - last).num_milliseconds().max(0) as f64 / 1000.0;
+        m.agent_last_contact_age
+            .get_or_create(&SiteLabels {
+                site: site.to_string(),
+            })
+            .set(age);
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response())
+}
+
+/// This API's OpenAPI 3 document.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
+)]
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}

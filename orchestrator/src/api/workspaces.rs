@@ -1,0 +1,257 @@
+//! `/v1/workspaces`: create (admission, placement, idempotency), list, show and delete.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use basho_core::{CreateWorkspace, ErrorBody, Ident, State as WsState, Workspace};
+use chrono::Utc;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::auth::Platform;
+use super::extract::{ApiJson, ApiQuery};
+use super::{ApiError, ApiResult};
+use crate::Orchestrator;
+use crate::admission::{AdmissionError, admit};
+use crate::store::{Created, IdempotencyKey, Transition, WorkspaceFilter};
+
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+fn admission_error(e: AdmissionError) -> ApiError {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+fn idempotency_key(
+    headers: &HeaderMap,
+    req: &CreateWorkspace,
+) -> ApiResult<Option<IdempotencyKey>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII \
+                 characters; a UUID is a good key"
+            ))
+        })?;
+    // The parsed request, re-serialized, so formatting and field order do not matter.
+    let canonical = serde_json::to_vec(req).expect("a parsed request serializes");
+    let hash = Sha256::digest(&canonical);
+    Ok(Some(IdempotencyKey {
+        key: key.to_owned(),
+        request_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
+    }))
+}
+
+/// Create a workspace.
+///
+/// Everything is checked before anything is written. With an `Idempotency-Key`, the first
+/// request answers 201 and a retry with the same body answers 200 with the same workspace; the
+/// same key with another body answers 422 `idempotency_key_reused`.
+#[utoipa::path(
+    post, path = "/v1/workspaces", tag = "workspaces",
+    request_body = CreateWorkspace,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes retries safe: one workspace per key")),
+    responses(
+        (status = 201, description = "Created", body = Workspace),
+        (status = 200, description = "Replay of an earlier request with the same key", body = Workspace),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "A visa refused, or a dataset not granted", body = ErrorBody),
+        (status = 409, description = "No site holds the datasets or has the capacity", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Invalid request", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    _: Platform,
+    State(o): State<Orchestrator>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateWorkspace>,
+) -> ApiResult<(StatusCode, Json<Workspace>)> {
+    let started = Instant::now();
+    let inner = o.inner();
+    let key = idempotency_key(&headers, &req)?;
+    // Fast path for retries; the store decides atomically again at insert time.
+    if let Some(k) = &key
+        && let Some((hash, first)) = inner.store.idempotent_workspace(&k.key).await?
+    {
+        if hash != k.request_hash {
+            return Err(crate::store::StoreError::IdempotencyKeyReused {
+                workspace: first.workspace.id,
+            }
+            .into());
+        }
+        return Ok((StatusCode::OK, Json(first.workspace)));
+    }
+    let rec = admit(inner, &req, Utc::now()).map_err(admission_error)?;
+    let (site, resources) = (rec.workspace.site.clone(), rec.workspace.resources);
+    match inner.store.create_workspace(&rec, key.as_ref()).await {
+        Ok(Created::New(stored)) => {
+            inner.sites.publish(&site, stored.revision);
+            inner.metrics.workspaces_created.inc();
+            inner
+                .metrics
+                .placements
+                .get_or_create(&crate::metrics::SiteLabels {
+                    site: site.to_string(),
+                })
+                .inc();
+            inner
+                .metrics
+                .create_duration
+                .observe(started.elapsed().as_secs_f64());
+            let w = stored.workspace;
+            tracing::info!(workspace = %w.id, project = %w.project, %site, "workspace created");
+            Ok((StatusCode::CREATED, Json(w)))
+        }
+        Ok(Created::Replayed(first)) => {
+            inner.sites.release(&site, &resources);
+            Ok((StatusCode::OK, Json(first.workspace)))
+        }
+        Err(e) => {
+            inner.sites.release(&site, &resources);
+            Err(e.into())
+        }
+    }
+}
+
+/// Filters of `GET /v1/workspaces`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this project.
+    pub project: Option<String>,
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only this site.
+    pub site: Option<String>,
+}
+
+fn ident_param(name: &str, v: Option<String>) -> ApiResult<Option<Ident>> {
+    v.map(|s| {
+        Ident::parse(&s).map_err(|e| ApiError::invalid(format!("query parameter {name}: {e}")))
+    })
+    .transpose()
+}
+
+/// List workspaces, oldest first.
+#[utoipa::path(
+    get, path = "/v1/workspaces", tag = "workspaces",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Workspaces", body = Vec<Workspace>),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 422, description = "Bad filter", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    _: Platform,
+    State(o): State<Orchestrator>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Vec<Workspace>>> {
+    let state = q
+        .state
+        .map(|s| {
+            WsState::parse(&s).ok_or_else(|| {
+                let all: Vec<&str> = WsState::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::invalid(format!(
+                    "query parameter state is {s:?}; use one of {}",
+                    all.join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    let filter = WorkspaceFilter {
+        project: ident_param("project", q.project)?,
+        site: ident_param("site", q.site)?,
+        states: state.into_iter().collect(),
+        expires_by: None,
+    };
+    let list = o.inner().store.list_workspaces(&filter).await?;
+    Ok(Json(list.into_iter().map(|r| r.workspace).collect()))
+}
+
+fn path_id(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+    p.map(|Path(id)| id)
+        .map_err(|e| ApiError::invalid(format!("bad workspace id in the path: {}", e.body_text())))
+}
+
+fn missing(id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no workspace {id}; list workspaces with GET /v1/workspaces"
+    ))
+}
+
+/// Show one workspace.
+#[utoipa::path(
+    get, path = "/v1/workspaces/{id}", tag = "workspaces",
+    params(("id" = String, Path, description = "Workspace id (`ws-...`)")),
+    responses(
+        (status = 200, description = "The workspace", body = Workspace),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn show(
+    _: Platform,
+    State(o): State<Orchestrator>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Workspace>> {
+    let id = path_id(id)?;
+    let rec = o.inner().store.workspace(&id).await?;
+    rec.map(|r| Json(r.workspace)).ok_or_else(|| missing(&id))
+}
+
+/// Stop and remove a workspace.
+///
+/// A live workspace moves to `stopping`; its agent stops it and reports `stopped`. Deleting a
+/// workspace that is already stopping or ended changes nothing and answers the same way.
+#[utoipa::path(
+    delete, path = "/v1/workspaces/{id}", tag = "workspaces",
+    params(("id" = String, Path, description = "Workspace id (`ws-...`)")),
+    responses(
+        (status = 202, description = "Stopping (or already ended)", body = Workspace),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    _: Platform,
+    State(o): State<Orchestrator>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<(StatusCode, Json<Workspace>)> {
+    let id = path_id(id)?;
+    let t = o
+        .transition(&id, WsState::Stopping, Some("deletion requested"))
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound(_) => missing(&id),
+            other => other.into(),
+        })?;
+    let rec = match t {
+        Transition::Changed { record, .. }
+        | Transition::Unchanged(record)
+        | Transition::Refused(record) => record,
+    };
+    Ok((StatusCode::ACCEPTED, Json(rec.workspace)))
+}

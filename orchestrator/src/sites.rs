@@ -1,0 +1,243 @@
+//! The in-memory view of every registered site: catalog, capacity, compute held by live
+//! workspaces, last contact, and a revision channel per site that wakes its agent's long-poll.
+//! Placement reads it instead of the store, so a create costs one write and no scan of sites.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use basho_core::protocol::{Capacity, Registration, Site};
+use basho_core::{Ident, Resources, State};
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::scheduler::{self, PlacementError, Request, SiteView};
+use crate::store::{SiteRecord, StateCount};
+
+/// One site in memory.
+#[derive(Debug)]
+struct Entry {
+    registration: Registration,
+    datasets: BTreeMap<Ident, String>,
+    allocated: Capacity,
+    workspaces: u32,
+    last_contact: DateTime<Utc>,
+    revision: watch::Sender<i64>,
+}
+
+/// Every registered site, behind one lock held only for in-memory work.
+#[derive(Debug, Default)]
+pub struct SiteCache {
+    sites: Mutex<BTreeMap<Ident, Entry>>,
+}
+
+fn add(c: &mut Capacity, r: &Resources) {
+    c.cpus = c.cpus.saturating_add(r.cpus);
+    c.memory_mib = c.memory_mib.saturating_add(r.memory_mib);
+    c.gpus = c.gpus.saturating_add(r.gpus);
+}
+
+fn sub(c: &mut Capacity, r: &Resources) {
+    c.cpus = c.cpus.saturating_sub(r.cpus);
+    c.memory_mib = c.memory_mib.saturating_sub(r.memory_mib);
+    c.gpus = c.gpus.saturating_sub(r.gpus);
+}
+
+fn catalog(reg: &Registration) -> BTreeMap<Ident, String> {
+    reg.datasets
+        .iter()
+        .map(|d| (d.id.clone(), d.grant_url.clone()))
+        .collect()
+}
+
+impl SiteCache {
+    /// Builds the cache from stored sites, per-(site, state) counts and per-site revisions.
+    pub fn load(
+        sites: Vec<SiteRecord>,
+        counts: &[(Ident, State, StateCount)],
+        revisions: &BTreeMap<Ident, i64>,
+    ) -> Self {
+        let mut map = BTreeMap::new();
+        for s in sites {
+            let name = s.registration.site.clone();
+            let mut allocated = Capacity::default();
+            let mut workspaces = 0u32;
+            for (_, _, c) in counts
+                .iter()
+                .filter(|(site, st, _)| *site == name && !st.is_terminal())
+            {
+                allocated.cpus = allocated
+                    .cpus
+                    .saturating_add(u32::try_from(c.cpus).unwrap_or(u32::MAX));
+                allocated.memory_mib = allocated.memory_mib.saturating_add(c.memory_mib);
+                allocated.gpus = allocated
+                    .gpus
+                    .saturating_add(u32::try_from(c.gpus).unwrap_or(u32::MAX));
+                workspaces = workspaces.saturating_add(u32::try_from(c.count).unwrap_or(u32::MAX));
+            }
+            let rev = revisions.get(&name).copied().unwrap_or(0);
+            map.insert(
+                name,
+                Entry {
+                    datasets: catalog(&s.registration),
+                    registration: s.registration,
+                    allocated,
+                    workspaces,
+                    last_contact: s.last_contact,
+                    revision: watch::channel(rev).0,
+                },
+            );
+        }
+        Self {
+            sites: Mutex::new(map),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Ident, Entry>> {
+        // A panic while holding the lock leaves plain counters behind: still usable.
+        self.sites.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds or refreshes a site's registration; its allocations and revision stay.
+    pub fn register(&self, reg: &Registration, now: DateTime<Utc>) {
+        let mut sites = self.lock();
+        match sites.get_mut(&reg.site) {
+            Some(e) => {
+                e.registration = reg.clone();
+                e.datasets = catalog(reg);
+                e.last_contact = now;
+            }
+            None => {
+                sites.insert(
+                    reg.site.clone(),
+                    Entry {
+                        registration: reg.clone(),
+                        datasets: catalog(reg),
+                        allocated: Capacity::default(),
+                        workspaces: 0,
+                        last_contact: now,
+                        revision: watch::channel(0).0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Marks a site heard from; false when it is not registered.
+    pub fn touch(&self, site: &Ident, now: DateTime<Utc>) -> bool {
+        match self.lock().get_mut(site) {
+            Some(e) => {
+                e.last_contact = e.last_contact.max(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Places `req` and reserves its compute at the chosen site, under one lock so concurrent
+    /// creates never overbook a site. Sites silent since before `online_since` rank last.
+    pub fn place_and_reserve(
+        &self,
+        req: &Request<'_>,
+        online_since: DateTime<Utc>,
+    ) -> Result<Ident, PlacementError> {
+        let mut sites = self.lock();
+        let chosen = {
+            let views: Vec<SiteView<'_>> = sites
+                .iter()
+                .map(|(name, e)| SiteView {
+                    name,
+                    datasets: &e.datasets,
+                    capacity: e.registration.capacity,
+                    allocated: e.allocated,
+                    workspaces: e.workspaces,
+                    online: e.last_contact >= online_since,
+                })
+                .collect();
+            scheduler::place(req, &views)?.clone()
+        };
+        if let Some(e) = sites.get_mut(&chosen) {
+            add(&mut e.allocated, &req.resources);
+            e.workspaces = e.workspaces.saturating_add(1);
+        }
+        Ok(chosen)
+    }
+
+    /// Returns compute a workspace held (it ended, or its create was not stored).
+    pub fn release(&self, site: &Ident, r: &Resources) {
+        if let Some(e) = self.lock().get_mut(site) {
+            sub(&mut e.allocated, r);
+            e.workspaces = e.workspaces.saturating_sub(1);
+        }
+    }
+
+    /// Publishes a site's new revision (never going back), waking its long-polls.
+    pub fn publish(&self, site: &Ident, revision: i64) {
+        if let Some(e) = self.lock().get(site) {
+            e.revision.send_if_modified(|r| {
+                if revision > *r {
+                    *r = revision;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// A receiver of the site's revision, or `None` when it is not registered.
+    pub fn subscribe(&self, site: &Ident) -> Option<watch::Receiver<i64>> {
+        self.lock().get(site).map(|e| e.revision.subscribe())
+    }
+
+    /// Every grant URL a site catalog names, with the dataset it grants.
+    pub fn grant_urls(&self) -> BTreeMap<String, Ident> {
+        let mut out = BTreeMap::new();
+        for e in self.lock().values() {
+            for (d, url) in &e.datasets {
+                out.entry(url.clone()).or_insert_with(|| d.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether any registered site holds `dataset`.
+    pub fn anyone_holds(&self, dataset: &Ident) -> bool {
+        self.lock()
+            .values()
+            .any(|e| e.datasets.contains_key(dataset))
+    }
+
+    /// Sites silent since before `cutoff`.
+    pub fn silent_since(&self, cutoff: DateTime<Utc>) -> Vec<(Ident, DateTime<Utc>)> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.last_contact < cutoff)
+            .map(|(n, e)| (n.clone(), e.last_contact))
+            .collect()
+    }
+
+    /// Every site's last contact.
+    pub fn last_contacts(&self) -> Vec<(Ident, DateTime<Utc>)> {
+        self.lock()
+            .iter()
+            .map(|(n, e)| (n.clone(), e.last_contact))
+            .collect()
+    }
+
+    /// Every site as `GET /v1/sites` shows it.
+    pub fn list(&self) -> Vec<Site> {
+        self.lock()
+            .values()
+            .map(|e| Site {
+                name: e.registration.site.clone(),
+                backend: e.registration.backend.clone(),
+                version: e.registration.version.clone(),
+                datasets: e.registration.datasets.clone(),
+                capacity: e.registration.capacity,
+                allocated: e.allocated,
+                workspaces: e.workspaces,
+                last_contact: e.last_contact,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,450 @@
+//! The SQLite store: one file `<data_dir>/basho.db` in WAL mode, or `sqlite::memory:` for tests.
+//! Writes that must be atomic take the write lock up front (`BEGIN IMMEDIATE`).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use basho_core::protocol::Registration;
+use basho_core::{Ident, State, Workspace};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+
+use super::{
+    Created, IdempotencyKey, SiteRecord, StateCount, Store, StoreError, Transition,
+    WorkspaceFilter, WorkspaceRecord, from_millis,
+};
+
+const COLUMNS: &str = "id, project, owner, template, site, state, message, datasets, resources, \
+     visas, visa_refs, image, command, created_at, updated_at, expires_at, revision";
+
+/// The SQLite implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database named by `database`, or `<data_dir>/basho.db`
+    /// when `database` is `None`, and applies the migrations.
+    pub async fn open(database: Option<&str>, data_dir: &Path) -> Result<Self, StoreError> {
+        let memory = database.is_some_and(|d| d.contains(":memory:") || d.contains("mode=memory"));
+        let options = match database {
+            Some(url) => SqliteConnectOptions::from_str(url)?,
+            None => {
+                std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+                    path: data_dir.to_owned(),
+                    source,
+                })?;
+                SqliteConnectOptions::new().filename(data_dir.join("basho.db"))
+            }
+        };
+        let options = options
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = if memory {
+            // Every connection to `:memory:` is its own database: keep exactly one, forever.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await?
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(
+                    options
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal),
+                )
+                .await?
+        };
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// An empty in-memory store (tests).
+    pub async fn memory() -> Result<Self, StoreError> {
+        Self::open(Some("sqlite::memory:"), Path::new(".")).await
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("store values serialize")
+}
+
+fn parse<T: DeserializeOwned>(row: &SqliteRow, col: &'static str) -> Result<T, StoreError> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+        what: col,
+        message: e.to_string(),
+    })
+}
+
+fn ident(row: &SqliteRow, col: &'static str) -> Result<Ident, StoreError> {
+    let text: String = row.try_get(col)?;
+    Ident::parse(&text).map_err(|e| StoreError::Corrupt {
+        what: col,
+        message: e.to_string(),
+    })
+}
+
+fn state(row: &SqliteRow) -> Result<State, StoreError> {
+    let text: String = row.try_get("state")?;
+    State::parse(&text).ok_or_else(|| StoreError::Corrupt {
+        what: "state",
+        message: format!("unknown state {text:?}"),
+    })
+}
+
+fn record(row: &SqliteRow) -> Result<WorkspaceRecord, StoreError> {
+    let ms = |col: &'static str| -> Result<DateTime<Utc>, StoreError> {
+        Ok(from_millis(row.try_get::<i64, _>(col)?))
+    };
+    Ok(WorkspaceRecord {
+        workspace: Workspace {
+            id: row.try_get("id")?,
+            project: ident(row, "project")?,
+            owner: row.try_get("owner")?,
+            template: ident(row, "template")?,
+            site: ident(row, "site")?,
+            state: state(row)?,
+            message: row.try_get("message")?,
+            datasets: parse(row, "datasets")?,
+            resources: parse(row, "resources")?,
+            created_at: ms("created_at")?,
+            expires_at: ms("expires_at")?,
+            updated_at: ms("updated_at")?,
+        },
+        visas: parse(row, "visas")?,
+        visa_refs: parse(row, "visa_refs")?,
+        image: row.try_get("image")?,
+        command: parse(row, "command")?,
+        revision: row.try_get("revision")?,
+    })
+}
+
+async fn next_revision(tx: &mut Transaction<'static, Sqlite>) -> Result<i64, StoreError> {
+    let rev: i64 = sqlx::query_scalar("UPDATE revision SET value = value + 1 RETURNING value")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(rev)
+}
+
+async fn fetch_one_ws(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: &str,
+) -> Result<Option<WorkspaceRecord>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM workspaces WHERE id = ?");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(record).transpose()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_workspace(
+        &self,
+        rec: &WorkspaceRecord,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(key) = key {
+            let seen: Option<(String, String)> = sqlx::query_as(
+                "SELECT request_hash, workspace_id FROM idempotency_keys WHERE key = ?",
+            )
+            .bind(&key.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((hash, id)) = seen {
+                if hash != key.request_hash {
+                    return Err(StoreError::IdempotencyKeyReused { workspace: id });
+                }
+                let first = fetch_one_ws(&mut tx, &id)
+                    .await?
+                    .ok_or(StoreError::NotFound(id))?;
+                return Ok(Created::Replayed(first));
+            }
+        }
+        let revision = next_revision(&mut tx).await?;
+        let w = &rec.workspace;
+        let sql = format!(
+            "INSERT INTO workspaces ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&w.id)
+            .bind(w.project.as_str())
+            .bind(&w.owner)
+            .bind(w.template.as_str())
+            .bind(w.site.as_str())
+            .bind(w.state.as_str())
+            .bind(&w.message)
+            .bind(json(&w.datasets))
+            .bind(json(&w.resources))
+            .bind(json(&rec.visas))
+            .bind(json(&rec.visa_refs))
+            .bind(&rec.image)
+            .bind(json(&rec.command))
+            .bind(w.created_at.timestamp_millis())
+            .bind(w.updated_at.timestamp_millis())
+            .bind(w.expires_at.timestamp_millis())
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(key) = key {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (key, request_hash, workspace_id, created_at) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(&key.key)
+            .bind(&key.request_hash)
+            .bind(&w.id)
+            .bind(w.created_at.timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let mut stored = rec.clone();
+        stored.revision = revision;
+        Ok(Created::New(stored))
+    }
+
+    async fn idempotent_workspace(
+        &self,
+        key: &str,
+    ) -> Result<Option<(String, WorkspaceRecord)>, StoreError> {
+        let sql = format!(
+            "SELECT k.request_hash, {} FROM idempotency_keys k \
+             JOIN workspaces w ON w.id = k.workspace_id WHERE k.key = ?",
+            COLUMNS
+                .split(", ")
+                .map(|c| format!("w.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some((row.try_get("request_hash")?, record(&row)?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn workspace(&self, id: &str) -> Result<Option<WorkspaceRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM workspaces WHERE id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn list_workspaces(
+        &self,
+        f: &WorkspaceFilter,
+    ) -> Result<Vec<WorkspaceRecord>, StoreError> {
+        // Only placeholders are spliced in; every value is bound.
+        let mut sql = format!("SELECT {COLUMNS} FROM workspaces WHERE 1 = 1");
+        if f.project.is_some() {
+            sql.push_str(" AND project = ?");
+        }
+        if f.site.is_some() {
+            sql.push_str(" AND site = ?");
+        }
+        if !f.states.is_empty() {
+            let marks = vec!["?"; f.states.len()].join(", ");
+            sql.push_str(&format!(" AND state IN ({marks})"));
+        }
+        if f.expires_by.is_some() {
+            sql.push_str(" AND expires_at <= ?");
+        }
+        sql.push_str(" ORDER BY created_at, id");
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        if let Some(p) = &f.project {
+            q = q.bind(p.as_str());
+        }
+        if let Some(s) = &f.site {
+            q = q.bind(s.as_str());
+        }
+        for s in &f.states {
+            q = q.bind(s.as_str());
+        }
+        if let Some(t) = f.expires_by {
+            q = q.bind(t.timestamp_millis());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        to: State,
+        message: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(mut rec) = fetch_one_ws(&mut tx, id).await? else {
+            return Err(StoreError::NotFound(id.to_owned()));
+        };
+        let from = rec.workspace.state;
+        if from == to {
+            return Ok(Transition::Unchanged(rec));
+        }
+        if !from.can_transition_to(to) {
+            return Ok(Transition::Refused(rec));
+        }
+        let revision = next_revision(&mut tx).await?;
+        let now = super::to_millis(now);
+        sqlx::query(
+            "UPDATE workspaces SET state = ?, message = ?, updated_at = ?, revision = ? \
+             WHERE id = ?",
+        )
+        .bind(to.as_str())
+        .bind(message)
+        .bind(now.timestamp_millis())
+        .bind(revision)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rec.workspace.state = to;
+        rec.workspace.message = message.map(str::to_owned);
+        rec.workspace.updated_at = now;
+        rec.revision = revision;
+        Ok(Transition::Changed { from, record: rec })
+    }
+
+    async fn desired(&self, site: &Ident) -> Result<(i64, Vec<WorkspaceRecord>), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let revision: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM workspaces WHERE site = ?")
+                .bind(site.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        let wanted: Vec<&str> = State::ALL
+            .into_iter()
+            .filter(|s| s.wants_container())
+            .map(State::as_str)
+            .collect();
+        let marks = vec!["?"; wanted.len()].join(", ");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM workspaces WHERE site = ? AND state IN ({marks}) \
+             ORDER BY created_at, id"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(site.as_str());
+        for s in wanted {
+            q = q.bind(s);
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let list = rows.iter().map(record).collect::<Result<_, _>>()?;
+        Ok((revision, list))
+    }
+
+    async fn counts(&self) -> Result<Vec<(Ident, State, StateCount)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT site, state, COUNT(*) AS n, \
+               COALESCE(SUM(json_extract(resources, '$.cpus')), 0) AS cpus, \
+               COALESCE(SUM(json_extract(resources, '$.memory_mib')), 0) AS mem, \
+               COALESCE(SUM(json_extract(resources, '$.gpus')), 0) AS gpus \
+             FROM workspaces GROUP BY site, state ORDER BY site, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let int = |row: &SqliteRow, col: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(row.try_get::<i64, _>(col)?).unwrap_or(0))
+        };
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    ident(row, "site")?,
+                    state(row)?,
+                    StateCount {
+                        count: int(row, "n")?,
+                        cpus: int(row, "cpus")?,
+                        memory_mib: int(row, "mem")?,
+                        gpus: int(row, "gpus")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn upsert_site(&self, reg: &Registration, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let now = now.timestamp_millis();
+        sqlx::query(
+            "INSERT INTO sites (name, backend, version, datasets, capacity, images, \
+               registered_at, last_contact) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET backend = excluded.backend, \
+               version = excluded.version, datasets = excluded.datasets, \
+               capacity = excluded.capacity, images = excluded.images, \
+               registered_at = excluded.registered_at, last_contact = excluded.last_contact",
+        )
+        .bind(reg.site.as_str())
+        .bind(&reg.backend)
+        .bind(&reg.version)
+        .bind(json(&reg.datasets))
+        .bind(json(&reg.capacity))
+        .bind(json(&reg.images))
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn touch_site(&self, site: &Ident, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sites SET last_contact = MAX(last_contact, ?) WHERE name = ?")
+            .bind(now.timestamp_millis())
+            .bind(site.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, backend, version, datasets, capacity, images, last_contact \
+             FROM sites ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SiteRecord {
+                    registration: Registration {
+                        site: ident(row, "name")?,
+                        backend: row.try_get("backend")?,
+                        version: row.try_get("version")?,
+                        datasets: parse(row, "datasets")?,
+                        capacity: parse(row, "capacity")?,
+                        images: parse(row, "images")?,
+                    },
+                    last_contact: from_millis(row.try_get("last_contact")?),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
