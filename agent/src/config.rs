@@ -4,10 +4,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use basho_core::Ident;
 use basho_core::protocol::Capacity;
 use basho_core::visa::IssuerRef;
-use basho_core::Ident;
 use serde::{Deserialize, Serialize};
+
+mod check;
+mod load;
+
+pub use check::check;
+pub use load::{ConfigError, ENV_ORCHESTRATOR_URL, ENV_TOKEN, load, parse};
 
 /// The whole site config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

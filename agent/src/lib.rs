@@ -1,5 +1,61 @@
 //! basho-agent: the site agent. It dials out to the orchestrator, registers the site's inventory,
-//! long-polls for desired workspaces and reconciles them with its backend.
+//! long-polls for desired workspaces and reconciles them with its backend, verifying every grant
+//! against the site's own issuers, catalog and image allow-list before anything is launched.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
 
 pub mod backend;
+pub mod catalog;
+pub mod client;
 pub mod config;
+pub mod reconcile;
+pub mod runner;
+
+#[cfg(test)]
+mod fixtures;
+
+/// Everything that can stop the agent, each saying what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The site config is unusable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Trusted issuers' JWKS files are unusable.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Issuers(Vec<config::ConfigError>),
+    /// The orchestrator client cannot be set up.
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    /// The backend cannot be built or reached at start.
+    #[error(transparent)]
+    Backend(#[from] backend::BackendError),
+}
+
+/// Runs the agent until `shutdown` is cancelled, on the backend the config names. Workspaces keep
+/// running when it returns; the next start adopts them again.
+pub async fn run(config: config::SiteConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    let backend = backend::build(&config).await?;
+    run_with_backend(config, backend, shutdown).await
+}
+
+/// Runs the agent on a given backend (tests keep one fake backend across agent restarts).
+pub async fn run_with_backend(
+    config: config::SiteConfig,
+    backend: Arc<dyn backend::Backend>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    runner::run(config, backend, shutdown).await
+}
+
+/// Reads a site config and applies the `BASHO_*` environment overrides.
+pub fn load_config(path: &Path) -> Result<config::SiteConfig, Error> {
+    Ok(config::load(path)?)
+}
+
+/// Every problem of a site config, empty when it is fine.
+pub fn check_config(config: &config::SiteConfig) -> Vec<String> {
+    config::check(config)
+}

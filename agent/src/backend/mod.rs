@@ -2,10 +2,14 @@
 //! (`docker`, `fake`; Slurm and Kubernetes later), chosen at run time from the site config.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use basho_core::{Ident, Resources};
 use chrono::{DateTime, Utc};
+
+use crate::config::{BackendConfig, SiteConfig};
 
 pub mod conformance;
 pub mod docker;
@@ -132,4 +136,21 @@ pub trait Backend: Send + Sync + 'static {
     async fn list_managed(&self) -> Result<Vec<Observed>, BackendError>;
     /// A usage sample, `None` when the workspace is not running.
     async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError>;
+}
+
+/// The backend the site config names. The fake is only ever built when the config says `fake`.
+pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError> {
+    match &config.backend {
+        BackendConfig::Docker { socket } => Ok(Arc::new(
+            docker::DockerBackend::connect(socket.as_deref(), config.site.clone()).await?,
+        )),
+        BackendConfig::Fake {
+            start_delay_ms,
+            failure_rate,
+        } => Ok(Arc::new(fake::FakeBackend::new(
+            config.site.clone(),
+            Duration::from_millis(*start_delay_ms),
+            *failure_rate,
+        ))),
+    }
 }

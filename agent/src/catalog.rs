@@ -1,0 +1,161 @@
+//! The site's own catalog: dataset ID → local path and grant URL, and the image allow-list
+//! (template image name → pinned reference). The orchestrator never sends a host path or an image
+//! reference; the agent resolves both here, and refuses what it does not hold.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use basho_core::Ident;
+use basho_core::protocol::DatasetEntry;
+use basho_core::visa::default_grant_url;
+
+use crate::config::SiteConfig;
+
+/// A dataset the site holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataset {
+    /// Where it lives on this site's storage.
+    pub path: PathBuf,
+    /// The grant URL a visa's `value` must carry to grant it.
+    pub grant_url: String,
+}
+
+/// What the catalog cannot resolve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// The dataset is not held at this site.
+    #[error(
+        "dataset {0} is not in this site's catalog; the orchestrator placed it at the wrong site"
+    )]
+    UnknownDataset(Ident),
+    /// The image name is not on the allow-list.
+    #[error("image {0:?} is not on this site's image allow-list; a site admin must pin it first")]
+    UnknownImage(String),
+}
+
+/// The catalog and allow-list of one site.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    datasets: BTreeMap<Ident, Dataset>,
+    images: BTreeMap<String, String>,
+}
+
+impl Catalog {
+    /// The catalog a site config describes. A duplicated ID keeps its first entry (`check-config`
+    /// reports the duplicate).
+    pub fn from_config(config: &SiteConfig) -> Self {
+        let mut datasets = BTreeMap::new();
+        for d in &config.datasets {
+            datasets.entry(d.id.clone()).or_insert_with(|| Dataset {
+                path: d.path.clone(),
+                grant_url: d
+                    .grant_url
+                    .clone()
+                    .unwrap_or_else(|| default_grant_url(d.id.as_str())),
+            });
+        }
+        Self {
+            datasets,
+            images: config.images.clone(),
+        }
+    }
+
+    /// Adds a dataset (builder, for tests and embedders).
+    pub fn with_dataset(mut self, id: Ident, path: &Path, grant_url: Option<&str>) -> Self {
+        let grant_url = grant_url
+            .map(str::to_owned)
+            .unwrap_or_else(|| default_grant_url(id.as_str()));
+        self.datasets.insert(
+            id,
+            Dataset {
+                path: path.to_owned(),
+                grant_url,
+            },
+        );
+        self
+    }
+
+    /// Adds an allow-listed image (builder).
+    pub fn with_image(mut self, name: &str, pinned: &str) -> Self {
+        self.images.insert(name.to_owned(), pinned.to_owned());
+        self
+    }
+
+    /// The dataset `id`, or why it cannot be mounted here.
+    pub fn dataset(&self, id: &Ident) -> Result<&Dataset, CatalogError> {
+        self.datasets
+            .get(id)
+            .ok_or_else(|| CatalogError::UnknownDataset(id.clone()))
+    }
+
+    /// The pinned reference of image `name`.
+    pub fn image(&self, name: &str) -> Result<&str, CatalogError> {
+        self.images
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| CatalogError::UnknownImage(name.to_owned()))
+    }
+
+    /// The datasets as the orchestrator may know them: IDs and grant URLs, never paths.
+    pub fn inventory(&self) -> Vec<DatasetEntry> {
+        self.datasets
+            .iter()
+            .map(|(id, d)| DatasetEntry {
+                id: id.clone(),
+                grant_url: d.grant_url.clone(),
+            })
+            .collect()
+    }
+
+    /// The allow-listed image names (not their references).
+    pub fn image_names(&self) -> Vec<String> {
+        self.images.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> Ident {
+        Ident::parse(s).unwrap()
+    }
+
+    #[test]
+    fn grant_url_defaults_and_overrides() {
+        let c = Catalog::default()
+            .with_dataset(id("JGAD000101"), Path::new("/srv/a"), None)
+            .with_dataset(
+                id("LOCAL1"),
+                Path::new("/srv/b"),
+                Some("https://site.example/grants/LOCAL1"),
+            );
+        assert_eq!(
+            c.dataset(&id("JGAD000101")).unwrap().grant_url,
+            "https://ddbj.nig.ac.jp/search/entry/jga-dataset/JGAD000101"
+        );
+        assert_eq!(
+            c.dataset(&id("LOCAL1")).unwrap().grant_url,
+            "https://site.example/grants/LOCAL1"
+        );
+        assert_eq!(
+            c.dataset(&id("JGAD000999")),
+            Err(CatalogError::UnknownDataset(id("JGAD000999")))
+        );
+        let inv = c.inventory();
+        assert_eq!(inv.len(), 2);
+        assert!(inv.iter().all(|e| e.grant_url.starts_with("https://")));
+    }
+
+    #[test]
+    fn images_resolve_only_from_the_allow_list() {
+        let pinned = format!("sha256:{}", "a".repeat(64));
+        let c = Catalog::default().with_image("basho/demo", &pinned);
+        assert_eq!(c.image("basho/demo").unwrap(), pinned);
+        assert_eq!(
+            c.image(&pinned),
+            Err(CatalogError::UnknownImage(pinned.clone()))
+        );
+        assert_eq!(c.image_names(), vec!["basho/demo".to_owned()]);
+    }
+}

@@ -1,0 +1,174 @@
+//! Declarative reconcile: a pure `plan` compares what the orchestrator wants (desired) with what
+//! the backend runs (actual) and yields actions; `execute` carries them out on a backend after
+//! the site has verified each grant for itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use basho_core::State;
+use basho_core::protocol::{Assignment, Observation};
+use chrono::{DateTime, Utc};
+
+use crate::backend::{Observed, RunState};
+
+pub mod execute;
+pub mod hostdirs;
+pub mod verify;
+
+pub use execute::{ExecuteError, Executor};
+pub use verify::{Approved, Refusal, verify_assignment};
+
+/// Why a workspace is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The orchestrator no longer wants it (deleted, revoked).
+    NotDesired,
+    /// Past its expiry: the site ends it whether or not the orchestrator is reachable.
+    Expired,
+}
+
+/// One step of a reconcile pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Verify, prepare and start this workspace.
+    Launch(Assignment),
+    /// Stop and remove this workspace. Reports that follow for it are sent only if it succeeds.
+    Stop {
+        /// Workspace id.
+        workspace: String,
+        /// Why.
+        reason: StopReason,
+    },
+    /// Tell the orchestrator what the site sees.
+    Report(Observation),
+}
+
+/// The observation a backend's view of a workspace amounts to. An exit code of 0 is a clean stop;
+/// any other is a failure.
+pub fn observation_of(o: &Observed, now: DateTime<Utc>) -> Observation {
+    let (state, message) = match &o.state {
+        RunState::Starting => (State::Starting, None),
+        RunState::Running => (State::Running, None),
+        RunState::Exited(0) => (State::Stopped, Some("exited with code 0".to_owned())),
+        RunState::Exited(code) => (State::Failed, Some(format!("exited with code {code}"))),
+        RunState::Unknown(why) => (State::Unknown, Some(why.clone())),
+    };
+    report(&o.workspace, state, message, now)
+}
+
+fn report(
+    workspace: &str,
+    state: State,
+    message: Option<String>,
+    now: DateTime<Utc>,
+) -> Observation {
+    Observation {
+        workspace: workspace.to_owned(),
+        state,
+        message,
+        at: now,
+    }
+}
+
+fn expired(workspace: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> Observation {
+    report(
+        workspace,
+        State::Expired,
+        Some(format!("expired at {}", at.to_rfc3339())),
+        now,
+    )
+}
+
+/// The earlier of two optional expiries: a workspace ends at the first deadline anyone set.
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What to do so that `actual` matches `desired` at `now`.
+///
+/// - desired, absent → launch;
+/// - desired, present → report what the backend sees (an exited one is not relaunched; unknown
+///   is reported as unknown and never stopped);
+/// - desired, expired (its or the backend's expiry at or before `now`) → stop if present, report
+///   `expired`, never launch;
+/// - present, not desired → stop, then report `stopped` (or `expired` when past its expiry).
+///   Unknown does not shield it: the orchestrator asked for it to go.
+pub fn plan(desired: &[Assignment], actual: &[Observed], now: DateTime<Utc>) -> Vec<Action> {
+    let seen: BTreeMap<&str, &Observed> =
+        actual.iter().map(|o| (o.workspace.as_str(), o)).collect();
+    let mut wanted = BTreeSet::new();
+    let mut actions = Vec::new();
+    for a in desired {
+        if !wanted.insert(a.id.as_str()) {
+            continue;
+        }
+        let present = seen.get(a.id.as_str()).copied();
+        let deadline = earliest(Some(a.expires_at), present.and_then(|o| o.expires_at));
+        if let Some(at) = deadline.filter(|at| *at <= now) {
+            if present.is_some() {
+                actions.push(Action::Stop {
+                    workspace: a.id.clone(),
+                    reason: StopReason::Expired,
+                });
+            }
+            actions.push(Action::Report(expired(&a.id, at, now)));
+            continue;
+        }
+        match present {
+            None => actions.push(Action::Launch(a.clone())),
+            Some(o) => actions.push(Action::Report(observation_of(o, now))),
+        }
+    }
+    for (id, o) in &seen {
+        if !wanted.contains(id) {
+            actions.extend(end_unwanted(o, now));
+        }
+    }
+    actions
+}
+
+/// What to do before the first desired state has arrived: nothing is known to be unwanted yet, so
+/// nothing is stopped except what is past its own expiry; everything else is reported as seen.
+pub fn plan_before_sync(actual: &[Observed], now: DateTime<Utc>) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for o in actual {
+        match o.expires_at.filter(|at| *at <= now) {
+            Some(at) => {
+                actions.push(Action::Stop {
+                    workspace: o.workspace.clone(),
+                    reason: StopReason::Expired,
+                });
+                actions.push(Action::Report(expired(&o.workspace, at, now)));
+            }
+            None => actions.push(Action::Report(observation_of(o, now))),
+        }
+    }
+    actions
+}
+
+fn end_unwanted(o: &Observed, now: DateTime<Utc>) -> [Action; 2] {
+    let (reason, then) = match o.expires_at.filter(|at| *at <= now) {
+        Some(at) => (StopReason::Expired, expired(&o.workspace, at, now)),
+        None => (
+            StopReason::NotDesired,
+            report(
+                &o.workspace,
+                State::Stopped,
+                Some("stopped: no longer desired".into()),
+                now,
+            ),
+        ),
+    };
+    [
+        Action::Stop {
+            workspace: o.workspace.clone(),
+            reason,
+        },
+        Action::Report(then),
+    ]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+//! Carrying out a plan on a backend: verify then prepare then launch, stop then clean up, and
+//! the observations that result. A failed stop suppresses the reports planned after it: only
+//! positive evidence ends a workspace.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use basho_core::protocol::{Assignment, Observation};
+use basho_core::visa::TrustedIssuers;
+use basho_core::{Ident, State};
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use super::hostdirs::{HostDirError, HostDirs, Prepared, WorkspaceRecord};
+use super::verify::{Approved, Refusal, verify_assignment};
+use super::{Action, observation_of};
+use crate::backend::{Backend, BackendError, LaunchSpec, Observed};
+use crate::catalog::Catalog;
+use crate::config::Isolation;
+
+/// Why one action could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// The site's own checks refused the assignment.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Host directories could not be prepared or removed.
+    #[error(transparent)]
+    HostDir(#[from] HostDirError),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Blocking file work did not finish (the runtime is shutting down).
+    #[error("host directory work did not finish: {0}")]
+    Interrupted(String),
+}
+
+impl ExecuteError {
+    /// Whether trying the same launch again would fail the same way (so it is reported `failed`
+    /// instead of retried).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ExecuteError::Refused(_) | ExecuteError::HostDir(_) => true,
+            ExecuteError::Backend(e) => !matches!(e, BackendError::Unavailable(_)),
+            ExecuteError::Interrupted(_) => false,
+        }
+    }
+}
+
+/// What one pass of actions produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Observations to send.
+    pub reports: Vec<Observation>,
+    /// Assignments refused for good: not to be tried again unless they change.
+    pub refused: Vec<Assignment>,
+}
+
+/// Carries out actions for one site on one backend.
+pub struct Executor {
+    site: Ident,
+    backend: Arc<dyn Backend>,
+    trusted: TrustedIssuers,
+    catalog: Catalog,
+    dirs: HostDirs,
+    isolation: Isolation,
+}
+
+impl Executor {
+    /// An executor for `site`.
+    pub fn new(
+        site: Ident,
+        backend: Arc<dyn Backend>,
+        trusted: TrustedIssuers,
+        catalog: Catalog,
+        dirs: HostDirs,
+        isolation: Isolation,
+    ) -> Self {
+        Self {
+            site,
+            backend,
+            trusted,
+            catalog,
+            dirs,
+            isolation,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// What runs on the backend, with the recorded expiry filled in where the backend keeps none.
+    pub async fn observe(&self) -> Result<Vec<Observed>, BackendError> {
+        let mut seen = self.backend.list_managed().await?;
+        if seen.iter().any(|o| o.expires_at.is_none()) {
+            let dirs = self.dirs.clone();
+            seen = tokio::task::spawn_blocking(move || {
+                for o in seen.iter_mut().filter(|o| o.expires_at.is_none()) {
+                    if basho_core::id::validate(&o.workspace).is_ok() {
+                        o.expires_at = dirs.recorded_expiry(&o.workspace);
+                    }
+                }
+                seen
+            })
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("reading recorded expiries: {e}")))?;
+        }
+        Ok(seen)
+    }
+
+    /// Carries out `actions` in order.
+    pub async fn execute(&self, actions: Vec<Action>, now: DateTime<Utc>) -> Outcome {
+        let mut out = Outcome::default();
+        let mut not_stopped = BTreeSet::new();
+        for action in actions {
+            match action {
+                Action::Launch(a) => match self.launch(&a, now).await {
+                    Ok(seen) => out.reports.push(observation_of(&seen, now)),
+                    Err(e) if e.is_permanent() => {
+                        warn!(workspace = %a.id, project = %a.project, error = %e, "not launching");
+                        out.reports.push(Observation {
+                            workspace: a.id.clone(),
+                            state: State::Failed,
+                            message: Some(e.to_string()),
+                            at: now,
+                        });
+                        out.refused.push(a);
+                    }
+                    Err(e) => {
+                        warn!(workspace = %a.id, error = %e, "launch failed; retrying next pass");
+                    }
+                },
+                Action::Stop { workspace, reason } => match self.stop(&workspace).await {
+                    Ok(()) => info!(workspace = %workspace, ?reason, "stopped"),
+                    Err(e) => {
+                        warn!(workspace = %workspace, ?reason, error = %e, "stop failed; retrying next pass");
+                        not_stopped.insert(workspace);
+                    }
+                },
+                Action::Report(o) => {
+                    if !not_stopped.contains(&o.workspace) {
+                        out.reports.push(o);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Verifies `a` for this site, prepares its directories and launches it.
+    pub async fn launch(
+        &self,
+        a: &Assignment,
+        now: DateTime<Utc>,
+    ) -> Result<Observed, ExecuteError> {
+        let approved = verify_assignment(
+            a,
+            &self.trusted,
+            &self.catalog,
+            self.backend.capabilities(),
+            now,
+        )?;
+        let jtis: Vec<&str> = approved.grants.iter().map(|g| g.jti.as_str()).collect();
+        info!(workspace = %a.id, project = %a.project, owner = %a.owner, datasets = ?a.datasets,
+            visas = ?jtis, expires_at = %approved.expires_at, "grants verified; launching");
+        let record = WorkspaceRecord {
+            id: a.id.clone(),
+            project: a.project.clone(),
+            owner: a.owner.clone(),
+            datasets: a.datasets.clone(),
+            expires_at: approved.expires_at,
+        };
+        let dirs = self.dirs.clone();
+        let prepared = tokio::task::spawn_blocking(move || dirs.prepare(&record))
+            .await
+            .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
+        let spec = self.spec(a, approved, prepared);
+        match self.backend.launch(&spec).await {
+            Ok(seen) => Ok(seen),
+            Err(e) => {
+                if !matches!(e, BackendError::Unavailable(_)) {
+                    // Nothing runs: the agent's own record of it goes too.
+                    let _ = self.remove_state(&a.id).await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The launch spec of a verified, prepared assignment.
+    pub fn spec(&self, a: &Assignment, approved: Approved, prepared: Prepared) -> LaunchSpec {
+        let datasets = a
+            .datasets
+            .iter()
+            .map(Ident::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        LaunchSpec {
+            workspace: a.id.clone(),
+            project: a.project.clone(),
+            site: self.site.clone(),
+            image: approved.image,
+            command: a.command.clone(),
+            datasets: approved.datasets,
+            work_dir: prepared.work_dir,
+            results_dir: prepared.results_dir,
+            workspace_json: prepared.workspace_json,
+            env: vec![
+                ("BASHO_WORKSPACE".into(), a.id.clone()),
+                ("BASHO_PROJECT".into(), a.project.to_string()),
+                ("BASHO_DATASETS".into(), datasets),
+            ],
+            resources: a.resources,
+            expires_at: approved.expires_at,
+            user: self.isolation.user.clone(),
+            pids_limit: self.isolation.pids_limit,
+            tmp_size_mib: self.isolation.tmp_size_mib,
+        }
+    }
+
+    /// Stops `workspace` on the backend, then removes the agent's own directory of it.
+    pub async fn stop(&self, workspace: &str) -> Result<(), ExecuteError> {
+        self.backend.stop(workspace).await?;
+        self.remove_state(workspace).await
+    }
+
+    async fn remove_state(&self, workspace: &str) -> Result<(), ExecuteError> {
+        // A label is not to be trusted as a path component.
+        if basho_core::id::validate(workspace).is_err() {
+            return Ok(());
+        }
+        let dirs = self.dirs.clone();
+        let ws = workspace.to_owned();
+        tokio::task::spawn_blocking(move || dirs.remove(&ws))
+            .await
+            .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

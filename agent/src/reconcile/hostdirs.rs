@@ -1,0 +1,244 @@
+//! The host side of a workspace: `<state_dir>/workspaces/<id>/workspace.json` (bound read-only at
+//! `/etc/basho/workspace.json`), `<work_root>/<project>/` (`/work`, kept per project) and
+//! `<results_root>/<id>/` (`/results`), owned by the isolation user. Blocking: call from
+//! `spawn_blocking`.
+
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use basho_core::Ident;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Paths;
+
+/// A host directory could not be made or removed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {path}: {source}; check that the agent may write there")]
+pub struct HostDirError {
+    /// What was being done.
+    pub action: &'static str,
+    /// Where.
+    pub path: PathBuf,
+    /// Why.
+    pub source: io::Error,
+}
+
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> HostDirError + 'p {
+    move |source| HostDirError {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// `/etc/basho/workspace.json` inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceRecord {
+    /// Workspace id.
+    pub id: String,
+    /// Project.
+    pub project: Ident,
+    /// The researcher.
+    pub owner: String,
+    /// Mounted datasets.
+    pub datasets: Vec<Ident>,
+    /// When the site ends it.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Where a prepared workspace's directories are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// `/work`.
+    pub work_dir: PathBuf,
+    /// `/results`.
+    pub results_dir: PathBuf,
+    /// `/etc/basho/workspace.json`.
+    pub workspace_json: PathBuf,
+}
+
+/// How writable directories come to belong to the workspace user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// The agent runs as root (a real site): chown to `uid:gid`, mode 0700.
+    Chown(u32, u32),
+    /// The agent already is the workspace user: mode 0700.
+    AlreadyOwned,
+    /// Neither (a laptop): the only way the workspace can write is mode 0777.
+    WorldWritable,
+}
+
+impl Ownership {
+    /// What this process can do for a workspace user `uid:gid`.
+    pub fn for_user(uid: u32, gid: u32) -> Self {
+        match process_uid() {
+            Some(0) => Ownership::Chown(uid, gid),
+            Some(me) if me == uid => Ownership::AlreadyOwned,
+            _ => Ownership::WorldWritable,
+        }
+    }
+}
+
+/// The effective uid of this process (the owner of `/proc/self`), without unsafe code.
+fn process_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// The agent's host directories.
+#[derive(Debug, Clone)]
+pub struct HostDirs {
+    paths: Paths,
+    ownership: Ownership,
+}
+
+impl HostDirs {
+    /// Directories under `paths`, made writable for the workspace user as `ownership` allows.
+    pub fn new(paths: Paths, ownership: Ownership) -> Self {
+        Self { paths, ownership }
+    }
+
+    /// How writable directories are handed over.
+    pub fn ownership(&self) -> Ownership {
+        self.ownership
+    }
+
+    /// The agent's own directory for workspace `id`.
+    pub fn state_dir(&self, id: &str) -> PathBuf {
+        self.paths.state_dir.join("workspaces").join(id)
+    }
+
+    /// Creates (or finds) the workspace's directories and writes its `workspace.json`.
+    pub fn prepare(&self, record: &WorkspaceRecord) -> Result<Prepared, HostDirError> {
+        let state = self.state_dir(&record.id);
+        std::fs::create_dir_all(&state).map_err(io_err("create", &state))?;
+        set_mode(&state, 0o755)?;
+        let json = state.join("workspace.json");
+        let tmp = state.join("workspace.json.tmp");
+        let body = serde_json::to_vec_pretty(record).map_err(|e| HostDirError {
+            action: "encode",
+            path: json.clone(),
+            source: io::Error::other(e),
+        })?;
+        std::fs::write(&tmp, body).map_err(io_err("write", &tmp))?;
+        set_mode(&tmp, 0o644)?;
+        std::fs::rename(&tmp, &json).map_err(io_err("write", &json))?;
+
+        let work_dir = self.paths.work_root.join(record.project.as_str());
+        let results_dir = self.paths.results_root.join(&record.id);
+        for dir in [&work_dir, &results_dir] {
+            std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+            self.hand_over(dir)?;
+        }
+        Ok(Prepared {
+            work_dir,
+            results_dir,
+            workspace_json: json,
+        })
+    }
+
+    fn hand_over(&self, dir: &Path) -> Result<(), HostDirError> {
+        match self.ownership {
+            Ownership::Chown(uid, gid) => {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                    .map_err(io_err("chown", dir))?;
+                set_mode(dir, 0o700)
+            }
+            Ownership::AlreadyOwned => set_mode(dir, 0o700),
+            Ownership::WorldWritable => set_mode(dir, 0o777),
+        }
+    }
+
+    /// Removes the agent's own directory of workspace `id`; `/work` and `/results` stay.
+    pub fn remove(&self, id: &str) -> Result<(), HostDirError> {
+        let state = self.state_dir(id);
+        match std::fs::remove_dir_all(&state) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &state)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The expiry written when the workspace was launched, for backends that keep none.
+    pub fn recorded_expiry(&self, id: &str) -> Option<DateTime<Utc>> {
+        let text = std::fs::read(self.state_dir(id).join("workspace.json")).ok()?;
+        serde_json::from_slice::<WorkspaceRecord>(&text)
+            .ok()
+            .map(|r| r.expires_at)
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), HostDirError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io_err("set permissions on", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{id, t0};
+
+    fn dirs(root: &Path, ownership: Ownership) -> HostDirs {
+        HostDirs::new(
+            Paths {
+                state_dir: root.join("state"),
+                work_root: root.join("work"),
+                results_root: root.join("results"),
+            },
+            ownership,
+        )
+    }
+
+    fn record() -> WorkspaceRecord {
+        WorkspaceRecord {
+            id: "ws-1".into(),
+            project: id("P-0001"),
+            owner: "alice".into(),
+            datasets: vec![id("JGAD000101")],
+            expires_at: t0(),
+        }
+    }
+
+    #[test]
+    fn prepares_idempotently_and_removes_only_the_state_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let d = dirs(root.path(), Ownership::WorldWritable);
+        let p = d.prepare(&record()).unwrap();
+        assert_eq!(p, d.prepare(&record()).unwrap());
+        assert_eq!(p.work_dir, root.path().join("work/P-0001"));
+        assert_eq!(p.results_dir, root.path().join("results/ws-1"));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p.work_dir), 0o777);
+        assert_eq!(mode(&p.workspace_json), 0o644);
+        let back: WorkspaceRecord =
+            serde_json::from_slice(&std::fs::read(&p.workspace_json).unwrap()).unwrap();
+        assert_eq!(back, record());
+        assert_eq!(d.recorded_expiry("ws-1"), Some(t0()));
+
+        std::fs::write(p.results_dir.join("out.csv"), "x").unwrap();
+        d.remove("ws-1").unwrap();
+        d.remove("ws-1").unwrap();
+        assert!(!d.state_dir("ws-1").exists());
+        assert!(p.results_dir.join("out.csv").exists());
+        assert!(p.work_dir.exists());
+        assert_eq!(d.recorded_expiry("ws-1"), None);
+    }
+
+    #[test]
+    fn chowns_to_the_workspace_user() {
+        let root = tempfile::tempdir().unwrap();
+        let me = process_uid().unwrap();
+        let gid = std::fs::metadata(root.path()).unwrap().gid();
+        // Chown to oneself works without privileges and exercises the same call.
+        let d = dirs(root.path(), Ownership::Chown(me, gid));
+        let p = d.prepare(&record()).unwrap();
+        let meta = std::fs::metadata(&p.results_dir).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (me, gid));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        if me != 0 {
+            let d = dirs(root.path(), Ownership::Chown(me + 1, gid));
+            let err = d.prepare(&record()).unwrap_err();
+            assert_eq!(err.action, "chown");
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The site is sovereign: before anything is launched the agent re-verifies the assignment itself,
+//! against its own trusted issuers, catalog and image allow-list. A compromised orchestrator
+//! cannot get data mounted that no DAC granted.
+
+use basho_core::protocol::Assignment;
+use basho_core::visa::{Grant, TrustedIssuers, VisaError, verify_all};
+use chrono::{DateTime, Utc};
+
+use crate::backend::{Capabilities, DatasetMount};
+use crate::catalog::{Catalog, CatalogError};
+
+/// What the site approved: everything a launch needs that the orchestrator does not decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    /// The pinned image reference from the allow-list.
+    pub image: String,
+    /// Each requested dataset with its local path.
+    pub datasets: Vec<DatasetMount>,
+    /// The earlier of the assignment's expiry and the first visa expiry.
+    pub expires_at: DateTime<Utc>,
+    /// The verified grants, for the log (their `jti`s name the visas).
+    pub grants: Vec<Grant>,
+}
+
+/// Why the site refuses to launch an assignment. Reported as the workspace's failure message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The workspace id would end up in paths and labels, so it must be a plain identifier.
+    #[error("workspace id {0:?} is not a plain identifier; refusing to use it in paths and labels")]
+    BadId(String),
+    /// Past its expiry.
+    #[error("workspace expired at {0}; an expired workspace is never launched")]
+    Expired(DateTime<Utc>),
+    /// No visa came with the assignment.
+    #[error("the assignment carries no visa; this site verifies every grant itself")]
+    NoVisa,
+    /// A visa does not verify against the site's trusted issuers.
+    #[error("visa {index} refused by this site: {error}")]
+    Visa {
+        /// Its position in the assignment.
+        index: usize,
+        /// Why.
+        error: VisaError,
+    },
+    /// The visas are someone else's.
+    #[error("the visas name {sub:?} but the workspace owner is {owner:?}")]
+    Owner {
+        /// The visas' subject.
+        sub: String,
+        /// The assignment's owner.
+        owner: String,
+    },
+    /// The dataset is not held here, or the image is not allow-listed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// No verified visa carries the dataset's grant URL.
+    #[error("no visa grants dataset {dataset}: a visa whose value is {grant_url} is needed")]
+    NotGranted {
+        /// The dataset.
+        dataset: String,
+        /// Its grant URL in this site's catalog.
+        grant_url: String,
+    },
+    /// GPUs asked of a backend that cannot give them.
+    #[error("the workspace asks for {0} GPUs but this site's backend cannot pass GPUs")]
+    NoGpus(u32),
+}
+
+/// Checks `a` at `now` against the site's own issuers, catalog and allow-list.
+pub fn verify_assignment(
+    a: &Assignment,
+    trusted: &TrustedIssuers,
+    catalog: &Catalog,
+    capabilities: Capabilities,
+    now: DateTime<Utc>,
+) -> Result<Approved, Refusal> {
+    if basho_core::id::validate(&a.id).is_err() {
+        return Err(Refusal::BadId(a.id.clone()));
+    }
+    if a.expires_at <= now {
+        return Err(Refusal::Expired(a.expires_at));
+    }
+    if a.visas.is_empty() {
+        return Err(Refusal::NoVisa);
+    }
+    let grants = verify_all(&a.visas, trusted, now.timestamp())
+        .map_err(|(index, error)| Refusal::Visa { index, error })?;
+    if let Some(g) = grants.iter().find(|g| g.sub != a.owner) {
+        return Err(Refusal::Owner {
+            sub: g.sub.clone(),
+            owner: a.owner.clone(),
+        });
+    }
+    let mut datasets = Vec::with_capacity(a.datasets.len());
+    for id in &a.datasets {
+        let d = catalog.dataset(id)?;
+        if !grants.iter().any(|g| g.value == d.grant_url) {
+            return Err(Refusal::NotGranted {
+                dataset: id.to_string(),
+                grant_url: d.grant_url.clone(),
+            });
+        }
+        datasets.push(DatasetMount {
+            id: id.clone(),
+            host_path: d.path.clone(),
+        });
+    }
+    let image = catalog.image(&a.image)?.to_owned();
+    if a.resources.gpus > 0 && !capabilities.gpus {
+        return Err(Refusal::NoGpus(a.resources.gpus));
+    }
+    let first_visa_exp = grants
+        .iter()
+        .filter_map(|g| DateTime::from_timestamp(g.exp, 0))
+        .min();
+    let expires_at = first_visa_exp.map_or(a.expires_at, |v| v.min(a.expires_at));
+    Ok(Approved {
+        image,
+        datasets,
+        expires_at,
+        grants,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use basho_core::visa::mint::{Issuer, Visa};
+
+    use super::*;
+    use crate::fixtures::{AssignmentExt, ISSUER, catalog, id, trusted};
+
+    const CAPS: Capabilities = Capabilities {
+        gpus: false,
+        recursive_readonly: true,
+    };
+
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    fn assignment() -> Assignment {
+        Assignment::test("ws-1")
+            .with_dataset("JGAD000101")
+            .expiring(now() + chrono::Duration::minutes(30))
+    }
+
+    fn check(a: &Assignment) -> Result<Approved, Refusal> {
+        let root = std::path::Path::new("/srv/jga");
+        verify_assignment(a, &trusted(), &catalog(root), CAPS, now())
+    }
+
+    #[test]
+    fn approves_a_granted_assignment() {
+        let a = assignment().with_dataset("JGAD000102");
+        let ok = check(&a).unwrap();
+        assert_eq!(ok.image, *crate::fixtures::DEMO_IMAGE);
+        assert_eq!(ok.datasets.len(), 2);
+        assert_eq!(
+            ok.datasets[0].host_path,
+            std::path::Path::new("/srv/jga/JGAD000101")
+        );
+        // The visas last an hour, the workspace 30 minutes: the workspace's expiry holds.
+        assert_eq!(ok.expires_at, a.expires_at);
+    }
+
+    #[test]
+    fn ends_at_the_first_visa_expiry() {
+        let mut a = assignment();
+        let short = ISSUER.sign(&Visa::new("alice", "JGAD000102").expires_in(60));
+        a.datasets.push(id("JGAD000102"));
+        a.visas.push(short);
+        let ok = check(&a).unwrap();
+        assert!(ok.expires_at < a.expires_at);
+        assert!(ok.expires_at <= now() + chrono::Duration::seconds(61));
+    }
+
+    #[test]
+    fn refuses_a_visa_from_an_untrusted_issuer() {
+        let mut a = assignment();
+        a.visas = vec![Issuer::generate("https://evil.test").mint("alice", "JGAD000101")];
+        let err = check(&a).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Refusal::Visa {
+                    index: 0,
+                    error: VisaError::UntrustedIssuer(_)
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not trusted"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_forged_or_expired_visa() {
+        let mut a = assignment();
+        // Signed by a key the site does not know, under the trusted issuer's name.
+        let forger = Issuer::generate(crate::fixtures::ISS);
+        a.visas = vec![forger.mint("alice", "JGAD000101")];
+        assert!(matches!(
+            check(&a),
+            Err(Refusal::Visa {
+                error: VisaError::BadSignature(_),
+                ..
+            })
+        ));
+        a.visas = vec![ISSUER.sign(&Visa::new("alice", "JGAD000101").expires_in(-5))];
+        assert!(matches!(
+            check(&a),
+            Err(Refusal::Visa {
+                error: VisaError::Expired(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn refuses_visas_of_someone_else() {
+        let mut a = assignment();
+        a.owner = "mallory".into();
+        assert!(matches!(check(&a), Err(Refusal::Owner { .. })));
+    }
+
+    #[test]
+    fn refuses_no_visa() {
+        let mut a = assignment();
+        a.visas.clear();
+        assert_eq!(check(&a), Err(Refusal::NoVisa));
+    }
+
+    #[test]
+    fn refuses_a_dataset_not_in_the_catalog() {
+        let a = assignment().with_dataset("JGAD000999");
+        assert_eq!(
+            check(&a),
+            Err(Refusal::Catalog(CatalogError::UnknownDataset(id(
+                "JGAD000999"
+            ))))
+        );
+    }
+
+    #[test]
+    fn refuses_a_dataset_no_visa_covers() {
+        let mut a = assignment();
+        a.datasets.push(id("JGAD000102"));
+        let err = check(&a).unwrap_err();
+        assert!(
+            matches!(&err, Refusal::NotGranted { dataset, .. } if dataset == "JGAD000102"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("https://ddbj.nig.ac.jp/search/entry/jga-dataset/JGAD000102"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_an_image_off_the_allow_list() {
+        let mut a = assignment();
+        a.image = "evil/miner".into();
+        assert_eq!(
+            check(&a),
+            Err(Refusal::Catalog(CatalogError::UnknownImage(
+                "evil/miner".into()
+            )))
+        );
+        // A pinned reference is not a name on the allow-list either.
+        a.image = crate::fixtures::DEMO_IMAGE.clone();
+        assert!(matches!(check(&a), Err(Refusal::Catalog(_))));
+    }
+
+    #[test]
+    fn refuses_an_expired_workspace() {
+        let a = assignment().expiring(now() - chrono::Duration::seconds(1));
+        assert!(matches!(check(&a), Err(Refusal::Expired(_))));
+    }
+
+    #[test]
+    fn refuses_a_path_like_id_and_gpus_it_cannot_give() {
+        let mut a = assignment();
+        a.id = "../../etc".into();
+        assert!(matches!(check(&a), Err(Refusal::BadId(_))));
+        let mut a = assignment();
+        a.resources.gpus = 1;
+        assert_eq!(check(&a), Err(Refusal::NoGpus(1)));
+    }
+}
