@@ -9,9 +9,14 @@ use basho_core::visa::IssuerRef;
 use crate::args::{DevArgs, DevCmd};
 
 pub mod data;
+pub mod image;
 pub mod issuer;
+mod run;
 pub mod secrets;
+pub mod sites;
 pub mod templates;
+
+pub use run::{DEFAULT_LISTEN, DevHandle, DevOptions, SHUTDOWN_GRACE, run_dev, run_until_signal};
 
 /// Why `basho dev` (or a helper) failed. Each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,35 @@ pub enum DevError {
     /// `basho dev token` was asked for a role that does not exist.
     #[error("there is no dev token for role {0:?}: only `platform` exists for now")]
     Role(String),
+    /// The API address cannot be bound.
+    #[error(
+        "cannot listen on {addr}: {source}; is another `basho dev` running? pick another \
+         address with --listen"
+    )]
+    Listen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS's reason.
+        source: std::io::Error,
+    },
+    /// The local Docker engine does not answer.
+    #[error(
+        "cannot reach the local Docker engine ({0}); start it (scripts/setup does) or set \
+         DOCKER_HOST"
+    )]
+    Docker(String),
+    /// The demo image cannot be made.
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    /// The orchestrator refused to start.
+    #[error("the orchestrator cannot start: {0}")]
+    Orchestrator(#[from] basho_orchestrator::Error),
+    /// Signal handlers cannot be installed.
+    #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
+    Signal(std::io::Error),
+    /// A component failed while running; the rest were stopped.
+    #[error("{}", .0.join("; "))]
+    Failed(Vec<String>),
 }
 
 impl DevError {
@@ -118,12 +152,16 @@ impl Layout {
     }
 }
 
-/// Turns `--trusted-issuer ISS=JWKS_FILE` pairs into issuer refs with absolute paths, checking
-/// that every file holds a usable JWKS; reports every problem at once.
-pub fn check_trusted_issuers(pairs: &[(String, PathBuf)]) -> Result<Vec<IssuerRef>, DevError> {
+/// Checks that every extra trusted issuer's file holds a usable JWKS and makes its path absolute;
+/// reports every problem at once.
+pub fn check_trusted_issuers(issuers: &[IssuerRef]) -> Result<Vec<IssuerRef>, DevError> {
     let mut refs = Vec::new();
     let mut problems = Vec::new();
-    for (iss, file) in pairs {
+    for IssuerRef {
+        issuer: iss,
+        jwks_file: file,
+    } in issuers
+    {
         let checked = std::fs::read_to_string(file)
             .map_err(|e| e.to_string())
             .and_then(|json| {
@@ -201,9 +239,20 @@ pub async fn command(args: DevArgs) -> Result<(), crate::Error> {
             println!("{}", token(&args.data_dir, &role)?);
             Ok(())
         }
-        None => Err(crate::Error::Usage(
-            "`basho dev` cannot start the system in this build yet".into(),
-        )),
+        None => {
+            let opts = DevOptions {
+                data_dir: args.data_dir,
+                listen: args.listen,
+                token: args.token,
+                trusted_issuers: args
+                    .trusted_issuers
+                    .into_iter()
+                    .map(|(issuer, jwks_file)| IssuerRef { issuer, jwks_file })
+                    .collect(),
+                templates: args.templates,
+            };
+            Ok(run_until_signal(opts).await?)
+        }
     }
 }
 
@@ -253,11 +302,15 @@ mod tests {
         std::fs::write(&good, issuer.jwks_json()).unwrap();
         let bad = dir.path().join("bad.json");
         std::fs::write(&bad, "{}").unwrap();
-        let refs = check_trusted_issuers(&[("https://dac.test".into(), good.clone())]).unwrap();
+        let r = |iss: &str, file: &Path| IssuerRef {
+            issuer: iss.into(),
+            jwks_file: file.to_owned(),
+        };
+        let refs = check_trusted_issuers(&[r("https://dac.test", &good)]).unwrap();
         assert_eq!(refs[0].jwks_file, std::fs::canonicalize(&good).unwrap());
         let e = check_trusted_issuers(&[
-            ("https://a".into(), bad),
-            ("https://b".into(), dir.path().join("missing.json")),
+            r("https://a", &bad),
+            r("https://b", &dir.path().join("missing.json")),
         ])
         .unwrap_err()
         .to_string();
