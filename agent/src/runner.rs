@@ -195,6 +195,13 @@ impl Reconciler {
         let unknown = desired
             .iter()
             .filter(|a| !self.refused.contains_key(&a.id))
+            // An end already seen stays the end: unknown is for what may still run.
+            .filter(|a| {
+                !self
+                    .ledger
+                    .latest(&a.id)
+                    .is_some_and(|o| o.state.is_terminal())
+            })
             .map(|a| Observation {
                 workspace: a.id.clone(),
                 state: State::Unknown,

@@ -1,0 +1,476 @@
+//! The agent loop end to end against a stub orchestrator (axum on 127.0.0.1:0) and the fake
+//! backend: launch and report, stop what is no longer desired, re-adopt after a restart without
+//! relaunching, notice exits and outages by itself, and enforce expiry with no orchestrator.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State as Ax};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use basho_agent::backend::fake::FakeBackend;
+use basho_agent::backend::{Backend, conformance};
+use basho_agent::config::{
+    BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig,
+};
+use basho_core::protocol::{
+    Assignment, Capacity, DesiredState, Observation, ObservationBatch, Registration,
+};
+use basho_core::visa::IssuerRef;
+use basho_core::visa::mint::Issuer;
+use basho_core::{Ident, Resources, State};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "agent-token-sim";
+const ISS: &str = "https://dac.test";
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn id(s: &str) -> Ident {
+    Ident::parse(s).unwrap()
+}
+
+// ---- the stub orchestrator ----
+
+#[derive(Default)]
+struct World {
+    workspaces: Vec<Assignment>,
+    observations: Vec<Observation>,
+    registrations: u32,
+    down: bool,
+}
+
+#[derive(Clone)]
+struct Stub {
+    world: Arc<Mutex<World>>,
+    revision: Arc<watch::Sender<i64>>,
+}
+
+#[derive(Deserialize)]
+struct DesiredQuery {
+    site: String,
+    after: i64,
+    wait_s: u64,
+}
+
+fn refuse(status: StatusCode, code: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": code}})),
+    )
+        .into_response()
+}
+
+impl Stub {
+    fn gate(&self, h: &HeaderMap) -> Option<Response> {
+        if self.world.lock().unwrap().down {
+            return Some(refuse(StatusCode::SERVICE_UNAVAILABLE, "down"));
+        }
+        let auth = h.get("authorization").and_then(|v| v.to_str().ok());
+        (auth != Some(&format!("Bearer {TOKEN}")))
+            .then(|| refuse(StatusCode::UNAUTHORIZED, "unauthorized"))
+    }
+
+    fn set_desired(&self, workspaces: Vec<Assignment>) {
+        self.world.lock().unwrap().workspaces = workspaces;
+        self.revision.send_modify(|r| *r += 1);
+    }
+
+    fn set_down(&self, down: bool) {
+        self.world.lock().unwrap().down = down;
+    }
+
+    fn registrations(&self) -> u32 {
+        self.world.lock().unwrap().registrations
+    }
+
+    fn last_state(&self, ws: &str) -> Option<State> {
+        let w = self.world.lock().unwrap();
+        w.observations
+            .iter()
+            .rev()
+            .find(|o| o.workspace == ws)
+            .map(|o| o.state)
+    }
+
+    fn clear_observations(&self) {
+        self.world.lock().unwrap().observations.clear();
+    }
+}
+
+async fn register(Ax(s): Ax<Stub>, h: HeaderMap, Json(r): Json<Registration>) -> Response {
+    if let Some(refused) = s.gate(&h) {
+        return refused;
+    }
+    assert_eq!(r.site.as_str(), "sim");
+    assert_eq!(r.backend, "fake");
+    assert_eq!(r.datasets.len(), 1, "the catalog, without paths");
+    s.world.lock().unwrap().registrations += 1;
+    Json(json!({"site": r.site, "revision": *s.revision.borrow()})).into_response()
+}
+
+async fn desired(Ax(s): Ax<Stub>, h: HeaderMap, Query(q): Query<DesiredQuery>) -> Response {
+    if let Some(refused) = s.gate(&h) {
+        return refused;
+    }
+    assert_eq!(q.site, "sim");
+    let mut rx = s.revision.subscribe();
+    if *rx.borrow_and_update() == q.after {
+        let wait = Duration::from_secs(q.wait_s);
+        let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r != q.after)).await;
+    }
+    let revision = *s.revision.borrow();
+    let workspaces = s.world.lock().unwrap().workspaces.clone();
+    Json(DesiredState {
+        revision,
+        workspaces,
+    })
+    .into_response()
+}
+
+async fn observations(Ax(s): Ax<Stub>, h: HeaderMap, Json(b): Json<ObservationBatch>) -> Response {
+    if let Some(refused) = s.gate(&h) {
+        return refused;
+    }
+    let n = b.observations.len();
+    s.world.lock().unwrap().observations.extend(b.observations);
+    Json(json!({"applied": n})).into_response()
+}
+
+async fn stub() -> (Stub, String) {
+    let (tx, _) = watch::channel(0i64);
+    let s = Stub {
+        world: Arc::default(),
+        revision: Arc::new(tx),
+    };
+    let app = Router::new()
+        .route("/v1/agent/register", post(register))
+        .route("/v1/agent/desired", get(desired))
+        .route("/v1/agent/observations", post(observations))
+        .with_state(s.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (s, url)
+}
+
+// ---- the site ----
+
+struct Site {
+    dir: tempfile::TempDir,
+    issuer: Issuer,
+    config: SiteConfig,
+    fake: Arc<FakeBackend>,
+}
+
+fn site(url: &str) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::generate(ISS);
+    let jwks = dir.path().join("dac.jwks.json");
+    std::fs::write(&jwks, issuer.jwks_json()).unwrap();
+    let data = dir.path().join("data/JGAD000101");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = SiteConfig {
+        site: id("sim"),
+        orchestrator: OrchestratorLink {
+            url: url.to_owned(),
+            token: Some(TOKEN.into()),
+            token_file: None,
+            poll_wait_s: 1,
+        },
+        capacity: Capacity {
+            cpus: 8,
+            memory_mib: 8192,
+            gpus: 0,
+        },
+        backend: BackendConfig::Fake {
+            start_delay_ms: 0,
+            failure_rate: 0.0,
+        },
+        datasets: vec![CatalogEntry {
+            id: id("JGAD000101"),
+            path: data,
+            grant_url: None,
+        }],
+        images: BTreeMap::from([("basho/demo".into(), format!("sha256:{}", "d".repeat(64)))]),
+        trusted_issuers: vec![IssuerRef {
+            issuer: ISS.into(),
+            jwks_file: jwks,
+        }],
+        paths: Paths {
+            state_dir: dir.path().join("state"),
+            work_root: dir.path().join("work"),
+            results_root: dir.path().join("results"),
+        },
+        isolation: Isolation::default(),
+    };
+    assert_eq!(basho_agent::check_config(&config), Vec::<String>::new());
+    let fake = Arc::new(FakeBackend::seeded(id("sim"), Duration::ZERO, 0.0, 1));
+    Site {
+        dir,
+        issuer,
+        config,
+        fake,
+    }
+}
+
+impl Site {
+    fn assignment(&self, ws: &str, lifetime: chrono::Duration) -> Assignment {
+        Assignment {
+            id: ws.to_owned(),
+            project: id("P-0001"),
+            owner: "alice".into(),
+            template: id("shell"),
+            image: "basho/demo".into(),
+            command: vec!["sleep".into(), "infinity".into()],
+            datasets: vec![id("JGAD000101")],
+            resources: Resources {
+                cpus: 1,
+                memory_mib: 256,
+                gpus: 0,
+            },
+            expires_at: Utc::now() + lifetime,
+            visas: vec![self.issuer.mint("alice", "JGAD000101")],
+        }
+    }
+
+    fn start(&self) -> Agent {
+        let cancel = CancellationToken::new();
+        let backend: Arc<dyn Backend> = self.fake.clone();
+        let task = tokio::spawn(basho_agent::run_with_backend(
+            self.config.clone(),
+            backend,
+            cancel.clone(),
+        ));
+        Agent { cancel, task }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    async fn has(&self, ws: &str) -> bool {
+        self.fake.inspect(ws).await.unwrap().is_some()
+    }
+}
+
+struct Agent {
+    cancel: CancellationToken,
+    task: JoinHandle<Result<(), basho_agent::Error>>,
+}
+
+impl Agent {
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("agent stops promptly")
+            .expect("agent task did not panic")
+            .expect("agent ran without error");
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn exists(p: &Path) -> bool {
+    p.exists()
+}
+
+// ---- the tests ----
+
+#[tokio::test]
+async fn launches_stops_and_readopts_without_relaunching() {
+    let (orch, url) = stub().await;
+    let s = site(&url);
+    let hour = chrono::Duration::hours(1);
+    let agent = s.start();
+    wait_for("registration", || async { orch.registrations() >= 1 }).await;
+
+    orch.set_desired(vec![s.assignment("ws-1", hour)]);
+    wait_for("ws-1 running", || async {
+        orch.last_state("ws-1") == Some(State::Running)
+    })
+    .await;
+    assert_eq!(s.fake.launch_count(), 1);
+    let spec = s.fake.spec("ws-1").unwrap();
+    assert_eq!(spec.datasets[0].host_path, s.path("data/JGAD000101"));
+    assert!(exists(&s.path("state/workspaces/ws-1/workspace.json")));
+
+    // Stopping the agent leaves the workspace running.
+    agent.stop().await;
+    assert!(s.has("ws-1").await);
+
+    // A new agent on the same backend adopts it, tells the orchestrator again, launches nothing.
+    orch.clear_observations();
+    let agent = s.start();
+    wait_for("re-registration", || async { orch.registrations() >= 2 }).await;
+    wait_for("ws-1 reported again", || async {
+        orch.last_state("ws-1") == Some(State::Running)
+    })
+    .await;
+    orch.set_desired(vec![s.assignment("ws-1", hour), s.assignment("ws-2", hour)]);
+    wait_for("ws-2 running", || async {
+        orch.last_state("ws-2") == Some(State::Running)
+    })
+    .await;
+    assert_eq!(s.fake.launch_count(), 2, "ws-1 adopted, only ws-2 launched");
+    let listed = s.fake.list_managed().await.unwrap();
+    assert_eq!(listed.len(), 2, "no duplicate: {listed:?}");
+
+    // No longer desired: stopped, reported, its state dir gone, /results kept.
+    orch.set_desired(vec![s.assignment("ws-2", hour)]);
+    wait_for("ws-1 stopped", || async {
+        orch.last_state("ws-1") == Some(State::Stopped)
+    })
+    .await;
+    assert!(!s.has("ws-1").await);
+    assert!(s.has("ws-2").await);
+    assert!(!exists(&s.path("state/workspaces/ws-1")));
+    assert!(exists(&s.path("results/ws-1")));
+    agent.stop().await;
+    assert_eq!(s.fake.launch_count(), 2);
+}
+
+#[tokio::test]
+async fn notices_exits_outages_and_expiry_by_itself() {
+    let (orch, url) = stub().await;
+    let s = site(&url);
+    let agent = s.start();
+    let hour = chrono::Duration::hours(1);
+    orch.set_desired(vec![
+        s.assignment("ws-short", chrono::Duration::seconds(4)),
+        s.assignment("ws-crash", hour),
+        s.assignment("ws-long", hour),
+    ]);
+    for ws in ["ws-short", "ws-crash", "ws-long"] {
+        wait_for(ws, || async { orch.last_state(ws) == Some(State::Running) }).await;
+    }
+
+    // An exit the orchestrator never heard of is seen by the periodic re-inspection.
+    s.fake.exit("ws-crash", 3);
+    wait_for("ws-crash failed", || async {
+        orch.last_state("ws-crash") == Some(State::Failed)
+    })
+    .await;
+    assert_eq!(
+        s.fake.launch_count(),
+        3,
+        "an exited workspace is not relaunched"
+    );
+
+    // The orchestrator goes away; the site still ends ws-short at its expiry.
+    orch.set_down(true);
+    wait_for("ws-short stopped at expiry", || async {
+        !s.has("ws-short").await
+    })
+    .await;
+    assert!(s.has("ws-long").await);
+    orch.set_down(false);
+    wait_for("ws-short reported expired", || async {
+        orch.last_state("ws-short") == Some(State::Expired)
+    })
+    .await;
+
+    // The backend stops answering: unknown, never stopped; then running again.
+    s.fake.set_unavailable(true);
+    wait_for("ws-long unknown", || async {
+        orch.last_state("ws-long") == Some(State::Unknown)
+    })
+    .await;
+    assert_eq!(
+        orch.last_state("ws-crash"),
+        Some(State::Failed),
+        "an end stays an end"
+    );
+    s.fake.set_unavailable(false);
+    assert!(s.has("ws-long").await);
+    wait_for("ws-long running again", || async {
+        orch.last_state("ws-long") == Some(State::Running)
+    })
+    .await;
+    assert_eq!(s.fake.launch_count(), 3);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn before_the_first_desired_state_only_expiry_stops_anything() {
+    let (orch, url) = stub().await;
+    let s = site(&url);
+    let mut live = conformance::example_spec(&id("sim"), "ws-live");
+    live.expires_at = Utc::now() + chrono::Duration::hours(1);
+    let mut old = conformance::example_spec(&id("sim"), "ws-old");
+    old.expires_at = Utc::now() - chrono::Duration::seconds(1);
+    s.fake.launch(&live).await.unwrap();
+    s.fake.launch(&old).await.unwrap();
+
+    orch.set_down(true);
+    let agent = s.start();
+    wait_for("ws-old stopped at its expiry", || async {
+        !s.has("ws-old").await
+    })
+    .await;
+    assert!(
+        s.has("ws-live").await,
+        "nothing is known to be unwanted before a desired state"
+    );
+
+    // An empty desired state, once it arrives, is meant.
+    orch.set_down(false);
+    wait_for("ws-live stopped", || async { !s.has("ws-live").await }).await;
+    wait_for("ws-live reported", || async {
+        orch.last_state("ws-live") == Some(State::Stopped)
+    })
+    .await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn refuses_what_the_site_cannot_verify_and_keeps_refusing() {
+    let (orch, url) = stub().await;
+    let s = site(&url);
+    let agent = s.start();
+    let mut forged = s.assignment("ws-forged", chrono::Duration::hours(1));
+    forged.visas = vec![Issuer::generate(ISS).mint("alice", "JGAD000101")];
+    orch.set_desired(vec![forged]);
+    wait_for("ws-forged failed", || async {
+        orch.last_state("ws-forged") == Some(State::Failed)
+    })
+    .await;
+    let message = {
+        let w = orch.world.lock().unwrap();
+        w.observations
+            .iter()
+            .rev()
+            .find(|o| o.workspace == "ws-forged")
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert!(
+        message.unwrap().contains("signature"),
+        "the reason is reported"
+    );
+    assert_eq!(s.fake.launch_count(), 0);
+    agent.stop().await;
+}
