@@ -50,7 +50,7 @@ async fn touch(o: &Orchestrator, site: &Ident) -> ApiResult<()> {
 
 /// Register (or re-register) a site's inventory.
 #[utoipa::path(
-    post, path = "/v1/agent/register", tag = "agent",
+    post, path = "/v1/agent/register", operation_id = "agentRegister", tag = "agent",
     request_body = Registration,
     responses(
         (status = 200, description = "Registered", body = Registered),
@@ -131,7 +131,7 @@ fn assignment(r: WorkspaceRecord) -> Assignment {
 /// Answers at once when the site's revision differs from `after`; otherwise waits until it
 /// changes or `wait_s` passes, then answers the (possibly unchanged) full set.
 #[utoipa::path(
-    get, path = "/v1/agent/desired", tag = "agent",
+    get, path = "/v1/agent/desired", operation_id = "agentDesired", tag = "agent",
     params(DesiredQuery),
     responses(
         (status = 200, description = "The full desired set and its revision", body = DesiredState),
@@ -187,7 +187,7 @@ fn ignore(o: &Orchestrator, site: &Ident, reason: &'static str) {
 /// Each observation is applied as a state change when the state machine allows it. Observations
 /// of unknown workspaces, of another site's workspaces, and illegal changes are skipped.
 #[utoipa::path(
-    post, path = "/v1/agent/observations", tag = "agent",
+    post, path = "/v1/agent/observations", operation_id = "agentObservations", tag = "agent",
     request_body = ObservationBatch,
     responses(
         (status = 200, description = "How many observations changed a state", body = Applied),

@@ -39,6 +39,15 @@ fn body_error(e: &BytesRejection, limit: usize) -> ApiError {
 
 /// Parses `bytes` as JSON into `T` with the contract's errors.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Syntax first, over the whole document, so a truncated body is `invalid_json` even when
+    // its first value already has the wrong shape.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON ({e}); send one JSON object"),
+        ));
+    }
     match axum::Json::<T>::from_bytes(bytes) {
         Ok(axum::Json(v)) => Ok(v),
         Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::new(

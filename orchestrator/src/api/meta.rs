@@ -82,7 +82,7 @@ pub fn openapi_json() -> &'static str {
 
 /// Liveness: answers 200 when the store answers.
 #[utoipa::path(
-    get, path = "/healthz", tag = "meta",
+    get, path = "/healthz", operation_id = "healthz", tag = "meta",
     responses(
         (status = 200, description = "Up", body = Health),
         (status = 503, description = "The store does not answer", body = ErrorBody),
@@ -106,10 +106,10 @@ pub async fn healthz(State(o): State<Orchestrator>) -> Result<axum::Json<Health>
 
 /// Prometheus metrics (text format).
 #[utoipa::path(
-    get, path = "/metrics", tag = "meta",
+    get, path = "/metrics", operation_id = "metrics", tag = "meta",
     responses(
         (status = 200, description = "Prometheus text exposition", body = String,
-            content_type = "text/plain; version=0.0.4"),
+            content_type = "application/openmetrics-text; version=1.0.0"),
         (status = 503, description = "The store does not answer", body = ErrorBody),
     )
 )]
@@ -149,7 +149,7 @@ pub async fn metrics(State(o): State<Orchestrator>) -> Result<Response, ApiError
 
 /// This API's OpenAPI 3 document.
 #[utoipa::path(
-    get, path = "/openapi.json", tag = "meta",
+    get, path = "/openapi.json", operation_id = "openapi", tag = "meta",
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
 )]
 pub async fn openapi() -> Response {

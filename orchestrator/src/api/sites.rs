@@ -11,7 +11,7 @@ use crate::Orchestrator;
 
 /// List the registered sites, by name.
 #[utoipa::path(
-    get, path = "/v1/sites", tag = "sites",
+    get, path = "/v1/sites", operation_id = "listSites", tag = "sites",
     responses(
         (status = 200, description = "Sites", body = Vec<Site>),
         (status = 401, description = "No or unknown token", body = ErrorBody),

@@ -62,7 +62,7 @@ fn idempotency_key(
 /// request answers 201 and a retry with the same body answers 200 with the same workspace; the
 /// same key with another body answers 422 `idempotency_key_reused`.
 #[utoipa::path(
-    post, path = "/v1/workspaces", tag = "workspaces",
+    post, path = "/v1/workspaces", operation_id = "createWorkspace", tag = "workspaces",
     request_body = CreateWorkspace,
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Makes retries safe: one workspace per key")),
@@ -153,7 +153,7 @@ fn ident_param(name: &str, v: Option<String>) -> ApiResult<Option<Ident>> {
 
 /// List workspaces, oldest first.
 #[utoipa::path(
-    get, path = "/v1/workspaces", tag = "workspaces",
+    get, path = "/v1/workspaces", operation_id = "listWorkspaces", tag = "workspaces",
     params(ListQuery),
     responses(
         (status = 200, description = "Workspaces", body = Vec<Workspace>),
@@ -202,7 +202,7 @@ fn missing(id: &str) -> ApiError {
 
 /// Show one workspace.
 #[utoipa::path(
-    get, path = "/v1/workspaces/{id}", tag = "workspaces",
+    get, path = "/v1/workspaces/{id}", operation_id = "getWorkspace", tag = "workspaces",
     params(("id" = String, Path, description = "Workspace id (`ws-...`)")),
     responses(
         (status = 200, description = "The workspace", body = Workspace),
@@ -226,7 +226,7 @@ pub async fn show(
 /// A live workspace moves to `stopping`; its agent stops it and reports `stopped`. Deleting a
 /// workspace that is already stopping or ended changes nothing and answers the same way.
 #[utoipa::path(
-    delete, path = "/v1/workspaces/{id}", tag = "workspaces",
+    delete, path = "/v1/workspaces/{id}", operation_id = "deleteWorkspace", tag = "workspaces",
     params(("id" = String, Path, description = "Workspace id (`ws-...`)")),
     responses(
         (status = 202, description = "Stopping (or already ended)", body = Workspace),
