@@ -446,7 +446,7 @@ async fn before_the_first_desired_state_only_expiry_stops_anything() {
 }
 
 #[tokio::test]
-async fn refuses_what_the_site_cannot_verify_and_keeps_refusing() {
+async fn refuses_what_the_site_cannot_verify() {
     let (orch, url) = stub().await;
     let s = site(&url);
     let agent = s.start();
