@@ -53,10 +53,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code: 2 for usage errors (like clap's own), 1 for everything else.
+    /// The process exit code: 2 for usage errors (like clap's own), 64 for an unusable
+    /// configuration of `basho dev`, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
+            Error::Dev(DevError::Config(_)) => 64,
             _ => 1,
         }
     }
