@@ -7,22 +7,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use basho_core::protocol::Registration;
-use basho_core::{Ident, State, Workspace};
+use basho_core::{Ident, State};
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
+use self::rows::{COLUMNS, ident, json, parse, record, state};
 use super::{
     Created, IdempotencyKey, SiteRecord, StateCount, Store, StoreError, Transition,
     WorkspaceFilter, WorkspaceRecord, from_millis,
 };
-
-const COLUMNS: &str = "id, project, owner, template, site, state, message, datasets, resources, \
-     visas, visa_refs, image, command, created_at, updated_at, expires_at, revision";
 
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
@@ -76,61 +73,6 @@ impl SqliteStore {
     pub async fn memory() -> Result<Self, StoreError> {
         Self::open(Some("sqlite::memory:"), Path::new(".")).await
     }
-}
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("store values serialize")
-}
-
-fn parse<T: DeserializeOwned>(row: &SqliteRow, col: &'static str) -> Result<T, StoreError> {
-    let text: String = row.try_get(col)?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-        what: col,
-        message: e.to_string(),
-    })
-}
-
-fn ident(row: &SqliteRow, col: &'static str) -> Result<Ident, StoreError> {
-    let text: String = row.try_get(col)?;
-    Ident::parse(&text).map_err(|e| StoreError::Corrupt {
-        what: col,
-        message: e.to_string(),
-    })
-}
-
-fn state(row: &SqliteRow) -> Result<State, StoreError> {
-    let text: String = row.try_get("state")?;
-    State::parse(&text).ok_or_else(|| StoreError::Corrupt {
-        what: "state",
-        message: format!("unknown state {text:?}"),
-    })
-}
-
-fn record(row: &SqliteRow) -> Result<WorkspaceRecord, StoreError> {
-    let ms = |col: &'static str| -> Result<DateTime<Utc>, StoreError> {
-        Ok(from_millis(row.try_get::<i64, _>(col)?))
-    };
-    Ok(WorkspaceRecord {
-        workspace: Workspace {
-            id: row.try_get("id")?,
-            project: ident(row, "project")?,
-            owner: row.try_get("owner")?,
-            template: ident(row, "template")?,
-            site: ident(row, "site")?,
-            state: state(row)?,
-            message: row.try_get("message")?,
-            datasets: parse(row, "datasets")?,
-            resources: parse(row, "resources")?,
-            created_at: ms("created_at")?,
-            expires_at: ms("expires_at")?,
-            updated_at: ms("updated_at")?,
-        },
-        visas: parse(row, "visas")?,
-        visa_refs: parse(row, "visa_refs")?,
-        image: row.try_get("image")?,
-        command: parse(row, "command")?,
-        revision: row.try_get("revision")?,
-    })
 }
 
 async fn next_revision(tx: &mut Transaction<'static, Sqlite>) -> Result<i64, StoreError> {
@@ -446,5 +388,6 @@ impl Store for SqliteStore {
     }
 }
 
+mod rows;
 #[cfg(test)]
 mod tests;

@@ -232,3 +232,13 @@ pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
     let message = got.1["error"]["message"].as_str().unwrap_or_default();
     assert!(!message.is_empty(), "error without message: {}", got.1);
 }
+
+pub async fn refused(h: &Harness, body: Value, status: StatusCode, code: &str) -> String {
+    let got = h.create(body).await;
+    assert_error(&got, status, code);
+    assert!(
+        h.workspaces().await.is_empty(),
+        "a refused create left a workspace"
+    );
+    got.1["error"]["message"].as_str().unwrap().to_owned()
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use basho_core::protocol::{Capacity, DatasetEntry};
-use basho_core::{Resources, State::*};
+use basho_core::{Resources, State::*, Workspace};
 use chrono::TimeDelta;
 
 use super::*;
