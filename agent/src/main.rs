@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Exit code for a config that cannot be used (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -103,11 +104,14 @@ fn run(path: &std::path::Path) -> ExitCode {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested; workspaces keep running");
-            signals.cancel();
-        });
+        tokio::spawn(
+            async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown requested; workspaces keep running");
+                signals.cancel();
+            }
+            .instrument(tracing::info_span!("signals")),
+        );
         match basho_agent::run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
