@@ -30,7 +30,12 @@ impl Api {
 
     /// Sends a request with an optional JSON body and returns the status and JSON answer
     /// (`Value::Null` when the body is empty or not JSON).
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
         self.call_with(method, path, body, &[]).await
     }
 
@@ -65,14 +70,17 @@ impl Api {
 
     /// `GET /v1/workspaces/{id}`, panicking unless 200.
     pub async fn workspace(&self, id: &str) -> Value {
-        let (s, v) = self.call(Method::GET, &format!("/v1/workspaces/{id}"), None).await;
+        let (s, v) = self
+            .call(Method::GET, &format!("/v1/workspaces/{id}"), None)
+            .await;
         assert_eq!(s, StatusCode::OK, "GET workspace {id}: {v}");
         v
     }
 
     /// `DELETE /v1/workspaces/{id}`.
     pub async fn delete(&self, id: &str) -> (StatusCode, Value) {
-        self.call(Method::DELETE, &format!("/v1/workspaces/{id}"), None).await
+        self.call(Method::DELETE, &format!("/v1/workspaces/{id}"), None)
+            .await
     }
 
     /// Waits until the workspace reaches `state`; panics on timeout or on a terminal state that is
@@ -86,7 +94,10 @@ impl Api {
                 return ws;
             }
             let terminal = matches!(now.as_str(), "stopped" | "failed" | "expired" | "revoked");
-            assert!(!terminal, "workspace {id} ended {now} while waiting for {state}: {ws}");
+            assert!(
+                !terminal,
+                "workspace {id} ended {now} while waiting for {state}: {ws}"
+            );
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "workspace {id} still {now} after {timeout:?}, waiting for {state}: {ws}"

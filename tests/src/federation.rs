@@ -8,14 +8,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use basho_agent::config::{BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig};
-use basho_core::protocol::Capacity;
-use basho_core::visa::mint::Issuer;
-use basho_core::visa::IssuerRef;
+use basho_agent::config::{
+    BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig,
+};
 use basho_core::Ident;
+use basho_core::protocol::Capacity;
+use basho_core::visa::IssuerRef;
+use basho_core::visa::mint::Issuer;
 use basho_orchestrator::config::{AgentAuth, Config, Limits};
 use bollard::Docker;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -78,18 +80,35 @@ impl Federation {
         let issuer = Issuer::generate(ISSUER).with_rsa();
         let jwks_file = dir.path().join("issuer.jwks.json");
         std::fs::write(&jwks_file, issuer.jwks_json()).unwrap();
-        let issuers = vec![IssuerRef { issuer: ISSUER.into(), jwks_file }];
+        let issuers = vec![IssuerRef {
+            issuer: ISSUER.into(),
+            jwks_file,
+        }];
 
         // Bind once to learn a free port, then hand the address to the orchestrator.
-        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let token = format!("platform-{tag}");
         let mut agents = Vec::new();
         let mut sites = BTreeMap::new();
         for (name, datasets) in SITES {
             let site = format!("{name}-{tag}");
             let agent_token = format!("agent-{site}");
-            agents.push(AgentAuth { site: Ident::parse(&site).unwrap(), token: agent_token.clone() });
-            let cfg = site_config(dir.path(), &site, datasets, &image, &issuers, listen, agent_token);
+            agents.push(AgentAuth {
+                site: Ident::parse(&site).unwrap(),
+                token: agent_token.clone(),
+            });
+            let cfg = site_config(
+                dir.path(),
+                &site,
+                datasets,
+                &image,
+                &issuers,
+                listen,
+                agent_token,
+            );
             sites.insert(name.to_owned(), cfg);
         }
         let config = Config {
@@ -100,7 +119,10 @@ impl Federation {
             platform_tokens: vec![token.clone()],
             agents,
             trusted_issuers: issuers,
-            limits: Limits { agent_silent_s: 10, ..Limits::default() },
+            limits: Limits {
+                agent_silent_s: 10,
+                ..Limits::default()
+            },
         };
         let mut fed = Federation {
             api: Api::new(format!("http://{listen}"), token),
@@ -141,7 +163,9 @@ impl Federation {
         let orch = basho_orchestrator::Orchestrator::open(self.config.clone())
             .await
             .expect("orchestrator opens");
-        let listener = tokio::net::TcpListener::bind(self.listen).await.expect("bind api");
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .expect("bind api");
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         let task = tokio::spawn(async move {
@@ -152,33 +176,50 @@ impl Federation {
 
     /// Stops the orchestrator; agents keep running and retry.
     pub async fn stop_orchestrator(&mut self) {
-        self.orchestrator.take().expect("orchestrator running").stop().await;
+        self.orchestrator
+            .take()
+            .expect("orchestrator running")
+            .stop()
+            .await;
     }
 
     /// Starts (or restarts) the agent of demo site `name`.
     pub async fn start_agent(&mut self, name: &str) {
-        assert!(!self.agents.contains_key(name), "agent {name} already running");
+        assert!(
+            !self.agents.contains_key(name),
+            "agent {name} already running"
+        );
         let cfg = self.sites[name].clone();
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         let task = tokio::spawn(async move {
             basho_agent::run(cfg, c).await.expect("agent runs");
         });
-        self.agents.insert(name.to_owned(), Running { cancel, task });
+        self.agents
+            .insert(name.to_owned(), Running { cancel, task });
     }
 
     /// Stops the agent of demo site `name`; its workspaces keep running.
     pub async fn stop_agent(&mut self, name: &str) {
-        self.agents.remove(name).expect("agent running").stop().await;
+        self.agents
+            .remove(name)
+            .expect("agent running")
+            .stop()
+            .await;
     }
 
     /// Waits until the site appears in `GET /v1/sites`.
     pub async fn wait_registered(&self, name: &str) {
         let site = self.site(name);
-        crate::wait_for(&format!("site {site} registered"), Duration::from_secs(30), || async {
-            let (s, v) = self.api.call(reqwest::Method::GET, "/v1/sites", None).await;
-            (s.is_success() && v.as_array()?.iter().any(|x| x["name"] == site.as_str())).then_some(())
-        })
+        crate::wait_for(
+            &format!("site {site} registered"),
+            Duration::from_secs(30),
+            || async {
+                let (s, v) = self.api.call(reqwest::Method::GET, "/v1/sites", None).await;
+                (s.is_success() && v.as_array()?.iter().any(|x| x["name"] == site.as_str()))
+                    .then_some(())
+            },
+        )
         .await
     }
 
@@ -196,10 +237,15 @@ impl Federation {
 
     /// Creates a workspace and waits until it runs; returns its JSON.
     pub async fn create_running(&self, project: &str, datasets: &[&str]) -> Value {
-        let (status, ws) = self.api.create(&self.create_body(project, "alice", datasets)).await;
+        let (status, ws) = self
+            .api
+            .create(&self.create_body(project, "alice", datasets))
+            .await;
         assert_eq!(status, reqwest::StatusCode::CREATED, "create: {ws}");
         let id = ws["id"].as_str().unwrap().to_owned();
-        self.api.wait_state(&id, "running", Duration::from_secs(60)).await
+        self.api
+            .wait_state(&id, "running", Duration::from_secs(60))
+            .await
     }
 
     /// Containers of workspace `id` on the engine.
@@ -233,7 +279,10 @@ impl Drop for Federation {
                 let ids = String::from_utf8_lossy(&out.stdout);
                 let ids: Vec<&str> = ids.split_whitespace().collect();
                 if !ids.is_empty() {
-                    let _ = std::process::Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+                    let _ = std::process::Command::new("docker")
+                        .args(["rm", "-f"])
+                        .args(&ids)
+                        .output();
                 }
             }
         }
@@ -255,7 +304,11 @@ pub fn write_dataset(root: &Path, id: &str) -> PathBuf {
         csv.push_str(&format!("{id}-{i},40-49,F,Miyagi,E11\n"));
     }
     std::fs::write(dir.join("records.csv"), csv).unwrap();
-    std::fs::set_permissions(dir.join("records.csv"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        dir.join("records.csv"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
@@ -278,7 +331,11 @@ fn site_config(
             token_file: None,
             poll_wait_s: 5,
         },
-        capacity: Capacity { cpus: 8, memory_mib: 8192, gpus: 0 },
+        capacity: Capacity {
+            cpus: 8,
+            memory_mib: 8192,
+            gpus: 0,
+        },
         backend: BackendConfig::Docker { socket: None },
         datasets: datasets
             .iter()

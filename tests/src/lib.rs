@@ -83,7 +83,10 @@ pub fn unique(prefix: &str) -> String {
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{:x}{:x}", n, std::process::id())
         .chars()
         .rev()
@@ -107,8 +110,10 @@ pub async fn exec(docker: &Docker, id: &str, cmd: &[&str]) -> (i64, String) {
         .await
         .expect("create exec");
     let mut out = String::new();
-    if let StartExecResults::Attached { mut output, .. } =
-        docker.start_exec(&created.id, None).await.expect("start exec")
+    if let StartExecResults::Attached { mut output, .. } = docker
+        .start_exec(&created.id, None)
+        .await
+        .expect("start exec")
     {
         while let Some(Ok(chunk)) = output.next().await {
             out.push_str(&chunk.to_string());
@@ -126,7 +131,10 @@ pub async fn exec(docker: &Docker, id: &str, cmd: &[&str]) -> (i64, String) {
 /// The path of a workspace binary (`basho`, `basho-agent`, ...) built next to this test.
 pub fn binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
     let path = dir.join(name);
     assert!(
         path.exists(),

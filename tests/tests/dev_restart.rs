@@ -59,13 +59,19 @@ async fn healthy(api: &Api) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workspace_survives_basho_dev_restart() {
-    let Some(docker) = basho_tests::docker().await else { return };
+    let Some(docker) = basho_tests::docker().await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let issuer = Issuer::generate(ISS);
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, issuer.jwks_json()).unwrap();
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let project = basho_tests::unique("P-DEV");
     let api = Api::new(format!("http://{listen}"), "dev-restart-token");
 
@@ -78,30 +84,45 @@ async fn workspace_survives_basho_dev_restart() {
     assert_eq!(status, StatusCode::CREATED, "{ws}");
     assert_eq!(ws["site"], "bbj");
     let id = ws["id"].as_str().unwrap().to_owned();
-    api.wait_state(&id, "running", Duration::from_secs(60)).await;
+    api.wait_state(&id, "running", Duration::from_secs(60))
+        .await;
     let before = containers_labelled(&docker, basho_core::LABEL_WORKSPACE, &id).await;
     assert_eq!(before.len(), 1);
     let started = |c: bollard::models::ContainerInspectResponse| c.state.and_then(|s| s.started_at);
     let started_before = started(docker.inspect_container(&before[0], None).await.unwrap());
 
-    assert!(dev.terminate().success(), "basho dev exits cleanly on SIGTERM");
+    assert!(
+        dev.terminate().success(),
+        "basho dev exits cleanly on SIGTERM"
+    );
     let still = containers_labelled(&docker, basho_core::LABEL_WORKSPACE, &id).await;
-    assert_eq!(still, before, "the workspace keeps running while basho dev is down");
+    assert_eq!(
+        still, before,
+        "the workspace keeps running while basho dev is down"
+    );
 
     let dev = Dev::start(&data, &listen, "dev-restart-token", &jwks);
     healthy(&api).await;
-    api.wait_state(&id, "running", Duration::from_secs(60)).await;
+    api.wait_state(&id, "running", Duration::from_secs(60))
+        .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = containers_labelled(&docker, basho_core::LABEL_WORKSPACE, &id).await;
-    assert_eq!(after, before, "re-adopted: the same container, no second one");
+    assert_eq!(
+        after, before,
+        "re-adopted: the same container, no second one"
+    );
     let started_after = started(docker.inspect_container(&after[0], None).await.unwrap());
     assert_eq!(started_after, started_before, "not started again");
 
     let (status, _) = api.delete(&id).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    api.wait_state(&id, "stopped", Duration::from_secs(60)).await;
+    api.wait_state(&id, "stopped", Duration::from_secs(60))
+        .await;
     wait_for("container removed", Duration::from_secs(30), || async {
-        containers_labelled(&docker, basho_core::LABEL_WORKSPACE, &id).await.is_empty().then_some(())
+        containers_labelled(&docker, basho_core::LABEL_WORKSPACE, &id)
+            .await
+            .is_empty()
+            .then_some(())
     })
     .await;
     assert!(dev.terminate().success());

@@ -12,32 +12,49 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workspace_for_two_datasets_runs_isolated_at_the_site_holding_them() {
-    let Some(fed) = Federation::start().await else { return };
+    let Some(fed) = Federation::start().await else {
+        return;
+    };
     let visa_ec = fed.issuer.mint("alice", "JGAD000101");
-    let visa_rsa = fed.issuer.sign(
-        &basho_core::visa::mint::Visa::new("alice", "JGAD000102").alg(Algorithm::RS256),
-    );
+    let visa_rsa = fed
+        .issuer
+        .sign(&basho_core::visa::mint::Visa::new("alice", "JGAD000102").alg(Algorithm::RS256));
     let body = json!({
         "project": "P-0001", "template": "shell", "visas": [visa_ec, visa_rsa],
         "resources": {"cpus": 1, "memory_mib": 128, "gpus": 0}, "duration_s": 600,
     });
     let (status, ws) = fed.api.create(&body).await;
     assert_eq!(status, StatusCode::CREATED, "{ws}");
-    assert_eq!(ws["site"], fed.site("tohoku").as_str(), "placed where the data is: {ws}");
+    assert_eq!(
+        ws["site"],
+        fed.site("tohoku").as_str(),
+        "placed where the data is: {ws}"
+    );
     assert_eq!(ws["owner"], "alice");
     assert_eq!(ws["datasets"], json!(["JGAD000101", "JGAD000102"]));
     let id = ws["id"].as_str().unwrap().to_owned();
-    fed.api.wait_state(&id, "running", Duration::from_secs(60)).await;
+    fed.api
+        .wait_state(&id, "running", Duration::from_secs(60))
+        .await;
 
     let containers = fed.containers(&id).await;
     assert_eq!(containers.len(), 1, "exactly one container: {containers:?}");
-    let c = fed.docker.inspect_container(&containers[0], None).await.unwrap();
+    let c = fed
+        .docker
+        .inspect_container(&containers[0], None)
+        .await
+        .unwrap();
     let host = c.host_config.clone().unwrap();
     let config = c.config.clone().unwrap();
     assert_eq!(host.network_mode.as_deref(), Some("none"));
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
     assert!(host.cap_add.unwrap_or_default().is_empty());
-    assert!(host.security_opt.unwrap_or_default().iter().any(|o| o.starts_with("no-new-privileges")));
+    assert!(
+        host.security_opt
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.starts_with("no-new-privileges"))
+    );
     assert_eq!(host.readonly_rootfs, Some(true));
     assert!(host.tmpfs.unwrap_or_default().contains_key("/tmp"));
     assert_eq!(host.privileged, Some(false));
@@ -46,10 +63,16 @@ async fn workspace_for_two_datasets_runs_isolated_at_the_site_holding_them() {
     assert_eq!(host.memory, Some(128 * 1024 * 1024));
     assert_eq!(host.nano_cpus, Some(1_000_000_000));
     let user = config.user.clone().unwrap_or_default();
-    assert!(!user.is_empty() && !user.starts_with("0") && user != "root", "user {user:?}");
+    assert!(
+        !user.is_empty() && !user.starts_with("0") && user != "root",
+        "user {user:?}"
+    );
     let labels = config.labels.clone().unwrap_or_default();
     assert_eq!(labels.get("io.basho.workspace"), Some(&id));
-    assert_eq!(labels.get("io.basho.project").map(String::as_str), Some("P-0001"));
+    assert_eq!(
+        labels.get("io.basho.project").map(String::as_str),
+        Some("P-0001")
+    );
     let env = config.env.clone().unwrap_or_default();
     assert!(env.contains(&format!("BASHO_WORKSPACE={id}")));
     assert!(env.contains(&"BASHO_PROJECT=P-0001".to_string()));
@@ -77,7 +100,10 @@ async fn workspace_for_two_datasets_runs_isolated_at_the_site_holding_them() {
     let cid = &containers[0];
     let (code, out) = exec(&fed.docker, cid, &["cat", "/data/JGAD000101/records.csv"]).await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("record_id,age_band,sex,prefecture,icd10"), "{out}");
+    assert!(
+        out.starts_with("record_id,age_band,sex,prefecture,icd10"),
+        "{out}"
+    );
     let (code, out) = exec(&fed.docker, cid, &["touch", "/data/JGAD000101/x"]).await;
     assert_ne!(code, 0, "a dataset must not be writable: {out}");
     let (code, _) = exec(&fed.docker, cid, &["touch", "/x"]).await;
@@ -87,9 +113,19 @@ async fn workspace_for_two_datasets_runs_isolated_at_the_site_holding_them() {
         assert_eq!(code, 0, "{dir} must be writable: {out}");
     }
     let (_, ifaces) = exec(&fed.docker, cid, &["cat", "/proc/net/dev"]).await;
-    let names: Vec<&str> = ifaces.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    let names: Vec<&str> = ifaces
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
     assert_eq!(names, vec!["lo"], "no network but loopback: {ifaces}");
-    let (code, out) = exec(&fed.docker, cid, &["wget", "-q", "-T", "2", "-O", "-", "http://192.0.2.1/"]).await;
+    let (code, out) = exec(
+        &fed.docker,
+        cid,
+        &["wget", "-q", "-T", "2", "-O", "-", "http://192.0.2.1/"],
+    )
+    .await;
     assert_ne!(code, 0, "the network must be unreachable: {out}");
     let (code, out) = exec(&fed.docker, cid, &["id", "-u"]).await;
     assert_eq!(code, 0);
@@ -101,7 +137,9 @@ async fn workspace_for_two_datasets_runs_isolated_at_the_site_holding_them() {
 
     let (status, _) = fed.api.delete(&id).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    fed.api.wait_state(&id, "stopped", Duration::from_secs(60)).await;
+    fed.api
+        .wait_state(&id, "stopped", Duration::from_secs(60))
+        .await;
     wait_for("container removed", Duration::from_secs(30), || async {
         fed.containers(&id).await.is_empty().then_some(())
     })
@@ -111,16 +149,50 @@ async fn workspace_for_two_datasets_runs_isolated_at_the_site_holding_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_requests_start_nothing_and_leave_no_record() {
-    let Some(fed) = Federation::start().await else { return };
+    let Some(fed) = Federation::start().await else {
+        return;
+    };
     let stranger = basho_core::visa::mint::Issuer::generate(basho_tests::federation::ISSUER);
     let good = |d: &str| fed.issuer.mint("alice", d);
     let cases = vec![
-        ("forged visa", json!([stranger.mint("alice", "JGAD000101")]), None, "visa_bad_signature"),
-        ("expired visa", json!([fed.issuer.sign(&basho_core::visa::mint::Visa::new("alice", "JGAD000101").expires_in(-10))]), None, "visa_expired"),
-        ("two subjects", json!([good("JGAD000101"), fed.issuer.mint("bob", "JGAD000102")]), None, "visa_subject_mismatch"),
-        ("no site holds it", json!([good("JGAD999999")]), None, "no_site_holds_datasets"),
-        ("data at two sites", json!([good("JGAD000101"), good("JGAD000201")]), None, "no_site_holds_datasets"),
-        ("dataset not granted", json!([good("JGAD000101")]), Some(json!(["JGAD000102"])), "dataset_not_granted"),
+        (
+            "forged visa",
+            json!([stranger.mint("alice", "JGAD000101")]),
+            None,
+            "visa_bad_signature",
+        ),
+        (
+            "expired visa",
+            json!([fed
+                .issuer
+                .sign(&basho_core::visa::mint::Visa::new("alice", "JGAD000101").expires_in(-10))]),
+            None,
+            "visa_expired",
+        ),
+        (
+            "two subjects",
+            json!([good("JGAD000101"), fed.issuer.mint("bob", "JGAD000102")]),
+            None,
+            "visa_subject_mismatch",
+        ),
+        (
+            "no site holds it",
+            json!([good("JGAD999999")]),
+            None,
+            "no_site_holds_datasets",
+        ),
+        (
+            "data at two sites",
+            json!([good("JGAD000101"), good("JGAD000201")]),
+            None,
+            "no_site_holds_datasets",
+        ),
+        (
+            "dataset not granted",
+            json!([good("JGAD000101")]),
+            Some(json!(["JGAD000102"])),
+            "dataset_not_granted",
+        ),
     ];
     for (what, visas, datasets, code) in cases {
         let mut body = json!({"project": "P-BAD", "template": "shell", "visas": visas,
@@ -131,10 +203,23 @@ async fn bad_requests_start_nothing_and_leave_no_record() {
         let (status, err) = fed.api.create(&body).await;
         assert!(status.is_client_error(), "{what}: {status} {err}");
         assert_eq!(err["error"]["code"], code, "{what}: {err}");
-        assert!(!err["error"]["message"].as_str().unwrap_or_default().is_empty(), "{what}");
+        assert!(
+            !err["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
+            "{what}"
+        );
     }
-    let (_, list) = fed.api.call(reqwest::Method::GET, "/v1/workspaces?project=P-BAD", None).await;
-    assert_eq!(list.as_array().map(Vec::len), Some(0), "no record left: {list}");
+    let (_, list) = fed
+        .api
+        .call(reqwest::Method::GET, "/v1/workspaces?project=P-BAD", None)
+        .await;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(0),
+        "no record left: {list}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = basho_tests::containers_labelled(&fed.docker, "io.basho.project", "P-BAD").await;
     assert!(started.is_empty(), "no container started: {started:?}");

@@ -12,7 +12,11 @@ async fn fingerprint(fed: &Federation, ids: &[String]) -> BTreeMap<String, (Stri
     let mut out = BTreeMap::new();
     for id in ids {
         let cs = fed.containers(id).await;
-        assert_eq!(cs.len(), 1, "workspace {id} has exactly one container: {cs:?}");
+        assert_eq!(
+            cs.len(),
+            1,
+            "workspace {id} has exactly one container: {cs:?}"
+        );
         let c = fed.docker.inspect_container(&cs[0], None).await.unwrap();
         let started = c.state.and_then(|s| s.started_at).unwrap_or_default();
         out.insert(id.clone(), (cs[0].clone(), started));
@@ -22,9 +26,15 @@ async fn fingerprint(fed: &Federation, ids: &[String]) -> BTreeMap<String, (Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agent_restart_readopts_running_workspaces() {
-    let Some(mut fed) = Federation::start().await else { return };
+    let Some(mut fed) = Federation::start().await else {
+        return;
+    };
     let mut ids = Vec::new();
-    for datasets in [&["JGAD000101"][..], &["JGAD000102"], &["JGAD000101", "JGAD000102"]] {
+    for datasets in [
+        &["JGAD000101"][..],
+        &["JGAD000102"],
+        &["JGAD000101", "JGAD000102"],
+    ] {
         let ws = fed.create_running("P-RESTART", datasets).await;
         ids.push(ws["id"].as_str().unwrap().to_owned());
     }
@@ -38,8 +48,16 @@ async fn agent_restart_readopts_running_workspaces() {
     let site = fed.site("tohoku");
     basho_tests::wait_for("agent re-registered", Duration::from_secs(30), || async {
         let (_, sites) = fed.api.call(reqwest::Method::GET, "/v1/sites", None).await;
-        let s = sites.as_array()?.iter().find(|s| s["name"] == site.as_str())?.clone();
-        let age = chrono::Utc::now() - s["last_contact"].as_str()?.parse::<chrono::DateTime<chrono::Utc>>().ok()?;
+        let s = sites
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == site.as_str())?
+            .clone();
+        let age = chrono::Utc::now()
+            - s["last_contact"]
+                .as_str()?
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .ok()?;
         (age.num_seconds() < 2).then_some(())
     })
     .await;
@@ -47,15 +65,25 @@ async fn agent_restart_readopts_running_workspaces() {
     for id in &ids {
         assert_eq!(fed.api.workspace(id).await["state"], "running", "{id}");
     }
-    assert_eq!(fingerprint(&fed, &ids).await, before, "same containers, none started again");
+    assert_eq!(
+        fingerprint(&fed, &ids).await,
+        before,
+        "same containers, none started again"
+    );
     let all = basho_tests::containers_labelled(&fed.docker, basho_core::LABEL_SITE, &site).await;
-    assert_eq!(all.len(), 3, "no orphan and no duplicate at the site: {all:?}");
+    assert_eq!(
+        all.len(),
+        3,
+        "no orphan and no duplicate at the site: {all:?}"
+    );
     fed.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orchestrator_restart_keeps_state_and_agents_reconnect() {
-    let Some(mut fed) = Federation::start().await else { return };
+    let Some(mut fed) = Federation::start().await else {
+        return;
+    };
     let first = fed.create_running("P-ORCH", &["JGAD000201"]).await;
     let id = first["id"].as_str().unwrap().to_owned();
     let before = fingerprint(&fed, std::slice::from_ref(&id)).await;
@@ -65,7 +93,16 @@ async fn orchestrator_restart_keeps_state_and_agents_reconnect() {
     fed.start_orchestrator().await;
 
     let again = fed.api.workspace(&id).await;
-    for field in ["id", "project", "owner", "site", "datasets", "resources", "created_at", "expires_at"] {
+    for field in [
+        "id",
+        "project",
+        "owner",
+        "site",
+        "datasets",
+        "resources",
+        "created_at",
+        "expires_at",
+    ] {
         assert_eq!(again[field], first[field], "{field} survived the restart");
     }
     assert_eq!(again["state"], "running");
@@ -76,6 +113,8 @@ async fn orchestrator_restart_keeps_state_and_agents_reconnect() {
 
     let (status, _) = fed.api.delete(&id).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    fed.api.wait_state(&id, "stopped", Duration::from_secs(60)).await;
+    fed.api
+        .wait_state(&id, "stopped", Duration::from_secs(60))
+        .await;
     fed.shutdown().await;
 }

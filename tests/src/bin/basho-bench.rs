@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use basho_agent::config::{BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig};
+use basho_agent::config::{
+    BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig,
+};
 use basho_core::Ident;
 use basho_core::protocol::Capacity;
 use basho_core::visa::IssuerRef;
@@ -59,8 +61,10 @@ struct Bench {
 async fn main() -> Result<()> {
     let args = Args::parse();
     println!("# basho-bench on {} cores ({})", num_cpus(), cpu_model());
-    println!("# command: cargo run --release -p basho-tests --bin basho-bench -- --sites {} --workspaces {} --concurrency {}",
-        args.sites, args.workspaces, args.concurrency);
+    println!(
+        "# command: cargo run --release -p basho-tests --bin basho-bench -- --sites {} --workspaces {} --concurrency {}",
+        args.sites, args.workspaces, args.concurrency
+    );
     let sites: Vec<String> = (0..args.sites).map(|i| format!("sim-{i:03}")).collect();
     let mut extra = vec!["rss-site".to_string()];
     if !args.skip_docker {
@@ -84,13 +88,19 @@ impl Bench {
         let issuer = Issuer::generate(ISS);
         let jwks_file = dir.path().join("jwks.json");
         std::fs::write(&jwks_file, issuer.jwks_json())?;
-        let jwks = IssuerRef { issuer: ISS.into(), jwks_file };
+        let jwks = IssuerRef {
+            issuer: ISS.into(),
+            jwks_file,
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let listen = listener.local_addr()?;
         let agents = sites
             .iter()
             .chain(extra)
-            .map(|s| AgentAuth { site: Ident::parse(s).unwrap(), token: format!("tok-{s}") })
+            .map(|s| AgentAuth {
+                site: Ident::parse(s).unwrap(),
+                token: format!("tok-{s}"),
+            })
             .collect();
         let config = Config {
             listen,
@@ -106,9 +116,23 @@ impl Bench {
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         tokio::spawn(async move { orch.serve(listener, c).await });
-        let bench = Bench { dir, issuer, jwks, listen, api: Api::new(format!("http://{listen}"), "bench"), cancel };
+        let bench = Bench {
+            dir,
+            issuer,
+            jwks,
+            listen,
+            api: Api::new(format!("http://{listen}"), "bench"),
+            cancel,
+        };
         for s in sites {
-            let cfg = bench.site_config(s, BackendConfig::Fake { start_delay_ms: 50, failure_rate: 0.0 }, "sha256:".to_string() + &"0".repeat(64));
+            let cfg = bench.site_config(
+                s,
+                BackendConfig::Fake {
+                    start_delay_ms: 50,
+                    failure_rate: 0.0,
+                },
+                "sha256:".to_string() + &"0".repeat(64),
+            );
             let c = bench.cancel.child_token();
             tokio::spawn(async move { basho_agent::run(cfg, c).await });
         }
@@ -128,9 +152,17 @@ impl Bench {
                 token_file: None,
                 poll_wait_s: 25,
             },
-            capacity: Capacity { cpus: 100_000, memory_mib: 100_000_000, gpus: 0 },
+            capacity: Capacity {
+                cpus: 100_000,
+                memory_mib: 100_000_000,
+                gpus: 0,
+            },
             backend,
-            datasets: vec![CatalogEntry { id: Ident::parse("JGAD000101").unwrap(), path: data, grant_url: None }],
+            datasets: vec![CatalogEntry {
+                id: Ident::parse("JGAD000101").unwrap(),
+                path: data,
+                grant_url: None,
+            }],
             images: BTreeMap::from([("basho/demo".to_string(), image)]),
             trusted_issuers: vec![self.jwks.clone()],
             paths: Paths {
@@ -159,7 +191,10 @@ async fn wait_sites(api: &Api, n: usize, name: Option<&str>) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{} sites registered after 60 s; waited for {n} and {name:?}", sites.len());
+            bail!(
+                "{} sites registered after 60 s; waited for {n} and {name:?}",
+                sites.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -183,12 +218,16 @@ async fn placement(bench: &Bench, sites: &[String], args: &Args) -> Result<()> {
             let mut lat = Vec::new();
             let mut placed: BTreeMap<String, usize> = BTreeMap::new();
             loop {
-                let Some(body) = bodies.lock().await.pop() else { break };
+                let Some(body) = bodies.lock().await.pop() else {
+                    break;
+                };
                 let t = Instant::now();
                 let (status, ws) = api.create(&body).await;
                 lat.push(t.elapsed());
                 assert_eq!(status, reqwest::StatusCode::CREATED, "{ws}");
-                *placed.entry(ws["site"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+                *placed
+                    .entry(ws["site"].as_str().unwrap_or_default().to_owned())
+                    .or_default() += 1;
             }
             (lat, placed)
         }));
@@ -204,24 +243,52 @@ async fn placement(bench: &Bench, sites: &[String], args: &Args) -> Result<()> {
     }
     let wall = started.elapsed();
     lat.sort();
-    println!("placement: {} workspaces over {} simulated sites, {} concurrent clients", args.workspaces, sites.len(), args.concurrency);
-    println!("  placements/s      {:.0}", args.workspaces as f64 / wall.as_secs_f64());
+    println!(
+        "placement: {} workspaces over {} simulated sites, {} concurrent clients",
+        args.workspaces,
+        sites.len(),
+        args.concurrency
+    );
+    println!(
+        "  placements/s      {:.0}",
+        args.workspaces as f64 / wall.as_secs_f64()
+    );
     println!("  create p50 (ms)   {:.2}", pct(&lat, 0.50));
     println!("  create p99 (ms)   {:.2}", pct(&lat, 0.99));
     println!("  create max (ms)   {:.2}", pct(&lat, 1.0));
-    let (min, max) = (per_site.values().min().unwrap_or(&0), per_site.values().max().unwrap_or(&0));
-    println!("  spread            {} sites used, {min}..{max} workspaces each", per_site.len());
+    let (min, max) = (
+        per_site.values().min().unwrap_or(&0),
+        per_site.values().max().unwrap_or(&0),
+    );
+    println!(
+        "  spread            {} sites used, {min}..{max} workspaces each",
+        per_site.len()
+    );
     Ok(())
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
 }
 
 async fn agent_rss(bench: &Bench) -> Result<()> {
-    let cfg = bench.site_config("rss-site", BackendConfig::Fake { start_delay_ms: 10, failure_rate: 0.0 }, "sha256:".to_string() + &"0".repeat(64));
+    let cfg = bench.site_config(
+        "rss-site",
+        BackendConfig::Fake {
+            start_delay_ms: 10,
+            failure_rate: 0.0,
+        },
+        "sha256:".to_string() + &"0".repeat(64),
+    );
     let path = bench.dir.path().join("rss-site.toml");
     std::fs::write(&path, toml::to_string(&cfg)?)?;
     let agent = basho_tests::binary("basho-agent");
@@ -245,7 +312,14 @@ async fn agent_rss(bench: &Bench) -> Result<()> {
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (_, v) = bench.api.call(reqwest::Method::GET, "/v1/workspaces?site=rss-site&state=running", None).await;
+        let (_, v) = bench
+            .api
+            .call(
+                reqwest::Method::GET,
+                "/v1/workspaces?site=rss-site&state=running",
+                None,
+            )
+            .await;
         if v.as_array().map(Vec::len).unwrap_or(0) >= n {
             break;
         }
@@ -264,9 +338,15 @@ async fn agent_rss(bench: &Bench) -> Result<()> {
 }
 
 async fn docker_compare(bench: &Bench, runs: usize) -> Result<()> {
-    let Some(docker) = basho_tests::docker().await else { return Ok(()) };
+    let Some(docker) = basho_tests::docker().await else {
+        return Ok(());
+    };
     let image = basho_cli::dev::image::ensure_demo_image(&docker).await?;
-    let cfg = bench.site_config("docker-site", BackendConfig::Docker { socket: None }, image.clone());
+    let cfg = bench.site_config(
+        "docker-site",
+        BackendConfig::Docker { socket: None },
+        image.clone(),
+    );
     let data = cfg.datasets[0].path.clone();
     let c = bench.cancel.child_token();
     tokio::spawn(async move { basho_agent::run(cfg, c).await });
@@ -297,41 +377,95 @@ async fn docker_compare(bench: &Bench, runs: usize) -> Result<()> {
         let name = format!("basho-bench-plain-{}-{i}", std::process::id());
         let t = Instant::now();
         let out = std::process::Command::new("docker")
-            .args(["run", "-d", "--name", &name, "--network", "none", "--cap-drop", "ALL",
-                "--security-opt", "no-new-privileges", "--read-only", "--tmpfs", "/tmp:rw,noexec,nosuid,size=64m",
-                "--user", "65534:65534", "--pids-limit", "256", "--memory", "128m", "--cpus", "1"])
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                "none",
+                "--cap-drop",
+                "ALL",
+                "--security-opt",
+                "no-new-privileges",
+                "--read-only",
+                "--tmpfs",
+                "/tmp:rw,noexec,nosuid,size=64m",
+                "--user",
+                "65534:65534",
+                "--pids-limit",
+                "256",
+                "--memory",
+                "128m",
+                "--cpus",
+                "1",
+            ])
             .arg("--mount")
-            .arg(format!("type=bind,source={},target=/data/JGAD000101,readonly", data.display()))
-            .args([image.as_str(), "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"])
+            .arg(format!(
+                "type=bind,source={},target=/data/JGAD000101,readonly",
+                data.display()
+            ))
+            .args([
+                image.as_str(),
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done",
+            ])
             .output()?;
         plain.push(t.elapsed());
         if !out.status.success() {
             bail!("docker run: {}", String::from_utf8_lossy(&out.stderr));
         }
-        std::process::Command::new("docker").args(["rm", "-f", &name]).output()?;
+        std::process::Command::new("docker")
+            .args(["rm", "-f", &name])
+            .output()?;
     }
     via_api.sort();
     plain.sort();
-    println!("docker create-to-running over {runs} runs (engine {}):", engine_version(&docker).await);
-    println!("  basho API create -> state running  p50 {:.0} ms  max {:.0} ms", pct(&via_api, 0.5), pct(&via_api, 1.0));
-    println!("  plain `docker run -d` (same flags) p50 {:.0} ms  max {:.0} ms", pct(&plain, 0.5), pct(&plain, 1.0));
-    println!("  ratio (p50)                        {:.2}x", pct(&via_api, 0.5) / pct(&plain, 0.5));
+    println!(
+        "docker create-to-running over {runs} runs (engine {}):",
+        engine_version(&docker).await
+    );
+    println!(
+        "  basho API create -> state running  p50 {:.0} ms  max {:.0} ms",
+        pct(&via_api, 0.5),
+        pct(&via_api, 1.0)
+    );
+    println!(
+        "  plain `docker run -d` (same flags) p50 {:.0} ms  max {:.0} ms",
+        pct(&plain, 0.5),
+        pct(&plain, 1.0)
+    );
+    println!(
+        "  ratio (p50)                        {:.2}x",
+        pct(&via_api, 0.5) / pct(&plain, 0.5)
+    );
     basho_tests::remove_labelled(&docker, basho_core::LABEL_SITE, "docker-site").await;
     Ok(())
 }
 
 async fn engine_version(docker: &bollard::Docker) -> String {
-    docker.version().await.ok().and_then(|v| v.version).unwrap_or_else(|| "?".into())
+    docker
+        .version()
+        .await
+        .ok()
+        .and_then(|v| v.version)
+        .unwrap_or_else(|| "?".into())
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default()
 }
-
