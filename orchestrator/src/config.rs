@@ -98,9 +98,10 @@ pub const ENV_DATA_DIR: &str = "BASHO_DATA_DIR";
 /// Overrides `database`.
 pub const ENV_DATABASE: &str = "BASHO_DATABASE";
 
-/// Reads `path` (TOML), applies `BASHO_LISTEN`, `BASHO_DATA_DIR` and `BASHO_DATABASE`, and
-/// checks the result, reporting every problem at once.
-pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+/// Reads `path` (TOML) and applies `BASHO_LISTEN`, `BASHO_DATA_DIR` and `BASHO_DATABASE`.
+/// Answers the config with the problems the overrides had; a file that does not parse is an
+/// error at once.
+pub fn read_config(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
     let one = |p: String| ConfigError { problems: vec![p] };
     let text = std::fs::read_to_string(path).map_err(|e| {
         one(format!(
@@ -110,7 +111,13 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     })?;
     let mut config: Config =
         toml::from_str(&text).map_err(|e| one(format!("{}: {e}", path.display())))?;
-    let mut problems = config.apply_env(|k| std::env::var(k).ok());
+    let problems = config.apply_env(|k| std::env::var(k).ok());
+    Ok((config, problems))
+}
+
+/// [`read_config`], then [`Config::validate`], reporting every problem at once.
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    let (config, mut problems) = read_config(path)?;
     problems.extend(config.validate());
     if problems.is_empty() {
         Ok(config)

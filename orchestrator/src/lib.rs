@@ -48,9 +48,42 @@ pub enum Error {
     Serve(#[source] std::io::Error),
 }
 
-/// Reads the config file, applies `BASHO_*` overrides and checks it.
+/// Reads the config file, applies `BASHO_*` overrides and checks it, including the templates and
+/// JWKS files it names; every problem is reported at once.
 pub fn load_config(path: &Path) -> Result<Config, Error> {
-    Ok(config::load_config(path)?)
+    let (config, mut problems) = config::read_config(path)?;
+    problems.extend(config.validate());
+    problems.extend(load_files(&config).2);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { problems }.into())
+    }
+}
+
+/// Loads the templates and the trusted issuers' keys the config names, with every problem found.
+fn load_files(config: &Config) -> (Option<Templates>, TrustedIssuers, Vec<String>) {
+    let mut problems = Vec::new();
+    let templates = match Templates::load(&config.templates_dir) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+    let mut issuers = TrustedIssuers::new();
+    for (i, t) in config.trusted_issuers.iter().enumerate() {
+        let loaded = std::fs::read_to_string(&t.jwks_file)
+            .map_err(|e| format!("{}: {e}", t.jwks_file.display()))
+            .and_then(|json| issuers.add_json(&t.issuer, &json));
+        if let Err(e) = loaded {
+            problems.push(format!(
+                "trusted_issuers[{i}] ({}): {e}; point jwks_file at the issuer's JWKS document",
+                t.issuer
+            ));
+        }
+    }
+    (templates, issuers, problems)
 }
 
 /// The running orchestrator: a cheap handle to shared state.
@@ -85,25 +118,8 @@ impl Orchestrator {
     /// issuers' JWKS files. Every config, template and issuer problem is reported at once.
     pub async fn open(config: config::Config) -> Result<Orchestrator, Error> {
         let mut problems = config.validate();
-        let templates = match Templates::load(&config.templates_dir) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                problems.push(e.to_string());
-                None
-            }
-        };
-        let mut issuers = TrustedIssuers::new();
-        for (i, t) in config.trusted_issuers.iter().enumerate() {
-            let loaded = std::fs::read_to_string(&t.jwks_file)
-                .map_err(|e| format!("{}: {e}", t.jwks_file.display()))
-                .and_then(|json| issuers.add_json(&t.issuer, &json));
-            if let Err(e) = loaded {
-                problems.push(format!(
-                    "trusted_issuers[{i}] ({}): {e}; point jwks_file at the issuer's JWKS document",
-                    t.issuer
-                ));
-            }
-        }
+        let (templates, issuers, more) = load_files(&config);
+        problems.extend(more);
         let Some(templates) = templates.filter(|_| problems.is_empty()) else {
             return Err(ConfigError { problems }.into());
         };
