@@ -200,13 +200,6 @@ impl SiteCache {
         out
     }
 
-    /// Whether any registered site holds `dataset`.
-    pub fn anyone_holds(&self, dataset: &Ident) -> bool {
-        self.lock()
-            .values()
-            .any(|e| e.datasets.contains_key(dataset))
-    }
-
     /// Sites silent since before `cutoff`.
     pub fn silent_since(&self, cutoff: DateTime<Utc>) -> Vec<(Ident, DateTime<Utc>)> {
         self.lock()

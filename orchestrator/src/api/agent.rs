@@ -106,7 +106,8 @@ pub struct DesiredQuery {
     pub site: Option<Ident>,
     /// The revision the agent already has; the answer waits while it is still current.
     pub after: Option<i64>,
-    /// Longest wait in seconds (capped by the server's `long_poll_max_s`); 0 or absent: no wait.
+    /// Longest wait in seconds, capped by the server's `long_poll_max_s` and by half its
+    /// `agent_silent_s`; 0 or absent: no wait.
     pub wait_s: Option<u64>,
 }
 
@@ -152,11 +153,12 @@ pub async fn desired(
     touch(&o, &site).await?;
     let inner = o.inner();
     if let (Some(after), Some(mut rx)) = (q.after, inner.sites.subscribe(&site)) {
-        let wait = Duration::from_secs(
-            q.wait_s
-                .unwrap_or(0)
-                .min(inner.config.limits.long_poll_max_s),
-        );
+        // A poll never outlasts half the silence window, so a waiting agent is never swept.
+        let limits = &inner.config.limits;
+        let cap = limits
+            .long_poll_max_s
+            .min((limits.agent_silent_s / 2).max(1));
+        let wait = Duration::from_secs(q.wait_s.unwrap_or(0).min(cap));
         if *rx.borrow_and_update() == after && !wait.is_zero() {
             tokio::select! {
                 _ = tokio::time::timeout(wait, rx.wait_for(|r| *r != after)) => {}
