@@ -73,6 +73,11 @@ pub enum BackendConfig {
         /// Engine socket; the local default when absent.
         #[serde(default)]
         socket: Option<String>,
+        /// Labels this agent's containers `io.basho.namespace=<namespace>` and manages only those,
+        /// for engines shared by agents with the same site name (development machines). Leave it
+        /// unset on a production site: the agent then manages every container of its site.
+        #[serde(default)]
+        namespace: Option<String>,
     },
     /// Simulated lifecycles, for tests and benchmarks only.
     Fake {

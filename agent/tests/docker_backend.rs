@@ -527,6 +527,29 @@ async fn relaunch_readoption_and_site_separation() {
     theirs.site = other.site.clone();
     refused(stranger.launch(&theirs).await, "another site");
 
+    // An agent of the same site name in another namespace (a second `basho dev` on this engine)
+    // neither sees nor touches it either, and the namespaced one sees only its own.
+    let namespaced = backend(&guard.site)
+        .await
+        .with_namespace(Some("dev-elsewhere".into()));
+    assert!(namespaced.list_managed().await.unwrap().is_empty());
+    namespaced.stop(&ws).await.unwrap();
+    assert!(b.inspect(&ws).await.unwrap().is_some());
+    refused(namespaced.launch(&s).await, "does not manage");
+    let ns_ws = unique("ws-test");
+    let ns_spec = spec(&guard.site, &ns_ws, &image, &dirs);
+    namespaced.launch(&ns_spec).await.unwrap();
+    let mine: Vec<String> = namespaced
+        .list_managed()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.workspace)
+        .collect();
+    assert_eq!(mine, vec![ns_ws.clone()]);
+    namespaced.stop(&ns_ws).await.unwrap();
+    assert!(namespaced.inspect(&ns_ws).await.unwrap().is_none());
+
     let state = wait_for(&b, &ws, |s| *s == RunState::Running).await;
     assert_eq!(state, RunState::Running);
     let usage = b

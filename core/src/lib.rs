@@ -18,5 +18,8 @@ pub const LABEL_WORKSPACE: &str = "io.basho.workspace";
 pub const LABEL_PROJECT: &str = "io.basho.project";
 /// Label: the site whose agent owns the container (several agents may share one engine).
 pub const LABEL_SITE: &str = "io.basho.site";
+/// Label: the agent instance's namespace, set only when several agents with the same site name
+/// share one engine (`basho dev` next to tests, two dev data dirs); each sees only its own.
+pub const LABEL_NAMESPACE: &str = "io.basho.namespace";
 /// Label: the workspace's expiry, RFC 3339, so an agent can enforce it without the orchestrator.
 pub const LABEL_EXPIRES: &str = "io.basho.expires-at";

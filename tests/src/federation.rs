@@ -336,7 +336,10 @@ fn site_config(
             memory_mib: 8192,
             gpus: 0,
         },
-        backend: BackendConfig::Docker { socket: None },
+        backend: BackendConfig::Docker {
+            socket: None,
+            namespace: None,
+        },
         datasets: datasets
             .iter()
             .map(|d| CatalogEntry {

@@ -9,7 +9,7 @@ mod observe;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use basho_core::{Ident, LABEL_SITE, LABEL_WORKSPACE};
+use basho_core::{Ident, LABEL_NAMESPACE, LABEL_SITE, LABEL_WORKSPACE};
 use bollard::Docker;
 use bollard::models::{ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
@@ -45,6 +45,7 @@ const WELL_KNOWN_SOCKETS: &[&str] = &[
 pub struct DockerBackend {
     docker: Docker,
     site: Ident,
+    namespace: Option<String>,
     api: (usize, usize),
     /// Host paths of engine sockets, refused as mount sources (and their parents).
     sockets: Vec<String>,
@@ -87,9 +88,17 @@ impl DockerBackend {
         Ok(DockerBackend {
             docker,
             site,
+            namespace: None,
             api,
             sockets,
         })
+    }
+
+    /// Restricts this backend to containers labelled `io.basho.namespace=<namespace>` and labels
+    /// the ones it creates so; `None` manages every container of the site.
+    pub fn with_namespace(mut self, namespace: Option<String>) -> Self {
+        self.namespace = namespace;
+        self
     }
 
     /// The engine API version in use after negotiation, as `(major, minor)`.
@@ -109,6 +118,9 @@ impl DockerBackend {
     /// This site's containers, all of them or only the one of `workspace`.
     async fn find(&self, workspace: Option<&str>) -> Result<Vec<ContainerSummary>, BackendError> {
         let mut labels = vec![format!("{LABEL_SITE}={}", self.site)];
+        if let Some(ns) = &self.namespace {
+            labels.push(format!("{LABEL_NAMESPACE}={ns}"));
+        }
         match workspace {
             Some(ws) => labels.push(format!("{LABEL_WORKSPACE}={ws}")),
             None => labels.push(LABEL_WORKSPACE.to_string()),
@@ -206,12 +218,17 @@ impl DockerBackend {
             };
             let labels = details.config.as_ref().and_then(|c| c.labels.as_ref());
             let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+            let namespace_ok = self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| label(LABEL_NAMESPACE) == Some(ns));
             if label(LABEL_SITE) != Some(self.site.as_str())
                 || label(LABEL_WORKSPACE) != Some(workspace)
+                || !namespace_ok
             {
                 return Err(BackendError::Refused(format!(
                     "container name {name} is taken by a container this site does not manage \
-                     (another site on the same engine?); remove it with `docker rm -f {name}`"
+                     (another site, or another agent namespace, on the same engine?); remove it with `docker rm -f {name}`"
                 )));
             }
             let id = details.id.clone().unwrap_or_default();
@@ -294,7 +311,10 @@ impl Backend for DockerBackend {
             }
             Err(e) => return Err(unavailable("inspect image", e)),
         }
-        let body = create::container_body(spec, &checked, self.recursive_readonly());
+        let mut body = create::container_body(spec, &checked, self.recursive_readonly());
+        if let (Some(ns), Some(labels)) = (&self.namespace, body.labels.as_mut()) {
+            labels.insert(LABEL_NAMESPACE.to_string(), ns.clone());
+        }
         let options = CreateContainerOptionsBuilder::default()
             .name(&container_name(&spec.workspace))
             .build();

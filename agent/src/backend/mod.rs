@@ -141,8 +141,10 @@ pub trait Backend: Send + Sync + 'static {
 /// The backend the site config names. The fake is only ever built when the config says `fake`.
 pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError> {
     match &config.backend {
-        BackendConfig::Docker { socket } => Ok(Arc::new(
-            docker::DockerBackend::connect(socket.as_deref(), config.site.clone()).await?,
+        BackendConfig::Docker { socket, namespace } => Ok(Arc::new(
+            docker::DockerBackend::connect(socket.as_deref(), config.site.clone())
+                .await?
+                .with_namespace(namespace.clone()),
         )),
         BackendConfig::Fake {
             start_delay_ms,

@@ -46,6 +46,14 @@ pub fn check(config: &SiteConfig) -> Vec<String> {
             "backend.failure_rate is {failure_rate}; use a share from 0.0 to 1.0"
         ));
     }
+    if let BackendConfig::Docker {
+        namespace: Some(ns),
+        ..
+    } = &config.backend
+        && let Err(e) = basho_core::id::validate(ns)
+    {
+        p.push(format!("backend.namespace: {e}"));
+    }
     p
 }
 
@@ -370,6 +378,15 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].contains("no trusted_issuers"), "{problems:#?}");
         assert!(problems[1].contains("numeric uid:gid"), "{problems:#?}");
+        c.isolation.user = "65534:65534".into();
+        c.trusted_issuers = good(dir.path()).trusted_issuers;
+        c.backend = BackendConfig::Docker {
+            socket: None,
+            namespace: Some("../other".into()),
+        };
+        let problems = check(&c);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("backend.namespace"), "{problems:#?}");
     }
 
     #[test]

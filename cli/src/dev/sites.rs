@@ -94,13 +94,27 @@ pub fn site_config(
             poll_wait_s: 25,
         },
         capacity: common.capacity,
-        backend: BackendConfig::Docker { socket: None },
+        backend: BackendConfig::Docker {
+            socket: None,
+            namespace: Some(namespace(layout)),
+        },
         datasets,
         images: BTreeMap::from([common.image.clone()]),
         trusted_issuers: common.trusted_issuers.clone(),
         paths,
         isolation: Isolation::default(),
     })
+}
+
+/// The Docker namespace of this data dir's agents: two `basho dev` instances (or one next to the
+/// tests) on one engine then never touch each other's containers, while a restart on the same data
+/// dir re-adopts its own. FNV-1a, so the name stays the same across builds.
+pub fn namespace(layout: &Layout) -> String {
+    let path = layout.root.to_string_lossy();
+    let hash = path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("dev-{hash:016x}")
 }
 
 fn ident(s: &str) -> Result<Ident, DevError> {

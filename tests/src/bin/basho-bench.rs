@@ -344,7 +344,10 @@ async fn docker_compare(bench: &Bench, runs: usize) -> Result<()> {
     let image = basho_cli::dev::image::ensure_demo_image(&docker).await?;
     let cfg = bench.site_config(
         "docker-site",
-        BackendConfig::Docker { socket: None },
+        BackendConfig::Docker {
+            socket: None,
+            namespace: None,
+        },
         image.clone(),
     );
     let data = cfg.datasets[0].path.clone();
