@@ -26,8 +26,6 @@ async fn sites(client: &Client) -> Vec<Site> {
 }
 
 #[tokio::test]
-#[ignore = "needs the Docker engine to itself: its agents stop every tohoku/ncbn/bbj container \
-            another basho dev runs there (cargo test -p basho-cli --test dev -- --ignored)"]
 async fn docker_dev_runs_three_agents_and_restarts_with_the_same_data_dir() {
     if let Some(why) = docker_missing().await {
         eprintln!("skipped: no Docker engine answers here ({why})");
