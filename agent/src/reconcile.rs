@@ -95,7 +95,13 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 ///   `expired`, never launch;
 /// - present, not desired → stop, then report `stopped` (or `expired` when past its expiry).
 ///   Unknown does not shield it: the orchestrator asked for it to go.
-pub fn plan(desired: &[Assignment], actual: &[Observed], now: DateTime<Utc>) -> Vec<Action> {
+/// - being stopped (`stopping`) and absent → report `stopped`: it is gone, or never started.
+pub fn plan(
+    desired: &[Assignment],
+    stopping: &[String],
+    actual: &[Observed],
+    now: DateTime<Utc>,
+) -> Vec<Action> {
     let seen: BTreeMap<&str, &Observed> =
         actual.iter().map(|o| (o.workspace.as_str(), o)).collect();
     let mut wanted = BTreeSet::new();
@@ -124,6 +130,16 @@ pub fn plan(desired: &[Assignment], actual: &[Observed], now: DateTime<Utc>) -> 
     for (id, o) in &seen {
         if !wanted.contains(id) {
             actions.extend(end_unwanted(o, now));
+        }
+    }
+    for id in stopping {
+        if !seen.contains_key(id.as_str()) && !wanted.contains(id.as_str()) {
+            actions.push(Action::Report(report(
+                id,
+                State::Stopped,
+                Some("stopped: no container at the site".into()),
+                now,
+            )));
         }
     }
     actions

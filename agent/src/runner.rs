@@ -103,6 +103,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(RECHECK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut desired: Option<Vec<Assignment>> = None;
+    let mut stopping: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             biased;
@@ -114,12 +115,16 @@ pub async fn run(
                 let state = fetched.borrow_and_update().as_ref().map(|f| f.state.clone());
                 if let Some(state) = state {
                     desired = Some(state.workspaces);
+                    stopping = state.stopping;
                 }
             }
             _ = tick.tick() => {}
         }
         let span = info_span!("reconcile", site = %site);
-        reconciler.pass(desired.as_deref()).instrument(span).await;
+        reconciler
+            .pass(desired.as_deref(), &stopping)
+            .instrument(span)
+            .await;
     }
     stop.cancel();
     tasks.wait().await;
@@ -137,7 +142,7 @@ struct Reconciler {
 
 impl Reconciler {
     /// One pass; `desired` is `None` until the first desired state has arrived.
-    async fn pass(&mut self, desired: Option<&[Assignment]>) {
+    async fn pass(&mut self, desired: Option<&[Assignment]>, stopping: &[String]) {
         let now = Utc::now();
         let actual = match self.executor.observe().await {
             Ok(actual) => actual,
@@ -147,7 +152,7 @@ impl Reconciler {
             info!("backend answers again");
         }
         let mut actions = match desired {
-            Some(d) => plan(d, &actual, now),
+            Some(d) => plan(d, stopping, &actual, now),
             None => plan_before_sync(&actual, now),
         };
         actions.retain(|a| match a {

@@ -132,6 +132,7 @@ async fn desired(Ax(s): Ax<Stub>, h: HeaderMap, Query(q): Query<DesiredQuery>) -
     Json(DesiredState {
         revision,
         workspaces,
+        stopping: vec![],
     })
     .into_response()
 }

@@ -80,6 +80,10 @@ pub struct DesiredState {
     pub revision: i64,
     /// Every workspace that should have a container at the site. Anything else it runs must go.
     pub workspaces: Vec<Assignment>,
+    /// Workspaces being stopped at the site: the orchestrator waits for the agent to confirm each
+    /// is gone, also those it never launched (deleted before they started).
+    #[serde(default)]
+    pub stopping: Vec<String>,
 }
 
 /// What the agent saw of one workspace.

@@ -185,7 +185,7 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Transition, StoreError>;
 
-    /// The site's revision and every workspace it should run, read in one snapshot.
+    /// The site's revision and every workspace it should run or is stopping, in one snapshot.
     async fn desired(&self, site: &Ident) -> Result<(i64, Vec<WorkspaceRecord>), StoreError>;
 
     /// Workspace counts and compute per (site, state).

@@ -35,7 +35,7 @@ async fn register_and_desired() {
 
     let (status, d) = desired(&h, "tohoku", "site=tohoku").await;
     assert_eq!(status, StatusCode::OK, "{d}");
-    assert_eq!(d, json!({"revision": 0, "workspaces": []}));
+    assert_eq!(d, json!({"revision": 0, "workspaces": [], "stopping": []}));
 
     let visa = h.visa("r-1", "JGAD000101");
     let (status, w) = h

@@ -36,6 +36,7 @@ async fn stub() -> (String, Seen) {
                     Json(DesiredState {
                         revision: 8,
                         workspaces: vec![],
+                        stopping: vec![],
                     })
                 },
             ),

@@ -41,7 +41,7 @@ fn stops(actions: &[Action]) -> Vec<(String, StopReason)> {
 #[test]
 fn missing_is_launched() {
     let a = Assignment::test("ws-1");
-    let actions = plan(std::slice::from_ref(&a), &[], t0());
+    let actions = plan(std::slice::from_ref(&a), &[], &[], t0());
     assert_eq!(actions, vec![Action::Launch(a)]);
 }
 
@@ -49,6 +49,7 @@ fn missing_is_launched() {
 fn running_is_reported_not_launched() {
     let actions = plan(
         &[Assignment::test("ws-1")],
+        &[],
         &[observed("ws-1", RunState::Running)],
         t0(),
     );
@@ -60,6 +61,7 @@ fn running_is_reported_not_launched() {
 fn starting_is_reported_not_launched() {
     let actions = plan(
         &[Assignment::test("ws-1")],
+        &[],
         &[observed("ws-1", RunState::Starting)],
         t0(),
     );
@@ -69,7 +71,7 @@ fn starting_is_reported_not_launched() {
 
 #[test]
 fn not_desired_is_stopped_then_reported_stopped() {
-    let actions = plan(&[], &[observed("ws-1", RunState::Running)], t0());
+    let actions = plan(&[], &[], &[observed("ws-1", RunState::Running)], t0());
     assert_eq!(
         stops(&actions),
         vec![("ws-1".into(), StopReason::NotDesired)]
@@ -88,7 +90,7 @@ fn exited_is_reported_and_not_relaunched() {
         observed("ws-0", RunState::Exited(0)),
         observed("ws-1", RunState::Exited(137)),
     ];
-    let actions = plan(&desired, &actual, t0());
+    let actions = plan(&desired, &[], &actual, t0());
     assert!(launches(&actions).is_empty());
     assert!(stops(&actions).is_empty());
     assert_eq!(
@@ -113,7 +115,7 @@ fn expired_is_stopped_reported_and_never_launched() {
         Assignment::test("ws-now").expiring(t0()),
     ];
     let actual = [observed("ws-here", RunState::Running)];
-    let actions = plan(&desired, &actual, t0());
+    let actions = plan(&desired, &[], &actual, t0());
     assert!(launches(&actions).is_empty(), "{actions:?}");
     assert_eq!(
         stops(&actions),
@@ -135,7 +137,7 @@ fn the_backend_label_expiry_counts_too() {
     // expiring first): the earlier wins.
     let mut o = observed("ws-1", RunState::Running);
     o.expires_at = Some(t0() - Duration::seconds(5));
-    let actions = plan(&[Assignment::test("ws-1")], &[o], t0());
+    let actions = plan(&[Assignment::test("ws-1")], &[], &[o], t0());
     assert_eq!(stops(&actions), vec![("ws-1".into(), StopReason::Expired)]);
     assert_eq!(reports(&actions), vec![("ws-1".into(), State::Expired)]);
 }
@@ -144,6 +146,7 @@ fn the_backend_label_expiry_counts_too() {
 fn unknown_is_reported_never_stopped_nor_relaunched() {
     let actions = plan(
         &[Assignment::test("ws-1")],
+        &[],
         &[observed(
             "ws-1",
             RunState::Unknown("squeue timed out".into()),
@@ -162,6 +165,7 @@ fn unknown_is_reported_never_stopped_nor_relaunched() {
 fn unknown_and_unwanted_is_still_stopped() {
     let actions = plan(
         &[],
+        &[],
         &[observed("ws-1", RunState::Unknown("timeout".into()))],
         t0(),
     );
@@ -175,7 +179,7 @@ fn unknown_and_unwanted_is_still_stopped() {
 fn unwanted_past_its_label_expiry_is_reported_expired() {
     let mut o = observed("ws-1", RunState::Running);
     o.expires_at = Some(t0());
-    let actions = plan(&[], &[o], t0());
+    let actions = plan(&[], &[], &[o], t0());
     assert_eq!(stops(&actions), vec![("ws-1".into(), StopReason::Expired)]);
     assert_eq!(reports(&actions), vec![("ws-1".into(), State::Expired)]);
 }
@@ -191,7 +195,7 @@ fn a_mixed_pass() {
         observed("ws-run", RunState::Running),
         observed("ws-old", RunState::Running),
     ];
-    let actions = plan(&desired, &actual, t0());
+    let actions = plan(&desired, &[], &actual, t0());
     assert_eq!(launches(&actions), vec!["ws-new".to_owned()]);
     assert_eq!(
         stops(&actions),
@@ -227,4 +231,23 @@ fn before_sync_only_expiry_stops() {
             ("ws-nolabel".into(), State::Running),
         ]
     );
+}
+
+#[test]
+fn stopping_and_absent_is_reported_stopped() {
+    let present = observed("ws-present", RunState::Running);
+    let stopping = vec!["ws-never-started".to_string(), "ws-present".to_string()];
+    let actions = plan(&[], &stopping, &[present], t0());
+    assert_eq!(
+        stops(&actions),
+        vec![("ws-present".into(), StopReason::NotDesired)]
+    );
+    assert_eq!(
+        reports(&actions),
+        vec![
+            ("ws-present".into(), State::Stopped),
+            ("ws-never-started".into(), State::Stopped),
+        ]
+    );
+    assert!(launches(&actions).is_empty());
 }

@@ -167,9 +167,13 @@ pub async fn desired(
         }
     }
     let (revision, list) = inner.store.desired(&site).await?;
+    let (stopping, live): (Vec<_>, Vec<_>) = list
+        .into_iter()
+        .partition(|r| r.workspace.state == WsState::Stopping);
     Ok(Json(DesiredState {
         revision,
-        workspaces: list.into_iter().map(assignment).collect(),
+        workspaces: live.into_iter().map(assignment).collect(),
+        stopping: stopping.into_iter().map(|r| r.workspace.id).collect(),
     }))
 }
 

@@ -284,7 +284,7 @@ impl Store for SqliteStore {
                 .await?;
         let wanted: Vec<&str> = State::ALL
             .into_iter()
-            .filter(|s| s.wants_container())
+            .filter(|s| s.wants_container() || *s == State::Stopping)
             .map(State::as_str)
             .collect();
         let marks = vec!["?"; wanted.len()].join(", ");

@@ -247,15 +247,18 @@ async fn desired_lists_what_wants_a_container() {
     let (rev1, list) = s.desired(&id("tohoku")).await.unwrap();
     assert!(rev1 > rev0);
     assert_eq!(rev1, record.revision);
-    assert_eq!(
-        list.iter()
-            .map(|r| r.workspace.id.as_str())
-            .collect::<Vec<_>>(),
-        vec!["ws-a"]
-    );
+    let listed: Vec<(&str, State)> = list
+        .iter()
+        .map(|r| (r.workspace.id.as_str(), r.workspace.state))
+        .collect();
+    assert_eq!(listed, vec![("ws-a", Placed), ("ws-b", Stopping)]);
+    s.transition("ws-b", Stopped, None, now).await.unwrap();
+    let (rev2, list) = s.desired(&id("tohoku")).await.unwrap();
+    assert!(rev2 > rev1);
+    assert_eq!(list.len(), 1, "a stopped workspace leaves the desired set");
     // Another site's change leaves this site's revision alone.
     s.transition("ws-c", Running, None, now).await.unwrap();
-    assert_eq!(s.desired(&id("tohoku")).await.unwrap().0, rev1);
+    assert_eq!(s.desired(&id("tohoku")).await.unwrap().0, rev2);
     assert_eq!(s.desired(&id("nowhere")).await.unwrap(), (0, vec![]));
 }
 
