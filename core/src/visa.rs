@@ -188,11 +188,11 @@ pub fn verify(jwt: &str, trusted: &TrustedIssuers, now: i64) -> Result<Grant, Vi
         iss: iss.clone(),
         kid: kid.clone(),
     })?;
-    let fits = match (&jwk.algorithm, header.alg) {
-        (AlgorithmParameters::EllipticCurve(_), Algorithm::ES256) => true,
-        (AlgorithmParameters::RSA(_), Algorithm::RS256) => true,
-        _ => false,
-    };
+    let fits = matches!(
+        (&jwk.algorithm, header.alg),
+        (AlgorithmParameters::EllipticCurve(_), Algorithm::ES256)
+            | (AlgorithmParameters::RSA(_), Algorithm::RS256)
+    );
     let declared_ok = jwk
         .common
         .key_algorithm
@@ -292,10 +292,10 @@ pub fn verify_all(
     let mut grants: Vec<Grant> = Vec::with_capacity(visas.len());
     for (i, jwt) in visas.iter().enumerate() {
         let g = verify(jwt, trusted, now).map_err(|e| (i, e))?;
-        if let Some(first) = grants.first() {
-            if first.sub != g.sub {
-                return Err((i, VisaError::SubjectMismatch(first.sub.clone(), g.sub)));
-            }
+        if let Some(first) = grants.first()
+            && first.sub != g.sub
+        {
+            return Err((i, VisaError::SubjectMismatch(first.sub.clone(), g.sub)));
         }
         grants.push(g);
     }
