@@ -1,6 +1,5 @@
 //! The `basho-agent` binary: parses flags, sets up logging and runs the library.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,7 +36,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_tracing() {
+    if let Err(e) = basho_core::logging::init("info") {
         eprintln!("error: logging: {e}");
         return ExitCode::from(1);
     }
@@ -136,21 +135,4 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// Logs to stderr, filtered by `BASHO_LOG` (or `RUST_LOG`); JSON when stderr is not a terminal.
-fn init_tracing() -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("BASHO_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_owned());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(filter)?)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.try_init().map_err(|e| anyhow::anyhow!(e))?;
-    } else {
-        builder.json().try_init().map_err(|e| anyhow::anyhow!(e))?;
-    }
-    Ok(())
 }

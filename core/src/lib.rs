@@ -3,6 +3,8 @@
 
 pub mod error;
 pub mod id;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod protocol;
 pub mod template;
 pub mod visa;

@@ -1,7 +1,6 @@
 //! `basho-orchestrator serve --config orchestrator.toml`: parses flags, sets up logging and runs
 //! the orchestrator library until SIGINT or SIGTERM.
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,17 +26,6 @@ enum Command {
         #[arg(long, env = "BASHO_CONFIG")]
         config: PathBuf,
     },
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if std::io::stdout().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().init();
-    }
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -72,7 +60,10 @@ async fn serve(config: PathBuf) -> Result<(), Error> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Err(e) = basho_core::logging::init("info") {
+        eprintln!("error: logging: {e}");
+        return ExitCode::from(1);
+    }
     let result = match cli.command {
         Command::Serve { config } => serve(config).await,
     };
