@@ -238,17 +238,22 @@ impl DockerBackend {
                 return Ok(observe::from_inspect(workspace, &details));
             }
             debug!(workspace, container = %id, "starting container of a concurrent launch");
-            self.start(workspace, &id).await?;
-            let details = self
-                .docker
-                .inspect_container(&id, None)
-                .await
-                .map_err(|e| unavailable("inspect container", e))?;
-            return Ok(observe::from_inspect(workspace, &details));
+            return self.start_and_observe(workspace, &id).await;
         }
         Err(BackendError::Unavailable(format!(
             "container name {name} is reserved but no container appeared; try again"
         )))
+    }
+
+    /// Starts a created container and answers what the engine then shows of it.
+    async fn start_and_observe(&self, workspace: &str, id: &str) -> Result<Observed, BackendError> {
+        self.start(workspace, id).await?;
+        let details = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| unavailable("inspect container", e))?;
+        Ok(observe::from_inspect(workspace, &details))
     }
 
     async fn ensure_started(
@@ -259,13 +264,7 @@ impl DockerBackend {
         let id = summary.id.clone().unwrap_or_default();
         if summary.state == Some(ContainerSummaryStateEnum::CREATED) {
             debug!(workspace, container = %id, "starting existing container");
-            self.start(workspace, &id).await?;
-            let details = self
-                .docker
-                .inspect_container(&id, None)
-                .await
-                .map_err(|e| unavailable("inspect container", e))?;
-            return Ok(observe::from_inspect(workspace, &details));
+            return self.start_and_observe(workspace, &id).await;
         }
         self.observe(&summary).await?.ok_or_else(|| {
             BackendError::Unavailable(format!("container {id} vanished while being adopted"))
