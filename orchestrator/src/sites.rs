@@ -21,7 +21,24 @@ struct Entry {
     allocated: Capacity,
     workspaces: u32,
     last_contact: DateTime<Utc>,
+    /// The last contact time written to the store; memory is authoritative while running.
+    persisted_contact: DateTime<Utc>,
     revision: watch::Sender<i64>,
+}
+
+/// How stale the stored last-contact time may get: agents poll many times a second under load,
+/// and one write per poll would make the store the bottleneck for nothing.
+pub const CONTACT_PERSIST_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
+/// What a touch found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    /// The site is not registered.
+    Unknown,
+    /// Noted in memory; the stored time is recent enough.
+    Noted,
+    /// Noted; the stored time is stale and should be written now.
+    Persist,
 }
 
 /// Every registered site, behind one lock held only for in-memory work.
@@ -83,6 +100,7 @@ impl SiteCache {
                     allocated,
                     workspaces,
                     last_contact: s.last_contact,
+                    persisted_contact: s.last_contact,
                     revision: watch::channel(rev).0,
                 },
             );
@@ -105,6 +123,7 @@ impl SiteCache {
                 e.registration = reg.clone();
                 e.datasets = catalog(reg);
                 e.last_contact = now;
+                e.persisted_contact = now;
             }
             None => {
                 sites.insert(
@@ -115,6 +134,7 @@ impl SiteCache {
                         allocated: Capacity::default(),
                         workspaces: 0,
                         last_contact: now,
+                        persisted_contact: now,
                         revision: watch::channel(0).0,
                     },
                 );
@@ -122,14 +142,19 @@ impl SiteCache {
         }
     }
 
-    /// Marks a site heard from; false when it is not registered.
-    pub fn touch(&self, site: &Ident, now: DateTime<Utc>) -> bool {
+    /// Marks a site heard from, and says whether the store's copy is due for a write.
+    pub fn touch(&self, site: &Ident, now: DateTime<Utc>) -> Touch {
         match self.lock().get_mut(site) {
             Some(e) => {
                 e.last_contact = e.last_contact.max(now);
-                true
+                if e.last_contact - e.persisted_contact >= CONTACT_PERSIST_EVERY {
+                    e.persisted_contact = e.last_contact;
+                    Touch::Persist
+                } else {
+                    Touch::Noted
+                }
             }
-            None => false,
+            None => Touch::Unknown,
         }
     }
 
@@ -232,5 +257,39 @@ impl SiteCache {
                 last_contact: e.last_contact,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use basho_core::protocol::Capacity;
+
+    use super::*;
+
+    #[test]
+    fn contact_is_persisted_at_most_every_few_seconds() {
+        let cache = SiteCache::default();
+        let site = Ident::parse("tohoku").unwrap();
+        let t0 = Utc::now();
+        assert_eq!(cache.touch(&site, t0), Touch::Unknown);
+        cache.register(
+            &Registration {
+                site: site.clone(),
+                backend: "fake".into(),
+                version: "0".into(),
+                datasets: vec![],
+                capacity: Capacity::default(),
+                images: vec![],
+            },
+            t0,
+        );
+        assert_eq!(
+            cache.touch(&site, t0 + chrono::TimeDelta::seconds(1)),
+            Touch::Noted
+        );
+        let later = t0 + CONTACT_PERSIST_EVERY;
+        assert_eq!(cache.touch(&site, later), Touch::Persist);
+        assert_eq!(cache.touch(&site, later), Touch::Noted);
+        assert_eq!(cache.last_contacts(), vec![(site.clone(), later)]);
     }
 }

@@ -70,7 +70,7 @@ fn serves_and_stops_on_sigterm() {
         .env_remove("BASHO_LISTEN")
         .env_remove("BASHO_DATA_DIR")
         .env_remove("BASHO_DATABASE")
-        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut up = false;
@@ -93,8 +93,8 @@ fn serves_and_stops_on_sigterm() {
     assert!(killed.success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    // Logs are JSON lines when stdout is not a terminal.
-    let out = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
+    // Logs go to stderr, as JSON lines when it is not a terminal.
+    let out = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     let first = out.lines().next().expect("a log line");
     assert!(
         serde_json::from_str::<serde_json::Value>(first).is_ok(),

@@ -17,6 +17,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::{ApiError, ApiResult};
 use crate::Orchestrator;
 use crate::metrics::IgnoredLabels;
+use crate::sites::Touch;
 use crate::store::{Transition, WorkspaceRecord};
 
 /// The answer to a registration.
@@ -37,15 +38,15 @@ pub struct Applied {
 
 async fn touch(o: &Orchestrator, site: &Ident) -> ApiResult<()> {
     let now = Utc::now();
-    if !o.inner().sites.touch(site, now) {
-        return Err(ApiError::new(
+    match o.inner().sites.touch(site, now) {
+        Touch::Unknown => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_registered",
             format!("site {site} has not registered; POST /v1/agent/register first"),
-        ));
+        )),
+        Touch::Noted => Ok(()),
+        Touch::Persist => Ok(o.inner().store.touch_site(site, now).await?),
     }
-    o.inner().store.touch_site(site, now).await?;
-    Ok(())
 }
 
 /// Register (or re-register) a site's inventory.
