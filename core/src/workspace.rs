@@ -198,6 +198,15 @@ impl State {
         )
     }
 
+    /// Whether moving from `self` to `next` changes what the site's agent is told: the workspace
+    /// enters or leaves the set it must run, or the set it must confirm stopped. Moves within the
+    /// live states (placed, starting, running, unknown) are the agent's own reports and change
+    /// nothing it needs to hear, so they must not wake its long-poll.
+    pub fn changes_desired(self, next: State) -> bool {
+        let role = |s: State| (s.wants_container(), s == State::Stopping);
+        role(self) != role(next)
+    }
+
     /// The state machine: may a workspace move from `self` to `next`?
     pub fn can_transition_to(self, next: State) -> bool {
         use State::*;
@@ -264,6 +273,18 @@ mod tests {
         assert!(!Stopping.can_transition_to(Starting));
         assert!(!Pending.can_transition_to(Running));
         assert!(!Running.can_transition_to(Running));
+    }
+
+    #[test]
+    fn only_entering_or_leaving_the_desired_set_changes_it() {
+        assert!(!Placed.changes_desired(Starting));
+        assert!(!Starting.changes_desired(Running));
+        assert!(!Running.changes_desired(Unknown));
+        assert!(Running.changes_desired(Stopping));
+        assert!(Stopping.changes_desired(Stopped));
+        assert!(Running.changes_desired(Failed));
+        assert!(Pending.changes_desired(Placed));
+        assert!(!Failed.changes_desired(Stopped));
     }
 
     #[test]

@@ -131,10 +131,11 @@ pub async fn exec(docker: &Docker, id: &str, cmd: &[&str]) -> (i64, String) {
 /// The path of a workspace binary (`basho`, `basho-agent`, ...) built next to this test.
 pub fn binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target profile dir");
+    // Tests run from `target/<profile>/deps/`, binaries such as basho-bench from `target/<profile>/`.
+    let mut dir = exe.parent().expect("executable dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target profile dir");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -254,7 +254,13 @@ impl Store for SqliteStore {
         if !from.can_transition_to(to) {
             return Ok(Transition::Refused(rec));
         }
-        let revision = next_revision(&mut tx).await?;
+        // The agent's own reports of a live workspace leave its site's desired state alone; only
+        // entering or leaving it moves the revision and so wakes the site's long-poll.
+        let revision = if from.changes_desired(to) {
+            next_revision(&mut tx).await?
+        } else {
+            rec.revision
+        };
         let now = super::to_millis(now);
         sqlx::query(
             "UPDATE workspaces SET state = ?, message = ?, updated_at = ?, revision = ? \

@@ -43,6 +43,10 @@ struct Args {
     /// Skip the Docker create-to-running comparison.
     #[arg(long)]
     skip_docker: bool,
+    /// Register the simulated sites over the agent API without running their agents, to measure
+    /// the orchestrator alone.
+    #[arg(long)]
+    no_agents: bool,
     /// Docker runs per variant.
     #[arg(long, default_value_t = 10)]
     docker_runs: usize,
@@ -70,7 +74,7 @@ async fn main() -> Result<()> {
     if !args.skip_docker {
         extra.push("docker-site".to_string());
     }
-    let bench = Bench::start(&sites, &extra).await?;
+    let bench = Bench::start(&sites, &extra, !args.no_agents).await?;
     placement(&bench, &sites, &args).await?;
     if !args.skip_rss {
         agent_rss(&bench).await?;
@@ -83,7 +87,7 @@ async fn main() -> Result<()> {
 }
 
 impl Bench {
-    async fn start(sites: &[String], extra: &[String]) -> Result<Bench> {
+    async fn start(sites: &[String], extra: &[String], run_agents: bool) -> Result<Bench> {
         let dir = tempfile::tempdir()?;
         let issuer = Issuer::generate(ISS);
         let jwks_file = dir.path().join("jwks.json");
@@ -133,8 +137,21 @@ impl Bench {
                 },
                 "sha256:".to_string() + &"0".repeat(64),
             );
-            let c = bench.cancel.child_token();
-            tokio::spawn(async move { basho_agent::run(cfg, c).await });
+            if run_agents {
+                let c = bench.cancel.child_token();
+                tokio::spawn(async move { basho_agent::run(cfg, c).await });
+            } else {
+                let api = Api::new(format!("http://{}", bench.listen), format!("tok-{s}"));
+                let reg = json!({"site": s, "backend": "fake", "version": "bench",
+                    "datasets": [{"id": "JGAD000101", "grant_url": basho_core::visa::default_grant_url("JGAD000101")}],
+                    "capacity": {"cpus": 100_000, "memory_mib": 100_000_000, "gpus": 0}, "images": ["basho/demo"]});
+                let (status, v) = api
+                    .call(reqwest::Method::POST, "/v1/agent/register", Some(&reg))
+                    .await;
+                if !status.is_success() {
+                    bail!("register {s}: {v}");
+                }
+            }
         }
         wait_sites(&bench.api, sites.len(), None).await?;
         Ok(bench)

@@ -89,7 +89,8 @@ async fn transitions_follow_the_state_machine() {
     };
     assert_eq!(from, Placed);
     assert_eq!(record.workspace.state, Running);
-    assert!(record.revision > first.revision);
+    // The agent's own report changes nothing the agent must hear: the revision stays.
+    assert_eq!(record.revision, first.revision);
 
     // Same state: nothing written, revision kept.
     let Transition::Unchanged(same) = s.transition("ws-1", Running, None, now).await.unwrap()
@@ -116,6 +117,7 @@ async fn transitions_follow_the_state_machine() {
         panic!("running -> failed must apply")
     };
     assert_eq!(record.workspace.message.as_deref(), Some("exit 1"));
+    assert!(record.revision > first.revision, "leaving the desired set moves the revision");
     // Terminal states never move.
     assert!(matches!(
         s.transition("ws-1", Running, None, now).await.unwrap(),
