@@ -225,3 +225,30 @@ async fn bad_requests_start_nothing_and_leave_no_record() {
     assert!(started.is_empty(), "no container started: {started:?}");
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_ends_the_workspace_and_removes_its_container() {
+    let Some(fed) = Federation::start().await else {
+        return;
+    };
+    let mut body = fed.create_body("P-EXPIRE", "alice", &["JGAD000301"]);
+    body["duration_s"] = json!(4);
+    let (status, ws) = fed.api.create(&body).await;
+    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    let id = ws["id"].as_str().unwrap().to_owned();
+    fed.api
+        .wait_state(&id, "running", Duration::from_secs(60))
+        .await;
+    assert_eq!(fed.containers(&id).await.len(), 1);
+    wait_for("workspace expired", Duration::from_secs(30), || async {
+        (fed.api.workspace(&id).await["state"] == "expired").then_some(())
+    })
+    .await;
+    wait_for(
+        "expired container removed",
+        Duration::from_secs(30),
+        || async { fed.containers(&id).await.is_empty().then_some(()) },
+    )
+    .await;
+    fed.shutdown().await;
+}

@@ -118,3 +118,27 @@ async fn orchestrator_restart_keeps_state_and_agents_reconnect() {
         .await;
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleted_before_its_site_launched_it_ends_stopped() {
+    let Some(mut fed) = Federation::start().await else {
+        return;
+    };
+    fed.stop_agent("ncbn").await;
+    let (status, ws) = fed
+        .api
+        .create(&fed.create_body("P-EARLY", "alice", &["JGAD000201"]))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    let id = ws["id"].as_str().unwrap().to_owned();
+    assert_eq!(ws["state"], "placed");
+    let (status, ws) = fed.api.delete(&id).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{ws}");
+    assert_eq!(fed.api.workspace(&id).await["state"], "stopping");
+    fed.start_agent("ncbn").await;
+    fed.api
+        .wait_state(&id, "stopped", Duration::from_secs(30))
+        .await;
+    assert!(fed.containers(&id).await.is_empty(), "never launched");
+    fed.shutdown().await;
+}
