@@ -117,7 +117,10 @@ async fn transitions_follow_the_state_machine() {
         panic!("running -> failed must apply")
     };
     assert_eq!(record.workspace.message.as_deref(), Some("exit 1"));
-    assert!(record.revision > first.revision, "leaving the desired set moves the revision");
+    assert!(
+        record.revision > first.revision,
+        "leaving the desired set moves the revision"
+    );
     // Terminal states never move.
     assert!(matches!(
         s.transition("ws-1", Running, None, now).await.unwrap(),
