@@ -7,6 +7,7 @@ pub mod id;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod protocol;
+pub mod revocation;
 pub mod template;
 pub mod visa;
 pub mod workspace;

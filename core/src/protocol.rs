@@ -84,6 +84,10 @@ pub struct DesiredState {
     /// is gone, also those it never launched (deleted before they started).
     #[serde(default)]
     pub stopping: Vec<String>,
+    /// Every revocation recorded, oldest first: the deny-list each agent keeps and applies to
+    /// what it runs and launches, also while the orchestrator is unreachable.
+    #[serde(default)]
+    pub revocations: Vec<crate::revocation::Revocation>,
 }
 
 /// What the agent saw of one workspace.
@@ -92,7 +96,7 @@ pub struct DesiredState {
 pub struct Observation {
     /// Workspace id.
     pub workspace: String,
-    /// One of `starting`, `running`, `stopped`, `failed`, `expired`, `unknown`.
+    /// One of `starting`, `running`, `stopped`, `failed`, `expired`, `revoked`, `unknown`.
     pub state: State,
     /// Why, for failures and refusals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
