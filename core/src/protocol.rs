@@ -86,7 +86,7 @@ pub struct DesiredState {
     pub stopping: Vec<String>,
     /// Every revocation recorded, oldest first: the deny-list each agent keeps and applies to
     /// what it runs and launches, also while the orchestrator is unreachable.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revocations: Vec<crate::revocation::Revocation>,
 }
 

@@ -18,6 +18,7 @@ pub mod agent;
 pub mod auth;
 pub mod extract;
 pub mod meta;
+pub mod revocations;
 pub mod sites;
 pub mod workspaces;
 
@@ -130,6 +131,7 @@ pub fn router(o: Orchestrator) -> Router {
             get(workspaces::show).delete(workspaces::delete),
         )
         .route("/v1/sites", get(sites::list))
+        .route("/v1/revocations", post(revocations::revoke))
         .route("/v1/agent/register", post(agent::register))
         .route("/v1/agent/desired", get(agent::desired))
         .route("/v1/agent/observations", post(agent::observations))

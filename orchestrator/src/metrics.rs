@@ -55,6 +55,13 @@ pub struct IgnoredLabels {
     pub reason: &'static str,
 }
 
+/// Why access was revoked.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `consent-withdrawn`, `dac-revoked`, ...
+    pub reason: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -81,6 +88,10 @@ pub struct Metrics {
     pub workspaces: Family<SiteStateLabels, Gauge>,
     /// Seconds since each site's agent was last heard from; set at scrape time.
     pub agent_last_contact_age: Family<SiteLabels, Gauge<f64, AtomicU64>>,
+    /// Revocations recorded, by reason.
+    pub revocations: Family<ReasonLabels, Counter>,
+    /// Time to record a revocation and move every workspace it ends to `revoked`.
+    pub revocation_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -138,6 +149,18 @@ impl Metrics {
             "Seconds since the site's agent was last heard from",
             agent_last_contact_age.clone(),
         );
+        let revocations = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "revocations",
+            "Revocations recorded, by reason",
+            revocations.clone(),
+        );
+        let revocation_duration = latency_histogram();
+        registry.register(
+            "revocation_duration_seconds",
+            "Time to record a revocation and move the workspaces it ends to revoked",
+            revocation_duration.clone(),
+        );
         Self {
             registry,
             requests,
@@ -148,6 +171,8 @@ impl Metrics {
             observations_ignored,
             workspaces,
             agent_last_contact_age,
+            revocations,
+            revocation_duration,
         }
     }
 

@@ -8,8 +8,10 @@ use basho_core::{Ident, Resources, State, Workspace};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod revocations;
 pub mod sqlite;
 
+pub use revocations::{NewRevocation, RevocationStore};
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed.
@@ -147,7 +149,7 @@ pub struct StateCount {
 
 /// The orchestrator's persistent state.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: RevocationStore + Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -168,6 +168,7 @@ pub async fn desired(
         }
     }
     let (revision, list) = inner.store.desired(&site).await?;
+    let revocations = inner.store.revocations().await?;
     let (stopping, live): (Vec<_>, Vec<_>) = list
         .into_iter()
         .partition(|r| r.workspace.state == WsState::Stopping);
@@ -175,6 +176,7 @@ pub async fn desired(
         revision,
         workspaces: live.into_iter().map(assignment).collect(),
         stopping: stopping.into_iter().map(|r| r.workspace.id).collect(),
+        revocations,
     }))
 }
 
@@ -222,6 +224,7 @@ pub async fn observations(
                 | WsState::Stopped
                 | WsState::Failed
                 | WsState::Expired
+                | WsState::Revoked
                 | WsState::Unknown
         );
         if !reportable {

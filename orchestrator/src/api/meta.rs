@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{ApiError, agent, sites, workspaces};
+use super::{ApiError, agent, revocations, sites, workspaces};
 use crate::Orchestrator;
 use crate::metrics::{SiteLabels, SiteStateLabels};
 
@@ -50,18 +50,22 @@ impl Modify for BearerAuth {
     paths(
         workspaces::create, workspaces::list, workspaces::show, workspaces::delete,
         sites::list,
+        revocations::revoke,
         agent::register, agent::desired, agent::observations,
         healthz, metrics, openapi,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, CreateWorkspace, Workspace, Resources, WsState, Site, Capacity,
         DatasetEntry, Registration, DesiredState, Assignment, Observation, ObservationBatch,
-        agent::Registered, agent::Applied, Health,
+        agent::Registered, agent::Applied, revocations::Revoked,
+        basho_core::revocation::RevocationRequest, basho_core::revocation::Revocation,
+        basho_core::revocation::Reason, Health,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "workspaces", description = "Workspaces (platform token)"),
         (name = "sites", description = "Sites (platform token)"),
+        (name = "revocations", description = "Revocations (platform token)"),
         (name = "agent", description = "The site agents' protocol (agent token of that site)"),
         (name = "meta", description = "Liveness, metrics and this document (no token)"),
     )

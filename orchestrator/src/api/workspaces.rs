@@ -71,7 +71,7 @@ fn idempotency_key(
         (status = 200, description = "Replay of an earlier request with the same key", body = Workspace),
         (status = 400, description = "Not JSON", body = ErrorBody),
         (status = 401, description = "No or unknown token", body = ErrorBody),
-        (status = 403, description = "A visa refused, or a dataset not granted", body = ErrorBody),
+        (status = 403, description = "A visa refused or revoked, a project revoked, or a dataset not granted", body = ErrorBody),
         (status = 409, description = "No site holds the datasets or has the capacity", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Invalid request", body = ErrorBody),
@@ -101,6 +101,10 @@ pub async fn create(
     }
     let rec = admit(inner, &req, Utc::now()).map_err(admission_error)?;
     let (site, resources) = (rec.workspace.site.clone(), rec.workspace.resources);
+    if let Err(e) = super::revocations::refuse_revoked(inner, &rec).await {
+        inner.sites.release(&site, &resources);
+        return Err(e);
+    }
     match inner.store.create_workspace(&rec, key.as_ref()).await {
         Ok(Created::New(stored)) => {
             inner.sites.publish(&site, stored.revision);

@@ -284,7 +284,11 @@ impl Store for SqliteStore {
     async fn desired(&self, site: &Ident) -> Result<(i64, Vec<WorkspaceRecord>), StoreError> {
         let mut tx = self.pool.begin().await?;
         let revision: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM workspaces WHERE site = ?")
+            // A revocation is news for every site: its revision counts too.
+            sqlx::query_scalar(
+                "SELECT MAX((SELECT COALESCE(MAX(revision), 0) FROM workspaces WHERE site = ?), \
+                 (SELECT COALESCE(MAX(revision), 0) FROM revocations))",
+            )
                 .bind(site.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
@@ -394,6 +398,7 @@ impl Store for SqliteStore {
     }
 }
 
+mod revocations;
 mod rows;
 #[cfg(test)]
 mod tests;

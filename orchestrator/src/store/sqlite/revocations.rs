@@ -1,0 +1,122 @@
+//! [`RevocationStore`] on SQLite.
+
+use async_trait::async_trait;
+use basho_core::revocation::{Reason, Revocation};
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::rows::ident;
+use super::{SqliteStore, next_revision};
+use crate::store::revocations::{NewRevocation, RevocationStore};
+use crate::store::{StoreError, from_millis, to_millis};
+
+fn optional_ident(
+    row: &SqliteRow,
+    col: &'static str,
+) -> Result<Option<basho_core::Ident>, StoreError> {
+    let v: Option<String> = row.try_get(col)?;
+    match v {
+        Some(_) => ident(row, col).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn revocation(row: &SqliteRow) -> Result<Revocation, StoreError> {
+    let reason: String = row.try_get("reason")?;
+    Ok(Revocation {
+        seq: row.try_get("seq")?,
+        dataset: optional_ident(row, "dataset")?,
+        subject: row.try_get("subject")?,
+        project: optional_ident(row, "project")?,
+        visa_jti: row.try_get("visa_jti")?,
+        reason: Reason::parse(&reason).ok_or(StoreError::Corrupt {
+            what: "revocations.reason",
+            message: format!("unknown reason {reason:?}"),
+        })?,
+        at: from_millis(row.try_get("at")?),
+    })
+}
+
+#[async_trait]
+impl RevocationStore for SqliteStore {
+    async fn record_revocation(
+        &self,
+        new: &NewRevocation,
+        at: DateTime<Utc>,
+    ) -> Result<(Revocation, i64), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let revision = next_revision(&mut tx).await?;
+        let at = to_millis(at);
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO revocations (dataset, subject, project, visa_jti, reason, at, revision) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(new.dataset.as_ref().map(|d| d.as_str()))
+        .bind(new.subject.as_deref())
+        .bind(new.project.as_ref().map(|p| p.as_str()))
+        .bind(new.visa_jti.as_deref())
+        .bind(new.reason.as_str())
+        .bind(at.timestamp_millis())
+        .bind(revision)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let r = Revocation {
+            seq,
+            dataset: new.dataset.clone(),
+            subject: new.subject.clone(),
+            project: new.project.clone(),
+            visa_jti: new.visa_jti.clone(),
+            reason: new.reason,
+            at,
+        };
+        Ok((r, revision))
+    }
+
+    async fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, dataset, subject, project, visa_jti, reason, at FROM revocations \
+             ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revocation).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use basho_core::Ident;
+
+    use super::*;
+    use crate::store::Store as _;
+
+    #[tokio::test]
+    async fn revocations_are_kept_in_order_and_move_every_site_revision() {
+        let store = SqliteStore::memory().await.unwrap();
+        let site = Ident::parse("tohoku").unwrap();
+        let (before, _) = store.desired(&site).await.unwrap();
+        let new = NewRevocation {
+            dataset: Some(Ident::parse("JGAD000101").unwrap()),
+            subject: None,
+            project: None,
+            visa_jti: None,
+            reason: Reason::ConsentWithdrawn,
+        };
+        let (first, rev) = store.record_revocation(&new, Utc::now()).await.unwrap();
+        assert_eq!(first.seq, 1);
+        assert!(rev > before);
+        let (after, _) = store.desired(&site).await.unwrap();
+        assert_eq!(after, rev, "a revocation is news for every site");
+        let jti = NewRevocation {
+            dataset: None,
+            visa_jti: Some("v-1".into()),
+            reason: Reason::Other,
+            ..new
+        };
+        let (second, _) = store.record_revocation(&jti, Utc::now()).await.unwrap();
+        assert_eq!(second.seq, 2);
+        assert_eq!(store.revocations().await.unwrap(), vec![first, second]);
+    }
+}
