@@ -13,6 +13,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
+pub mod tls;
+
+pub use tls::TlsPolicy;
+
 /// Time allowed for a request that is not a long-poll.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A long-poll may take this much longer than the wait it asked for.
@@ -30,7 +34,7 @@ pub enum ClientError {
         /// Why.
         why: String,
     },
-    /// The HTTP client could not be built (TLS setup).
+    /// The HTTP client could not be built (TLS set-up, the CA bundle).
     #[error("cannot set up the HTTP client: {0}")]
     Build(String),
     /// No answer: connection refused, reset, timed out.
@@ -107,8 +111,9 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client of the orchestrator at `url`, authenticating with the site's `token`.
-    pub fn new(url: &str, token: &str) -> Result<Self, ClientError> {
+    /// A client of the orchestrator at `url`, authenticating with the site's `token`, trusting
+    /// the endpoint as `tls` says (a refused `http://` URL is a [`ClientError::Url`]).
+    pub fn new(url: &str, token: &str, tls: &TlsPolicy) -> Result<Self, ClientError> {
         let bad = |why: String| ClientError::Url {
             url: url.to_owned(),
             why,
@@ -117,13 +122,17 @@ impl Client {
         if !matches!(base.scheme(), "http" | "https") || !base.has_host() {
             return Err(bad("use http:// or https:// with a host".into()));
         }
+        tls.check_url(&base).map_err(bad)?;
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("basho-agent/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("basho-agent/", env!("CARGO_PKG_VERSION")));
+        let http = tls
+            .apply(builder, &base)
+            .map_err(ClientError::Build)?
             .build()
             .map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(Self {

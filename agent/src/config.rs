@@ -58,6 +58,23 @@ pub struct OrchestratorLink {
     /// Longest long-poll wait, seconds.
     #[serde(default = "default_poll_wait_s")]
     pub poll_wait_s: u64,
+    /// PEM bundle the orchestrator's certificate must chain to; the bundled web PKI roots when
+    /// absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Allows an `http://` URL, and only to a loopback host (development and tests).
+    #[serde(default)]
+    pub plain_http_on_loopback: bool,
+}
+
+impl OrchestratorLink {
+    /// How the agent trusts the orchestrator's endpoint.
+    pub fn tls_policy(&self) -> crate::client::TlsPolicy {
+        crate::client::TlsPolicy {
+            ca_file: self.ca_file.clone(),
+            plain_http_on_loopback: self.plain_http_on_loopback,
+        }
+    }
 }
 
 fn default_poll_wait_s() -> u64 {

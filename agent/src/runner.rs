@@ -41,7 +41,11 @@ pub async fn run(
     let token = config.token()?;
     let trusted = config.load_trusted_issuers().map_err(Error::Issuers)?;
     let (uid, gid) = config.isolation.ids()?;
-    let client = Client::new(&config.orchestrator.url, &token)?;
+    let client = Client::new(
+        &config.orchestrator.url,
+        &token,
+        &config.orchestrator.tls_policy(),
+    )?;
     let catalog = Catalog::from_config(&config);
     let site = config.site.clone();
     let ownership = Ownership::for_user(uid, gid);

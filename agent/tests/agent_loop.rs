@@ -186,6 +186,8 @@ fn site(url: &str) -> Site {
             token: Some(TOKEN.into()),
             token_file: None,
             poll_wait_s: 1,
+            ca_file: None,
+            plain_http_on_loopback: true,
         },
         capacity: Capacity {
             cpus: 8,

@@ -41,6 +41,10 @@ pub struct ClientArgs {
     /// Bearer token (the platform's, for `basho dev`: `basho dev token --role platform`).
     #[arg(long, env = "BASHO_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// PEM bundle an https:// orchestrator's certificate must chain to (default: the bundled
+    /// web PKI roots). Plain http:// is accepted only to this machine.
+    #[arg(long, env = "BASHO_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// `table` for people, `json` for the API's answer exactly as sent.
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,

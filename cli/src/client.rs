@@ -1,8 +1,10 @@
 //! The HTTP client of the orchestrator's REST API: finds it through `--addr`/`BASHO_ADDR`, sends
 //! the bearer token, and turns every failure into an [`ApiError`] that says what to do.
 
+use std::path::Path;
 use std::time::Duration;
 
+use basho_agent::client::TlsPolicy;
 use basho_core::{CreateWorkspace, ErrorBody};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -37,6 +39,17 @@ pub enum ApiError {
     /// `--addr` is not an http(s) URL.
     #[error("--addr {0:?} is not an http:// or https:// URL (e.g. {DEFAULT_ADDR})")]
     BadAddr(String),
+    /// `--addr` is plain http:// to another machine, where tokens would travel in the clear.
+    #[error("--addr {addr:?}: {why}")]
+    Insecure {
+        /// The address given.
+        addr: String,
+        /// What to change.
+        why: String,
+    },
+    /// `--ca-file` is unusable.
+    #[error("--ca-file: {0}")]
+    CaFile(String),
     /// The answer arrived but is not what the API promises.
     #[error("the orchestrator at {addr} answered {what} that does not parse: {reason}")]
     Decode {
@@ -63,7 +76,10 @@ impl ApiError {
         match self {
             ApiError::Api { status, .. } => *status >= 500 || *status == 429,
             ApiError::Unreachable { .. } | ApiError::Transport { .. } => true,
-            ApiError::BadAddr(_) | ApiError::Decode { .. } => false,
+            ApiError::BadAddr(_)
+            | ApiError::Insecure { .. }
+            | ApiError::CaFile(_)
+            | ApiError::Decode { .. } => false,
         }
     }
 
@@ -102,8 +118,19 @@ pub struct Client {
 
 impl Client {
     /// A client of the orchestrator at `addr` (`http://host:port`; a bare `host:port` means
-    /// http), authenticating with `token` when given.
+    /// http), authenticating with `token` when given. An `https://` orchestrator is verified
+    /// against the bundled web PKI roots; plain `http://` is allowed only to a loopback host.
     pub fn new(addr: &str, token: Option<String>) -> Result<Self, ApiError> {
+        Self::with_ca(addr, token, None)
+    }
+
+    /// [`Client::new`], verifying an `https://` orchestrator against the PEM bundle `ca_file`
+    /// (only its certificates) when given.
+    pub fn with_ca(
+        addr: &str,
+        token: Option<String>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, ApiError> {
         let addr = addr.trim().trim_end_matches('/');
         let base = if addr.contains("://") {
             addr.to_owned()
@@ -114,10 +141,24 @@ impl Client {
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(ApiError::BadAddr(addr.into()));
         }
-        let http = reqwest::Client::builder()
+        // The CLI has no config file: plain HTTP stays allowed to this machine (`basho dev`).
+        let policy = TlsPolicy {
+            ca_file: ca_file.map(Path::to_owned),
+            plain_http_on_loopback: true,
+        };
+        policy
+            .check_url(&parsed)
+            .map_err(|why| ApiError::Insecure {
+                addr: addr.into(),
+                why,
+            })?;
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
-            .user_agent(concat!("basho-cli/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("basho-cli/", env!("CARGO_PKG_VERSION")));
+        let http = policy
+            .apply(builder, &parsed)
+            .map_err(ApiError::CaFile)?
             .build()
             .map_err(|e| ApiError::Transport {
                 addr: base.clone(),
@@ -290,6 +331,30 @@ mod tests {
             Err(ApiError::BadAddr(_))
         ));
         assert!(matches!(Client::new("", None), Err(ApiError::BadAddr(_))));
+    }
+
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        for ok in ["http://localhost:1", "[::1]:8080", "127.0.0.1:8080"] {
+            assert!(Client::new(ok, None).is_ok(), "{ok}");
+        }
+        for remote in [
+            "http://basho.example.org",
+            "10.1.2.3:8080",
+            "http://0.0.0.0:8080",
+        ] {
+            let e = Client::new(remote, None).unwrap_err();
+            assert!(matches!(e, ApiError::Insecure { .. }), "{remote}: {e}");
+            assert!(e.to_string().contains("https://"), "{e}");
+        }
+        assert!(Client::new("https://basho.example.org", None).is_ok());
+        let e = Client::with_ca(
+            "https://basho.example.org",
+            None,
+            Some(Path::new("/nonexistent/ca.pem")),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ApiError::CaFile(_)), "{e}");
     }
 
     #[test]

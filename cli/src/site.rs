@@ -10,7 +10,11 @@ use crate::workspace::{parse_list, print_raw};
 
 /// Runs a site command.
 pub async fn run(args: SiteArgs) -> Result<(), Error> {
-    let client = Client::new(&args.client.addr, args.client.token.clone())?;
+    let client = Client::with_ca(
+        &args.client.addr,
+        args.client.token.clone(),
+        args.client.ca_file.as_deref(),
+    )?;
     match args.cmd {
         SiteCmd::List => {
             let answer = client.list_sites().await?;

@@ -19,7 +19,11 @@ const CREATE_ATTEMPTS: u32 = 3;
 
 /// Runs a workspace command.
 pub async fn run(args: WorkspaceArgs) -> Result<(), Error> {
-    let client = Client::new(&args.client.addr, args.client.token.clone())?;
+    let client = Client::with_ca(
+        &args.client.addr,
+        args.client.token.clone(),
+        args.client.ca_file.as_deref(),
+    )?;
     let out = args.client.output;
     match args.cmd {
         WorkspaceCmd::Create(c) => create(&client, out, c).await,

@@ -33,6 +33,23 @@ pub struct Config {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The certificate and key the API is served with over HTTPS.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Serve plain HTTP instead, allowed only when `listen` is a loopback address (development,
+    /// tests, `basho dev`).
+    #[serde(default)]
+    pub plain_http_on_loopback: bool,
+}
+
+/// The orchestrator's TLS identity (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate, followed by any intermediates it needs.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// A site agent's credentials.
@@ -139,6 +156,8 @@ impl Config {
             agents: Vec::new(),
             trusted_issuers: Vec::new(),
             limits: Limits::default(),
+            tls: None,
+            plain_http_on_loopback: true,
         }
     }
 
@@ -220,6 +239,19 @@ impl Config {
         if l.agent_silent_s == 0 {
             problems.push("limits.agent_silent_s is 0; use at least 1".to_owned());
         }
+        match (&self.tls, self.plain_http_on_loopback) {
+            (None, false) => problems.push(
+                "no TLS: set [tls] cert_file/key_file, or plain_http_on_loopback = true for a \
+                 loopback-only development setup"
+                    .to_owned(),
+            ),
+            (None, true) if !self.listen.ip().is_loopback() => problems.push(format!(
+                "plain_http_on_loopback is set but listen is {}, not a loopback address; set \
+                 [tls] cert_file/key_file to serve other hosts, or listen on 127.0.0.1",
+                self.listen
+            )),
+            _ => {}
+        }
         for (i, t) in self.trusted_issuers.iter().enumerate() {
             if t.issuer.is_empty() {
                 problems.push(format!(
@@ -256,6 +288,65 @@ mod tests {
         assert!(problems.iter().any(|p| p.contains("listed twice")));
         assert!(problems.iter().any(|p| p.contains("its own token")));
         assert!(problems.iter().any(|p| p.contains("long_poll_max_s")));
+    }
+
+    #[test]
+    fn plain_http_needs_the_opt_in_and_a_loopback_listen() {
+        let mut c = Config::for_tests("/t", "p");
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        c.listen = "[::1]:8080".parse().unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+
+        c.plain_http_on_loopback = false;
+        let problems = c.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("set [tls] cert_file/key_file, or plain_http_on_loopback = true"),
+            "{problems:?}"
+        );
+
+        c.plain_http_on_loopback = true;
+        for listen in ["0.0.0.0:8080", "10.0.0.5:8080", "[::]:8080"] {
+            c.listen = listen.parse().unwrap();
+            let problems = c.validate();
+            assert_eq!(problems.len(), 1, "{listen}: {problems:?}");
+            assert!(
+                problems[0].contains("not a loopback address"),
+                "{problems:?}"
+            );
+        }
+
+        // With a certificate, any address; the files themselves are checked at open.
+        c.tls = Some(TlsConfig {
+            cert_file: "/etc/basho/tls/orchestrator.crt".into(),
+            key_file: "/etc/basho/tls/orchestrator.key".into(),
+        });
+        c.plain_http_on_loopback = false;
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+    }
+
+    #[test]
+    fn tls_fields_parse() {
+        let c: Config = toml::from_str(
+            r#"
+            data_dir = "/d"
+            templates_dir = "/t"
+            platform_tokens = ["p"]
+            [tls]
+            cert_file = "/c.pem"
+            key_file = "/k.pem"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.tls.unwrap().cert_file, PathBuf::from("/c.pem"));
+        assert!(!c.plain_http_on_loopback);
+        assert!(
+            toml::from_str::<Config>(
+                "data_dir = \"/d\"\ntemplates_dir = \"/t\"\n[tls]\ncert_file = \"/c\"\n"
+            )
+            .is_err(),
+            "key_file is required"
+        );
     }
 
     #[test]

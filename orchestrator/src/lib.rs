@@ -23,6 +23,7 @@ pub mod scheduler;
 pub mod sites;
 pub mod store;
 pub mod templates;
+pub mod tls;
 
 pub use config::{Config, ConfigError};
 
@@ -83,6 +84,11 @@ fn load_files(config: &Config) -> (Option<Templates>, TrustedIssuers, Vec<String
             ));
         }
     }
+    if let Some(tls) = &config.tls
+        && let Err(more) = tls::server_config(tls)
+    {
+        problems.extend(more);
+    }
     (templates, issuers, problems)
 }
 
@@ -111,6 +117,8 @@ pub(crate) struct Inner {
     pub(crate) auth: api::auth::Tokens,
     /// Cancelled when serving stops, so long-polls answer at once instead of holding shutdown.
     pub(crate) closing: CancellationToken,
+    /// Terminates HTTPS when the config has `[tls]`; plain HTTP (loopback only) without.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Orchestrator {
@@ -143,6 +151,12 @@ impl Orchestrator {
         }
         let sites = SiteCache::load(stored_sites, &counts, &revisions);
         let auth = api::auth::Tokens::new(&config);
+        let tls = match &config.tls {
+            Some(tls) => {
+                Some(tls::server_config(tls).map_err(|problems| ConfigError { problems })?)
+            }
+            None => None,
+        };
         Ok(Orchestrator {
             inner: Arc::new(Inner {
                 config,
@@ -153,6 +167,7 @@ impl Orchestrator {
                 metrics: Metrics::new(),
                 auth,
                 closing: CancellationToken::new(),
+                tls: tls.map(tokio_rustls::TlsAcceptor::from),
             }),
         })
     }
@@ -174,16 +189,28 @@ impl Orchestrator {
         self.spawn_loops(&tracker, shutdown.clone());
         tracker.close();
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "serving the basho API");
+            let scheme = if self.inner.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!(%addr, scheme, "serving the basho API");
         }
         let closing = self.inner.closing.clone();
         let stop = shutdown.clone();
-        let server = axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move {
-                stop.cancelled().await;
-                closing.cancel();
-            })
-            .into_future();
+        let signal = async move {
+            stop.cancelled().await;
+            closing.cancel();
+        };
+        let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+            match self.inner.tls.clone() {
+                Some(acceptor) => Box::pin(tls::serve(listener, self.router(), acceptor, signal)),
+                None => Box::pin(
+                    axum::serve(listener, self.router())
+                        .with_graceful_shutdown(signal)
+                        .into_future(),
+                ),
+            };
         // Draining is bounded: a client holding a connection open cannot stall shutdown.
         let grace = async {
             shutdown.cancelled().await;

@@ -32,7 +32,12 @@ fn bad_config_exits_64_naming_every_problem() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    for what in ["platform_tokens", "templates_dir", "trusted_issuers[0]"] {
+    for what in [
+        "platform_tokens",
+        "templates_dir",
+        "trusted_issuers[0]",
+        "plain_http_on_loopback = true",
+    ] {
         assert!(err.contains(what), "{what} missing from:\n{err}");
     }
     let out = bin()
@@ -59,7 +64,7 @@ fn serves_and_stops_on_sigterm() {
         &path,
         format!(
             "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\ntemplates_dir = {templates:?}\n\
-             platform_tokens = [\"t\"]\n",
+             platform_tokens = [\"t\"]\nplain_http_on_loopback = true\n",
             dir.path().join("data"),
         ),
     )

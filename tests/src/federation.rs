@@ -123,6 +123,8 @@ impl Federation {
                 agent_silent_s: 10,
                 ..Limits::default()
             },
+            tls: None,
+            plain_http_on_loopback: true,
         };
         let mut fed = Federation {
             api: Api::new(format!("http://{listen}"), token),
@@ -330,6 +332,8 @@ fn site_config(
             token: Some(token),
             token_file: None,
             poll_wait_s: 5,
+            ca_file: None,
+            plain_http_on_loopback: true,
         },
         capacity: Capacity {
             cpus: 8,

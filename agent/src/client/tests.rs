@@ -37,6 +37,7 @@ async fn stub() -> (String, Seen) {
                         revision: 8,
                         workspaces: vec![],
                         stopping: vec![],
+                        revocations: vec![],
                     })
                 },
             ),
@@ -71,7 +72,7 @@ fn registration() -> Registration {
 #[tokio::test]
 async fn speaks_the_protocol() {
     let (url, seen) = stub().await;
-    let c = Client::new(&url, "site-token").unwrap();
+    let c = Client::new(&url, "site-token", &TlsPolicy::plain_loopback()).unwrap();
     let r = c.register(&registration()).await.unwrap();
     assert_eq!(
         r,
@@ -98,7 +99,7 @@ async fn speaks_the_protocol() {
 #[tokio::test]
 async fn error_answers_carry_code_and_retryability() {
     let (url, _) = stub().await;
-    let c = Client::new(&url, "t").unwrap();
+    let c = Client::new(&url, "t", &TlsPolicy::plain_loopback()).unwrap();
     let batch = ObservationBatch {
         site: Ident::parse("sim").unwrap(),
         observations: vec![],
@@ -110,11 +111,11 @@ async fn error_answers_carry_code_and_retryability() {
     );
     assert!(!err.is_retryable());
 
-    let gone = Client::new("http://127.0.0.1:1", "t").unwrap();
+    let gone = Client::new("http://127.0.0.1:1", "t", &TlsPolicy::plain_loopback()).unwrap();
     let err = gone.register(&registration()).await.unwrap_err();
     assert!(matches!(err, ClientError::Transport(_)), "{err}");
     assert!(err.is_retryable());
-    assert!(Client::new("ftp://x", "t").is_err());
+    assert!(Client::new("ftp://x", "t", &TlsPolicy::plain_loopback()).is_err());
 }
 
 #[test]

@@ -62,11 +62,21 @@ fn check_orchestrator(config: &SiteConfig, p: &mut Vec<String>) {
         p.push(e.to_string());
     }
     let url = &config.orchestrator.url;
+    let policy = config.orchestrator.tls_policy();
     match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {
+            if let Err(why) = policy.check_url(&u) {
+                p.push(format!("orchestrator.url {url:?}: {why}"));
+            }
+        }
         _ => p.push(format!(
             "orchestrator.url {url:?} is not an http(s) URL; write it like https://basho.example.org"
         )),
+    }
+    if let Some(ca) = &config.orchestrator.ca_file
+        && let Err(why) = crate::client::tls::load_ca_bundle(ca)
+    {
+        p.push(format!("orchestrator.ca_file: {why}"));
     }
     let wait = config.orchestrator.poll_wait_s;
     if wait == 0 || wait > MAX_POLL_WAIT_S {
@@ -264,6 +274,8 @@ mod tests {
                 token: Some("t".into()),
                 token_file: None,
                 poll_wait_s: 25,
+                ca_file: None,
+                plain_http_on_loopback: true,
             },
             capacity: Capacity {
                 cpus: 4,

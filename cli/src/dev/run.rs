@@ -173,6 +173,13 @@ pub async fn run_dev(opts: DevOptions, shutdown: CancellationToken) -> Result<De
         )));
     }
 
+    if !opts.listen.ip().is_loopback() {
+        return Err(DevError::Config(format!(
+            "--listen {} is not a loopback address; basho dev serves plain HTTP, so it listens \
+             on 127.0.0.1 or ::1 only (serve other hosts with basho-orchestrator and [tls])",
+            opts.listen
+        )));
+    }
     // Bind first: a busy port fails the start before any slow work.
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -264,6 +271,9 @@ pub async fn run_dev(opts: DevOptions, shutdown: CancellationToken) -> Result<De
         agents,
         trusted_issuers: trusted,
         limits: Limits::default(),
+        // One machine, loopback only (checked by the orchestrator): no certificate to manage.
+        tls: None,
+        plain_http_on_loopback: true,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(|e| DevError::io(&config.data_dir, e))?;
     let orchestrator = Orchestrator::open(config).await?;

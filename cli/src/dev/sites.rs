@@ -92,6 +92,8 @@ pub fn site_config(
             token: Some(token),
             token_file: None,
             poll_wait_s: 25,
+            ca_file: None,
+            plain_http_on_loopback: true,
         },
         capacity: common.capacity,
         backend: BackendConfig::Docker {

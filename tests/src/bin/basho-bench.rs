@@ -115,6 +115,8 @@ impl Bench {
             agents,
             trusted_issuers: vec![jwks.clone()],
             limits: Limits::default(),
+            tls: None,
+            plain_http_on_loopback: true,
         };
         let orch = basho_orchestrator::Orchestrator::open(config).await?;
         let cancel = CancellationToken::new();
@@ -168,6 +170,8 @@ impl Bench {
                 token: Some(format!("tok-{site}")),
                 token_file: None,
                 poll_wait_s: 25,
+                ca_file: None,
+                plain_http_on_loopback: true,
             },
             capacity: Capacity {
                 cpus: 100_000,
