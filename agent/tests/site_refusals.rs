@@ -1,0 +1,387 @@
+//! The site is sovereign: an orchestrator with a bug, or in an attacker's hands, serves desired
+//! states that no DAC approved, and the agent must refuse each assignment itself. A stub
+//! orchestrator (axum on 127.0.0.1:0) serves the hostile assignments next to one honest control;
+//! the fake backend must launch the control and nothing else, and every refusal must come back
+//! as a `failed` observation that says why.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State as Ax};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use basho_agent::backend::Backend;
+use basho_agent::backend::fake::FakeBackend;
+use basho_agent::config::SiteConfig;
+use basho_core::protocol::Observation;
+use basho_core::visa::mint::{Issuer, Visa};
+use basho_core::{Ident, State};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "agent-token-hostile";
+const ISS: &str = "https://dac.site-refusals.test";
+const SITE: &str = "sovereign";
+const PATIENCE: Duration = Duration::from_secs(20);
+
+// ---- the stub orchestrator ----
+
+#[derive(Default)]
+struct World {
+    workspaces: Vec<Value>,
+    observations: Vec<Observation>,
+}
+
+#[derive(Clone)]
+struct Stub {
+    world: Arc<Mutex<World>>,
+    revision: Arc<watch::Sender<i64>>,
+}
+
+#[derive(Deserialize)]
+struct DesiredQuery {
+    after: Option<i64>,
+    wait_s: Option<u64>,
+}
+
+fn authorized(h: &HeaderMap) -> Result<(), Response> {
+    let auth = h.get("authorization").and_then(|v| v.to_str().ok());
+    if auth == Some(&format!("Bearer {TOKEN}")) {
+        Ok(())
+    } else {
+        let body = json!({"error": {"code": "unauthenticated", "message": "bad token"}});
+        Err((StatusCode::UNAUTHORIZED, Json(body)).into_response())
+    }
+}
+
+async fn register(Ax(s): Ax<Stub>, h: HeaderMap, Json(r): Json<Value>) -> Response {
+    if let Err(refused) = authorized(&h) {
+        return refused;
+    }
+    Json(json!({"site": r["site"], "revision": *s.revision.borrow()})).into_response()
+}
+
+async fn desired(Ax(s): Ax<Stub>, h: HeaderMap, Query(q): Query<DesiredQuery>) -> Response {
+    if let Err(refused) = authorized(&h) {
+        return refused;
+    }
+    let mut rx = s.revision.subscribe();
+    if let Some(after) = q.after
+        && *rx.borrow_and_update() == after
+    {
+        let wait = Duration::from_secs(q.wait_s.unwrap_or(0));
+        let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r != after)).await;
+    }
+    let revision = *s.revision.borrow();
+    let workspaces = s.world.lock().unwrap().workspaces.clone();
+    Json(json!({"revision": revision, "workspaces": workspaces, "stopping": []})).into_response()
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    observations: Vec<Observation>,
+}
+
+async fn observations(Ax(s): Ax<Stub>, h: HeaderMap, Json(b): Json<Batch>) -> Response {
+    if let Err(refused) = authorized(&h) {
+        return refused;
+    }
+    let n = b.observations.len();
+    s.world.lock().unwrap().observations.extend(b.observations);
+    Json(json!({"applied": n})).into_response()
+}
+
+impl Stub {
+    async fn start() -> (Stub, String) {
+        let (tx, _) = watch::channel(0i64);
+        let s = Stub {
+            world: Arc::default(),
+            revision: Arc::new(tx),
+        };
+        let app = Router::new()
+            .route("/v1/agent/register", post(register))
+            .route("/v1/agent/desired", get(desired))
+            .route("/v1/agent/observations", post(observations))
+            .with_state(s.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (s, url)
+    }
+
+    fn set_desired(&self, workspaces: Vec<Value>) {
+        self.world.lock().unwrap().workspaces = workspaces;
+        self.revision.send_modify(|r| *r += 1);
+    }
+
+    fn last(&self, ws: &str) -> Option<Observation> {
+        let w = self.world.lock().unwrap();
+        w.observations
+            .iter()
+            .rev()
+            .find(|o| o.workspace == ws)
+            .cloned()
+    }
+}
+
+// ---- the site ----
+
+/// A site config built through serde, so it takes whatever defaults the config has; a plain
+/// `http://` link to loopback is allowed where the config knows that switch.
+fn site_config(dir: &std::path::Path, url: &str, issuer: &Issuer) -> SiteConfig {
+    let jwks = dir.join("dac.jwks.json");
+    std::fs::write(&jwks, issuer.jwks_json()).unwrap();
+    let mut datasets = Vec::new();
+    for d in ["JGAD000101", "JGAD000102"] {
+        let path = dir.join("data").join(d);
+        std::fs::create_dir_all(&path).unwrap();
+        datasets.push(json!({"id": d, "path": path}));
+    }
+    let v = json!({
+        "site": SITE,
+        "orchestrator": {"url": url, "token": TOKEN, "poll_wait_s": 1},
+        "capacity": {"cpus": 8, "memory_mib": 8192, "gpus": 0},
+        "backend": {"kind": "fake"},
+        "datasets": datasets,
+        "images": {"basho/demo": format!("sha256:{}", "d".repeat(64))},
+        "trusted_issuers": [{"issuer": ISS, "jwks_file": jwks}],
+        "paths": {"state_dir": dir.join("state"), "work_root": dir.join("work"),
+            "results_root": dir.join("results")},
+    });
+    let config: SiteConfig = serde_json::from_value(v).expect("site config");
+    let mut round = serde_json::to_value(&config).unwrap();
+    if round["orchestrator"]
+        .get("plain_http_on_loopback")
+        .is_some()
+    {
+        round["orchestrator"]["plain_http_on_loopback"] = json!(true);
+    }
+    let config: SiteConfig = serde_json::from_value(round).unwrap();
+    assert_eq!(basho_agent::check_config(&config), Vec::<String>::new());
+    config
+}
+
+/// An assignment as the orchestrator would send it, for `alice`, granting what `visas` grant.
+fn assignment(id: &str, datasets: &[&str], visas: Vec<String>) -> Value {
+    json!({
+        "id": id,
+        "project": "P-0001",
+        "owner": "alice",
+        "template": "shell",
+        "image": "basho/demo",
+        "command": ["sleep", "infinity"],
+        "datasets": datasets,
+        "resources": {"cpus": 1, "memory_mib": 256, "gpus": 0},
+        "expires_at": Utc::now() + chrono::Duration::hours(1),
+        "visas": visas,
+    })
+}
+
+/// One hostile assignment and a word its `failed` message must contain.
+struct Case {
+    assignment: Value,
+    reason: &'static str,
+}
+
+fn cases(issuer: &Issuer) -> Vec<Case> {
+    let good = |d: &str| issuer.mint("alice", d);
+    let bent = |f: &dyn Fn(&mut Visa)| {
+        let mut v = Visa::new("alice", "JGAD000101");
+        f(&mut v);
+        issuer.sign(&v)
+    };
+    let mut out = Vec::new();
+    let mut case = |a: Value, reason: &'static str| {
+        out.push(Case {
+            assignment: a,
+            reason,
+        })
+    };
+    case(
+        assignment(
+            "ws-dataset-without-visa",
+            &["JGAD000101", "JGAD000102"],
+            vec![good("JGAD000101")],
+        ),
+        "no visa grants dataset JGAD000102",
+    );
+    case(
+        assignment("ws-no-visa", &["JGAD000101"], vec![]),
+        "carries no visa",
+    );
+    case(
+        assignment(
+            "ws-forged-visa",
+            &["JGAD000101"],
+            vec![Issuer::generate(ISS).mint("alice", "JGAD000101")],
+        ),
+        "signature",
+    );
+    let whole = good("JGAD000101");
+    let parts: Vec<&str> = whole.split('.').collect();
+    case(
+        assignment(
+            "ws-unsigned-visa",
+            &["JGAD000101"],
+            vec![format!("{}.{}.", parts[0], parts[1])],
+        ),
+        "refused by this site",
+    );
+    case(
+        assignment(
+            "ws-untrusted-issuer",
+            &["JGAD000101"],
+            vec![Issuer::generate("https://evil.example").mint("alice", "JGAD000101")],
+        ),
+        "not trusted",
+    );
+    case(
+        assignment(
+            "ws-expired-visa",
+            &["JGAD000101"],
+            vec![bent(&|v| v.exp_in = -30)],
+        ),
+        "expired",
+    );
+    case(
+        assignment(
+            "ws-conditional-visa",
+            &["JGAD000101"],
+            vec![bent(&|v| v.conditions = true)],
+        ),
+        "conditions",
+    );
+    case(
+        assignment(
+            "ws-other-subject",
+            &["JGAD000101"],
+            vec![issuer.mint("mallory", "JGAD000101")],
+        ),
+        "mallory",
+    );
+    let mut image = assignment(
+        "ws-image-off-list",
+        &["JGAD000101"],
+        vec![good("JGAD000101")],
+    );
+    image["image"] = json!("evil/miner");
+    case(image, "allow-list");
+    for (id, trick) in [
+        ("ws-image-dotdot", "../basho/demo"),
+        ("ws-image-suffix", "basho/demo/../../evil"),
+        ("ws-image-digest", "basho/demo@sha256:0000"),
+        ("ws-image-nul", "basho/demo\0"),
+        ("ws-image-pinned-ref", &format!("sha256:{}", "d".repeat(64))),
+    ] {
+        let mut a = assignment(id, &["JGAD000101"], vec![good("JGAD000101")]);
+        a["image"] = json!(trick);
+        case(a, "allow-list");
+    }
+    case(
+        assignment(
+            "ws-dataset-not-held",
+            &["JGAD000999"],
+            vec![good("JGAD000999")],
+        ),
+        "JGAD000999",
+    );
+    case(
+        assignment("../../etc", &["JGAD000101"], vec![good("JGAD000101")]),
+        "not a plain identifier",
+    );
+    out
+}
+
+#[tokio::test]
+async fn refuses_every_assignment_no_dac_approved() {
+    let (orch, url) = Stub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::generate(ISS);
+    let config = site_config(dir.path(), &url, &issuer);
+    let fake = Arc::new(FakeBackend::seeded(
+        Ident::parse(SITE).unwrap(),
+        Duration::ZERO,
+        0.0,
+        1,
+    ));
+    let cancel = CancellationToken::new();
+    let backend: Arc<dyn Backend> = fake.clone();
+    let agent = tokio::spawn(basho_agent::run_with_backend(
+        config,
+        backend,
+        cancel.clone(),
+    ));
+
+    let hostile = cases(&issuer);
+    let control = assignment(
+        "ws-control",
+        &["JGAD000101", "JGAD000102"],
+        vec![
+            issuer.mint("alice", "JGAD000101"),
+            issuer.mint("alice", "JGAD000102"),
+        ],
+    );
+    let mut desired: Vec<Value> = hostile.iter().map(|c| c.assignment.clone()).collect();
+    desired.push(control);
+    orch.set_desired(desired);
+
+    // The control proves the site launches what is approved; every other one must be reported.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let control_running = orch
+            .last("ws-control")
+            .is_some_and(|o| o.state == State::Running);
+        let all_reported = hostile
+            .iter()
+            .all(|c| orch.last(c.assignment["id"].as_str().unwrap()).is_some());
+        if control_running && all_reported {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out: control running {control_running}, all refusals reported {all_reported}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut refused = BTreeMap::new();
+    for c in &hostile {
+        let id = c.assignment["id"].as_str().unwrap();
+        let o = orch.last(id).unwrap();
+        assert_eq!(o.state, State::Failed, "{id}: {o:?}");
+        let message = o.message.unwrap_or_default();
+        assert!(
+            message.contains(c.reason),
+            "{id}: the reason names {:?}: {message}",
+            c.reason
+        );
+        assert!(fake.spec(id).is_none(), "{id} was launched");
+        assert!(fake.inspect(id).await.unwrap().is_none(), "{id} exists");
+        refused.insert(id.to_owned(), message);
+    }
+    assert_eq!(fake.launch_count(), 1, "only the control was launched");
+    let spec = fake.spec("ws-control").unwrap();
+    assert_eq!(spec.datasets.len(), 2);
+
+    // A refusal is final: later polls of the same desired state launch nothing more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.launch_count(), 1);
+    println!(
+        "site refusals: {} hostile assignments, {} refused",
+        hostile.len(),
+        refused.len()
+    );
+
+    cancel.cancel();
+    tokio::time::timeout(PATIENCE, agent)
+        .await
+        .expect("agent stops")
+        .expect("agent did not panic")
+        .expect("agent ran without error");
+}
