@@ -15,6 +15,7 @@ use crate::Orchestrator;
 use crate::store::StoreError;
 
 pub mod agent;
+pub mod audit;
 pub mod auth;
 pub mod extract;
 pub mod meta;
@@ -132,6 +133,7 @@ pub fn router(o: Orchestrator) -> Router {
         )
         .route("/v1/sites", get(sites::list))
         .route("/v1/revocations", post(revocations::revoke))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/agent/register", post(agent::register))
         .route("/v1/agent/desired", get(agent::desired))
         .route("/v1/agent/observations", post(agent::observations))

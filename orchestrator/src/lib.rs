@@ -16,6 +16,7 @@ use tracing::Instrument as _;
 
 pub mod admission;
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod loops;
 pub mod metrics;
@@ -23,6 +24,7 @@ pub mod scheduler;
 pub mod sites;
 pub mod store;
 pub mod templates;
+pub mod tokens;
 pub mod tls;
 
 pub use config::{Config, ConfigError};

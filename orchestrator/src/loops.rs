@@ -40,7 +40,12 @@ pub async fn expire_once(o: &Orchestrator) -> Result<usize, StoreError> {
             rec.workspace.expires_at.to_rfc3339()
         );
         if let Transition::Changed { .. } = o
-            .transition(&rec.workspace.id, State::Expired, Some(&msg))
+            .transition_as(
+                crate::audit::SYSTEM,
+                &rec.workspace.id,
+                State::Expired,
+                Some(&msg),
+            )
             .await?
         {
             n += 1;
@@ -70,7 +75,12 @@ pub async fn sweep_once(o: &Orchestrator) -> Result<usize, StoreError> {
                 last.to_rfc3339()
             );
             if let Transition::Changed { .. } = o
-                .transition(&rec.workspace.id, State::Unknown, Some(&msg))
+                .transition_as(
+                    crate::audit::SYSTEM,
+                    &rec.workspace.id,
+                    State::Unknown,
+                    Some(&msg),
+                )
                 .await?
             {
                 tracing::warn!(%site, workspace = %rec.workspace.id, "site silent: workspace unknown");

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 /// sysexits.h EX_CONFIG: the configuration is unusable.
 const EX_CONFIG: u8 = 64;
+/// The command line is wrong (the code clap exits with too).
+const EX_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(name = "basho-orchestrator", version, about = "basho's orchestrator")]
@@ -25,6 +27,47 @@ enum Command {
         /// The config file (TOML); BASHO_LISTEN, BASHO_DATA_DIR and BASHO_DATABASE override it.
         #[arg(long, env = "BASHO_CONFIG")]
         config: PathBuf,
+    },
+    /// Create, list and revoke API tokens kept in the orchestrator's database.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once (only its SHA-256 is kept).
+    Create {
+        /// The config file naming the database.
+        #[arg(long, env = "BASHO_CONFIG")]
+        config: PathBuf,
+        /// platform, admin, auditor, researcher or agent.
+        #[arg(long)]
+        role: String,
+        /// The researcher's visa `sub` (researcher tokens).
+        #[arg(long)]
+        subject: Option<String>,
+        /// The agent's site (agent tokens).
+        #[arg(long)]
+        site: Option<String>,
+        /// A note saying whom the token is for.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens: id, role, subject or site, created, revoked, name (never the token).
+    List {
+        /// The config file naming the database.
+        #[arg(long, env = "BASHO_CONFIG")]
+        config: PathBuf,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// The config file naming the database.
+        #[arg(long, env = "BASHO_CONFIG")]
+        config: PathBuf,
+        /// The token's id (`tok-...`).
+        id: String,
     },
 }
 
@@ -57,6 +100,78 @@ async fn serve(config: PathBuf) -> Result<(), Error> {
     orchestrator.serve(listener, token).await
 }
 
+/// Whoever runs the `token` commands on the orchestrator's host, as named in the audit log.
+const OPERATOR: &str = "operator";
+
+async fn token(command: TokenCommand) -> Result<ExitCode, Error> {
+    use basho_orchestrator::store::{Role, TokenStore as _};
+    use basho_orchestrator::tokens::{self, NewToken, TokenError};
+    let usage = |e: String| {
+        eprintln!("basho-orchestrator: {e}");
+        Ok(ExitCode::from(EX_USAGE))
+    };
+    match command {
+        TokenCommand::Create {
+            config,
+            role,
+            subject,
+            site,
+            name,
+        } => {
+            let Some(role) = Role::parse(&role) else {
+                return usage(format!(
+                    "unknown role {role:?}; use platform, admin, auditor, researcher or agent"
+                ));
+            };
+            let site = match site.map(|s| basho_core::Ident::parse(&s)).transpose() {
+                Ok(s) => s,
+                Err(e) => return usage(format!("--site: {e}")),
+            };
+            let store = tokens::open_store(&config).await?;
+            let new = NewToken {
+                role,
+                subject,
+                site,
+                name,
+            };
+            match tokens::create(&store, new, OPERATOR).await {
+                Ok((rec, secret)) => {
+                    println!("id:    {}", rec.id);
+                    println!("role:  {}", rec.role);
+                    println!("token: {secret}");
+                    eprintln!("the token is shown only now; store it safely");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(TokenError::Usage(m)) => usage(m),
+                Err(TokenError::Store(e)) => Err(e.into()),
+                Err(e @ TokenError::NotFound(_)) => usage(e.to_string()),
+            }
+        }
+        TokenCommand::List { config } => {
+            let store = tokens::open_store(&config).await?;
+            println!("ID\tROLE\tSUBJECT/SITE\tCREATED\tREVOKED\tNAME");
+            for t in store.tokens().await? {
+                println!("{}", tokens::list_line(&t));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Revoke { config, id } => {
+            let store = tokens::open_store(&config).await?;
+            match tokens::revoke(&store, &id, OPERATOR).await {
+                Ok(rec) => {
+                    println!("revoked {}", rec.id);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(TokenError::Store(e)) => Err(e.into()),
+                Err(e) => {
+                    eprintln!("basho-orchestrator: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -65,10 +180,11 @@ async fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let result = match cli.command {
-        Command::Serve { config } => serve(config).await,
+        Command::Serve { config } => serve(config).await.map(|()| ExitCode::SUCCESS),
+        Command::Token { command } => token(command).await,
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(Error::Config(e)) => {
             eprintln!("basho-orchestrator: {e}");
             ExitCode::from(EX_CONFIG)

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub revocations: Family<ReasonLabels, Counter>,
     /// Time to record a revocation and move every workspace it ends to `revoked`.
     pub revocation_duration: Histogram,
+    /// Audit entries that could not be written.
+    pub audit_append_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -149,6 +151,12 @@ impl Metrics {
             "Seconds since the site's agent was last heard from",
             agent_last_contact_age.clone(),
         );
+        let audit_append_failures = Counter::default();
+        registry.register(
+            "audit_append_failures",
+            "Audit entries that could not be written",
+            audit_append_failures.clone(),
+        );
         let revocations = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "revocations",
@@ -173,6 +181,7 @@ impl Metrics {
             agent_last_contact_age,
             revocations,
             revocation_duration,
+            audit_append_failures,
         }
     }
 

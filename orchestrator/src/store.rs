@@ -8,11 +8,15 @@ use basho_core::{Ident, Resources, State, Workspace};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod audit;
 pub mod revocations;
 pub mod sqlite;
+pub mod tokens;
 
+pub use audit::AuditStore;
 pub use revocations::{NewRevocation, RevocationStore};
 pub use sqlite::SqliteStore;
+pub use tokens::{Role, TokenRecord, TokenStore};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +153,7 @@ pub struct StateCount {
 
 /// The orchestrator's persistent state.
 #[async_trait]
-pub trait Store: RevocationStore + Send + Sync + 'static {
+pub trait Store: AuditStore + TokenStore + RevocationStore + Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

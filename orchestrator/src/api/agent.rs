@@ -66,7 +66,9 @@ pub async fn register(
     State(o): State<Orchestrator>,
     ApiJson(reg): ApiJson<Registration>,
 ) -> ApiResult<Json<Registered>> {
-    agent.check(&reg.site)?;
+    agent
+        .check_audited(&o, "/v1/agent/register", &reg.site)
+        .await?;
     let mut seen = BTreeSet::new();
     for (i, d) in reg.datasets.iter().enumerate() {
         if !seen.insert(&d.id) {
@@ -92,6 +94,16 @@ pub async fn register(
         .map_or(0, |rx| *rx.borrow());
     tracing::info!(site = %reg.site, backend = %reg.backend, version = %reg.version,
         datasets = reg.datasets.len(), "site registered");
+    let datasets: Vec<&str> = reg.datasets.iter().map(|d| d.id.as_str()).collect();
+    let detail = serde_json::json!({"backend": reg.backend, "version": reg.version,
+        "datasets": datasets, "revision": revision});
+    o.audit(
+        &format!("agent:{}", reg.site),
+        "agent_register",
+        reg.site.as_str(),
+        detail,
+    )
+    .await;
     Ok(Json(Registered {
         site: reg.site,
         revision,
@@ -150,7 +162,7 @@ pub async fn desired(
     ApiQuery(q): ApiQuery<DesiredQuery>,
 ) -> ApiResult<Json<DesiredState>> {
     let site = q.site.unwrap_or_else(|| agent.0.clone());
-    agent.check(&site)?;
+    agent.check_audited(&o, "/v1/agent/desired", &site).await?;
     touch(&o, &site).await?;
     let inner = o.inner();
     if let (Some(after), Some(mut rx)) = (q.after, inner.sites.subscribe(&site)) {
@@ -212,7 +224,9 @@ pub async fn observations(
     State(o): State<Orchestrator>,
     ApiJson(batch): ApiJson<ObservationBatch>,
 ) -> ApiResult<Json<Applied>> {
-    agent.check(&batch.site)?;
+    agent
+        .check_audited(&o, "/v1/agent/observations", &batch.site)
+        .await?;
     touch(&o, &batch.site).await?;
     let site = &batch.site;
     let mut applied = 0;
@@ -247,7 +261,12 @@ pub async fn observations(
             continue;
         }
         match o
-            .transition(&obs.workspace, obs.state, obs.message.as_deref())
+            .transition_as(
+                &format!("agent:{site}"),
+                &obs.workspace,
+                obs.state,
+                obs.message.as_deref(),
+            )
             .await?
         {
             Transition::Changed { .. } => applied += 1,

@@ -1,22 +1,41 @@
-//! Bearer-token auth. Platform tokens open `/v1/workspaces*` and `/v1/sites`; each agent token
-//! opens `/v1/agent/*` for its own site only. Tokens are compared as SHA-256 digests in constant
-//! time, against every configured token, so timing reveals nothing about them.
+//! Bearer-token auth and roles (DESIGN.md section 4). Config tokens (`platform_tokens`, each
+//! agent's token) are compared as SHA-256 digests in constant time against every configured
+//! token; tokens made with `basho-orchestrator token create` are looked up in the store by their
+//! SHA-256 and cached in memory for [`CACHE_TTL`], so a revocation made by another process (the
+//! `token revoke` command) takes effect within that time, and one made through this process at
+//! once. Every refused request is written to the audit log, never with its token.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use basho_core::Ident;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::ApiError;
 use crate::Orchestrator;
 use crate::config::Config;
+use crate::store::{Role, TokenRecord};
+
+/// How long a database token's principal is cached.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most cached database tokens; the cache is cleared when it is full.
+const CACHE_MAX: usize = 10_000;
 
 type Hash = [u8; 32];
 
 fn digest(token: &str) -> Hash {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// SHA-256 of `token`, lowercase hex: how the store keeps tokens.
+pub fn token_hash(token: &str) -> String {
+    digest(token).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn ct_eq(a: &Hash, b: &Hash) -> bool {
@@ -26,17 +45,63 @@ fn ct_eq(a: &Hash, b: &Hash) -> bool {
 /// Who a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// The platform.
-    Platform,
+    /// The platform; with the token id when the token is a stored one.
+    Platform(Option<String>),
+    /// An administrator's token (by id).
+    Admin(String),
+    /// An auditor's token (by id).
+    Auditor(String),
     /// The agent of this site.
     Agent(Ident),
+    /// A researcher: the visa `sub` their workspaces carry as owner.
+    Researcher(String),
 }
 
-/// The configured tokens, as digests.
-#[derive(Debug, Clone, Default)]
+impl Principal {
+    /// The actor named in audit entries: `platform`, `admin:<token id>`, `agent:<site>`, ...
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Platform(None) => "platform".to_owned(),
+            Principal::Platform(Some(id)) => format!("platform:{id}"),
+            Principal::Admin(id) => format!("admin:{id}"),
+            Principal::Auditor(id) => format!("auditor:{id}"),
+            Principal::Agent(site) => format!("agent:{site}"),
+            Principal::Researcher(sub) => format!("researcher:{sub}"),
+        }
+    }
+
+    /// The role the token carries.
+    pub fn role(&self) -> Role {
+        match self {
+            Principal::Platform(_) => Role::Platform,
+            Principal::Admin(_) => Role::Admin,
+            Principal::Auditor(_) => Role::Auditor,
+            Principal::Agent(_) => Role::Agent,
+            Principal::Researcher(_) => Role::Researcher,
+        }
+    }
+
+    /// The principal of a stored token, unless it is revoked or incomplete.
+    pub fn of_record(t: &TokenRecord) -> Option<Principal> {
+        if t.revoked_at.is_some() {
+            return None;
+        }
+        Some(match t.role {
+            Role::Platform => Principal::Platform(Some(t.id.clone())),
+            Role::Admin => Principal::Admin(t.id.clone()),
+            Role::Auditor => Principal::Auditor(t.id.clone()),
+            Role::Agent => Principal::Agent(t.site.clone()?),
+            Role::Researcher => Principal::Researcher(t.subject.clone()?),
+        })
+    }
+}
+
+/// The configured tokens, as digests, and a cache of stored tokens.
+#[derive(Debug, Default)]
 pub struct Tokens {
     platform: Vec<Hash>,
     agents: Vec<(Hash, Ident)>,
+    cache: RwLock<HashMap<Hash, (Principal, String, Instant)>>,
 }
 
 impl Tokens {
@@ -49,16 +114,18 @@ impl Tokens {
                 .iter()
                 .map(|a| (digest(&a.token), a.site.clone()))
                 .collect(),
+            cache: RwLock::default(),
         }
     }
 
-    /// The principal `token` belongs to, if any. Looks at every token before answering.
-    pub fn identify(&self, token: &str) -> Option<Principal> {
+    /// The principal a configured `token` belongs to, if any. Looks at every token before
+    /// answering.
+    pub fn identify_config(&self, token: &str) -> Option<Principal> {
         let d = digest(token);
         let mut found = None;
         for p in &self.platform {
             if ct_eq(p, &d) {
-                found = Some(Principal::Platform);
+                found = Some(Principal::Platform(None));
             }
         }
         for (a, site) in &self.agents {
@@ -68,50 +135,183 @@ impl Tokens {
         }
         found
     }
+
+    /// The principal `token` belongs to: a configured one, or a stored, unrevoked one.
+    pub async fn identify(
+        &self,
+        o: &Orchestrator,
+        token: &str,
+    ) -> Result<Option<Principal>, ApiError> {
+        if let Some(p) = self.identify_config(token) {
+            return Ok(Some(p));
+        }
+        let d = digest(token);
+        if let Some((p, _, at)) = self.cache.read().expect("token cache lock").get(&d)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(Some(p.clone()));
+        }
+        let hash = token_hash(token);
+        let found = o.inner().store.token_by_hash(&hash).await?;
+        let p = found.as_ref().and_then(Principal::of_record);
+        let mut cache = self.cache.write().expect("token cache lock");
+        match (&p, found) {
+            (Some(p), Some(rec)) => {
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(d, (p.clone(), rec.id, Instant::now()));
+            }
+            _ => {
+                cache.remove(&d);
+            }
+        }
+        Ok(p)
+    }
+
+    /// Forgets the cached principal of the stored token `id` (after it was revoked).
+    pub fn forget(&self, id: &str) {
+        self.cache
+            .write()
+            .expect("token cache lock")
+            .retain(|_, (_, cached, _)| cached != id);
+    }
 }
 
-fn unauthenticated(who: &str) -> ApiError {
+fn unauthenticated() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthenticated",
-        format!("missing or unknown bearer token; send `Authorization: Bearer <{who} token>`"),
+        "missing, unknown or revoked bearer token; send `Authorization: Bearer <token>`",
     )
 }
 
-fn principal(parts: &Parts, o: &Orchestrator, who: &str) -> Result<Principal, ApiError> {
-    let header = parts
+fn forbidden(needs: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("this endpoint needs {needs} token; ask an administrator for one"),
+    )
+}
+
+async fn refuse(parts: &Parts, o: &Orchestrator, actor: &str, status: u16, why: &str) {
+    o.audit(
+        actor,
+        "auth_failed",
+        parts.uri.path(),
+        json!({"method": parts.method.as_str(), "status": status, "reason": why}),
+    )
+    .await;
+}
+
+/// The principal of the request's bearer token; 401 (audited) when there is none.
+pub async fn principal(parts: &Parts, o: &Orchestrator) -> Result<Principal, ApiError> {
+    let token = parts
         .headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| unauthenticated(who))?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| unauthenticated(who))?;
-    o.inner()
-        .auth
-        .identify(token)
-        .ok_or_else(|| unauthenticated(who))
+        .filter(|t| !t.is_empty());
+    let found = match token {
+        Some(t) => o.inner().auth.identify(o, t).await?,
+        None => None,
+    };
+    match found {
+        Some(p) => Ok(p),
+        None => {
+            let why = if token.is_some() {
+                "unknown or revoked token"
+            } else {
+                "no bearer token"
+            };
+            refuse(parts, o, "anonymous", 401, why).await;
+            Err(unauthenticated())
+        }
+    }
 }
 
-/// A request made with a platform token.
-#[derive(Debug, Clone, Copy)]
-pub struct Platform;
+/// Answers `principal` when `allowed` says so, else 403 (audited) naming what is needed.
+async fn require(
+    parts: &Parts,
+    o: &Orchestrator,
+    allowed: &[Role],
+    needs: &str,
+) -> Result<Principal, ApiError> {
+    let p = principal(parts, o).await?;
+    if allowed.contains(&p.role()) {
+        Ok(p)
+    } else {
+        let why = format!("a {} token; needs {needs}", p.role());
+        refuse(parts, o, &p.actor(), 403, &why).await;
+        Err(forbidden(needs))
+    }
+}
+
+/// A request made with a platform or admin token.
+#[derive(Debug, Clone)]
+pub struct Platform(pub Principal);
 
 impl FromRequestParts<Orchestrator> for Platform {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, o: &Orchestrator) -> Result<Self, ApiError> {
-        match principal(parts, o, "platform")? {
-            Principal::Platform => Ok(Platform),
-            Principal::Agent(_) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "agent tokens only open /v1/agent/*; use a platform token here",
-            )),
+        require(
+            parts,
+            o,
+            &[Role::Platform, Role::Admin],
+            "a platform or admin",
+        )
+        .await
+        .map(Platform)
+    }
+}
+
+/// A request made with a token that may read workspaces: platform, admin, or a researcher (who
+/// sees only their own).
+#[derive(Debug, Clone)]
+pub struct Reader(pub Principal);
+
+impl Reader {
+    /// Whether the reader may see a workspace owned by `owner`.
+    pub fn may_read(&self, owner: &str) -> bool {
+        match &self.0 {
+            Principal::Researcher(sub) => sub == owner,
+            _ => true,
         }
+    }
+}
+
+impl FromRequestParts<Orchestrator> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, o: &Orchestrator) -> Result<Self, ApiError> {
+        let allowed = [Role::Platform, Role::Admin, Role::Researcher];
+        require(parts, o, &allowed, "a platform, admin or researcher")
+            .await
+            .map(Reader)
+    }
+}
+
+/// A request made with an auditor or admin token.
+#[derive(Debug, Clone)]
+pub struct AuditReader(pub Principal);
+
+impl FromRequestParts<Orchestrator> for AuditReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, o: &Orchestrator) -> Result<Self, ApiError> {
+        require(
+            parts,
+            o,
+            &[Role::Auditor, Role::Admin],
+            "an auditor or admin",
+        )
+        .await
+        .map(AuditReader)
     }
 }
 
@@ -136,19 +336,35 @@ impl AgentSite {
             ))
         }
     }
+
+    /// [`AgentSite::check`], writing a refusal to the audit log.
+    pub async fn check_audited(
+        &self,
+        o: &Orchestrator,
+        route: &str,
+        site: &Ident,
+    ) -> Result<(), ApiError> {
+        let r = self.check(site);
+        if r.is_err() {
+            o.audit(
+                &format!("agent:{}", self.0),
+                "auth_failed",
+                route,
+                json!({"status": 403, "reason": format!("agent token of site {} named site {site}", self.0)}),
+            )
+            .await;
+        }
+        r
+    }
 }
 
 impl FromRequestParts<Orchestrator> for AgentSite {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, o: &Orchestrator) -> Result<Self, ApiError> {
-        match principal(parts, o, "agent")? {
+        match require(parts, o, &[Role::Agent], "an agent (of this site)").await? {
             Principal::Agent(site) => Ok(AgentSite(site)),
-            Principal::Platform => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "platform tokens do not open /v1/agent/*; an agent uses its site's token",
-            )),
+            _ => Err(forbidden("an agent (of this site)")),
         }
     }
 }
@@ -159,19 +375,45 @@ mod tests {
     use crate::config::AgentAuth;
 
     #[test]
-    fn identifies_each_principal() {
+    fn identifies_each_configured_principal() {
         let mut c = Config::for_tests("/t", "platform-secret");
         c.agents.push(AgentAuth {
             site: Ident::parse("tohoku").unwrap(),
             token: "tohoku-secret".into(),
         });
         let t = Tokens::new(&c);
-        assert_eq!(t.identify("platform-secret"), Some(Principal::Platform));
         assert_eq!(
-            t.identify("tohoku-secret"),
+            t.identify_config("platform-secret"),
+            Some(Principal::Platform(None))
+        );
+        assert_eq!(
+            t.identify_config("tohoku-secret"),
             Some(Principal::Agent(Ident::parse("tohoku").unwrap()))
         );
-        assert_eq!(t.identify("platform-secre"), None);
-        assert_eq!(t.identify(""), None);
+        assert_eq!(t.identify_config("platform-secre"), None);
+        assert_eq!(t.identify_config(""), None);
+    }
+
+    #[test]
+    fn revoked_and_incomplete_records_open_nothing() {
+        let rec = TokenRecord {
+            id: "tok-00000001".into(),
+            role: Role::Researcher,
+            subject: Some("alice".into()),
+            site: None,
+            name: None,
+            created_at: chrono::Utc::now(),
+            revoked_at: None,
+        };
+        assert_eq!(
+            Principal::of_record(&rec),
+            Some(Principal::Researcher("alice".into()))
+        );
+        let mut revoked = rec.clone();
+        revoked.revoked_at = Some(chrono::Utc::now());
+        assert_eq!(Principal::of_record(&revoked), None);
+        let mut agent = rec;
+        agent.role = Role::Agent;
+        assert_eq!(Principal::of_record(&agent), None);
     }
 }

@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{ApiError, agent, revocations, sites, workspaces};
+use super::{ApiError, agent, audit, revocations, sites, workspaces};
 use crate::Orchestrator;
 use crate::metrics::{SiteLabels, SiteStateLabels};
+use basho_core::audit::AuditEntry;
 
 /// The liveness answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -52,6 +53,7 @@ impl Modify for BearerAuth {
         sites::list,
         revocations::revoke,
         agent::register, agent::desired, agent::observations,
+        audit::list,
         healthz, metrics, openapi,
     ),
     components(schemas(
@@ -59,7 +61,7 @@ impl Modify for BearerAuth {
         DatasetEntry, Registration, DesiredState, Assignment, Observation, ObservationBatch,
         agent::Registered, agent::Applied, revocations::Revoked,
         basho_core::revocation::RevocationRequest, basho_core::revocation::Revocation,
-        basho_core::revocation::Reason, Health,
+        basho_core::revocation::Reason, Health, audit::AuditPage, AuditEntry,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -67,6 +69,7 @@ impl Modify for BearerAuth {
         (name = "sites", description = "Sites (platform token)"),
         (name = "revocations", description = "Revocations (platform token)"),
         (name = "agent", description = "The site agents' protocol (agent token of that site)"),
+        (name = "audit", description = "The hash-chained audit log (auditor or admin token)"),
         (name = "meta", description = "Liveness, metrics and this document (no token)"),
     )
 )]

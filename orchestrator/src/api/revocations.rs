@@ -115,7 +115,7 @@ pub(crate) async fn refuse_revoked(inner: &Inner, rec: &WorkspaceRecord) -> ApiR
     security(("bearer" = []))
 )]
 pub async fn revoke(
-    _: Platform,
+    Platform(who): Platform,
     State(o): State<Orchestrator>,
     ApiJson(req): ApiJson<RevocationRequest>,
 ) -> ApiResult<(StatusCode, Json<Revoked>)> {
@@ -154,7 +154,12 @@ pub async fn revoke(
     let mut affected = Vec::new();
     for rec in candidates.iter().filter(|r| covering(one, r).is_some()) {
         if let Transition::Changed { .. } = o
-            .transition(&rec.workspace.id, WsState::Revoked, Some(&message))
+            .transition_as(
+                &who.actor(),
+                &rec.workspace.id,
+                WsState::Revoked,
+                Some(&message),
+            )
             .await?
         {
             affected.push(rec.workspace.id.clone());
@@ -173,6 +178,14 @@ pub async fn revoke(
         .observe(started.elapsed().as_secs_f64());
     tracing::info!(seq = revocation.seq, reason = %reason, selectors = %revocation.selectors(),
         affected = affected.len(), "revocation recorded");
+    let detail = serde_json::json!({"revocation": revocation, "affected": affected});
+    o.audit(
+        &who.actor(),
+        "revocation",
+        &format!("revocation-{}", revocation.seq),
+        detail,
+    )
+    .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(Revoked {

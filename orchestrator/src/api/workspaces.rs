@@ -9,9 +9,10 @@ use axum::http::{HeaderMap, StatusCode};
 use basho_core::{CreateWorkspace, ErrorBody, Ident, State as WsState, Workspace};
 use chrono::Utc;
 use serde::Deserialize;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::auth::Platform;
+use super::auth::{Platform, Reader};
 use super::extract::{ApiJson, ApiQuery};
 use super::{ApiError, ApiResult};
 use crate::Orchestrator;
@@ -79,14 +80,44 @@ fn idempotency_key(
     security(("bearer" = []))
 )]
 pub async fn create(
-    _: Platform,
+    Platform(who): Platform,
     State(o): State<Orchestrator>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<CreateWorkspace>,
+    req: Result<ApiJson<CreateWorkspace>, ApiError>,
+) -> ApiResult<(StatusCode, Json<Workspace>)> {
+    let actor = who.actor();
+    let req = match req {
+        Ok(ApiJson(req)) => req,
+        Err(e) => {
+            // Only the code: a parser's message may quote the body, visas included.
+            let detail = json!({"status": e.status.as_u16(), "code": e.body.error.code});
+            o.audit(&actor, "workspace_refused", "", detail).await;
+            return Err(e);
+        }
+    };
+    match create_admitted(&o, &actor, &headers, &req).await {
+        Ok(answer) => Ok(answer),
+        Err(e) => {
+            let detail = json!({
+                "status": e.status.as_u16(), "code": e.body.error.code,
+                "message": e.body.error.message,
+                "project": req.project.as_str(), "template": req.template.as_str(),
+            });
+            o.audit(&actor, "workspace_refused", "", detail).await;
+            Err(e)
+        }
+    }
+}
+
+async fn create_admitted(
+    o: &Orchestrator,
+    actor: &str,
+    headers: &HeaderMap,
+    req: &CreateWorkspace,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
     let started = Instant::now();
     let inner = o.inner();
-    let key = idempotency_key(&headers, &req)?;
+    let key = idempotency_key(headers, req)?;
     // Fast path for retries; the store decides atomically again at insert time.
     if let Some(k) = &key
         && let Some((hash, first)) = inner.store.idempotent_workspace(&k.key).await?
@@ -99,7 +130,7 @@ pub async fn create(
         }
         return Ok((StatusCode::OK, Json(first.workspace)));
     }
-    let rec = admit(inner, &req, Utc::now()).map_err(admission_error)?;
+    let rec = admit(inner, req, Utc::now()).map_err(admission_error)?;
     let (site, resources) = (rec.workspace.site.clone(), rec.workspace.resources);
     if let Err(e) = super::revocations::refuse_revoked(inner, &rec).await {
         inner.sites.release(&site, &resources);
@@ -122,6 +153,13 @@ pub async fn create(
                 .observe(started.elapsed().as_secs_f64());
             let w = stored.workspace;
             tracing::info!(workspace = %w.id, project = %w.project, %site, "workspace created");
+            let visas = crate::audit::visa_detail(&stored.visa_refs);
+            let detail = json!({"project": w.project.as_str(), "owner": w.owner,
+                "template": w.template.as_str(), "site": site.as_str(), "datasets": w.datasets,
+                "resources": w.resources, "expires_at": w.expires_at, "visas": visas});
+            o.audit(actor, "workspace_create", &w.id, detail).await;
+            let detail = json!({"site": site.as_str(), "state": w.state.as_str()});
+            o.audit(actor, "workspace_placed", &w.id, detail).await;
             Ok((StatusCode::CREATED, Json(w)))
         }
         Ok(Created::Replayed(first)) => {
@@ -167,7 +205,7 @@ fn ident_param(name: &str, v: Option<String>) -> ApiResult<Option<Ident>> {
     security(("bearer" = []))
 )]
 pub async fn list(
-    _: Platform,
+    reader: Reader,
     State(o): State<Orchestrator>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<Workspace>>> {
@@ -190,7 +228,12 @@ pub async fn list(
         expires_by: None,
     };
     let list = o.inner().store.list_workspaces(&filter).await?;
-    Ok(Json(list.into_iter().map(|r| r.workspace).collect()))
+    Ok(Json(
+        list.into_iter()
+            .map(|r| r.workspace)
+            .filter(|w| reader.may_read(&w.owner))
+            .collect(),
+    ))
 }
 
 fn path_id(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
@@ -216,13 +259,16 @@ fn missing(id: &str) -> ApiError {
     security(("bearer" = []))
 )]
 pub async fn show(
-    _: Platform,
+    reader: Reader,
     State(o): State<Orchestrator>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Workspace>> {
     let id = path_id(id)?;
     let rec = o.inner().store.workspace(&id).await?;
-    rec.map(|r| Json(r.workspace)).ok_or_else(|| missing(&id))
+    // Another researcher's workspace answers like a missing one, so ids cannot be probed.
+    rec.filter(|r| reader.may_read(&r.workspace.owner))
+        .map(|r| Json(r.workspace))
+        .ok_or_else(|| missing(&id))
 }
 
 /// Stop and remove a workspace.
@@ -240,13 +286,14 @@ pub async fn show(
     security(("bearer" = []))
 )]
 pub async fn delete(
-    _: Platform,
+    Platform(who): Platform,
     State(o): State<Orchestrator>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
     let id = path_id(id)?;
+    let actor = who.actor();
     let t = o
-        .transition(&id, WsState::Stopping, Some("deletion requested"))
+        .transition_as(&actor, &id, WsState::Stopping, Some("deletion requested"))
         .await
         .map_err(|e| match e {
             crate::store::StoreError::NotFound(_) => missing(&id),
@@ -257,5 +304,7 @@ pub async fn delete(
         | Transition::Unchanged(record)
         | Transition::Refused(record) => record,
     };
+    let detail = json!({"state": rec.workspace.state.as_str()});
+    o.audit(&actor, "workspace_delete", &id, detail).await;
     Ok((StatusCode::ACCEPTED, Json(rec.workspace)))
 }

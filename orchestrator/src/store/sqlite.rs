@@ -398,7 +398,9 @@ impl Store for SqliteStore {
     }
 }
 
+mod audit;
 mod revocations;
 mod rows;
 #[cfg(test)]
 mod tests;
+mod tokens;
