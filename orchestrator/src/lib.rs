@@ -24,8 +24,8 @@ pub mod scheduler;
 pub mod sites;
 pub mod store;
 pub mod templates;
-pub mod tokens;
 pub mod tls;
+pub mod tokens;
 
 pub use config::{Config, ConfigError};
 
