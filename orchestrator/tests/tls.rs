@@ -47,7 +47,7 @@ struct Served {
     port: u16,
     stop: CancellationToken,
     done: tokio::task::JoinHandle<Result<(), Error>>,
-    _harness: Harness,
+    harness: Harness,
     _dir: tempfile::TempDir,
 }
 
@@ -72,7 +72,7 @@ async fn serve_tls(pki: &Pki) -> Served {
         port,
         stop,
         done,
-        _harness: harness,
+        harness,
         _dir: dir,
     }
 }
@@ -156,6 +156,48 @@ async fn shutdown_closes_idle_connections_and_stops_accepting() {
         .unwrap();
     let fresh = client_trusting(&ours.ca);
     assert!(fresh.get(&url).send().await.is_err());
+}
+
+#[tokio::test]
+async fn a_waiting_long_poll_over_https_answers_at_shutdown() {
+    let ours = pki("ours");
+    let served = serve_tls(&ours).await;
+    served
+        .harness
+        .register("bbj", &["JGAD000301"], 4, 4096)
+        .await;
+    let client = client_trusting(&ours.ca);
+    let base = format!("https://localhost:{}", served.port);
+    let token = common::agent_token("bbj");
+    let d: serde_json::Value = client
+        .get(format!("{base}/v1/agent/desired?site=bbj"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let poll = tokio::spawn(async move {
+        client
+            .get(format!(
+                "{base}/v1/agent/desired?site=bbj&after={}&wait_s=30",
+                d["revision"]
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "the long-poll did not wait");
+    served.stop.cancel();
+    tokio::time::timeout(basho_orchestrator::SHUTDOWN_GRACE / 2, served.done)
+        .await
+        .expect("serve returns once the long-poll has answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(poll.await.unwrap().unwrap(), reqwest::StatusCode::OK);
 }
 
 #[tokio::test]
