@@ -11,6 +11,7 @@ pub mod backend;
 pub mod catalog;
 pub mod client;
 pub mod config;
+pub mod denylist;
 pub mod reconcile;
 pub mod runner;
 
@@ -32,6 +33,9 @@ pub enum Error {
     /// The backend cannot be built or reached at start.
     #[error(transparent)]
     Backend(#[from] backend::BackendError),
+    /// The site's deny-list cannot be read.
+    #[error(transparent)]
+    DenyList(#[from] denylist::DenyListError),
 }
 
 /// Runs the agent until `shutdown` is cancelled, on the backend the config names. Workspaces keep

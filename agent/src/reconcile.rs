@@ -24,6 +24,8 @@ pub enum StopReason {
     NotDesired,
     /// Past its expiry: the site ends it whether or not the orchestrator is reachable.
     Expired,
+    /// Covered by the site's deny-list (`crate::denylist`), whatever the orchestrator says.
+    Revoked,
 }
 
 /// One step of a reconcile pass.

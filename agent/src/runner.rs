@@ -3,11 +3,13 @@
 //! seconds besides, so exits, crashes and expiries are seen without the orchestrator.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use basho_core::State;
 use basho_core::protocol::{Assignment, Observation, Registration};
+use basho_core::revocation::Revocation;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
@@ -16,10 +18,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Error;
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, Observed};
 use crate::catalog::Catalog;
 use crate::client::Client;
 use crate::config::SiteConfig;
+use crate::denylist::{self, DenyList, Grants, recorded_grants};
 use crate::reconcile::hostdirs::{HostDirs, Ownership};
 use crate::reconcile::{Action, Executor, plan, plan_before_sync};
 
@@ -62,12 +65,15 @@ pub async fn run(
         capacity: config.capacity,
         images: catalog.image_names(),
     };
+    let dirs = HostDirs::new(config.paths.clone(), ownership);
+    let deny_path = config.paths.state_dir.join(denylist::FILE);
+    let deny = DenyList::load(&deny_path)?;
     let executor = Executor::new(
         site.clone(),
         backend,
         trusted,
         catalog,
-        HostDirs::new(config.paths.clone(), ownership),
+        dirs.clone(),
         config.isolation.clone(),
     );
     info!(site = %site, backend = executor.backend().kind(), orchestrator = %config.orchestrator.url, "agent starting");
@@ -103,6 +109,10 @@ pub async fn run(
         ledger,
         refused: BTreeMap::new(),
         backend_down: false,
+        deny,
+        deny_path,
+        deny_unsaved: false,
+        dirs,
     };
     let mut tick = tokio::time::interval(RECHECK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -118,6 +128,7 @@ pub async fn run(
                 }
                 let state = fetched.borrow_and_update().as_ref().map(|f| f.state.clone());
                 if let Some(state) = state {
+                    reconciler.learn(&state.revocations).await;
                     desired = Some(state.workspaces);
                     stopping = state.stopping;
                 }
@@ -142,6 +153,12 @@ struct Reconciler {
     /// Assignments refused for good, kept until they change or stop being desired.
     refused: BTreeMap<String, Assignment>,
     backend_down: bool,
+    /// Every revocation heard of; applied to each pass, also without the orchestrator.
+    deny: DenyList,
+    deny_path: PathBuf,
+    /// The last save failed: try again on the next pass.
+    deny_unsaved: bool,
+    dirs: HostDirs,
 }
 
 impl Reconciler {
@@ -155,10 +172,16 @@ impl Reconciler {
         if std::mem::take(&mut self.backend_down) {
             info!("backend answers again");
         }
-        let mut actions = match desired {
-            Some(d) => plan(d, stopping, &actual, now),
-            None => plan_before_sync(&actual, now),
-        };
+        if self.deny_unsaved {
+            self.save_deny_list().await;
+        }
+        let recorded = self.recorded_grants(desired, &actual).await;
+        let screened = self.deny.screen(desired, actual.clone(), &recorded, now);
+        let mut actions = screened.actions;
+        actions.extend(match screened.desired.as_deref() {
+            Some(d) => plan(d, stopping, &screened.actual, now),
+            None => plan_before_sync(&screened.actual, now),
+        });
         actions.retain(|a| match a {
             Action::Launch(a) => self.refused.get(&a.id) != Some(a),
             _ => true,
@@ -187,6 +210,60 @@ impl Reconciler {
             self.refused.retain(|id, _| keep.contains(id.as_str()));
             self.ledger.prune(|id| keep.contains(id));
         }
+    }
+
+    /// Adds what the orchestrator sent to the deny-list and saves it when it grew.
+    async fn learn(&mut self, revocations: &[Revocation]) {
+        if self.deny.merge(revocations) {
+            info!(revocations = self.deny.entries().len(), "deny-list updated");
+            self.save_deny_list().await;
+        }
+    }
+
+    async fn save_deny_list(&mut self) {
+        let (deny, path) = (self.deny.clone(), self.deny_path.clone());
+        let saved = tokio::task::spawn_blocking(move || deny.save(&path))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        self.deny_unsaved = saved.is_err();
+        if let Err(e) = saved {
+            warn!(error = %e, "deny-list not saved; it applies from memory and is saved again next pass");
+        }
+    }
+
+    /// What running workspaces that no desired assignment names recorded at launch, so the
+    /// deny-list can judge them too (after a restart, while the orchestrator is unreachable).
+    async fn recorded_grants(
+        &self,
+        desired: Option<&[Assignment]>,
+        actual: &[Observed],
+    ) -> BTreeMap<String, Grants> {
+        if self.deny.entries().is_empty() {
+            return BTreeMap::new();
+        }
+        let named: BTreeSet<&str> = desired
+            .unwrap_or_default()
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
+        let unnamed: Vec<String> = actual
+            .iter()
+            .map(|o| o.workspace.clone())
+            .filter(|w| !named.contains(w.as_str()) && basho_core::id::validate(w).is_ok())
+            .collect();
+        if unnamed.is_empty() {
+            return BTreeMap::new();
+        }
+        let dirs = self.dirs.clone();
+        tokio::task::spawn_blocking(move || {
+            unnamed
+                .into_iter()
+                .filter_map(|w| recorded_grants(&dirs.state_dir(&w)).map(|g| (w, g)))
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// The backend cannot say what runs: every desired workspace is `unknown`, none is `stopped`

@@ -20,8 +20,10 @@ use basho_agent::config::{
 use basho_core::protocol::{
     Assignment, Capacity, DesiredState, Observation, ObservationBatch, Registration,
 };
+use basho_core::revocation::{Reason, Revocation};
 use basho_core::visa::IssuerRef;
 use basho_core::visa::mint::Issuer;
+use basho_core::visa::mint::Visa;
 use basho_core::{Ident, Resources, State};
 use chrono::Utc;
 use serde::Deserialize;
@@ -43,6 +45,7 @@ fn id(s: &str) -> Ident {
 #[derive(Default)]
 struct World {
     workspaces: Vec<Assignment>,
+    revocations: Vec<Revocation>,
     observations: Vec<Observation>,
     registrations: u32,
     down: bool,
@@ -82,6 +85,21 @@ impl Stub {
     fn set_desired(&self, workspaces: Vec<Assignment>) {
         self.world.lock().unwrap().workspaces = workspaces;
         self.revision.send_modify(|r| *r += 1);
+    }
+
+    fn set_revocations(&self, revocations: Vec<Revocation>) {
+        self.world.lock().unwrap().revocations = revocations;
+        self.revision.send_modify(|r| *r += 1);
+    }
+
+    fn last_message(&self, ws: &str) -> String {
+        let w = self.world.lock().unwrap();
+        w.observations
+            .iter()
+            .rev()
+            .find(|o| o.workspace == ws)
+            .and_then(|o| o.message.clone())
+            .unwrap_or_default()
     }
 
     fn set_down(&self, down: bool) {
@@ -128,11 +146,15 @@ async fn desired(Ax(s): Ax<Stub>, h: HeaderMap, Query(q): Query<DesiredQuery>) -
         let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r != q.after)).await;
     }
     let revision = *s.revision.borrow();
-    let workspaces = s.world.lock().unwrap().workspaces.clone();
+    let (workspaces, revocations) = {
+        let w = s.world.lock().unwrap();
+        (w.workspaces.clone(), w.revocations.clone())
+    };
     Json(DesiredState {
         revision,
         workspaces,
         stopping: vec![],
+        revocations,
     })
     .into_response()
 }
@@ -475,5 +497,114 @@ async fn refuses_what_the_site_cannot_verify() {
         "the reason is reported"
     );
     assert_eq!(s.fake.launch_count(), 0);
+    agent.stop().await;
+}
+
+fn revoke_jti(seq: i64, jti: &str) -> Revocation {
+    Revocation {
+        seq,
+        dataset: None,
+        subject: None,
+        project: None,
+        visa_jti: Some(jti.into()),
+        reason: Reason::DacRevoked,
+        at: Utc::now(),
+    }
+}
+
+impl Site {
+    /// An assignment whose one visa has `jti`.
+    fn with_jti(&self, ws: &str, jti: &str) -> Assignment {
+        let mut a = self.assignment(ws, chrono::Duration::hours(1));
+        a.visas = vec![self.issuer.sign(&Visa {
+            jti: Some(jti.into()),
+            ..Visa::new("alice", "JGAD000101")
+        })];
+        a
+    }
+}
+
+#[tokio::test]
+async fn the_site_applies_revocations_itself_whatever_the_orchestrator_lists() {
+    let (orch, url) = stub().await;
+    let s = site(&url);
+    let agent = s.start();
+    let (bad, good) = (
+        s.with_jti("ws-bad", "v-bad"),
+        s.with_jti("ws-good", "v-good"),
+    );
+    orch.set_desired(vec![bad.clone(), good.clone()]);
+    for ws in ["ws-bad", "ws-good"] {
+        wait_for(ws, || async { orch.last_state(ws) == Some(State::Running) }).await;
+    }
+
+    // The orchestrator still lists ws-bad (a bug, or a compromise): the site stops it anyway.
+    orch.set_revocations(vec![revoke_jti(4, "v-bad")]);
+    wait_for("ws-bad revoked", || async {
+        orch.last_state("ws-bad") == Some(State::Revoked)
+    })
+    .await;
+    assert!(!s.has("ws-bad").await);
+    assert!(s.has("ws-good").await);
+    assert!(orch.last_message("ws-bad").contains("revocation 4"));
+
+    // The revoked visa is never launched again, under any workspace id.
+    let again = s.with_jti("ws-again", "v-bad");
+    orch.set_desired(vec![bad, good, again]);
+    wait_for("ws-again refused", || async {
+        orch.last_state("ws-again") == Some(State::Failed)
+    })
+    .await;
+    assert!(orch.last_message("ws-again").contains("revoked"));
+    assert!(!s.has("ws-again").await);
+    assert!(
+        !s.has("ws-bad").await,
+        "a listed but revoked workspace stays stopped"
+    );
+    assert_eq!(s.fake.launch_count(), 2);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_kept_revocation_stops_a_workspace_after_a_restart_without_the_orchestrator() {
+    let (orch, url) = stub().await;
+    let s = site(&url);
+    let agent = s.start();
+    orch.set_desired(vec![s.with_jti("ws-1", "v-1"), s.with_jti("ws-2", "v-2")]);
+    for ws in ["ws-1", "ws-2"] {
+        wait_for(ws, || async { orch.last_state(ws) == Some(State::Running) }).await;
+    }
+    // The engine stops answering, so the revocation cannot be carried out yet; it is kept.
+    s.fake.set_unavailable(true);
+    orch.set_revocations(vec![revoke_jti(1, "v-1")]);
+    let file = s.path("state/revocations.json");
+    wait_for("the deny-list saved", || async {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains("v-1"))
+    })
+    .await;
+    agent.stop().await;
+
+    // The orchestrator is gone and nothing names ws-1 any more; the engine is back.
+    orch.set_down(true);
+    s.fake.set_unavailable(false);
+    assert!(s.has("ws-1").await);
+    let agent = s.start();
+    wait_for("ws-1 stopped by the site alone", || async {
+        !s.has("ws-1").await
+    })
+    .await;
+    assert!(s.has("ws-2").await, "only what the list covers is stopped");
+
+    // Back online, an orchestrator that forgot the revocation cannot relaunch the visa.
+    orch.set_revocations(vec![]);
+    orch.set_desired(vec![s.with_jti("ws-1", "v-1"), s.with_jti("ws-2", "v-2")]);
+    orch.set_down(false);
+    wait_for("ws-1 refused", || async {
+        orch.last_state("ws-1") == Some(State::Failed)
+    })
+    .await;
+    assert!(orch.last_message("ws-1").contains("revocation 1"));
+    assert!(!s.has("ws-1").await);
+    assert_eq!(s.fake.launch_count(), 2);
     agent.stop().await;
 }

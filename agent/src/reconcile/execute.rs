@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use basho_core::protocol::{Assignment, Observation};
+use basho_core::revocation::VisaId;
 use basho_core::visa::TrustedIssuers;
 use basho_core::{Ident, State};
 use chrono::{DateTime, Utc};
@@ -17,6 +18,7 @@ use super::{Action, observation_of};
 use crate::backend::{Backend, BackendError, LaunchSpec, Observed};
 use crate::catalog::Catalog;
 use crate::config::Isolation;
+use crate::denylist::{GRANTS_FILE, Grants, record_grants};
 
 /// Why one action could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -172,10 +174,33 @@ impl Executor {
             datasets: a.datasets.clone(),
             expires_at: approved.expires_at,
         };
+        let grants = Grants {
+            project: a.project.clone(),
+            owner: a.owner.clone(),
+            datasets: a.datasets.clone(),
+            visas: approved
+                .grants
+                .iter()
+                .map(|g| VisaId {
+                    jti: g.jti.clone(),
+                    iat: g.iat,
+                })
+                .collect(),
+        };
         let dirs = self.dirs.clone();
-        let prepared = tokio::task::spawn_blocking(move || dirs.prepare(&record))
-            .await
-            .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
+        let prepared = tokio::task::spawn_blocking(move || {
+            let prepared = dirs.prepare(&record)?;
+            // What it holds, so the deny-list applies to it also when no desired state names it.
+            let state = dirs.state_dir(&record.id);
+            record_grants(&state, &grants).map_err(|source| HostDirError {
+                action: "write",
+                path: state.join(GRANTS_FILE),
+                source,
+            })?;
+            Ok::<_, HostDirError>(prepared)
+        })
+        .await
+        .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
         let spec = self.spec(a, approved, prepared);
         match self.backend.launch(&spec).await {
             Ok(seen) => Ok(seen),
