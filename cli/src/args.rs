@@ -175,7 +175,7 @@ pub struct DevArgs {
     /// Where `basho dev` keeps everything: database, tokens, issuer key, datasets, site dirs.
     #[arg(long, default_value = "./.basho", global = true)]
     pub data_dir: PathBuf,
-    /// Address the API listens on.
+    /// Address the API listens on; loopback only, as `basho dev` serves plain HTTP.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
     /// The platform token; default: generated once and kept in `<data-dir>/platform-token`.

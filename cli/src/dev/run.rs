@@ -430,6 +430,20 @@ fn shell_word(s: &str) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_listen_address_off_loopback_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for listen in ["0.0.0.0:0", "[::]:0"] {
+            let mut opts = DevOptions::new(dir.path());
+            opts.listen = listen.parse().unwrap();
+            let err = run_dev(opts, CancellationToken::new()).await.unwrap_err();
+            assert!(
+                matches!(&err, DevError::Config(m) if m.contains("not a loopback address")),
+                "{listen}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn wildcard_listen_addresses_are_dialled_on_loopback() {
         let a: SocketAddr = "0.0.0.0:8080".parse().unwrap();
