@@ -30,6 +30,8 @@ pub enum Command {
     /// Run the whole system in one process: orchestrator, three site agents on the local Docker
     /// engine, synthetic datasets and a dev visa issuer.
     Dev(DevArgs),
+    /// Read and verify the orchestrator's hash-chained audit log (auditor or admin token).
+    Audit(AuditArgs),
 }
 
 /// Where the orchestrator is, how to authenticate, how to print.
@@ -169,6 +171,31 @@ pub enum SiteCmd {
     List,
 }
 
+/// `basho audit ...`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The verb.
+    #[command(subcommand)]
+    pub cmd: AuditCmd,
+}
+
+/// Audit verbs.
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Check the whole chain; names the first entry altered or deleted (exit 1).
+    Verify,
+    /// List entries, oldest first.
+    #[command(alias = "ls")]
+    List {
+        /// Only entries after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
+}
+
 /// `basho dev [visa|token]`.
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -210,10 +237,10 @@ pub enum DevCmd {
     },
     /// Print a dev token for a role.
     Token {
-        /// The role; only `platform` exists for now.
+        /// platform (the token `basho dev` uses), admin, auditor or researcher.
         #[arg(long)]
         role: String,
-        /// The subject, for roles that act for one person.
+        /// The researcher's visa `sub` (researcher tokens).
         #[arg(long)]
         subject: Option<String>,
     },

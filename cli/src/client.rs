@@ -215,6 +215,13 @@ impl Client {
         self.send(self.request(Method::GET, "/v1/sites")).await
     }
 
+    /// `GET /v1/audit?after=&limit=`.
+    pub async fn audit_page(&self, after: i64, limit: u32) -> Result<Answer, ApiError> {
+        let query = [("after", after.to_string()), ("limit", limit.to_string())];
+        let req = self.request(Method::GET, "/v1/audit").query(&query);
+        self.send(req).await
+    }
+
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let req = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {

@@ -52,8 +52,11 @@ pub enum DevError {
     /// Flags or files named on the command line are wrong; every problem is listed.
     #[error("{0}")]
     Config(String),
-    /// `basho dev token` was asked for a role that does not exist.
-    #[error("there is no dev token for role {0:?}: only `platform` exists for now")]
+    /// `basho dev token` was asked for a role it does not make.
+    #[error(
+        "there is no dev token for role {0:?}; use platform, admin, auditor or researcher \
+         (with --subject); each dev agent's token is in its site directory"
+    )]
     Role(String),
     /// The API address cannot be bound.
     #[error(
@@ -206,11 +209,47 @@ pub fn visa(
     Ok(issuer::mint(&issuer, dataset, subject, expires_in))
 }
 
-/// `basho dev token`: the dev token of a role.
-pub fn token(data_dir: &Path, role: &str) -> Result<String, DevError> {
-    if role != "platform" {
+/// `basho dev token`: the dev token of a role. The platform's is the one `basho dev` keeps in
+/// its data dir; any other role gets a new token stored in the dev orchestrator's database
+/// (which may be serving meanwhile), shown only now.
+pub async fn token(
+    data_dir: &Path,
+    role: &str,
+    subject: Option<String>,
+) -> Result<String, DevError> {
+    use basho_orchestrator::store::Role;
+    use basho_orchestrator::tokens::{self, NewToken, TokenError};
+    let parsed = Role::parse(role).filter(|r| *r != Role::Agent);
+    let Some(parsed) = parsed else {
         return Err(DevError::Role(role.to_owned()));
+    };
+    if parsed == Role::Platform && subject.is_none() {
+        return platform_token(data_dir);
     }
+    let dir = Layout::new(data_dir).orchestrator();
+    if !dir.join("basho.db").exists() {
+        return Err(DevError::NotInitialised {
+            what: "orchestrator database",
+            path: dir,
+        });
+    }
+    let store = basho_orchestrator::store::SqliteStore::open(None, &dir)
+        .await
+        .map_err(basho_orchestrator::Error::from)?;
+    let new = NewToken {
+        role: parsed,
+        subject,
+        site: None,
+        name: Some("basho dev token".into()),
+    };
+    match tokens::create(&store, new, "operator").await {
+        Ok((_, secret)) => Ok(secret),
+        Err(TokenError::Store(e)) => Err(basho_orchestrator::Error::from(e).into()),
+        Err(e) => Err(DevError::Config(e.to_string())),
+    }
+}
+
+fn platform_token(data_dir: &Path) -> Result<String, DevError> {
     let path = Layout::new(data_dir).platform_token();
     match secrets::read(&path).map_err(|e| DevError::io(&path, e))? {
         Some(t) => Ok(t),
@@ -235,8 +274,8 @@ pub async fn command(args: DevArgs) -> Result<(), crate::Error> {
             );
             Ok(())
         }
-        Some(DevCmd::Token { role, subject: _ }) => {
-            println!("{}", token(&args.data_dir, &role)?);
+        Some(DevCmd::Token { role, subject }) => {
+            println!("{}", token(&args.data_dir, &role, subject).await?);
             Ok(())
         }
         None => {
@@ -271,17 +310,35 @@ mod tests {
             msg.contains(&format!("basho dev --data-dir {}", dir.path().display())),
             "{msg}"
         );
-        let e = token(dir.path(), "platform").unwrap_err();
+        let e = platform_token(dir.path()).unwrap_err();
         assert!(e.to_string().contains("no platform token"), "{e}");
     }
 
-    #[test]
-    fn only_the_platform_role_exists() {
+    #[tokio::test]
+    async fn tokens_of_each_role() {
         let dir = tempfile::tempdir().unwrap();
+        let e = token(dir.path(), "platform", None).await.unwrap_err();
+        assert!(e.to_string().contains("no platform token"), "{e}");
+        let e = token(dir.path(), "auditor", None).await.unwrap_err();
+        assert!(e.to_string().contains("no orchestrator database"), "{e}");
         secrets::save(&Layout::new(dir.path()).platform_token(), "tok").unwrap();
-        assert_eq!(token(dir.path(), "platform").unwrap(), "tok");
-        let e = token(dir.path(), "researcher").unwrap_err();
-        assert!(e.to_string().contains("only `platform`"), "{e}");
+        assert_eq!(token(dir.path(), "platform", None).await.unwrap(), "tok");
+        let orchestrator = Layout::new(dir.path()).orchestrator();
+        basho_orchestrator::store::SqliteStore::open(None, &orchestrator)
+            .await
+            .unwrap();
+        let r = token(dir.path(), "researcher", Some("alice".into()))
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 64);
+        let a = token(dir.path(), "auditor", None).await.unwrap();
+        assert_ne!(a, r);
+        let e = token(dir.path(), "researcher", None).await.unwrap_err();
+        assert!(e.to_string().contains("--subject"), "{e}");
+        for bad in ["agent", "root"] {
+            let e = token(dir.path(), bad, None).await.unwrap_err();
+            assert!(e.to_string().contains("no dev token for role"), "{e}");
+        }
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub enum Error {
     /// `basho dev` failed.
     #[error(transparent)]
     Dev(#[from] DevError),
+    /// `basho audit verify` found the chain broken.
+    #[error(transparent)]
+    AuditBroken(#[from] basho_core::audit::Broken),
 }
 
 impl Error {

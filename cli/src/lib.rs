@@ -1,7 +1,8 @@
 //! basho-cli: the `basho` command. Client commands talk to the orchestrator's REST API
-//! (`workspace`, `site`); `basho dev` runs the whole system in one process.
+//! (`workspace`, `site`, `audit`); `basho dev` runs the whole system in one process.
 
 pub mod args;
+pub mod audit;
 pub mod client;
 pub mod dev;
 pub mod duration;
@@ -20,5 +21,6 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         args::Command::Workspace(a) => workspace::run(a).await,
         args::Command::Site(a) => site::run(a).await,
         args::Command::Dev(a) => dev::command(a).await,
+        args::Command::Audit(a) => audit::run(a).await,
     }
 }
