@@ -126,6 +126,15 @@ fn last_seq(entries: &[Value], after: i64) -> i64 {
         .unwrap_or(after)
 }
 
+/// Whether audit entry `e` records a refusal answered with `status` and `code`: an action such
+/// as `workspace_refused` or `auth_failed` whose detail carries that code or status.
+fn records_refusal(e: &Value, status: u16, code: &str) -> bool {
+    let action = e["action"].as_str().unwrap_or_default();
+    let refusal = action.ends_with("_refused") || action.ends_with("_failed");
+    let detail = &e["detail"];
+    refusal && (detail["code"] == code || detail["status"] == status)
+}
+
 /// Whether an attack of this kind must leave an audit entry: refused creates
 /// (`workspace_refused`) and refused tokens (`auth_failed`).
 fn must_audit(a: &Attack) -> bool {
@@ -347,10 +356,9 @@ async fn hostile_input_is_refused_and_leaves_nothing_behind() {
         if let Some(t) = &auditor {
             let entries = audit_after(&client, t, seq).await.unwrap_or_default();
             seq = last_seq(&entries, seq);
-            let text = Value::Array(entries).to_string();
-            let noted = ["refused", "failed", "forbidden", code]
+            let noted = entries
                 .iter()
-                .any(|w| !w.is_empty() && text.contains(w));
+                .any(|e| records_refusal(e, got.status.as_u16(), code));
             let gap = known(AUDIT_GAPS, a.name);
             if noted {
                 tally.audited += 1;
