@@ -27,6 +27,8 @@ pub enum Command {
     Workspace(WorkspaceArgs),
     /// The sites, their datasets and capacity.
     Site(SiteArgs),
+    /// Revoke access by dataset, subject, project or visa: the workspaces it covers stop.
+    Revoke(crate::revoke::RevokeArgs),
     /// Run the whole system in one process: orchestrator, three site agents on the local Docker
     /// engine, synthetic datasets and a dev visa issuer.
     Dev(DevArgs),

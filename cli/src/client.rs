@@ -210,6 +210,15 @@ impl Client {
         self.send(req).await
     }
 
+    /// `POST /v1/revocations`.
+    pub async fn revoke(
+        &self,
+        body: &basho_core::revocation::RevocationRequest,
+    ) -> Result<Answer, ApiError> {
+        let req = self.request(Method::POST, "/v1/revocations").json(body);
+        self.send(req).await
+    }
+
     /// `GET /v1/sites`.
     pub async fn list_sites(&self) -> Result<Answer, ApiError> {
         self.send(self.request(Method::GET, "/v1/sites")).await

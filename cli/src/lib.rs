@@ -8,6 +8,7 @@ pub mod dev;
 pub mod duration;
 pub mod error;
 pub mod output;
+pub mod revoke;
 pub mod site;
 pub mod wait;
 pub mod workspace;
@@ -20,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         args::Command::Workspace(a) => workspace::run(a).await,
         args::Command::Site(a) => site::run(a).await,
+        args::Command::Revoke(a) => revoke::run(a).await,
         args::Command::Dev(a) => dev::command(a).await,
         args::Command::Audit(a) => audit::run(a).await,
     }

@@ -1,0 +1,157 @@
+//! `basho revoke`: end access by dataset, subject, project or visa `jti`. Every live workspace
+//! the revocation covers becomes `revoked` at once and leaves its site's desired set; every site
+//! also keeps the revocation and stops what it covers by itself.
+
+use std::time::Duration;
+
+use basho_core::revocation::{Reason, Revocation, RevocationRequest};
+use basho_core::{Ident, State};
+use clap::Args;
+use serde::Deserialize;
+
+use crate::args::ClientArgs;
+use crate::client::Client;
+use crate::duration::parse_duration;
+use crate::error::Error;
+use crate::output::{self, Output};
+use crate::wait::{Goal, wait_for};
+use crate::workspace::print_raw;
+
+/// `basho revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Every visa for this dataset issued until now.
+    #[arg(long, value_name = "ID")]
+    pub dataset: Option<Ident>,
+    /// Every visa of this researcher (the visas' `sub`) issued until now.
+    #[arg(long, value_name = "SUB")]
+    pub subject: Option<String>,
+    /// Every workspace of this project, and every later request for it.
+    #[arg(long, value_name = "ID")]
+    pub project: Option<Ident>,
+    /// This visa, forever.
+    #[arg(long = "visa-jti", value_name = "JTI")]
+    pub visa_jti: Option<String>,
+    /// Why.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Reason::ALL.map(Reason::as_str)))]
+    pub reason: String,
+    /// Wait until every affected workspace shows `revoked`: the orchestrator has taken it out
+    /// of its site's desired set and woken the site, which stops the container.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub timeout: Duration,
+}
+
+/// The answer of `POST /v1/revocations`.
+#[derive(Debug, Deserialize)]
+pub struct Revoked {
+    /// Workspaces moved to `revoked`.
+    pub affected: Vec<String>,
+    /// The revocation as recorded.
+    pub revocation: Revocation,
+}
+
+/// Runs `basho revoke`.
+pub async fn run(args: RevokeArgs) -> Result<(), Error> {
+    let req = RevocationRequest {
+        dataset: args.dataset,
+        subject: args.subject,
+        project: args.project,
+        visa_jti: args.visa_jti,
+        reason: args.reason,
+    };
+    req.validate().map_err(Error::Usage)?;
+    let client = Client::with_ca(
+        &args.client.addr,
+        args.client.token.clone(),
+        args.client.ca_file.as_deref(),
+    )?;
+    let answer = client.revoke(&req).await?;
+    let revoked: Revoked = answer.parse(&client, "a revocation")?;
+    if args.wait {
+        for id in &revoked.affected {
+            if let Some((ws, _)) = wait_for(&client, id, Goal::Ended, args.timeout).await?
+                && ws.state != State::Revoked
+            {
+                tracing::info!(workspace = %id, state = %ws.state, "ended otherwise before the revocation");
+            }
+        }
+    }
+    match args.client.output {
+        Output::Json => print_raw(&answer.body),
+        Output::Table => print!("{}", summary(&revoked)),
+    }
+    Ok(())
+}
+
+/// What a person reads: the revocation and the workspaces it ended.
+pub fn summary(r: &Revoked) -> String {
+    let v = &r.revocation;
+    let mut out = format!(
+        "revocation {} ({}, {}) at {}: {} workspace(s) revoked\n",
+        v.seq,
+        v.reason,
+        v.selectors(),
+        output::timestamp(&v.at),
+        r.affected.len()
+    );
+    if !r.affected.is_empty() {
+        let rows: Vec<Vec<String>> = r.affected.iter().map(|id| vec![id.clone()]).collect();
+        out.push_str(&output::table(&["WORKSPACE"], &rows));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::args::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(args)
+    }
+
+    #[test]
+    fn reasons_are_checked_before_any_request() {
+        let cli = parse(&[
+            "basho",
+            "revoke",
+            "--visa-jti",
+            "v-1",
+            "--reason",
+            "dac-revoked",
+            "--wait",
+        ])
+        .unwrap();
+        let Command::Revoke(a) = cli.command else {
+            panic!("not revoke")
+        };
+        assert_eq!(a.visa_jti.as_deref(), Some("v-1"));
+        assert!(a.wait);
+        let e = parse(&["basho", "revoke", "--dataset", "D1", "--reason", "whim"]).unwrap_err();
+        assert!(e.to_string().contains("consent-withdrawn"), "{e}");
+        assert!(parse(&["basho", "revoke", "--dataset", "../x", "--reason", "other"]).is_err());
+    }
+
+    #[test]
+    fn the_summary_names_the_revocation_and_each_workspace() {
+        let r: super::Revoked = serde_json::from_value(serde_json::json!({
+            "affected": ["ws-1", "ws-2"],
+            "revocation": {"seq": 3, "dataset": "JGAD000101", "reason": "consent-withdrawn",
+                "at": "2026-01-01T00:00:00Z"},
+        }))
+        .unwrap();
+        let text = super::summary(&r);
+        assert!(
+            text.contains("revocation 3 (consent-withdrawn, dataset=JGAD000101)"),
+            "{text}"
+        );
+        assert!(text.contains("ws-1") && text.contains("ws-2"));
+    }
+}
