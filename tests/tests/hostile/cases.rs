@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use basho_core::visa::mint::Visa;
-use jsonwebtoken::{Algorithm, Header};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::json;
 
@@ -245,6 +245,67 @@ pub fn attacks<'a>(
         422,
         "invalid_request",
         vec![kit.good_visa(); 65],
+    );
+
+    let stranger = basho_core::visa::mint::Issuer::generate("https://evil.example");
+    let stranger_key = EncodingKey::from_ec_pem(stranger.ec_pem().as_bytes()).unwrap();
+    t.create_visas(
+        "jku and an embedded key pointing at the attacker's JWKS",
+        403,
+        "visa_bad_signature",
+        vec![
+            jsonwebtoken::encode(
+                &Header {
+                    jku: Some("https://evil.example/jwks.json".into()),
+                    jwk: serde_json::from_str(&stranger.jwks_json()).ok().and_then(
+                        |v: serde_json::Value| serde_json::from_value(v["keys"][0].clone()).ok(),
+                    ),
+                    ..kit.header()
+                },
+                &kit.claims(),
+                &stranger_key,
+            )
+            .unwrap(),
+        ],
+    );
+    t.create_visas(
+        "crit header naming an extension nobody understands",
+        403,
+        "visa_malformed",
+        vec![kit.hand_signed(
+            Header {
+                crit: Some(vec!["x-basho-unknown".into()]),
+                ..kit.header()
+            },
+            kit.claims(),
+        )],
+    );
+    t.create_visas(
+        "a JWT of four segments",
+        403,
+        "visa_malformed",
+        vec![format!("{good}.{}", parts[2])],
+    );
+    t.create(
+        "grant URL with a query string",
+        "visa",
+        403,
+        "dataset_not_granted",
+        |b| {
+            let mut v = Visa::new("alice", "x");
+            v.value = format!(
+                "{}?also=JGAD000102",
+                basho_core::visa::default_grant_url("JGAD000101")
+            );
+            b["visas"] = json!([kit.visa(&v)]);
+        },
+    );
+    t.create(
+        "dataset named in another case than its grant",
+        "visa",
+        409,
+        "no_site_holds_datasets",
+        |b| b["datasets"] = json!(["jgad000101"]),
     );
 
     // ---- identifiers ----
