@@ -117,6 +117,7 @@ pub(crate) struct Inner {
     pub(crate) sites: SiteCache,
     pub(crate) metrics: Metrics,
     pub(crate) auth: api::auth::Tokens,
+    pub(crate) audit: audit::AuditWriter,
     /// Cancelled when serving stops, so long-polls answer at once instead of holding shutdown.
     pub(crate) closing: CancellationToken,
     /// Terminates HTTPS when the config has `[tls]`; plain HTTP (loopback only) without.
@@ -168,6 +169,7 @@ impl Orchestrator {
                 sites,
                 metrics: Metrics::new(),
                 auth,
+                audit: audit::AuditWriter::default(),
                 closing: CancellationToken::new(),
                 tls: tls.map(tokio_rustls::TlsAcceptor::from),
             }),

@@ -13,7 +13,7 @@ pub mod revocations;
 pub mod sqlite;
 pub mod tokens;
 
-pub use audit::AuditStore;
+pub use audit::{AuditEvent, AuditStore};
 pub use revocations::{NewRevocation, RevocationStore};
 pub use sqlite::SqliteStore;
 pub use tokens::{Role, TokenRecord, TokenStore};

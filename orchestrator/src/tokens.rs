@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::api::auth::token_hash;
-use crate::store::{Role, Store, StoreError, TokenRecord, to_millis};
+use crate::store::{AuditEvent, Role, Store, StoreError, TokenRecord, to_millis};
 
 /// Why a token could not be made or revoked.
 #[derive(Debug, thiserror::Error)]
@@ -84,16 +84,10 @@ pub async fn create(
         revoked_at: None,
     };
     store.insert_token(&rec, &token_hash(&secret)).await?;
-    store
-        .append_audit(
-            Utc::now(),
-            actor,
-            "token_create",
-            &rec.id,
-            json!({"role": rec.role.as_str(), "subject": rec.subject,
-                   "site": rec.site.as_ref().map(|s| s.as_str()), "name": rec.name}),
-        )
-        .await?;
+    let detail = json!({"role": rec.role.as_str(), "subject": rec.subject,
+        "site": rec.site.as_ref().map(|s| s.as_str()), "name": rec.name});
+    let ev = AuditEvent::new(actor, "token_create", &rec.id, detail);
+    store.append_audit(Utc::now(), &[ev]).await?;
     Ok((rec, secret))
 }
 
@@ -103,15 +97,13 @@ pub async fn revoke(store: &dyn Store, id: &str, actor: &str) -> Result<TokenRec
         .revoke_token(id, Utc::now())
         .await?
         .ok_or_else(|| TokenError::NotFound(id.to_owned()))?;
-    store
-        .append_audit(
-            Utc::now(),
-            actor,
-            "token_revoke",
-            id,
-            json!({"role": rec.role.as_str()}),
-        )
-        .await?;
+    let ev = AuditEvent::new(
+        actor,
+        "token_revoke",
+        id,
+        json!({"role": rec.role.as_str()}),
+    );
+    store.append_audit(Utc::now(), &[ev]).await?;
     Ok(rec)
 }
 

@@ -260,3 +260,21 @@ async fn a_revocation_and_the_workspaces_it_ends_are_written() {
         (id, &json!("revoked"))
     );
 }
+
+#[tokio::test]
+async fn concurrent_requests_keep_the_chain_linear() {
+    let (h, _store, auditor) = harness().await;
+    let calls = (0..50).map(|i| {
+        let h = &h;
+        async move {
+            let got = h
+                .call(Method::GET, "/v1/workspaces", &format!("bad-{i}"), None)
+                .await;
+            assert_eq!(got.0, StatusCode::UNAUTHORIZED);
+        }
+    });
+    futures::future::join_all(calls).await;
+    let all = entries(&h, &auditor).await;
+    assert_eq!(find(&all, "auth_failed").len(), 50);
+    assert_eq!(verify_chain(&all), Ok(51));
+}

@@ -7,20 +7,42 @@ use serde_json::Value;
 
 use super::StoreError;
 
+/// One event to append; the store gives it its seq, time and hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    /// Who (see [`AuditEntry::actor`]).
+    pub actor: String,
+    /// What, snake_case.
+    pub action: String,
+    /// To what.
+    pub target: String,
+    /// Details, never a secret.
+    pub detail: Value,
+}
+
 /// The audit log: append-only, one writer at a time so the chain stays linear.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
-    /// Appends an entry after the current last one, computing its seq and hash under the write
-    /// lock, and returns it.
+    /// Appends `events`, in order, after the current last entry in one transaction, computing
+    /// their seqs and hashes under the write lock; answers the entries written.
     async fn append_audit(
         &self,
         at: DateTime<Utc>,
-        actor: &str,
-        action: &str,
-        target: &str,
-        detail: Value,
-    ) -> Result<AuditEntry, StoreError>;
+        events: &[AuditEvent],
+    ) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Up to `limit` entries with a seq above `after`, oldest first.
     async fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+impl AuditEvent {
+    /// An event.
+    pub fn new(actor: &str, action: &str, target: &str, detail: Value) -> Self {
+        Self {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail,
+        }
+    }
 }

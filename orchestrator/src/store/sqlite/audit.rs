@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
-use crate::store::{AuditStore, StoreError, from_millis};
+use crate::store::{AuditEvent, AuditStore, StoreError, from_millis};
 
 fn entry(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
     let detail: String = row.try_get("detail")?;
@@ -32,40 +32,42 @@ impl AuditStore for SqliteStore {
     async fn append_audit(
         &self,
         at: DateTime<Utc>,
-        actor: &str,
-        action: &str,
-        target: &str,
-        detail: Value,
-    ) -> Result<AuditEntry, StoreError> {
+        events: &[AuditEvent],
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let last: Option<(i64, String)> =
+        let mut last: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
                 .await?;
-        let e = next_entry(
-            last.as_ref().map(|(s, h)| (*s, h.as_str())),
-            at,
-            actor,
-            action,
-            target,
-            detail,
-        );
-        sqlx::query(
-            "INSERT INTO audit (seq, at, actor, action, target, detail, prev_hash, hash) \
-             VALUES (?,?,?,?,?,?,?,?)",
-        )
-        .bind(e.seq)
-        .bind(e.at.timestamp_millis())
-        .bind(&e.actor)
-        .bind(&e.action)
-        .bind(&e.target)
-        .bind(e.detail.to_string())
-        .bind(&e.prev_hash)
-        .bind(&e.hash)
-        .execute(&mut *tx)
-        .await?;
+        let mut written = Vec::with_capacity(events.len());
+        for ev in events {
+            let e = next_entry(
+                last.as_ref().map(|(s, h)| (*s, h.as_str())),
+                at,
+                &ev.actor,
+                &ev.action,
+                &ev.target,
+                ev.detail.clone(),
+            );
+            sqlx::query(
+                "INSERT INTO audit (seq, at, actor, action, target, detail, prev_hash, hash) \
+                 VALUES (?,?,?,?,?,?,?,?)",
+            )
+            .bind(e.seq)
+            .bind(e.at.timestamp_millis())
+            .bind(&e.actor)
+            .bind(&e.action)
+            .bind(&e.target)
+            .bind(e.detail.to_string())
+            .bind(&e.prev_hash)
+            .bind(&e.hash)
+            .execute(&mut *tx)
+            .await?;
+            last = Some((e.seq, e.hash.clone()));
+            written.push(e);
+        }
         tx.commit().await?;
-        Ok(e)
+        Ok(written)
     }
 
     async fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
@@ -100,15 +102,13 @@ mod tests {
         for i in 0..50 {
             let s = store.clone();
             tasks.push(tokio::spawn(async move {
-                s.append_audit(
-                    Utc::now(),
+                let ev = AuditEvent::new(
                     "platform",
                     "workspace_create",
                     &format!("ws-{i}"),
                     json!({"n": i}),
-                )
-                .await
-                .unwrap()
+                );
+                s.append_audit(Utc::now(), &[ev]).await.unwrap()
             }));
         }
         for t in tasks {
@@ -127,16 +127,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = file_store(dir.path()).await;
         for i in 0..4 {
-            store
-                .append_audit(
-                    Utc::now(),
-                    "admin:tok-1",
-                    "token_create",
-                    "t",
-                    json!({"i": i}),
-                )
-                .await
-                .unwrap();
+            let ev = AuditEvent::new("admin:tok-1", "token_create", "t", json!({"i": i}));
+            store.append_audit(Utc::now(), &[ev]).await.unwrap();
         }
         sqlx::query("UPDATE audit SET detail = 'not json' WHERE seq = 2")
             .execute(&store.pool)
