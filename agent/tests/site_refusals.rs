@@ -1,6 +1,7 @@
 //! The site is sovereign: an orchestrator with a bug, or in an attacker's hands, serves desired
 //! states that no DAC approved, and the agent must refuse each assignment itself. A stub
-//! orchestrator (axum on 127.0.0.1:0) serves the hostile assignments next to one honest control;
+//! orchestrator (axum on 127.0.0.1:0) serves the hostile assignments, and a deny-list of
+//! revocations some of them fall under, next to one honest control;
 //! the fake backend must launch the control and nothing else, and every refusal must come back
 //! as a `failed` observation that says why.
 
@@ -35,6 +36,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 #[derive(Default)]
 struct World {
     workspaces: Vec<Value>,
+    revocations: Vec<Value>,
     observations: Vec<Observation>,
 }
 
@@ -50,25 +52,24 @@ struct DesiredQuery {
     wait_s: Option<u64>,
 }
 
-fn authorized(h: &HeaderMap) -> Result<(), Response> {
+/// The refusal to answer when `h` lacks the agent's token.
+fn unauthorized(h: &HeaderMap) -> Option<Response> {
     let auth = h.get("authorization").and_then(|v| v.to_str().ok());
-    if auth == Some(&format!("Bearer {TOKEN}")) {
-        Ok(())
-    } else {
+    (auth != Some(&format!("Bearer {TOKEN}"))).then(|| {
         let body = json!({"error": {"code": "unauthenticated", "message": "bad token"}});
-        Err((StatusCode::UNAUTHORIZED, Json(body)).into_response())
-    }
+        (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+    })
 }
 
 async fn register(Ax(s): Ax<Stub>, h: HeaderMap, Json(r): Json<Value>) -> Response {
-    if let Err(refused) = authorized(&h) {
+    if let Some(refused) = unauthorized(&h) {
         return refused;
     }
     Json(json!({"site": r["site"], "revision": *s.revision.borrow()})).into_response()
 }
 
 async fn desired(Ax(s): Ax<Stub>, h: HeaderMap, Query(q): Query<DesiredQuery>) -> Response {
-    if let Err(refused) = authorized(&h) {
+    if let Some(refused) = unauthorized(&h) {
         return refused;
     }
     let mut rx = s.revision.subscribe();
@@ -79,8 +80,15 @@ async fn desired(Ax(s): Ax<Stub>, h: HeaderMap, Query(q): Query<DesiredQuery>) -
         let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r != after)).await;
     }
     let revision = *s.revision.borrow();
-    let workspaces = s.world.lock().unwrap().workspaces.clone();
-    Json(json!({"revision": revision, "workspaces": workspaces, "stopping": []})).into_response()
+    let (workspaces, revocations) = {
+        let w = s.world.lock().unwrap();
+        (w.workspaces.clone(), w.revocations.clone())
+    };
+    Json(
+        json!({"revision": revision, "workspaces": workspaces, "stopping": [],
+        "revocations": revocations}),
+    )
+    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -89,7 +97,7 @@ struct Batch {
 }
 
 async fn observations(Ax(s): Ax<Stub>, h: HeaderMap, Json(b): Json<Batch>) -> Response {
-    if let Err(refused) = authorized(&h) {
+    if let Some(refused) = unauthorized(&h) {
         return refused;
     }
     let n = b.observations.len();
@@ -115,8 +123,12 @@ impl Stub {
         (s, url)
     }
 
-    fn set_desired(&self, workspaces: Vec<Value>) {
-        self.world.lock().unwrap().workspaces = workspaces;
+    fn set_desired(&self, workspaces: Vec<Value>, revocations: Vec<Value>) {
+        {
+            let mut w = self.world.lock().unwrap();
+            w.workspaces = workspaces;
+            w.revocations = revocations;
+        }
         self.revision.send_modify(|r| *r += 1);
     }
 
@@ -295,7 +307,42 @@ fn cases(issuer: &Issuer) -> Vec<Case> {
         assignment("../../etc", &["JGAD000101"], vec![good("JGAD000101")]),
         "not a plain identifier",
     );
+    // Covered by the deny-list the desired state carries (see `revocations`).
+    let revoked_jti = bent(&|v| v.jti = Some(REVOKED_JTI.into()));
+    case(
+        assignment("ws-revoked-jti", &["JGAD000101"], vec![revoked_jti]),
+        "revoked",
+    );
+    let mut project = assignment(
+        "ws-revoked-project",
+        &["JGAD000101"],
+        vec![good("JGAD000101")],
+    );
+    project["project"] = json!(REVOKED_PROJECT);
+    case(project, "revoked");
+    let mut subject = assignment(
+        "ws-revoked-subject",
+        &["JGAD000101"],
+        vec![issuer.mint(REVOKED_SUBJECT, "JGAD000101")],
+    );
+    subject["owner"] = json!(REVOKED_SUBJECT);
+    case(subject, "revoked");
     out
+}
+
+const REVOKED_JTI: &str = "jti-revoked-by-the-dac";
+const REVOKED_PROJECT: &str = "P-REVOKED";
+const REVOKED_SUBJECT: &str = "bob";
+
+/// The deny-list served with the desired state: a visa, a project and a subject, none of which
+/// covers the control.
+fn revocations() -> Vec<Value> {
+    let at = Utc::now();
+    vec![
+        json!({"seq": 1, "visa_jti": REVOKED_JTI, "reason": "dac-revoked", "at": at}),
+        json!({"seq": 2, "project": REVOKED_PROJECT, "reason": "project-ended", "at": at}),
+        json!({"seq": 3, "subject": REVOKED_SUBJECT, "reason": "consent-withdrawn", "at": at}),
+    ]
 }
 
 #[tokio::test]
@@ -329,7 +376,7 @@ async fn refuses_every_assignment_no_dac_approved() {
     );
     let mut desired: Vec<Value> = hostile.iter().map(|c| c.assignment.clone()).collect();
     desired.push(control);
-    orch.set_desired(desired);
+    orch.set_desired(desired, revocations());
 
     // The control proves the site launches what is approved; every other one must be reported.
     let deadline = tokio::time::Instant::now() + PATIENCE;
