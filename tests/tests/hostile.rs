@@ -230,7 +230,7 @@ async fn hostile_input_is_refused_and_leaves_nothing_behind() {
         .await;
     if revoke.status == StatusCode::NOT_FOUND && revoke.body["error"]["code"] == "not_found" {
         skipped.push((
-            "replayed revoked jti",
+            "replayed revoked jti, create for a revoked project",
             Feature::Revocations,
             "POST /v1/revocations answers 404".into(),
         ));
@@ -246,6 +246,32 @@ async fn hostile_input_is_refused_and_leaves_nothing_behind() {
             403,
             "visa_revoked",
             vec![revoked_visa],
+        );
+        // A create for a project whose approval ended.
+        let project = kit.project(table.next());
+        let revoke = client
+            .json(
+                Method::POST,
+                "/v1/revocations",
+                &platform,
+                Some(json!({"project": project, "reason": "project-ended"})),
+            )
+            .await;
+        assert!(
+            revoke.status.is_success(),
+            "revocation by project: {}",
+            revoke.body
+        );
+        table.create(
+            "create for a revoked project",
+            "visa",
+            403,
+            "project_revoked",
+            |_| {},
+        );
+        assert_eq!(
+            table.attacks.last().unwrap().project.as_ref(),
+            Some(&project)
         );
     }
 
