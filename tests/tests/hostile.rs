@@ -431,6 +431,28 @@ async fn hostile_input_is_refused_and_leaves_nothing_behind() {
         tally.tried, tally.refused
     );
 
+    // An agent reporting on another site's workspace under its own site's name is answered (the
+    // batch is well-formed) but changes nothing: the control runs at tohoku, not at ncbn.
+    let ncbn = fed.site("ncbn");
+    let spoof = client
+        .json(
+            Method::POST,
+            "/v1/agent/observations",
+            &agents[&ncbn],
+            Some(
+                json!({"site": ncbn, "observations": [{"workspace": control_id,
+                "state": "failed", "message": "spoofed", "at": chrono::Utc::now()}]}),
+            ),
+        )
+        .await;
+    assert_eq!(spoof.status, StatusCode::OK, "{}", spoof.body);
+    assert_eq!(spoof.body["applied"], 0, "{}", spoof.body);
+    assert_eq!(
+        fed.api.workspace(&control_id).await["state"],
+        "running",
+        "another site's report moved the control"
+    );
+
     // Nothing started, nothing stored: give the agents time to act on anything that got through.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for a in &table.attacks {
