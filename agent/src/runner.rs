@@ -178,6 +178,14 @@ impl Reconciler {
         let recorded = self.recorded_grants(desired, &actual).await;
         let screened = self.deny.screen(desired, actual.clone(), &recorded, now);
         let mut actions = screened.actions;
+        // One the site stopped as revoked stays revoked, not failed, while it is still listed.
+        actions.retain(|a| match a {
+            Action::Report(o) if o.state == State::Failed => self
+                .ledger
+                .latest(&o.workspace)
+                .is_none_or(|l| l.state != State::Revoked),
+            _ => true,
+        });
         actions.extend(match screened.desired.as_deref() {
             Some(d) => plan(d, stopping, &screened.actual, now),
             None => plan_before_sync(&screened.actual, now),

@@ -561,6 +561,11 @@ async fn the_site_applies_revocations_itself_whatever_the_orchestrator_lists() {
         !s.has("ws-bad").await,
         "a listed but revoked workspace stays stopped"
     );
+    assert_eq!(
+        orch.last_state("ws-bad"),
+        Some(State::Revoked),
+        "and stays revoked"
+    );
     assert_eq!(s.fake.launch_count(), 2);
     agent.stop().await;
 }
@@ -595,16 +600,25 @@ async fn a_kept_revocation_stops_a_workspace_after_a_restart_without_the_orchest
     .await;
     assert!(s.has("ws-2").await, "only what the list covers is stopped");
 
-    // Back online, an orchestrator that forgot the revocation cannot relaunch the visa.
+    // Back online, an orchestrator that forgot the revocation cannot relaunch the visa, under
+    // the old workspace id or a new one.
     orch.set_revocations(vec![]);
-    orch.set_desired(vec![s.with_jti("ws-1", "v-1"), s.with_jti("ws-2", "v-2")]);
+    orch.set_desired(vec![
+        s.with_jti("ws-1", "v-1"),
+        s.with_jti("ws-2", "v-2"),
+        s.with_jti("ws-3", "v-1"),
+    ]);
     orch.set_down(false);
-    wait_for("ws-1 refused", || async {
-        orch.last_state("ws-1") == Some(State::Failed)
+    wait_for("ws-3 refused", || async {
+        orch.last_state("ws-3") == Some(State::Failed)
     })
     .await;
-    assert!(orch.last_message("ws-1").contains("revocation 1"));
-    assert!(!s.has("ws-1").await);
+    assert!(orch.last_message("ws-3").contains("revocation 1"));
+    wait_for("ws-1 reported revoked", || async {
+        orch.last_state("ws-1") == Some(State::Revoked)
+    })
+    .await;
+    assert!(!s.has("ws-1").await && !s.has("ws-3").await);
     assert_eq!(s.fake.launch_count(), 2);
     agent.stop().await;
 }
