@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use basho_core::ErrorBody;
 
 use crate::Orchestrator;
@@ -21,6 +21,7 @@ pub mod extract;
 pub mod meta;
 pub mod revocations;
 pub mod sites;
+pub mod tokens;
 pub mod workspaces;
 
 pub use meta::ApiDoc;
@@ -134,6 +135,8 @@ pub fn router(o: Orchestrator) -> Router {
         .route("/v1/sites", get(sites::list))
         .route("/v1/revocations", post(revocations::revoke))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/agent/register", post(agent::register))
         .route("/v1/agent/desired", get(agent::desired))
         .route("/v1/agent/observations", post(agent::observations))

@@ -304,3 +304,77 @@ async fn tokens_are_stored_hashed_and_listed_without_secrets() {
         ));
     }
 }
+
+#[tokio::test]
+async fn admins_manage_tokens_over_the_api() {
+    let (h, store) = harness().await;
+    let (admin_id, admin) = mint(&store, Role::Admin, None, None).await;
+    let (_, auditor) = mint(&store, Role::Auditor, None, None).await;
+    let body = json!({"role": "researcher", "subject": "alice", "name": "Alice"});
+    for t in [PLATFORM, auditor.as_str()] {
+        let got = h
+            .call(Method::POST, "/v1/tokens", t, Some(body.clone()))
+            .await;
+        assert_error(&got, StatusCode::FORBIDDEN, "forbidden");
+        assert_error(
+            &h.call(Method::GET, "/v1/tokens", t, None).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        );
+    }
+    let (s, made) = h.call(Method::POST, "/v1/tokens", &admin, Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let secret = made["token"].as_str().unwrap().to_owned();
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (made["role"].as_str(), made["subject"].as_str()),
+        (Some("researcher"), Some("alice"))
+    );
+    assert_eq!(
+        status(&h, Method::GET, "/v1/workspaces", &secret, None).await,
+        StatusCode::OK
+    );
+
+    let (s, list) = h.call(Method::GET, "/v1/tokens", &admin, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    let text = list.to_string();
+    assert!(
+        !text.contains(&secret)
+            && !text.contains(&basho_orchestrator::api::auth::token_hash(&secret))
+    );
+
+    for bad in [
+        json!({"role": "root"}),
+        json!({"role": "researcher"}),
+        json!({"role": "agent", "site": "tohoku", "subject": "x"}),
+    ] {
+        let got = h.call(Method::POST, "/v1/tokens", &admin, Some(bad)).await;
+        assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    }
+    // Revoked through this process: refused at once, cache or not.
+    let (s, revoked) = h
+        .call(Method::DELETE, &format!("/v1/tokens/{id}"), &admin, None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{revoked}");
+    assert!(revoked["revoked_at"].is_string());
+    assert_error(
+        &h.call(Method::GET, "/v1/workspaces", &secret, None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    let got = h
+        .call(Method::DELETE, "/v1/tokens/tok-00000000", &admin, None)
+        .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "not_found");
+
+    let (_, page) = h.call(Method::GET, "/v1/audit", &admin, None).await;
+    let by_admin: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == format!("admin:{admin_id}") && e["target"] == id.as_str())
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(by_admin, vec!["token_create", "token_revoke"]);
+}

@@ -315,6 +315,20 @@ impl FromRequestParts<Orchestrator> for AuditReader {
     }
 }
 
+/// A request made with an admin token.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<Orchestrator> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, o: &Orchestrator) -> Result<Self, ApiError> {
+        require(parts, o, &[Role::Admin], "an admin")
+            .await
+            .map(Admin)
+    }
+}
+
 /// A request made with an agent token: the site it belongs to.
 #[derive(Debug, Clone)]
 pub struct AgentSite(pub Ident);

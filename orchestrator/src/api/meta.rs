@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{ApiError, agent, audit, revocations, sites, workspaces};
+use super::{ApiError, agent, audit, revocations, sites, tokens, workspaces};
 use crate::Orchestrator;
 use crate::metrics::{SiteLabels, SiteStateLabels};
 use basho_core::audit::AuditEntry;
@@ -54,6 +54,7 @@ impl Modify for BearerAuth {
         revocations::revoke,
         agent::register, agent::desired, agent::observations,
         audit::list,
+        tokens::create, tokens::list, tokens::revoke,
         healthz, metrics, openapi,
     ),
     components(schemas(
@@ -62,6 +63,7 @@ impl Modify for BearerAuth {
         agent::Registered, agent::Applied, revocations::Revoked,
         basho_core::revocation::RevocationRequest, basho_core::revocation::Revocation,
         basho_core::revocation::Reason, Health, audit::AuditPage, AuditEntry,
+        tokens::TokenInfo, tokens::CreateToken, tokens::CreatedToken,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -70,6 +72,7 @@ impl Modify for BearerAuth {
         (name = "revocations", description = "Revocations (platform token)"),
         (name = "agent", description = "The site agents' protocol (agent token of that site)"),
         (name = "audit", description = "The hash-chained audit log (auditor or admin token)"),
+        (name = "tokens", description = "Stored API tokens (admin token)"),
         (name = "meta", description = "Liveness, metrics and this document (no token)"),
     )
 )]
