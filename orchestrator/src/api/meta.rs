@@ -67,9 +67,9 @@ impl Modify for BearerAuth {
     )),
     modifiers(&BearerAuth),
     tags(
-        (name = "workspaces", description = "Workspaces (platform token)"),
-        (name = "sites", description = "Sites (platform token)"),
-        (name = "revocations", description = "Revocations (platform token)"),
+        (name = "workspaces", description = "Workspaces (platform or admin token; a researcher's token reads that researcher's own)"),
+        (name = "sites", description = "Sites (platform or admin token)"),
+        (name = "revocations", description = "Revocations (platform or admin token)"),
         (name = "agent", description = "The site agents' protocol (agent token of that site)"),
         (name = "audit", description = "The hash-chained audit log (auditor or admin token)"),
         (name = "tokens", description = "Stored API tokens (admin token)"),

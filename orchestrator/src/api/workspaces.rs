@@ -198,8 +198,9 @@ fn ident_param(name: &str, v: Option<String>) -> ApiResult<Option<Ident>> {
     get, path = "/v1/workspaces", operation_id = "listWorkspaces", tag = "workspaces",
     params(ListQuery),
     responses(
-        (status = 200, description = "Workspaces", body = Vec<Workspace>),
+        (status = 200, description = "Workspaces (a researcher's own only)", body = Vec<Workspace>),
         (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Not a platform, admin or researcher token", body = ErrorBody),
         (status = 422, description = "Bad filter", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -254,7 +255,8 @@ fn missing(id: &str) -> ApiError {
     responses(
         (status = 200, description = "The workspace", body = Workspace),
         (status = 401, description = "No or unknown token", body = ErrorBody),
-        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 403, description = "Not a platform, admin or researcher token", body = ErrorBody),
+        (status = 404, description = "No such workspace (or another researcher's)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -281,6 +283,7 @@ pub async fn show(
     responses(
         (status = 202, description = "Stopping (or already ended)", body = Workspace),
         (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Not a platform or admin token", body = ErrorBody),
         (status = 404, description = "No such workspace", body = ErrorBody),
     ),
     security(("bearer" = []))
