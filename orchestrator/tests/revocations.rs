@@ -246,3 +246,30 @@ async fn every_site_hears_of_a_revocation_and_may_report_revoked() {
     );
     assert!(text.contains("basho_revocation_duration_seconds"));
 }
+
+#[tokio::test]
+async fn a_site_registering_after_a_revocation_starts_from_its_revision() {
+    let h = Harness::new().await;
+    h.register("tohoku", &["JGAD000101"], 8, 8192).await;
+    revoke(&h, json!({"subject": "r-9", "reason": "other"})).await;
+    let (status, reg) = h
+        .call(
+            Method::POST,
+            "/v1/agent/register",
+            &agent_token("bbj"),
+            Some(registration("bbj", &["JGAD000301"], 8, 8192)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reg}");
+    let (_, d) = h
+        .call(
+            Method::GET,
+            "/v1/agent/desired?site=bbj",
+            &agent_token("bbj"),
+            None,
+        )
+        .await;
+    // Equal revisions: its long-poll `after` that revision waits instead of answering at once.
+    assert_eq!(reg["revision"], d["revision"], "{reg} {d}");
+    assert_eq!(d["revocations"].as_array().unwrap().len(), 1);
+}
