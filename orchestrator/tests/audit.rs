@@ -278,3 +278,26 @@ async fn concurrent_requests_keep_the_chain_linear() {
     assert_eq!(find(&all, "auth_failed").len(), 50);
     assert_eq!(verify_chain(&all), Ok(51));
 }
+
+#[tokio::test]
+async fn expiry_is_written_as_the_orchestrator() {
+    let (h, _store, auditor) = harness().await;
+    h.register_demo().await;
+    let mut body = h.body(&["JGAD000101"]);
+    body["duration_s"] = json!(1);
+    let (s, w) = h.create(body).await;
+    assert_eq!(s, StatusCode::CREATED, "{w}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        basho_orchestrator::loops::expire_once(&h.orchestrator)
+            .await
+            .unwrap(),
+        1
+    );
+    let all = entries(&h, &auditor).await;
+    let states = find(&all, "workspace_state");
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].actor, "orchestrator");
+    assert_eq!(states[0].target, w["id"].as_str().unwrap());
+    assert_eq!(states[0].detail["to"], "expired");
+}
