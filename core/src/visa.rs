@@ -121,6 +121,9 @@ pub enum VisaError {
     /// `iat` in the future.
     #[error("visa issued in the future (iat {0}); check the issuer's clock")]
     IssuedInFuture(i64),
+    /// `nbf` in the future.
+    #[error("visa is not valid before {0} (Unix seconds, nbf); use it from then on")]
+    NotBefore(i64),
     /// A required claim is missing or of the wrong type.
     #[error("visa lacks the {0} claim")]
     MissingClaim(&'static str),
@@ -152,7 +155,7 @@ impl VisaError {
             }
             VisaError::BadSignature(_) => "visa_bad_signature",
             VisaError::Expired(_) => "visa_expired",
-            VisaError::IssuedInFuture(_) => "visa_not_yet_valid",
+            VisaError::IssuedInFuture(_) | VisaError::NotBefore(_) => "visa_not_yet_valid",
             VisaError::MissingClaim(_) => "visa_missing_claim",
             VisaError::NotControlledAccessGrants(_) => "visa_wrong_type",
             VisaError::Conditions => "visa_conditions",
@@ -170,6 +173,7 @@ pub fn verify(jwt: &str, trusted: &TrustedIssuers, now: i64) -> Result<Grant, Vi
     }
     let header =
         jsonwebtoken::decode_header(jwt).map_err(|e| VisaError::Malformed(e.to_string()))?;
+    refuse_critical_extensions(jwt)?;
     if header.typ.as_deref() != Some(VISA_TYP) {
         return Err(VisaError::WrongTyp(header.typ));
     }
@@ -217,16 +221,31 @@ pub fn verify(jwt: &str, trusted: &TrustedIssuers, now: i64) -> Result<Grant, Vi
     grant_from_claims(&data.claims, iss, now)
 }
 
-fn unverified_issuer(jwt: &str) -> Result<String, VisaError> {
-    let payload = jwt
+/// The JSON object in segment `index` of a compact JWS (0: header, 1: payload), unverified.
+fn segment(jwt: &str, index: usize, name: &str) -> Result<serde_json::Value, VisaError> {
+    let part = jwt
         .split('.')
-        .nth(1)
-        .ok_or_else(|| VisaError::Malformed("no payload".into()))?;
+        .nth(index)
+        .ok_or_else(|| VisaError::Malformed(format!("no {name}")))?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|e| VisaError::Malformed(format!("payload: {e}")))?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| VisaError::Malformed(format!("payload: {e}")))?;
+        .decode(part.trim_end_matches('='))
+        .map_err(|e| VisaError::Malformed(format!("{name}: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| VisaError::Malformed(format!("{name}: {e}")))
+}
+
+/// RFC 7515 section 4.1.11: a JWS whose `crit` header lists extensions the recipient does not
+/// understand must be refused. basho understands none, so any `crit` is refused.
+fn refuse_critical_extensions(jwt: &str) -> Result<(), VisaError> {
+    if segment(jwt, 0, "header")?.get("crit").is_some() {
+        return Err(VisaError::Malformed(
+            "the header's crit lists extensions basho does not understand (RFC 7515 4.1.11)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn unverified_issuer(jwt: &str) -> Result<String, VisaError> {
+    let claims = segment(jwt, 1, "payload")?;
     claims
         .get("iss")
         .and_then(|v| v.as_str())
@@ -256,6 +275,14 @@ fn grant_from_claims(c: &serde_json::Value, iss: String, now: i64) -> Result<Gra
     }
     if iat > now + LEEWAY_S {
         return Err(VisaError::IssuedInFuture(iat));
+    }
+    match c.get("nbf") {
+        None => {}
+        Some(v) => match v.as_i64() {
+            Some(nbf) if nbf > now + LEEWAY_S => return Err(VisaError::NotBefore(nbf)),
+            Some(_) => {}
+            None => return Err(VisaError::MissingClaim("nbf (as a number)")),
+        },
     }
     let visa = c
         .get("ga4gh_visa_v1")

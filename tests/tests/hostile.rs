@@ -27,31 +27,11 @@ use kit::{Attack, Client, Kit};
 /// Attacks that are not refused today, with the answer they get and where the fix belongs.
 /// Each is still sent and counted as not refused; once it is refused the test fails until its
 /// line here is removed, so a fix cannot go unnoticed.
-const KNOWN_BUGS: &[(&str, &str)] = &[
-    (
-        "nbf an hour ahead",
-        "accepted with 201 and launched: basho_core::visa::verify never reads `nbf` \
-         (core/src/visa.rs turns off jsonwebtoken's nbf check and grant_from_claims reads only \
-         iat and exp); a visa whose nbf lies beyond now + LEEWAY_S must be refused as \
-         visa_not_yet_valid, which also covers the agents",
-    ),
-    (
-        "crit header naming an extension nobody understands",
-        "accepted with 201 and launched: RFC 7515 (4.1.11) requires refusing a JWS whose `crit` \
-         header lists an extension the recipient does not understand, and basho understands \
-         none; basho_core::visa::verify in core/src/visa.rs should refuse any `crit` header as \
-         visa_malformed",
-    ),
-];
+const KNOWN_BUGS: &[(&str, &str)] = &[];
 
 /// Refusals that leave no audit entry today, and where the entry belongs. Like [`KNOWN_BUGS`],
 /// an entry here that starts being audited fails the test until it is removed.
-const AUDIT_GAPS: &[(&str, &str)] = &[(
-    "researcher token reading someone else's workspace",
-    "answered 404 like a missing workspace (so ids cannot be probed) but not audited: \
-     orchestrator/src/api/workspaces.rs `show` should add an entry when a researcher asks for a \
-     workspace that is not theirs",
-)];
+const AUDIT_GAPS: &[(&str, &str)] = &[];
 
 fn known(list: &[(&str, &'static str)], name: &str) -> Option<&'static str> {
     list.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)

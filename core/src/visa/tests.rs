@@ -177,3 +177,68 @@ fn jwks_must_hold_usable_keys() {
     assert!(t.add_json(ISS, r#"{"keys": []}"#).is_err());
     assert!(t.add_json(ISS, &ISSUER.jwks_json()).is_ok());
 }
+
+/// Signs `header` and `claims` as given with the issuer's ES256 key.
+fn sign_raw(header: serde_json::Value, claims: serde_json::Value) -> String {
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let message = format!("{}.{}", b64(&header), b64(&claims));
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(ISSUER.ec_pem().as_bytes()).unwrap();
+    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::ES256).unwrap();
+    format!("{message}.{sig}")
+}
+
+fn claims(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = serde_json::json!({
+        "iss": ISS, "sub": "alice", "iat": now() - 10, "exp": now() + 3600, "jti": "j-1",
+        "ga4gh_visa_v1": {"type": CONTROLLED_ACCESS_GRANTS, "asserted": now() - 100,
+            "value": default_grant_url("JGAD000101"), "source": "https://dac.test", "by": "dac"},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+#[test]
+fn raw_signing_matches_the_minter() {
+    let header = serde_json::json!({"typ": VISA_TYP, "alg": "ES256", "kid": "ec-1"});
+    let g = verify(
+        &sign_raw(header, claims(serde_json::json!({}))),
+        &trusted(),
+        now(),
+    )
+    .unwrap();
+    assert_eq!(g.jti, "j-1");
+}
+
+#[test]
+fn refuses_a_future_nbf() {
+    let header = serde_json::json!({"typ": VISA_TYP, "alg": "ES256", "kid": "ec-1"});
+    let later = sign_raw(
+        header.clone(),
+        claims(serde_json::json!({"nbf": now() + 3600})),
+    );
+    assert_eq!(
+        verify(&later, &trusted(), now()).unwrap_err().code(),
+        "visa_not_yet_valid"
+    );
+    let odd = sign_raw(header.clone(), claims(serde_json::json!({"nbf": "soon"})));
+    assert_eq!(
+        verify(&odd, &trusted(), now()).unwrap_err().code(),
+        "visa_missing_claim"
+    );
+    let past = sign_raw(header, claims(serde_json::json!({"nbf": now() - 5})));
+    assert!(verify(&past, &trusted(), now()).is_ok());
+}
+
+#[test]
+fn refuses_any_critical_header_extension() {
+    let header = serde_json::json!({"typ": VISA_TYP, "alg": "ES256", "kid": "ec-1", "crit": ["exp-x"], "exp-x": 1});
+    let jwt = sign_raw(header, claims(serde_json::json!({})));
+    assert_eq!(
+        verify(&jwt, &trusted(), now()).unwrap_err().code(),
+        "visa_malformed"
+    );
+}

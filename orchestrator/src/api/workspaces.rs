@@ -267,10 +267,22 @@ pub async fn show(
 ) -> ApiResult<Json<Workspace>> {
     let id = path_id(id)?;
     let rec = o.inner().store.workspace(&id).await?;
-    // Another researcher's workspace answers like a missing one, so ids cannot be probed.
-    rec.filter(|r| reader.may_read(&r.workspace.owner))
-        .map(|r| Json(r.workspace))
-        .ok_or_else(|| missing(&id))
+    match rec {
+        Some(r) if reader.may_read(&r.workspace.owner) => Ok(Json(r.workspace)),
+        Some(r) => {
+            // Another researcher's workspace answers like a missing one, so ids cannot be
+            // probed; the attempt is recorded for the auditors.
+            o.audit(
+                &reader.0.actor(),
+                "workspace_read_refused",
+                &id,
+                serde_json::json!({"status": 404, "code": "not_found", "owner": r.workspace.owner}),
+            )
+            .await;
+            Err(missing(&id))
+        }
+        None => Err(missing(&id)),
+    }
 }
 
 /// Stop and remove a workspace.
