@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
-use basho_core::revocation::{Reason, Revocation, RevocationRequest};
-use basho_core::{Ident, State};
+use tokio::time::Instant;
+
+use basho_core::revocation::{
+    NOTHING_REPORTED, Reason, Revocation, RevocationRequest, SITE_CONFIRMED,
+};
+use basho_core::{Ident, State, Workspace};
 use clap::Args;
 use serde::Deserialize;
 
@@ -14,7 +18,7 @@ use crate::client::Client;
 use crate::duration::parse_duration;
 use crate::error::Error;
 use crate::output::{self, Output};
-use crate::wait::{Goal, wait_for};
+use crate::wait::POLL_INTERVAL;
 use crate::workspace::print_raw;
 
 /// `basho revoke`.
@@ -38,11 +42,11 @@ pub struct RevokeArgs {
     /// Why.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Reason::ALL.map(Reason::as_str)))]
     pub reason: String,
-    /// Wait until every affected workspace shows `revoked`: the orchestrator has taken it out
-    /// of its site's desired set and woken the site, which stops the container.
+    /// Wait until the site of every affected workspace has confirmed its container is gone (or
+    /// had reported none to stop).
     #[arg(long)]
     pub wait: bool,
-    /// How long --wait waits.
+    /// How long --wait waits for each workspace.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub timeout: Duration,
 }
@@ -75,11 +79,7 @@ pub async fn run(args: RevokeArgs) -> Result<(), Error> {
     let revoked: Revoked = answer.parse(&client, "a revocation")?;
     if args.wait {
         for id in &revoked.affected {
-            if let Some((ws, _)) = wait_for(&client, id, Goal::Ended, args.timeout).await?
-                && ws.state != State::Revoked
-            {
-                tracing::info!(workspace = %id, state = %ws.state, "ended otherwise before the revocation");
-            }
+            confirmed(&client, id, args.timeout).await?;
         }
     }
     match args.client.output {
@@ -87,6 +87,40 @@ pub async fn run(args: RevokeArgs) -> Result<(), Error> {
         Output::Table => print!("{}", summary(&revoked)),
     }
     Ok(())
+}
+
+/// Whether the orchestrator's record of a revoked workspace says its site is done with it.
+pub fn settled(ws: &Workspace) -> bool {
+    let message = ws.message.as_deref().unwrap_or_default();
+    ws.state == State::Revoked
+        && (message.contains(SITE_CONFIRMED) || message.contains(NOTHING_REPORTED))
+}
+
+/// Polls workspace `id` until [`settled`], or fails at `deadline`.
+async fn confirmed(client: &Client, id: &str, timeout: Duration) -> Result<(), Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match client.get_workspace(id).await {
+            Ok(answer) => {
+                let ws: Workspace = answer.parse(client, "a workspace")?;
+                if settled(&ws) {
+                    return Ok(());
+                }
+                format!("{} (site not confirmed yet)", ws.state)
+            }
+            Err(e) if e.is_transient() => format!("unknown ({e})"),
+            Err(e) => return Err(e.into()),
+        };
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                id: id.to_owned(),
+                goal: "stopped at its site",
+                state: last,
+                waited_s: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
 
 /// What a person reads: the revocation and the workspaces it ended.

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 #[derive(Default)]
 struct Seen {
+    /// Whether the site has confirmed (the message the orchestrator shows).
+    confirmed: bool,
     bodies: Vec<Value>,
     auth: Vec<String>,
     polls: usize,
@@ -42,8 +44,20 @@ async fn revoke(
 }
 
 async fn workspace(State(s): State<Shared>, Path(id): Path<String>) -> Json<Value> {
-    s.lock().unwrap().polls += 1;
+    let message = {
+        let mut seen = s.lock().unwrap();
+        seen.polls += 1;
+        if seen.confirmed {
+            format!(
+                "revoked (dac-revoked); {}",
+                basho_core::revocation::SITE_CONFIRMED
+            )
+        } else {
+            "revoked (dac-revoked)".to_owned()
+        }
+    };
     Json(json!({
+        "message": message,
         "id": id, "project": "P-1", "owner": "alice", "template": "shell", "site": "tohoku",
         "state": "revoked", "datasets": ["JGAD000101"],
         "resources": {"cpus": 1, "memory_mib": 128, "gpus": 0},
@@ -78,6 +92,7 @@ async fn basho(addr: &str, args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn revoke_sends_the_selectors_and_prints_the_workspaces_it_ended() {
     let (addr, shared) = start().await;
+    shared.lock().unwrap().confirmed = true;
     let out = basho(
         &addr,
         &[
@@ -122,4 +137,26 @@ async fn revoke_without_a_selector_or_with_an_unknown_reason_sends_nothing() {
     let out = basho(&addr, &["revoke", "--project", "P-1", "--reason", "tired"]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(shared.lock().unwrap().bodies.is_empty());
+}
+
+#[tokio::test]
+async fn wait_gives_up_when_the_site_never_confirms() {
+    let (addr, _shared) = start().await;
+    let out = basho(
+        &addr,
+        &[
+            "revoke",
+            "--project",
+            "P-1",
+            "--reason",
+            "project-ended",
+            "--wait",
+            "--timeout",
+            "1s",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not stopped at its site"), "{stderr}");
 }

@@ -94,6 +94,12 @@ pub struct RevocationRequest {
     pub reason: String,
 }
 
+/// Appended to a revoked workspace's message once its site reports the container gone.
+pub const SITE_CONFIRMED: &str = "the site confirmed its container is gone";
+/// Appended at revocation to a workspace its site had not reported starting: there was nothing
+/// to stop unless a launch was under way, which the site's own deny-list then stops.
+pub const NOTHING_REPORTED: &str = "its site had not reported a container";
+
 /// Longest subject or `jti` accepted (visas carry short ones).
 pub const MAX_SELECTOR_LEN: usize = 256;
 

@@ -273,3 +273,34 @@ async fn a_site_registering_after_a_revocation_starts_from_its_revision() {
     assert_eq!(reg["revision"], d["revision"], "{reg} {d}");
     assert_eq!(d["revocations"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_site_confirms_a_revoked_container_is_gone() {
+    use basho_core::revocation::{NOTHING_REPORTED, SITE_CONFIRMED};
+    let h = Harness::new().await;
+    h.register_demo().await;
+    let running = created(&h, h.body(&["JGAD000301"])).await;
+    let placed = created(&h, h.body(&["JGAD000201"])).await;
+    h.observe("bbj", &[(&running, "running", None)]).await;
+    revoke(&h, json!({"subject": "r-1", "reason": "dac-revoked"})).await;
+    let message = |id: String| {
+        let h = &h;
+        async move {
+            let (_, w) = h.get(&format!("/v1/workspaces/{id}")).await;
+            assert_eq!(w["state"], "revoked", "{w}");
+            w["message"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    assert!(message(placed.clone()).await.contains(NOTHING_REPORTED));
+    assert!(!message(running.clone()).await.contains(SITE_CONFIRMED));
+    // Another site's word counts for nothing.
+    h.observe("tohoku", &[(&running, "stopped", None)]).await;
+    assert!(!message(running.clone()).await.contains(SITE_CONFIRMED));
+    for _ in 0..2 {
+        let (status, v) = h.observe("bbj", &[(&running, "stopped", None)]).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    let m = message(running.clone()).await;
+    assert!(m.contains("dac-revoked"), "{m}");
+    assert_eq!(m.matches(SITE_CONFIRMED).count(), 1, "{m}");
+}

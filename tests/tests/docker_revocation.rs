@@ -1,10 +1,12 @@
 //! Revocation end to end on the real Docker engine: revoking by project, visa `jti`, dataset and
 //! subject removes exactly the containers covered, at every site, marks those workspaces
-//! `revoked`, and a revoked visa or project is refused at create afterwards.
+//! `revoked` (and each site confirms), and a revoked visa or project is refused at create
+//! afterwards.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use basho_core::revocation::SITE_CONFIRMED;
 use basho_core::visa::mint::Visa;
 use basho_tests::federation::Federation;
 use basho_tests::wait_for;
@@ -42,6 +44,12 @@ async fn revoke(fed: &Federation, body: Value, expected: &[&String]) -> Value {
         assert_eq!(fed.api.workspace(id).await["state"], "revoked");
         wait_for(&format!("{id}'s container gone"), PATIENCE, || async {
             fed.containers(id).await.is_empty().then_some(())
+        })
+        .await;
+        wait_for(&format!("{id}'s site confirming"), PATIENCE, || async {
+            let w = fed.api.workspace(id).await;
+            let message = w["message"].as_str().unwrap_or_default();
+            (w["state"] == "revoked" && message.contains(SITE_CONFIRMED)).then_some(())
         })
         .await;
     }

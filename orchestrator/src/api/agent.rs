@@ -259,6 +259,14 @@ pub async fn observations(
             ignore(&o, site, "other_site");
             continue;
         }
+        // The site confirms a revoked workspace's container is gone (`basho revoke --wait`).
+        if rec.workspace.state == WsState::Revoked
+            && matches!(obs.state, WsState::Revoked | WsState::Stopped)
+        {
+            let note = basho_core::revocation::SITE_CONFIRMED;
+            o.inner().store.note_revoked(&obs.workspace, note).await?;
+            continue;
+        }
         // A stop was asked: the agent losing sight of the container must not cancel it.
         if rec.workspace.state == WsState::Stopping && obs.state == WsState::Unknown {
             ignore(&o, site, "illegal_transition");

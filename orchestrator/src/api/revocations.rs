@@ -162,6 +162,10 @@ pub async fn revoke(
             )
             .await?
         {
+            if matches!(rec.workspace.state, WsState::Pending | WsState::Placed) {
+                let note = basho_core::revocation::NOTHING_REPORTED;
+                inner.store.note_revoked(&rec.workspace.id, note).await?;
+            }
             affected.push(rec.workspace.id.clone());
         }
     }

@@ -36,4 +36,8 @@ pub trait RevocationStore: Send + Sync + 'static {
 
     /// Every revocation, oldest first.
     async fn revocations(&self) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Appends `note` to the message of workspace `id` if it is `revoked` and the message does
+    /// not carry it yet; true when it was appended. The state and revision do not change.
+    async fn note_revoked(&self, id: &str, note: &str) -> Result<bool, StoreError>;
 }

@@ -83,6 +83,18 @@ impl RevocationStore for SqliteStore {
         .await?;
         rows.iter().map(revocation).collect()
     }
+
+    async fn note_revoked(&self, id: &str, note: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE workspaces SET message = COALESCE(message || '; ', '') || ?1 \
+             WHERE id = ?2 AND state = 'revoked' AND instr(COALESCE(message, ''), ?1) = 0",
+        )
+        .bind(note)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 #[cfg(test)]
