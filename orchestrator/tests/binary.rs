@@ -48,6 +48,43 @@ fn bad_config_exits_64_naming_every_problem() {
     assert_eq!(out.status.code(), Some(64));
 }
 
+#[test]
+fn tls_files_and_plain_http_off_loopback_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/workspaces");
+    let run = |extra: &str| {
+        let path = dir.path().join("orchestrator.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "data_dir = {:?}\ntemplates_dir = {templates:?}\nplatform_tokens = [\"t\"]\n{extra}",
+                dir.path().join("data"),
+            ),
+        )
+        .unwrap();
+        let out = bin()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env_remove("BASHO_LISTEN")
+            .env_remove("BASHO_DATA_DIR")
+            .env_remove("BASHO_DATABASE")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{extra}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run("[tls]\ncert_file = \"/nonexistent/o.crt\"\nkey_file = \"/nonexistent/o.key\"\n");
+    for what in [
+        "tls.cert_file /nonexistent/o.crt",
+        "tls.key_file /nonexistent/o.key",
+    ] {
+        assert!(err.contains(what), "{what} missing from:\n{err}");
+    }
+    let err = run("listen = \"0.0.0.0:0\"\nplain_http_on_loopback = true\n");
+    assert!(err.contains("not a loopback address"), "{err}");
+}
+
 #[cfg(unix)]
 #[test]
 fn serves_and_stops_on_sigterm() {
