@@ -49,11 +49,21 @@ impl Drop for Dev {
     }
 }
 
+/// Waits until the API answers and all three dev sites have registered (placement needs them).
 async fn healthy(api: &Api) {
     wait_for("basho dev healthy", Duration::from_secs(120), || async {
         let r = reqwest::get(format!("{}/healthz", api.base)).await.ok()?;
         r.status().is_success().then_some(())
     })
+    .await;
+    wait_for(
+        "three dev sites registered",
+        Duration::from_secs(60),
+        || async {
+            let (status, sites) = api.call(reqwest::Method::GET, "/v1/sites", None).await;
+            (status.is_success() && sites.as_array()?.len() == 3).then_some(())
+        },
+    )
     .await;
 }
 
