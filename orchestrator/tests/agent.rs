@@ -229,13 +229,7 @@ async fn lifecycle_through_observations() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(del["state"], "stopped");
-    let (_, sites) = h.get("/v1/sites").await;
-    let tohoku = sites
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "tohoku")
-        .unwrap();
+    let tohoku = h.site("tohoku").await;
     assert_eq!(
         tohoku["workspaces"], 0,
         "an ended workspace releases its compute"

@@ -45,13 +45,7 @@ async fn create_happy_path() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(shown, w);
-    let (_, sites) = h.get("/v1/sites").await;
-    let tohoku = sites
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "tohoku")
-        .unwrap();
+    let tohoku = h.site("tohoku").await;
     assert_eq!(tohoku["allocated"]["cpus"], 2);
     assert_eq!(tohoku["workspaces"], 1);
 }
@@ -116,13 +110,7 @@ async fn idempotent_create() {
     let got = send(body.clone(), "").await;
     assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert_eq!(h.workspaces().await.len(), 1);
-    let (_, sites) = h.get("/v1/sites").await;
-    let tohoku = sites
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "tohoku")
-        .unwrap();
+    let tohoku = h.site("tohoku").await;
     assert_eq!(tohoku["workspaces"], 1, "a replay reserves nothing");
 }
 
@@ -160,13 +148,7 @@ async fn concurrent_creates_with_one_key() {
     assert_eq!(created, 1);
     assert_eq!(ids.len(), 1);
     assert_eq!(h.workspaces().await.len(), 1);
-    let (_, sites) = h.get("/v1/sites").await;
-    let tohoku = sites
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "tohoku")
-        .unwrap();
+    let tohoku = h.site("tohoku").await;
     assert_eq!(tohoku["workspaces"], 1);
     assert_eq!(tohoku["allocated"]["cpus"], 1);
 }

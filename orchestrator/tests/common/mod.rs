@@ -132,6 +132,18 @@ impl Harness {
         self.call(Method::GET, path, PLATFORM, None).await
     }
 
+    /// One site as `GET /v1/sites` shows it; panics when it is not listed.
+    pub async fn site(&self, name: &str) -> Value {
+        let (_, sites) = self.get("/v1/sites").await;
+        sites
+            .as_array()
+            .expect("sites are a list")
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("site {name} not listed: {sites}"))
+            .clone()
+    }
+
     /// `POST /v1/workspaces` with the platform token.
     pub async fn create(&self, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, "/v1/workspaces", PLATFORM, Some(body))
