@@ -122,6 +122,26 @@ pub(crate) struct Inner {
     pub(crate) closing: CancellationToken,
     /// Terminates HTTPS when the config has `[tls]`; plain HTTP (loopback only) without.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The deny-list, read by every create and every desired-state answer. Revocations are
+    /// append-only and recorded only through this process, so memory follows the store without
+    /// a query per request.
+    pub(crate) revocations: std::sync::RwLock<Arc<Vec<basho_core::revocation::Revocation>>>,
+}
+
+impl Inner {
+    /// Every revocation, oldest first.
+    pub(crate) fn revocations(&self) -> Arc<Vec<basho_core::revocation::Revocation>> {
+        self.revocations
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Adds a revocation just recorded in the store.
+    pub(crate) fn remember_revocation(&self, r: basho_core::revocation::Revocation) {
+        let mut list = self.revocations.write().unwrap_or_else(|e| e.into_inner());
+        Arc::make_mut(&mut list).push(r);
+    }
 }
 
 impl Orchestrator {
@@ -154,6 +174,7 @@ impl Orchestrator {
         }
         let sites = SiteCache::load(stored_sites, &counts, &revisions);
         let auth = api::auth::Tokens::new(&config);
+        let revocations = std::sync::RwLock::new(Arc::new(store.revocations().await?));
         let tls = match &config.tls {
             Some(tls) => {
                 Some(tls::server_config(tls).map_err(|problems| ConfigError { problems })?)
@@ -172,6 +193,7 @@ impl Orchestrator {
                 audit: audit::AuditWriter::default(),
                 closing: CancellationToken::new(),
                 tls: tls.map(tokio_rustls::TlsAcceptor::from),
+                revocations,
             }),
         })
     }

@@ -184,7 +184,7 @@ pub async fn desired(
         }
     }
     let (revision, list) = inner.store.desired(&site).await?;
-    let revocations = inner.store.revocations().await?;
+    let revocations = inner.revocations().as_ref().clone();
     let (stopping, live): (Vec<_>, Vec<_>) = list
         .into_iter()
         .partition(|r| r.workspace.state == WsState::Stopping);

@@ -67,7 +67,7 @@ pub(crate) fn covering<'r>(
 /// Refuses a create that a revocation covers: 403 `project_revoked` when it names the project
 /// alone, `visa_revoked` otherwise.
 pub(crate) async fn refuse_revoked(inner: &Inner, rec: &WorkspaceRecord) -> ApiResult<()> {
-    let list = inner.store.revocations().await?;
+    let list = inner.revocations();
     let Some(r) = covering(&list, rec) else {
         return Ok(());
     };
@@ -130,6 +130,7 @@ pub async fn revoke(
         reason,
     };
     let (revocation, revision) = inner.store.record_revocation(&new, Utc::now()).await?;
+    inner.remember_revocation(revocation.clone());
     // Every agent hears of it at once: each applies the list to what it runs.
     for (site, _) in inner.sites.last_contacts() {
         inner.sites.publish(&site, revision);
