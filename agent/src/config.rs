@@ -96,6 +96,8 @@ pub enum BackendConfig {
         #[serde(default)]
         namespace: Option<String>,
     },
+    /// A Slurm cluster reached over SSH on its login node.
+    Slurm(SlurmConfig),
     /// Simulated lifecycles, for tests and benchmarks only.
     Fake {
         /// Time from launch to running, milliseconds.
@@ -105,6 +107,107 @@ pub enum BackendConfig {
         #[serde(default)]
         failure_rate: f64,
     },
+}
+
+impl BackendConfig {
+    /// `docker`, `slurm` or `fake`, as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Docker { .. } => "docker",
+            Self::Slurm(_) => "slurm",
+            Self::Fake { .. } => "fake",
+        }
+    }
+}
+
+/// A Slurm site: the login node the agent reaches over SSH, how jobs are submitted, and the
+/// container runtime the job script starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmConfig {
+    /// The login node.
+    pub login: LoginNode,
+    /// `--partition`; the cluster's default when absent.
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// `--account` per project ID; projects not listed use `default_account`.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, String>,
+    /// `--account` for projects not in `accounts`; none (the user's default) when absent.
+    #[serde(default)]
+    pub default_account: Option<String>,
+    /// Extra `#SBATCH` options, each one option such as `--qos=normal`.
+    #[serde(default)]
+    pub directives: Vec<String>,
+    /// The container runtime the job script runs.
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// The runtime's program on the compute nodes; the runtime's own name when absent.
+    #[serde(default)]
+    pub runtime_path: Option<String>,
+    /// Job script template (minijinja); the built-in `templates/slurm/workspace.sh.j2` when absent.
+    #[serde(default)]
+    pub template: Option<PathBuf>,
+    /// Directory on the cluster for the jobs' `--output` files; Slurm's default when absent.
+    #[serde(default)]
+    pub output_dir: Option<String>,
+}
+
+/// How the agent reaches the login node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginNode {
+    /// Host name or address.
+    pub host: String,
+    /// SSH port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// The service account jobs are submitted as.
+    pub user: String,
+    /// Private key file (OpenSSH format) for `user`.
+    pub identity_file: PathBuf,
+    /// known_hosts file that must hold the login node's host key; there is no blind trust.
+    pub known_hosts: PathBuf,
+    /// Connect and handshake timeout, seconds.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: u64,
+    /// Longest a Slurm command may take before the agent gives up on it, seconds.
+    #[serde(default = "default_command_timeout_s")]
+    pub command_timeout_s: u64,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_connect_timeout_s() -> u64 {
+    10
+}
+fn default_command_timeout_s() -> u64 {
+    30
+}
+
+/// The container runtime inside a Slurm job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// Apptainer (Singularity), with a SIF image; the usual choice on HPC.
+    #[default]
+    Apptainer,
+    /// Docker on the compute node.
+    Docker,
+    /// Podman on the compute node.
+    Podman,
+}
+
+impl Runtime {
+    /// The runtime's name, also its default program.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Apptainer => "apptainer",
+            Self::Docker => "docker",
+            Self::Podman => "podman",
+        }
+    }
 }
 
 /// One dataset the site holds.

@@ -69,10 +69,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     match load_checked(path) {
         Err(problems) => report(path, &problems),
         Ok(c) => {
-            let backend = match &c.backend {
-                basho_agent::config::BackendConfig::Docker { .. } => "docker",
-                basho_agent::config::BackendConfig::Fake { .. } => "fake",
-            };
+            let backend = c.backend.kind();
             println!(
                 "{}: ok: site {} on {backend}, orchestrator {}, {} dataset(s), {} image(s), {} trusted issuer(s), workspaces run as {}",
                 path.display(),

@@ -14,6 +14,7 @@ use crate::config::{BackendConfig, SiteConfig};
 pub mod conformance;
 pub mod docker;
 pub mod fake;
+pub mod slurm;
 
 /// What a backend can do, so the agent refuses what it cannot honour instead of degrading silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +146,9 @@ pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError
             docker::DockerBackend::connect(socket.as_deref(), config.site.clone())
                 .await?
                 .with_namespace(namespace.clone()),
+        )),
+        BackendConfig::Slurm(_) => Err(BackendError::Unsupported(
+            "the slurm backend is not built yet".into(),
         )),
         BackendConfig::Fake {
             start_delay_ms,
