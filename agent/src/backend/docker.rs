@@ -2,7 +2,7 @@
 //! isolation default of the design (no network, no capabilities, read-only root, non-root user,
 //! limits) and never pulling an image.
 
-mod create;
+pub(crate) mod create;
 mod error;
 mod observe;
 

@@ -75,7 +75,7 @@ pub(super) async fn check(spec: &LaunchSpec, sockets: &[String]) -> Result<Check
 }
 
 /// `uid[:gid]`, numeric, neither root: a name could map to uid 0 inside an arbitrary image.
-fn check_user(user: &str) -> Result<(), BackendError> {
+pub(crate) fn check_user(user: &str) -> Result<(), BackendError> {
     let bad = || {
         refused(format!(
             "workspace user {user:?} is not allowed; set isolation.user to a numeric non-root \
@@ -95,7 +95,7 @@ fn check_user(user: &str) -> Result<(), BackendError> {
 }
 
 /// An image ID (`sha256:<64 hex>`) or `name@sha256:<64 hex>`: a tag can be moved under us.
-fn check_image(image: &str) -> Result<(), BackendError> {
+pub(crate) fn check_image(image: &str) -> Result<(), BackendError> {
     let digest = match image.rsplit_once('@') {
         Some((name, digest)) if !name.is_empty() => digest,
         Some(_) => "",
@@ -113,7 +113,7 @@ fn check_image(image: &str) -> Result<(), BackendError> {
     Ok(())
 }
 
-fn check_limits(spec: &LaunchSpec) -> Result<(), BackendError> {
+pub(crate) fn check_limits(spec: &LaunchSpec) -> Result<(), BackendError> {
     let r = &spec.resources;
     if r.cpus == 0 {
         return Err(refused("cpus must be at least 1"));
@@ -140,7 +140,7 @@ fn check_limits(spec: &LaunchSpec) -> Result<(), BackendError> {
 }
 
 /// Names only: values may hold secrets and never appear in errors or logs.
-fn check_env(env: &[(String, String)]) -> Result<(), BackendError> {
+pub(crate) fn check_env(env: &[(String, String)]) -> Result<(), BackendError> {
     for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(refused(format!(
