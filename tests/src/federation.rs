@@ -71,6 +71,14 @@ pub struct Federation {
 impl Federation {
     /// Starts the orchestrator and all three agents, or `None` when the machine has no Docker.
     pub async fn start() -> Option<Federation> {
+        Self::start_with(|_, _| {}).await
+    }
+
+    /// Like [`start`](Self::start), with each site's config passed through `customize` (given the
+    /// demo site's short name) first: to put a site on another backend, say.
+    pub async fn start_with(
+        mut customize: impl FnMut(&str, &mut SiteConfig),
+    ) -> Option<Federation> {
         let docker = crate::docker().await?;
         let image = basho_cli::dev::image::ensure_demo_image(&docker)
             .await
@@ -100,7 +108,7 @@ impl Federation {
                 site: Ident::parse(&site).unwrap(),
                 token: agent_token.clone(),
             });
-            let cfg = site_config(
+            let mut cfg = site_config(
                 dir.path(),
                 &site,
                 datasets,
@@ -109,6 +117,7 @@ impl Federation {
                 listen,
                 agent_token,
             );
+            customize(name, &mut cfg);
             sites.insert(name.to_owned(), cfg);
         }
         let config = Config {

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod federation;
+pub mod slurm;
 
 use std::future::Future;
 use std::time::Duration;

@@ -147,9 +147,10 @@ pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError
                 .await?
                 .with_namespace(namespace.clone()),
         )),
-        BackendConfig::Slurm(_) => Err(BackendError::Unsupported(
-            "the slurm backend is not built yet".into(),
-        )),
+        BackendConfig::Slurm(slurm) => Ok(Arc::new(slurm::SlurmBackend::new(
+            config.site.clone(),
+            slurm.clone(),
+        )?)),
         BackendConfig::Fake {
             start_delay_ms,
             failure_rate,

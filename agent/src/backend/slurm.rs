@@ -1,5 +1,397 @@
 //! Slurm sites: the agent reaches the login node over SSH, submits one job per workspace with
 //! `sbatch`, follows it with `squeue` and `sacct`, and ends it with `scancel`.
+//!
+//! - A job is named `basho-<workspace id>` and carries `--comment=basho site=<site> expires=<t>`,
+//!   so the agent finds its jobs again after a restart, and tells its site's jobs from others'.
+//! - Never kill on a hiccup: a query that fails or times out is an error (`Unavailable`), which
+//!   makes workspaces `unknown`; only `squeue`/`sacct` output ends one.
+//! - Never submit twice: before `sbatch`, the agent looks for a job of that name in `squeue` and,
+//!   where accounting runs, in `sacct`, so a workspace whose job already ran is not run again.
+//!   `inspect` and `list_managed` see live jobs only (pending, running, ending); ended jobs stay
+//!   in accounting, where only `launch` looks.
 
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use basho_core::Ident;
+use chrono::Utc;
+
+use crate::backend::{
+    Backend, BackendError, Capabilities, LaunchSpec, Observed, RunState, UsageSample,
+};
+use crate::config::SlurmConfig;
+
+pub mod parse;
 pub mod runtime;
 pub mod script;
+pub mod ssh;
+
+use parse::{Job, JobState};
+use ssh::{Login, Output, SshError};
+
+/// How far back `sacct` looks for a workspace's earlier job.
+const SACCT_WINDOW: &str = "now-60days";
+/// `squeue` fields: job id, name, state, comment.
+const SQUEUE_FORMAT: &str = "%i|%j|%T|%k";
+/// How long `stop` waits for a cancelled job to leave `squeue`, and how often it looks.
+const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(90);
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(300);
+/// `sacct` fields for a finished job.
+const SACCT_FIELDS: &str = "JobIDRaw,JobName,State,ExitCode";
+
+/// A Slurm cluster behind its login node.
+pub struct SlurmBackend {
+    site: Ident,
+    cfg: SlurmConfig,
+    template: String,
+    login: Login,
+}
+
+/// Single-quotes `word` for a POSIX shell.
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
+    {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+fn command_line(argv: &[&str]) -> String {
+    argv.iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn unavailable(e: SshError) -> BackendError {
+    BackendError::Unavailable(e.to_string())
+}
+
+/// Slurm's own words for a controller it could not reach: worth retrying, not a refusal.
+fn transient(stderr: &str) -> bool {
+    [
+        "Unable to contact slurm controller",
+        "Socket timed out",
+        "Transient",
+        "try again",
+        "Connection refused",
+        "Zero Bytes were transmitted",
+    ]
+    .iter()
+    .any(|s| stderr.contains(s))
+}
+
+impl SlurmBackend {
+    /// A backend for `site` with `cfg`; reads and checks the job template, dials nothing yet.
+    pub fn new(site: Ident, cfg: SlurmConfig) -> Result<Self, BackendError> {
+        let template = match &cfg.template {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                BackendError::Refused(format!(
+                    "cannot read the job template {}: {e}",
+                    path.display()
+                ))
+            })?,
+            None => script::DEFAULT_TEMPLATE.to_owned(),
+        };
+        script::validate(&template)
+            .map_err(|e| BackendError::Refused(format!("job template: {e}")))?;
+        let login = Login::new(cfg.login.clone());
+        Ok(Self {
+            site,
+            cfg,
+            template,
+            login,
+        })
+    }
+
+    async fn run(&self, argv: &[&str], stdin: Option<String>) -> Result<Output, BackendError> {
+        self.login
+            .run(command_line(argv), stdin)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Runs a query whose failure means "cannot tell", never "gone".
+    async fn query(&self, argv: &[&str]) -> Result<String, BackendError> {
+        let out = self.run(argv, None).await?;
+        if out.status != 0 {
+            return Err(BackendError::Unavailable(format!(
+                "{} failed on {}: {}",
+                argv[0],
+                self.login.describe(),
+                out.why()
+            )));
+        }
+        Ok(out.stdout)
+    }
+
+    /// This site's live jobs (pending, running, completing) as `squeue` lists them; with
+    /// `ended`, also those that ended recently enough for the controller to remember them.
+    async fn jobs(&self, name: Option<&str>, ended: bool) -> Result<Vec<Job>, BackendError> {
+        let user = self.cfg.login.user.clone();
+        let mut argv = vec![
+            "squeue",
+            "--noheader",
+            "--user",
+            &user,
+            "--format",
+            SQUEUE_FORMAT,
+        ];
+        if ended {
+            argv.push("--states=all");
+        }
+        let by_name;
+        if let Some(n) = name {
+            by_name = format!("--name={n}");
+            argv.push(&by_name);
+        }
+        let out = self.query(&argv).await?;
+        Ok(parse::squeue(&out)
+            .into_iter()
+            .filter(|j| j.site.as_deref() == Some(self.site.as_str()))
+            .collect())
+    }
+
+    /// The workspace's finished job in accounting, if accounting runs and has one.
+    async fn finished_job(&self, workspace: &str) -> Result<Option<Job>, BackendError> {
+        let name = format!("--name={}", script::job_name(workspace));
+        let user = self.cfg.login.user.clone();
+        let out = self
+            .run(
+                &[
+                    "sacct",
+                    "--noheader",
+                    "--parsable2",
+                    "--allocations",
+                    "--user",
+                    &user,
+                    &name,
+                    "--starttime",
+                    SACCT_WINDOW,
+                    "--format",
+                    SACCT_FIELDS,
+                ],
+                None,
+            )
+            .await?;
+        if out.status != 0 {
+            if parse::accounting_disabled(&out.stderr) {
+                return Ok(None);
+            }
+            return Err(BackendError::Unavailable(format!(
+                "sacct failed on {}: {}",
+                self.login.describe(),
+                out.why()
+            )));
+        }
+        Ok(parse::sacct(&out.stdout).into_iter().max_by_key(|j| j.id))
+    }
+
+    /// The workspace's live job (pending, running or ending), if any.
+    async fn live(&self, workspace: &str) -> Result<Option<Observed>, BackendError> {
+        let name = script::job_name(workspace);
+        let live = self.jobs(Some(&name), false).await?;
+        Ok(pick(live).into_iter().find(|o| o.workspace == workspace))
+    }
+}
+
+/// One observation per workspace; where Slurm has several jobs of one name, the most alive wins.
+fn pick(jobs: Vec<Job>) -> Vec<Observed> {
+    let mut by_ws: BTreeMap<String, Job> = BTreeMap::new();
+    for j in jobs {
+        let Some(ws) = j.workspace().map(str::to_owned) else {
+            continue;
+        };
+        match by_ws.get(&ws) {
+            Some(prev) if prev.state.liveness() >= j.state.liveness() => {}
+            _ => {
+                by_ws.insert(ws, j);
+            }
+        }
+    }
+    by_ws.into_values().filter_map(|j| j.observed()).collect()
+}
+
+#[async_trait]
+impl Backend for SlurmBackend {
+    fn kind(&self) -> &'static str {
+        "slurm"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            gpus: true,
+            recursive_readonly: !matches!(
+                self.cfg.runtime,
+                crate::config::Runtime::Docker | crate::config::Runtime::Podman
+            ),
+        }
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError> {
+        let text = script::render(&self.template, &self.cfg, spec, Utc::now())
+            .map_err(|e| BackendError::Refused(format!("job script: {e}")))?;
+        // A workspace runs once: a job already there is adopted, and one that already ended
+        // (still known to the controller, or in accounting) is its end, not a reason to submit.
+        let name = script::job_name(&spec.workspace);
+        let known = pick(self.jobs(Some(&name), true).await?);
+        if let Some(found) = known.into_iter().find(|o| o.workspace == spec.workspace) {
+            tracing::info!(workspace = %spec.workspace, job = %found.handle, state = ?found.state, "job already there; not submitting again");
+            return Ok(found);
+        }
+        if let Some(ended) = self
+            .finished_job(&spec.workspace)
+            .await?
+            .and_then(|j| j.observed())
+        {
+            tracing::warn!(workspace = %spec.workspace, job = %ended.handle, state = ?ended.state, "its job already ran; not submitting again");
+            return Ok(ended);
+        }
+        let out = self.run(&["sbatch", "--parsable"], Some(text)).await?;
+        if out.status != 0 {
+            let why = out.why();
+            let msg = format!("sbatch on {} refused the job: {why}", self.login.describe());
+            return Err(if transient(&why) {
+                BackendError::Unavailable(msg)
+            } else {
+                BackendError::Refused(msg)
+            });
+        }
+        let id = parse::sbatch_job_id(&out.stdout).ok_or_else(|| {
+            BackendError::Unavailable(format!(
+                "sbatch answered {:?}, not a job id; the job will be found by name next pass",
+                out.stdout.trim()
+            ))
+        })?;
+        tracing::info!(workspace = %spec.workspace, job = id, "submitted");
+        Ok(Observed {
+            workspace: spec.workspace.clone(),
+            handle: id.to_string(),
+            state: RunState::Starting,
+            expires_at: Some(spec.expires_at),
+        })
+    }
+
+    async fn inspect(&self, workspace: &str) -> Result<Option<Observed>, BackendError> {
+        self.live(workspace).await
+    }
+
+    async fn stop(&self, workspace: &str) -> Result<(), BackendError> {
+        let name = format!("--name={}", script::job_name(workspace));
+        let user = self.cfg.login.user.clone();
+        let out = self.run(&["scancel", "--user", &user, &name], None).await?;
+        if out.status != 0 {
+            return Err(BackendError::Unavailable(format!(
+                "scancel on {} failed: {}",
+                self.login.describe(),
+                out.why()
+            )));
+        }
+        // Done when Slurm no longer lists it live: the job script has had its chance to remove
+        // the container (Slurm's KillWait bounds that).
+        let deadline = tokio::time::Instant::now() + STOP_WITHIN;
+        while self.live(workspace).await?.is_some() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BackendError::Unavailable(format!(
+                    "job basho-{workspace} still ending {STOP_WITHIN:?} after scancel"
+                )));
+            }
+            tokio::time::sleep(STOP_POLL).await;
+        }
+        Ok(())
+    }
+
+    async fn list_managed(&self) -> Result<Vec<Observed>, BackendError> {
+        Ok(pick(self.jobs(None, false).await?))
+    }
+
+    async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError> {
+        let name = script::job_name(workspace);
+        let Some(job) = self
+            .jobs(Some(&name), false)
+            .await?
+            .into_iter()
+            .find(|j| j.state == JobState::Running)
+        else {
+            return Ok(None);
+        };
+        let id = job.id.to_string();
+        let out = self
+            .query(&[
+                "sstat",
+                "--noheader",
+                "--parsable2",
+                "--allsteps",
+                "--jobs",
+                &id,
+                "--format",
+                "JobID,TRESUsageInTot",
+            ])
+            .await?;
+        Ok(Some(parse::sstat_usage(&out)))
+    }
+}
+
+impl Job {
+    fn workspace(&self) -> Option<&str> {
+        self.name.strip_prefix("basho-")
+    }
+
+    fn observed(&self) -> Option<Observed> {
+        let workspace = self.workspace()?.to_owned();
+        Some(Observed {
+            workspace,
+            handle: self.id.to_string(),
+            state: self.state.run_state(self.exit_code),
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_a_real_shell() {
+        let words = [
+            "plain",
+            "",
+            "it's",
+            "$(rm -rf ~)",
+            "`id`",
+            "a b\nc",
+            "--name=basho-x",
+            "\\",
+            "'",
+        ];
+        let line = format!("printf '%s\\0' {}", command_line(&words));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let back: Vec<&str> = std::str::from_utf8(&out.stdout)
+            .unwrap()
+            .split_terminator('\0')
+            .collect();
+        assert_eq!(back, words);
+    }
+
+    #[test]
+    fn slurm_hiccups_are_transient_and_refusals_are_not() {
+        assert!(transient(
+            "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+        ));
+        assert!(!transient(
+            "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified"
+        ));
+        assert!(!transient(
+            "sbatch: error: invalid partition specified: nope"
+        ));
+    }
+}

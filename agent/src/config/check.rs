@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use super::{BackendConfig, SiteConfig};
+use super::{BackendConfig, SiteConfig, SlurmConfig};
 
 /// Engine sockets that give control of the host: never inside a dataset.
 const ENGINE_SOCKETS: &[&str] = &[
@@ -27,6 +27,9 @@ pub fn check(config: &SiteConfig) -> Vec<String> {
     check_images(config, &mut p);
     check_issuers(config, &mut p);
     check_paths(config, &mut p);
+    if let BackendConfig::Slurm(slurm) = &config.backend {
+        check_slurm(slurm, &mut p);
+    }
     if let Err(e) = config.isolation.ids() {
         p.push(e.to_string());
     }
@@ -208,6 +211,60 @@ fn check_images(config: &SiteConfig, p: &mut Vec<String>) {
                 "images.{name:?} = {reference:?} is not pinned; use an image ID sha256:<64 hex> \
                  or name@sha256:<64 hex>"
             ));
+        }
+    }
+}
+
+fn check_slurm(cfg: &SlurmConfig, p: &mut Vec<String>) {
+    let login = &cfg.login;
+    if login.host.trim().is_empty() || login.user.trim().is_empty() {
+        p.push("backend.login.host and backend.login.user must be set".into());
+    }
+    if login.port == 0 {
+        p.push("backend.login.port must not be 0".into());
+    }
+    if login.connect_timeout_s == 0 || login.command_timeout_s == 0 {
+        p.push("backend.login timeouts must be at least 1 s".into());
+    }
+    for (what, path) in [
+        ("identity_file", &login.identity_file),
+        ("known_hosts", &login.known_hosts),
+    ] {
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
+                p.push(format!("backend.login.{what} {} is empty", path.display()))
+            }
+            Ok(_) => {}
+            Err(e) => p.push(format!(
+                "backend.login.{what} {} cannot be read: {e}",
+                path.display()
+            )),
+        }
+    }
+    let words = cfg
+        .accounts
+        .values()
+        .chain(&cfg.default_account)
+        .chain(&cfg.partition)
+        .chain(&cfg.runtime_path);
+    for w in words {
+        if w.is_empty() || w.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            p.push(format!(
+                "backend: {w:?} is not a usable account, partition or program name"
+            ));
+        }
+    }
+    if let Some(path) = &cfg.template {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                if let Err(e) = crate::backend::slurm::script::validate(&text) {
+                    p.push(format!("backend.template {}: {e}", path.display()));
+                }
+            }
+            Err(e) => p.push(format!(
+                "backend.template {} cannot be read: {e}",
+                path.display()
+            )),
         }
     }
 }

@@ -1,0 +1,161 @@
+//! The Slurm backend alone against the real cluster of `scripts/slurm-up` over real SSH: the
+//! shared conformance suite, and every way the login node or Slurm can say no: unreachable,
+//! unknown or changed host key, rejected key, a partition or account sbatch refuses.
+
+use std::path::Path;
+use std::process::Command;
+
+use basho_agent::backend::conformance::{example_spec, run_suite};
+use basho_agent::backend::slurm::SlurmBackend;
+use basho_agent::backend::{Backend, BackendError, LaunchSpec};
+use basho_agent::config::{Runtime, SlurmConfig};
+use basho_core::Ident;
+use basho_tests::slurm::{Testbed, jobs_ever};
+
+fn site() -> Ident {
+    Ident::parse(&basho_tests::unique("slurm")).unwrap()
+}
+
+fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let key = dir.join(name);
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen runs")
+        .success();
+    assert!(ok);
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public)
+}
+
+async fn refusal(cfg: SlurmConfig) -> String {
+    let backend = SlurmBackend::new(site(), cfg).expect("config accepted");
+    match backend.list_managed().await {
+        Err(BackendError::Unavailable(m)) => m,
+        other => panic!("expected the login node to be unavailable, got {other:?}"),
+    }
+}
+
+/// A spec the docker runtime inside a job can start: the demo image, real directories.
+async fn runnable_spec(dir: &Path, site: &Ident, id: &str) -> LaunchSpec {
+    let docker = basho_tests::docker().await.expect("a Docker engine");
+    let image = basho_cli::dev::image::ensure_demo_image(&docker)
+        .await
+        .expect("demo image");
+    let mut spec = example_spec(site, id);
+    spec.image = image;
+    spec.work_dir = dir.join("work");
+    spec.results_dir = dir.join("results").join(id);
+    spec.workspace_json = dir.join(format!("{id}.json"));
+    std::fs::create_dir_all(&spec.work_dir).unwrap();
+    std::fs::create_dir_all(&spec.results_dir).unwrap();
+    std::fs::write(&spec.workspace_json, "{}").unwrap();
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slurm_backend_passes_the_conformance_suite() {
+    let testbed = Testbed::load();
+    let site = site();
+    let backend = SlurmBackend::new(site.clone(), testbed.backend(Runtime::Docker)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let id = basho_tests::unique("conf");
+    let spec = runnable_spec(dir.path(), &site, &id).await;
+    let result = run_suite(&backend, |_| spec.clone()).await;
+    let _ = backend.stop(&id).await;
+    result.expect("conformance");
+    assert_eq!(jobs_ever(&id), 1, "one job for the whole suite");
+
+    // Launching a workspace whose job already ran does not run it again.
+    let again = backend.launch(&spec).await.expect("launch after the end");
+    assert!(
+        matches!(again.state, basho_agent::backend::RunState::Exited(_)),
+        "{again:?}"
+    );
+    assert_eq!(jobs_ever(&id), 1, "not resubmitted");
+}
+
+#[tokio::test]
+async fn an_unreachable_login_node_is_unavailable_with_the_reason() {
+    let mut cfg = Testbed::load().backend(Runtime::Docker);
+    // Nothing listens on port 1 of loopback.
+    cfg.login.port = 1;
+    let m = refusal(cfg).await;
+    assert!(m.contains("cannot connect"), "{m}");
+}
+
+#[tokio::test]
+async fn a_host_key_not_in_known_hosts_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Testbed::load().backend(Runtime::Docker);
+    let file = dir.path().join("known_hosts");
+    std::fs::write(&file, "").unwrap();
+    cfg.login.known_hosts = file;
+    let m = refusal(cfg).await;
+    assert!(
+        m.contains("host key rejected") && m.contains("is not in"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_host_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Testbed::load().backend(Runtime::Docker);
+    let (_, other) = keygen(dir.path(), "other");
+    let file = dir.path().join("known_hosts");
+    let key = other
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(
+        &file,
+        format!("[{}]:{} {key}\n", cfg.login.host, cfg.login.port),
+    )
+    .unwrap();
+    cfg.login.known_hosts = file;
+    let m = refusal(cfg).await;
+    assert!(m.contains("differs"), "{m}");
+}
+
+#[tokio::test]
+async fn a_key_the_login_node_does_not_know_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Testbed::load().backend(Runtime::Docker);
+    let (key, _) = keygen(dir.path(), "stranger");
+    cfg.login.identity_file = key;
+    let m = refusal(cfg).await;
+    assert!(m.contains("refused the agent's key"), "{m}");
+}
+
+async fn sbatch_refusal(cfg: SlurmConfig) -> String {
+    let site = site();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = SlurmBackend::new(site.clone(), cfg).unwrap();
+    let id = basho_tests::unique("bad");
+    let spec = runnable_spec(dir.path(), &site, &id).await;
+    let r = backend.launch(&spec).await;
+    assert_eq!(jobs_ever(&id), 0, "nothing was queued");
+    match r {
+        Err(BackendError::Refused(m)) => m,
+        other => panic!("expected sbatch to refuse, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sbatch_refusing_a_partition_is_a_clear_refusal() {
+    let mut cfg = Testbed::load().backend(Runtime::Docker);
+    cfg.partition = Some("nope".into());
+    let m = sbatch_refusal(cfg).await;
+    assert!(m.contains("sbatch") && m.contains("partition"), "{m}");
+}
+
+#[tokio::test]
+async fn sbatch_refusing_an_account_is_a_clear_refusal() {
+    let mut cfg = Testbed::load().backend(Runtime::Docker);
+    cfg.default_account = Some("basho-other".into());
+    let m = sbatch_refusal(cfg).await;
+    assert!(m.contains("sbatch") && m.contains("account"), "{m}");
+}

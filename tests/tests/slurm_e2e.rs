@@ -1,0 +1,228 @@
+//! A Slurm site end to end, on the real one-node cluster of `scripts/slurm-up`, reached over real
+//! SSH: the `tohoku` site of the test federation runs on Slurm, its jobs start their containers
+//! with the `docker` runtime on this machine's engine (Apptainer cannot be installed here; its
+//! command line is covered by golden tests). Checked from the cluster's side with `squeue`/`sacct` and from the engine's side
+//! with `docker inspect` and exec inside the container.
+
+use std::time::Duration;
+
+use basho_agent::config::{BackendConfig, Runtime};
+use basho_tests::federation::Federation;
+use basho_tests::slurm::{Testbed, jobs_ever, jobs_of, slurm};
+use reqwest::StatusCode;
+
+/// Cancels the test's jobs however the test ends.
+struct Jobs(Vec<String>);
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        for ws in &self.0 {
+            let _ = std::process::Command::new("scancel")
+                .arg(format!("--name=basho-{ws}"))
+                .status();
+        }
+    }
+}
+
+async fn federation(runtime: Runtime) -> (Federation, Testbed) {
+    let testbed = Testbed::load();
+    let backend = testbed.backend(runtime);
+    let fed = Federation::start_with(|name, cfg| {
+        if name == "tohoku" {
+            cfg.backend = BackendConfig::Slurm(backend.clone());
+        }
+    })
+    .await
+    .expect("a Docker engine (the jobs' runtime)");
+    (fed, testbed)
+}
+
+async fn create(fed: &Federation, jobs: &mut Jobs, datasets: &[&str]) -> String {
+    let (status, ws) = fed
+        .api
+        .create(&fed.create_body("P-SLURM", "alice", datasets))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "create: {ws}");
+    let id = ws["id"].as_str().unwrap().to_owned();
+    jobs.0.push(id.clone());
+    fed.api
+        .wait_state(&id, "running", Duration::from_secs(90))
+        .await;
+    id
+}
+
+/// The container the job started, once it is there.
+async fn container(fed: &Federation, id: &str) -> String {
+    basho_tests::wait_for(
+        &format!("the job's container for {id}"),
+        Duration::from_secs(60),
+        || async {
+            let cs = fed.containers(id).await;
+            (cs.len() == 1).then(|| cs[0].clone())
+        },
+    )
+    .await
+}
+
+fn running_job(id: &str) -> u64 {
+    let jobs = jobs_of(id);
+    let running: Vec<_> = jobs.iter().filter(|(_, s)| s == "RUNNING").collect();
+    assert_eq!(running.len(), 1, "exactly one running job: {jobs:?}");
+    running[0].0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slurm_workspace_runs_isolated_with_only_its_datasets_and_ends_with_scancel() {
+    let (fed, _testbed) = federation(Runtime::Docker).await;
+    let mut jobs = Jobs(Vec::new());
+    let id = create(&fed, &mut jobs, &["JGAD000101"]).await;
+
+    let job = running_job(&id);
+    let show = slurm(&["scontrol", "show", "job", &job.to_string()]);
+    assert!(show.contains("JobState=RUNNING"), "{show}");
+    assert!(show.contains(&format!("JobName=basho-{id}")), "{show}");
+    assert!(
+        show.contains("UserId=basho-svc"),
+        "jobs run as the service account: {show}"
+    );
+    assert!(
+        show.contains(&format!("Comment=basho site={}", fed.site("tohoku"))),
+        "{show}"
+    );
+
+    let cid = container(&fed, &id).await;
+    let c = fed.docker.inspect_container(&cid, None).await.unwrap();
+    let host = c.host_config.clone().unwrap();
+    assert_eq!(host.network_mode.as_deref(), Some("none"));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    assert!(
+        host.security_opt
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.starts_with("no-new-privileges")),
+    );
+    assert_eq!(host.privileged, Some(false));
+    assert!(
+        host.tmpfs.as_ref().is_some_and(|t| t.contains_key("/tmp")),
+        "{:?}",
+        host.tmpfs
+    );
+    assert!(host.pids_limit.unwrap_or(0) > 0);
+    assert_eq!(host.memory, Some(128 * 1024 * 1024));
+    let user = c.config.as_ref().and_then(|c| c.user.clone()).unwrap();
+    assert_eq!(user, "65534:65534");
+    let mut mounts: Vec<(String, bool)> = c
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| (m.destination.unwrap_or_default(), m.rw.unwrap_or(true)))
+        .collect();
+    mounts.sort();
+    assert_eq!(
+        mounts,
+        vec![
+            ("/data/JGAD000101".to_string(), false),
+            ("/etc/basho/workspace.json".to_string(), false),
+            ("/results".to_string(), true),
+            ("/work".to_string(), true),
+        ],
+        "exactly the approved dataset, read-only, and the workspace's own areas"
+    );
+
+    let (code, out) =
+        basho_tests::exec(&fed.docker, &cid, &["cat", "/data/JGAD000101/records.csv"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("JGAD000101-0"), "{out}");
+    let (code, _) = basho_tests::exec(&fed.docker, &cid, &["touch", "/data/JGAD000101/x"]).await;
+    assert_ne!(code, 0, "datasets are read-only");
+    let (code, _) = basho_tests::exec(&fed.docker, &cid, &["ls", "/data/JGAD000201"]).await;
+    assert_ne!(code, 0, "an unapproved dataset is not there");
+
+    let (status, _) = fed.api.delete(&id).await;
+    assert!(status.is_success(), "{status}");
+    fed.api
+        .wait_state(&id, "stopped", Duration::from_secs(60))
+        .await;
+    basho_tests::wait_for(
+        "job gone after scancel",
+        Duration::from_secs(60),
+        || async {
+            jobs_of(&id)
+                .iter()
+                .all(|(_, s)| s != "RUNNING" && s != "PENDING" && s != "COMPLETING")
+                .then_some(())
+        },
+    )
+    .await;
+    basho_tests::wait_for("container gone", Duration::from_secs(60), || async {
+        fed.containers(&id).await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(jobs_ever(&id), 1, "one job was ever submitted");
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ssh_outage_makes_the_workspace_unknown_and_never_resubmits() {
+    let (fed, testbed) = federation(Runtime::Docker).await;
+    let mut jobs = Jobs(Vec::new());
+    let id = create(&fed, &mut jobs, &["JGAD000102"]).await;
+    let job = running_job(&id);
+
+    /// Brings sshd back however the test ends: other tests need the login node.
+    struct Restore<'a>(&'a Testbed);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            self.0.stop_sshd();
+            self.0.start_sshd();
+        }
+    }
+    let restore = Restore(&testbed);
+    testbed.stop_sshd();
+    let down = std::time::Instant::now();
+    let ws = fed
+        .api
+        .wait_state(&id, "unknown", Duration::from_secs(30))
+        .await;
+    eprintln!("unknown after {:?}: {}", down.elapsed(), ws["message"]);
+    while down.elapsed() < Duration::from_secs(30) {
+        assert_eq!(
+            running_job(&id),
+            job,
+            "the job keeps running while the login node is away"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(fed.api.workspace(&id).await["state"], "unknown");
+    testbed.start_sshd();
+    let back = std::time::Instant::now();
+    fed.api
+        .wait_state(&id, "running", Duration::from_secs(60))
+        .await;
+    eprintln!("running again {:?} after sshd returned", back.elapsed());
+    drop(restore);
+    assert_eq!(running_job(&id), job, "the same job");
+    assert_eq!(jobs_ever(&id), 1, "no second job was submitted");
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_agent_readopts_its_jobs() {
+    let (mut fed, _testbed) = federation(Runtime::Docker).await;
+    let mut jobs = Jobs(Vec::new());
+    let a = create(&fed, &mut jobs, &["JGAD000101"]).await;
+    let b = create(&fed, &mut jobs, &["JGAD000101", "JGAD000102"]).await;
+    let before = (running_job(&a), running_job(&b));
+
+    fed.stop_agent("tohoku").await;
+    fed.start_agent("tohoku").await;
+    // Several reconcile passes of the new agent.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for id in [&a, &b] {
+        assert_eq!(fed.api.workspace(id).await["state"], "running", "{id}");
+        assert_eq!(jobs_ever(id), 1, "{id}: re-adopted, not resubmitted");
+    }
+    assert_eq!((running_job(&a), running_job(&b)), before);
+    fed.shutdown().await;
+}
