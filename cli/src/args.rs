@@ -34,6 +34,8 @@ pub enum Command {
     Dev(DevArgs),
     /// Read and verify the orchestrator's hash-chained audit log (auditor or admin token).
     Audit(AuditArgs),
+    /// Check a Slurm job script template, or print the script a site would submit.
+    Template(crate::template::TemplateArgs),
 }
 
 /// Where the orchestrator is, how to authenticate, how to print.

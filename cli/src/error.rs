@@ -53,15 +53,20 @@ pub enum Error {
     /// `basho audit verify` found the chain broken.
     #[error(transparent)]
     AuditBroken(#[from] basho_core::audit::Broken),
+    /// `basho template` refused a template or could not render.
+    #[error(transparent)]
+    Template(#[from] crate::template::TemplateError),
 }
 
 impl Error {
     /// The process exit code: 2 for usage errors (like clap's own), 64 for an unusable
-    /// configuration of `basho dev`, 1 for everything else.
+    /// configuration of `basho dev` or site config of `basho template render`, 1 for everything
+    /// else.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
             Error::Dev(DevError::Config(_)) => 64,
+            Error::Template(e) => e.exit_code(),
             _ => 1,
         }
     }

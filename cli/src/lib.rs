@@ -10,6 +10,7 @@ pub mod error;
 pub mod output;
 pub mod revoke;
 pub mod site;
+pub mod template;
 pub mod wait;
 pub mod workspace;
 
@@ -24,5 +25,6 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         args::Command::Revoke(a) => revoke::run(a).await,
         args::Command::Dev(a) => dev::command(a).await,
         args::Command::Audit(a) => audit::run(a).await,
+        args::Command::Template(a) => Ok(template::run(a)?),
     }
 }

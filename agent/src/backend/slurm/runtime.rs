@@ -170,6 +170,11 @@ fn mount_path<'a>(what: &str, path: &'a Path) -> Result<&'a str, BackendError> {
 /// the read-only SIF; `--containall` gives private /tmp, PID and IPC namespaces and a clean
 /// environment; `--no-privs` drops every capability and sets no-new-privileges. `--network none`
 /// is allowed for unprivileged users from Apptainer 1.1 on.
+///
+/// User: an unprivileged Apptainer cannot switch users, so the container runs as the account the
+/// job runs as (the site's submitting service account), not as `spec.user`; the spec's user is
+/// still checked so a config that names root is refused on every runtime alike. The job script
+/// refuses to start the container as root.
 fn apptainer(program: &str, spec: &LaunchSpec) -> Result<Vec<String>, BackendError> {
     let (sif, _) = sif_image(&spec.image)?;
     if spec.command.is_empty() {

@@ -93,6 +93,20 @@ impl Context {
     }
 }
 
+/// The template a site uses: the file `cfg.template` names (a relative path is taken from the
+/// current directory; configs should name an absolute one), or [`DEFAULT_TEMPLATE`].
+pub fn template_text(cfg: &SlurmConfig) -> Result<std::borrow::Cow<'static, str>, ScriptError> {
+    match &cfg.template {
+        None => Ok(DEFAULT_TEMPLATE.into()),
+        Some(path) => std::fs::read_to_string(path).map(Into::into).map_err(|e| {
+            err(format!(
+                "cannot read the job script template {}: {e}",
+                path.display()
+            ))
+        }),
+    }
+}
+
 /// Renders the job script submitted for `spec`.
 pub fn render(
     template: &str,

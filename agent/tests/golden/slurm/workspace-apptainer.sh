@@ -12,6 +12,12 @@
 
 set -euo pipefail
 
+# Apptainer runs the container as the job's own user; never let that be root.
+if [ "$(id -u)" -eq 0 ]; then
+  echo "basho: refusing to run a workspace as root; submit jobs as an unprivileged account" >&2
+  exit 3
+fi
+
 # Run only the image the site allow-listed: the SIF must still hash to its pinned digest.
 # (A SIF is read once at start, so a file swapped afterwards does not change the container.)
 if ! printf '%s  %s\n' 5f0c3a2b9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29181706f5e4d3c2b1a090 /shared/images/shell.sif | sha256sum --check --quiet --strict -; then

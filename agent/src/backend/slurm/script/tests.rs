@@ -352,6 +352,23 @@ fn fake_runtime(dir: &Path) -> PathBuf {
     prog
 }
 
+/// A PATH whose `id` says the job runs as uid `uid` (these tests may well run as root, which the
+/// apptainer script refuses).
+fn path_with_id(dir: &Path, uid: u32) -> PathBuf {
+    let bin = dir.join(format!("bin-{uid}"));
+    std::fs::create_dir_all(&bin).unwrap();
+    let id = bin.join("id");
+    std::fs::write(&id, format!("#!/bin/sh\necho {uid}\n")).unwrap();
+    let mut perm = std::fs::metadata(&id).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&id, perm).unwrap();
+    PathBuf::from(format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    ))
+}
+
 fn calls(log: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read(log).unwrap_or_default();
     let mut out = vec![Vec::new()];
@@ -390,7 +407,8 @@ fn the_default_script_runs_exactly_the_argv_and_injects_nothing() {
             spec.image = format!("{}@sha256:{}", sif.display(), sha256_of(&sif));
         }
         let script = render_default(&cfg, &spec).unwrap();
-        let (code, _, err) = bash(&script, &[("FAKE_LOG", &log)]);
+        let path = path_with_id(dir.path(), 1000);
+        let (code, _, err) = bash(&script, &[("FAKE_LOG", &log), ("PATH", &path)]);
         assert_eq!(code, 0, "{runtime:?}: {err}\n{script}");
         assert!(!canary.exists(), "a value was run as a command");
         let argv = container_argv(runtime, prog.to_str().unwrap(), &spec).unwrap();
@@ -407,7 +425,7 @@ fn the_default_script_runs_exactly_the_argv_and_injects_nothing() {
 }
 
 #[test]
-fn a_sif_that_does_not_match_its_digest_is_not_run() {
+fn a_sif_that_does_not_match_its_digest_or_a_root_job_is_not_run() {
     let dir = tempfile::tempdir().unwrap();
     let prog = fake_runtime(dir.path());
     let log = dir.path().join("log");
@@ -417,9 +435,19 @@ fn a_sif_that_does_not_match_its_digest_is_not_run() {
     std::fs::write(&sif, b"swapped").unwrap();
     spec.image = format!("{}@sha256:{}", sif.display(), "0".repeat(64));
     let script = render_default(&cfg, &spec).unwrap();
-    let (code, _, err) = bash(&script, &[("FAKE_LOG", &log)]);
+    let path = path_with_id(dir.path(), 1000);
+    let (code, _, err) = bash(&script, &[("FAKE_LOG", &log), ("PATH", &path)]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("does not match its pinned sha256"), "{err}");
+    assert!(calls(&log).is_empty());
+
+    // With the right digest, but as root: refused too.
+    spec.image = format!("{}@sha256:{}", sif.display(), sha256_of(&sif));
+    let script = render_default(&cfg, &spec).unwrap();
+    let path = path_with_id(dir.path(), 0);
+    let (code, _, err) = bash(&script, &[("FAKE_LOG", &log), ("PATH", &path)]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("as root"), "{err}");
     assert!(calls(&log).is_empty());
 }
 
@@ -427,12 +455,19 @@ fn a_sif_that_does_not_match_its_digest_is_not_run() {
 fn scancel_removes_the_engine_container_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    // `run` blocks like a container would; `rm` is recorded.
+    // `run` blocks like a container would; `rm -f` kills it as the engine would, noting whether
+    // it was still running: the container must be removed while it runs, not after it exited.
     let prog = dir.path().join("slow-runtime");
     std::fs::write(
         &prog,
-        "#!/bin/bash\nprintf '%s\\0' \"$0\" \"$@\" $'\\x01' >> \"$FAKE_LOG\"\n\
-         if [ \"$1\" = run ]; then exec sleep 30; fi\n",
+        r#"#!/bin/bash
+printf '%s\0' "$0" "$@" $'\x01' >> "$FAKE_LOG"
+if [ "$1" = run ]; then echo $$ > "$FAKE_LOG.pid"; exec sleep 30; fi
+if [ "$1" = rm ] && [ -f "$FAKE_LOG.pid" ] && kill -0 "$(cat "$FAKE_LOG.pid")" 2>/dev/null; then
+  echo running > "$FAKE_LOG.rm"
+  kill "$(cat "$FAKE_LOG.pid")"
+fi
+"#,
     )
     .unwrap();
     let mut perm = std::fs::metadata(&prog).unwrap().permissions();
@@ -473,4 +508,67 @@ fn scancel_removes_the_engine_container_at_once() {
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[2][1..], ["rm", "-f", "basho-ws-1"]);
     assert_eq!(got[1][1], "run");
+    let seen = std::fs::read_to_string(dir.path().join("log.rm")).unwrap_or_default();
+    assert_eq!(
+        seen.trim(),
+        "running",
+        "the container was not removed while it ran"
+    );
+}
+
+/// What `sbatch -v --test-only` says it read from the script's #SBATCH lines. It prints the
+/// options before it asks the controller anything, so the allocation may well fail.
+fn sbatch_reads(script: &str) -> Option<Vec<(String, String)>> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.sh");
+    std::fs::write(&path, script).unwrap();
+    let out = match Command::new("sbatch")
+        .args(["-v", "--test-only"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipping: sbatch cannot run here ({e})");
+            return None;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stderr);
+    let options: Vec<_> = text
+        .lines()
+        .skip_while(|l| !l.contains("defined options"))
+        .skip(2)
+        .take_while(|l| !l.contains("-----"))
+        .filter_map(|l| l.strip_prefix("sbatch: "))
+        .filter_map(|l| l.split_once(" : "))
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .collect();
+    assert!(!options.is_empty(), "sbatch printed no options:\n{text}");
+    Some(options)
+}
+
+#[test]
+fn real_sbatch_reads_hostile_directives_back_intact() {
+    let (mut cfg, spec) = hostile(Runtime::Apptainer);
+    cfg.directives = vec![
+        "--constraint=a b # c \"q\"".into(),
+        "--mail-user=o'hara@example.org".into(),
+    ];
+    let script = render_default(&cfg, &spec).unwrap();
+    let Some(read) = sbatch_reads(&script) else {
+        return;
+    };
+    let get = |k: &str| {
+        read.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("account"), Some("'; rm -rf / #"));
+    assert_eq!(get("partition"), Some("debug # --account=evil"));
+    assert_eq!(get("comment"), Some(comment(&spec).as_str()));
+    assert_eq!(get("job-name"), Some("basho-ws-1"));
+    assert_eq!(get("constraint"), Some("a b # c \"q\""));
+    assert_eq!(get("mail-user"), Some("o'hara@example.org"));
+    assert_eq!(get("output"), Some("/shared/basho/logs/basho-%j.out"));
 }
