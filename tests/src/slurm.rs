@@ -130,20 +130,31 @@ pub fn jobs_of(workspace: &str) -> Vec<(u64, String)> {
     .collect()
 }
 
-/// How many jobs accounting has ever recorded for `basho-<workspace>`.
+/// How many jobs accounting has ever recorded for `basho-<workspace>`. Accounting lags the
+/// controller a little, so this waits (up to 15 s) for at least one record.
 pub fn jobs_ever(workspace: &str) -> usize {
     let name = format!("--name=basho-{workspace}");
-    slurm(&[
-        "sacct",
-        "--noheader",
-        "--parsable2",
-        "--allocations",
-        "--allusers",
-        &name,
-        "--starttime=now-1days",
-        "--format=JobIDRaw",
-    ])
-    .lines()
-    .filter(|l| !l.trim().is_empty())
-    .count()
+    let count = || {
+        slurm(&[
+            "sacct",
+            "--noheader",
+            "--parsable2",
+            "--allocations",
+            "--allusers",
+            &name,
+            "--starttime=now-1days",
+            "--format=JobIDRaw",
+        ])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let n = count();
+        if n > 0 || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

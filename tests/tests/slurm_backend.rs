@@ -10,7 +10,7 @@ use basho_agent::backend::slurm::SlurmBackend;
 use basho_agent::backend::{Backend, BackendError, LaunchSpec};
 use basho_agent::config::{Runtime, SlurmConfig};
 use basho_core::Ident;
-use basho_tests::slurm::{Testbed, jobs_ever};
+use basho_tests::slurm::{Testbed, jobs_ever, jobs_of};
 
 fn site() -> Ident {
     Ident::parse(&basho_tests::unique("slurm")).unwrap()
@@ -137,7 +137,7 @@ async fn sbatch_refusal(cfg: SlurmConfig) -> String {
     let id = basho_tests::unique("bad");
     let spec = runnable_spec(dir.path(), &site, &id).await;
     let r = backend.launch(&spec).await;
-    assert_eq!(jobs_ever(&id), 0, "nothing was queued");
+    assert!(jobs_of(&id).is_empty(), "nothing was queued");
     match r {
         Err(BackendError::Refused(m)) => m,
         other => panic!("expected sbatch to refuse, got {other:?}"),

@@ -220,7 +220,8 @@ async fn a_restarted_agent_readopts_its_jobs() {
     // Several reconcile passes of the new agent.
     tokio::time::sleep(Duration::from_secs(10)).await;
     for id in [&a, &b] {
-        assert_eq!(fed.api.workspace(id).await["state"], "running", "{id}");
+        let ws = fed.api.workspace(id).await;
+        assert_eq!(ws["state"], "running", "{ws}");
         assert_eq!(jobs_ever(id), 1, "{id}: re-adopted, not resubmitted");
     }
     assert_eq!((running_job(&a), running_job(&b)), before);
