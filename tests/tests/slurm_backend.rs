@@ -74,6 +74,17 @@ async fn the_slurm_backend_passes_the_conformance_suite() {
         "{again:?}"
     );
     assert_eq!(jobs_ever(&id), 1, "not resubmitted");
+
+    // Accounting has the allocation basho asked for, and CPUTimeRAW = elapsed × CPUs.
+    let a = backend
+        .accounting(&id)
+        .await
+        .expect("sacct answers")
+        .expect("the job is in accounting");
+    assert_eq!(a.job_id.to_string(), again.handle);
+    assert_eq!(a.cpus, u64::from(spec.resources.cpus));
+    assert_eq!(a.memory_bytes, spec.resources.memory_mib << 20);
+    assert_eq!(a.allocated_core_seconds, a.elapsed_s * a.cpus, "{a:?}");
 }
 
 #[tokio::test]

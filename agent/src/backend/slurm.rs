@@ -47,23 +47,29 @@ pub struct SlurmBackend {
     login: Login,
 }
 
-/// Single-quotes `word` for a POSIX shell.
-pub fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
-    {
-        return word.to_owned();
+/// One command line for the login node's shell, which may be any POSIX `sh`: words with control
+/// characters (which only bash's `$'...'` could carry) are refused.
+fn command_line(argv: &[&str]) -> Result<String, BackendError> {
+    if let Some(w) = argv.iter().find(|w| w.chars().any(char::is_control)) {
+        return Err(BackendError::Refused(format!(
+            "{w:?} holds a control character and cannot be sent to the login node"
+        )));
     }
-    format!("'{}'", word.replace('\'', r"'\''"))
+    let words: Result<Vec<String>, _> = argv.iter().map(|w| script::shell_quote(w)).collect();
+    words
+        .map(|w| w.join(" "))
+        .map_err(|e| BackendError::Refused(e.to_string()))
 }
 
-fn command_line(argv: &[&str]) -> String {
-    argv.iter()
-        .map(|w| shell_quote(w))
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The site's job template, checked for its runtime and rendered once with the site's own
+/// directives, account and partition for an example workspace: what would make every
+/// submission fail is found at start-up.
+pub fn site_template(cfg: &SlurmConfig) -> Result<String, script::ScriptError> {
+    let template = script::template_text(cfg)?.into_owned();
+    script::validate_for(&template, cfg.runtime)?;
+    let spec = script::example::example_spec(cfg.runtime);
+    script::render(&template, cfg, &spec, script::example::example_time())?;
+    Ok(template)
 }
 
 fn unavailable(e: SshError) -> BackendError {
@@ -87,17 +93,8 @@ fn transient(stderr: &str) -> bool {
 impl SlurmBackend {
     /// A backend for `site` with `cfg`; reads and checks the job template, dials nothing yet.
     pub fn new(site: Ident, cfg: SlurmConfig) -> Result<Self, BackendError> {
-        let template = match &cfg.template {
-            Some(path) => std::fs::read_to_string(path).map_err(|e| {
-                BackendError::Refused(format!(
-                    "cannot read the job template {}: {e}",
-                    path.display()
-                ))
-            })?,
-            None => script::DEFAULT_TEMPLATE.to_owned(),
-        };
-        script::validate(&template)
-            .map_err(|e| BackendError::Refused(format!("job template: {e}")))?;
+        let template =
+            site_template(&cfg).map_err(|e| BackendError::Refused(format!("job script: {e}")))?;
         let login = Login::new(cfg.login.clone());
         Ok(Self {
             site,
@@ -109,7 +106,7 @@ impl SlurmBackend {
 
     async fn run(&self, argv: &[&str], stdin: Option<String>) -> Result<Output, BackendError> {
         self.login
-            .run(command_line(argv), stdin)
+            .run(command_line(argv)?, stdin)
             .await
             .map_err(unavailable)
     }
@@ -155,8 +152,8 @@ impl SlurmBackend {
             .collect())
     }
 
-    /// The workspace's finished job in accounting, if accounting runs and has one.
-    async fn finished_job(&self, workspace: &str) -> Result<Option<Job>, BackendError> {
+    /// The workspace's latest job in accounting (any state), if accounting runs and has one.
+    async fn accounted_job(&self, workspace: &str) -> Result<Option<Job>, BackendError> {
         let name = format!("--name={}", script::job_name(workspace));
         let user = self.cfg.login.user.clone();
         let out = self
@@ -198,6 +195,32 @@ impl SlurmBackend {
     }
 }
 
+impl SlurmBackend {
+    /// What accounting recorded for the workspace's latest job (allocation and use), for
+    /// metering; `None` when accounting has no job of that name or is not set up.
+    pub async fn accounting(
+        &self,
+        workspace: &str,
+    ) -> Result<Option<parse::JobAccounting>, BackendError> {
+        let Some(job) = self.accounted_job(workspace).await? else {
+            return Ok(None);
+        };
+        let id = job.id.to_string();
+        let out = self
+            .query(&[
+                "sacct",
+                "--noheader",
+                "--parsable2",
+                "--jobs",
+                &id,
+                "--format",
+                parse::ACCOUNTING_FIELDS,
+            ])
+            .await?;
+        Ok(parse::accounting(&out))
+    }
+}
+
 /// One observation per workspace; where Slurm has several jobs of one name, the most alive wins.
 fn pick(jobs: Vec<Job>) -> Vec<Observed> {
     let mut by_ws: BTreeMap<String, Job> = BTreeMap::new();
@@ -223,11 +246,11 @@ impl Backend for SlurmBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            gpus: true,
-            recursive_readonly: !matches!(
-                self.cfg.runtime,
-                crate::config::Runtime::Docker | crate::config::Runtime::Podman
-            ),
+            // Slurm allocates GPUs with --gres; only Apptainer (--nv) hands the job's own GPUs
+            // to the container.
+            gpus: self.cfg.runtime == crate::config::Runtime::Apptainer,
+            // Datasets are bound without their submounts on every runtime.
+            recursive_readonly: false,
         }
     }
 
@@ -243,7 +266,7 @@ impl Backend for SlurmBackend {
             return Ok(found);
         }
         if let Some(ended) = self
-            .finished_job(&spec.workspace)
+            .accounted_job(&spec.workspace)
             .await?
             .and_then(|j| j.observed())
         {
@@ -363,12 +386,12 @@ mod tests {
             "it's",
             "$(rm -rf ~)",
             "`id`",
-            "a b\nc",
+            "a b c",
             "--name=basho-x",
             "\\",
             "'",
         ];
-        let line = format!("printf '%s\\0' {}", command_line(&words));
+        let line = format!("printf '%s\\0' {}", command_line(&words).unwrap());
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(&line)
@@ -380,6 +403,10 @@ mod tests {
             .split_terminator('\0')
             .collect();
         assert_eq!(back, words);
+        assert!(matches!(
+            command_line(&["squeue", "a\nb"]),
+            Err(BackendError::Refused(_))
+        ));
     }
 
     #[test]

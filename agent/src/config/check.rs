@@ -254,18 +254,8 @@ fn check_slurm(cfg: &SlurmConfig, p: &mut Vec<String>) {
             ));
         }
     }
-    if let Some(path) = &cfg.template {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                if let Err(e) = crate::backend::slurm::script::validate(&text) {
-                    p.push(format!("backend.template {}: {e}", path.display()));
-                }
-            }
-            Err(e) => p.push(format!(
-                "backend.template {} cannot be read: {e}",
-                path.display()
-            )),
-        }
+    if let Err(e) = crate::backend::slurm::site_template(cfg) {
+        p.push(format!("backend (job script): {e}"));
     }
 }
 
@@ -346,6 +336,7 @@ mod tests {
             datasets: vec![CatalogEntry {
                 id: Ident::parse("JGAD000101").unwrap(),
                 path: data,
+                claim: None,
                 grant_url: None,
             }],
             images: BTreeMap::from([("basho/demo".into(), format!("sha256:{}", "a".repeat(64)))]),
@@ -381,6 +372,7 @@ mod tests {
         let dataset = |id: &str, path: PathBuf| CatalogEntry {
             id: Ident::parse(id).unwrap(),
             path,
+            claim: None,
             grant_url: None,
         };
         c.datasets

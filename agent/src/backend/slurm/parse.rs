@@ -215,6 +215,84 @@ pub fn sstat_usage(out: &str) -> UsageSample {
     u
 }
 
+/// `sacct` fields for [`accounting`].
+pub const ACCOUNTING_FIELDS: &str =
+    "JobIDRaw,State,ElapsedRaw,CPUTimeRAW,AllocTRES,TRESUsageInTot,TRESUsageInMax";
+
+/// What Slurm's accounting recorded for one job: the allocation (from the job's own line) and
+/// what its steps used (summed or maximised over the step lines).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobAccounting {
+    /// Job id.
+    pub job_id: u64,
+    /// The job's state word.
+    pub state: String,
+    /// Wall time so far or in all, seconds (`ElapsedRaw`).
+    pub elapsed_s: u64,
+    /// Allocated core-seconds (`CPUTimeRAW`: elapsed × allocated CPUs).
+    pub allocated_core_seconds: u64,
+    /// Allocated CPUs (`AllocTRES` cpu).
+    pub cpus: u64,
+    /// Allocated memory, bytes (`AllocTRES` mem).
+    pub memory_bytes: u64,
+    /// Allocated GPUs (`AllocTRES` gres/gpu).
+    pub gpus: u64,
+    /// CPU time the steps used, seconds (`TRESUsageInTot` cpu, summed over steps).
+    pub used_cpu_seconds: f64,
+    /// Largest memory use of any step, bytes (`TRESUsageInMax` mem).
+    pub peak_memory_bytes: u64,
+}
+
+/// Reads `sacct --noheader --parsable2 --format` [`ACCOUNTING_FIELDS`] for one job (its line and
+/// its steps' lines). `None` when the job's own line is missing.
+pub fn accounting(out: &str) -> Option<JobAccounting> {
+    let mut job: Option<JobAccounting> = None;
+    let mut used = 0.0;
+    let mut peak = 0;
+    for line in out.lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        let [id, state, elapsed, cputime, alloc, tot, max] = f.as_slice() else {
+            continue;
+        };
+        if id.contains('.') {
+            used += tres(tot)
+                .find(|(k, _)| *k == "cpu")
+                .and_then(|(_, v)| duration_s(v))
+                .unwrap_or(0.0);
+            let m = tres(max)
+                .find(|(k, _)| *k == "mem")
+                .and_then(|(_, v)| bytes(v))
+                .unwrap_or(0);
+            peak = peak.max(m);
+            continue;
+        }
+        let Ok(job_id) = id.trim().parse() else {
+            continue;
+        };
+        let mut a = JobAccounting {
+            job_id,
+            state: state.split_whitespace().next().unwrap_or("").to_owned(),
+            elapsed_s: elapsed.trim().parse().unwrap_or(0),
+            allocated_core_seconds: cputime.trim().parse().unwrap_or(0),
+            ..JobAccounting::default()
+        };
+        for (k, v) in tres(alloc) {
+            match k {
+                "cpu" => a.cpus = v.parse().unwrap_or(0),
+                "mem" => a.memory_bytes = bytes(v).unwrap_or(0),
+                "gres/gpu" => a.gpus = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        job = Some(a);
+    }
+    job.map(|mut j| {
+        j.used_cpu_seconds = used;
+        j.peak_memory_bytes = peak;
+        j
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +373,21 @@ mod tests {
         assert_eq!(bytes("1.5M"), Some(1_572_864));
         assert_eq!(bytes("100"), Some(100));
         assert_eq!(bytes("G"), None);
+    }
+
+    #[test]
+    fn accounting_reads_the_allocation_and_the_steps() {
+        let out = "24|COMPLETED|61|122|billing=2,cpu=2,gres/gpu=1,mem=128M,node=1||\n\
+                   24.batch|COMPLETED|61|122|cpu=2,mem=128M,node=1|cpu=00:00:59,energy=0,mem=27896K|cpu=00:00:59,mem=30000K\n\
+                   24.extern|COMPLETED|61|122|cpu=2,mem=128M,node=1|cpu=00:00:00.500,mem=1K|cpu=00:00:00.500,mem=1K\n";
+        let a = accounting(out).unwrap();
+        assert_eq!(a.job_id, 24);
+        assert_eq!(a.state, "COMPLETED");
+        assert_eq!((a.elapsed_s, a.allocated_core_seconds), (61, 122));
+        assert_eq!((a.cpus, a.gpus, a.memory_bytes), (2, 1, 128 << 20));
+        assert!((a.used_cpu_seconds - 59.5).abs() < 1e-9);
+        assert_eq!(a.peak_memory_bytes, 30_000 * 1024);
+        assert_eq!(accounting("24.batch|RUNNING|1|1|||\n"), None);
     }
 
     #[test]
