@@ -9,6 +9,7 @@ pub mod logging;
 pub mod protocol;
 pub mod revocation;
 pub mod template;
+pub mod usage;
 pub mod visa;
 pub mod workspace;
 
