@@ -41,6 +41,9 @@ pub struct SiteConfig {
     /// Isolation settings.
     #[serde(default)]
     pub isolation: Isolation,
+    /// Serves Prometheus `/metrics` when present.
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
 /// How the agent reaches the orchestrator (it always dials out).

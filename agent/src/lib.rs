@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod denylist;
+pub mod metrics;
 pub mod reconcile;
 pub mod runner;
 

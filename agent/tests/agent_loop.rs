@@ -236,6 +236,7 @@ fn site(url: &str) -> Site {
             results_root: dir.path().join("results"),
         },
         isolation: Isolation::default(),
+        metrics: None,
     };
     assert_eq!(basho_agent::check_config(&config), Vec::<String>::new());
     let fake = Arc::new(FakeBackend::seeded(id("sim"), Duration::ZERO, 0.0, 1));

@@ -369,5 +369,6 @@ fn site_config(
             results_root: base.join("results"),
         },
         isolation: Isolation::default(),
+        metrics: None,
     }
 }

@@ -142,6 +142,7 @@ impl World {
                 results_root: base.join("results"),
             },
             isolation: Isolation::default(),
+            metrics: None,
         }
     }
 

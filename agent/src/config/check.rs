@@ -350,6 +350,7 @@ mod tests {
                 results_root: dir.join("results"),
             },
             isolation: Isolation::default(),
+            metrics: None,
         }
     }
 

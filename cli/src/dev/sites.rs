@@ -105,6 +105,7 @@ pub fn site_config(
         trusted_issuers: common.trusted_issuers.clone(),
         paths,
         isolation: Isolation::default(),
+        metrics: None,
     })
 }
 

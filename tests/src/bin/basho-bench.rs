@@ -192,6 +192,7 @@ impl Bench {
                 results_root: base.join("results"),
             },
             isolation: Isolation::default(),
+            metrics: None,
         }
     }
 
