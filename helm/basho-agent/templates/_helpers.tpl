@@ -143,6 +143,11 @@ results_root = "{{ include "basho-agent.stateDir" . }}/results"
 user = {{ .Values.isolation.user | toJson }}
 pids_limit = {{ .Values.isolation.pidsLimit | int64 }}
 tmp_size_mib = {{ .Values.isolation.tmpSizeMib | int64 }}
+{{- if .Values.metrics.enabled }}
+
+[metrics]
+listen = "0.0.0.0:{{ .Values.metrics.port | int64 }}"
+{{- end }}
 {{- with .Values.extraConfig }}
 
 {{ . }}
@@ -165,9 +170,12 @@ Keep in step with basho_agent::backend::kubernetes::REQUIRED_PERMISSIONS (a test
   verbs: ["get", "create"]
 {{- end -}}
 
-{{/* Selects every workspace pod: each carries io.basho.workspace=<id>. */}}
+{{/*
+Selects every workspace pod: the agent labels each app.kubernetes.io/managed-by=basho. Keep it
+exactly the selector of the agent's own deny-all policy (backend/kubernetes/policy.rs), which
+accepts a policy of its name only with that selector.
+*/}}
 {{- define "basho-agent.workspacePodSelector" -}}
-matchExpressions:
-  - key: io.basho.workspace
-    operator: Exists
+matchLabels:
+  app.kubernetes.io/managed-by: basho
 {{- end -}}
