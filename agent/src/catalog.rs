@@ -9,13 +9,15 @@ use basho_core::Ident;
 use basho_core::protocol::DatasetEntry;
 use basho_core::visa::default_grant_url;
 
-use crate::config::SiteConfig;
+use crate::config::{ClaimSource, SiteConfig};
 
 /// A dataset the site holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
     /// Where it lives on this site's storage.
     pub path: PathBuf,
+    /// The PersistentVolumeClaim holding it, on a Kubernetes site that names one.
+    pub claim: Option<ClaimSource>,
     /// The grant URL a visa's `value` must carry to grant it.
     pub grant_url: String,
 }
@@ -48,6 +50,7 @@ impl Catalog {
         for d in &config.datasets {
             datasets.entry(d.id.clone()).or_insert_with(|| Dataset {
                 path: d.path.clone(),
+                claim: d.claim.clone(),
                 grant_url: d
                     .grant_url
                     .clone()
@@ -69,6 +72,7 @@ impl Catalog {
             id,
             Dataset {
                 path: path.to_owned(),
+                claim: None,
                 grant_url,
             },
         );

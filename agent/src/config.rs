@@ -10,9 +10,12 @@ use basho_core::visa::IssuerRef;
 use serde::{Deserialize, Serialize};
 
 mod check;
+mod kubernetes;
 mod load;
 
 pub use check::check;
+pub(crate) use kubernetes::is_dns_subdomain;
+pub use kubernetes::{ClaimSource, KubernetesConfig, VolumeConfig};
 pub use load::{ConfigError, ENV_ORCHESTRATOR_URL, ENV_TOKEN, load, parse};
 
 /// The whole site config.
@@ -104,6 +107,8 @@ pub enum BackendConfig {
     /// Simulated lifecycles, for tests and benchmarks only.
     Fake {
         /// Time from launch to running, milliseconds.
+    /// A Kubernetes cluster: one pod per workspace in a namespace.
+    Kubernetes(KubernetesConfig),
         #[serde(default)]
         start_delay_ms: u64,
         /// Share of launches that fail, 0.0 to 1.0.
@@ -113,7 +118,7 @@ pub enum BackendConfig {
 }
 
 impl BackendConfig {
-    /// `docker`, `slurm` or `fake`, as written in the config.
+    /// `docker`, `slurm`, `kubernetes` or `fake`, as written in the config.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Docker { .. } => "docker",
@@ -121,6 +126,7 @@ impl BackendConfig {
             Self::Fake { .. } => "fake",
         }
     }
+            Self::Kubernetes(_) => "kubernetes",
 }
 
 /// A Slurm site: the login node the agent reaches over SSH, how jobs are submitted, and the
@@ -219,11 +225,16 @@ impl Runtime {
 pub struct CatalogEntry {
     /// Dataset ID.
     pub id: Ident,
-    /// Local path (a directory), bound read-only at `/data/<id>`.
+    /// Local path (a directory), bound read-only at `/data/<id>`; on a Kubernetes site a
+    /// directory on the nodes (a `hostPath`), unless `claim` is set.
+    #[serde(default)]
     pub path: PathBuf,
     /// Grant URL; `https://ddbj.nig.ac.jp/search/entry/jga-dataset/<id>` when absent.
     #[serde(default)]
     pub grant_url: Option<String>,
+    /// Kubernetes only: the PersistentVolumeClaim holding the dataset, used instead of `path`.
+    #[serde(default)]
+    pub claim: Option<ClaimSource>,
 }
 
 /// The agent's directories.

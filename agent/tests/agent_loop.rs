@@ -223,6 +223,7 @@ fn site(url: &str) -> Site {
         datasets: vec![CatalogEntry {
             id: id("JGAD000101"),
             path: data,
+            claim: None,
             grant_url: None,
         }],
         images: BTreeMap::from([("basho/demo".into(), format!("sha256:{}", "d".repeat(64)))]),

@@ -118,6 +118,7 @@ fn dirs() -> Dirs {
         datasets.push(DatasetMount {
             id: Ident::parse(id).unwrap(),
             host_path: path,
+            claim: None,
         });
     }
     let work = tmp.path().join("work");

@@ -227,6 +227,7 @@ pub fn launch_spec(
             catalog.dataset(id).map(|d| DatasetMount {
                 id: id.clone(),
                 host_path: d.path.clone(),
+                claim: d.claim.clone(),
             })
         })
         .collect::<Result<Vec<_>, _>>()

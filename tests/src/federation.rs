@@ -358,6 +358,7 @@ fn site_config(
             .map(|d| CatalogEntry {
                 id: Ident::parse(d).unwrap(),
                 path: write_dataset(root, d),
+                claim: None,
                 grant_url: None,
             })
             .collect(),

@@ -132,6 +132,7 @@ impl World {
             datasets: vec![CatalogEntry {
                 id: Ident::parse("JGAD000101").unwrap(),
                 path: data,
+                claim: None,
                 grant_url: None,
             }],
             images: BTreeMap::from([("basho/demo".into(), format!("sha256:{}", "d".repeat(64)))]),

@@ -1,5 +1,5 @@
 //! The seam between the agent and a compute system: one `Backend` trait, one module per backend
-//! (`docker`, `fake`; Slurm and Kubernetes later), chosen at run time from the site config.
+//! (`docker`, `slurm`, `kubernetes`, `fake`), chosen at run time from the site config.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,11 +9,12 @@ use async_trait::async_trait;
 use basho_core::{Ident, Resources};
 use chrono::{DateTime, Utc};
 
-use crate::config::{BackendConfig, SiteConfig};
+use crate::config::{BackendConfig, ClaimSource, SiteConfig};
 
 pub mod conformance;
 pub mod docker;
 pub mod fake;
+pub mod kubernetes;
 pub mod slurm;
 
 /// What a backend can do, so the agent refuses what it cannot honour instead of degrading silently.
@@ -32,6 +33,9 @@ pub struct DatasetMount {
     pub id: Ident,
     /// Where the site keeps it (from the site catalog, never from the orchestrator).
     pub host_path: PathBuf,
+    /// The catalog's PersistentVolumeClaim for it, used instead of `host_path` by the Kubernetes
+    /// backend (the other backends only bind `host_path`).
+    pub claim: Option<ClaimSource>,
 }
 
 /// Everything a backend needs to start one workspace, resolved by the agent from an assignment,
@@ -79,6 +83,9 @@ pub enum RunState {
     Running,
     /// Exited by itself with this code.
     Exited(i64),
+    /// Could not start and never will as it is (an invalid image name, a container the runtime
+    /// cannot create): the reason, for the workspace's failure message.
+    Failed(String),
     /// The backend cannot tell.
     Unknown(String),
 }
@@ -153,6 +160,9 @@ pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError
         )?)),
         BackendConfig::Fake {
             start_delay_ms,
+        BackendConfig::Kubernetes(k8s) => Ok(Arc::new(
+            kubernetes::KubernetesBackend::connect(config.site.clone(), k8s.clone()).await?,
+        )),
             failure_rate,
         } => Ok(Arc::new(fake::FakeBackend::new(
             config.site.clone(),

@@ -30,6 +30,9 @@ pub fn check(config: &SiteConfig) -> Vec<String> {
     if let BackendConfig::Slurm(slurm) = &config.backend {
         check_slurm(slurm, &mut p);
     }
+    if let BackendConfig::Kubernetes(k8s) = &config.backend {
+        p.extend(k8s.problems());
+    }
     if let Err(e) = config.isolation.ids() {
         p.push(e.to_string());
     }
@@ -114,6 +117,24 @@ fn check_datasets(config: &SiteConfig, p: &mut Vec<String>) {
         {
             p.push(format!(
                 "dataset {}: grant_url {url:?} is not a URL; visas carry an http(s) grant URL",
+                d.id
+            ));
+        }
+        if let BackendConfig::Kubernetes(_) = &config.backend {
+            // The path is on the nodes, not where the agent runs: only its form can be checked.
+            match &d.claim {
+                Some(claim) => p.extend(claim.problem().map(|e| format!("dataset {}: {e}", d.id))),
+                None if !d.path.is_absolute() => p.push(format!(
+                    "dataset {}: set claim (a PersistentVolumeClaim) or an absolute path on the nodes",
+                    d.id
+                )),
+                None => {}
+            }
+            continue;
+        }
+        if d.claim.is_some() {
+            p.push(format!(
+                "dataset {}: claim is only used by the kubernetes backend; this site binds path",
                 d.id
             ));
         }

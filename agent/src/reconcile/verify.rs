@@ -103,6 +103,7 @@ pub fn verify_assignment(
         datasets.push(DatasetMount {
             id: id.clone(),
             host_path: d.path.clone(),
+            claim: d.claim.clone(),
         });
     }
     let image = catalog.image(&a.image)?.to_owned();

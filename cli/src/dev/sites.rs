@@ -81,6 +81,7 @@ pub fn site_config(
             Ok(CatalogEntry {
                 id: ident(d.id)?,
                 path: layout.datasets().join(d.id),
+                claim: None,
                 grant_url: None,
             })
         })

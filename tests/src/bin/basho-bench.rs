@@ -182,6 +182,7 @@ impl Bench {
             datasets: vec![CatalogEntry {
                 id: Ident::parse("JGAD000101").unwrap(),
                 path: data,
+                claim: None,
                 grant_url: None,
             }],
             images: BTreeMap::from([("basho/demo".to_string(), image)]),

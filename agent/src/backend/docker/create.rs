@@ -365,6 +365,7 @@ mod tests {
             datasets: vec![DatasetMount {
                 id: Ident::parse("JGAD000101").unwrap(),
                 host_path: ds,
+                claim: None,
             }],
             work_dir: dir.join("work"),
             results_dir: dir.join("results"),

@@ -44,6 +44,7 @@ pub fn example_spec(runtime: Runtime) -> LaunchSpec {
         datasets: vec![DatasetMount {
             id: ident("JGAD000101"),
             host_path: PathBuf::from("/srv/jga/JGAD000101"),
+            claim: None,
         }],
         work_dir: PathBuf::from("/srv/basho/work/P-0001"),
         results_dir: PathBuf::from("/srv/basho/results/ws-1"),

@@ -1,0 +1,386 @@
+//! Kubernetes sites: one pod per workspace in the site's namespace, created with every isolation
+//! default of the design (a deny-all NetworkPolicy, no service account token, non-root, read-only
+//! root, no capabilities, RuntimeDefault seccomp, requests = limits, a deadline at expiry).
+//!
+//! - A pod is named `basho-<workspace id>` and labelled `io.basho.workspace`, `io.basho.project`,
+//!   `io.basho.site` and `app.kubernetes.io/managed-by=basho`; its expiry is an annotation.
+//! - State comes from a watch of the site's pods (see `store`), so a restarted agent finds its
+//!   pods again by label and a launch never creates a second pod: the name is the lock.
+//! - `/work` and `/results` are site volumes (a claim or a node directory) with the project or
+//!   workspace id as `subPath`; datasets come from the catalog (a claim or a node directory),
+//!   read-only; `/etc/basho/workspace.json` is projected from a pod annotation.
+
+mod error;
+pub mod pod;
+pub mod policy;
+pub mod state;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use basho_core::{Ident, LABEL_SITE, LABEL_WORKSPACE};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{Instrument, debug, info, info_span, instrument, warn};
+
+use super::{Backend, BackendError, Capabilities, LaunchSpec, Observed, UsageSample};
+use crate::config::KubernetesConfig;
+use error::{classify, code, forbidden, unavailable};
+use pod::{LABEL_MANAGED_BY, MANAGED_BY, pod_name};
+use store::Store;
+
+/// One RBAC rule the backend needs in its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission {
+    /// API group (`""` for the core group).
+    pub api_group: &'static str,
+    /// Resource, plural.
+    pub resource: &'static str,
+    /// Verbs used on it.
+    pub verbs: &'static [&'static str],
+}
+
+/// Exactly the RBAC the backend's code uses, all in the site's namespace: the Helm chart's Role
+/// grants these and nothing more (its test compares the two).
+pub const REQUIRED_PERMISSIONS: &[Permission] = &[
+    Permission {
+        api_group: "",
+        resource: "pods",
+        verbs: &["get", "list", "watch", "create", "delete"],
+    },
+    Permission {
+        api_group: "",
+        resource: "persistentvolumeclaims",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "networking.k8s.io",
+        resource: "networkpolicies",
+        verbs: &["get", "create"],
+    },
+];
+
+/// How long a stop waits, beyond the pod's grace period, for the pod to be gone.
+const STOP_SLACK: Duration = Duration::from_secs(30);
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// A site's workspaces as pods in one namespace.
+#[derive(Debug, Clone)]
+pub struct KubernetesBackend {
+    site: Ident,
+    cfg: KubernetesConfig,
+    pods: Api<Pod>,
+    claims: Api<PersistentVolumeClaim>,
+    policies: Api<NetworkPolicy>,
+    store: Arc<Store>,
+    /// Stops the watch when the last clone of the backend goes.
+    _watch: Arc<DropGuard>,
+}
+
+impl KubernetesBackend {
+    /// Connects with the config's kubeconfig (or in-cluster / the default kubeconfig), starts the
+    /// watch of the site's pods and checks the NetworkPolicy.
+    pub async fn connect(site: Ident, cfg: KubernetesConfig) -> Result<Self, BackendError> {
+        let options = KubeConfigOptions {
+            context: cfg.context.clone(),
+            ..Default::default()
+        };
+        let config = match &cfg.kubeconfig {
+            Some(path) => match Kubeconfig::read_from(path) {
+                Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!(
+                    "cannot read backend.kubeconfig {}: {e}",
+                    path.display()
+                )),
+            },
+            None if cfg.context.is_some() => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| e.to_string()),
+            None => kube::Config::infer().await.map_err(|e| e.to_string()),
+        }
+        .map_err(|e| {
+            BackendError::Refused(format!(
+                "no usable Kubernetes client configuration: {e}; run the agent in the cluster \
+                 with its service account, or set backend.kubeconfig"
+            ))
+        })?;
+        let client = Client::try_from(config).map_err(|e| {
+            BackendError::Refused(format!("cannot set up the Kubernetes client: {e}"))
+        })?;
+        Self::with_client(client, site, cfg).await
+    }
+
+    /// The backend on an existing client (tests point one at a fake API server).
+    pub async fn with_client(
+        client: Client,
+        site: Ident,
+        cfg: KubernetesConfig,
+    ) -> Result<Self, BackendError> {
+        let problems = cfg.problems();
+        if !problems.is_empty() {
+            return Err(BackendError::Refused(problems.join("; ")));
+        }
+        let ns = cfg.namespace.as_str();
+        let store = Store::new(Duration::from_secs(cfg.watch_grace_s));
+        let cancel = CancellationToken::new();
+        let selector = format!("{LABEL_SITE}={site},{LABEL_MANAGED_BY}={MANAGED_BY}");
+        tokio::spawn(
+            store::follow(
+                Api::namespaced(client.clone(), ns),
+                selector,
+                store.clone(),
+                cancel.clone(),
+            )
+            .instrument(info_span!("kubernetes watch", site = %site, namespace = ns)),
+        );
+        let backend = Self {
+            pods: Api::namespaced(client.clone(), ns),
+            claims: Api::namespaced(client.clone(), ns),
+            policies: Api::namespaced(client, ns),
+            site,
+            cfg,
+            store,
+            _watch: Arc::new(cancel.drop_guard()),
+        };
+        // Checked again before every launch; at start only reported, so existing workspaces are
+        // still followed while an admin fixes it.
+        match policy::ensure(&backend.policies, &backend.cfg.namespace).await {
+            Ok(()) => info!(site = %backend.site, namespace = %backend.cfg.namespace,
+                "kubernetes backend ready; deny-all NetworkPolicy in place"),
+            Err(e) => warn!(site = %backend.site, error = %e,
+                "workspaces will not be launched until the NetworkPolicy is in place"),
+        }
+        Ok(backend)
+    }
+
+    fn ns(&self) -> &str {
+        &self.cfg.namespace
+    }
+
+    /// Refuses the launch when a claim it would mount is missing or lost.
+    async fn check_claim(&self, what: &str, claim: &str) -> Result<(), BackendError> {
+        let resource = "persistentvolumeclaims";
+        let found = match self.claims.get_opt(claim).await {
+            Ok(found) => found,
+            Err(e) => return Err(classify("get", resource, self.ns(), &e)),
+        };
+        let Some(pvc) = found else {
+            return Err(BackendError::Refused(format!(
+                "{what}: PersistentVolumeClaim {claim} does not exist in namespace {}; create it \
+                 or fix the site config",
+                self.ns()
+            )));
+        };
+        let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
+        if phase == "Lost" {
+            return Err(BackendError::Refused(format!(
+                "{what}: PersistentVolumeClaim {claim} has lost its volume (phase Lost)"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn check_claims(&self, spec: &LaunchSpec) -> Result<(), BackendError> {
+        for d in &spec.datasets {
+            if let Some(c) = &d.claim {
+                self.check_claim(&format!("dataset {}", d.id), &c.name)
+                    .await?;
+            }
+        }
+        for (what, v) in [("work", &self.cfg.work), ("results", &self.cfg.results)] {
+            if let Some(c) = &v.claim {
+                self.check_claim(&format!("backend.{what}"), c).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pod of a workspace, from the watch's view.
+    async fn find(&self, workspace: &str) -> Result<Option<Pod>, BackendError> {
+        let name = pod_name(workspace);
+        self.store
+            .read(|pods| {
+                pods.iter()
+                    .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+                    .or_else(|| {
+                        pods.iter()
+                            .find(|p| state::workspace_of(p) == Some(workspace))
+                    })
+                    .map(|p| (*p).clone())
+            })
+            .await
+    }
+
+    /// The pod holding a workspace's name after a create conflict: ours, or a refusal.
+    async fn adopt(&self, workspace: &str) -> Result<Observed, BackendError> {
+        let name = pod_name(workspace);
+        let pod = self
+            .pods
+            .get(&name)
+            .await
+            .map_err(|e| classify("get", "pods", self.ns(), &e))?;
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        if labels.get(LABEL_SITE).map(String::as_str) != Some(self.site.as_str())
+            || labels.get(LABEL_WORKSPACE).map(String::as_str) != Some(workspace)
+        {
+            return Err(BackendError::Refused(format!(
+                "pod name {name} is taken in namespace {} by a pod this site does not manage; \
+                 remove it with `kubectl -n {} delete pod {name}`",
+                self.ns(),
+                self.ns()
+            )));
+        }
+        debug!(pod = %name, "pod already there; adopting it");
+        let observed = state::observe(&pod);
+        self.store.created(pod);
+        observed.ok_or_else(|| BackendError::Unavailable(format!("pod {name} has no labels")))
+    }
+}
+
+#[async_trait]
+impl Backend for KubernetesBackend {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            gpus: true,
+            // `recursiveReadOnly: IfPossible`: submounts are read-only only where the node can.
+            recursive_readonly: false,
+        }
+    }
+
+    #[instrument(skip_all, fields(workspace = %spec.workspace, site = %self.site))]
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError> {
+        if spec.site != self.site {
+            return Err(BackendError::Refused(format!(
+                "workspace is for site {} but this backend serves site {}",
+                spec.site, self.site
+            )));
+        }
+        // Validate before looking anything up: a bad spec must fail the same way every time.
+        let checked = pod::check(spec, chrono::Utc::now())?;
+        let text = tokio::fs::read_to_string(&spec.workspace_json)
+            .await
+            .map_err(|e| {
+                BackendError::Refused(format!(
+                    "cannot read workspace.json {}: {e}",
+                    spec.workspace_json.display()
+                ))
+            })?;
+        let workspace_json = pod::workspace_json(&text)?;
+        if self.store.trusted()
+            && let Some(existing) = self.find(&spec.workspace).await?
+            && let Some(observed) = state::observe(&existing)
+        {
+            debug!("pod already there");
+            return Ok(observed);
+        }
+        policy::ensure(&self.policies, self.ns()).await?;
+        self.check_claims(spec).await?;
+        let body = pod::pod(spec, &self.cfg, &checked, &workspace_json);
+        match self.pods.create(&PostParams::default(), &body).await {
+            Ok(created) => {
+                info!(pod = %pod_name(&spec.workspace), namespace = %self.ns(), "created workspace pod");
+                let observed = state::observe(&created);
+                self.store.created(created);
+                observed.ok_or_else(|| {
+                    BackendError::Unavailable("the created pod came back without labels".into())
+                })
+            }
+            // The name is taken: a launch before a restart, or a create that failed in flight.
+            Err(e) if code(&e) == 409 => self.adopt(&spec.workspace).await,
+            Err(e) if code(&e) == 403 => Err(forbidden("create", "pods", self.ns(), &e)),
+            Err(e) => Err(classify("create", "pods", self.ns(), &e)),
+        }
+    }
+
+    #[instrument(skip(self), fields(site = %self.site))]
+    async fn inspect(&self, workspace: &str) -> Result<Option<Observed>, BackendError> {
+        Ok(self
+            .find(workspace)
+            .await?
+            .as_ref()
+            .and_then(state::observe))
+    }
+
+    #[instrument(skip(self), fields(site = %self.site))]
+    async fn stop(&self, workspace: &str) -> Result<(), BackendError> {
+        let mut names = vec![pod_name(workspace)];
+        if let Some(p) = self.find(workspace).await.ok().flatten()
+            && let Some(n) = p.metadata.name
+            && !names.contains(&n)
+        {
+            names.push(n);
+        }
+        let params = DeleteParams {
+            grace_period_seconds: Some(self.cfg.stop_grace_s),
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        for name in &names {
+            match self.pods.delete(name, &params).await {
+                Ok(_) => info!(pod = %name, "deleting workspace pod"),
+                Err(e) if code(&e) == 404 => self.store.gone(name),
+                Err(e) if code(&e) == 403 => {
+                    return Err(forbidden("delete", "pods", self.ns(), &e));
+                }
+                Err(e) => return Err(unavailable("delete pods", &e)),
+            }
+        }
+        // Only positive evidence ends a workspace: wait until the watch shows the pods gone.
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(u64::from(self.cfg.stop_grace_s))
+            + STOP_SLACK;
+        loop {
+            let left = self
+                .store
+                .read(|pods| {
+                    pods.iter()
+                        .filter(|p| {
+                            p.metadata.name.as_ref().is_some_and(|n| names.contains(n))
+                                || state::workspace_of(p) == Some(workspace)
+                        })
+                        .count()
+                })
+                .await?;
+            if left == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BackendError::Unavailable(format!(
+                    "pod {} is still terminating; its node may be unreachable (see `kubectl -n {} \
+                     describe pod {}`)",
+                    names[0],
+                    self.ns(),
+                    names[0]
+                )));
+            }
+            tokio::time::sleep(STOP_POLL).await;
+        }
+    }
+
+    #[instrument(skip(self), fields(site = %self.site))]
+    async fn list_managed(&self) -> Result<Vec<Observed>, BackendError> {
+        self.store
+            .read(|pods| pods.into_iter().filter_map(state::observe).collect())
+            .await
+    }
+
+    #[instrument(skip(self), fields(site = %self.site))]
+    async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError> {
+        Ok(self
+            .find(workspace)
+            .await?
+            .and_then(|p| state::usage_of(&p, chrono::Utc::now())))
+    }
+}
