@@ -301,7 +301,7 @@ async fn metrics_exposition() {
         "basho_api_request_duration_seconds_bucket",
         "basho_workspaces_created_total 1",
         "basho_placements_total{site=\"tohoku\"} 1",
-        "basho_workspace_create_duration_seconds_count 1",
+        "basho_workspace_create_seconds_count 1",
         "basho_workspaces{site=\"tohoku\",state=\"placed\"} 1",
         "basho_agent_last_contact_age_seconds{site=\"ncbn\"}",
     ] {

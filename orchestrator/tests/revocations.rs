@@ -244,7 +244,7 @@ async fn every_site_hears_of_a_revocation_and_may_report_revoked() {
         text.contains("basho_revocations_total{reason=\"other\"} 1"),
         "{text}"
     );
-    assert!(text.contains("basho_revocation_duration_seconds"));
+    assert!(text.contains("basho_revocation_record_seconds"));
 }
 
 #[tokio::test]
@@ -293,9 +293,19 @@ async fn the_site_confirms_a_revoked_container_is_gone() {
     };
     assert!(message(placed.clone()).await.contains(NOTHING_REPORTED));
     assert!(!message(running.clone()).await.contains(SITE_CONFIRMED));
+    let confirmed_count = || async {
+        let (_, metrics) = h.raw(Method::GET, "/metrics", None, &[], vec![]).await;
+        let text = metrics.as_str().unwrap().to_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("basho_revocation_seconds_count "))
+            .map(str::to_owned)
+    };
+    // The end-to-end latency waits for the running workspace's site, not for the placed one.
+    assert_eq!(confirmed_count().await.as_deref(), Some("0"));
     // Another site's word counts for nothing.
     h.observe("tohoku", &[(&running, "stopped", None)]).await;
     assert!(!message(running.clone()).await.contains(SITE_CONFIRMED));
+    assert_eq!(confirmed_count().await.as_deref(), Some("0"));
     for _ in 0..2 {
         let (status, v) = h.observe("bbj", &[(&running, "stopped", None)]).await;
         assert_eq!(status, StatusCode::OK, "{v}");
@@ -303,4 +313,9 @@ async fn the_site_confirms_a_revoked_container_is_gone() {
     let m = message(running.clone()).await;
     assert!(m.contains("dac-revoked"), "{m}");
     assert_eq!(m.matches(SITE_CONFIRMED).count(), 1, "{m}");
+    assert_eq!(
+        confirmed_count().await.as_deref(),
+        Some("1"),
+        "observed once"
+    );
 }

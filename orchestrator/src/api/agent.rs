@@ -265,6 +265,7 @@ pub async fn observations(
         {
             let note = basho_core::revocation::SITE_CONFIRMED;
             o.inner().store.note_revoked(&obs.workspace, note).await?;
+            o.inner().metrics.revocation_confirmed(&obs.workspace);
             continue;
         }
         // A stop was asked: the agent losing sight of the container must not cancel it.

@@ -131,6 +131,8 @@ pub async fn revoke(
     };
     let (revocation, revision) = inner.store.record_revocation(&new, Utc::now()).await?;
     inner.remember_revocation(revocation.clone());
+    let timer = &inner.metrics.revocations_pending;
+    timer.begin(revocation.seq, started);
     // Every agent hears of it at once: each applies the list to what it runs.
     for (site, _) in inner.sites.last_contacts() {
         inner.sites.publish(&site, revision);
@@ -154,6 +156,8 @@ pub async fn revoke(
     );
     let mut affected = Vec::new();
     for rec in candidates.iter().filter(|r| covering(one, r).is_some()) {
+        // Before the change, so the site's confirmation cannot come first.
+        timer.expect(revocation.seq, &rec.workspace.id);
         if let Transition::Changed { .. } = o
             .transition_as(
                 &who.actor(),
@@ -166,10 +170,14 @@ pub async fn revoke(
             if matches!(rec.workspace.state, WsState::Pending | WsState::Placed) {
                 let note = basho_core::revocation::NOTHING_REPORTED;
                 inner.store.note_revoked(&rec.workspace.id, note).await?;
+                timer.settled(revocation.seq, &rec.workspace.id);
             }
             affected.push(rec.workspace.id.clone());
+        } else {
+            timer.settled(revocation.seq, &rec.workspace.id);
         }
     }
+    inner.metrics.revocation_end(revocation.seq);
     inner
         .metrics
         .revocations

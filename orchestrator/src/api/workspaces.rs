@@ -85,6 +85,7 @@ pub async fn create(
     headers: HeaderMap,
     req: Result<ApiJson<CreateWorkspace>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
+    let started = Instant::now();
     let actor = who.actor();
     let req = match req {
         Ok(ApiJson(req)) => req,
@@ -96,7 +97,13 @@ pub async fn create(
         }
     };
     match create_admitted(&o, &actor, &headers, &req).await {
-        Ok(answer) => Ok(answer),
+        Ok(answer) => {
+            if answer.0 == StatusCode::CREATED {
+                let seconds = started.elapsed().as_secs_f64();
+                o.inner().metrics.create_duration.observe(seconds);
+            }
+            Ok(answer)
+        }
         Err(e) => {
             let detail = json!({
                 "status": e.status.as_u16(), "code": e.body.error.code,
@@ -115,7 +122,6 @@ async fn create_admitted(
     headers: &HeaderMap,
     req: &CreateWorkspace,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
-    let started = Instant::now();
     let inner = o.inner();
     let key = idempotency_key(headers, req)?;
     // Fast path for retries; the store decides atomically again at insert time.
@@ -147,10 +153,6 @@ async fn create_admitted(
                     site: site.to_string(),
                 })
                 .inc();
-            inner
-                .metrics
-                .create_duration
-                .observe(started.elapsed().as_secs_f64());
             let w = stored.workspace;
             tracing::info!(workspace = %w.id, project = %w.project, %site, "workspace created");
             let visas = crate::audit::visa_detail(&stored.visa_refs);
