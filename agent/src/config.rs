@@ -104,11 +104,11 @@ pub enum BackendConfig {
     },
     /// A Slurm cluster reached over SSH on its login node.
     Slurm(SlurmConfig),
+    /// A Kubernetes cluster: one pod per workspace in a namespace.
+    Kubernetes(KubernetesConfig),
     /// Simulated lifecycles, for tests and benchmarks only.
     Fake {
         /// Time from launch to running, milliseconds.
-    /// A Kubernetes cluster: one pod per workspace in a namespace.
-    Kubernetes(KubernetesConfig),
         #[serde(default)]
         start_delay_ms: u64,
         /// Share of launches that fail, 0.0 to 1.0.
@@ -123,10 +123,10 @@ impl BackendConfig {
         match self {
             Self::Docker { .. } => "docker",
             Self::Slurm(_) => "slurm",
+            Self::Kubernetes(_) => "kubernetes",
             Self::Fake { .. } => "fake",
         }
     }
-            Self::Kubernetes(_) => "kubernetes",
 }
 
 /// A Slurm site: the login node the agent reaches over SSH, how jobs are submitted, and the
@@ -229,12 +229,12 @@ pub struct CatalogEntry {
     /// directory on the nodes (a `hostPath`), unless `claim` is set.
     #[serde(default)]
     pub path: PathBuf,
-    /// Grant URL; `https://ddbj.nig.ac.jp/search/entry/jga-dataset/<id>` when absent.
-    #[serde(default)]
-    pub grant_url: Option<String>,
     /// Kubernetes only: the PersistentVolumeClaim holding the dataset, used instead of `path`.
     #[serde(default)]
     pub claim: Option<ClaimSource>,
+    /// Grant URL; `https://ddbj.nig.ac.jp/search/entry/jga-dataset/<id>` when absent.
+    #[serde(default)]
+    pub grant_url: Option<String>,
 }
 
 /// The agent's directories.

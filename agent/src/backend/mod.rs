@@ -158,11 +158,11 @@ pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError
             config.site.clone(),
             slurm.clone(),
         )?)),
-        BackendConfig::Fake {
-            start_delay_ms,
         BackendConfig::Kubernetes(k8s) => Ok(Arc::new(
             kubernetes::KubernetesBackend::connect(config.site.clone(), k8s.clone()).await?,
         )),
+        BackendConfig::Fake {
+            start_delay_ms,
             failure_rate,
         } => Ok(Arc::new(fake::FakeBackend::new(
             config.site.clone(),
