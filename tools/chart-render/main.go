@@ -13,7 +13,8 @@
 //   - functions: sprig's (without env and expandenv, as in helm) plus include, tpl, required,
 //     toYaml, fromYaml, fromYamlArray, toJson, fromJson, fromJsonArray and lookup (always empty,
 //     as in `helm template`);
-//   - missing keys render as empty, as in helm.
+//   - missing keys render as empty, as in helm;
+//   - Chart.yaml's kubeVersion is checked against --kube-version.
 //
 // Every file under templates/ is parsed (so named templates in _*.tpl are shared); every file
 // except _*.tpl and NOTES.txt is rendered, split at `---` lines and parsed as YAML; empty
@@ -45,6 +46,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/Masterminds/semver/v3"
 	"github.com/Masterminds/sprig/v3"
 	"github.com/xeipuuv/gojsonschema"
 	"gopkg.in/yaml.v3"
@@ -119,6 +121,9 @@ func run(o options, stdout, stderr io.Writer) error {
 	if chartName == "" {
 		return fmt.Errorf("%s/Chart.yaml has no name", o.chartDir)
 	}
+	if err := checkKubeVersion(chartMap, o.kubeVersion); err != nil {
+		return err
+	}
 	values, err := loadValues(o)
 	if err != nil {
 		return err
@@ -148,6 +153,26 @@ func run(o options, stdout, stderr io.Writer) error {
 	}
 	if o.notes {
 		fmt.Fprintf(stderr, "%s\n", notes)
+	}
+	return nil
+}
+
+// checkKubeVersion refuses a cluster version outside the chart's kubeVersion, as helm does.
+func checkKubeVersion(chart map[string]interface{}, version string) error {
+	want, _ := chart["kubeVersion"].(string)
+	if want == "" {
+		return nil
+	}
+	c, err := semver.NewConstraint(want)
+	if err != nil {
+		return fmt.Errorf("Chart.yaml kubeVersion %q: %v", want, err)
+	}
+	v, err := semver.NewVersion(strings.TrimPrefix(version, "v"))
+	if err != nil {
+		return fmt.Errorf("--kube-version %q: %v", version, err)
+	}
+	if !c.Check(v) {
+		return fmt.Errorf("chart requires kubeVersion %s, which is incompatible with Kubernetes %s", want, version)
 	}
 	return nil
 }

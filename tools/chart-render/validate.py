@@ -59,6 +59,7 @@ def main():
         renderings = [line.rstrip("\n").split("\t", 1) for line in f if line.strip()]
     for label, path in renderings:
         kinds = []
+        before = failures
         with open(path) as f:
             objects = [json.loads(line) for line in f if line.strip()]
         if not objects:
@@ -83,8 +84,8 @@ def main():
             for p in problems:
                 print(f"{label}: {name}: {p}", file=sys.stderr)
             failures += len(problems)
-        print(f"{label}: {len(objects)} object(s) valid" if failures == 0 else f"{label}: checked",
-              "-", ", ".join(sorted(set(kinds))))
+        verdict = "valid" if failures == before else "checked, with problems"
+        print(f"{label}: {len(objects)} object(s) {verdict} -", ", ".join(sorted(set(kinds))))
     if failures:
         print(f"{failures} problem(s) in {total} object(s)", file=sys.stderr)
         return 1
