@@ -14,7 +14,7 @@ mod kubernetes;
 mod load;
 
 pub use check::check;
-pub(crate) use kubernetes::is_dns_subdomain;
+pub(crate) use kubernetes::{is_dns_subdomain, node_path_problem};
 pub use kubernetes::{ClaimSource, KubernetesConfig, VolumeConfig};
 pub use load::{ConfigError, ENV_ORCHESTRATOR_URL, ENV_TOKEN, load, parse};
 

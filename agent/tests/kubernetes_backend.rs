@@ -506,6 +506,33 @@ fn required_permissions_are_what_the_chart_needs() {
     );
 }
 
+#[test]
+fn the_example_site_config_loads_and_checks() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/site-kubernetes.toml");
+    let cfg = basho_agent::load_config(&path).unwrap();
+    assert_eq!(cfg.backend.kind(), "kubernetes");
+    assert_eq!(cfg.datasets[0].claim.as_ref().unwrap().name, "jga-datasets");
+    // Only what a machine without the site's files lacks: the token and the issuers' keys.
+    for problem in basho_agent::check_config(&cfg) {
+        assert!(problem.contains("No such file or directory"), "{problem}");
+    }
+
+    let mut bad = cfg.clone();
+    let basho_agent::config::BackendConfig::Kubernetes(k8s) = &mut bad.backend else {
+        unreachable!()
+    };
+    k8s.work.host_path = Some("/var/run".into());
+    bad.datasets[1].path = PathBuf::from("/");
+    bad.datasets[0].claim.as_mut().unwrap().sub_path = Some("../x".into());
+    let problems = basho_agent::check_config(&bad);
+    for needle in ["backend.work", "dataset JGAD000202", "dataset JGAD000201"] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "{needle}: {problems:#?}"
+        );
+    }
+}
+
 /// The conformance suite on a real cluster.
 ///
 /// ```sh

@@ -124,11 +124,10 @@ fn check_datasets(config: &SiteConfig, p: &mut Vec<String>) {
             // The path is on the nodes, not where the agent runs: only its form can be checked.
             match &d.claim {
                 Some(claim) => p.extend(claim.problem().map(|e| format!("dataset {}: {e}", d.id))),
-                None if !d.path.is_absolute() => p.push(format!(
-                    "dataset {}: set claim (a PersistentVolumeClaim) or an absolute path on the nodes",
-                    d.id
-                )),
-                None => {}
+                None => p.extend(
+                    crate::config::node_path_problem(&d.path)
+                        .map(|e| format!("dataset {}: {e}; or set claim", d.id)),
+                ),
             }
             continue;
         }

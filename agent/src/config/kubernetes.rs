@@ -1,7 +1,7 @@
 //! The `[backend]` table of a Kubernetes site: the namespace workspace pods live in, how the agent
 //! reaches the API server, and where `/work` and `/results` come from.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +72,54 @@ fn default_watch_grace_s() -> u64 {
     30
 }
 
+/// Node paths that hand a pod the node (runtime sockets, kubelet credentials, kernel
+/// interfaces): never the source of a dataset, `/work` or `/results`, nor any parent of them.
+const NODE_SENSITIVE: &[&str] = &[
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/var/run/containerd/containerd.sock",
+    "/run/k3s/containerd/containerd.sock",
+    "/run/crio/crio.sock",
+    "/var/run/crio/crio.sock",
+    "/var/lib/kubelet",
+    "/etc/kubernetes",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/root",
+];
+
+/// What is wrong with `path` as a `hostPath` source on the nodes, if anything. The agent cannot
+/// see the nodes' filesystems, so this checks the path's form: absolute, plain, and neither one
+/// of the node's sensitive paths nor a parent of one.
+pub fn node_path_problem(path: &Path) -> Option<String> {
+    let shown = path.display();
+    if !path.is_absolute() {
+        return Some(format!("path {shown} is not absolute"));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Some(format!("path {shown} holds '.' or '..'; write it plainly"));
+    }
+    if path.parent().is_none() {
+        return Some(format!("path {shown} is the node's root"));
+    }
+    NODE_SENSITIVE
+        .iter()
+        .map(Path::new)
+        .find(|s| s.starts_with(path) || path.starts_with(s))
+        .map(|s| {
+            format!(
+                "path {shown} would expose {} of the node; point it at the data itself",
+                s.display()
+            )
+        })
+}
+
 /// A DNS-1123 label: what Kubernetes accepts as a namespace or claim name part.
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
@@ -127,9 +175,9 @@ impl KubernetesConfig {
                 (Some(c), None) if !is_dns_subdomain(c) => p.push(format!(
                     "backend.{name}.claim {c:?} is not a PersistentVolumeClaim name"
                 )),
-                (None, Some(h)) if !h.is_absolute() => p.push(format!(
-                    "backend.{name}.host_path {} is not absolute",
-                    h.display()
+                (None, Some(h)) if node_path_problem(h).is_some() => p.push(format!(
+                    "backend.{name}.host_path: {}",
+                    node_path_problem(h).unwrap_or_default()
                 )),
                 (Some(_), None) | (None, Some(_)) => {}
                 _ => p.push(format!(
@@ -212,6 +260,26 @@ mod tests {
             assert!(p.iter().any(|x| x.contains(needle)), "{needle}: {p:#?}");
         }
         assert_eq!(p.len(), 5, "{p:#?}");
+    }
+
+    #[test]
+    fn node_paths_that_expose_the_node_are_refused() {
+        for ok in ["/srv/jga/JGAD000101", "/data/basho/work"] {
+            assert_eq!(node_path_problem(Path::new(ok)), None, "{ok}");
+        }
+        for bad in [
+            "/",
+            "relative",
+            "/var/run",
+            "/run",
+            "/var",
+            "/var/lib/kubelet/pods",
+            "/etc",
+            "/proc/1",
+            "/srv/../etc",
+        ] {
+            assert!(node_path_problem(Path::new(bad)).is_some(), "{bad}");
+        }
     }
 
     #[test]

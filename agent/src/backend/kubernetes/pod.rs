@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::backend::docker::create::{check_env, check_image, check_limits, check_user};
 use crate::backend::{BackendError, LaunchSpec};
-use crate::config::{KubernetesConfig, VolumeConfig, is_dns_subdomain};
+use crate::config::{KubernetesConfig, VolumeConfig, is_dns_subdomain, node_path_problem};
 
 /// `app.kubernetes.io/managed-by`, the label the deny-all NetworkPolicy selects.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -91,11 +91,10 @@ pub fn check(spec: &LaunchSpec, now: DateTime<Utc>) -> Result<Checked, BackendEr
             if let Some(problem) = claim.problem() {
                 return Err(refused(format!("dataset {}: {problem}", d.id)));
             }
-        } else if !d.host_path.is_absolute() {
+        } else if let Some(problem) = node_path_problem(&d.host_path) {
             return Err(refused(format!(
-                "dataset {}: path {} is not absolute; name a directory on the nodes or a claim",
-                d.id,
-                d.host_path.display()
+                "dataset {}: {problem}; the catalog must name a directory on the nodes or a claim",
+                d.id
             )));
         }
     }

@@ -106,6 +106,9 @@ fn refuses_what_a_cluster_cannot_run_safely() {
     s.datasets[0].host_path = PathBuf::from("relative");
     refused_with(&s, "not absolute");
     let mut s = spec();
+    s.datasets[0].host_path = PathBuf::from("/var/run");
+    refused_with(&s, "would expose");
+    let mut s = spec();
     s.pids_limit = 0;
     refused_with(&s, "pids_limit");
 }
