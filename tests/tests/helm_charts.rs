@@ -76,7 +76,14 @@ fn renderings(chart: &str) -> Vec<Rendering> {
         .into_iter()
         .map(|v| {
             let mut cmd = Command::new(renderer());
-            cmd.args(["-o", "json", "-name", chart, "-namespace", RELEASE_NAMESPACE]);
+            cmd.args([
+                "-o",
+                "json",
+                "-name",
+                chart,
+                "-namespace",
+                RELEASE_NAMESPACE,
+            ]);
             if let Some(v) = &v {
                 cmd.arg("-f").arg(v);
             }
@@ -146,7 +153,11 @@ fn agent_role_grants_exactly_what_the_kubernetes_backend_calls() {
             );
             let mut verbs = strings(&rule["verbs"]);
             verbs.sort();
-            assert!(!verbs.iter().any(|v| v == "*"), "{}: wildcard verb", r.label);
+            assert!(
+                !verbs.iter().any(|v| v == "*"),
+                "{}: wildcard verb",
+                r.label
+            );
             for group in strings(&rule["apiGroups"]) {
                 for resource in strings(&rule["resources"]) {
                     assert!(
@@ -198,7 +209,11 @@ fn agent_rbac_is_namespaced_to_the_workspace_namespace() {
         assert_eq!(subjects.len(), 1, "{}", r.label);
         let pod = &r.one("Deployment")["spec"]["template"]["spec"];
         assert_eq!(subjects[0]["kind"], "ServiceAccount");
-        assert_eq!(subjects[0]["name"], pod["serviceAccountName"], "{}", r.label);
+        assert_eq!(
+            subjects[0]["name"], pod["serviceAccountName"],
+            "{}",
+            r.label
+        );
         assert_eq!(subjects[0]["namespace"], RELEASE_NAMESPACE, "{}", r.label);
         // Only the agent's own pod gets an API token.
         for sa in r.of_kind("ServiceAccount") {
@@ -246,8 +261,15 @@ fn every_pod_is_hardened_like_a_workspace() {
                 assert_eq!(sc["allowPrivilegeEscalation"], false, "{l}");
                 assert_eq!(sc["readOnlyRootFilesystem"], true, "{l}");
                 assert_eq!(sc["runAsNonRoot"], true, "{l}");
-                assert!(sc["privileged"].is_null() || sc["privileged"] == false, "{l}");
-                assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{l}");
+                assert!(
+                    sc["privileged"].is_null() || sc["privileged"] == false,
+                    "{l}"
+                );
+                assert_eq!(
+                    sc["capabilities"]["drop"],
+                    serde_json::json!(["ALL"]),
+                    "{l}"
+                );
                 assert!(sc["capabilities"]["add"].is_null(), "{l}");
                 for limit in ["cpu", "memory"] {
                     assert!(
@@ -348,8 +370,16 @@ fn rendered_orchestrator_configs_load() {
         let deployment = r.one("Deployment");
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
         for probe in ["livenessProbe", "readinessProbe"] {
-            assert_eq!(container[probe]["httpGet"]["path"], "/healthz", "{}", r.label);
-            assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{}", r.label);
+            assert_eq!(
+                container[probe]["httpGet"]["path"], "/healthz",
+                "{}",
+                r.label
+            );
+            assert_eq!(
+                container[probe]["httpGet"]["scheme"], "HTTPS",
+                "{}",
+                r.label
+            );
         }
         assert_eq!(
             container["ports"][0]["containerPort"],
@@ -363,8 +393,8 @@ fn rendered_orchestrator_configs_load() {
 
 #[test]
 fn orchestrator_chart_ships_the_repository_shell_template() {
-    let values = std::fs::read_to_string(repo().join("helm/basho-orchestrator/values.yaml"))
-        .unwrap();
+    let values =
+        std::fs::read_to_string(repo().join("helm/basho-orchestrator/values.yaml")).unwrap();
     let r = &renderings("basho-orchestrator")[0];
     let cm = r
         .of_kind("ConfigMap")
@@ -380,4 +410,101 @@ fn orchestrator_chart_ships_the_repository_shell_template() {
         "helm/basho-orchestrator/values.yaml workspaceTemplates differs from templates/workspaces/shell.toml"
     );
     assert!(values.contains("workspaceTemplates:"));
+}
+
+/// Renders `chart` with `--set` overrides; the error text when it refuses.
+fn render_with(chart: &str, sets: &[&str]) -> Result<Vec<Value>, String> {
+    let mut cmd = Command::new(renderer());
+    cmd.args(["-o", "json", "-namespace", RELEASE_NAMESPACE]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd
+        .arg(repo().join("helm").join(chart))
+        .output()
+        .expect("running chart-render");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn values_schemas_refuse_loosening_and_bad_identifiers() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "basho-agent",
+            "securityContext.privileged=true",
+            "securityContext.privileged",
+        ),
+        (
+            "basho-orchestrator",
+            "securityContext.readOnlyRootFilesystem=false",
+            "readOnlyRootFilesystem",
+        ),
+        (
+            "basho-agent",
+            "securityContext.allowPrivilegeEscalation=true",
+            "allowPrivilegeEscalation",
+        ),
+        (
+            "basho-agent",
+            "podSecurityContext.runAsNonRoot=false",
+            "runAsNonRoot",
+        ),
+        ("basho-agent", "isolation.user=0:0", "isolation.user"),
+        (
+            "basho-agent",
+            "orchestrator.url=http://basho.example.org",
+            "orchestrator.url",
+        ),
+        (
+            "basho-agent",
+            "images={basho/shell: 'basho/shell:latest'}",
+            "images",
+        ),
+        (
+            "basho-agent",
+            "datasets=[{id: '../etc', hostPath: /srv}]",
+            "datasets.0.id",
+        ),
+        (
+            "basho-agent",
+            "datasets=[{id: JGAD000101, claim: {name: jga, subPath: ../x}}]",
+            "subPath",
+        ),
+        ("basho-agent", "datasets=[{id: JGAD000101}]", "datasets.0"),
+        (
+            "basho-agent",
+            "workspaces.work={claim: a, hostPath: /b}",
+            "workspaces.work",
+        ),
+        ("basho-agent", "rbac.clusterWide=true", "rbac"),
+        (
+            "basho-orchestrator",
+            "tokens.platform=['has space']",
+            "tokens.platform.0",
+        ),
+        (
+            "basho-orchestrator",
+            "limits.longPollMaxS=0",
+            "limits.longPollMaxS",
+        ),
+    ];
+    for (chart, set, field) in cases {
+        match render_with(chart, &[set]) {
+            Ok(_) => panic!("{chart} rendered with --set {set}"),
+            Err(e) => assert!(
+                e.contains("values don't meet the schema") && e.contains(field),
+                "{chart} --set {set}: {e}"
+            ),
+        }
+    }
+    // And what the schema allows still renders.
+    assert!(render_with("basho-agent", &["isolation.user=1000:1000"]).is_ok());
 }
