@@ -91,4 +91,8 @@ jwks_file = "/etc/basho/issuers/issuer-{{ $i }}.jwks.json"
 max_body_bytes = {{ .Values.limits.maxBodyBytes | int64 }}
 long_poll_max_s = {{ .Values.limits.longPollMaxS | int64 }}
 agent_silent_s = {{ .Values.limits.agentSilentS | int64 }}
+{{- with .Values.extraConfig }}
+
+{{ . }}
+{{- end }}
 {{- end -}}
