@@ -338,6 +338,23 @@ async fn a_name_taken_by_another_site_is_refused() {
 }
 
 #[tokio::test]
+async fn a_conflict_with_its_own_pod_adopts_it() {
+    let (fake, backend) = setup().await;
+    // Its own pod, which the watch has not shown (here: it lacks the managed-by label): the
+    // create meets 409 and the launch reads the pod back instead of making another.
+    fake.insert_pod(json!({"metadata": {"name": "basho-ws-mine", "labels": {
+        "io.basho.workspace": "ws-mine", "io.basho.site": "k8s-site"}},
+        "status": {"phase": "Running"}}));
+    let dir = tempfile::tempdir().unwrap();
+    let seen = backend.launch(&spec(dir.path(), "ws-mine")).await.unwrap();
+    assert_eq!(seen.handle, "basho-ws-mine");
+    assert_eq!(seen.state, RunState::Running);
+    assert_eq!(fake.count("create", "pods"), 1);
+    assert_eq!(fake.count("get", "pods"), 1);
+    assert_within_permissions(&fake);
+}
+
+#[tokio::test]
 async fn the_watch_resumes_after_a_drop_and_relists_after_410() {
     let (fake, backend) = setup().await;
     fake.set_auto_run(false);

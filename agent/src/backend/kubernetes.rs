@@ -69,6 +69,8 @@ pub const REQUIRED_PERMISSIONS: &[Permission] = &[
 /// How long a stop waits, beyond the pod's grace period, for the pod to be gone.
 const STOP_SLACK: Duration = Duration::from_secs(30);
 const STOP_POLL: Duration = Duration::from_millis(100);
+/// Longest the agent waits for the API server's answer to one call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A site's workspaces as pods in one namespace.
 #[derive(Debug, Clone)]
@@ -112,15 +114,32 @@ impl KubernetesBackend {
                  with its service account, or set backend.kubeconfig"
             ))
         })?;
-        let client = Client::try_from(config).map_err(|e| {
-            BackendError::Refused(format!("cannot set up the Kubernetes client: {e}"))
-        })?;
-        Self::with_client(client, site, cfg).await
+        let client = |config: kube::Config| {
+            Client::try_from(config).map_err(|e| {
+                BackendError::Refused(format!("cannot set up the Kubernetes client: {e}"))
+            })
+        };
+        // Calls get an answer timeout, so a hung API server makes workspaces unknown instead of
+        // stalling the agent; the watch has its own idle timeout and must not be cut short.
+        let mut calls = config.clone();
+        calls.read_timeout = Some(CALL_TIMEOUT);
+        calls.reset_reader_on_write = true;
+        Self::with_clients(client(calls)?, client(config)?, site, cfg).await
     }
 
     /// The backend on an existing client (tests point one at a fake API server).
     pub async fn with_client(
         client: Client,
+        site: Ident,
+        cfg: KubernetesConfig,
+    ) -> Result<Self, BackendError> {
+        Self::with_clients(client.clone(), client, site, cfg).await
+    }
+
+    /// The backend with one client for calls and one for the watch.
+    async fn with_clients(
+        client: Client,
+        watch: Client,
         site: Ident,
         cfg: KubernetesConfig,
     ) -> Result<Self, BackendError> {
@@ -134,7 +153,7 @@ impl KubernetesBackend {
         let selector = format!("{LABEL_SITE}={site},{LABEL_MANAGED_BY}={MANAGED_BY}");
         tokio::spawn(
             store::follow(
-                Api::namespaced(client.clone(), ns),
+                Api::namespaced(watch, ns),
                 selector,
                 store.clone(),
                 cancel.clone(),
