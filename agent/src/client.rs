@@ -99,6 +99,7 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: String,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -139,7 +140,14 @@ impl Client {
             http,
             base,
             token: token.to_owned(),
+            metrics: None,
         })
+    }
+
+    /// Counts failed calls and the last desired state in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn url(&self, path: &str) -> Url {
@@ -177,7 +185,11 @@ impl Client {
             q.append_pair("wait_s", &wait.to_string());
         }
         let timeout = Duration::from_secs(wait_s) + LONG_POLL_GRACE;
-        self.send(self.http.get(url).timeout(timeout)).await
+        let state = self.send(self.http.get(url).timeout(timeout)).await?;
+        if let Some(m) = &self.metrics {
+            m.synced(chrono::Utc::now());
+        }
+        Ok(state)
     }
 
     /// `POST /v1/agent/observations`; returns how many the orchestrator applied.
@@ -192,6 +204,17 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let out = self.exchange(req).await;
+        if let (Err(e), Some(m)) = (&out, &self.metrics) {
+            m.orchestrator_error(crate::metrics::client_error_kind(e));
+        }
+        out
+    }
+
+    async fn exchange<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {

@@ -37,6 +37,9 @@ pub enum Error {
     /// The site's deny-list cannot be read.
     #[error(transparent)]
     DenyList(#[from] denylist::DenyListError),
+    /// `/metrics` cannot be served.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// Runs the agent until `shutdown` is cancelled, on the backend the config names. Workspaces keep

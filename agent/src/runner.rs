@@ -23,6 +23,7 @@ use crate::catalog::Catalog;
 use crate::client::Client;
 use crate::config::SiteConfig;
 use crate::denylist::{self, DenyList, Grants, recorded_grants};
+use crate::metrics::{MeteredBackend, Metrics};
 use crate::reconcile::hostdirs::{HostDirs, Ownership};
 use crate::reconcile::{Action, Executor, plan, plan_before_sync};
 
@@ -44,11 +45,18 @@ pub async fn run(
     let token = config.token()?;
     let trusted = config.load_trusted_issuers().map_err(Error::Issuers)?;
     let (uid, gid) = config.isolation.ids()?;
+    let metrics = Arc::new(Metrics::new(config.site.as_str(), backend.kind()));
+    let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(backend, metrics.clone()));
+    let metrics_listener = match &config.metrics {
+        Some(m) => Some(crate::metrics::bind(m).await?),
+        None => None,
+    };
     let client = Client::new(
         &config.orchestrator.url,
         &token,
         &config.orchestrator.tls_policy(),
-    )?;
+    )?
+    .with_metrics(metrics.clone());
     let catalog = Catalog::from_config(&config);
     let site = config.site.clone();
     let ownership = Ownership::for_user(uid, gid);
@@ -82,6 +90,12 @@ pub async fn run(
     let ledger = Arc::new(Ledger::default());
     let (tx, mut fetched) = watch::channel(None::<Fetched>);
     let tasks = TaskTracker::new();
+    if let Some(listener) = metrics_listener {
+        tasks.spawn(
+            crate::metrics::serve(listener, metrics.clone(), stop.clone())
+                .instrument(info_span!("metrics", site = %site)),
+        );
+    }
     tasks.spawn(
         poll::poll_loop(
             client.clone(),
@@ -136,10 +150,13 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let span = info_span!("reconcile", site = %site);
+        let started = std::time::Instant::now();
         reconciler
             .pass(desired.as_deref(), &stopping)
             .instrument(span)
             .await;
+        metrics.observe_reconcile(started.elapsed());
+        metrics.set_workspaces(reconciler.ledger.states());
     }
     stop.cancel();
     tasks.wait().await;

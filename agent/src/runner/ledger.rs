@@ -88,6 +88,11 @@ impl Ledger {
         posted.retain(|id, _| latest.contains_key(id));
     }
 
+    /// The latest state of every workspace held.
+    pub fn states(&self) -> Vec<State> {
+        self.lock().latest.values().map(|o| o.state).collect()
+    }
+
     /// The latest observation of `workspace`.
     pub fn latest(&self, workspace: &str) -> Option<Observation> {
         self.lock().latest.get(workspace).cloned()
