@@ -245,3 +245,89 @@ pub async fn follow(api: Api<Pod>, selector: String, store: Arc<Store>, cancel: 
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str, uid: &str, phase: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "uid": uid,
+                "labels": {"io.basho.workspace": name.trim_start_matches("basho-")}},
+            "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    async fn names(store: &Store) -> Result<Vec<String>, BackendError> {
+        store
+            .read(|pods| {
+                let mut n: Vec<String> = pods
+                    .iter()
+                    .map(|p| format!("{}/{}", name(p), uid(p).unwrap_or_default()))
+                    .collect();
+                n.sort();
+                n
+            })
+            .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unavailable_before_the_first_list_and_past_the_grace() {
+        let store = Store::new(Duration::from_secs(30));
+        assert!(
+            matches!(names(&store).await, Err(BackendError::Unavailable(m)) if m.contains("no list"))
+        );
+        store.replace(HashMap::from([(
+            "basho-a".into(),
+            pod("basho-a", "1", "Running"),
+        )]));
+        assert_eq!(names(&store).await.unwrap(), ["basho-a/1"]);
+
+        store.failed("connection refused".into());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            names(&store).await.unwrap(),
+            ["basho-a/1"],
+            "within the grace"
+        );
+        tokio::time::advance(Duration::from_secs(25)).await;
+        assert!(
+            matches!(names(&store).await, Err(BackendError::Unavailable(m)) if m.contains("connection refused"))
+        );
+        assert!(!store.trusted());
+
+        store.replace(HashMap::new());
+        assert_eq!(names(&store).await.unwrap(), Vec::<String>::new());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_created_pod_shows_until_the_watch_has_it_and_old_events_do_not_hide_it() {
+        let store = Store::new(Duration::from_secs(30));
+        store.replace(HashMap::from([(
+            "basho-a".into(),
+            pod("basho-a", "old", "Running"),
+        )]));
+        // Stopped and launched again before the watch reported the old pod's deletion.
+        store.created(pod("basho-a", "new", "Pending"));
+        assert_eq!(names(&store).await.unwrap(), ["basho-a/new"]);
+        store.apply(pod("basho-a", "old", "Running"));
+        assert_eq!(names(&store).await.unwrap(), ["basho-a/new"]);
+        store.delete(&pod("basho-a", "old", "Running"));
+        assert_eq!(names(&store).await.unwrap(), ["basho-a/new"]);
+        store.apply(pod("basho-a", "new", "Running"));
+        assert_eq!(names(&store).await.unwrap(), ["basho-a/new"]);
+        assert!(store.lock().created.is_empty());
+
+        // Never seen by the watch: gone after its time to live.
+        store.created(pod("basho-b", "b1", "Pending"));
+        assert_eq!(names(&store).await.unwrap(), ["basho-a/new", "basho-b/b1"]);
+        tokio::time::advance(CREATED_TTL).await;
+        assert_eq!(names(&store).await.unwrap(), ["basho-a/new"]);
+
+        store.gone("basho-a");
+        assert_eq!(names(&store).await.unwrap(), Vec::<String>::new());
+    }
+}
