@@ -297,6 +297,7 @@ async fn a_lost_create_answer_is_adopted_not_repeated() {
         resource: "pods",
         code: 500,
         after: true,
+        message: None,
     });
     // And the store does not see it yet when the launch is retried: it must go through the 409.
     fake.fault(Fault {
@@ -304,6 +305,7 @@ async fn a_lost_create_answer_is_adopted_not_repeated() {
         resource: "pods",
         code: 500,
         after: false,
+        message: None,
     });
     fake.drop_watches();
     let err = backend.launch(&s).await.unwrap_err();
@@ -459,6 +461,36 @@ async fn a_forbidden_network_policy_refuses_the_launch() {
 }
 
 #[tokio::test]
+async fn a_pod_security_refusal_says_so() {
+    let (fake, backend) = setup().await;
+    fake.fault(Fault {
+        verb: "create",
+        resource: "pods",
+        code: 403,
+        after: false,
+        message: Some(
+            "pods \"basho-ws-psa\" is forbidden: violates PodSecurity \"restricted:latest\": \
+             hostPath volumes (volume \"dataset-0\")",
+        ),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let err = backend
+        .launch(&with_datasets(spec(dir.path(), "ws-psa")))
+        .await
+        .unwrap_err();
+    match err {
+        BackendError::Refused(m) => {
+            assert!(
+                m.contains("Pod Security") && m.contains("PersistentVolumeClaims"),
+                "{m}"
+            )
+        }
+        other => panic!("{other}"),
+    }
+    assert_within_permissions(&fake);
+}
+
+#[tokio::test]
 async fn a_missing_claim_refuses_the_launch() {
     let fake = FakeApi::start(NS).await;
     fake.add_claim("basho-work");
@@ -487,6 +519,7 @@ async fn a_server_error_on_create_is_unavailable_and_bad_specs_are_refused() {
         resource: "pods",
         code: 500,
         after: false,
+        message: None,
     });
     let s = spec(dir.path(), "ws-500");
     assert!(matches!(

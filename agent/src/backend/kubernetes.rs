@@ -318,6 +318,16 @@ impl Backend for KubernetesBackend {
             }
             // The name is taken: a launch before a restart, or a create that failed in flight.
             Err(e) if code(&e) == 409 => self.adopt(&spec.workspace).await,
+            Err(e) if code(&e) == 403 && error::brief(&e).contains("PodSecurity") => {
+                Err(BackendError::Refused(format!(
+                    "the Pod Security level of namespace {} refuses the workspace pod ({}); \
+                     hostPath sources (a dataset path, backend.work or backend.results \
+                     host_path) are allowed only at level privileged: serve them through \
+                     PersistentVolumeClaims instead",
+                    self.ns(),
+                    error::brief(&e)
+                )))
+            }
             Err(e) if code(&e) == 403 => Err(forbidden("create", "pods", self.ns(), &e)),
             Err(e) => Err(classify("create", "pods", self.ns(), &e)),
         }

@@ -42,6 +42,8 @@ pub struct Fault {
     pub code: u16,
     /// Do the request first, then answer the error (a lost answer).
     pub after: bool,
+    /// The status message; "injected fault" when `None`.
+    pub message: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -317,7 +319,7 @@ fn gate(
         .position(|f| f.verb == verb && f.resource == resource);
     match hit.and_then(|i| inner.faults.remove(i)) {
         Some(f) if f.after => Ok(Some(f.code)),
-        Some(f) => Err((f.code, "injected fault".into())),
+        Some(f) => Err((f.code, f.message.unwrap_or("injected fault").into())),
         None => Ok(None),
     }
 }
