@@ -203,6 +203,19 @@ impl Client {
         Ok(a.applied)
     }
 
+    /// `POST /v1/agent/usage`; returns the orchestrator's acknowledgement.
+    pub async fn usage(
+        &self,
+        batch: &basho_core::usage::UsageBatch,
+    ) -> Result<basho_core::usage::UsageAck, ClientError> {
+        let req = self
+            .http
+            .post(self.url("v1/agent/usage"))
+            .json(batch)
+            .timeout(REQUEST_TIMEOUT);
+        self.send(req).await
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,

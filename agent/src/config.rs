@@ -14,8 +14,8 @@ mod kubernetes;
 mod load;
 
 pub use check::check;
-pub(crate) use kubernetes::{is_dns_subdomain, node_path_problem};
 pub use kubernetes::{ClaimSource, KubernetesConfig, VolumeConfig};
+pub(crate) use kubernetes::{is_dns_subdomain, node_path_problem};
 pub use load::{ConfigError, ENV_ORCHESTRATOR_URL, ENV_TOKEN, load, parse};
 
 /// The whole site config.
@@ -47,6 +47,9 @@ pub struct SiteConfig {
     /// Serves Prometheus `/metrics` when present.
     #[serde(default)]
     pub metrics: Option<crate::metrics::MetricsConfig>,
+    /// Usage sampling.
+    #[serde(default)]
+    pub metering: crate::meter::MeteringConfig,
 }
 
 /// How the agent reaches the orchestrator (it always dials out).

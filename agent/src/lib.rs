@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod denylist;
+pub mod meter;
 pub mod metrics;
 pub mod reconcile;
 pub mod runner;
@@ -40,6 +41,9 @@ pub enum Error {
     /// `/metrics` cannot be served.
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    /// The usage journal cannot be read or written.
+    #[error(transparent)]
+    Journal(#[from] meter::journal::JournalError),
 }
 
 /// Runs the agent until `shutdown` is cancelled, on the backend the config names. Workspaces keep

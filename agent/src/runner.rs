@@ -23,6 +23,7 @@ use crate::catalog::Catalog;
 use crate::client::Client;
 use crate::config::SiteConfig;
 use crate::denylist::{self, DenyList, Grants, recorded_grants};
+use crate::meter::{Meter, Metered};
 use crate::metrics::{MeteredBackend, Metrics};
 use crate::reconcile::hostdirs::{HostDirs, Ownership};
 use crate::reconcile::{Action, Executor, plan, plan_before_sync};
@@ -74,6 +75,11 @@ pub async fn run(
         images: catalog.image_names(),
     };
     let dirs = HostDirs::new(config.paths.clone(), ownership);
+    let meter = Arc::new(Meter::open(
+        backend.clone(),
+        &config.paths.state_dir,
+        &config.metering,
+    )?);
     let deny_path = config.paths.state_dir.join(denylist::FILE);
     let deny = DenyList::load(&deny_path)?;
     let executor = Executor::new(
@@ -83,7 +89,8 @@ pub async fn run(
         catalog,
         dirs.clone(),
         config.isolation.clone(),
-    );
+    )
+    .with_meter(meter.clone());
     info!(site = %site, backend = executor.backend().kind(), orchestrator = %config.orchestrator.url, "agent starting");
 
     let stop = shutdown.child_token();
@@ -106,6 +113,7 @@ pub async fn run(
         )
         .instrument(info_span!("poll", site = %site)),
     );
+    let client_for_usage = client.clone();
     tasks.spawn(
         ledger::post_loop(
             client,
@@ -116,9 +124,22 @@ pub async fn run(
         )
         .instrument(info_span!("report", site = %site)),
     );
+    tasks.spawn(
+        meter
+            .clone()
+            .sample_loop(stop.clone())
+            .instrument(info_span!("meter", site = %site)),
+    );
+    tasks.spawn(
+        meter
+            .clone()
+            .deliver_loop(client_for_usage, site.clone(), stop.clone())
+            .instrument(info_span!("usage", site = %site)),
+    );
     tasks.close();
 
     let mut reconciler = Reconciler {
+        meter,
         executor,
         ledger,
         refused: BTreeMap::new(),
@@ -165,6 +186,7 @@ pub async fn run(
 }
 
 struct Reconciler {
+    meter: Arc<Meter>,
     executor: Executor,
     ledger: Arc<Ledger>,
     /// Assignments refused for good, kept until they change or stop being desired.
@@ -226,6 +248,20 @@ impl Reconciler {
             self.refused.insert(a.id.clone(), a);
         }
         self.ledger.record(out.reports);
+        self.meter
+            .learn(desired.unwrap_or_default().iter().map(|a| {
+                (
+                    a.id.clone(),
+                    Metered {
+                        project: a.project.clone(),
+                        resources: a.resources,
+                    },
+                )
+            }));
+        if desired.is_some() {
+            let live: BTreeSet<&str> = actual.iter().map(|o| o.workspace.as_str()).collect();
+            self.meter.forget_except(&live);
+        }
         if let Some(d) = desired {
             let keep: BTreeSet<&str> = d
                 .iter()

@@ -22,6 +22,7 @@ pub mod meta;
 pub mod revocations;
 pub mod sites;
 pub mod tokens;
+pub mod usage;
 pub mod workspaces;
 
 pub use meta::ApiDoc;
@@ -140,6 +141,12 @@ pub fn router(o: Orchestrator) -> Router {
         .route("/v1/agent/register", post(agent::register))
         .route("/v1/agent/desired", get(agent::desired))
         .route("/v1/agent/observations", post(agent::observations))
+        .route("/v1/agent/usage", post(usage::ingest))
+        .route("/v1/projects/{id}/usage", get(usage::report))
+        .route(
+            "/v1/projects/{id}/quota",
+            get(usage::get_quota).put(usage::set_quota),
+        )
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))
         .route("/openapi.json", get(meta::openapi))

@@ -75,6 +75,10 @@ pub struct Limits {
     /// A site not heard from for this long has its workspaces shown `unknown`, seconds.
     #[serde(default = "default_silent")]
     pub agent_silent_s: u64,
+    /// How long a project may run past its exhausted quota before its workspaces are stopped,
+    /// seconds.
+    #[serde(default = "default_quota_grace")]
+    pub quota_grace_s: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -89,6 +93,9 @@ fn default_poll() -> u64 {
 fn default_silent() -> u64 {
     90
 }
+fn default_quota_grace() -> u64 {
+    300
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -96,6 +103,7 @@ impl Default for Limits {
             max_body_bytes: default_body(),
             long_poll_max_s: default_poll(),
             agent_silent_s: default_silent(),
+            quota_grace_s: default_quota_grace(),
         }
     }
 }

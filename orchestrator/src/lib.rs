@@ -20,6 +20,7 @@ pub mod audit;
 pub mod config;
 pub mod loops;
 pub mod metrics;
+pub mod quota;
 pub mod scheduler;
 pub mod sites;
 pub mod store;
@@ -264,9 +265,15 @@ impl Orchestrator {
                 .instrument(tracing::info_span!("expiry_loop")),
         );
         let me = self.clone();
+        let stop = shutdown.clone();
         tracker.spawn(
-            async move { loops::silent_agents(me, shutdown).await }
+            async move { loops::silent_agents(me, stop).await }
                 .instrument(tracing::info_span!("silent_agent_sweep")),
+        );
+        let me = self.clone();
+        tracker.spawn(
+            async move { quota::quota_loop(me, shutdown).await }
+                .instrument(tracing::info_span!("quota_loop")),
         );
     }
 

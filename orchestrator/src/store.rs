@@ -12,11 +12,13 @@ pub mod audit;
 pub mod revocations;
 pub mod sqlite;
 pub mod tokens;
+pub mod usage;
 
 pub use audit::{AuditEvent, AuditStore};
 pub use revocations::{NewRevocation, RevocationStore};
 pub use sqlite::SqliteStore;
 pub use tokens::{Role, TokenRecord, TokenStore};
+pub use usage::{Quota, UsageStore};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +155,9 @@ pub struct StateCount {
 
 /// The orchestrator's persistent state.
 #[async_trait]
-pub trait Store: AuditStore + TokenStore + RevocationStore + Send + Sync + 'static {
+pub trait Store:
+    AuditStore + TokenStore + RevocationStore + UsageStore + Send + Sync + 'static
+{
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

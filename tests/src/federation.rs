@@ -371,5 +371,6 @@ fn site_config(
         },
         isolation: Isolation::default(),
         metrics: None,
+        metering: Default::default(),
     }
 }

@@ -11,7 +11,7 @@ fn example(name: &str) -> PathBuf {
 
 #[test]
 fn site_examples_load_and_only_miss_host_paths() {
-    for name in ["site-docker.toml", "site-fake.toml"] {
+    for name in ["site-docker.toml", "site-fake.toml", "site-slurm.toml"] {
         let cfg =
             basho_agent::load_config(&example(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         for problem in basho_agent::check_config(&cfg) {

@@ -144,6 +144,7 @@ impl World {
             },
             isolation: Isolation::default(),
             metrics: None,
+            metering: Default::default(),
         }
     }
 

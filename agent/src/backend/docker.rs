@@ -395,9 +395,21 @@ impl Backend for DockerBackend {
             .stream(false)
             .one_shot(true)
             .build();
+        let started_at = match self.docker.inspect_container(&id, None).await {
+            Ok(c) => c
+                .state
+                .and_then(|s| s.started_at)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc)),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(unavailable("inspect container", e)),
+        };
         let mut stats = self.docker.stats(&id, Some(options));
         match stats.next().await {
-            Some(Ok(sample)) => Ok(Some(observe::usage_of(&sample))),
+            Some(Ok(sample)) => Ok(Some(UsageSample {
+                started_at,
+                ..observe::usage_of(&sample)
+            })),
             Some(Err(e)) if is_not_found(&e) => Ok(None),
             Some(Err(e)) => Err(unavailable("read container stats", e)),
             None => Ok(None),

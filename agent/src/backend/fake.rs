@@ -235,6 +235,9 @@ impl Backend for FakeBackend {
         Ok(Some(UsageSample {
             cpu_seconds: running_for.as_secs_f64() * f64::from(sim.cpus),
             memory_bytes: sim.memory_mib * 1024 * 1024 / RESIDENT_SHARE,
+            started_at: chrono::Duration::from_std(running_for)
+                .ok()
+                .map(|d| chrono::Utc::now() - d),
         }))
     }
 }

@@ -110,6 +110,8 @@ pub struct UsageSample {
     pub cpu_seconds: f64,
     /// Memory in use, bytes.
     pub memory_bytes: u64,
+    /// When the workspace started running, where the backend knows: metering starts there.
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// Backend failures. Each says what failed and what an admin can do.

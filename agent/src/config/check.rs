@@ -371,6 +371,7 @@ mod tests {
             },
             isolation: Isolation::default(),
             metrics: None,
+            metering: Default::default(),
         }
     }
 

@@ -66,6 +66,7 @@ pub struct Executor {
     catalog: Catalog,
     dirs: HostDirs,
     isolation: Isolation,
+    meter: Option<Arc<crate::meter::Meter>>,
 }
 
 impl Executor {
@@ -85,6 +86,7 @@ impl Executor {
             catalog,
             dirs,
             isolation,
+            meter: None,
         }
     }
 
@@ -245,8 +247,18 @@ impl Executor {
         }
     }
 
-    /// Stops `workspace` on the backend, then removes the agent's own directory of it.
+    /// Meters workspaces once more just before stopping them.
+    pub fn with_meter(mut self, meter: Arc<crate::meter::Meter>) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// Stops `workspace` on the backend (metering it a last time first), then removes the
+    /// agent's own directory of it.
     pub async fn stop(&self, workspace: &str) -> Result<(), ExecuteError> {
+        if let Some(m) = &self.meter {
+            m.sample(workspace).await;
+        }
         self.backend.stop(workspace).await?;
         self.remove_state(workspace).await
     }

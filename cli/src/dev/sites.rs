@@ -107,6 +107,7 @@ pub fn site_config(
         paths,
         isolation: Isolation::default(),
         metrics: None,
+        metering: Default::default(),
     })
 }
 

@@ -315,6 +315,21 @@ impl FromRequestParts<Orchestrator> for AuditReader {
     }
 }
 
+/// A request made with a token that may read usage: platform, admin or auditor.
+#[derive(Debug, Clone)]
+pub struct UsageReader(pub Principal);
+
+impl FromRequestParts<Orchestrator> for UsageReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, o: &Orchestrator) -> Result<Self, ApiError> {
+        let allowed = [Role::Platform, Role::Admin, Role::Auditor];
+        require(parts, o, &allowed, "a platform, admin or auditor")
+            .await
+            .map(UsageReader)
+    }
+}
+
 /// A request made with an admin token.
 #[derive(Debug, Clone)]
 pub struct Admin(pub Principal);

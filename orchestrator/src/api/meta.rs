@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{ApiError, agent, audit, revocations, sites, tokens, workspaces};
+use super::{ApiError, agent, audit, revocations, sites, tokens, usage, workspaces};
 use crate::Orchestrator;
 use crate::metrics::{SiteLabels, SiteStateLabels};
 use basho_core::audit::AuditEntry;
@@ -55,6 +55,7 @@ impl Modify for BearerAuth {
         agent::register, agent::desired, agent::observations,
         audit::list,
         tokens::create, tokens::list, tokens::revoke,
+        usage::ingest, usage::report, usage::set_quota, usage::get_quota,
         healthz, metrics, openapi,
     ),
     components(schemas(
@@ -64,6 +65,9 @@ impl Modify for BearerAuth {
         basho_core::revocation::RevocationRequest, basho_core::revocation::Revocation,
         basho_core::revocation::Reason, Health, audit::AuditPage, AuditEntry,
         tokens::TokenInfo, tokens::CreateToken, tokens::CreatedToken,
+        basho_core::usage::UsageRecord, basho_core::usage::UsageBatch,
+        basho_core::usage::UsageAck, usage::UsageReport, usage::Totals, usage::SiteUsage,
+        usage::WorkspaceUsage, usage::QuotaStatus, crate::quota::Balance, crate::store::Quota,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -73,6 +77,7 @@ impl Modify for BearerAuth {
         (name = "agent", description = "The site agents' protocol (agent token of that site)"),
         (name = "audit", description = "The hash-chained audit log (auditor or admin token)"),
         (name = "tokens", description = "Stored API tokens (admin token)"),
+        (name = "usage", description = "Usage reports (platform, admin or auditor token) and quotas (set with a platform or admin token)"),
         (name = "meta", description = "Liveness, metrics and this document (no token)"),
     )
 )]

@@ -136,9 +136,14 @@ async fn create_admitted(
         }
         return Ok((StatusCode::OK, Json(first.workspace)));
     }
-    let rec = admit(inner, req, Utc::now()).map_err(admission_error)?;
+    let now = Utc::now();
+    let rec = admit(inner, req, now).map_err(admission_error)?;
     let (site, resources) = (rec.workspace.site.clone(), rec.workspace.resources);
     if let Err(e) = super::revocations::refuse_revoked(inner, &rec).await {
+        inner.sites.release(&site, &resources);
+        return Err(e);
+    }
+    if let Err(e) = super::usage::admit(o, &rec.workspace, now).await {
         inner.sites.release(&site, &resources);
         return Err(e);
     }

@@ -404,3 +404,4 @@ mod rows;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod usage;

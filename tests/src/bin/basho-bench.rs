@@ -194,6 +194,7 @@ impl Bench {
             },
             isolation: Isolation::default(),
             metrics: None,
+            metering: Default::default(),
         }
     }
 

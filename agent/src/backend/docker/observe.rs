@@ -105,6 +105,7 @@ pub(super) fn usage_of(stats: &ContainerStatsResponse) -> UsageSample {
     UsageSample {
         cpu_seconds: cpu_ns as f64 / 1e9,
         memory_bytes,
+        started_at: None,
     }
 }
 
