@@ -583,6 +583,36 @@ fn the_example_site_config_loads_and_checks() {
     }
 }
 
+#[test]
+fn the_catalog_carries_claims_and_other_backends_refuse_them() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/site-kubernetes.toml");
+    let mut cfg = basho_agent::load_config(&path).unwrap();
+    let catalog = basho_agent::catalog::Catalog::from_config(&cfg);
+    let id = Ident::parse("JGAD000201").unwrap();
+    assert_eq!(
+        catalog
+            .dataset(&id)
+            .unwrap()
+            .claim
+            .as_ref()
+            .unwrap()
+            .sub_path
+            .as_deref(),
+        Some("JGAD000201")
+    );
+    cfg.backend = basho_agent::config::BackendConfig::Docker {
+        socket: None,
+        namespace: None,
+    };
+    let problems = basho_agent::check_config(&cfg);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("dataset JGAD000201: claim is only used by the kubernetes backend")),
+        "{problems:#?}"
+    );
+}
+
 /// The conformance suite on a real cluster.
 ///
 /// ```sh
