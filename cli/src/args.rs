@@ -36,6 +36,10 @@ pub enum Command {
     Audit(AuditArgs),
     /// Check a Slurm job script template, or print the script a site would submit.
     Template(crate::template::TemplateArgs),
+    /// A project's metered use, in total, by site and by workspace.
+    Usage(crate::usage::UsageArgs),
+    /// Set or show a project's budget in core-hours and GPU-hours.
+    Quota(crate::usage::QuotaArgs),
 }
 
 /// Where the orchestrator is, how to authenticate, how to print.

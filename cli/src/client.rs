@@ -231,6 +231,29 @@ impl Client {
         self.send(req).await
     }
 
+    /// `GET /v1/projects/{id}/usage` with `from`/`to`.
+    pub async fn usage(&self, project: &str, query: &[(&str, String)]) -> Result<Answer, ApiError> {
+        let path = format!("/v1/projects/{}/usage", path_segment(project));
+        self.send(self.request(Method::GET, &path).query(query))
+            .await
+    }
+
+    /// `PUT /v1/projects/{id}/quota`.
+    pub async fn set_quota(
+        &self,
+        project: &str,
+        body: &serde_json::Value,
+    ) -> Result<Answer, ApiError> {
+        let path = format!("/v1/projects/{}/quota", path_segment(project));
+        self.send(self.request(Method::PUT, &path).json(body)).await
+    }
+
+    /// `GET /v1/projects/{id}/quota`.
+    pub async fn quota(&self, project: &str) -> Result<Answer, ApiError> {
+        let path = format!("/v1/projects/{}/quota", path_segment(project));
+        self.send(self.request(Method::GET, &path)).await
+    }
+
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let req = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {

@@ -11,6 +11,7 @@ pub mod output;
 pub mod revoke;
 pub mod site;
 pub mod template;
+pub mod usage;
 pub mod wait;
 pub mod workspace;
 
@@ -26,5 +27,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         args::Command::Dev(a) => dev::command(a).await,
         args::Command::Audit(a) => audit::run(a).await,
         args::Command::Template(a) => Ok(template::run(a)?),
+        args::Command::Usage(a) => usage::usage(a).await,
+        args::Command::Quota(a) => usage::quota(a).await,
     }
 }

@@ -206,7 +206,7 @@ async fn check_once(
         if r < 1.0 {
             continue;
         }
-        let since = *watch.exhausted_since.get_or_insert_with(|| now);
+        let since = *watch.exhausted_since.get_or_insert(now);
         if since == now {
             let detail = json!({"used_ratio": r, "quota": b.quota,
                 "stop_after_s": grace.num_seconds()});
