@@ -133,7 +133,8 @@ pub fn end_reason(pod: &Pod) -> Option<String> {
 
 /// What a running workspace holds. Requests equal limits, so the pod has its CPUs and memory set
 /// aside whatever it does with them: the sample is the allocation (CPUs times the seconds since
-/// the container started, and the memory limit), not a measurement. `None` unless running.
+/// the container started, and the memory limit), not a measurement, with the container's start.
+/// `None` unless running.
 pub fn usage_of(pod: &Pod, now: DateTime<Utc>) -> Option<UsageSample> {
     if state_of(pod) != RunState::Running {
         return None;
@@ -143,9 +144,10 @@ pub fn usage_of(pod: &Pod, now: DateTime<Utc>) -> Option<UsageSample> {
         .and_then(|s| s.running.as_ref())
         .and_then(|r| r.started_at.as_ref())
         .map(|t| t.0)
-        .or_else(|| pod.status.as_ref()?.start_time.as_ref().map(|t| t.0));
+        .or_else(|| pod.status.as_ref()?.start_time.as_ref().map(|t| t.0))
+        .and_then(|t| DateTime::from_timestamp_millis(t.as_millisecond()));
     let seconds = started.map_or(0.0, |t| {
-        let ms = now.timestamp_millis() - t.as_millisecond();
+        let ms = (now - t).num_milliseconds();
         (ms.max(0) as f64) / 1000.0
     });
     let limits = pod
@@ -169,7 +171,7 @@ pub fn usage_of(pod: &Pod, now: DateTime<Utc>) -> Option<UsageSample> {
     Some(UsageSample {
         cpu_seconds: cpus * seconds,
         memory_bytes,
-        ..UsageSample::default()
+        started_at: started,
     })
 }
 

@@ -119,5 +119,9 @@ fn usage_is_the_allocation_while_running() {
     let u = usage_of(&running, now).unwrap();
     assert!((u.cpu_seconds - 20.0).abs() < 1.5, "{u:?}");
     assert_eq!(u.memory_bytes, 512 * 1024 * 1024);
+    assert_eq!(
+        u.started_at.map(|t| t.timestamp()),
+        Some((now - chrono::Duration::seconds(10)).timestamp())
+    );
     assert!(usage_of(&pod(json!({"phase": "Succeeded"})), now).is_none());
 }
