@@ -76,8 +76,15 @@ impl Federation {
 
     /// Like [`start`](Self::start), with each site's config passed through `customize` (given the
     /// demo site's short name) first: to put a site on another backend, say.
-    pub async fn start_with(
+    pub async fn start_with(customize: impl FnMut(&str, &mut SiteConfig)) -> Option<Federation> {
+        Self::start_custom(customize, |_| {}).await
+    }
+
+    /// Like [`start_with`](Self::start_with), with the orchestrator's config passed through
+    /// `orchestrator` too (other templates, limits).
+    pub async fn start_custom(
         mut customize: impl FnMut(&str, &mut SiteConfig),
+        orchestrator: impl FnOnce(&mut Config),
     ) -> Option<Federation> {
         let docker = crate::docker().await?;
         let image = basho_cli::dev::image::ensure_demo_image(&docker)
@@ -120,7 +127,7 @@ impl Federation {
             customize(name, &mut cfg);
             sites.insert(name.to_owned(), cfg);
         }
-        let config = Config {
+        let mut config = Config {
             listen,
             data_dir: dir.path().join("orchestrator"),
             database: None,
@@ -135,6 +142,7 @@ impl Federation {
             tls: None,
             plain_http_on_loopback: true,
         };
+        orchestrator(&mut config);
         let mut fed = Federation {
             api: Api::new(format!("http://{listen}"), token),
             dir,
@@ -161,6 +169,11 @@ impl Federation {
     /// The full site name of a demo site (`tohoku` → `tohoku-<tag>`).
     pub fn site(&self, name: &str) -> String {
         format!("{name}-{}", self.tag)
+    }
+
+    /// The site config of demo site `name`, to inspect or run elsewhere.
+    pub fn site_config(&self, name: &str) -> SiteConfig {
+        self.sites[name].clone()
     }
 
     /// The orchestrator's config, to inspect or reuse.
