@@ -178,6 +178,7 @@ pub async fn run(
             .await;
         metrics.observe_reconcile(started.elapsed());
         metrics.set_workspaces(reconciler.ledger.states());
+        metrics.set_journal_pending(reconciler.meter.pending_len() as u64);
     }
     stop.cancel();
     tasks.wait().await;
