@@ -399,3 +399,77 @@ fn pending_records(text: &str) -> usize {
     }
     seqs.iter().filter(|s| **s > acked).count()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quota_refuses_warns_at_80_percent_and_stops_at_100() {
+    let Some(fed) = Federation::start_custom(
+        |_, site| site.metering.interval_s = 1,
+        |orch| orch.limits.quota_grace_s = 2,
+    )
+    .await
+    else {
+        return;
+    };
+    let quota = |core_hours: f64| {
+        let fed = &fed;
+        async move {
+            let (status, q) = fed
+                .api
+                .call(
+                    reqwest::Method::PUT,
+                    "/v1/projects/P-QUOTA/quota",
+                    Some(&serde_json::json!({"core_hours": core_hours})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{q}");
+        }
+    };
+    quota(1.0).await;
+    let mut body = fed.create_body("P-QUOTA", "alice", &["JGAD000101"]);
+    body["duration_s"] = 600.into();
+    body["resources"] = serde_json::json!({"cpus": 1, "memory_mib": 128, "gpus": 0});
+    let (status, ws) = fed.api.create(&body).await;
+    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    let id = ws["id"].as_str().unwrap().to_owned();
+    fed.api
+        .wait_state(&id, "running", Duration::from_secs(60))
+        .await;
+    // The budget is cut below what the running workspace will use: 14.4 core-seconds.
+    quota(0.004).await;
+    let mut again = fed.create_body("P-QUOTA", "alice", &["JGAD000101"]);
+    again["duration_s"] = 60.into();
+    let (status, refused) = fed.api.create(&again).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert_eq!(refused["error"]["code"], "quota_exceeded");
+
+    let stopped = fed
+        .api
+        .wait_state(&id, "stopped", Duration::from_secs(60))
+        .await;
+    let message = stopped["message"].as_str().unwrap_or_default();
+    assert!(message.contains("quota exhausted"), "{stopped}");
+
+    let store = basho_orchestrator::store::SqliteStore::open(None, &fed.config().data_dir)
+        .await
+        .unwrap();
+    let audit = basho_orchestrator::store::AuditStore::audit_page(&store, 0, 1000)
+        .await
+        .unwrap();
+    let seq_of = |action: &str, target: &str| {
+        audit
+            .iter()
+            .find(|e| e.action == action && e.target == target)
+            .map(|e| e.seq)
+            .unwrap_or_else(|| panic!("no {action} for {target} in the audit log"))
+    };
+    let warned = seq_of("quota_warning", &id);
+    let exhausted = seq_of("quota_exhausted", "P-QUOTA");
+    assert!(warned < exhausted, "the warning comes first");
+    let r = report(&fed, "P-QUOTA").await;
+    let used = r["totals"]["allocated_core_seconds"].as_f64().unwrap();
+    assert!(
+        used >= 14.4,
+        "stopped only once the budget was used: {used} core-s"
+    );
+    fed.shutdown().await;
+}

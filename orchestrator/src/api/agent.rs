@@ -273,12 +273,21 @@ pub async fn observations(
             ignore(&o, site, "illegal_transition");
             continue;
         }
+        // Why it was stopped (deletion, quota) stays on the workspace beside the site's word.
+        let message = match (&rec.workspace.message, &obs.message) {
+            (Some(why), Some(seen))
+                if rec.workspace.state == WsState::Stopping && obs.state == WsState::Stopped =>
+            {
+                Some(format!("{why}; {seen}"))
+            }
+            _ => obs.message.clone(),
+        };
         match o
             .transition_as(
                 &format!("agent:{site}"),
                 &obs.workspace,
                 obs.state,
-                obs.message.as_deref(),
+                message.as_deref(),
             )
             .await?
         {
