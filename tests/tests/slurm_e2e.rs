@@ -227,3 +227,78 @@ async fn a_restarted_agent_readopts_its_jobs() {
     assert_eq!((running_job(&a), running_job(&b)), before);
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slurm_metering_agrees_with_sacct() {
+    let testbed = Testbed::load();
+    let backend = testbed.backend(Runtime::Docker);
+    let fed = Federation::start_with(|name, cfg| {
+        cfg.metering.interval_s = 2;
+        if name == "tohoku" {
+            cfg.backend = BackendConfig::Slurm(backend.clone());
+        }
+    })
+    .await
+    .expect("a Docker engine (the jobs' runtime)");
+    let mut jobs = Jobs(Vec::new());
+    let id = create(&fed, &mut jobs, &["JGAD000101"]).await;
+    let job = running_job(&id).to_string();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (status, _) = fed.api.delete(&id).await;
+    assert!(status.is_success());
+    fed.api
+        .wait_state(&id, "stopped", Duration::from_secs(60))
+        .await;
+    // Accounting's own figures for the job, once it has ended.
+    let (cputime, used) =
+        basho_tests::wait_for("the job in accounting", Duration::from_secs(60), || async {
+            let out = slurm(&[
+                "sacct",
+                "--noheader",
+                "--parsable2",
+                "--jobs",
+                &job,
+                "--format=JobIDRaw,State,CPUTimeRAW,TRESUsageInTot",
+            ]);
+            let mut lines = out.lines().map(|l| l.split('|').collect::<Vec<_>>());
+            let main = lines.next()?;
+            if main
+                .get(1)
+                .is_some_and(|s| s.starts_with("RUNNING") || s.starts_with("PENDING"))
+            {
+                return None;
+            }
+            let cputime: f64 = main.get(2)?.parse().ok()?;
+            let used: f64 = lines
+                .filter_map(|f| {
+                    let tres = f.get(3)?;
+                    tres.split(',')
+                        .find_map(|kv| kv.strip_prefix("cpu="))
+                        .and_then(basho_agent::backend::slurm::parse::duration_s)
+                })
+                .sum();
+            Some((cputime, used))
+        })
+        .await;
+    let (status, report) = fed
+        .api
+        .call(reqwest::Method::GET, "/v1/projects/P-SLURM/usage", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let totals = &report["totals"];
+    let allocated = totals["allocated_core_seconds"].as_f64().unwrap();
+    let metered_used = totals["used_cpu_seconds"].as_f64().unwrap();
+    eprintln!(
+        "allocated: basho {allocated:.2} core-s, sacct CPUTimeRAW {cputime}; used: basho \
+         {metered_used:.2} s, sacct TRESUsageInTot {used:.2} s"
+    );
+    assert!(
+        (allocated - cputime).abs() <= 0.05 * cputime,
+        "allocated {allocated} vs CPUTimeRAW {cputime}"
+    );
+    assert!(
+        (metered_used - used).abs() <= 0.05 * used + 1.0,
+        "used {metered_used} vs sacct {used}"
+    );
+    fed.shutdown().await;
+}

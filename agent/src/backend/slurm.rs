@@ -31,8 +31,8 @@ use ssh::{Login, Output, SshError};
 
 /// How far back `sacct` looks for a workspace's earlier job.
 const SACCT_WINDOW: &str = "now-60days";
-/// `squeue` fields: job id, name, state, comment.
-const SQUEUE_FORMAT: &str = "%i|%j|%T|%k";
+/// `squeue` fields: job id, name, state, start time, comment (last: it is free text).
+const SQUEUE_FORMAT: &str = "%i|%j|%T|%S|%k";
 /// How long `stop` waits for a cancelled job to leave `squeue`, and how often it looks.
 const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(90);
 const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(300);
@@ -354,7 +354,10 @@ impl Backend for SlurmBackend {
                 "JobID,TRESUsageInTot",
             ])
             .await?;
-        Ok(Some(parse::sstat_usage(&out)))
+        Ok(Some(UsageSample {
+            started_at: job.started_at,
+            ..parse::sstat_usage(&out)
+        }))
     }
 }
 

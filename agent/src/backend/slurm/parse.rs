@@ -20,6 +20,8 @@ pub struct Job {
     pub expires_at: Option<DateTime<Utc>>,
     /// Exit code of the batch script (`sacct` only; 0 otherwise).
     pub exit_code: i64,
+    /// When it started running (`squeue` only; `None` while pending).
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// Slurm job states, grouped by what they mean for a workspace.
@@ -109,10 +111,11 @@ pub fn comment(s: &str) -> (Option<String>, Option<DateTime<Utc>>) {
 pub fn squeue(out: &str) -> Vec<Job> {
     out.lines()
         .filter_map(|line| {
-            let mut f = line.splitn(4, '|');
+            let mut f = line.splitn(5, '|');
             let id = f.next()?.trim().parse().ok()?;
             let name = f.next()?.trim().to_owned();
             let state = JobState::parse(f.next()?);
+            let started_at = local_time(f.next()?);
             let (site, expires_at) = comment(f.next().unwrap_or(""));
             Some(Job {
                 id,
@@ -121,9 +124,19 @@ pub fn squeue(out: &str) -> Vec<Job> {
                 site,
                 expires_at,
                 exit_code: 0,
+                started_at,
             })
         })
         .collect()
+}
+
+/// A Slurm timestamp (`2026-11-30T21:00:00`, the controller's local time); `None` for `N/A`.
+pub fn local_time(s: &str) -> Option<DateTime<Utc>> {
+    let naive = chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S").ok()?;
+    naive
+        .and_local_timezone(chrono::Local)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Lines of `sacct --noheader --parsable2 --allocations --format JobIDRaw,JobName,State,ExitCode`.
@@ -144,6 +157,7 @@ pub fn sacct(out: &str) -> Vec<Job> {
                 state: JobState::parse(state),
                 site: None,
                 expires_at: None,
+                started_at: None,
                 exit_code: if code == 0 && signal != 0 {
                     128 + signal
                 } else {
@@ -307,12 +321,12 @@ mod tests {
 
     #[test]
     fn squeue_lines_with_our_comment_and_others() {
-        let out = "17|basho-ws-1|RUNNING|basho site=tohoku expires=2030-01-02T03:04:05Z\n\
-                   18|basho-ws-2|PENDING|basho site=kyoto expires=2030-01-02T03:04:05Z\n\
-                   19|someone-else|RUNNING|(null)\n\
-                   20_[1-3]|array|PENDING|\n\
+        let out = "17|basho-ws-1|RUNNING|2030-01-02T03:00:00|basho site=tohoku expires=2030-01-02T03:04:05Z\n\
+                   18|basho-ws-2|PENDING|N/A|basho site=kyoto expires=2030-01-02T03:04:05Z\n\
+                   19|someone-else|RUNNING|2030-01-02T03:00:00|(null)\n\
+                   20_[1-3]|array|PENDING|N/A|\n\
                    garbage\n\
-                   21|basho-ws-3|COMPLETING|basho site=tohoku expires=bad\n";
+                   21|basho-ws-3|COMPLETING|2030-01-02T03:00:00|basho site=tohoku expires=bad\n";
         let jobs = squeue(out);
         assert_eq!(jobs.len(), 4);
         assert_eq!(jobs[0].id, 17);
@@ -323,6 +337,9 @@ mod tests {
             Some("2030-01-02T03:04:05+00:00".into())
         );
         assert_eq!(jobs[1].state, JobState::Pending);
+        assert_eq!(jobs[1].started_at, None);
+        assert_eq!(jobs[0].started_at, local_time("2030-01-02T03:00:00"));
+        assert!(jobs[0].started_at.is_some());
         assert_eq!(jobs[2].site, None);
         assert_eq!(jobs[3].state, JobState::Running);
         assert_eq!(jobs[3].expires_at, None);
