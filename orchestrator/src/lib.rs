@@ -21,6 +21,7 @@ pub mod config;
 pub mod loops;
 pub mod metrics;
 pub mod quota;
+pub mod replicas;
 pub mod scheduler;
 pub mod sites;
 pub mod store;
@@ -31,8 +32,10 @@ pub mod tokens;
 pub use config::{Config, ConfigError};
 
 use crate::metrics::Metrics;
+use crate::replicas::Replicas;
 use crate::sites::SiteCache;
-use crate::store::{SqliteStore, Store, StoreError, Transition};
+use crate::store::postgres::is_postgres_url;
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError, Transition};
 use crate::templates::Templates;
 
 /// How long in-flight requests may take to finish once shutdown starts.
@@ -124,9 +127,11 @@ pub(crate) struct Inner {
     /// Terminates HTTPS when the config has `[tls]`; plain HTTP (loopback only) without.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// The deny-list, read by every create and every desired-state answer. Revocations are
-    /// append-only and recorded only through this process, so memory follows the store without
-    /// a query per request.
+    /// append-only; this replica's are added as it records them and other replicas' arrive
+    /// through [`replicas`], so memory follows the store without a query per request.
     pub(crate) revocations: std::sync::RwLock<Arc<Vec<basho_core::revocation::Revocation>>>,
+    /// Whether this replica leads (runs the background loops), and how it keeps up with others.
+    pub(crate) replicas: Replicas,
 }
 
 impl Inner {
@@ -141,7 +146,18 @@ impl Inner {
     /// Adds a revocation just recorded in the store.
     pub(crate) fn remember_revocation(&self, r: basho_core::revocation::Revocation) {
         let mut list = self.revocations.write().unwrap_or_else(|e| e.into_inner());
-        Arc::make_mut(&mut list).push(r);
+        if list.last().is_none_or(|last| last.seq < r.seq) {
+            Arc::make_mut(&mut list).push(r);
+        }
+    }
+
+    /// Replaces the deny-list with the store's, unless memory already holds as many (the list
+    /// only grows, so a shorter read is an older one).
+    pub(crate) fn replace_revocations(&self, stored: Vec<basho_core::revocation::Revocation>) {
+        let mut list = self.revocations.write().unwrap_or_else(|e| e.into_inner());
+        if stored.len() > list.len() {
+            *list = Arc::new(stored);
+        }
     }
 }
 
@@ -155,14 +171,24 @@ impl Orchestrator {
         let Some(templates) = templates.filter(|_| problems.is_empty()) else {
             return Err(ConfigError { problems }.into());
         };
-        let store = SqliteStore::open(config.database.as_deref(), &config.data_dir).await?;
-        Self::with_store(config, Arc::new(store), templates, issuers).await
+        let (store, replicas): (Arc<dyn Store>, Replicas) = match config.database.as_deref() {
+            Some(url) if is_postgres_url(url) => {
+                let store = PostgresStore::open(url).await?;
+                (Arc::new(store.clone()), Replicas::postgres(store))
+            }
+            database => (
+                Arc::new(SqliteStore::open(database, &config.data_dir).await?),
+                Replicas::single(),
+            ),
+        };
+        Self::with_store(config, store, replicas, templates, issuers).await
     }
 
     /// Builds an orchestrator on a given store (embedding and tests).
     pub(crate) async fn with_store(
         config: config::Config,
         store: Arc<dyn Store>,
+        replicas: Replicas,
         templates: Templates,
         issuers: TrustedIssuers,
     ) -> Result<Orchestrator, Error> {
@@ -195,6 +221,7 @@ impl Orchestrator {
                 closing: CancellationToken::new(),
                 tls: tls.map(tokio_rustls::TlsAcceptor::from),
                 revocations,
+                replicas,
             }),
         })
     }
@@ -256,8 +283,16 @@ impl Orchestrator {
         result.map_err(Error::Serve)
     }
 
-    /// Starts the expiry loop and the silent-agent sweep on `tracker`.
+    /// Whether this replica runs the background loops now (always, on SQLite).
+    pub fn is_leader(&self) -> bool {
+        self.inner.replicas.is_leader()
+    }
+
+    /// Starts the expiry loop, the silent-agent sweep and the quota loop on `tracker` (they act
+    /// only while this replica leads), and on PostgreSQL leader election and the replica
+    /// listener and refresh.
     pub fn spawn_loops(&self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        replicas::spawn(self, tracker, &shutdown);
         let me = self.clone();
         let stop = shutdown.clone();
         tracker.spawn(

@@ -100,6 +100,9 @@ pub async fn expiry(o: Orchestrator, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        if !o.is_leader() {
+            continue;
+        }
         match expire_once(&o).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "workspaces expired"),
@@ -117,6 +120,9 @@ pub async fn silent_agents(o: Orchestrator, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if !o.is_leader() {
+            continue;
         }
         if let Err(e) = sweep_once(&o).await {
             tracing::error!(error = %e, "silent-agent sweep failed; retrying");

@@ -104,7 +104,7 @@ async fn serve(config: PathBuf) -> Result<(), Error> {
 const OPERATOR: &str = "operator";
 
 async fn token(command: TokenCommand) -> Result<ExitCode, Error> {
-    use basho_orchestrator::store::{Role, TokenStore as _};
+    use basho_orchestrator::store::Role;
     use basho_orchestrator::tokens::{self, NewToken, TokenError};
     let usage = |e: String| {
         eprintln!("basho-orchestrator: {e}");
@@ -134,7 +134,7 @@ async fn token(command: TokenCommand) -> Result<ExitCode, Error> {
                 site,
                 name,
             };
-            match tokens::create(&store, new, OPERATOR).await {
+            match tokens::create(&*store, new, OPERATOR).await {
                 Ok((rec, secret)) => {
                     println!("id:    {}", rec.id);
                     println!("role:  {}", rec.role);
@@ -157,7 +157,7 @@ async fn token(command: TokenCommand) -> Result<ExitCode, Error> {
         }
         TokenCommand::Revoke { config, id } => {
             let store = tokens::open_store(&config).await?;
-            match tokens::revoke(&store, &id, OPERATOR).await {
+            match tokens::revoke(&*store, &id, OPERATOR).await {
                 Ok(rec) => {
                     println!("revoked {}", rec.id);
                     Ok(ExitCode::SUCCESS)

@@ -127,6 +127,8 @@ pub struct Metrics {
     pub revocations_pending: RevocationTimer,
     /// Audit entries that could not be written.
     pub audit_append_failures: Counter,
+    /// 1 while this replica leads (runs the background loops), else 0.
+    pub leader: Gauge,
     /// Allocated core-seconds by project and site.
     pub usage_core_seconds: Family<ProjectSiteLabels, FloatCounter>,
     /// CPU-seconds used by project and site.
@@ -197,6 +199,12 @@ impl Metrics {
             "agent_last_contact_age_seconds",
             "Seconds since the site's agent was last heard from",
             agent_last_contact_age.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the background loops (expiry, silent agents, quotas), else 0",
+            leader.clone(),
         );
         let audit_append_failures = Counter::default();
         registry.register(
@@ -279,6 +287,7 @@ impl Metrics {
             revocation_confirmed_duration,
             revocations_pending: RevocationTimer::default(),
             audit_append_failures,
+            leader,
             usage_core_seconds,
             usage_cpu_seconds,
             usage_memory_gib_seconds,

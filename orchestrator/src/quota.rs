@@ -245,6 +245,11 @@ pub async fn quota_loop(o: Orchestrator, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        if !o.is_leader() {
+            // A replica that leads again starts from the store, not from what it saw before.
+            watches.clear();
+            continue;
+        }
         match check_once(&o, &mut watches, grace).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(stopped = n, "workspaces stopped for exhausted quotas"),

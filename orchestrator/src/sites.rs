@@ -59,6 +59,26 @@ fn sub(c: &mut Capacity, r: &Resources) {
     c.gpus = c.gpus.saturating_sub(r.gpus);
 }
 
+/// The compute live workspaces hold at `site`, and how many they are.
+fn held(site: &Ident, counts: &[(Ident, State, StateCount)]) -> (Capacity, u32) {
+    let mut allocated = Capacity::default();
+    let mut workspaces = 0u32;
+    for (_, _, c) in counts
+        .iter()
+        .filter(|(s, st, _)| s == site && !st.is_terminal())
+    {
+        allocated.cpus = allocated
+            .cpus
+            .saturating_add(u32::try_from(c.cpus).unwrap_or(u32::MAX));
+        allocated.memory_mib = allocated.memory_mib.saturating_add(c.memory_mib);
+        allocated.gpus = allocated
+            .gpus
+            .saturating_add(u32::try_from(c.gpus).unwrap_or(u32::MAX));
+        workspaces = workspaces.saturating_add(u32::try_from(c.count).unwrap_or(u32::MAX));
+    }
+    (allocated, workspaces)
+}
+
 fn catalog(reg: &Registration) -> BTreeMap<Ident, String> {
     reg.datasets
         .iter()
@@ -76,21 +96,7 @@ impl SiteCache {
         let mut map = BTreeMap::new();
         for s in sites {
             let name = s.registration.site.clone();
-            let mut allocated = Capacity::default();
-            let mut workspaces = 0u32;
-            for (_, _, c) in counts
-                .iter()
-                .filter(|(site, st, _)| *site == name && !st.is_terminal())
-            {
-                allocated.cpus = allocated
-                    .cpus
-                    .saturating_add(u32::try_from(c.cpus).unwrap_or(u32::MAX));
-                allocated.memory_mib = allocated.memory_mib.saturating_add(c.memory_mib);
-                allocated.gpus = allocated
-                    .gpus
-                    .saturating_add(u32::try_from(c.gpus).unwrap_or(u32::MAX));
-                workspaces = workspaces.saturating_add(u32::try_from(c.count).unwrap_or(u32::MAX));
-            }
+            let (allocated, workspaces) = held(&name, counts);
             let rev = revisions.get(&name).copied().unwrap_or(0);
             map.insert(
                 name,
@@ -206,6 +212,56 @@ impl SiteCache {
                     false
                 }
             });
+        }
+    }
+
+    /// Publishes a revision every site must hear (a revocation).
+    pub fn publish_all(&self, revision: i64) {
+        for e in self.lock().values() {
+            e.revision.send_if_modified(|r| {
+                if revision > *r {
+                    *r = revision;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// Takes in what other replicas wrote: sites registered elsewhere are added, registrations
+    /// replaced, last contact moved forward, and the compute held set from the store's counts.
+    pub fn refresh(&self, stored: Vec<SiteRecord>, counts: &[(Ident, State, StateCount)]) {
+        let mut sites = self.lock();
+        for s in stored {
+            let name = s.registration.site.clone();
+            let (allocated, workspaces) = held(&name, counts);
+            match sites.get_mut(&name) {
+                Some(e) => {
+                    if e.registration != s.registration {
+                        e.datasets = catalog(&s.registration);
+                        e.registration = s.registration;
+                    }
+                    e.last_contact = e.last_contact.max(s.last_contact);
+                    e.persisted_contact = e.persisted_contact.max(s.last_contact);
+                    e.allocated = allocated;
+                    e.workspaces = workspaces;
+                }
+                None => {
+                    sites.insert(
+                        name,
+                        Entry {
+                            datasets: catalog(&s.registration),
+                            registration: s.registration,
+                            allocated,
+                            workspaces,
+                            last_contact: s.last_contact,
+                            persisted_contact: s.last_contact,
+                            revision: watch::channel(0).0,
+                        },
+                    );
+                }
+            }
         }
     }
 

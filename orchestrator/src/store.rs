@@ -1,6 +1,6 @@
 //! The orchestrator's persistent state behind one trait: workspaces, idempotency keys, sites and
-//! the revision counter. SQLite (`store/sqlite.rs`) is the implementation; the API only sees
-//! `Arc<dyn Store>`.
+//! the revision counter. SQLite (`store/sqlite.rs`, the default) and PostgreSQL
+//! (`store/postgres.rs`, for several replicas) implement it; the API only sees `Arc<dyn Store>`.
 
 use async_trait::async_trait;
 use basho_core::protocol::Registration;
@@ -9,12 +9,16 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod postgres;
 pub mod revocations;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 pub mod tokens;
 pub mod usage;
 
 pub use audit::{AuditEvent, AuditStore};
+pub use postgres::PostgresStore;
 pub use revocations::{NewRevocation, RevocationStore};
 pub use sqlite::SqliteStore;
 pub use tokens::{Role, TokenRecord, TokenStore};

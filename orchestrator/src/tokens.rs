@@ -126,11 +126,16 @@ pub fn list_line(t: &TokenRecord) -> String {
 }
 
 /// Opens the store the config file at `path` names, for the `token` commands (which run beside
-/// a serving orchestrator, on the same SQLite file).
-pub async fn open_store(path: &std::path::Path) -> Result<crate::store::SqliteStore, crate::Error> {
+/// a serving orchestrator, on the same SQLite file or PostgreSQL database).
+pub async fn open_store(path: &std::path::Path) -> Result<Box<dyn Store>, crate::Error> {
     let (config, problems) = crate::config::read_config(path)?;
     if !problems.is_empty() {
         return Err(crate::ConfigError { problems }.into());
     }
-    Ok(crate::store::SqliteStore::open(config.database.as_deref(), &config.data_dir).await?)
+    Ok(match config.database.as_deref() {
+        Some(url) if crate::store::postgres::is_postgres_url(url) => {
+            Box::new(crate::store::PostgresStore::open_with(url, 2).await?)
+        }
+        database => Box::new(crate::store::SqliteStore::open(database, &config.data_dir).await?),
+    })
 }

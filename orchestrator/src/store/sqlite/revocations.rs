@@ -96,39 +96,3 @@ impl RevocationStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use basho_core::Ident;
-
-    use super::*;
-    use crate::store::Store as _;
-
-    #[tokio::test]
-    async fn revocations_are_kept_in_order_and_move_every_site_revision() {
-        let store = SqliteStore::memory().await.unwrap();
-        let site = Ident::parse("tohoku").unwrap();
-        let (before, _) = store.desired(&site).await.unwrap();
-        let new = NewRevocation {
-            dataset: Some(Ident::parse("JGAD000101").unwrap()),
-            subject: None,
-            project: None,
-            visa_jti: None,
-            reason: Reason::ConsentWithdrawn,
-        };
-        let (first, rev) = store.record_revocation(&new, Utc::now()).await.unwrap();
-        assert_eq!(first.seq, 1);
-        assert!(rev > before);
-        let (after, _) = store.desired(&site).await.unwrap();
-        assert_eq!(after, rev, "a revocation is news for every site");
-        let jti = NewRevocation {
-            dataset: None,
-            visa_jti: Some("v-1".into()),
-            reason: Reason::Other,
-            ..new
-        };
-        let (second, _) = store.record_revocation(&jti, Utc::now()).await.unwrap();
-        assert_eq!(second.seq, 2);
-        assert_eq!(store.revocations().await.unwrap(), vec![first, second]);
-    }
-}

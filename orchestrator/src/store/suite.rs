@@ -1,0 +1,630 @@
+//! One store test suite, run against every implementation: SQLite in memory and PostgreSQL (a
+//! fresh database per test on the server `scripts/postgres-up` starts). A case is a function of
+//! `Arc<dyn Store>`; [`store_suite!`] turns each into a test for one implementation.
+
+use std::sync::Arc;
+
+use basho_core::audit::verify_chain;
+use basho_core::protocol::{Capacity, DatasetEntry, Registration};
+use basho_core::revocation::Reason;
+use basho_core::usage::UsageRecord;
+use basho_core::{Ident, Resources, State, State::*, Workspace};
+use chrono::{TimeDelta, Utc};
+use serde_json::json;
+
+use super::{
+    AuditEvent, Created, IdempotencyKey, NewRevocation, Quota, Role, Store, StoreError,
+    TokenRecord, Transition, VisaRef, WorkspaceFilter, WorkspaceRecord, to_millis,
+};
+
+/// Defines one `#[tokio::test]` per case, each on a store from `$make` (an async expression
+/// giving `(Arc<dyn Store>, guard)`; the guard lives until the test ends).
+macro_rules! store_suite {
+    ($make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let (store, _guard) = $make.await;
+                crate::store::suite::$case(store).await;
+            }
+        )*
+    };
+}
+
+macro_rules! every_case {
+    ($make:expr) => {
+        store_suite!($make;
+            round_trips_a_workspace,
+            transitions_follow_the_state_machine,
+            idempotency_keys,
+            concurrent_creates_with_one_key_make_one_workspace,
+            desired_lists_what_wants_a_container,
+            filters_and_counts,
+            sites_upsert_and_touch,
+            concurrent_audit_appends_form_one_chain,
+            revocations_are_kept_in_order_and_move_every_site_revision,
+            revoked_notes_are_appended_once,
+            usage_is_stored_once_and_acked_without_gaps,
+            quotas_round_trip,
+            tokens_round_trip,
+            concurrent_transitions_apply_once,
+        );
+    };
+}
+
+mod sqlite {
+    use super::*;
+
+    async fn make() -> (Arc<dyn Store>, ()) {
+        (
+            Arc::new(crate::store::SqliteStore::memory().await.unwrap()),
+            (),
+        )
+    }
+
+    every_case!(make());
+}
+
+mod postgres {
+    use super::*;
+    use crate::store::postgres::testdb::TestDatabase;
+
+    async fn make() -> (Arc<dyn Store>, TestDatabase) {
+        let db = TestDatabase::create().await;
+        let store = crate::store::PostgresStore::open_with(&db.url, 8)
+            .await
+            .unwrap();
+        (Arc::new(store), db)
+    }
+
+    every_case!(make());
+}
+
+pub(crate) fn id(s: &str) -> Ident {
+    Ident::parse(s).unwrap()
+}
+
+pub(crate) fn rec(ws: &str, site: &str) -> WorkspaceRecord {
+    let now = to_millis(Utc::now());
+    WorkspaceRecord {
+        workspace: Workspace {
+            id: ws.to_owned(),
+            project: id("P-0001"),
+            owner: "researcher-1".into(),
+            template: id("shell"),
+            site: id(site),
+            state: Placed,
+            message: None,
+            datasets: vec![id("JGAD000101")],
+            resources: Resources {
+                cpus: 2,
+                memory_mib: 512,
+                gpus: 0,
+            },
+            created_at: now,
+            expires_at: now + TimeDelta::hours(1),
+            updated_at: now,
+        },
+        visas: vec!["header.payload.sig".into()],
+        visa_refs: vec![VisaRef {
+            iss: "https://dac.example".into(),
+            jti: "j1".into(),
+            exp: now.timestamp() + 3600,
+        }],
+        image: "basho/demo".into(),
+        command: vec!["sh".into()],
+        revision: 0,
+    }
+}
+
+pub(crate) fn key(k: &str, hash: &str) -> IdempotencyKey {
+    IdempotencyKey {
+        key: k.into(),
+        request_hash: hash.into(),
+    }
+}
+
+pub(crate) fn new(c: Created) -> WorkspaceRecord {
+    match c {
+        Created::New(r) => r,
+        Created::Replayed(_) => panic!("expected a new workspace"),
+    }
+}
+
+pub(crate) async fn round_trips_a_workspace(s: Arc<dyn Store>) {
+    let stored = new(s
+        .create_workspace(&rec("ws-1", "tohoku"), None)
+        .await
+        .unwrap());
+    assert!(stored.revision > 0);
+    let back = s.workspace("ws-1").await.unwrap().unwrap();
+    assert_eq!(back, stored);
+    assert_eq!(s.workspace("ws-2").await.unwrap(), None);
+}
+
+pub(crate) async fn transitions_follow_the_state_machine(s: Arc<dyn Store>) {
+    let first = new(s
+        .create_workspace(&rec("ws-1", "tohoku"), None)
+        .await
+        .unwrap());
+    let now = Utc::now();
+
+    let Transition::Changed { from, record } =
+        s.transition("ws-1", Running, None, now).await.unwrap()
+    else {
+        panic!("placed -> running must apply")
+    };
+    assert_eq!(from, Placed);
+    assert_eq!(record.workspace.state, Running);
+    // The agent's own report changes nothing the agent must hear: the revision stays.
+    assert_eq!(record.revision, first.revision);
+
+    // Same state: nothing written, revision kept.
+    let Transition::Unchanged(same) = s.transition("ws-1", Running, None, now).await.unwrap()
+    else {
+        panic!("running -> running is a no-op")
+    };
+    assert_eq!(same.revision, record.revision);
+
+    // Illegal: back to placed.
+    assert!(matches!(
+        s.transition("ws-1", Placed, None, now).await.unwrap(),
+        Transition::Refused(_)
+    ));
+    assert_eq!(
+        s.workspace("ws-1").await.unwrap().unwrap().workspace.state,
+        Running
+    );
+
+    let Transition::Changed { record, .. } = s
+        .transition("ws-1", Failed, Some("exit 1"), now)
+        .await
+        .unwrap()
+    else {
+        panic!("running -> failed must apply")
+    };
+    assert_eq!(record.workspace.message.as_deref(), Some("exit 1"));
+    assert!(
+        record.revision > first.revision,
+        "leaving the desired set moves the revision"
+    );
+    // Terminal states never move.
+    assert!(matches!(
+        s.transition("ws-1", Running, None, now).await.unwrap(),
+        Transition::Refused(_)
+    ));
+    assert!(matches!(
+        s.transition("nope", Running, None, now).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.workspace("ws-1").await.unwrap().unwrap(), record);
+}
+
+pub(crate) async fn idempotency_keys(s: Arc<dyn Store>) {
+    let a = new(s
+        .create_workspace(&rec("ws-1", "tohoku"), Some(&key("k1", "h1")))
+        .await
+        .unwrap());
+    // Same key, same hash: the first workspace, no second row.
+    let again = s
+        .create_workspace(&rec("ws-2", "tohoku"), Some(&key("k1", "h1")))
+        .await
+        .unwrap();
+    assert_eq!(again, Created::Replayed(a.clone()));
+    // Same key, other request.
+    let err = s
+        .create_workspace(&rec("ws-3", "tohoku"), Some(&key("k1", "h2")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::IdempotencyKeyReused { ref workspace } if workspace == "ws-1"),
+        "{err}"
+    );
+    assert_eq!(
+        s.list_workspaces(&WorkspaceFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let (hash, found) = s.idempotent_workspace("k1").await.unwrap().unwrap();
+    assert_eq!((hash.as_str(), found), ("h1", a));
+    assert!(s.idempotent_workspace("k2").await.unwrap().is_none());
+}
+
+pub(crate) async fn concurrent_creates(s: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.create_workspace(&rec(&format!("ws-{i}"), "tohoku"), Some(&key("same", "h")))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut fresh = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Created::New(r) => {
+                fresh += 1;
+                ids.insert(r.workspace.id);
+            }
+            Created::Replayed(r) => {
+                ids.insert(r.workspace.id);
+            }
+        }
+    }
+    assert_eq!(fresh, 1);
+    assert_eq!(
+        ids.len(),
+        1,
+        "every request sees the one workspace: {ids:?}"
+    );
+    let all = s
+        .list_workspaces(&WorkspaceFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+pub(crate) async fn concurrent_creates_with_one_key_make_one_workspace(s: Arc<dyn Store>) {
+    concurrent_creates(s).await;
+}
+
+pub(crate) async fn desired_lists_what_wants_a_container(s: Arc<dyn Store>) {
+    let now = Utc::now();
+    for (ws, site) in [("ws-a", "tohoku"), ("ws-b", "tohoku"), ("ws-c", "ncbn")] {
+        s.create_workspace(&rec(ws, site), None).await.unwrap();
+    }
+    let (rev0, list) = s.desired(&id("tohoku")).await.unwrap();
+    assert_eq!(list.len(), 2);
+    let Transition::Changed { record, .. } =
+        s.transition("ws-b", Stopping, None, now).await.unwrap()
+    else {
+        panic!()
+    };
+    let (rev1, list) = s.desired(&id("tohoku")).await.unwrap();
+    assert!(rev1 > rev0);
+    assert_eq!(rev1, record.revision);
+    let listed: Vec<(&str, State)> = list
+        .iter()
+        .map(|r| (r.workspace.id.as_str(), r.workspace.state))
+        .collect();
+    assert_eq!(listed, vec![("ws-a", Placed), ("ws-b", Stopping)]);
+    s.transition("ws-b", Stopped, None, now).await.unwrap();
+    let (rev2, list) = s.desired(&id("tohoku")).await.unwrap();
+    assert!(rev2 > rev1);
+    assert_eq!(list.len(), 1, "a stopped workspace leaves the desired set");
+    // Another site's change leaves this site's revision alone.
+    s.transition("ws-c", Running, None, now).await.unwrap();
+    assert_eq!(s.desired(&id("tohoku")).await.unwrap().0, rev2);
+    assert_eq!(s.desired(&id("nowhere")).await.unwrap(), (0, vec![]));
+}
+
+pub(crate) async fn filters_and_counts(s: Arc<dyn Store>) {
+    let now = Utc::now();
+    for (ws, site) in [("ws-a", "tohoku"), ("ws-b", "tohoku"), ("ws-c", "ncbn")] {
+        s.create_workspace(&rec(ws, site), None).await.unwrap();
+    }
+    s.transition("ws-b", Running, None, now).await.unwrap();
+    let f = |site: Option<&str>, states: Vec<State>| WorkspaceFilter {
+        site: site.map(id),
+        states,
+        ..WorkspaceFilter::default()
+    };
+    assert_eq!(
+        s.list_workspaces(&f(Some("tohoku"), vec![]))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        s.list_workspaces(&f(None, vec![Running]))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.list_workspaces(&f(None, vec![Running, Placed]))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let by_project = WorkspaceFilter {
+        project: Some(id("P-9")),
+        ..WorkspaceFilter::default()
+    };
+    assert!(s.list_workspaces(&by_project).await.unwrap().is_empty());
+    let due = WorkspaceFilter {
+        expires_by: Some(now + TimeDelta::hours(2)),
+        ..WorkspaceFilter::default()
+    };
+    assert_eq!(s.list_workspaces(&due).await.unwrap().len(), 3);
+    let not_due = WorkspaceFilter {
+        expires_by: Some(now),
+        ..WorkspaceFilter::default()
+    };
+    assert!(s.list_workspaces(&not_due).await.unwrap().is_empty());
+
+    let counts = s.counts().await.unwrap();
+    let tohoku_placed = counts
+        .iter()
+        .find(|(site, st, _)| site.as_str() == "tohoku" && *st == Placed)
+        .unwrap();
+    assert_eq!(tohoku_placed.2.count, 1);
+    assert_eq!(tohoku_placed.2.cpus, 2);
+    assert_eq!(tohoku_placed.2.memory_mib, 512);
+    assert_eq!(counts.len(), 3);
+}
+
+pub(crate) async fn sites_upsert_and_touch(s: Arc<dyn Store>) {
+    let t0 = to_millis(Utc::now());
+    let mut reg = Registration {
+        site: id("tohoku"),
+        backend: "fake".into(),
+        version: "0.1.0".into(),
+        datasets: vec![DatasetEntry {
+            id: id("JGAD000101"),
+            grant_url: "https://x/JGAD000101".into(),
+        }],
+        capacity: Capacity {
+            cpus: 8,
+            memory_mib: 8192,
+            gpus: 0,
+        },
+        images: vec!["basho/demo".into()],
+    };
+    s.upsert_site(&reg, t0).await.unwrap();
+    reg.capacity.cpus = 16;
+    s.upsert_site(&reg, t0).await.unwrap();
+    let t1 = t0 + TimeDelta::seconds(5);
+    s.touch_site(&id("tohoku"), t1).await.unwrap();
+    // An older touch never moves last contact back.
+    s.touch_site(&id("tohoku"), t0).await.unwrap();
+    let sites = s.sites().await.unwrap();
+    assert_eq!(sites.len(), 1);
+    assert_eq!(sites[0].registration, reg);
+    assert_eq!(sites[0].last_contact, t1);
+}
+
+pub(crate) async fn concurrent_audit_appends_form_one_chain(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let ev = AuditEvent::new(
+                "platform",
+                "workspace_create",
+                &format!("ws-{i}"),
+                json!({"n": i}),
+            );
+            s.append_audit(Utc::now(), &[ev.clone(), ev]).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = store.audit_page(0, 1000).await.unwrap();
+    assert_eq!(all.len(), 100);
+    assert_eq!(verify_chain(&all), Ok(100));
+    let page = store.audit_page(10, 5).await.unwrap();
+    let seqs: Vec<i64> = page.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![11, 12, 13, 14, 15]);
+}
+
+pub(crate) async fn revocations_are_kept_in_order_and_move_every_site_revision(
+    store: Arc<dyn Store>,
+) {
+    let site = id("tohoku");
+    let (before, _) = store.desired(&site).await.unwrap();
+    let new = NewRevocation {
+        dataset: Some(id("JGAD000101")),
+        subject: None,
+        project: None,
+        visa_jti: None,
+        reason: Reason::ConsentWithdrawn,
+    };
+    let (first, rev) = store.record_revocation(&new, Utc::now()).await.unwrap();
+    assert_eq!(first.seq, 1);
+    assert!(rev > before);
+    let (after, _) = store.desired(&site).await.unwrap();
+    assert_eq!(after, rev, "a revocation is news for every site");
+    let jti = NewRevocation {
+        dataset: None,
+        visa_jti: Some("v-1".into()),
+        reason: Reason::Other,
+        ..new
+    };
+    let (second, _) = store.record_revocation(&jti, Utc::now()).await.unwrap();
+    assert_eq!(second.seq, 2);
+    assert_eq!(store.revocations().await.unwrap(), vec![first, second]);
+}
+
+pub(crate) async fn revoked_notes_are_appended_once(s: Arc<dyn Store>) {
+    s.create_workspace(&rec("ws-1", "tohoku"), None)
+        .await
+        .unwrap();
+    assert!(!s.note_revoked("ws-1", "stopped at tohoku").await.unwrap());
+    s.transition("ws-1", Revoked, Some("consent withdrawn"), Utc::now())
+        .await
+        .unwrap();
+    assert!(s.note_revoked("ws-1", "stopped at tohoku").await.unwrap());
+    assert!(!s.note_revoked("ws-1", "stopped at tohoku").await.unwrap());
+    let back = s.workspace("ws-1").await.unwrap().unwrap();
+    assert_eq!(
+        back.workspace.message.as_deref(),
+        Some("consent withdrawn; stopped at tohoku")
+    );
+}
+
+fn usage(seq: u64, ws: &str) -> UsageRecord {
+    let to = to_millis(Utc::now());
+    UsageRecord {
+        seq,
+        workspace: ws.to_owned(),
+        project: id("P-0001"),
+        from: to - TimeDelta::seconds(60),
+        to,
+        allocated_core_seconds: 120.0,
+        used_cpu_seconds: 30.0,
+        allocated_memory_gib_seconds: 30.0,
+        used_memory_gib_seconds: 10.0,
+        peak_memory_bytes: 1 << 20,
+        gpu_seconds: 0.0,
+    }
+}
+
+pub(crate) async fn usage_is_stored_once_and_acked_without_gaps(s: Arc<dyn Store>) {
+    let tohoku = id("tohoku");
+    s.create_workspace(&rec("ws-1", "tohoku"), None)
+        .await
+        .unwrap();
+    s.create_workspace(&rec("ws-2", "ncbn"), None)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    // 1, 2 and 4: acked through 2 (3 is missing).
+    let got = s
+        .ingest_usage(
+            &tohoku,
+            &[usage(1, "ws-1"), usage(2, "ws-1"), usage(4, "ws-1")],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!((got.acked_through, got.new.len(), got.rejected), (2, 3, 0));
+    // A repeat and the missing 3, plus one about another site's workspace (kept, not counted).
+    let got = s
+        .ingest_usage(
+            &tohoku,
+            &[usage(2, "ws-1"), usage(3, "ws-1"), usage(5, "ws-2")],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!((got.acked_through, got.new.len(), got.rejected), (5, 1, 1));
+    let (cores, gpus) = s.usage_totals(&id("P-0001")).await.unwrap();
+    assert_eq!((cores, gpus), (480.0, 0.0));
+    let listed = s
+        .usage_of(
+            &id("P-0001"),
+            now - TimeDelta::hours(1),
+            now + TimeDelta::hours(1),
+        )
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = listed.iter().map(|u| u.record.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    // Concurrent ingestions of one site (two replicas answering one agent) ack one ledger.
+    let mut tasks = Vec::new();
+    for round in 0..8u64 {
+        let s = s.clone();
+        let site = tohoku.clone();
+        tasks.push(tokio::spawn(async move {
+            let batch: Vec<UsageRecord> = (6..=20).map(|q| usage(q + round % 2, "ws-1")).collect();
+            s.ingest_usage(&site, &batch, Utc::now()).await.unwrap()
+        }));
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        fresh += t.await.unwrap().new.len();
+    }
+    assert_eq!(fresh, 16, "seqs 6..=21 stored once each");
+    let again = s.ingest_usage(&tohoku, &[], Utc::now()).await.unwrap();
+    assert_eq!(again.acked_through, 21);
+}
+
+pub(crate) async fn quotas_round_trip(s: Arc<dyn Store>) {
+    let p = id("P-0001");
+    assert_eq!(s.quota(&p).await.unwrap(), None);
+    let q = Quota {
+        core_hours: Some(10.5),
+        gpu_hours: None,
+    };
+    s.set_quota(&p, q, Utc::now()).await.unwrap();
+    let q2 = Quota {
+        core_hours: Some(12.0),
+        gpu_hours: Some(1.0),
+    };
+    s.set_quota(&p, q2, Utc::now()).await.unwrap();
+    s.set_quota(&id("P-0002"), q, Utc::now()).await.unwrap();
+    assert_eq!(s.quota(&p).await.unwrap(), Some(q2));
+    assert_eq!(s.quotas().await.unwrap(), vec![(p, q2), (id("P-0002"), q)]);
+}
+
+pub(crate) async fn tokens_round_trip(s: Arc<dyn Store>) {
+    let t0 = to_millis(Utc::now());
+    let agent = TokenRecord {
+        id: "tok-00000001".into(),
+        role: Role::Agent,
+        subject: None,
+        site: Some(id("tohoku")),
+        name: Some("tohoku agent".into()),
+        created_at: t0,
+        revoked_at: None,
+    };
+    let researcher = TokenRecord {
+        id: "tok-00000002".into(),
+        role: Role::Researcher,
+        subject: Some("researcher-1".into()),
+        site: None,
+        name: None,
+        created_at: t0 + TimeDelta::seconds(1),
+        revoked_at: None,
+    };
+    s.insert_token(&agent, "hash-1").await.unwrap();
+    s.insert_token(&researcher, "hash-2").await.unwrap();
+    assert!(
+        s.insert_token(&researcher, "hash-1").await.is_err(),
+        "hashes are unique"
+    );
+    assert_eq!(
+        s.token_by_hash("hash-1").await.unwrap(),
+        Some(agent.clone())
+    );
+    assert_eq!(s.token_by_hash("nope").await.unwrap(), None);
+    let t1 = t0 + TimeDelta::seconds(5);
+    let revoked = s.revoke_token("tok-00000001", t1).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(t1));
+    // The first revocation time stays.
+    let again = s
+        .revoke_token("tok-00000001", t1 + TimeDelta::seconds(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(t1));
+    assert_eq!(s.revoke_token("tok-nope", t1).await.unwrap(), None);
+    let all = s.tokens().await.unwrap();
+    assert_eq!(all, vec![again, researcher]);
+}
+
+pub(crate) async fn concurrent_transitions_apply_once(s: Arc<dyn Store>) {
+    for i in 0..8 {
+        s.create_workspace(&rec(&format!("ws-{i}"), "tohoku"), None)
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for round in 0..4 {
+        for i in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let msg = format!("pass {round}");
+                s.transition(&format!("ws-{i}"), Expired, Some(&msg), Utc::now())
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    let mut changed = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), Transition::Changed { .. }) {
+            changed += 1;
+        }
+    }
+    assert_eq!(changed, 8, "each workspace expires once");
+}
