@@ -27,10 +27,9 @@ use tracing::{info, warn};
 use crate::client::ClientError;
 
 mod backend;
-mod declared;
 
 pub use backend::MeteredBackend;
-pub use declared::Declared;
+pub use basho_core::metrics::Declared;
 
 /// `[metrics]` in the site config: where to serve `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

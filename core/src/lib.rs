@@ -6,6 +6,8 @@ pub mod error;
 pub mod id;
 #[cfg(feature = "logging")]
 pub mod logging;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod protocol;
 pub mod revocation;
 pub mod template;

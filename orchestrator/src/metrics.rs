@@ -82,10 +82,9 @@ pub struct QuotaLabels {
     pub resource: String,
 }
 
-mod declared;
 mod revocation;
 
-pub use declared::Declared;
+pub use basho_core::metrics::Declared;
 pub use revocation::RevocationTimer;
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
