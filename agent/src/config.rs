@@ -50,6 +50,9 @@ pub struct SiteConfig {
     /// Usage sampling.
     #[serde(default)]
     pub metering: crate::meter::MeteringConfig,
+    /// Limits on interactive sessions (shell, exec, port-forward).
+    #[serde(default)]
+    pub sessions: crate::tunnel::SessionsConfig,
 }
 
 /// How the agent reaches the orchestrator (it always dials out).

@@ -16,6 +16,7 @@ pub mod meter;
 pub mod metrics;
 pub mod reconcile;
 pub mod runner;
+pub mod tunnel;
 
 #[cfg(test)]
 mod fixtures;

@@ -82,6 +82,13 @@ pub async fn run(
     )?);
     let deny_path = config.paths.state_dir.join(denylist::FILE);
     let deny = DenyList::load(&deny_path)?;
+    let tunnel = crate::tunnel::Tunnel {
+        url: config.orchestrator.url.clone(),
+        token: token.clone(),
+        tls: config.orchestrator.tls_policy(),
+        backend: backend.clone(),
+        limits: config.sessions.clone(),
+    };
     let executor = Executor::new(
         site.clone(),
         backend,
@@ -135,6 +142,11 @@ pub async fn run(
             .clone()
             .deliver_loop(client_for_usage, site.clone(), stop.clone())
             .instrument(info_span!("usage", site = %site)),
+    );
+    tasks.spawn(
+        tunnel
+            .run(stop.clone())
+            .instrument(info_span!("tunnel", site = %site)),
     );
     tasks.close();
 

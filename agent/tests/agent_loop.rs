@@ -239,6 +239,7 @@ fn site(url: &str) -> Site {
         isolation: Isolation::default(),
         metrics: None,
         metering: Default::default(),
+        sessions: Default::default(),
     };
     assert_eq!(basho_agent::check_config(&config), Vec::<String>::new());
     let fake = Arc::new(FakeBackend::seeded(id("sim"), Duration::ZERO, 0.0, 1));

@@ -40,6 +40,12 @@ pub enum Command {
     Usage(crate::usage::UsageArgs),
     /// Set or show a project's budget in core-hours and GPU-hours.
     Quota(crate::usage::QuotaArgs),
+    /// Run a command in your running workspace (researcher token): its output, its exit code.
+    Exec(crate::session::ExecArgs),
+    /// An interactive shell in your running workspace (researcher token).
+    Shell(crate::session::ShellArgs),
+    /// Reach a port on your workspace's own loopback (Jupyter, RStudio, code-server).
+    PortForward(crate::session::PortForwardArgs),
 }
 
 /// Where the orchestrator is, how to authenticate, how to print.

@@ -53,6 +53,12 @@ pub enum Error {
     /// `basho audit verify` found the chain broken.
     #[error(transparent)]
     AuditBroken(#[from] basho_core::audit::Broken),
+    /// An interactive session could not start or was cut off.
+    #[error("{0}")]
+    Session(String),
+    /// The command of `basho exec` exited with this nonzero code (printed by nobody).
+    #[error("")]
+    Exited(i64),
     /// `basho template` refused a template or could not render.
     #[error(transparent)]
     Template(#[from] crate::template::TemplateError),
@@ -67,6 +73,9 @@ impl Error {
             Error::Usage(_) => 2,
             Error::Dev(DevError::Config(_)) => 64,
             Error::Template(e) => e.exit_code(),
+            // Like ssh: the remote command's code, 255 when the session itself failed.
+            Error::Exited(c) => u8::try_from(*c).unwrap_or(1).max(1),
+            Error::Session(_) => 255,
             _ => 1,
         }
     }

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod error;
 pub mod output;
 pub mod revoke;
+pub mod session;
 pub mod site;
 pub mod template;
 pub mod usage;
@@ -29,5 +30,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         args::Command::Template(a) => Ok(template::run(a)?),
         args::Command::Usage(a) => usage::usage(a).await,
         args::Command::Quota(a) => usage::quota(a).await,
+        args::Command::Exec(a) => session::exec(a).await,
+        args::Command::Shell(a) => session::shell(a).await,
+        args::Command::PortForward(a) => session::port_forward(a).await,
     }
 }

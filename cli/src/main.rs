@@ -18,10 +18,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(basho_cli::run(cli)) {
+    let result = runtime.block_on(basho_cli::run(cli));
+    // A session's read of a terminal's stdin must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            let msg = e.to_string();
+            if !msg.is_empty() {
+                eprintln!("error: {msg}");
+            }
             ExitCode::from(e.exit_code())
         }
     }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod revocation;
 pub mod template;
+pub mod tunnel;
 pub mod usage;
 pub mod visa;
 pub mod workspace;

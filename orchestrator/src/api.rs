@@ -20,6 +20,7 @@ pub mod auth;
 pub mod extract;
 pub mod meta;
 pub mod revocations;
+pub mod sessions;
 pub mod sites;
 pub mod tokens;
 pub mod usage;
@@ -133,6 +134,8 @@ pub fn router(o: Orchestrator) -> Router {
             "/v1/workspaces/{id}",
             get(workspaces::show).delete(workspaces::delete),
         )
+        .route("/v1/workspaces/{id}/session", get(sessions::open))
+        .route("/v1/agent/tunnel", get(crate::tunnel::accept))
         .route("/v1/sites", get(sites::list))
         .route("/v1/revocations", post(revocations::revoke))
         .route("/v1/audit", get(audit::list))

@@ -28,6 +28,7 @@ pub mod store;
 pub mod templates;
 pub mod tls;
 pub mod tokens;
+pub mod tunnel;
 
 pub use config::{Config, ConfigError};
 
@@ -130,6 +131,8 @@ pub(crate) struct Inner {
     /// append-only; this replica's are added as it records them and other replicas' arrive
     /// through [`replicas`], so memory follows the store without a query per request.
     pub(crate) revocations: std::sync::RwLock<Arc<Vec<basho_core::revocation::Revocation>>>,
+    /// Each site's session tunnel, while its agent holds one open.
+    pub(crate) tunnels: tunnel::Tunnels,
     /// Whether this replica leads (runs the background loops), and how it keeps up with others.
     pub(crate) replicas: Replicas,
 }
@@ -222,6 +225,7 @@ impl Orchestrator {
                 tls: tls.map(tokio_rustls::TlsAcceptor::from),
                 revocations,
                 replicas,
+                tunnels: tunnel::Tunnels::default(),
             }),
         })
     }

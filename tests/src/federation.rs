@@ -385,5 +385,6 @@ fn site_config(
         isolation: Isolation::default(),
         metrics: None,
         metering: Default::default(),
+        sessions: Default::default(),
     }
 }

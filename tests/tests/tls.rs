@@ -145,6 +145,7 @@ impl World {
             isolation: Isolation::default(),
             metrics: None,
             metering: Default::default(),
+            sessions: Default::default(),
         }
     }
 

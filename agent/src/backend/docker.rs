@@ -4,6 +4,7 @@
 
 pub(crate) mod create;
 mod error;
+mod exec;
 mod observe;
 
 use std::collections::HashMap;
@@ -414,5 +415,13 @@ impl Backend for DockerBackend {
             Some(Err(e)) => Err(unavailable("read container stats", e)),
             None => Ok(None),
         }
+    }
+
+    async fn exec(
+        &self,
+        workspace: &str,
+        req: &crate::backend::exec::ExecRequest,
+    ) -> Result<crate::backend::exec::ExecIo, BackendError> {
+        exec::start(self, workspace, req).await
     }
 }

@@ -13,6 +13,7 @@ use crate::config::{BackendConfig, ClaimSource, SiteConfig};
 
 pub mod conformance;
 pub mod docker;
+pub mod exec;
 pub mod fake;
 pub mod kubernetes;
 pub mod slurm;
@@ -146,6 +147,20 @@ pub trait Backend: Send + Sync + 'static {
     async fn list_managed(&self) -> Result<Vec<Observed>, BackendError>;
     /// A usage sample, `None` when the workspace is not running.
     async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError>;
+    /// Starts `req` inside the running workspace as its user, for an interactive session. The
+    /// default says the backend cannot yet.
+    async fn exec(
+        &self,
+        workspace: &str,
+        req: &exec::ExecRequest,
+    ) -> Result<exec::ExecIo, BackendError> {
+        let _ = (workspace, req);
+        Err(BackendError::Unsupported(format!(
+            "interactive sessions (exec, shell, port-forward) are not implemented on the {} \
+             backend yet; use a workspace on a Docker site",
+            self.kind()
+        )))
+    }
 }
 
 /// The backend the site config names. The fake is only ever built when the config says `fake`.

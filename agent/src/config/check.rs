@@ -372,6 +372,7 @@ mod tests {
             isolation: Isolation::default(),
             metrics: None,
             metering: Default::default(),
+            sessions: Default::default(),
         }
     }
 

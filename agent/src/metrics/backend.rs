@@ -83,6 +83,14 @@ impl Backend for MeteredBackend {
     async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError> {
         self.timed("usage", self.inner.usage(workspace)).await
     }
+
+    async fn exec(
+        &self,
+        workspace: &str,
+        req: &crate::backend::exec::ExecRequest,
+    ) -> Result<crate::backend::exec::ExecIo, BackendError> {
+        self.timed("exec", self.inner.exec(workspace, req)).await
+    }
 }
 
 #[cfg(test)]

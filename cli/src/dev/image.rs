@@ -1,4 +1,4 @@
-//! The demo image `basho/demo:1`: a static busybox and a few files, assembled in memory and
+//! The demo image `basho/demo:2`: a static busybox and a few files, assembled in memory and
 //! imported into the local engine, so `basho dev` runs workspaces without reaching any registry.
 //!
 //! Self-contained on purpose (no `crate::` paths): the agent's Docker tests compile it as well.
@@ -12,7 +12,7 @@ use futures::StreamExt;
 /// The demo image's name, as the shell template and the dev site configs call it.
 pub const DEMO_IMAGE_NAME: &str = "basho/demo";
 /// Its tag; bump it whenever the root filesystem changes.
-pub const DEMO_IMAGE_TAG: &str = "1";
+pub const DEMO_IMAGE_TAG: &str = "2";
 /// Where the static busybox is taken from.
 pub const BUSYBOX_PATH: &str = "/bin/busybox";
 
@@ -35,6 +35,9 @@ pub const APPLETS: &[&str] = &[
     "ps",
     "wget",
     "nc",
+    // `basho port-forward` relays through nc; a session's processes are ended with kill.
+    "kill",
+    "httpd",
     "ping",
     "ip",
     "true",
@@ -123,12 +126,12 @@ pub enum ImageError {
     NoImageId(String),
 }
 
-/// `basho/demo:1`.
+/// `basho/demo:2`.
 pub fn demo_image_ref() -> String {
     format!("{DEMO_IMAGE_NAME}:{DEMO_IMAGE_TAG}")
 }
 
-/// Makes sure `basho/demo:1` exists on the engine and returns its image ID (`sha256:...`).
+/// Makes sure `basho/demo:2` exists on the engine and returns its image ID (`sha256:...`).
 /// Idempotent. Concurrent callers in one process import once; callers in several processes may
 /// each import, and all of them then return the ID the tag finally points to.
 pub async fn ensure_demo_image(docker: &Docker) -> Result<String, ImageError> {

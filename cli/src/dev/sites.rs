@@ -108,6 +108,7 @@ pub fn site_config(
         isolation: Isolation::default(),
         metrics: None,
         metering: Default::default(),
+        sessions: Default::default(),
     })
 }
 

@@ -195,6 +195,7 @@ impl Bench {
             isolation: Isolation::default(),
             metrics: None,
             metering: Default::default(),
+            sessions: Default::default(),
         }
     }
 

@@ -1,0 +1,252 @@
+//! The session tunnel: one WebSocket the agent dials to the orchestrator
+//! (`GET /v1/agent/tunnel`, the site's agent token) and keeps open, redialling with backoff.
+//! It carries every interactive session of the site as frames tagged with a session id
+//! ([`basho_core::tunnel`]); the long-poll keeps its own HTTP connection, so sessions never delay
+//! the control loop. Each session has bounded credit each way, so a noisy one cannot fill a
+//! queue the others need, and a closed tunnel ends (and kills) every session it carried.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use basho_core::tunnel::{Frame, Kind, Open, Refusal};
+use futures::{SinkExt as _, StreamExt as _};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+use crate::backend::Backend;
+use crate::client::TlsPolicy;
+
+pub mod dial;
+mod session;
+
+/// The `[sessions]` table of the site config: limits on interactive sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// A session with no input and no output for this long ends.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_s: u64,
+    /// No session lasts longer.
+    #[serde(default = "default_max")]
+    pub max_session_s: u64,
+    /// Most sessions open at once in one workspace.
+    #[serde(default = "default_per_workspace")]
+    pub max_per_workspace: usize,
+}
+
+fn default_idle() -> u64 {
+    30 * 60
+}
+fn default_max() -> u64 {
+    12 * 3600
+}
+fn default_per_workspace() -> usize {
+    8
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_s: default_idle(),
+            max_session_s: default_max(),
+            max_per_workspace: default_per_workspace(),
+        }
+    }
+}
+
+/// Where the tunnel goes and what it serves.
+#[derive(Clone)]
+pub struct Tunnel {
+    /// The orchestrator's base URL.
+    pub url: String,
+    /// The site's agent token.
+    pub token: String,
+    /// How the orchestrator's endpoint is trusted.
+    pub tls: TlsPolicy,
+    /// Runs the sessions.
+    pub backend: Arc<dyn Backend>,
+    /// Session limits.
+    pub limits: SessionsConfig,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sessions open per workspace on this agent.
+type Counts = Arc<Mutex<HashMap<String, usize>>>;
+
+impl Tunnel {
+    /// Keeps the tunnel up until `stop`; every session ends with it.
+    pub async fn run(self, stop: CancellationToken) {
+        let counts: Counts = Arc::default();
+        let mut backoff = Duration::from_millis(250);
+        let mut up = true;
+        while !stop.is_cancelled() {
+            match dial::dial(&self.url, "v1/agent/tunnel", &self.token, &self.tls).await {
+                Ok(ws) => {
+                    info!("session tunnel up");
+                    up = true;
+                    backoff = Duration::from_millis(250);
+                    self.serve(ws, counts.clone(), &stop).await;
+                    if !stop.is_cancelled() {
+                        info!("session tunnel down; redialling");
+                    }
+                }
+                Err(e) => {
+                    if up {
+                        warn!(error = %e, "cannot open the session tunnel; retrying");
+                    }
+                    up = false;
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn serve(&self, ws: dial::Socket, counts: Counts, stop: &CancellationToken) {
+        let (mut sink, mut stream) = ws.split();
+        let conn = stop.child_token();
+        let (tx, mut rx) = mpsc::channel::<Frame>(64);
+        let tasks = TaskTracker::new();
+        let writer_stop = conn.clone();
+        tasks.spawn(async move {
+            let mut ping = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                let msg = tokio::select! {
+                    _ = writer_stop.cancelled() => break,
+                    f = rx.recv() => match f {
+                        Some(f) => Message::Binary(f.encode().into()),
+                        None => break,
+                    },
+                    _ = ping.tick() => Message::Ping(Vec::new().into()),
+                };
+                if sink.send(msg).await.is_err() {
+                    break;
+                }
+            }
+            writer_stop.cancel();
+            let _ = sink.close().await;
+        });
+        let mut sessions: HashMap<u32, mpsc::UnboundedSender<Frame>> = HashMap::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u32>();
+        loop {
+            let msg = tokio::select! {
+                _ = conn.cancelled() => break,
+                Some(id) = done_rx.recv() => {
+                    sessions.remove(&id);
+                    continue;
+                }
+                m = stream.next() => m,
+            };
+            let bytes = match msg {
+                Some(Ok(Message::Binary(b))) => b,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => continue,
+            };
+            let frame = match Frame::decode(&bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(error = %e, "undecodable tunnel frame; closing the tunnel");
+                    break;
+                }
+            };
+            if frame.kind != Kind::Open {
+                if let Some(s) = sessions.get(&frame.session) {
+                    let _ = s.send(frame);
+                }
+                continue;
+            }
+            let id = frame.session;
+            let open: Open = match frame.parse() {
+                Ok(o) => o,
+                Err(e) => {
+                    refuse(&tx, id, "invalid", &e.to_string()).await;
+                    continue;
+                }
+            };
+            if sessions.contains_key(&id) {
+                refuse(&tx, id, "invalid", "session id already in use").await;
+                continue;
+            }
+            let admitted = {
+                let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+                let n = c.entry(open.workspace.clone()).or_default();
+                if *n >= self.limits.max_per_workspace {
+                    false
+                } else {
+                    *n += 1;
+                    true
+                }
+            };
+            if !admitted {
+                let msg = format!(
+                    "workspace {} already has {} open sessions, the site's limit \
+                     (sessions.max_per_workspace); close one first",
+                    open.workspace, self.limits.max_per_workspace
+                );
+                refuse(&tx, id, "too_many_sessions", &msg).await;
+                continue;
+            }
+            let (in_tx, in_rx) = mpsc::unbounded_channel();
+            sessions.insert(id, in_tx);
+            let span = info_span!("session", id, workspace = %open.workspace, actor = %open.actor);
+            let run = session::Session {
+                id,
+                open,
+                backend: self.backend.clone(),
+                tx: tx.clone(),
+                limits: self.limits.clone(),
+                cancel: conn.child_token(),
+            };
+            let counts = counts.clone();
+            let done = done_tx.clone();
+            tasks.spawn(
+                async move {
+                    let workspace = run.open.workspace.clone();
+                    run.run(in_rx).await;
+                    if let Some(n) = counts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_mut(&workspace)
+                    {
+                        *n = n.saturating_sub(1);
+                    }
+                    let _ = done.send(id);
+                }
+                .instrument(span),
+            );
+        }
+        conn.cancel();
+        drop(sessions);
+        tasks.close();
+        if tokio::time::timeout(Duration::from_secs(20), tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("sessions did not end within 20 s of the tunnel closing");
+        }
+        debug!("tunnel connection finished");
+    }
+}
+
+async fn refuse(tx: &mpsc::Sender<Frame>, id: u32, code: &str, message: &str) {
+    let r = Refusal {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    };
+    let _ = tx.send(Frame::json(id, Kind::Refused, &r)).await;
+}

@@ -1,0 +1,256 @@
+//! One interactive session at the agent: the backend's process, its output pumped to the tunnel
+//! against the client's credit, its input written as it comes (credit returned once written),
+//! and the site's limits. Whatever ends the session (the process, the client, a limit, the
+//! tunnel) the process and everything it started is killed before the final `Exit` frame.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use basho_core::tunnel::{Exit, Frame, Kind, MAX_CHUNK, Open, Refusal, SessionKind, WINDOW};
+use futures::StreamExt as _;
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::SessionsConfig;
+use crate::backend::exec::{ExecOutput, ExecRequest};
+use crate::backend::{Backend, BackendError};
+
+pub(super) struct Session {
+    pub(super) id: u32,
+    pub(super) open: Open,
+    pub(super) backend: Arc<dyn Backend>,
+    pub(super) tx: mpsc::Sender<Frame>,
+    pub(super) limits: SessionsConfig,
+    pub(super) cancel: CancellationToken,
+}
+
+/// The command a session runs: the client's argv, or the loopback relay of a port-forward
+/// (busybox or netcat `nc` inside the image).
+fn request(open: &Open) -> Result<ExecRequest, String> {
+    let spec = &open.spec;
+    match spec.kind {
+        SessionKind::Exec if spec.argv.is_empty() => Err("an empty command".into()),
+        SessionKind::Exec => Ok(ExecRequest {
+            argv: spec.argv.clone(),
+            tty: spec.tty,
+            cols: spec.cols,
+            rows: spec.rows,
+        }),
+        SessionKind::Forward if spec.port == 0 => Err("port 0 cannot be forwarded".into()),
+        SessionKind::Forward => Ok(ExecRequest {
+            argv: vec!["nc".into(), "127.0.0.1".into(), spec.port.to_string()],
+            tty: false,
+            cols: 0,
+            rows: 0,
+        }),
+    }
+}
+
+fn refusal(e: &BackendError) -> Refusal {
+    let code = match e {
+        BackendError::Unsupported(_) => "unsupported",
+        BackendError::Refused(_) => "not_running",
+        BackendError::Unavailable(_) => "backend_unavailable",
+    };
+    Refusal {
+        code: code.into(),
+        message: e.to_string(),
+    }
+}
+
+impl Session {
+    pub(super) async fn run(self, mut inbox: mpsc::UnboundedReceiver<Frame>) {
+        let id = self.id;
+        let req = match request(&self.open) {
+            Ok(r) => r,
+            Err(why) => {
+                let r = Refusal {
+                    code: "invalid".into(),
+                    message: why,
+                };
+                let _ = self.tx.send(Frame::json(id, Kind::Refused, &r)).await;
+                return;
+            }
+        };
+        let io = match self.backend.exec(&self.open.workspace, &req).await {
+            Ok(io) => io,
+            Err(e) => {
+                info!(error = %e, "session refused");
+                let _ = self
+                    .tx
+                    .send(Frame::json(id, Kind::Refused, &refusal(&e)))
+                    .await;
+                return;
+            }
+        };
+        info!(kind = ?self.open.spec.kind, tty = req.tty, "session started");
+        let _ = self.tx.send(Frame::new(id, Kind::Ready, Vec::new())).await;
+        let started = Instant::now();
+        let activity = Arc::new(AtomicU64::new(0));
+        let credit = Arc::new(Semaphore::new(WINDOW as usize));
+        let mut pump = tokio::spawn(pump(
+            id,
+            io.output,
+            credit.clone(),
+            self.tx.clone(),
+            activity.clone(),
+            started,
+        ));
+        // Stdin bytes received and not yet written: never more than the credit granted.
+        let pending = Arc::new(AtomicI64::new(0));
+        let (in_tx, in_rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+        let writer = tokio::spawn(write_input(
+            id,
+            io.input,
+            in_rx,
+            self.tx.clone(),
+            pending.clone(),
+        ));
+        let control = io.control;
+        let max = tokio::time::sleep(Duration::from_secs(self.limits.max_session_s));
+        tokio::pin!(max);
+        let idle = Duration::from_secs(self.limits.idle_timeout_s);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let reason: Option<String> = loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break Some("the tunnel to the orchestrator closed".into()),
+                _ = &mut max => break Some("the site's maximum session length was reached".into()),
+                _ = tick.tick() => {
+                    let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+                    if started.elapsed().saturating_sub(last) >= idle {
+                        break Some("idle timeout".into());
+                    }
+                }
+                _ = &mut pump => break None,
+                f = inbox.recv() => {
+                    let Some(f) = f else { break Some("the tunnel closed".into()) };
+                    match f.kind {
+                        Kind::Stdin => {
+                            let n = f.payload.len() as i64;
+                            if pending.fetch_add(n, Ordering::AcqRel) + n > i64::from(WINDOW) {
+                                break Some("the client sent input beyond its credit".into());
+                            }
+                            activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                            let _ = in_tx.send(Some(f.payload));
+                        }
+                        Kind::StdinEof => {
+                            let _ = in_tx.send(None);
+                        }
+                        Kind::Resize => {
+                            if let Ok((cols, rows)) = f.size() {
+                                let _ = control.resize(cols, rows).await;
+                            }
+                        }
+                        Kind::Credit => {
+                            if let Ok(n) = f.credit_value() {
+                                credit.add_permits(n as usize);
+                            }
+                        }
+                        Kind::Close => {
+                            let why = String::from_utf8_lossy(&f.payload).into_owned();
+                            break Some(if why.is_empty() { "closed by the client".into() } else { why });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        };
+        let exit = match reason {
+            None => {
+                // The output ended: the process exited; the engine may take a moment to say how.
+                let mut code = None;
+                for _ in 0..50 {
+                    match control.exit_code().await {
+                        Ok(Some(c)) => {
+                            code = Some(c);
+                            break;
+                        }
+                        Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        Err(_) => break,
+                    }
+                }
+                if code.is_none() {
+                    let _ = control.kill().await;
+                }
+                Exit { code, reason: None }
+            }
+            Some(reason) => {
+                pump.abort();
+                if let Err(e) = control.kill().await {
+                    info!(error = %e, "could not end the session's processes");
+                }
+                Exit {
+                    code: None,
+                    reason: Some(reason),
+                }
+            }
+        };
+        writer.abort();
+        info!(code = ?exit.code, reason = ?exit.reason, "session ended");
+        let _ = self.tx.send(Frame::json(id, Kind::Exit, &exit)).await;
+    }
+}
+
+/// Sends the process's output, `MAX_CHUNK` at a time, each chunk only against credit.
+async fn pump(
+    id: u32,
+    mut output: futures::stream::BoxStream<'static, Result<ExecOutput, BackendError>>,
+    credit: Arc<Semaphore>,
+    tx: mpsc::Sender<Frame>,
+    activity: Arc<AtomicU64>,
+    started: Instant,
+) {
+    while let Some(item) = output.next().await {
+        let (kind, bytes) = match item {
+            Ok(ExecOutput::Stdout(b)) => (Kind::Stdout, b),
+            Ok(ExecOutput::Stderr(b)) => (Kind::Stderr, b),
+            Err(e) => {
+                debug!(error = %e, "session output failed");
+                break;
+            }
+        };
+        for chunk in bytes.chunks(MAX_CHUNK) {
+            match credit.acquire_many(chunk.len() as u32).await {
+                Ok(p) => p.forget(),
+                Err(_) => return,
+            }
+            activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            if tx.send(Frame::new(id, kind, chunk.to_vec())).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Writes input to the process and returns credit for each write; `None` closes its stdin.
+async fn write_input(
+    id: u32,
+    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    mut rx: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    tx: mpsc::Sender<Frame>,
+    pending: Arc<AtomicI64>,
+) {
+    while let Some(item) = rx.recv().await {
+        match item {
+            Some(bytes) => {
+                if input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
+                    break;
+                }
+                pending.fetch_sub(bytes.len() as i64, Ordering::AcqRel);
+                if tx
+                    .send(Frame::credit(id, bytes.len() as u32))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            None => {
+                let _ = input.shutdown().await;
+            }
+        }
+    }
+}

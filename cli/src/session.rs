@@ -1,0 +1,447 @@
+//! `basho exec`, `basho shell` and `basho port-forward`: interactive sessions in the caller's own
+//! running workspace, over a WebSocket to the orchestrator (`GET /v1/workspaces/{id}/session`)
+//! that it relays through the site agent's tunnel. Output comes back against credit returned as
+//! it is written, so a slow terminal slows the process, never the agent.
+
+use std::net::SocketAddr;
+
+use basho_agent::client::TlsPolicy;
+use basho_agent::tunnel::dial::{self, DialError, Socket};
+use basho_core::tunnel::{Exit, Frame, Kind, MAX_CHUNK, SessionKind, SessionSpec, WINDOW};
+use clap::Args;
+use futures::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::args::ClientArgs;
+use crate::error::Error;
+
+/// `basho exec WORKSPACE -- CMD ...`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The workspace (`ws-...`).
+    pub workspace: String,
+    /// Give the command a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// An administrator's reason for entering a researcher's workspace (audited).
+    #[arg(long, value_name = "REASON")]
+    pub break_glass: Option<String>,
+    /// The command and its arguments, passed as they are (no shell).
+    #[arg(last = true, required = true)]
+    pub argv: Vec<String>,
+}
+
+/// `basho shell WORKSPACE`.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The workspace (`ws-...`).
+    pub workspace: String,
+    /// The shell to start.
+    #[arg(long, default_value = "/bin/sh")]
+    pub shell: String,
+    /// An administrator's reason for entering a researcher's workspace (audited).
+    #[arg(long, value_name = "REASON")]
+    pub break_glass: Option<String>,
+}
+
+/// `basho port-forward WORKSPACE LOCAL:REMOTE`.
+#[derive(Debug, Args)]
+pub struct PortForwardArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The workspace (`ws-...`).
+    pub workspace: String,
+    /// `LOCAL:REMOTE`: listen on 127.0.0.1:LOCAL, reach 127.0.0.1:REMOTE inside the workspace.
+    pub ports: String,
+    /// An administrator's reason for entering a researcher's workspace (audited).
+    #[arg(long, value_name = "REASON")]
+    pub break_glass: Option<String>,
+}
+
+fn base(client: &ClientArgs) -> String {
+    let a = client.addr.trim().trim_end_matches('/');
+    if a.contains("://") {
+        format!("{a}/")
+    } else {
+        format!("http://{a}/")
+    }
+}
+
+/// Opens a session: the socket after the orchestrator's `Ready`.
+pub async fn connect(
+    client: &ClientArgs,
+    workspace: &str,
+    spec: &SessionSpec,
+) -> Result<Socket, Error> {
+    let token = client.token.clone().unwrap_or_default();
+    let policy = TlsPolicy {
+        ca_file: client.ca_file.clone(),
+        plain_http_on_loopback: true,
+    };
+    let mut url = reqwest::Url::parse("http://x/").expect("static URL");
+    url.set_path(&format!("v1/workspaces/{workspace}/session"));
+    url.query_pairs_mut()
+        .append_pair("spec", &serde_json::to_string(spec).expect("serializes"));
+    let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let mut ws = dial::dial(&base(client), &path, &token, &policy)
+        .await
+        .map_err(|e| match e {
+            DialError::Status { status, body } => {
+                let msg = serde_json::from_str::<basho_core::ErrorBody>(&body)
+                    .map(|b| format!("{} ({})", b.error.message, b.error.code))
+                    .unwrap_or(body);
+                Error::Session(format!(
+                    "the orchestrator refused the session ({status}): {msg}"
+                ))
+            }
+            other => Error::Session(other.to_string()),
+        })?;
+    match next_frame(&mut ws).await {
+        Some(f) if f.kind == Kind::Ready => Ok(ws),
+        Some(f) if f.kind == Kind::Exit => Err(Error::Session(format!(
+            "the session ended at once: {}",
+            f.parse::<Exit>()
+                .ok()
+                .and_then(|e| e.reason)
+                .unwrap_or_default()
+        ))),
+        _ => Err(Error::Session("the session did not start".into())),
+    }
+}
+
+async fn next_frame(ws: &mut Socket) -> Option<Frame> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Binary(b)) => return Frame::decode(&b).ok(),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// What ended a session, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// The process's exit code, when it exited by itself.
+    pub code: Option<i64>,
+    /// Why it ended otherwise.
+    pub reason: Option<String>,
+}
+
+/// Carries a session: `input` to the process (with `resize` frames from `resizes`), its output
+/// to `stdout`/`stderr`, each written before credit goes back.
+pub async fn pump(
+    ws: Socket,
+    mut input: impl AsyncRead + Unpin + Send + 'static,
+    mut stdout: impl AsyncWrite + Unpin + Send,
+    mut stderr: impl AsyncWrite + Unpin + Send,
+    mut resizes: mpsc::UnboundedReceiver<(u16, u16)>,
+) -> Ended {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+    let credit = std::sync::Arc::new(Semaphore::new(WINDOW as usize));
+    let reader_credit = credit.clone();
+    let reader_tx = tx.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_CHUNK];
+        loop {
+            let n = match input.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = reader_tx.send(Frame::new(0, Kind::StdinEof, Vec::new()));
+                    break;
+                }
+                Ok(n) => n,
+            };
+            match reader_credit.acquire_many(n as u32).await {
+                Ok(p) => p.forget(),
+                Err(_) => break,
+            }
+            if reader_tx
+                .send(Frame::new(0, Kind::Stdin, buf[..n].to_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let resize_tx = tx.clone();
+    let resizer = tokio::spawn(async move {
+        while let Some((c, r)) = resizes.recv().await {
+            if resize_tx.send(Frame::resize(0, c, r)).is_err() {
+                break;
+            }
+        }
+    });
+    let credit_tx = tx;
+    let writer = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if sink.send(Message::Binary(f.encode().into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut ended = Ended {
+        code: None,
+        reason: Some("the connection to the orchestrator closed".into()),
+    };
+    while let Some(msg) = stream.next().await {
+        let bytes = match msg {
+            Ok(Message::Binary(b)) => b,
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        let Ok(f) = Frame::decode(&bytes) else { break };
+        match f.kind {
+            Kind::Stdout | Kind::Stderr => {
+                let out: &mut (dyn AsyncWrite + Unpin + Send) = if f.kind == Kind::Stdout {
+                    &mut stdout
+                } else {
+                    &mut stderr
+                };
+                if out.write_all(&f.payload).await.is_err() {
+                    let _ = credit_tx.send(Frame::new(
+                        0,
+                        Kind::Close,
+                        b"the client's output closed".to_vec(),
+                    ));
+                    continue;
+                }
+                let _ = out.flush().await;
+                let _ = credit_tx.send(Frame::credit(0, f.payload.len() as u32));
+            }
+            Kind::Credit => {
+                if let Ok(n) = f.credit_value() {
+                    credit.add_permits(n as usize);
+                }
+            }
+            Kind::Exit => {
+                let e: Exit = f.parse().unwrap_or_default();
+                ended = Ended {
+                    code: e.code,
+                    reason: e.reason,
+                };
+                break;
+            }
+            _ => {}
+        }
+    }
+    drop(credit_tx);
+    reader.abort();
+    resizer.abort();
+    credit.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    ended
+}
+
+fn finish(ended: Ended) -> Result<(), Error> {
+    match (ended.code, ended.reason) {
+        (Some(0), _) => Ok(()),
+        (Some(c), _) => Err(Error::Exited(c)),
+        (None, reason) => Err(Error::Session(format!(
+            "the session ended: {}",
+            reason.unwrap_or_else(|| "no reason given".into())
+        ))),
+    }
+}
+
+/// `basho exec`: runs the command and exits with its exit code; stdout and stderr stay apart.
+pub async fn exec(a: ExecArgs) -> Result<(), Error> {
+    let spec = SessionSpec {
+        kind: SessionKind::Exec,
+        argv: a.argv,
+        tty: a.tty,
+        cols: 0,
+        rows: 0,
+        port: 0,
+        break_glass: a.break_glass,
+    };
+    let ws = connect(&a.client, &a.workspace, &spec).await?;
+    let (_keep, resizes) = mpsc::unbounded_channel();
+    let ended = if a.tty {
+        pump(
+            ws,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            tokio::io::stderr(),
+            resizes,
+        )
+        .await
+    } else {
+        // Like `docker exec` without `-i`... but a pipe is worth forwarding.
+        pump(
+            ws,
+            stdin_unless_terminal(),
+            tokio::io::stdout(),
+            tokio::io::stderr(),
+            resizes,
+        )
+        .await
+    };
+    finish(ended)
+}
+
+/// Standard input when it is a pipe or a file; nothing when it is a terminal, so a command that
+/// does not read input never waits for the user.
+fn stdin_unless_terminal() -> Box<dyn AsyncRead + Unpin + Send> {
+    use std::io::IsTerminal as _;
+    if std::io::stdin().is_terminal() {
+        Box::new(tokio::io::empty())
+    } else {
+        Box::new(tokio::io::stdin())
+    }
+}
+
+/// The terminal's size from `stty size`, as `(cols, rows)`.
+fn terminal_size() -> Option<(u16, u16)> {
+    let tty = std::fs::File::open("/dev/tty").ok()?;
+    let out = std::process::Command::new("stty")
+        .arg("size")
+        .stdin(tty)
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout);
+    let mut it = s.split_whitespace();
+    let rows = it.next()?.parse().ok()?;
+    let cols = it.next()?.parse().ok()?;
+    Some((cols, rows))
+}
+
+fn stty(args: &[&str]) -> Option<String> {
+    let tty = std::fs::File::open("/dev/tty").ok()?;
+    let out = std::process::Command::new("stty")
+        .args(args)
+        .stdin(tty)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `basho shell`: a terminal in the workspace. The local terminal is put in raw mode, so keys
+/// (Ctrl-C, Ctrl-Z, Ctrl-D) reach the remote terminal, which turns them into signals; window
+/// size changes follow.
+pub async fn shell(a: ShellArgs) -> Result<(), Error> {
+    use std::io::IsTerminal as _;
+    let (cols, rows) = terminal_size().unwrap_or((80, 24));
+    let spec = SessionSpec {
+        kind: SessionKind::Exec,
+        argv: vec![a.shell.clone(), "-i".into()],
+        tty: true,
+        cols,
+        rows,
+        port: 0,
+        break_glass: a.break_glass,
+    };
+    let ws = connect(&a.client, &a.workspace, &spec).await?;
+    let saved = if std::io::stdin().is_terminal() {
+        let saved = stty(&["-g"]);
+        stty(&["raw", "-echo"]);
+        saved
+    } else {
+        None
+    };
+    let (tx, resizes) = mpsc::unbounded_channel();
+    let _ = tx.send((cols, rows));
+    let winch = tokio::spawn(async move {
+        let Ok(mut sig) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+        else {
+            return;
+        };
+        while sig.recv().await.is_some() {
+            if let Some(size) = terminal_size()
+                && tx.send(size).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let ended = pump(
+        ws,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        tokio::io::stderr(),
+        resizes,
+    )
+    .await;
+    winch.abort();
+    if let Some(saved) = saved {
+        stty(&[&saved]);
+    }
+    finish(ended)
+}
+
+/// Parses `LOCAL:REMOTE`.
+pub fn parse_ports(s: &str) -> Result<(u16, u16), Error> {
+    let bad = || {
+        Error::Usage(format!(
+            "{s:?} is not LOCAL:REMOTE (two port numbers, e.g. 8888:8888)"
+        ))
+    };
+    let (l, r) = s.split_once(':').ok_or_else(bad)?;
+    let l: u16 = l.parse().map_err(|_| bad())?;
+    let r: u16 = r.parse().map_err(|_| bad())?;
+    if r == 0 {
+        return Err(bad());
+    }
+    Ok((l, r))
+}
+
+/// `basho port-forward`: every connection to 127.0.0.1:LOCAL becomes a session that relays it to
+/// 127.0.0.1:REMOTE inside the workspace, until interrupted.
+pub async fn port_forward(a: PortForwardArgs) -> Result<(), Error> {
+    let (local, remote) = parse_ports(&a.ports)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", local))
+        .await
+        .map_err(|e| Error::Session(format!("cannot listen on 127.0.0.1:{local}: {e}")))?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .map_err(|e| Error::Session(e.to_string()))?;
+    println!(
+        "forwarding {addr} -> {}:{remote} (inside the workspace); Ctrl-C ends",
+        a.workspace
+    );
+    let spec = SessionSpec {
+        kind: SessionKind::Forward,
+        argv: Vec::new(),
+        tty: false,
+        cols: 0,
+        rows: 0,
+        port: remote,
+        break_glass: a.break_glass.clone(),
+    };
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let Ok((conn, peer)) = conn else { continue };
+        let client = a.client.clone();
+        let workspace = a.workspace.clone();
+        let spec = spec.clone();
+        tokio::spawn(async move {
+            match connect(&client, &workspace, &spec).await {
+                Ok(ws) => {
+                    let (r, w) = conn.into_split();
+                    let (_keep, resizes) = mpsc::unbounded_channel();
+                    let ended = pump(ws, r, w, tokio::io::sink(), resizes).await;
+                    if let Some(reason) = ended.reason {
+                        eprintln!("connection from {peer} ended: {reason}");
+                    }
+                }
+                Err(e) => eprintln!("connection from {peer}: {e}"),
+            }
+        });
+    }
+}

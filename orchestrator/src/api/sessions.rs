@@ -1,0 +1,333 @@
+//! `GET /v1/workspaces/{id}/session?spec=<json>`: a researcher's interactive session (exec,
+//! shell, port-forward) in their own running workspace, upgraded to a WebSocket and relayed to
+//! the site's agent over its tunnel ([`crate::tunnel`]). Only the owner (a researcher token for
+//! the workspace's `owner`) enters; an admin only with a break-glass reason; the platform never.
+//! Each session is audited when it starts and when it ends (who, workspace, bytes each way, exit
+//! code, why), and ends when the workspace stops running.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::Response;
+use basho_core::State as WsState;
+use basho_core::tunnel::{Exit, Frame, Kind, Open, Refusal, SessionKind, SessionSpec};
+use chrono::Utc;
+use futures::{SinkExt as _, StreamExt as _};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::auth::{Principal, principal};
+use super::{ApiError, ApiResult};
+use crate::Orchestrator;
+use crate::tunnel::SessionLink;
+
+/// How long the agent may take to start a session.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a session checks that its workspace still runs.
+const STATE_CHECK: Duration = Duration::from_secs(1);
+
+/// Any authenticated caller; who may enter is decided per workspace.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<Orchestrator> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, o: &Orchestrator) -> Result<Self, ApiError> {
+        principal(parts, o).await.map(Caller)
+    }
+}
+
+/// The query of a session request.
+#[derive(Debug, Deserialize)]
+pub struct SessionQuery {
+    /// A [`SessionSpec`] as JSON.
+    pub spec: String,
+}
+
+async fn refused(o: &Orchestrator, actor: &str, id: &str, err: ApiError) -> ApiError {
+    o.audit(
+        actor,
+        "session_refused",
+        id,
+        json!({"status": err.status.as_u16(), "code": err.body.error.code}),
+    )
+    .await;
+    err
+}
+
+/// Opens a session; see the module docs.
+pub async fn open(
+    Caller(who): Caller,
+    State(o): State<Orchestrator>,
+    Path(id): Path<String>,
+    Query(q): Query<SessionQuery>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let actor = who.actor();
+    let spec: SessionSpec = serde_json::from_str(&q.spec)
+        .map_err(|e| ApiError::invalid(format!("the session spec does not parse: {e}")))?;
+    let missing = || {
+        ApiError::not_found(format!(
+            "no workspace {id}; list yours with GET /v1/workspaces"
+        ))
+    };
+    let Some(rec) = o.inner().store.workspace(&id).await? else {
+        return Err(refused(&o, &actor, &id, missing()).await);
+    };
+    let ws_ = rec.workspace;
+    let break_glass = match &who {
+        Principal::Researcher(sub) if *sub == ws_.owner => None,
+        // Another researcher's workspace looks missing, so ids cannot be probed.
+        Principal::Researcher(_) => return Err(refused(&o, &actor, &id, missing()).await),
+        Principal::Admin(_) => match spec.break_glass.as_deref().map(str::trim) {
+            Some(reason) if !reason.is_empty() => Some(reason.to_owned()),
+            _ => {
+                let e = ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "break_glass_required",
+                    "an administrator enters a researcher's workspace only with a break-glass \
+                     reason (basho shell --break-glass REASON), which is audited",
+                );
+                return Err(refused(&o, &actor, &id, e).await);
+            }
+        },
+        _ => {
+            let e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only the workspace's owner, with a researcher token, may open a session in it \
+                 (an admin only with --break-glass); the platform never does",
+            );
+            return Err(refused(&o, &actor, &id, e).await);
+        }
+    };
+    if ws_.state != WsState::Running {
+        let e = ApiError::new(
+            StatusCode::CONFLICT,
+            "workspace_not_running",
+            format!(
+                "workspace {id} is {}; sessions open only in a running workspace",
+                ws_.state.as_str()
+            ),
+        );
+        return Err(refused(&o, &actor, &id, e).await);
+    }
+    let open = Open {
+        workspace: id.clone(),
+        spec: spec.clone(),
+        actor: actor.clone(),
+    };
+    let open_json = serde_json::to_vec(&open).expect("serializes");
+    let Some(mut link) = o.inner().tunnels.open(&ws_.site, open_json).await else {
+        let e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "site_unreachable",
+            format!(
+                "site {} has no session tunnel open right now; retry in a moment, or ask the \
+                 site's admin whether its agent runs",
+                ws_.site
+            ),
+        );
+        return Err(refused(&o, &actor, &id, e).await);
+    };
+    let first = tokio::time::timeout(OPEN_TIMEOUT, link.rx.recv()).await;
+    match first {
+        Ok(Some(f)) if f.kind == Kind::Ready => {}
+        Ok(Some(f)) if f.kind == Kind::Refused => {
+            link.ended();
+            let r: Refusal = f.parse().unwrap_or(Refusal {
+                code: "refused".into(),
+                message: "the site refused the session".into(),
+            });
+            let status = match r.code.as_str() {
+                "too_many_sessions" => StatusCode::TOO_MANY_REQUESTS,
+                "unsupported" => StatusCode::NOT_IMPLEMENTED,
+                "not_running" => StatusCode::CONFLICT,
+                "invalid" => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            let e = ApiError::new(status, &r.code, format!("site {}: {}", ws_.site, r.message));
+            return Err(refused(&o, &actor, &id, e).await);
+        }
+        Ok(_) | Err(_) => {
+            let e = ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "site_unreachable",
+                format!("site {} did not start the session; retry", ws_.site),
+            );
+            return Err(refused(&o, &actor, &id, e).await);
+        }
+    }
+    let detail = json!({
+        "session": link.id,
+        "site": ws_.site.as_str(),
+        "owner": ws_.owner,
+        "kind": spec.kind,
+        "argv": spec.argv,
+        "tty": spec.tty,
+        "port": (spec.kind == SessionKind::Forward).then_some(spec.port),
+        "break_glass": break_glass,
+    });
+    let action = if break_glass.is_some() {
+        "session_break_glass"
+    } else {
+        "session_started"
+    };
+    o.audit(&actor, action, &id, detail).await;
+    let meta = Meta {
+        actor,
+        id,
+        kind: spec.kind,
+    };
+    Ok(ws
+        .max_message_size(1 << 20)
+        .on_upgrade(move |socket| relay(o, link, socket, meta)))
+}
+
+struct Meta {
+    actor: String,
+    id: String,
+    kind: SessionKind,
+}
+
+/// Carries frames between the client and the agent until the agent's `Exit`, the client going
+/// away, or the workspace no longer running; then audits the session.
+async fn relay(o: Orchestrator, mut link: SessionLink, socket: WebSocket, meta: Meta) {
+    let started_at = Utc::now();
+    let started = Instant::now();
+    let (mut sink, mut stream) = socket.split();
+    // The client's writes go through their own task: a client that does not read never blocks
+    // this loop (the agent stops at its credit, so the queue stays within one window).
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            let last = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let _ = out_tx.send(Message::Binary(
+        Frame::new(0, Kind::Ready, Vec::new()).encode().into(),
+    ));
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    let mut exit: Option<Exit> = None;
+    let mut why: Option<String> = None;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut check = tokio::time::interval(STATE_CHECK);
+    let tunnel_closed = link.tunnel_closed();
+    let closing = o.inner().closing.clone();
+    loop {
+        let until = deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
+        tokio::select! {
+            f = link.rx.recv() => {
+                let Some(mut f) = f else {
+                    why.get_or_insert_with(|| "the site's tunnel closed".into());
+                    break;
+                };
+                match f.kind {
+                    Kind::Stdout | Kind::Stderr => bytes_out += f.payload.len() as u64,
+                    Kind::Exit => {
+                        link.ended();
+                        exit = f.parse().ok();
+                    }
+                    _ => {}
+                }
+                let last = f.kind == Kind::Exit;
+                f.session = 0;
+                let _ = out_tx.send(Message::Binary(f.encode().into()));
+                if last {
+                    break;
+                }
+            }
+            m = stream.next(), if deadline.is_none() => {
+                let bytes = match m {
+                    Some(Ok(Message::Binary(b))) => b,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        why = Some("the client disconnected".into());
+                        break;
+                    }
+                    Some(Ok(_)) => continue,
+                };
+                let Ok(f) = Frame::decode(&bytes) else {
+                    why = Some("the client sent an undecodable frame".into());
+                    break;
+                };
+                match f.kind {
+                    Kind::Stdin | Kind::StdinEof | Kind::Resize | Kind::Credit | Kind::Close => {
+                        if f.kind == Kind::Stdin {
+                            bytes_in += f.payload.len() as u64;
+                        }
+                        if f.kind == Kind::Close {
+                            deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+                        }
+                        if !link.send(f.kind, f.payload).await {
+                            why = Some("the site's tunnel closed".into());
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ = check.tick(), if deadline.is_none() => {
+                let state = o.inner().store.workspace(&meta.id).await.ok().flatten().map(|r| r.workspace.state);
+                if state != Some(WsState::Running) {
+                    let s = state.map_or("gone", |s| s.as_str());
+                    let reason = format!("the workspace is {s}");
+                    why = Some(reason.clone());
+                    deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+                    if !link.send(Kind::Close, reason.into_bytes()).await {
+                        break;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(until) => break,
+            _ = tunnel_closed.cancelled() => {
+                why.get_or_insert_with(|| "the site's tunnel closed".into());
+                break;
+            }
+            _ = closing.cancelled() => {
+                why.get_or_insert_with(|| "the orchestrator is shutting down".into());
+                break;
+            }
+        }
+    }
+    if exit.is_none() {
+        let e = Exit {
+            code: None,
+            reason: why.clone(),
+        };
+        let _ = out_tx.send(Message::Binary(
+            Frame::json(0, Kind::Exit, &e).encode().into(),
+        ));
+    }
+    let _ = out_tx.send(Message::Close(None));
+    drop(out_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let id = link.id;
+    drop(link);
+    let exit = exit.unwrap_or_default();
+    o.audit(
+        &meta.actor,
+        "session_ended",
+        &meta.id,
+        json!({
+            "session": id,
+            "kind": meta.kind,
+            "started_at": started_at,
+            "ended_at": Utc::now(),
+            "duration_ms": started.elapsed().as_millis() as u64,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "exit_code": exit.code,
+            "reason": exit.reason.or(why),
+        }),
+    )
+    .await;
+}
