@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+use basho_agent::backend::LaunchSpec;
+use basho_agent::backend::conformance::example_spec;
 use basho_agent::config::{LoginNode, Runtime, SlurmConfig};
+use basho_core::Ident;
 
 /// Where `scripts/slurm-up` writes `testbed.env`, unless `BASHO_SLURM_TESTBED` says otherwise.
 pub const DEFAULT_DIR: &str = "/var/lib/basho-slurm-testbed";
@@ -157,4 +160,18 @@ pub fn jobs_ever(workspace: &str) -> usize {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// A spec the docker runtime inside a job can start: `image` (the demo image) and real
+/// directories under `dir`.
+pub fn runnable_spec(dir: &std::path::Path, site: &Ident, image: &str, id: &str) -> LaunchSpec {
+    let mut spec = example_spec(site, id);
+    spec.image = image.to_owned();
+    spec.work_dir = dir.join("work");
+    spec.results_dir = dir.join("results").join(id);
+    spec.workspace_json = dir.join(format!("{id}.json"));
+    std::fs::create_dir_all(&spec.work_dir).unwrap();
+    std::fs::create_dir_all(&spec.results_dir).unwrap();
+    std::fs::write(&spec.workspace_json, "{}").unwrap();
+    spec
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use basho_agent::backend::conformance::{example_spec, run_suite};
+use basho_agent::backend::conformance::run_suite;
 use basho_agent::backend::slurm::SlurmBackend;
 use basho_agent::backend::{Backend, BackendError, LaunchSpec};
 use basho_agent::config::{Runtime, SlurmConfig};
@@ -43,15 +43,7 @@ async fn runnable_spec(dir: &Path, site: &Ident, id: &str) -> LaunchSpec {
     let image = basho_cli::dev::image::ensure_demo_image(&docker)
         .await
         .expect("demo image");
-    let mut spec = example_spec(site, id);
-    spec.image = image;
-    spec.work_dir = dir.join("work");
-    spec.results_dir = dir.join("results").join(id);
-    spec.workspace_json = dir.join(format!("{id}.json"));
-    std::fs::create_dir_all(&spec.work_dir).unwrap();
-    std::fs::create_dir_all(&spec.results_dir).unwrap();
-    std::fs::write(&spec.workspace_json, "{}").unwrap();
-    spec
+    basho_tests::slurm::runnable_spec(dir, site, &image, id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,17 +10,15 @@
 //!
 //!     cargo run --release -p basho-tests --bin basho-bench-slurm -- --samples 10 --burst 50
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use basho_agent::backend::conformance::example_spec;
 use basho_agent::backend::slurm::{SlurmBackend, script};
 use basho_agent::backend::{Backend, LaunchSpec};
 use basho_agent::config::Runtime;
 use basho_core::Ident;
-use basho_tests::slurm::{Testbed, slurm};
+use basho_tests::slurm::{Testbed, runnable_spec as spec, slurm};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -111,18 +109,6 @@ fn plain_sbatch(testbed: &Testbed, script: &str) -> Result<String> {
         .next()
         .unwrap_or_default()
         .to_owned())
-}
-
-fn spec(dir: &Path, site: &Ident, image: &str, id: &str) -> LaunchSpec {
-    let mut spec = example_spec(site, id);
-    spec.image = image.to_owned();
-    spec.work_dir = dir.join("work");
-    spec.results_dir = dir.join("results").join(id);
-    spec.workspace_json = dir.join(format!("{id}.json"));
-    std::fs::create_dir_all(&spec.work_dir).unwrap();
-    std::fs::create_dir_all(&spec.results_dir).unwrap();
-    std::fs::write(&spec.workspace_json, "{}").unwrap();
-    spec
 }
 
 fn summary(name: &str, samples: &mut [Duration]) -> f64 {
