@@ -292,6 +292,11 @@ impl Orchestrator {
         self.inner.replicas.is_leader()
     }
 
+    /// Every change of leadership, as this replica sees it.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.replicas.subscribe()
+    }
+
     /// Starts the expiry loop, the silent-agent sweep and the quota loop on `tracker` (they act
     /// only while this replica leads), and on PostgreSQL leader election and the replica
     /// listener and refresh.

@@ -37,7 +37,7 @@ use crate::store::{PostgresStore, RevocationStore as _, Store as _, StoreError};
 /// How often a follower tries to become the leader.
 pub const LEADER_RETRY: Duration = Duration::from_secs(2);
 /// How often the leader checks that its lock connection still answers.
-pub const LEADER_CHECK: Duration = Duration::from_secs(1);
+pub const LEADER_CHECK: Duration = Duration::from_millis(500);
 /// How often every replica reloads sites, allocations, revisions and revocations.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
 

@@ -176,9 +176,11 @@ pub async fn desired(
             .long_poll_max_s
             .min((limits.agent_silent_s / 2).max(1));
         let wait = Duration::from_secs(q.wait_s.unwrap_or(0).min(cap));
-        if *rx.borrow_and_update() == after && !wait.is_zero() {
+        // Revisions only grow: a replica whose view lags behind what the agent already saw
+        // (another replica answered it) waits too, instead of answering the old state at once.
+        if *rx.borrow_and_update() <= after && !wait.is_zero() {
             tokio::select! {
-                _ = tokio::time::timeout(wait, rx.wait_for(|r| *r != after)) => {}
+                _ = tokio::time::timeout(wait, rx.wait_for(|r| *r > after)) => {}
                 () = inner.closing.cancelled() => {}
             }
         }
