@@ -261,10 +261,13 @@ impl Federation {
 
     /// Creates a workspace and waits until it runs; returns its JSON.
     pub async fn create_running(&self, project: &str, datasets: &[&str]) -> Value {
-        let (status, ws) = self
-            .api
-            .create(&self.create_body(project, "alice", datasets))
-            .await;
+        self.create_and_wait(&self.create_body(project, "alice", datasets))
+            .await
+    }
+
+    /// Creates the workspace `body` asks for, asserting 201, and waits until it runs.
+    pub async fn create_and_wait(&self, body: &Value) -> Value {
+        let (status, ws) = self.api.create(body).await;
         assert_eq!(status, reqwest::StatusCode::CREATED, "create: {ws}");
         let id = ws["id"].as_str().unwrap().to_owned();
         self.api

@@ -145,3 +145,19 @@ pub fn binary(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// `(destination, writable)` of every mount of a container, sorted.
+pub async fn mounts(docker: &Docker, container: &str) -> Vec<(String, bool)> {
+    let c = docker
+        .inspect_container(container, None)
+        .await
+        .expect("inspect");
+    let mut out: Vec<(String, bool)> = c
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| (m.destination.unwrap_or_default(), m.rw.unwrap_or(true)))
+        .collect();
+    out.sort();
+    out
+}

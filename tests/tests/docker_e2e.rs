@@ -78,13 +78,7 @@ async fn workspace_for_two_datasets_runs_isolated_at_the_site_holding_them() {
     assert!(env.contains(&"BASHO_PROJECT=P-0001".to_string()));
     assert!(env.contains(&"BASHO_DATASETS=JGAD000101,JGAD000102".to_string()));
 
-    let mut mounts: Vec<(String, bool)> = c
-        .mounts
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| (m.destination.unwrap_or_default(), m.rw.unwrap_or(true)))
-        .collect();
-    mounts.sort();
+    let mounts = basho_tests::mounts(&fed.docker, &containers[0]).await;
     assert_eq!(
         mounts,
         vec![

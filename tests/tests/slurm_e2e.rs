@@ -112,13 +112,7 @@ async fn a_slurm_workspace_runs_isolated_with_only_its_datasets_and_ends_with_sc
     assert_eq!(host.memory, Some(128 * 1024 * 1024));
     let user = c.config.as_ref().and_then(|c| c.user.clone()).unwrap();
     assert_eq!(user, "65534:65534");
-    let mut mounts: Vec<(String, bool)> = c
-        .mounts
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| (m.destination.unwrap_or_default(), m.rw.unwrap_or(true)))
-        .collect();
-    mounts.sort();
+    let mounts = basho_tests::mounts(&fed.docker, &cid).await;
     assert_eq!(
         mounts,
         vec![

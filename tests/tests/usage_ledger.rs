@@ -128,13 +128,8 @@ async fn docker_metering_matches_the_cgroup_and_the_wall_clock() {
         let mut body = fed.create_body("P-METER", "alice", &["JGAD000101"]);
         body["template"] = template.into();
         body["resources"] = serde_json::json!({"cpus": 1, "memory_mib": 128, "gpus": 0});
-        let (status, ws) = fed.api.create(&body).await;
-        assert_eq!(status, StatusCode::CREATED, "{ws}");
-        let id = ws["id"].as_str().unwrap().to_owned();
-        fed.api
-            .wait_state(&id, "running", Duration::from_secs(60))
-            .await;
-        ids.push(id);
+        let ws = fed.create_and_wait(&body).await;
+        ids.push(ws["id"].as_str().unwrap().to_owned());
     }
     let containers: Vec<String> = {
         let mut v = Vec::new();
@@ -276,12 +271,8 @@ async fn usage_is_exactly_once_across_killed_agents_and_orchestrators() {
     fed.wait_registered("tohoku").await;
     let mut body = fed.create_body("P-ONCE", "alice", &["JGAD000101"]);
     body["resources"] = serde_json::json!({"cpus": 2, "memory_mib": 128, "gpus": 0});
-    let (status, ws) = fed.api.create(&body).await;
-    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    let ws = fed.create_and_wait(&body).await;
     let id = ws["id"].as_str().unwrap().to_owned();
-    fed.api
-        .wait_state(&id, "running", Duration::from_secs(60))
-        .await;
     let container = fed.containers(&id).await.remove(0);
     let start = started_at(&fed, &container).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -428,12 +419,8 @@ async fn a_quota_refuses_warns_at_80_percent_and_stops_at_100() {
     let mut body = fed.create_body("P-QUOTA", "alice", &["JGAD000101"]);
     body["duration_s"] = 600.into();
     body["resources"] = serde_json::json!({"cpus": 1, "memory_mib": 128, "gpus": 0});
-    let (status, ws) = fed.api.create(&body).await;
-    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    let ws = fed.create_and_wait(&body).await;
     let id = ws["id"].as_str().unwrap().to_owned();
-    fed.api
-        .wait_state(&id, "running", Duration::from_secs(60))
-        .await;
     // The budget is cut below what the running workspace will use: 14.4 core-seconds.
     quota(0.004).await;
     let mut again = fed.create_body("P-QUOTA", "alice", &["JGAD000101"]);
