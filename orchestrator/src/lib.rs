@@ -211,6 +211,8 @@ impl Orchestrator {
             }
             None => None,
         };
+        let metrics = Metrics::new();
+        metrics.leader.set(i64::from(replicas.is_leader()));
         Ok(Orchestrator {
             inner: Arc::new(Inner {
                 config,
@@ -218,7 +220,7 @@ impl Orchestrator {
                 templates,
                 issuers,
                 sites,
-                metrics: Metrics::new(),
+                metrics,
                 auth,
                 audit: audit::AuditWriter::default(),
                 closing: CancellationToken::new(),
@@ -264,8 +266,14 @@ impl Orchestrator {
             match self.inner.tls.clone() {
                 Some(acceptor) => Box::pin(tls::serve(listener, self.router(), acceptor, signal)),
                 None => Box::pin(
-                    axum::serve(listener, self.router())
-                        .with_graceful_shutdown(signal)
+                    // No Nagle delay: a session's keystrokes and echoes are single small frames.
+                    axum::serve(
+                        axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        }),
+                        self.router(),
+                    )
+                    .with_graceful_shutdown(signal)
                         .into_future(),
                 ),
             };

@@ -104,6 +104,7 @@ pub(crate) async fn serve(
                 }
             },
         };
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();

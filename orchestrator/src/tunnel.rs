@@ -127,6 +127,15 @@ impl Tunnels {
 }
 
 /// `GET /v1/agent/tunnel`: the agent's session tunnel (a WebSocket).
+#[utoipa::path(
+    get, path = "/v1/agent/tunnel", operation_id = "agentTunnel", tag = "agent",
+    responses(
+        (status = 101, description = "A WebSocket carrying every session of the site as binary frames tagged with a session id"),
+        (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
+        (status = 403, description = "Not an agent token", body = basho_core::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn accept(
     AgentSite(site): AgentSite,
     State(o): State<Orchestrator>,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{ApiError, agent, audit, revocations, sites, tokens, usage, workspaces};
+use super::{ApiError, agent, audit, revocations, sessions, sites, tokens, usage, workspaces};
 use crate::Orchestrator;
 use crate::metrics::{SiteLabels, SiteStateLabels};
 use basho_core::audit::AuditEntry;
@@ -52,7 +52,8 @@ impl Modify for BearerAuth {
         workspaces::create, workspaces::list, workspaces::show, workspaces::delete,
         sites::list,
         revocations::revoke,
-        agent::register, agent::desired, agent::observations,
+        agent::register, agent::desired, agent::observations, crate::tunnel::accept,
+        sessions::open,
         audit::list,
         tokens::create, tokens::list, tokens::revoke,
         usage::ingest, usage::report, usage::set_quota, usage::get_quota,
@@ -74,6 +75,7 @@ impl Modify for BearerAuth {
         (name = "workspaces", description = "Workspaces (platform or admin token; a researcher's token reads that researcher's own)"),
         (name = "sites", description = "Sites (platform or admin token)"),
         (name = "revocations", description = "Revocations (platform or admin token)"),
+        (name = "sessions", description = "Interactive sessions in a running workspace (its owner's researcher token; an admin with a break-glass reason)"),
         (name = "agent", description = "The site agents' protocol (agent token of that site)"),
         (name = "audit", description = "The hash-chained audit log (auditor or admin token)"),
         (name = "tokens", description = "Stored API tokens (admin token)"),

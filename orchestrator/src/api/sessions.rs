@@ -24,6 +24,7 @@ use super::auth::{Principal, principal};
 use super::{ApiError, ApiResult};
 use crate::Orchestrator;
 use crate::tunnel::SessionLink;
+use basho_core::ErrorBody;
 
 /// How long the agent may take to start a session.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -60,6 +61,24 @@ async fn refused(o: &Orchestrator, actor: &str, id: &str, err: ApiError) -> ApiE
 }
 
 /// Opens a session; see the module docs.
+#[utoipa::path(
+    get, path = "/v1/workspaces/{id}/session", operation_id = "openSession", tag = "sessions",
+    params(
+        ("id" = String, Path, description = "Workspace id (`ws-...`)"),
+        ("spec" = String, Query, description = "What to run, as JSON: `{\"kind\": \"exec\"|\"forward\", \"argv\": [..], \"tty\", \"cols\", \"rows\", \"port\", \"break_glass\"}`"),
+    ),
+    responses(
+        (status = 101, description = "A WebSocket carrying the session's binary frames (docs/architecture.md, \"Researchers get in\")"),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Not the owner's researcher token (`forbidden`), or an admin without a break-glass reason (`break_glass_required`)", body = ErrorBody),
+        (status = 404, description = "No such workspace (or another researcher's)", body = ErrorBody),
+        (status = 409, description = "The workspace is not running", body = ErrorBody),
+        (status = 429, description = "The site's limit of sessions per workspace is reached", body = ErrorBody),
+        (status = 501, description = "The site's backend has no sessions yet", body = ErrorBody),
+        (status = 503, description = "The site's agent holds no tunnel now", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn open(
     Caller(who): Caller,
     State(o): State<Orchestrator>,

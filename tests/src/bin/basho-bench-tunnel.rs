@@ -1,0 +1,228 @@
+//! basho-bench-tunnel: what the session tunnel costs, on real Docker through an in-process
+//! federation (orchestrator + three Docker agents on loopback): a keystroke's round trip through
+//! a terminal session, `basho exec cat` throughput of a 100 MiB file, and the agent's
+//! create-to-running latency with and without 20 busy sessions on the same site.
+//!
+//!     cargo run --release -p basho-tests --bin basho-bench-tunnel -- [--keystrokes 500]
+//!         [--mib 100] [--busy 20] [--creates 5]
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use basho_cli::args::ClientArgs;
+use basho_cli::output::Output;
+use basho_cli::session::connect;
+use basho_core::tunnel::{Frame, Kind, SessionKind, SessionSpec};
+use basho_orchestrator::store::Role;
+use basho_orchestrator::tokens::{NewToken, create, open_store};
+use basho_tests::federation::Federation;
+use clap::Parser;
+use futures::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser)]
+struct Args {
+    /// Keystrokes timed.
+    #[arg(long, default_value_t = 500)]
+    keystrokes: usize,
+    /// Size of the file `basho exec cat` reads, MiB.
+    #[arg(long, default_value_t = 100)]
+    mib: u64,
+    /// Busy sessions during the control-loop run.
+    #[arg(long, default_value_t = 20)]
+    busy: usize,
+    /// Workspaces created per control-loop run.
+    #[arg(long, default_value_t = 5)]
+    creates: usize,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn spec(argv: &[&str], tty: bool) -> SessionSpec {
+    SessionSpec {
+        kind: SessionKind::Exec,
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        tty,
+        cols: 80,
+        rows: 24,
+        port: 0,
+        break_glass: None,
+    }
+}
+
+async fn create_to_running(fed: &Federation, n: usize, tag: &str) -> Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let body = fed.create_body(&format!("P-{tag}-{i}"), "bob", &["JGAD000102"]);
+        let started = Instant::now();
+        let (s, ws) = fed.api.create(&body).await;
+        if !s.is_success() {
+            bail!("create: {ws}");
+        }
+        let id = ws["id"].as_str().context("id")?.to_owned();
+        fed.api
+            .wait_state(&id, "running", Duration::from_secs(120))
+            .await;
+        out.push(started.elapsed().as_secs_f64() * 1000.0);
+        fed.api.delete(&id).await;
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let busy = args.busy;
+    let Some(fed) = Federation::start_with(move |_, c| {
+        c.sessions.max_per_workspace = busy + 4;
+        c.capacity.cpus = 64;
+        c.capacity.memory_mib = 65536;
+    })
+    .await
+    else {
+        bail!("no Docker engine");
+    };
+    let ws = fed.create_running("P-BENCH", &["JGAD000101"]).await;
+    let id = ws["id"].as_str().context("id")?.to_owned();
+    let config = fed.dir.path().join("orchestrator-bench.toml");
+    std::fs::write(&config, toml::to_string(fed.config())?)?;
+    let store = open_store(&config).await?;
+    let new = NewToken {
+        role: Role::Researcher,
+        subject: Some("alice".into()),
+        site: None,
+        name: None,
+    };
+    let token = create(&*store, new, "bench").await?.1;
+    let client = ClientArgs {
+        addr: fed.api.base.clone(),
+        token: Some(token.clone()),
+        ca_file: None,
+        output: Output::Table,
+    };
+
+    // A keystroke's round trip: one byte into a terminal running `cat`, until its echo returns.
+    let mut ws_ = connect(&client, &id, &spec(&["cat"], true)).await?;
+    let mut rtts = Vec::with_capacity(args.keystrokes);
+    for i in 0..args.keystrokes {
+        let key = [b'a' + (i % 26) as u8];
+        let started = Instant::now();
+        ws_.send(Message::Binary(
+            Frame::new(0, Kind::Stdin, key.to_vec()).encode().into(),
+        ))
+        .await?;
+        loop {
+            let Some(Ok(Message::Binary(b))) = ws_.next().await else {
+                bail!("session ended")
+            };
+            let f = Frame::decode(&b)?;
+            if f.kind == Kind::Stdout && f.payload.contains(&key[0]) {
+                ws_.send(Message::Binary(
+                    Frame::credit(0, f.payload.len() as u32).encode().into(),
+                ))
+                .await?;
+                break;
+            }
+        }
+        rtts.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(ws_);
+    rtts.sort_by(f64::total_cmp);
+    println!(
+        "keystroke round trip (tty, cat echo), {} keys: p50 {:.2} ms, p99 {:.2} ms",
+        rtts.len(),
+        pct(&rtts, 0.5),
+        pct(&rtts, 0.99)
+    );
+
+    // `basho exec cat` of a large file, output to /dev/null.
+    let container = fed
+        .containers(&id)
+        .await
+        .into_iter()
+        .next()
+        .context("container")?;
+    let make = format!("head -c {} /dev/zero > /work/bench.bin", args.mib << 20);
+    let (code, out) = basho_tests::exec(&fed.docker, &container, &["sh", "-c", &make]).await;
+    if code != 0 {
+        bail!("making the file: {out}");
+    }
+    let started = Instant::now();
+    let status = std::process::Command::new(basho_tests::binary("basho"))
+        .args(["exec", &id, "--", "cat", "/work/bench.bin"])
+        .env("BASHO_ADDR", &fed.api.base)
+        .env("BASHO_TOKEN", &token)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    let secs = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("basho exec cat failed: {status}");
+    }
+    println!(
+        "basho exec cat of {} MiB: {:.2} s, {:.0} MiB/s",
+        args.mib,
+        secs,
+        args.mib as f64 / secs
+    );
+
+    // The control loop with and without busy sessions on the same site.
+    let idle = create_to_running(&fed, args.creates, "idle").await?;
+    let mut tasks = Vec::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    for _ in 0..args.busy {
+        let mut s = connect(&client, &id, &spec(&["cat", "/dev/zero"], false)).await?;
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut bytes = 0u64;
+            loop {
+                let m = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = s.next() => m,
+                };
+                let Some(Ok(Message::Binary(b))) = m else {
+                    break;
+                };
+                let Ok(f) = Frame::decode(&b) else { break };
+                if f.kind == Kind::Stdout {
+                    bytes += f.payload.len() as u64;
+                    let c = Frame::credit(0, f.payload.len() as u32);
+                    if s.send(Message::Binary(c.encode().into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            let _ = s.close(None).await;
+            bytes
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t0 = Instant::now();
+    let loaded = create_to_running(&fed, args.creates, "busy").await?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    stop.cancel();
+    let mut moved = 0u64;
+    for t in tasks {
+        moved += t.await.unwrap_or(0);
+    }
+    println!(
+        "create->running on the same site, {} creates: idle p50 {:.0} ms (max {:.0}); with {} busy \
+         sessions p50 {:.0} ms (max {:.0}); the busy sessions moved {:.0} MiB/s in total",
+        args.creates,
+        pct(&idle, 0.5),
+        idle[idle.len() - 1],
+        args.busy,
+        pct(&loaded, 0.5),
+        loaded[loaded.len() - 1],
+        moved as f64 / (1 << 20) as f64 / elapsed.max(0.001)
+    );
+    println!(
+        "command: cargo run --release -p basho-tests --bin basho-bench-tunnel -- --keystrokes {} \
+         --mib {} --busy {} --creates {}",
+        args.keystrokes, args.mib, args.busy, args.creates
+    );
+    fed.shutdown().await;
+    Ok(())
+}
