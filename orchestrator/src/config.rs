@@ -16,7 +16,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory for the SQLite database (`basho.db`).
     pub data_dir: PathBuf,
-    /// Store URL; `sqlite::memory:` for tests. Defaults to the file under `data_dir`.
+    /// Store URL: `postgres://…` selects the PostgreSQL store (several replicas may share it);
+    /// anything else is SQLite (`sqlite::memory:` for tests). Defaults to the file under
+    /// `data_dir`.
     #[serde(default)]
     pub database: Option<String>,
     /// Directory of workspace templates (`<name>.toml`).
