@@ -191,7 +191,12 @@ async fn hold(conn: &mut PgConnection, shutdown: &CancellationToken) -> Option<s
         match check {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Some(e),
-            Err(_) => return Some(sqlx::Error::PoolTimedOut),
+            Err(_) => {
+                return Some(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the leader lock's connection did not answer",
+                )));
+            }
         }
     }
 }

@@ -348,4 +348,85 @@ mod tests {
         assert_eq!(cache.touch(&site, later), Touch::Noted);
         assert_eq!(cache.last_contacts(), vec![(site.clone(), later)]);
     }
+
+    fn reg(site: &str, cpus: u32) -> Registration {
+        Registration {
+            site: Ident::parse(site).unwrap(),
+            backend: "fake".into(),
+            version: "0".into(),
+            datasets: vec![],
+            capacity: Capacity {
+                cpus,
+                memory_mib: 4096,
+                gpus: 0,
+            },
+            images: vec![],
+        }
+    }
+
+    #[test]
+    fn a_refresh_takes_in_what_other_replicas_wrote() {
+        let t0 = Utc::now();
+        let tohoku = Ident::parse("tohoku").unwrap();
+        let cache = SiteCache::default();
+        cache.register(&reg("tohoku", 8), t0);
+        let mut rx = cache.subscribe(&tohoku).unwrap();
+        let later = t0 + chrono::TimeDelta::seconds(30);
+        let stored = vec![
+            // Registered again elsewhere, with more cores, but heard from earlier than here.
+            SiteRecord {
+                registration: reg("tohoku", 16),
+                last_contact: t0 - chrono::TimeDelta::seconds(30),
+            },
+            // Registered only through another replica.
+            SiteRecord {
+                registration: reg("ncbn", 4),
+                last_contact: later,
+            },
+        ];
+        let running = StateCount {
+            count: 2,
+            cpus: 3,
+            memory_mib: 1024,
+            gpus: 0,
+        };
+        let ended = StateCount {
+            count: 5,
+            cpus: 5,
+            memory_mib: 5,
+            gpus: 0,
+        };
+        cache.refresh(
+            stored,
+            &[
+                (tohoku.clone(), State::Running, running),
+                (tohoku.clone(), State::Expired, ended),
+            ],
+        );
+        let list = cache.list();
+        assert_eq!(list.len(), 2);
+        let t = list.iter().find(|s| s.name == tohoku).unwrap();
+        assert_eq!(t.capacity.cpus, 16);
+        assert_eq!(
+            (t.allocated.cpus, t.workspaces),
+            (3, 2),
+            "only live workspaces hold compute"
+        );
+        assert_eq!(t.last_contact, t0, "last contact never moves back");
+        let n = list.iter().find(|s| s.name.as_str() == "ncbn").unwrap();
+        assert_eq!(n.last_contact, later);
+        // Revisions: a refresh leaves them alone; publish_all reaches every site.
+        assert!(!rx.has_changed().unwrap());
+        cache.publish_all(7);
+        assert_eq!(*rx.borrow_and_update(), 7);
+        assert_eq!(
+            *cache
+                .subscribe(&Ident::parse("ncbn").unwrap())
+                .unwrap()
+                .borrow(),
+            7
+        );
+        cache.publish_all(3);
+        assert_eq!(*rx.borrow(), 7, "revisions never go back");
+    }
 }
