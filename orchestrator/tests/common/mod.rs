@@ -1,5 +1,7 @@
 //! Fixtures for the API tests: an orchestrator on in-memory SQLite behind its real router, a
 //! visa issuer it trusts, agent tokens for the demo sites, and helpers to call the API.
+//! With `BASHO_TEST_STORE=postgres` the same tests run on a fresh PostgreSQL database each (the
+//! server `scripts/postgres-up` starts).
 
 #![allow(dead_code)]
 
@@ -35,6 +37,7 @@ pub struct Harness {
     pub issuer: Issuer,
     pub config: Config,
     _dir: tempfile::TempDir,
+    _db: Option<basho_orchestrator::store::postgres::testdb::TestDatabase>,
 }
 
 /// A test config: repository templates, one trusted issuer (its JWKS in `dir`), demo agents.
@@ -70,6 +73,15 @@ impl Harness {
         let issuer = Issuer::generate(ISSUER).with_rsa();
         let mut config = config(dir.path(), &issuer);
         edit(&mut config);
+        // Tests that chose their own store keep it.
+        let db = match std::env::var("BASHO_TEST_STORE").as_deref() {
+            Ok("postgres") if config.database.as_deref() == Some("sqlite::memory:") => {
+                let db = basho_orchestrator::store::postgres::testdb::TestDatabase::create().await;
+                config.database = Some(db.url.clone());
+                Some(db)
+            }
+            _ => None,
+        };
         let orchestrator = Orchestrator::open(config.clone()).await.unwrap();
         Self {
             router: orchestrator.router(),
@@ -77,6 +89,7 @@ impl Harness {
             issuer,
             config,
             _dir: dir,
+            _db: db,
         }
     }
 
