@@ -23,8 +23,9 @@ pub mod journal;
 
 use journal::{Journal, JournalError, Mark};
 
-/// Most records in one request.
-pub const MAX_BATCH: usize = 1_000;
+/// Most records in one request: about 400 bytes each, well within the orchestrator's default
+/// body limit (256 KiB).
+pub const MAX_BATCH: usize = 200;
 const GIB: f64 = (1u64 << 30) as f64;
 
 /// `[metering]` in the site config.
@@ -376,6 +377,24 @@ mod tests {
         assert_eq!((r.from, r.used_cpu_seconds), (at(18), 2.0));
         // A sample at the mark's own time is an empty interval.
         assert!(interval("w", &meta(1, 0), Some(prev), sample(15.0, 1, 0), at(10)).is_none());
+    }
+
+    #[test]
+    fn a_full_delivery_fits_the_orchestrators_default_body_limit() {
+        let (r, _) = interval(
+            "ws-01a22e5a-b7e7-77f3-bb27-cb3014987472",
+            &meta(64, 8),
+            None,
+            sample(123_456.789_012, u64::MAX / 3, 0),
+            at(86_400),
+        )
+        .unwrap();
+        let batch = UsageBatch {
+            site: Ident::parse("a-site-with-a-rather-long-name-0001").unwrap(),
+            records: vec![UsageRecord { seq: u64::MAX, ..r }; MAX_BATCH],
+        };
+        let bytes = serde_json::to_vec(&batch).unwrap().len();
+        assert!(bytes < 256 * 1024 / 2, "{bytes} bytes");
     }
 
     #[test]

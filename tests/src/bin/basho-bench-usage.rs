@@ -32,8 +32,8 @@ struct Args {
     /// Records posted for the ingestion rate.
     #[arg(long, default_value_t = 50_000)]
     records: usize,
-    /// Records per request.
-    #[arg(long, default_value_t = 1_000)]
+    /// Records per request (the agent sends at most 200).
+    #[arg(long, default_value_t = 200)]
     batch: usize,
 }
 
