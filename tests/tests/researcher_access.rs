@@ -319,6 +319,58 @@ async fn sessions_end_with_revocation_and_leave_no_process() {
     })
     .await;
 
+    // A client that never reads its output stalls only its own session.
+    let mut cmd = basho(&fed, &alice);
+    cmd.args(["exec", &id, "--", "cat", "/dev/zero"])
+        .stdout(Stdio::piped());
+    let mut hog = cmd.spawn().unwrap();
+    wait_for("the unread session", Duration::from_secs(20), || async {
+        ps(&fed, &c).await.contains("cat /dev/zero").then_some(())
+    })
+    .await;
+    let mut cmd = basho(&fed, &alice);
+    cmd.args(["exec", &id, "--", "echo", "still-here"]);
+    let out = run(cmd).await;
+    assert_eq!(text(&out.stdout), "still-here\n");
+    tokio::time::timeout(Duration::from_secs(10), hog.kill())
+        .await
+        .expect("kill within 10 s")
+        .unwrap();
+    wait_for(
+        "the unread session's process gone",
+        Duration::from_secs(20),
+        || async { (!ps(&fed, &c).await.contains("cat /dev/zero")).then_some(()) },
+    )
+    .await;
+
+    // An agent that stops mid-session ends it, process included; once back, sessions work.
+    let mut cmd = basho(&fed, &alice);
+    cmd.args(["exec", &id, "--", "sleep", "777"]);
+    let mut held = cmd.spawn().unwrap();
+    wait_for("the session", Duration::from_secs(20), || async {
+        ps(&fed, &c).await.contains("sleep 777").then_some(())
+    })
+    .await;
+    let mut fed = fed;
+    fed.stop_agent("tohoku").await;
+    let status = tokio::time::timeout(Duration::from_secs(30), held.wait())
+        .await
+        .expect("the session ends with its agent")
+        .unwrap();
+    assert_eq!(status.code(), Some(255));
+    assert!(!ps(&fed, &c).await.contains("sleep 777"));
+    fed.start_agent("tohoku").await;
+    wait_for(
+        "sessions after the agent's restart",
+        Duration::from_secs(30),
+        || async {
+            let mut cmd = basho(&fed, &alice);
+            cmd.args(["exec", &id, "--", "true"]);
+            run(cmd).await.status.success().then_some(())
+        },
+    )
+    .await;
+
     // The per-workspace limit.
     let mut held = Vec::new();
     for _ in 0..3 {

@@ -102,7 +102,7 @@ impl Session {
         // Stdin bytes received and not yet written: never more than the credit granted.
         let pending = Arc::new(AtomicI64::new(0));
         let (in_tx, in_rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
-        let writer = tokio::spawn(write_input(
+        let mut writer = tokio::spawn(write_input(
             id,
             io.input,
             in_rx,
@@ -178,7 +178,12 @@ impl Session {
                 Exit { code, reason: None }
             }
             Some(reason) => {
+                // Close the exec's stream before killing: the engine finishes an exec only once
+                // its output is delivered, and a kill exec waits behind that on the same container.
                 pump.abort();
+                writer.abort();
+                let _ = (&mut pump).await;
+                let _ = (&mut writer).await;
                 if let Err(e) = control.kill().await {
                     info!(error = %e, "could not end the session's processes");
                 }

@@ -183,7 +183,13 @@ impl DockerExec {
             .await
             .map_err(|e| unavailable("start an exec", e))?
         {
-            while output.next().await.is_some() {}
+            let drain = async { while output.next().await.is_some() {} };
+            if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+                .await
+                .is_err()
+            {
+                warn!(exec = %id, "an exec that ends a session did not finish within 10 s");
+            }
         }
         Ok(())
     }
