@@ -259,3 +259,67 @@ async fn write_input(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use basho_core::Ident;
+    use basho_core::tunnel::SessionSpec;
+
+    use super::*;
+    use crate::backend::fake::FakeBackend;
+
+    fn open(kind: SessionKind, argv: &[&str], port: u16) -> Open {
+        Open {
+            workspace: "ws-1".into(),
+            spec: SessionSpec {
+                kind,
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+                tty: false,
+                cols: 0,
+                rows: 0,
+                port,
+                break_glass: None,
+            },
+            actor: "researcher:alice".into(),
+        }
+    }
+
+    #[test]
+    fn a_forward_is_a_loopback_relay_and_argv_passes_unchanged() {
+        let r = request(&open(SessionKind::Forward, &[], 8888)).unwrap();
+        assert_eq!(r.argv, ["nc", "127.0.0.1", "8888"]);
+        let hostile = ["sh", "-c", "$(id); rm -rf /"];
+        let r = request(&open(SessionKind::Exec, &hostile, 0)).unwrap();
+        assert_eq!(r.argv, hostile);
+        assert!(request(&open(SessionKind::Exec, &[], 0)).is_err());
+        assert!(request(&open(SessionKind::Forward, &[], 0)).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_backend_without_sessions_refuses_clearly() {
+        let backend: Arc<dyn Backend> = Arc::new(FakeBackend::new(
+            Ident::parse("sim").unwrap(),
+            Duration::ZERO,
+            0.0,
+        ));
+        let (tx, mut rx) = mpsc::channel(8);
+        let (_in_tx, in_rx) = mpsc::unbounded_channel();
+        Session {
+            id: 7,
+            open: open(SessionKind::Exec, &["id"], 0),
+            backend,
+            tx,
+            limits: SessionsConfig::default(),
+            cancel: CancellationToken::new(),
+        }
+        .run(in_rx)
+        .await;
+        let f = rx.recv().await.unwrap();
+        assert_eq!((f.session, f.kind), (7, Kind::Refused));
+        let r: Refusal = f.parse().unwrap();
+        assert_eq!(r.code, "unsupported");
+        assert!(r.message.contains("fake backend"), "{}", r.message);
+    }
+}
