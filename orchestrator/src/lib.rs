@@ -274,7 +274,7 @@ impl Orchestrator {
                         self.router(),
                     )
                     .with_graceful_shutdown(signal)
-                        .into_future(),
+                    .into_future(),
                 ),
             };
         // Draining is bounded: a client holding a connection open cannot stall shutdown.

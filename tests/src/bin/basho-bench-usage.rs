@@ -82,9 +82,15 @@ async fn measure(fed: &Federation, interval_s: u64, window: Duration) -> Result<
     // Registration, re-adoption of every container and the first samples.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let dockerd = dockerd_pid();
-    let (a0, d0) = (cpu_seconds(child.id())?, dockerd.map(cpu_seconds).transpose()?);
+    let (a0, d0) = (
+        cpu_seconds(child.id())?,
+        dockerd.map(cpu_seconds).transpose()?,
+    );
     tokio::time::sleep(window).await;
-    let (a1, d1) = (cpu_seconds(child.id())?, dockerd.map(cpu_seconds).transpose()?);
+    let (a1, d1) = (
+        cpu_seconds(child.id())?,
+        dockerd.map(cpu_seconds).transpose()?,
+    );
     let _ = child.kill();
     let _ = child.wait();
     Ok((a1 - a0, d1.zip(d0).map_or(0.0, |(b, a)| b - a)))
