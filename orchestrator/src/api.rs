@@ -77,6 +77,17 @@ impl From<StoreError> for ApiError {
                      request; use a fresh key for a new request, or resend the original body"
                 ),
             ),
+            StoreError::Database(e) if store_unavailable(&e) => {
+                // The transaction rolled back: nothing of the request was written.
+                tracing::warn!(error = %e, "store unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the orchestrator's database is busy, locked or out of space, and nothing of \
+                     this request was written; retry shortly (with the same Idempotency-Key for a \
+                     create), and tell the operator if it persists",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::new(
@@ -86,6 +97,26 @@ impl From<StoreError> for ApiError {
                 )
             }
         }
+    }
+}
+
+/// A database that is busy, locked, full or unreachable: the request may succeed later.
+fn store_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            let msg = db.message();
+            // SQLite: BUSY (5), LOCKED (6), IOERR (10), FULL (13) and their extended codes.
+            let sqlite = code
+                .parse::<i64>()
+                .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13));
+            // PostgreSQL: connection exceptions, insufficient resources, operator intervention.
+            let postgres =
+                code.starts_with("08") || code.starts_with("53") || code.starts_with("57P");
+            sqlite || postgres || msg.contains("database is locked") || msg.contains("disk is full")
+        }
+        _ => false,
     }
 }
 
