@@ -28,6 +28,47 @@ pub struct Ingested {
     pub rejected: usize,
 }
 
+impl Ingested {
+    /// Records one newly stored record: counted against `project` (the one the orchestrator
+    /// holds for its workspace), or rejected when its workspace is not the sending site's.
+    pub fn stored(
+        &mut self,
+        r: &UsageRecord,
+        project: &str,
+        counted: bool,
+    ) -> Result<(), StoreError> {
+        if !counted {
+            self.rejected += 1;
+            return Ok(());
+        }
+        let mut rec = r.clone();
+        rec.project = Ident::parse(project).map_err(|e| StoreError::Corrupt {
+            what: "workspaces.project",
+            message: e.to_string(),
+        })?;
+        self.new.push(rec);
+        Ok(())
+    }
+}
+
+/// A figure as stored: finite and not negative, whatever an agent sent.
+pub fn finite(x: f64) -> f64 {
+    if x.is_finite() { x.max(0.0) } else { 0.0 }
+}
+
+/// The highest seq with no gap below it: `acked`, advanced through `later` (ascending seqs
+/// stored above `acked`) for as long as they follow one another.
+pub fn contiguous_through(acked: i64, later: &[i64]) -> i64 {
+    let mut through = acked;
+    for &seq in later {
+        if seq != through + 1 {
+            break;
+        }
+        through = seq;
+    }
+    through
+}
+
 /// A project's budget; `None` is no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -76,4 +117,20 @@ pub trait UsageStore: Send + Sync + 'static {
 
     /// Every quota.
     async fn quotas(&self) -> Result<Vec<(Ident, Quota)>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgement_stops_at_the_first_gap() {
+        assert_eq!(contiguous_through(0, &[]), 0);
+        assert_eq!(contiguous_through(0, &[1, 2, 3]), 3);
+        assert_eq!(contiguous_through(2, &[3, 5, 6]), 3);
+        assert_eq!(contiguous_through(4, &[6]), 4);
+        assert_eq!(finite(f64::NAN), 0.0);
+        assert_eq!(finite(-1.0), 0.0);
+        assert_eq!(finite(2.5), 2.5);
+    }
 }

@@ -9,7 +9,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
 use super::rows::ident;
-use crate::store::usage::{Ingested, Quota, StoredUsage, UsageStore};
+use crate::store::usage::{Ingested, Quota, StoredUsage, UsageStore, contiguous_through, finite};
 use crate::store::{StoreError, from_millis};
 
 const USAGE_COLUMNS: &str = "site, seq, workspace, project, from_ms, to_ms, \
@@ -35,10 +35,6 @@ fn stored(row: &SqliteRow) -> Result<StoredUsage, StoreError> {
             gpu_seconds: row.try_get("gpu_seconds")?,
         },
     })
-}
-
-fn finite(x: f64) -> f64 {
-    if x.is_finite() { x.max(0.0) } else { 0.0 }
 }
 
 #[async_trait]
@@ -100,16 +96,7 @@ impl UsageStore for SqliteStore {
             if !inserted {
                 continue;
             }
-            if counted {
-                let mut rec = r.clone();
-                rec.project = Ident::parse(&project).map_err(|e| StoreError::Corrupt {
-                    what: "workspaces.project",
-                    message: e.to_string(),
-                })?;
-                out.new.push(rec);
-            } else {
-                out.rejected += 1;
-            }
+            out.stored(r, &project, counted)?;
         }
         let acked: i64 = sqlx::query_scalar("SELECT acked_through FROM usage_acks WHERE site = ?")
             .bind(site.as_str())
@@ -122,13 +109,7 @@ impl UsageStore for SqliteStore {
                 .bind(acked)
                 .fetch_all(&mut *tx)
                 .await?;
-        let mut through = acked;
-        for seq in later {
-            if seq != through + 1 {
-                break;
-            }
-            through = seq;
-        }
+        let through = contiguous_through(acked, &later);
         if through != acked {
             sqlx::query(
                 "INSERT INTO usage_acks (site, acked_through) VALUES (?, ?) \
