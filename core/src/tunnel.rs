@@ -44,6 +44,10 @@ pub enum Kind {
     Credit = 10,
     /// Either way: end the session now (a reason as UTF-8 text).
     Close = 11,
+    /// Towards the process: deliver a signal (its name, e.g. `TERM`, as ASCII; see [`Signal`]).
+    /// An agent that predates this kind closes the tunnel on it, so the orchestrator sends it
+    /// only to agents that announce [`FEATURE_SIGNAL`].
+    Signal = 12,
 }
 
 impl Kind {
@@ -60,6 +64,7 @@ impl Kind {
             9 => Kind::Exit,
             10 => Kind::Credit,
             11 => Kind::Close,
+            12 => Kind::Signal,
             _ => return None,
         })
     }
@@ -170,6 +175,89 @@ impl Frame {
     }
 }
 
+/// A signal a client may forward to a session's process (an exec without a terminal; with one,
+/// Ctrl-C and friends are bytes the terminal turns into signals). Only these are forwarded: the
+/// ones a user's terminal or shell would send to a foreground job, and `KILL` to insist. On the
+/// wire a `Signal` frame carries the name (`TERM`), so no side depends on another's numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    /// `SIGHUP` (1): the terminal went away.
+    Hup,
+    /// `SIGINT` (2): Ctrl-C.
+    Int,
+    /// `SIGQUIT` (3): Ctrl-\\.
+    Quit,
+    /// `SIGKILL` (9): cannot be caught.
+    Kill,
+    /// `SIGUSR1` (10).
+    Usr1,
+    /// `SIGUSR2` (12).
+    Usr2,
+    /// `SIGTERM` (15): please end.
+    Term,
+}
+
+/// A signal name outside [`Signal`]'s allow-list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("signal {0:?} is not forwarded; allowed: HUP, INT, QUIT, KILL, USR1, USR2, TERM")]
+pub struct UnknownSignal(pub String);
+
+impl Signal {
+    /// Every forwardable signal.
+    pub const ALL: [Signal; 7] = [
+        Signal::Hup,
+        Signal::Int,
+        Signal::Quit,
+        Signal::Kill,
+        Signal::Usr1,
+        Signal::Usr2,
+        Signal::Term,
+    ];
+
+    /// The name without `SIG` (`TERM`), as `kill -s` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Hup => "HUP",
+            Signal::Int => "INT",
+            Signal::Quit => "QUIT",
+            Signal::Kill => "KILL",
+            Signal::Usr1 => "USR1",
+            Signal::Usr2 => "USR2",
+            Signal::Term => "TERM",
+        }
+    }
+
+    /// The number on Linux (x86, Arm, RISC-V), as in an exit status of `128 + n`.
+    pub fn number(self) -> i32 {
+        match self {
+            Signal::Hup => 1,
+            Signal::Int => 2,
+            Signal::Quit => 3,
+            Signal::Kill => 9,
+            Signal::Usr1 => 10,
+            Signal::Usr2 => 12,
+            Signal::Term => 15,
+        }
+    }
+
+    /// Parses `TERM`, `SIGTERM`, `term` or `15`; anything outside the allow-list is an error.
+    pub fn parse(s: &str) -> Result<Signal, UnknownSignal> {
+        let t = s.trim();
+        let upper = t.to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        Signal::ALL
+            .into_iter()
+            .find(|sig| sig.name() == bare || t.parse::<i32>().ok() == Some(sig.number()))
+            .ok_or_else(|| UnknownSignal(s.chars().take(32).collect()))
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SIG{}", self.name())
+    }
+}
+
 /// What kind of session a client asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -252,6 +340,20 @@ mod tests {
         }
         assert_eq!(Frame::credit(1, 9).credit_value(), Ok(9));
         assert_eq!(Frame::resize(1, 80, 24).size(), Ok((80, 24)));
+    }
+
+    #[test]
+    fn signals_parse_only_from_the_allow_list() {
+        for sig in Signal::ALL {
+            assert_eq!(Signal::parse(sig.name()), Ok(sig));
+            assert_eq!(Signal::parse(&sig.to_string()), Ok(sig));
+            assert_eq!(Signal::parse(&sig.number().to_string()), Ok(sig));
+        }
+        assert_eq!(Signal::parse("sigterm"), Ok(Signal::Term));
+        for bad in ["STOP", "SEGV", "19", "", "TERM; rm -rf /", "-9"] {
+            let e = Signal::parse(bad).unwrap_err();
+            assert!(e.to_string().contains("allowed: HUP"), "{e}");
+        }
     }
 
     #[test]

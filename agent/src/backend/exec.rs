@@ -9,6 +9,7 @@ use futures::stream::BoxStream;
 use tokio::io::AsyncWrite;
 
 use super::BackendError;
+pub use basho_core::tunnel::Signal;
 
 /// A process to start inside a workspace. `argv` goes to the runtime as an argument vector,
 /// never through a shell.
@@ -42,6 +43,15 @@ pub trait ExecControl: Send + Sync {
     async fn exit_code(&self) -> Result<Option<i64>, BackendError>;
     /// Ends the process and everything it started inside the workspace.
     async fn kill(&self) -> Result<(), BackendError>;
+    /// Delivers `sig` to the process and its process group (what a terminal does for its
+    /// foreground job), as the workspace's user. Succeeds when the process has already ended.
+    /// The default says the backend cannot; the session then tells the client so.
+    async fn signal(&self, sig: Signal) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "forwarding {sig} to a session's process is not implemented on this backend yet; \
+             end the session instead (a second Ctrl-C, or Close)"
+        )))
+    }
 }
 
 /// A started process: its input, its output (ends when the process does) and its control.
