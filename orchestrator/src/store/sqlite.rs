@@ -27,6 +27,22 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+/// Pool options for a database file. A connection whose transaction SQLite rolled back on its
+/// own (a full disk, an I/O error: `SQLITE_FULL` and the like end the whole transaction) fails
+/// sqlx's `ROLLBACK` on release and keeps counting itself inside a transaction, so every later
+/// `BEGIN IMMEDIATE` on it would fail. Such a connection is closed on release instead of going
+/// back to the pool: the next request gets a fresh one and the store recovers once the disk does.
+fn file_pool_options() -> SqlitePoolOptions {
+    use sqlx::Connection;
+    SqlitePoolOptions::new().after_release(|conn, _| {
+        Box::pin(async move {
+            // The rollback queued by a dropped transaction runs before the ping answers.
+            conn.ping().await?;
+            Ok(!conn.is_in_transaction())
+        })
+    })
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database named by `database`, or `<data_dir>/basho.db`
     /// when `database` is `None`, and applies the migrations.
@@ -56,7 +72,7 @@ impl SqliteStore {
                 .connect_with(options)
                 .await?
         } else {
-            SqlitePoolOptions::new()
+            file_pool_options()
                 .max_connections(4)
                 .connect_with(
                     options

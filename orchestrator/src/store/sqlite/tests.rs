@@ -32,3 +32,55 @@ async fn wal_file_with_several_connections() {
         1
     );
 }
+
+/// A write SQLite ends with `SQLITE_FULL` (here a page limit, as a full disk) rolls the whole
+/// transaction back; the connection must not stay marked as inside one, or every later write on
+/// it fails.
+#[tokio::test]
+async fn a_connection_whose_transaction_failed_full_takes_writes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(None, dir.path()).await.unwrap();
+    drop(s);
+    let options = SqliteConnectOptions::new()
+        .filename(dir.path().join("basho.db"))
+        .journal_mode(SqliteJournalMode::Wal);
+    // One connection, so the second transaction runs on the one the first left behind.
+    let pool = file_pool_options()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "PRAGMA max_page_count = {}",
+        pages + 2
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("CREATE TABLE IF NOT EXISTS filler (b BLOB)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let full = sqlx::query("INSERT INTO filler VALUES (zeroblob(1000000))")
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        assert!(full.to_string().contains("full"), "{full}");
+    }
+    sqlx::query("PRAGMA max_page_count = 1000000")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    sqlx::query("INSERT INTO filler VALUES (x'00')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
