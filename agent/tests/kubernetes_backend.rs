@@ -550,6 +550,7 @@ fn required_permissions_are_what_the_chart_needs() {
         rules,
         [
             "/pods: get,list,watch,create,delete",
+            "/pods/exec: get,create",
             "/persistentvolumeclaims: get",
             "networking.k8s.io/networkpolicies: get,create",
         ]

@@ -9,8 +9,10 @@
 //! - `/work` and `/results` are site volumes (a claim or a node directory) with the project or
 //!   workspace id as `subPath`; datasets come from the catalog (a claim or a node directory),
 //!   read-only; `/etc/basho/workspace.json` is projected from a pod annotation.
+//! - Interactive sessions are `pods/exec` through the API server (see `exec`).
 
 mod error;
+pub mod exec;
 pub mod pod;
 pub mod policy;
 pub mod state;
@@ -29,7 +31,8 @@ use kube::{Api, Client};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Instrument, debug, info, info_span, instrument, warn};
 
-use super::{Backend, BackendError, Capabilities, LaunchSpec, Observed, UsageSample};
+use super::exec::{ExecIo, ExecRequest};
+use super::{Backend, BackendError, Capabilities, LaunchSpec, Observed, RunState, UsageSample};
 use crate::config::KubernetesConfig;
 use error::{classify, code, forbidden, unavailable};
 use pod::{LABEL_MANAGED_BY, MANAGED_BY, pod_name};
@@ -53,6 +56,13 @@ pub const REQUIRED_PERMISSIONS: &[Permission] = &[
         api_group: "",
         resource: "pods",
         verbs: &["get", "list", "watch", "create", "delete"],
+    },
+    // Sessions: an exec is a WebSocket GET, authorized as `get`; API servers from 1.35 on also
+    // require `create` for it (the verb of the SPDY POST).
+    Permission {
+        api_group: "",
+        resource: "pods/exec",
+        verbs: &["get", "create"],
     },
     Permission {
         api_group: "",
@@ -78,6 +88,8 @@ pub struct KubernetesBackend {
     site: Ident,
     cfg: KubernetesConfig,
     pods: Api<Pod>,
+    /// Pods on the client without an answer timeout: an exec's WebSocket may stay quiet for long.
+    streams: Api<Pod>,
     claims: Api<PersistentVolumeClaim>,
     policies: Api<NetworkPolicy>,
     store: Arc<Store>,
@@ -136,7 +148,7 @@ impl KubernetesBackend {
         Self::with_clients(client.clone(), client, site, cfg).await
     }
 
-    /// The backend with one client for calls and one for the watch.
+    /// The backend with one client for calls and one for the watch and sessions.
     async fn with_clients(
         client: Client,
         watch: Client,
@@ -153,7 +165,7 @@ impl KubernetesBackend {
         let selector = format!("{LABEL_SITE}={site},{LABEL_MANAGED_BY}={MANAGED_BY}");
         tokio::spawn(
             store::follow(
-                Api::namespaced(watch, ns),
+                Api::namespaced(watch.clone(), ns),
                 selector,
                 store.clone(),
                 cancel.clone(),
@@ -162,6 +174,7 @@ impl KubernetesBackend {
         );
         let backend = Self {
             pods: Api::namespaced(client.clone(), ns),
+            streams: Api::namespaced(watch, ns),
             claims: Api::namespaced(client.clone(), ns),
             policies: Api::namespaced(client, ns),
             site,
@@ -411,5 +424,33 @@ impl Backend for KubernetesBackend {
             .find(workspace)
             .await?
             .and_then(|p| state::usage_of(&p, chrono::Utc::now())))
+    }
+
+    #[instrument(skip(self, req), fields(site = %self.site, tty = req.tty))]
+    async fn exec(&self, workspace: &str, req: &ExecRequest) -> Result<ExecIo, BackendError> {
+        exec::check(req)?;
+        let Some(pod) = self.find(workspace).await? else {
+            return Err(BackendError::Refused(format!(
+                "workspace {workspace} has no pod at this site"
+            )));
+        };
+        let name = pod
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_else(|| pod_name(workspace));
+        match state::observe(&pod).map(|o| o.state) {
+            Some(RunState::Running) => {}
+            state => {
+                return Err(BackendError::Refused(format!(
+                    "workspace {workspace} is not running (pod {name}: {})",
+                    match state {
+                        Some(s) => format!("{s:?}"),
+                        None => "not a workspace pod".into(),
+                    }
+                )));
+            }
+        }
+        exec::start(&self.streams, self.ns(), &name, req).await
     }
 }

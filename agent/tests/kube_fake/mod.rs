@@ -9,8 +9,12 @@
 //! them; forbid NetworkPolicies (403); drop every open watch; forget the event history so a
 //! resumed watch gets `410 Gone`; go down altogether. Every request is recorded as
 //! `(verb, resource)` for the RBAC check.
+//!
+//! `pods/{name}/exec` runs the command for real on the test host (see `exec`).
 
 #![allow(dead_code)]
+
+mod exec;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -25,6 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+pub use exec::ExecSeen;
 
 /// One request as RBAC sees it: `(verb, api group, resource)`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,6 +68,10 @@ struct Inner {
     auto_run: bool,
     /// Bodies of pod creates, as received.
     created: Vec<Value>,
+    /// Exec requests, as received.
+    execs: Vec<ExecSeen>,
+    /// The directory execs run in (standing in for the container).
+    dir: std::path::PathBuf,
 }
 
 /// The fake API server; stops when dropped.
@@ -71,6 +81,7 @@ pub struct FakeApi {
     pub url: String,
     pub namespace: String,
     _server: Arc<tokio::task::JoinHandle<()>>,
+    _dir: Arc<tempfile::TempDir>,
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Value {
@@ -109,9 +120,11 @@ fn matches(obj: &Value, selector: &str) -> bool {
 impl FakeApi {
     /// Starts the server for `namespace`.
     pub async fn start(namespace: &str) -> FakeApi {
+        let dir = tempfile::tempdir().unwrap();
         let inner = Arc::new(Mutex::new(Inner {
             rv: 100,
             auto_run: true,
+            dir: dir.path().to_path_buf(),
             ..Default::default()
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -124,6 +137,10 @@ impl FakeApi {
             .route(
                 "/api/v1/namespaces/{ns}/pods/{name}",
                 get(get_pod).delete(delete_pod),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}/exec",
+                get(exec::exec).post(exec::exec),
             )
             .route(
                 "/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}",
@@ -147,7 +164,18 @@ impl FakeApi {
             url,
             namespace: namespace.to_string(),
             _server: Arc::new(server),
+            _dir: Arc::new(dir),
         }
+    }
+
+    /// Exec requests so far, as received.
+    pub fn execs(&self) -> Vec<ExecSeen> {
+        self.lock().execs.clone()
+    }
+
+    /// The directory execs run in: the fake's stand-in for the container's working directory.
+    pub fn container_dir(&self) -> std::path::PathBuf {
+        self.lock().dir.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
