@@ -45,6 +45,9 @@ pub enum Error {
     /// The usage journal cannot be read or written.
     #[error(transparent)]
     Journal(#[from] meter::journal::JournalError),
+    /// The session recording directory is unusable.
+    #[error(transparent)]
+    Recording(#[from] tunnel::recording::RecordingDirError),
 }
 
 /// Runs the agent until `shutdown` is cancelled, on the backend the config names. Workspaces keep

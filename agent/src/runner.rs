@@ -82,6 +82,9 @@ pub async fn run(
     )?);
     let deny_path = config.paths.state_dir.join(denylist::FILE);
     let deny = DenyList::load(&deny_path)?;
+    if let Some(dir) = &config.sessions.recording_dir {
+        crate::tunnel::recording::prepare(dir).await?;
+    }
     let tunnel = crate::tunnel::Tunnel {
         url: config.orchestrator.url.clone(),
         token: token.clone(),

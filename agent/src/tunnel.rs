@@ -22,6 +22,7 @@ use crate::backend::Backend;
 use crate::client::TlsPolicy;
 
 pub mod dial;
+pub mod recording;
 mod session;
 
 /// The `[sessions]` table of the site config: limits on interactive sessions.
@@ -37,6 +38,19 @@ pub struct SessionsConfig {
     /// Most sessions open at once in one workspace.
     #[serde(default = "default_per_workspace")]
     pub max_per_workspace: usize,
+    /// Where exec sessions are recorded (asciicast v2), an absolute path on the agent's host;
+    /// absent, nothing is recorded. Made mode 0700 at start; each recording is 0600.
+    #[serde(default)]
+    pub recording_dir: Option<std::path::PathBuf>,
+    /// Also record what the researcher types (`"i"` events). Off by default: input carries
+    /// passwords and tokens typed at prompts that do not echo.
+    #[serde(default)]
+    pub record_input: bool,
+    /// A session that cannot be recorded does not run: one whose recording cannot be created
+    /// is refused, one whose recording fails to write ends. Off, a failed recording is logged
+    /// and audited and the session goes on.
+    #[serde(default)]
+    pub recording_required: bool,
 }
 
 fn default_idle() -> u64 {
@@ -49,12 +63,38 @@ fn default_per_workspace() -> usize {
     8
 }
 
+impl SessionsConfig {
+    /// What is wrong with the table, each saying what to fix (`check-config`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Some(dir) = &self.recording_dir
+            && !dir.is_absolute()
+        {
+            p.push(format!(
+                "sessions.recording_dir {} is not absolute; name the directory by absolute path",
+                dir.display()
+            ));
+        }
+        if self.recording_dir.is_none() && (self.recording_required || self.record_input) {
+            p.push(
+                "sessions.recording_required and sessions.record_input need \
+                 sessions.recording_dir; set it, or remove them"
+                    .into(),
+            );
+        }
+        p
+    }
+}
+
 impl Default for SessionsConfig {
     fn default() -> Self {
         Self {
             idle_timeout_s: default_idle(),
             max_session_s: default_max(),
             max_per_workspace: default_per_workspace(),
+            recording_dir: None,
+            record_input: false,
+            recording_required: false,
         }
     }
 }

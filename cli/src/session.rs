@@ -2,12 +2,20 @@
 //! running workspace, over a WebSocket to the orchestrator (`GET /v1/workspaces/{id}/session`)
 //! that it relays through the site agent's tunnel. Output comes back against credit returned as
 //! it is written, so a slow terminal slows the process, never the agent.
+//!
+//! Without a terminal, `basho exec` forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT it receives to
+//! the process (as `docker exec` and `kubectl exec` without `-t` do not, and ssh does), and
+//! exits with the process's code, `128 + n` when a signal ended it; a second Ctrl-C within a
+//! second closes the session outright. With a terminal, Ctrl-C is a byte the remote terminal
+//! turns into a signal.
 
 use std::net::SocketAddr;
 
 use basho_agent::client::TlsPolicy;
 use basho_agent::tunnel::dial::{self, DialError, Socket};
-use basho_core::tunnel::{Exit, Frame, Kind, MAX_CHUNK, SessionKind, SessionSpec, WINDOW};
+use basho_core::tunnel::{
+    Exit, Frame, Kind, MAX_CHUNK, Ready, Refusal, SessionKind, SessionSpec, Signal, WINDOW,
+};
 use clap::Args;
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -82,6 +90,16 @@ pub async fn connect(
     workspace: &str,
     spec: &SessionSpec,
 ) -> Result<Socket, Error> {
+    open(client, workspace, spec).await.map(|(ws, _)| ws)
+}
+
+/// Opens a session: the socket and what the `Ready` said (an older orchestrator's says
+/// nothing, so no signals).
+pub async fn open(
+    client: &ClientArgs,
+    workspace: &str,
+    spec: &SessionSpec,
+) -> Result<(Socket, Ready), Error> {
     let token = client.token.clone().unwrap_or_default();
     let policy = TlsPolicy {
         ca_file: client.ca_file.clone(),
@@ -106,7 +124,7 @@ pub async fn connect(
             other => Error::Session(other.to_string()),
         })?;
     match next_frame(&mut ws).await {
-        Some(f) if f.kind == Kind::Ready => Ok(ws),
+        Some(f) if f.kind == Kind::Ready => Ok((ws, Ready::of(&f))),
         Some(f) if f.kind == Kind::Exit => Err(Error::Session(format!(
             "the session ended at once: {}",
             f.parse::<Exit>()
@@ -135,6 +153,58 @@ pub struct Ended {
     pub code: Option<i64>,
     /// Why it ended otherwise.
     pub reason: Option<String>,
+    /// The last signal the client forwarded (or closed the session for).
+    pub signal: Option<Signal>,
+}
+
+/// Signals to forward to the process, and whether the agent takes them (otherwise the first
+/// one closes the session).
+pub struct Signals {
+    /// Signals as the client receives them.
+    pub rx: mpsc::UnboundedReceiver<Signal>,
+    /// The session's `Ready` listed signals.
+    pub forwarded: bool,
+}
+
+impl Signals {
+    /// No signals.
+    pub fn none() -> Signals {
+        let (_, rx) = mpsc::unbounded_channel();
+        Signals {
+            rx,
+            forwarded: false,
+        }
+    }
+}
+
+/// A second Ctrl-C within this long closes the session.
+const DOUBLE_INTERRUPT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a closed session may take to send its `Exit`.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT this process receives (they no longer end it).
+fn catch_signals() -> mpsc::UnboundedReceiver<Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = mpsc::unbounded_channel();
+    for (kind, sig) in [
+        (SignalKind::interrupt(), Signal::Int),
+        (SignalKind::terminate(), Signal::Term),
+        (SignalKind::hangup(), Signal::Hup),
+        (SignalKind::quit(), Signal::Quit),
+    ] {
+        let Ok(mut stream) = signal(kind) else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
 }
 
 /// Carries a session: `input` to the process (with `resize` frames from `resizes`), its output
@@ -145,6 +215,7 @@ pub async fn pump(
     mut stdout: impl AsyncWrite + Unpin + Send,
     mut stderr: impl AsyncWrite + Unpin + Send,
     mut resizes: mpsc::UnboundedReceiver<(u16, u16)>,
+    mut signals: Signals,
 ) -> Ended {
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
@@ -193,8 +264,42 @@ pub async fn pump(
     let mut ended = Ended {
         code: None,
         reason: Some("the connection to the orchestrator closed".into()),
+        signal: None,
     };
-    while let Some(msg) = stream.next().await {
+    let mut last_interrupt: Option<tokio::time::Instant> = None;
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let grace = closing.map(|t| t + CLOSE_GRACE);
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            Some(sig) = signals.rx.recv() => {
+                ended.signal = Some(sig);
+                let now = tokio::time::Instant::now();
+                let twice = sig == Signal::Int
+                    && last_interrupt.is_some_and(|t| now.duration_since(t) < DOUBLE_INTERRUPT);
+                if sig == Signal::Int {
+                    last_interrupt = Some(now);
+                }
+                let frame = if twice {
+                    Frame::new(0, Kind::Close, b"interrupted twice at the client".to_vec())
+                } else if signals.forwarded {
+                    Frame::new(0, Kind::Signal, sig.name().as_bytes().to_vec())
+                } else {
+                    let why = format!("{sig} at the client; the site cannot forward signals");
+                    Frame::new(0, Kind::Close, why.into_bytes())
+                };
+                if frame.kind == Kind::Close {
+                    closing.get_or_insert(now);
+                }
+                let _ = credit_tx.send(frame);
+                continue;
+            }
+            _ = tokio::time::sleep_until(grace.unwrap_or_else(tokio::time::Instant::now)), if grace.is_some() => {
+                ended.reason = Some("the session did not end after it was closed".into());
+                break;
+            }
+        };
+        let Some(msg) = msg else { break };
         let bytes = match msg {
             Ok(Message::Binary(b)) => b,
             Ok(Message::Close(_)) | Err(_) => break,
@@ -226,11 +331,17 @@ pub async fn pump(
             }
             Kind::Exit => {
                 let e: Exit = f.parse().unwrap_or_default();
-                ended = Ended {
-                    code: e.code,
-                    reason: e.reason,
-                };
+                ended.code = e.code;
+                ended.reason = e.reason;
                 break;
+            }
+            // A request the session refused (a signal); the session goes on.
+            Kind::Refused => {
+                if let Ok(r) = f.parse::<Refusal>() {
+                    let line = format!("basho: {} ({})\r\n", r.message, r.code);
+                    let _ = stderr.write_all(line.as_bytes()).await;
+                    let _ = stderr.flush().await;
+                }
             }
             _ => {}
         }
@@ -247,6 +358,14 @@ fn finish(ended: Ended) -> Result<(), Error> {
     match (ended.code, ended.reason) {
         (Some(0), _) => Ok(()),
         (Some(c), _) => Err(Error::Exited(c)),
+        // Closed after a signal at the client: like a shell, 128 + the signal's number.
+        (None, reason) if ended.signal.is_some() => {
+            let sig = ended.signal.expect("checked");
+            if let Some(reason) = reason {
+                eprintln!("basho: the session ended: {reason}");
+            }
+            Err(Error::Exited(128 + i64::from(sig.number())))
+        }
         (None, reason) => Err(Error::Session(format!(
             "the session ended: {}",
             reason.unwrap_or_else(|| "no reason given".into())
@@ -265,7 +384,9 @@ pub async fn exec(a: ExecArgs) -> Result<(), Error> {
         port: 0,
         break_glass: a.break_glass,
     };
-    let ws = connect(&a.client, &a.workspace, &spec).await?;
+    // Caught before the session opens, so a signal that arrives meanwhile is not lost.
+    let caught = (!a.tty).then(catch_signals);
+    let (ws, ready) = open(&a.client, &a.workspace, &spec).await?;
     let (_keep, resizes) = mpsc::unbounded_channel();
     let ended = if a.tty {
         pump(
@@ -274,9 +395,14 @@ pub async fn exec(a: ExecArgs) -> Result<(), Error> {
             tokio::io::stdout(),
             tokio::io::stderr(),
             resizes,
+            Signals::none(),
         )
         .await
     } else {
+        let signals = Signals {
+            rx: caught.expect("caught without a terminal"),
+            forwarded: ready.signals(),
+        };
         // Like `docker exec` without `-i`... but a pipe is worth forwarding.
         pump(
             ws,
@@ -284,6 +410,7 @@ pub async fn exec(a: ExecArgs) -> Result<(), Error> {
             tokio::io::stdout(),
             tokio::io::stderr(),
             resizes,
+            signals,
         )
         .await
     };
@@ -373,6 +500,7 @@ pub async fn shell(a: ShellArgs) -> Result<(), Error> {
         tokio::io::stdout(),
         tokio::io::stderr(),
         resizes,
+        Signals::none(),
     )
     .await;
     winch.abort();
@@ -435,7 +563,7 @@ pub async fn port_forward(a: PortForwardArgs) -> Result<(), Error> {
                 Ok(ws) => {
                     let (r, w) = conn.into_split();
                     let (_keep, resizes) = mpsc::unbounded_channel();
-                    let ended = pump(ws, r, w, tokio::io::sink(), resizes).await;
+                    let ended = pump(ws, r, w, tokio::io::sink(), resizes, Signals::none()).await;
                     if let Some(reason) = ended.reason {
                         eprintln!("connection from {peer} ended: {reason}");
                     }

@@ -24,9 +24,11 @@ pub const HEADER: usize = 5;
 pub enum Kind {
     /// Orchestrator → agent: start a session ([`Open`] as JSON).
     Open = 1,
-    /// Agent → orchestrator → client: the session runs.
+    /// Agent → orchestrator → client: the session runs ([`Ready`] as JSON; agents before
+    /// [`Ready`] existed send an empty payload, read as `Ready::default()`).
     Ready = 2,
-    /// Agent → orchestrator: the session could not start ([`Refusal`] as JSON).
+    /// Agent → orchestrator → client: the session could not start ([`Refusal`] as JSON). Sent
+    /// during a session, it refuses one request (a `Signal`) and the session goes on.
     Refused = 3,
     /// Towards the process: bytes for its standard input.
     Stdin = 4,
@@ -314,6 +316,32 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// The agent can deliver `Signal` frames (a `Ready` lists it in `features`).
+pub const FEATURE_SIGNAL: &str = "signal";
+
+/// What a `Ready` frame says about the session that started.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Ready {
+    /// What the agent can do in this session beyond the original frames ([`FEATURE_SIGNAL`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+    /// Where the site records the session, a path on the site (none when it does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+}
+
+impl Ready {
+    /// The `Ready` of `frame`; an empty or unreadable payload (an older agent) is the default.
+    pub fn of(frame: &Frame) -> Ready {
+        frame.parse().unwrap_or_default()
+    }
+
+    /// Whether the agent delivers signals.
+    pub fn signals(&self) -> bool {
+        self.features.iter().any(|f| f == FEATURE_SIGNAL)
+    }
+}
+
 /// How a session ended.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Exit {
@@ -322,6 +350,12 @@ pub struct Exit {
     /// Why it ended when the process did not end it (`idle timeout`, `revoked`, ...).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The site-local path of the session's recording, when the site records sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+    /// Why the recording stopped before the session did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_error: Option<String>,
 }
 
 #[cfg(test)]
@@ -354,6 +388,26 @@ mod tests {
             let e = Signal::parse(bad).unwrap_err();
             assert!(e.to_string().contains("allowed: HUP"), "{e}");
         }
+    }
+
+    #[test]
+    fn ready_and_exit_stay_compatible_with_older_peers() {
+        // An older agent's Ready has no payload; an older orchestrator ignores the new fields.
+        assert_eq!(
+            Ready::of(&Frame::new(1, Kind::Ready, Vec::new())),
+            Ready::default()
+        );
+        let r = Ready {
+            features: vec![FEATURE_SIGNAL.into()],
+            recording: Some("/var/lib/basho/recordings/ws-1/a-1.cast".into()),
+        };
+        assert!(Ready::of(&Frame::json(1, Kind::Ready, &r)).signals());
+        let old: Exit = serde_json::from_str(r#"{"code":3,"reason":null}"#).unwrap();
+        assert_eq!(old.code, Some(3));
+        assert_eq!(
+            serde_json::to_string(&Exit::default()).unwrap(),
+            r#"{"code":null,"reason":null}"#
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub fn check(config: &SiteConfig) -> Vec<String> {
     check_images(config, &mut p);
     check_issuers(config, &mut p);
     check_paths(config, &mut p);
+    p.extend(config.sessions.problems());
     if let BackendConfig::Slurm(slurm) = &config.backend {
         check_slurm(slurm, &mut p);
     }

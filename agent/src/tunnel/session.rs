@@ -1,21 +1,26 @@
 //! One interactive session at the agent: the backend's process, its output pumped to the tunnel
 //! against the client's credit, its input written as it comes (credit returned once written),
-//! and the site's limits. Whatever ends the session (the process, the client, a limit, the
-//! tunnel) the process and everything it started is killed before the final `Exit` frame.
+//! signals from the client delivered to it, the site's limits, and, where the site records
+//! sessions, its recording. Whatever ends the session (the process, the client, a limit, the
+//! tunnel, a required recording that fails) the process and everything it started is killed
+//! before the final `Exit` frame.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use basho_core::tunnel::{Exit, Frame, Kind, MAX_CHUNK, Open, Refusal, SessionKind, WINDOW};
+use basho_core::tunnel::{
+    Exit, FEATURE_SIGNAL, Frame, Kind, MAX_CHUNK, Open, Ready, Refusal, SessionKind, Signal, WINDOW,
+};
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::SessionsConfig;
-use crate::backend::exec::{ExecOutput, ExecRequest};
+use super::recording::{Event, Recorder, Recording};
+use crate::backend::exec::{ExecControl, ExecOutput, ExecRequest};
 use crate::backend::{Backend, BackendError};
 
 pub(super) struct Session {
@@ -86,8 +91,39 @@ impl Session {
                 return;
             }
         };
-        info!(kind = ?self.open.spec.kind, tty = req.tty, "session started");
-        let _ = self.tx.send(Frame::new(id, Kind::Ready, Vec::new())).await;
+        // Port-forwards carry a protocol's bytes, not a terminal's: they are not recorded.
+        let recording = match (&self.limits.recording_dir, self.open.spec.kind) {
+            (Some(dir), SessionKind::Exec) => match Recording::start(dir, &self.open, id).await {
+                Ok(r) => Some(r),
+                Err(e) if self.limits.recording_required => {
+                    warn!(error = %e, "cannot record the session; refusing it (recording_required)");
+                    let _ = io.control.kill().await;
+                    let r = Refusal {
+                        code: "recording_failed".into(),
+                        message: format!(
+                            "the site records every session and cannot record this one ({e}); \
+                             retry later or tell the site's admin"
+                        ),
+                    };
+                    let _ = self.tx.send(Frame::json(id, Kind::Refused, &r)).await;
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot record the session; it runs unrecorded");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let recorder = recording.as_ref().map(Recording::recorder);
+        let recording_failed = recording.as_ref().map(Recording::failed);
+        info!(kind = ?self.open.spec.kind, tty = req.tty,
+            recording = ?recording.as_ref().map(|r| r.path.display().to_string()), "session started");
+        let ready = Ready {
+            features: vec![FEATURE_SIGNAL.into()],
+            recording: recording.as_ref().map(|r| r.path.display().to_string()),
+        };
+        let _ = self.tx.send(Frame::json(id, Kind::Ready, &ready)).await;
         let started = Instant::now();
         let activity = Arc::new(AtomicU64::new(0));
         let credit = Arc::new(Semaphore::new(WINDOW as usize));
@@ -98,6 +134,7 @@ impl Session {
             self.tx.clone(),
             activity.clone(),
             started,
+            recorder.clone(),
         ));
         // Stdin bytes received and not yet written: never more than the credit granted.
         let pending = Arc::new(AtomicI64::new(0));
@@ -114,8 +151,14 @@ impl Session {
         tokio::pin!(max);
         let idle = Duration::from_secs(self.limits.idle_timeout_s);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let input_recorder = recorder.clone().filter(|_| self.limits.record_input);
+        let must_record = recording_failed
+            .clone()
+            .filter(|_| self.limits.recording_required)
+            .unwrap_or_default();
         let reason: Option<String> = loop {
             tokio::select! {
+                _ = must_record.cancelled() => break Some("the session's recording failed and the site requires one".into()),
                 _ = self.cancel.cancelled() => break Some("the tunnel to the orchestrator closed".into()),
                 _ = &mut max => break Some("the site's maximum session length was reached".into()),
                 _ = tick.tick() => {
@@ -134,6 +177,9 @@ impl Session {
                                 break Some("the client sent input beyond its credit".into());
                             }
                             activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                            if let Some(r) = &input_recorder {
+                                r.record(Event::Input(f.payload.clone())).await;
+                            }
                             let _ = in_tx.send(Some(f.payload));
                         }
                         Kind::StdinEof => {
@@ -142,12 +188,18 @@ impl Session {
                         Kind::Resize => {
                             if let Ok((cols, rows)) = f.size() {
                                 let _ = control.resize(cols, rows).await;
+                                if let Some(r) = &recorder {
+                                    r.record(Event::Resize(cols, rows)).await;
+                                }
                             }
                         }
                         Kind::Credit => {
                             if let Ok(n) = f.credit_value() {
                                 credit.add_permits(n as usize);
                             }
+                        }
+                        Kind::Signal => {
+                            deliver(id, &f.payload, &*control, &self.tx, recorder.as_ref()).await;
                         }
                         Kind::Close => {
                             let why = String::from_utf8_lossy(&f.payload).into_owned();
@@ -175,7 +227,10 @@ impl Session {
                 if code.is_none() {
                     let _ = control.kill().await;
                 }
-                Exit { code, reason: None }
+                Exit {
+                    code,
+                    ..Exit::default()
+                }
             }
             Some(reason) => {
                 // Close the exec's stream before killing: the engine finishes an exec only once
@@ -188,12 +243,28 @@ impl Session {
                     info!(error = %e, "could not end the session's processes");
                 }
                 Exit {
-                    code: None,
                     reason: Some(reason),
+                    ..Exit::default()
                 }
             }
         };
         writer.abort();
+        drop(pump);
+        let mut exit = exit;
+        if let Some(rec) = recording {
+            if let Some(r) = &recorder {
+                let end = match (&exit.code, &exit.reason) {
+                    (Some(c), _) => format!("exit {c}"),
+                    (None, Some(why)) => format!("ended: {why}"),
+                    (None, None) => "ended".into(),
+                };
+                r.record(Event::Marker(end)).await;
+            }
+            drop(recorder);
+            drop(input_recorder);
+            exit.recording = Some(rec.path.display().to_string());
+            exit.recording_error = rec.finish().await;
+        }
         info!(code = ?exit.code, reason = ?exit.reason, "session ended");
         let _ = self.tx.send(Frame::json(id, Kind::Exit, &exit)).await;
     }
@@ -207,6 +278,7 @@ async fn pump(
     tx: mpsc::Sender<Frame>,
     activity: Arc<AtomicU64>,
     started: Instant,
+    recorder: Option<Recorder>,
 ) {
     while let Some(item) = output.next().await {
         let (kind, bytes) = match item {
@@ -217,6 +289,14 @@ async fn pump(
                 break;
             }
         };
+        if let Some(r) = &recorder {
+            let ev = if kind == Kind::Stdout {
+                Event::Stdout(bytes.clone())
+            } else {
+                Event::Stderr(bytes.clone())
+            };
+            r.record(ev).await;
+        }
         for chunk in bytes.chunks(MAX_CHUNK) {
             match credit.acquire_many(chunk.len() as u32).await {
                 Ok(p) => p.forget(),
@@ -226,6 +306,50 @@ async fn pump(
             if tx.send(Frame::new(id, kind, chunk.to_vec())).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Delivers the signal a `Signal` frame names; a name off the allow-list or a backend that
+/// cannot is answered with a `Refused` frame, and the session goes on.
+async fn deliver(
+    id: u32,
+    payload: &[u8],
+    control: &dyn ExecControl,
+    tx: &mpsc::Sender<Frame>,
+    recorder: Option<&Recorder>,
+) {
+    let refuse = |code: &str, message: String| {
+        Frame::json(
+            id,
+            Kind::Refused,
+            &Refusal {
+                code: code.into(),
+                message,
+            },
+        )
+    };
+    let sig = match Signal::parse(&String::from_utf8_lossy(payload)) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(refuse("invalid_signal", e.to_string())).await;
+            return;
+        }
+    };
+    match control.signal(sig).await {
+        Ok(()) => {
+            info!(signal = sig.name(), "signal delivered");
+            if let Some(r) = recorder {
+                r.record(Event::Marker(format!("signal {}", sig.name())))
+                    .await;
+            }
+        }
+        Err(e) => {
+            info!(signal = sig.name(), error = %e, "signal not delivered");
+            let code = refusal(&e).code;
+            let _ = tx
+                .send(refuse(&code, format!("{sig} was not delivered: {e}")))
+                .await;
         }
     }
 }

@@ -13,7 +13,9 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
 use basho_core::State as WsState;
-use basho_core::tunnel::{Exit, Frame, Kind, Open, Refusal, SessionKind, SessionSpec};
+use basho_core::tunnel::{
+    Exit, Frame, Kind, Open, Ready, Refusal, SessionKind, SessionSpec, Signal,
+};
 use chrono::Utc;
 use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
@@ -30,6 +32,8 @@ use basho_core::ErrorBody;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a session checks that its workspace still runs.
 const STATE_CHECK: Duration = Duration::from_secs(1);
+/// Signals listed in a session's audit entry, at most (a client cannot flood the log).
+const AUDITED_SIGNALS: usize = 32;
 
 /// Any authenticated caller; who may enter is decided per workspace.
 pub struct Caller(pub Principal);
@@ -154,8 +158,8 @@ pub async fn open(
         return Err(refused(&o, &actor, &id, e).await);
     };
     let first = tokio::time::timeout(OPEN_TIMEOUT, link.rx.recv()).await;
-    match first {
-        Ok(Some(f)) if f.kind == Kind::Ready => {}
+    let ready = match first {
+        Ok(Some(f)) if f.kind == Kind::Ready => Ready::of(&f),
         Ok(Some(f)) if f.kind == Kind::Refused => {
             link.ended();
             let r: Refusal = f.parse().unwrap_or(Refusal {
@@ -167,6 +171,7 @@ pub async fn open(
                 "unsupported" => StatusCode::NOT_IMPLEMENTED,
                 "not_running" => StatusCode::CONFLICT,
                 "invalid" => StatusCode::UNPROCESSABLE_ENTITY,
+                "recording_failed" => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             };
             let e = ApiError::new(status, &r.code, format!("site {}: {}", ws_.site, r.message));
@@ -180,7 +185,7 @@ pub async fn open(
             );
             return Err(refused(&o, &actor, &id, e).await);
         }
-    }
+    };
     let detail = json!({
         "session": link.id,
         "site": ws_.site.as_str(),
@@ -190,6 +195,7 @@ pub async fn open(
         "tty": spec.tty,
         "port": (spec.kind == SessionKind::Forward).then_some(spec.port),
         "break_glass": break_glass,
+        "recording": ready.recording,
     });
     let action = if break_glass.is_some() {
         "session_break_glass"
@@ -201,6 +207,7 @@ pub async fn open(
         actor,
         id,
         kind: spec.kind,
+        ready,
     };
     Ok(ws
         .max_message_size(1 << 20)
@@ -211,6 +218,8 @@ struct Meta {
     actor: String,
     id: String,
     kind: SessionKind,
+    /// What the agent said when the session started.
+    ready: Ready,
 }
 
 /// Carries frames between the client and the agent until the agent's `Exit`, the client going
@@ -232,8 +241,9 @@ async fn relay(o: Orchestrator, mut link: SessionLink, socket: WebSocket, meta: 
         let _ = sink.close().await;
     });
     let _ = out_tx.send(Message::Binary(
-        Frame::new(0, Kind::Ready, Vec::new()).encode().into(),
+        Frame::json(0, Kind::Ready, &meta.ready).encode().into(),
     ));
+    let mut signals: Vec<&'static str> = Vec::new();
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let mut exit: Option<Exit> = None;
     let mut why: Option<String> = None;
@@ -279,6 +289,36 @@ async fn relay(o: Orchestrator, mut link: SessionLink, socket: WebSocket, meta: 
                     break;
                 };
                 match f.kind {
+                    // An agent that predates signals would close its whole tunnel on the frame:
+                    // only names on the allow-list, only to agents that said they take them.
+                    Kind::Signal => {
+                        let refusal = match Signal::parse(&String::from_utf8_lossy(&f.payload)) {
+                            Err(e) => Some(("invalid_signal", e.to_string())),
+                            Ok(sig) if !meta.ready.signals() => Some((
+                                "unsupported",
+                                format!(
+                                    "the site's agent cannot forward {sig} (it predates signals); \
+                                     end the session instead"
+                                ),
+                            )),
+                            Ok(sig) => {
+                                if signals.len() < AUDITED_SIGNALS {
+                                    signals.push(sig.name());
+                                }
+                                if !link.send(Kind::Signal, sig.name().as_bytes().to_vec()).await {
+                                    why = Some("the site's tunnel closed".into());
+                                    break;
+                                }
+                                None
+                            }
+                        };
+                        if let Some((code, message)) = refusal {
+                            let r = Refusal { code: code.into(), message };
+                            let _ = out_tx.send(Message::Binary(
+                                Frame::json(0, Kind::Refused, &r).encode().into(),
+                            ));
+                        }
+                    }
                     Kind::Stdin | Kind::StdinEof | Kind::Resize | Kind::Credit | Kind::Close => {
                         if f.kind == Kind::Stdin {
                             bytes_in += f.payload.len() as u64;
@@ -319,8 +359,8 @@ async fn relay(o: Orchestrator, mut link: SessionLink, socket: WebSocket, meta: 
     }
     if exit.is_none() {
         let e = Exit {
-            code: None,
             reason: why.clone(),
+            ..Exit::default()
         };
         let _ = out_tx.send(Message::Binary(
             Frame::json(0, Kind::Exit, &e).encode().into(),
@@ -346,6 +386,9 @@ async fn relay(o: Orchestrator, mut link: SessionLink, socket: WebSocket, meta: 
             "bytes_out": bytes_out,
             "exit_code": exit.code,
             "reason": exit.reason.or(why),
+            "signals": signals,
+            "recording": exit.recording.or(meta.ready.recording),
+            "recording_error": exit.recording_error,
         }),
     )
     .await;

@@ -8,6 +8,12 @@
 //! host's `/proc/<pid>/status` (`NSpid`; so the agent must see the engine's pid namespace, as an
 //! agent on the Docker host does), and runs `kill -KILL <pids>` in the container as the same
 //! user. The image needs `kill` (and `nc` for port-forwards).
+//!
+//! `DockerExec::signal` does what a terminal does for its foreground job: it delivers the signal
+//! to every process in the exec's process group (the exec leads its own group, and a
+//! non-interactive shell keeps its children in it), mapped to container pids the same way and
+//! sent with `kill -s NAME` as the same user. A shell waiting on `sleep` then sees `sleep` end
+//! and runs its trap at once, instead of after the `sleep`.
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -18,7 +24,7 @@ use tracing::{debug, warn};
 
 use super::DockerBackend;
 use super::error::unavailable;
-use crate::backend::exec::{ExecControl, ExecIo, ExecOutput, ExecRequest};
+use crate::backend::exec::{ExecControl, ExecIo, ExecOutput, ExecRequest, Signal};
 use crate::backend::{BackendError, RunState};
 
 /// Starts `req` in the container of `workspace`.
@@ -140,27 +146,62 @@ fn pid_in_container(pid: i64) -> Option<i64> {
         .ok()
 }
 
-/// The session id of host pid `pid` (`/proc/<pid>/stat`, the fourth field after the command).
-fn session_of(pid: i64) -> Option<i64> {
+/// Field `n` after the command of `/proc/<pid>/stat` (0: state, 2: process group, 3: session).
+fn stat_field(pid: i64, n: usize) -> Option<i64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(3)?.parse().ok()
+    rest.split_whitespace().nth(n)?.parse().ok()
 }
 
-/// The pids, inside the container, of every process in the session led by host pid `leader`
-/// (an exec is a session leader, so that is all the session started).
-fn session_members(leader: i64) -> Vec<i64> {
+/// The session id of host pid `pid`.
+fn session_of(pid: i64) -> Option<i64> {
+    stat_field(pid, 3)
+}
+
+/// The process group of host pid `pid`.
+fn group_of(pid: i64) -> Option<i64> {
+    stat_field(pid, 2)
+}
+
+/// The pids, inside the container, of the processes with host pid `leader` or for which `of`
+/// gives `leader`.
+fn members(leader: i64, of: fn(i64) -> Option<i64>) -> Vec<i64> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
-        .filter(|p| *p == leader || session_of(*p) == Some(leader))
+        .filter(|p| *p == leader || of(*p) == Some(leader))
         .filter_map(pid_in_container)
         .filter(|p| *p > 1)
         .collect()
 }
 
+/// The pids, inside the container, of every process in the session led by host pid `leader`
+/// (an exec is a session leader, so that is all the session started).
+fn session_members(leader: i64) -> Vec<i64> {
+    members(leader, session_of)
+}
+
+/// The pids, inside the container, of the process group led by host pid `leader`: what a
+/// terminal signals for its foreground job.
+fn group_members(leader: i64) -> Vec<i64> {
+    members(leader, group_of)
+}
+
 impl DockerExec {
+    /// The exec's host pid while it runs.
+    async fn leader(&self) -> Result<Option<i64>, BackendError> {
+        let info = self
+            .docker
+            .inspect_exec(&self.id)
+            .await
+            .map_err(|e| unavailable("inspect an exec", e))?;
+        if info.running != Some(true) {
+            return Ok(None);
+        }
+        Ok(info.pid.filter(|p| *p > 0))
+    }
+
     /// Runs `argv` in the container as the session's user and waits for it.
     async fn run(&self, argv: Vec<String>) -> Result<(), BackendError> {
         let options = CreateExecOptions {
@@ -224,15 +265,7 @@ impl ExecControl for DockerExec {
     }
 
     async fn kill(&self) -> Result<(), BackendError> {
-        let info = self
-            .docker
-            .inspect_exec(&self.id)
-            .await
-            .map_err(|e| unavailable("inspect an exec", e))?;
-        if info.running != Some(true) {
-            return Ok(());
-        }
-        let Some(leader) = info.pid.filter(|p| *p > 0) else {
+        let Some(leader) = self.leader().await? else {
             return Ok(());
         };
         let pids = session_members(leader);
@@ -243,6 +276,24 @@ impl ExecControl for DockerExec {
         }
         debug!(exec = %self.id, ?pids, "ending a session's processes");
         let mut argv = vec!["kill".to_owned(), "-KILL".to_owned()];
+        argv.extend(pids.iter().map(i64::to_string));
+        self.run(argv).await
+    }
+
+    async fn signal(&self, sig: Signal) -> Result<(), BackendError> {
+        let Some(leader) = self.leader().await? else {
+            return Ok(());
+        };
+        let pids = group_members(leader);
+        if pids.is_empty() {
+            return Err(BackendError::Unsupported(format!(
+                "cannot find the process of exec {} in /proc, so {sig} cannot reach it (the agent \
+                 must see the engine's pid namespace)",
+                self.id
+            )));
+        }
+        debug!(exec = %self.id, ?pids, signal = sig.name(), "signalling a session's process group");
+        let mut argv = vec!["kill".to_owned(), "-s".to_owned(), sig.name().to_owned()];
         argv.extend(pids.iter().map(i64::to_string));
         self.run(argv).await
     }
