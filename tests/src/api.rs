@@ -28,6 +28,25 @@ impl Api {
         }
     }
 
+    /// A client for `base` that authenticates with `token` over `http` (a custom CA, a fixed
+    /// address for a name).
+    pub fn with_client(
+        base: impl Into<String>,
+        token: impl Into<String>,
+        http: reqwest::Client,
+    ) -> Self {
+        Self {
+            base: base.into(),
+            token: token.into(),
+            http,
+        }
+    }
+
+    /// The underlying HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Sends a request with an optional JSON body and returns the status and JSON answer
     /// (`Value::Null` when the body is empty or not JSON).
     pub async fn call(
