@@ -9,8 +9,11 @@
 //!   where accounting runs, in `sacct`, so a workspace whose job already ran is not run again.
 //!   `inspect` and `list_managed` see live jobs only (pending, running, ending); ended jobs stay
 //!   in accounting, where only `launch` looks.
+//! - Interactive sessions are job steps in the workspace's allocation that enter its container
+//!   (see [`exec`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use basho_core::Ident;
@@ -21,6 +24,7 @@ use crate::backend::{
 };
 use crate::config::SlurmConfig;
 
+pub mod exec;
 pub mod parse;
 pub mod runtime;
 pub mod script;
@@ -44,7 +48,7 @@ pub struct SlurmBackend {
     site: Ident,
     cfg: SlurmConfig,
     template: String,
-    login: Login,
+    login: Arc<Login>,
 }
 
 /// One command line for the login node's shell, which may be any POSIX `sh`: words with control
@@ -95,13 +99,21 @@ impl SlurmBackend {
     pub fn new(site: Ident, cfg: SlurmConfig) -> Result<Self, BackendError> {
         let template =
             site_template(&cfg).map_err(|e| BackendError::Refused(format!("job script: {e}")))?;
-        let login = Login::new(cfg.login.clone());
+        let login = Arc::new(Login::new(cfg.login.clone()));
         Ok(Self {
             site,
             cfg,
             template,
             login,
         })
+    }
+
+    /// The runtime's program on the compute nodes.
+    fn program(&self) -> &str {
+        self.cfg
+            .runtime_path
+            .as_deref()
+            .unwrap_or(self.cfg.runtime.name())
     }
 
     async fn run(&self, argv: &[&str], stdin: Option<String>) -> Result<Output, BackendError> {
@@ -358,6 +370,14 @@ impl Backend for SlurmBackend {
             started_at: job.started_at,
             ..parse::sstat_usage(&out)
         }))
+    }
+
+    async fn exec(
+        &self,
+        workspace: &str,
+        req: &crate::backend::exec::ExecRequest,
+    ) -> Result<crate::backend::exec::ExecIo, BackendError> {
+        exec::start(self, workspace, req).await
     }
 }
 

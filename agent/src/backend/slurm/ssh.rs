@@ -20,6 +20,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::LoginNode;
 
+pub mod channel;
+
 /// Sessions kept open to the login node, and the most commands run at once.
 const POOL_SIZE: usize = 4;
 /// First and longest wait between reconnect attempts.
@@ -69,6 +71,13 @@ impl Output {
     }
 }
 
+/// An authenticated session and a second handle on its socket (for the reactor to watch while
+/// an interactive channel runs on it; see [`channel`]).
+pub(crate) struct Linked {
+    sess: Session,
+    sock: TcpStream,
+}
+
 #[derive(Debug, Default)]
 struct Backoff {
     failures: u32,
@@ -79,7 +88,7 @@ struct Backoff {
 /// A pooled, host-key-checked link to one login node.
 pub struct Login {
     cfg: Arc<LoginNode>,
-    idle: Arc<Mutex<Vec<Session>>>,
+    idle: Arc<Mutex<Vec<Linked>>>,
     permits: Semaphore,
     backoff: Mutex<Backoff>,
 }
@@ -115,7 +124,7 @@ impl Login {
         let cfg = self.cfg.clone();
         let idle = self.idle.clone();
         tokio::task::spawn_blocking(move || {
-            let out = exec(&session, &command, stdin.as_deref(), &cfg);
+            let out = exec(&session.sess, &command, stdin.as_deref(), &cfg);
             if out.is_ok() {
                 idle.lock().expect("pool lock").push(session);
             }
@@ -125,8 +134,24 @@ impl Login {
         .map_err(|e| SshError::Unreachable(format!("ssh task failed: {e}")))?
     }
 
+    /// Opens `command` on a channel of its own that stays open for an interactive session (see
+    /// [`channel`]); with `pty`, on a terminal of `cols × rows`. The session it runs on leaves
+    /// the pool for as long as the channel is open, so long sessions never starve the queries.
+    pub async fn interactive(
+        &self,
+        command: String,
+        pty: Option<(u16, u16)>,
+    ) -> Result<channel::Interactive, SshError> {
+        let reused = self.idle.lock().expect("pool lock").pop();
+        let session = match reused {
+            Some(s) => s,
+            None => self.connect().await?,
+        };
+        channel::open(session, command, pty, self.cfg.clone(), self.idle.clone()).await
+    }
+
     /// A new authenticated session, unless a backoff is running.
-    async fn connect(&self) -> Result<Session, SshError> {
+    async fn connect(&self) -> Result<Linked, SshError> {
         {
             let b = self.backoff.lock().expect("backoff lock");
             if let (Some(until), Some(last)) = (b.until, &b.last) {
@@ -170,12 +195,12 @@ fn backoff_delay(failures: u32) -> Duration {
     base.mul_f64(1.0 + jitter).min(BACKOFF_MAX)
 }
 
-fn millis(d: Duration) -> u32 {
+pub(crate) fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 /// Connects, checks the host key against known_hosts, and authenticates with the key file.
-fn handshake(cfg: &LoginNode) -> Result<Session, SshError> {
+fn handshake(cfg: &LoginNode) -> Result<Linked, SshError> {
     let where_ = format!("{}:{}", cfg.host, cfg.port);
     let connect_timeout = Duration::from_secs(cfg.connect_timeout_s.max(1));
     let addrs: Vec<_> = (cfg.host.as_str(), cfg.port)
@@ -201,6 +226,9 @@ fn handshake(cfg: &LoginNode) -> Result<Session, SshError> {
     })?;
     let mut sess = Session::new()
         .map_err(|e| SshError::Unreachable(format!("{where_}: cannot start ssh: {e}")))?;
+    let sock = tcp
+        .try_clone()
+        .map_err(|e| SshError::Unreachable(format!("{where_}: {e}")))?;
     sess.set_tcp_stream(tcp);
     sess.set_timeout(millis(connect_timeout));
     sess.handshake()
@@ -221,7 +249,7 @@ fn handshake(cfg: &LoginNode) -> Result<Session, SshError> {
         )));
     }
     sess.set_keepalive(true, 30);
-    Ok(sess)
+    Ok(Linked { sess, sock })
 }
 
 fn check_host_key(sess: &Session, cfg: &LoginNode) -> Result<(), SshError> {
