@@ -575,3 +575,104 @@ async fn real_cluster_sessions() {
     );
     backend.stop(&ws).await.unwrap();
 }
+
+/// The shells the session scripts must work under: dash (Debian's `sh`), busybox ash (Alpine's),
+/// bash (`sh` on RHEL-family images). Each is tested where this host has it.
+fn shells() -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    for shell in [vec!["dash"], vec!["busybox", "sh"], vec!["bash"]] {
+        let ok = std::process::Command::new(shell[0])
+            .args(&shell[1..])
+            .args(["-c", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            found.push(shell.iter().map(|s| (*s).to_owned()).collect());
+        } else {
+            println!("skipping {shell:?}: not on this host");
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_session_scripts_work_under_dash_busybox_and_bash() {
+    for shell in shells() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = format!(
+            "test{}{}",
+            std::process::id(),
+            shell.len() * 7 + shell[0].len()
+        );
+        // As a runtime starts an exec: a new session. Each session has its own token.
+        let wrapper = |token: &str, argv: &[&str]| {
+            let mut c = tokio::process::Command::new("setsid");
+            c.args(&shell)
+                .args(["-c", WRAPPER, "basho-session", token, "notty"])
+                .args(argv)
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            c
+        };
+        let hostile = ["$(touch pwned)", "a b\nc", "", "'\"\\`", "-c", "--", "$@"];
+        let mut argv = vec!["printf", "%s\\0"];
+        argv.extend(hostile);
+        let out = wrapper(&format!("{base}a"), &argv).output().await.unwrap();
+        assert!(out.status.success(), "{shell:?}: {out:?}");
+        let got: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
+        let want: Vec<&[u8]> = hostile.iter().map(|s| s.as_bytes()).collect();
+        assert_eq!(got[..got.len() - 1], want, "{shell:?}");
+        assert!(out.stderr.is_empty(), "{shell:?}: {out:?}");
+        assert!(!dir.path().join("pwned").exists());
+
+        let script = "sleep 300 & echo $! > bg; (sleep 301 & echo $! > sub; wait) & \
+                      echo $$ > fg; exec sleep 302";
+        let token = format!("{base}b");
+        let mut child = wrapper(&token, &["sh", "-c", script]).spawn().unwrap();
+        let mut pids = Vec::new();
+        for f in ["bg", "sub", "fg"] {
+            let path = dir.path().join(f);
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while !std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n')) {
+                assert!(tokio::time::Instant::now() < deadline, "{shell:?}: no {f}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            pids.push(std::fs::read_to_string(&path).unwrap().trim().to_owned());
+        }
+        let record = format!("{RECORD_PREFIX}{token}");
+        let recorded = std::fs::read_to_string(&record).unwrap();
+        assert!(recorded.starts_with(&format!("{} ", pids[2])), "{recorded}");
+        let kill = tokio::process::Command::new(&shell[0])
+            .args(&shell[1..])
+            .args(["-c", KILLER, "basho-kill", &token, "running"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            kill.status.success() && kill.stdout.is_empty() && kill.stderr.is_empty(),
+            "{shell:?}: {kill:?}"
+        );
+        let _ = child.wait().await;
+        assert!(all_gone(&pids).await, "{shell:?}: left behind {pids:?}");
+        assert!(!Path::new(&record).exists(), "{shell:?}");
+
+        // A kill before the wrapper starts leaves a tombstone: the wrapper then runs nothing.
+        let token = format!("{base}c");
+        let record = format!("{RECORD_PREFIX}{token}");
+        let kill = tokio::process::Command::new(&shell[0])
+            .args(&shell[1..])
+            .args(["-c", KILLER, "basho-kill", &token, "running"])
+            .status()
+            .await
+            .unwrap();
+        assert!(kill.success());
+        let out = wrapper(&token, &["touch", "started"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(137), "{shell:?}: {out:?}");
+        assert!(!dir.path().join("started").exists(), "{shell:?}");
+        assert!(!Path::new(&record).exists(), "{shell:?}");
+    }
+}

@@ -478,3 +478,57 @@ impl ExecControl for KubeExec {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(json: serde_json::Value) -> Status {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_status_channel_gives_the_exit_code() {
+        // As the kubelet sends them.
+        let ok = status(serde_json::json!({"metadata": {}, "status": "Success"}));
+        assert_eq!(outcome(&ok), Outcome::Exited(0));
+        let three = status(serde_json::json!({"metadata": {}, "status": "Failure",
+            "message": "command terminated with non-zero exit code: error executing command \
+                [sh -c exit 3], exit code 3",
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": "3"}]}}));
+        assert_eq!(outcome(&three), Outcome::Exited(3));
+        let broken = status(serde_json::json!({"metadata": {}, "status": "Failure",
+            "message": "OCI runtime exec failed: exec: \"sh\": executable file not found",
+            "reason": "InternalError"}));
+        assert!(matches!(outcome(&broken), Outcome::Failed(m) if m.contains("not found")));
+        let odd = status(serde_json::json!({"status": "Failure", "reason": "NonZeroExitCode"}));
+        assert!(matches!(outcome(&odd), Outcome::Failed(_)));
+    }
+
+    #[test]
+    fn the_command_is_the_wrapper_then_the_argv() {
+        let req = ExecRequest {
+            argv: vec!["printf".into(), "%s".into(), "$(id); rm -rf /".into()],
+            tty: true,
+            cols: 80,
+            rows: 24,
+        };
+        let c = command("ab12", &req);
+        assert_eq!(
+            c[..6],
+            ["sh", "-c", WRAPPER, "basho-session", "ab12", "tty"]
+        );
+        assert_eq!(c[6..], req.argv);
+        assert!(check(&req).is_ok());
+        for bad in [vec![], vec!["-x".to_owned()], vec!["a\0b".to_owned()]] {
+            let r = ExecRequest {
+                argv: bad,
+                ..req.clone()
+            };
+            assert!(matches!(check(&r), Err(BackendError::Refused(_))));
+        }
+        assert_eq!(random_token().len(), 32);
+        assert_ne!(random_token(), random_token());
+    }
+}
