@@ -290,3 +290,24 @@ async fn refuse(tx: &mpsc::Sender<Frame>, id: u32, code: &str, message: &str) {
     };
     let _ = tx.send(Frame::json(id, Kind::Refused, &r)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_settings_are_checked() {
+        let mut c: SessionsConfig = toml::from_str("").unwrap();
+        assert_eq!(c, SessionsConfig::default());
+        assert!(c.problems().is_empty());
+        c.recording_required = true;
+        assert!(c.problems()[0].contains("need sessions.recording_dir"));
+        c.recording_dir = Some("recordings".into());
+        assert!(c.problems()[0].contains("not absolute"));
+        let c: SessionsConfig =
+            toml::from_str("recording_dir = \"/var/lib/basho/recordings\"\nrecord_input = true\n")
+                .unwrap();
+        assert!(c.problems().is_empty());
+        assert!(c.record_input && !c.recording_required);
+    }
+}

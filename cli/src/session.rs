@@ -335,12 +335,20 @@ pub async fn pump(
                 ended.reason = e.reason;
                 break;
             }
-            // A request the session refused (a signal); the session goes on.
+            // A request the session refused (a signal); the session goes on, unless the
+            // site's backend cannot deliver signals at all: then the signal closes it.
             Kind::Refused => {
                 if let Ok(r) = f.parse::<Refusal>() {
                     let line = format!("basho: {} ({})\r\n", r.message, r.code);
                     let _ = stderr.write_all(line.as_bytes()).await;
                     let _ = stderr.flush().await;
+                    if r.code == "unsupported"
+                        && let Some(sig) = ended.signal
+                    {
+                        let why = format!("{sig} at the client; the site cannot deliver it");
+                        let _ = credit_tx.send(Frame::new(0, Kind::Close, why.into_bytes()));
+                        closing.get_or_insert_with(tokio::time::Instant::now);
+                    }
                 }
             }
             _ => {}
@@ -470,7 +478,10 @@ pub async fn shell(a: ShellArgs) -> Result<(), Error> {
         port: 0,
         break_glass: a.break_glass,
     };
-    let ws = connect(&a.client, &a.workspace, &spec).await?;
+    let (ws, ready) = open(&a.client, &a.workspace, &spec).await?;
+    if ready.recording.is_some() {
+        eprintln!("basho: the site records this session");
+    }
     let saved = if std::io::stdin().is_terminal() {
         let saved = stty(&["-g"]);
         stty(&["raw", "-echo"]);
