@@ -834,3 +834,84 @@ fn first_line_at(logs: &str, what: &str, since: DateTime<Utc>) -> Option<DateTim
         .filter_map(|l| l.split_whitespace().next()?.parse::<DateTime<Utc>>().ok())
         .find(|t| *t >= since)
 }
+
+/// An agent frozen with `docker pause` for 20 s (its connections stay open, nothing answers): its
+/// workspaces show `unknown` and keep running; a create placed on it meanwhile waits; after the
+/// unpause everything is `running`, the old containers were neither restarted nor doubled, and the
+/// new workspace got exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_agent_shows_unknown_and_resumes_without_relaunching() {
+    const S: &str = "agent-pause";
+    let Some(c) = Cluster::start(Spec {
+        agents: 1,
+        ..Spec::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let api = c.api();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (s, w) = api
+            .create(&c.create_body(0, "P-PAUSE", "alice", 3600))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{w}");
+        ids.push(w["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        api.wait_state(id, "running", Duration::from_secs(60)).await;
+    }
+    let before: BTreeSet<(String, String)> = c.site_containers(0).await.into_iter().collect();
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    c.pause(&c.agents[0].container);
+    let paused = Instant::now();
+    api.wait_state(&ids[0], "unknown", Duration::from_secs(45))
+        .await;
+    figure(S, "pause to `unknown`", secs(paused.elapsed()));
+    let (s, w) = api
+        .create(&c.create_body(0, "P-PAUSE", "alice", 3600))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{w}");
+    let late = w["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(paused.elapsed())).await;
+    for (id, _) in &before {
+        assert!(
+            c.running(id),
+            "container {id} runs on while its agent is frozen"
+        );
+    }
+    c.unpause(&c.agents[0].container);
+    let resumed = Instant::now();
+    for id in &ids {
+        api.wait_state(id, "running", Duration::from_secs(60)).await;
+    }
+    figure(S, "unpause to `running`", secs(resumed.elapsed()));
+    api.wait_state(&late, "running", Duration::from_secs(60))
+        .await;
+    figure(
+        S,
+        "unpause to the create made meanwhile `running`",
+        secs(resumed.elapsed()),
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after: BTreeSet<(String, String)> = c.site_containers(0).await.into_iter().collect();
+    let old: BTreeSet<_> = after
+        .iter()
+        .filter(|(_, ws)| *ws != late)
+        .cloned()
+        .collect();
+    assert_eq!(old, before, "the same containers, not relaunched");
+    let new: Vec<_> = after.iter().filter(|(_, ws)| *ws == late).collect();
+    assert_eq!(
+        new.len(),
+        1,
+        "one container for the create made meanwhile: {new:?}"
+    );
+    for (id, _) in &after {
+        assert!(c.running(id), "container {id} is running");
+    }
+    figure(S, "containers relaunched / duplicated", "0 / 0");
+}
