@@ -676,3 +676,41 @@ async fn the_session_scripts_work_under_dash_busybox_and_bash() {
         assert!(!Path::new(&record).exists(), "{shell:?}");
     }
 }
+
+#[tokio::test]
+async fn a_port_forward_is_a_relay_exec_with_half_close() {
+    // The agent forwards a port by running `nc 127.0.0.1 PORT` in the container; this host has
+    // busybox's nc, and the server stands in for a service on the container's loopback.
+    if !std::process::Command::new("busybox")
+        .args(["nc", "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("nc"))
+    {
+        println!("skipping: busybox nc is not on this host");
+        return;
+    }
+    let (_fake, backend, _dir) = running("ws-fwd").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let server = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        conn.read_to_end(&mut request).await.unwrap();
+        conn.write_all(b"pong:").await.unwrap();
+        conn.write_all(&request).await.unwrap();
+        request
+    });
+    let mut io = backend
+        .exec("ws-fwd", &req(&["busybox", "nc", "127.0.0.1", &port]))
+        .await
+        .unwrap();
+    let payload: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
+    io.input.write_all(&payload).await.unwrap();
+    // The client's end of its request: v5's stdin close, then nc's half-close to the server.
+    io.input.shutdown().await.unwrap();
+    let (out, _) = drain(&mut io).await;
+    assert_eq!(server.await.unwrap(), payload);
+    assert_eq!(&out[..5], b"pong:");
+    assert!(out[5..] == payload[..], "{} bytes back", out.len());
+}
