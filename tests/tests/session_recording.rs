@@ -258,6 +258,33 @@ async fn exec_forwards_signals_and_exits_as_the_process_did() {
     let (_, ps) = exec(&fed.docker, &c, &["ps", "-o", "args"]).await;
     assert!(!ps.contains("sleep 3"), "nothing left behind: {ps}");
 
+    // A process that ignores SIGINT: the first Ctrl-C reaches it and changes nothing, a second
+    // within a second closes the session, kills the process, and basho exits 130.
+    let mut cmd = basho(&fed, &alice);
+    cmd.args(["exec", &id, "--", "sh", "-c", r#"trap "" INT; sleep 32"#]);
+    let child = cmd.spawn().unwrap();
+    wait_running(&fed, &c, "sleep 32").await;
+    let pid = child.id().unwrap();
+    kill("INT", pid);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kill("INT", pid);
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("interrupted twice"),
+        "{}",
+        text(&out.stderr)
+    );
+    basho_tests::wait_for(
+        "the ignored sleep to end",
+        Duration::from_secs(20),
+        || async {
+            let (_, ps) = exec(&fed.docker, &c, &["ps", "-o", "args"]).await;
+            (!ps.contains("sleep 32")).then_some(())
+        },
+    )
+    .await;
+
     // A signal off the allow-list is refused, and the session goes on.
     let client = ClientArgs {
         addr: fed.api.base.clone(),

@@ -579,6 +579,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_error_ends_the_recording_and_says_why() {
+        let Ok(full) = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .await
+        else {
+            eprintln!("skipped: no /dev/full");
+            return;
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let failed = CancellationToken::new();
+        let error = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(write(
+            tokio::io::BufWriter::new(full),
+            rx,
+            Instant::now(),
+            PathBuf::from("/dev/full"),
+            failed.clone(),
+            error.clone(),
+        ));
+        let r = Recorder {
+            tx,
+            started: Instant::now(),
+        };
+        // Enough to overflow the buffer, so the write itself fails.
+        r.record(Event::Stdout(vec![b'x'; 64 * 1024])).await;
+        tokio::time::timeout(Duration::from_secs(5), failed.cancelled())
+            .await
+            .expect("the failure is signalled");
+        // The session is never held up by a recording that has ended.
+        for _ in 0..100 {
+            r.record(Event::Stdout(b"more".to_vec())).await;
+        }
+        drop(r);
+        task.await.unwrap();
+        let e = error.lock().unwrap().clone().unwrap();
+        assert!(e.contains("/dev/full"), "{e}");
+    }
+
+    #[tokio::test]
     async fn an_unusable_directory_is_a_clear_error() {
         let e = prepare(Path::new("relative/recordings")).await.unwrap_err();
         assert!(e.to_string().contains("not absolute"), "{e}");

@@ -421,6 +421,50 @@ mod tests {
         assert!(request(&open(SessionKind::Forward, &[], 0)).is_err());
     }
 
+    /// A control whose `signal` is the trait's default, or succeeds.
+    struct Control {
+        signals: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl ExecControl for Control {
+        async fn resize(&self, _: u16, _: u16) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn exit_code(&self) -> Result<Option<i64>, BackendError> {
+            Ok(None)
+        }
+        async fn kill(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn signal(&self, sig: Signal) -> Result<(), BackendError> {
+            if self.signals {
+                Ok(())
+            } else {
+                Err(BackendError::Unsupported(format!("no {sig} here")))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn signals_off_the_list_or_undeliverable_are_refused_and_delivered_ones_marked() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let yes = Control { signals: true };
+        let no = Control { signals: false };
+        deliver(3, b"STOP", &yes, &tx, None).await;
+        let r: Refusal = rx.recv().await.unwrap().parse().unwrap();
+        assert_eq!(r.code, "invalid_signal");
+        assert!(r.message.contains("allowed:"), "{}", r.message);
+        deliver(3, b"TERM", &no, &tx, None).await;
+        let f = rx.recv().await.unwrap();
+        assert_eq!((f.session, f.kind), (3, Kind::Refused));
+        let r: Refusal = f.parse().unwrap();
+        assert_eq!(r.code, "unsupported");
+        assert!(r.message.contains("SIGTERM"), "{}", r.message);
+        deliver(3, b"INT", &yes, &tx, None).await;
+        assert!(rx.try_recv().is_err(), "a delivered signal needs no answer");
+    }
+
     #[tokio::test]
     async fn a_backend_without_sessions_refuses_clearly() {
         let backend: Arc<dyn Backend> = Arc::new(FakeBackend::new(
