@@ -714,3 +714,29 @@ async fn a_port_forward_is_a_relay_exec_with_half_close() {
     assert_eq!(&out[..5], b"pong:");
     assert!(out[5..] == payload[..], "{} bytes back", out.len());
 }
+
+#[tokio::test]
+async fn output_read_slowly_after_the_exit_arrives_whole() {
+    let (_fake, backend, _dir) = running("ws-slow").await;
+    let mut io = backend
+        .exec(
+            "ws-slow",
+            &req(&["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; exit 4"]),
+        )
+        .await
+        .unwrap();
+    // A reader held back by its client's credit: the status comes in long before the output is
+    // read, and nothing of it may be lost.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut n = 0;
+    while let Some(item) = io.output.next().await {
+        let ExecOutput::Stdout(b) = item.unwrap() else {
+            panic!("stderr")
+        };
+        assert!(b.iter().all(|c| *c == b'x'));
+        n += b.len();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(n, 300_000);
+    assert_eq!(exit_code(&io).await, Some(4));
+}

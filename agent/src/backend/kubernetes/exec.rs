@@ -302,8 +302,12 @@ pub(super) async fn start(
     // closes it) they would never end, so the output ends shortly after the connection.
     let mut lost = outcome_rx.clone();
     let streams = streams.take_until(async move {
-        let _ = lost.wait_for(|o| *o == Outcome::Lost).await;
-        tokio::time::sleep(LOST_GRACE).await;
+        // After a status kube closes the pipes itself, once everything in them has been read.
+        if lost.wait_for(|o| *o == Outcome::Lost).await.is_ok() {
+            tokio::time::sleep(LOST_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
     });
     // When the runtime could not run the process at all, say why on stderr: there is no code.
     let mut rx = outcome_rx.clone();
