@@ -1,8 +1,8 @@
 //! Faults across hosts, on the test bed of `basho_tests::cluster`: the orchestrator and each agent
 //! in a container of their own, each agent on a private network it shares only with the
 //! orchestrator. Each scenario injects a fault with the Docker CLI (SIGKILL, network disconnect,
-//! a full disk, a restart), asserts that nothing was lost or duplicated, and prints its figures
-//! (`docs/reliability.md` records them).
+//! pause, a full disk, a restart), asserts that nothing was lost or duplicated, and prints its
+//! figures (`docs/reliability.md` records them).
 //!
 //! `cargo nextest run -p basho-tests --test multihost --no-capture`
 
