@@ -364,3 +364,126 @@ async fn sessions_are_refused_clearly_without_a_job_a_login_node_or_an_instance(
         other => panic!("expected unsupported, got {:?}", other.map(|_| ())),
     }
 }
+
+/// A stored researcher token for `subject`, made in the federation's own store.
+async fn researcher_token(fed: &basho_tests::federation::Federation, subject: &str) -> String {
+    use basho_orchestrator::store::Role;
+    use basho_orchestrator::tokens::{NewToken, create, open_store};
+    let config = fed.dir.path().join("orchestrator-tokens.toml");
+    std::fs::write(&config, toml::to_string(fed.config()).unwrap()).unwrap();
+    let store = open_store(&config).await.expect("store opens");
+    let new = NewToken {
+        role: Role::Researcher,
+        subject: Some(subject.to_owned()),
+        site: None,
+        name: None,
+    };
+    create(&*store, new, "test").await.expect("token").1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn basho_exec_and_port_forward_reach_a_slurm_workspace_through_the_tunnel() {
+    use std::process::Stdio;
+    use tokio::process::Command;
+
+    let backend = Testbed::load().backend(Runtime::Docker);
+    let fed = basho_tests::federation::Federation::start_with(|name, cfg| {
+        if name == "tohoku" {
+            cfg.backend = basho_agent::config::BackendConfig::Slurm(backend.clone());
+        }
+    })
+    .await
+    .expect("a Docker engine (the jobs' runtime)");
+    let (status, ws) = fed
+        .api
+        .create(&fed.create_body("P-SLURM", "alice", &["JGAD000101"]))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "create: {ws}");
+    let id = ws["id"].as_str().unwrap().to_owned();
+    let _job = Job(id.clone());
+    fed.api
+        .wait_state(&id, "running", Duration::from_secs(90))
+        .await;
+    let container =
+        basho_tests::wait_for("the job's container", Duration::from_secs(60), || async {
+            let cs = fed.containers(&id).await;
+            (cs.len() == 1).then(|| cs[0].clone())
+        })
+        .await;
+    let (_, expected) = basho_tests::exec(
+        &fed.docker,
+        &container,
+        &["cat", "/data/JGAD000101/records.csv"],
+    )
+    .await;
+    assert!(!expected.is_empty());
+    let alice = researcher_token(&fed, "alice").await;
+    let basho = || {
+        let mut c = Command::new(basho_tests::binary("basho"));
+        c.env("BASHO_ADDR", &fed.api.base)
+            .env("BASHO_TOKEN", &alice)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        c
+    };
+    let run = |mut c: Command| async move {
+        tokio::time::timeout(Duration::from_secs(60), c.output())
+            .await
+            .expect("basho finishes within 60 s")
+            .expect("basho runs")
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    let mut cmd = basho();
+    cmd.args(["exec", &id, "--", "cat", "/data/JGAD000101/records.csv"]);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "exec: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), expected);
+
+    let mut cmd = basho();
+    cmd.args([
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+
+    // A server on the container's loopback, reached through `basho port-forward`.
+    let mut httpd = basho();
+    httpd.args([
+        "exec",
+        &id,
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "127.0.0.1:8000",
+        "-h",
+        "/data/JGAD000101",
+    ]);
+    let _httpd = httpd.spawn().unwrap();
+    let local = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut pf = basho();
+    pf.args(["port-forward", &id, &format!("{local}:8000")])
+        .stdout(Stdio::piped());
+    let _pf = pf.spawn().unwrap();
+    let body = basho_tests::wait_for("the forwarded file", Duration::from_secs(60), || async {
+        let r = reqwest::get(format!("http://127.0.0.1:{local}/records.csv"))
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())?;
+        r.text().await.ok()
+    })
+    .await;
+    assert_eq!(body, expected);
+}
