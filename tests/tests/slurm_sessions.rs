@@ -487,3 +487,111 @@ async fn basho_exec_and_port_forward_reach_a_slurm_workspace_through_the_tunnel(
     .await;
     assert_eq!(body, expected);
 }
+
+/// Figures, printed (never asserted): how long a session takes to start, a keystroke's round
+/// trip through a terminal session running `cat`, and `cat` of a 32 MiB file, at the backend
+/// (no tunnel). `cargo nextest run -p basho-tests --test slurm_sessions --no-capture figures`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn figures_of_slurm_sessions() {
+    let testbed = Testbed::load();
+    let site = site();
+    let backend = SlurmBackend::new(site.clone(), testbed.backend(Runtime::Docker)).unwrap();
+    let docker = basho_tests::docker().await.expect("a Docker engine");
+    let image = basho_cli::dev::image::ensure_demo_image(&docker)
+        .await
+        .expect("demo image");
+    let dir = tempfile::tempdir().unwrap();
+    let id = basho_tests::unique("fig");
+    let _job = Job(id.clone());
+    let spec = basho_tests::slurm::runnable_spec(dir.path(), &site, &image, &id);
+    let big = vec![b'x'; 32 << 20];
+    std::fs::write(spec.work_dir.join("big"), &big).unwrap();
+    let ok = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    backend.launch(&spec).await.expect("launch");
+    basho_tests::wait_for("a session to start", Duration::from_secs(90), || async {
+        let (out, _, code) = match backend.exec(&id, &req(&["true"])).await {
+            Ok(mut io) => {
+                let _ = io.input.shutdown().await;
+                finish(io).await
+            }
+            Err(_) => return None,
+        };
+        (code == Some(0)).then_some(out)
+    })
+    .await;
+
+    let mut starts = Vec::new();
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        let (_, _, code) = run(&backend, &id, &["true"]).await;
+        assert_eq!(code, Some(0));
+        starts.push(t.elapsed());
+    }
+
+    let mut io = backend
+        .exec(
+            &id,
+            &ExecRequest {
+                argv: vec!["cat".into()],
+                tty: true,
+                cols: 80,
+                rows: 24,
+            },
+        )
+        .await
+        .unwrap();
+    io.input.write_all(b"warm\n").await.unwrap();
+    read_until(&mut io, "warm\r\nwarm\r\n").await;
+    let mut keys = Vec::new();
+    for _ in 0..200 {
+        let t = std::time::Instant::now();
+        io.input.write_all(b"k").await.unwrap();
+        loop {
+            match io.output.next().await {
+                Some(Ok(ExecOutput::Stdout(b))) if b.contains(&b'k') => break,
+                Some(_) => {}
+                None => panic!("cat ended"),
+            }
+        }
+        keys.push(t.elapsed());
+    }
+    io.control.kill().await.unwrap();
+    drop(io);
+
+    let t = std::time::Instant::now();
+    let mut io = backend
+        .exec(&id, &req(&["cat", "/work/big"]))
+        .await
+        .unwrap();
+    let _ = io.input.shutdown().await;
+    let mut n = 0usize;
+    while let Some(Ok(ExecOutput::Stdout(b))) = io.output.next().await {
+        n += b.len();
+    }
+    let took = t.elapsed();
+    assert_eq!(n, big.len());
+
+    let pct = |v: &mut Vec<Duration>, p: usize| {
+        v.sort();
+        v[(v.len() - 1) * p / 100]
+    };
+    println!(
+        "slurm sessions: start (squeue + srun step + runtime exec of `true`, 10 runs) p50 {:?} max {:?}; \
+         keystroke round trip (200 keys, tty cat) p50 {:?} p99 {:?}; cat of 32 MiB {:?} ({:.0} MiB/s)",
+        pct(&mut starts, 50),
+        pct(&mut starts, 100),
+        pct(&mut keys, 50),
+        pct(&mut keys, 99),
+        took,
+        32.0 / took.as_secs_f64()
+    );
+    println!(
+        "reproduce: cargo nextest run -p basho-tests --test slurm_sessions --no-capture figures"
+    );
+    backend.stop(&id).await.unwrap();
+}
