@@ -392,9 +392,16 @@ pub async fn exec(a: ExecArgs) -> Result<(), Error> {
         port: 0,
         break_glass: a.break_glass,
     };
-    // Caught before the session opens, so a signal that arrives meanwhile is not lost.
-    let caught = (!a.tty).then(catch_signals);
-    let (ws, ready) = open(&a.client, &a.workspace, &spec).await?;
+    // Caught from the start: one that arrives while the session opens ends basho as it would
+    // have ended it uncaught (the orchestrator then ends whatever the agent started).
+    let mut caught = (!a.tty).then(catch_signals);
+    let (ws, ready) = match caught.as_mut() {
+        Some(rx) => tokio::select! {
+            r = open(&a.client, &a.workspace, &spec) => r?,
+            Some(sig) = rx.recv() => return Err(Error::Exited(128 + i64::from(sig.number()))),
+        },
+        None => open(&a.client, &a.workspace, &spec).await?,
+    };
     let (_keep, resizes) = mpsc::unbounded_channel();
     let ended = if a.tty {
         pump(
