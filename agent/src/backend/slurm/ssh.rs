@@ -143,10 +143,18 @@ impl Login {
         pty: Option<(u16, u16)>,
     ) -> Result<channel::Interactive, SshError> {
         let reused = self.idle.lock().expect("pool lock").pop();
-        let session = match reused {
-            Some(s) => s,
-            None => self.connect().await?,
-        };
+        if let Some(s) = reused {
+            // A pooled session may have been dropped by the login node while idle; the command
+            // has not started when opening fails, so a new connection can try again.
+            match channel::open(s, command.clone(), pty, self.cfg.clone(), self.idle.clone()).await
+            {
+                Ok(i) => return Ok(i),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a pooled ssh session failed; dialling a new one")
+                }
+            }
+        }
+        let session = self.connect().await?;
         channel::open(session, command, pty, self.cfg.clone(), self.idle.clone()).await
     }
 
