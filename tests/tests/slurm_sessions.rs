@@ -335,7 +335,7 @@ async fn sessions_enter_the_running_container_of_a_slurm_job() {
 }
 
 #[tokio::test]
-async fn sessions_are_refused_clearly_without_a_job_a_login_node_or_an_instance() {
+async fn sessions_are_refused_clearly_without_a_running_job_a_login_node_or_an_instance() {
     let testbed = Testbed::load();
     let backend = SlurmBackend::new(site(), testbed.backend(Runtime::Docker)).unwrap();
     match backend.exec("no-such-ws", &req(&["true"])).await {
@@ -344,6 +344,43 @@ async fn sessions_are_refused_clearly_without_a_job_a_login_node_or_an_instance(
     }
     match backend.exec("no-such-ws", &req(&[])).await {
         Err(BackendError::Refused(m)) => assert!(m.contains("empty command"), "{m}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+
+    // A job of this site that is not running yet (held), and one of another site.
+    let site_a = site();
+    let held = SlurmBackend::new(site_a.clone(), testbed.backend(Runtime::Docker)).unwrap();
+    let ws = basho_tests::unique("held");
+    let _job = Job(ws.clone());
+    let comment = format!("basho site={site_a} expires=2099-01-01T00:00:00Z");
+    let user = testbed.get("SLURM_SSH_USER").to_owned();
+    let name = format!("basho-{ws}");
+    let out = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            &user,
+            "--",
+            "sbatch",
+            "--hold",
+            "--parsable",
+            "--job-name",
+            &name,
+        ])
+        .args(["--comment", &comment, "--wrap", "sleep 60"])
+        .current_dir("/tmp")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match held.exec(&ws, &req(&["true"])).await {
+        Err(BackendError::Refused(m)) => assert!(m.contains("is not running"), "{m}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    match backend.exec(&ws, &req(&["true"])).await {
+        Err(BackendError::Refused(m)) => assert!(m.contains("no job at this site"), "{m}"),
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
 
