@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::backend::Backend;
-use crate::client::TlsPolicy;
+use crate::client::{Backoff, TlsPolicy};
 
 pub mod dial;
 pub mod recording;
@@ -122,6 +122,10 @@ impl std::fmt::Debug for Tunnel {
     }
 }
 
+/// A tunnel up at least this long counts as established: the next redial starts from the
+/// shortest delay again.
+const STABLE: Duration = Duration::from_secs(30);
+
 /// Sessions open per workspace on this agent.
 type Counts = Arc<Mutex<HashMap<String, usize>>>;
 
@@ -129,15 +133,21 @@ impl Tunnel {
     /// Keeps the tunnel up until `stop`; every session ends with it.
     pub async fn run(self, stop: CancellationToken) {
         let counts: Counts = Arc::default();
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::agent_default();
         let mut up = true;
         while !stop.is_cancelled() {
             match dial::dial(&self.url, "v1/agent/tunnel", &self.token, &self.tls).await {
                 Ok(ws) => {
                     info!("session tunnel up");
                     up = true;
-                    backoff = Duration::from_millis(250);
+                    let opened = tokio::time::Instant::now();
                     self.serve(ws, counts.clone(), &stop).await;
+                    // Only a tunnel that stayed up earns a quick redial: one the orchestrator
+                    // accepts and drops at once (a restart, a replica shutting down) must not
+                    // be redialled several times a second by every site.
+                    if opened.elapsed() >= STABLE {
+                        backoff.reset();
+                    }
                     if !stop.is_cancelled() {
                         info!("session tunnel down; redialling");
                     }
@@ -151,9 +161,8 @@ impl Tunnel {
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 
