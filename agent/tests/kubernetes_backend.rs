@@ -15,27 +15,12 @@ use basho_agent::backend::{Backend, BackendError, DatasetMount, LaunchSpec, RunS
 use basho_agent::config::{ClaimSource, KubernetesConfig};
 use basho_core::Ident;
 use chrono::{TimeZone, Utc};
-use kube_fake::{FakeApi, Fault};
+use kube_fake::{FakeApi, Fault, NS, WAIT, site};
 use serde_json::{Value, json};
 
-const NS: &str = "basho-ws";
-const WAIT: Duration = Duration::from_secs(20);
-
-fn site() -> Ident {
-    Ident::parse("k8s-site").unwrap()
-}
-
+/// The site's configuration, with the watch's grace of 1 s.
 fn cfg() -> KubernetesConfig {
-    toml::from_str(&format!(
-        r#"
-        namespace = "{NS}"
-        work = {{ claim = "basho-work" }}
-        results = {{ host_path = "/srv/basho/results" }}
-        watch_grace_s = 1
-        stop_grace_s = 5
-        "#
-    ))
-    .unwrap()
+    kube_fake::config(1)
 }
 
 /// A fake with the site's claims, and a backend on it.

@@ -17,29 +17,13 @@ use basho_agent::backend::kubernetes::exec::{KILLER, RECORD_PREFIX, WRAPPER};
 use basho_agent::backend::kubernetes::{KubernetesBackend, REQUIRED_PERMISSIONS};
 use basho_agent::backend::{LaunchSpec, RunState};
 use basho_agent::config::KubernetesConfig;
-use basho_core::Ident;
 use futures::StreamExt;
-use kube_fake::{FakeApi, Fault};
+use kube_fake::{FakeApi, Fault, NS, WAIT, site};
 use tokio::io::AsyncWriteExt;
 
-const NS: &str = "basho-ws";
-const WAIT: Duration = Duration::from_secs(20);
-
-fn site() -> Ident {
-    Ident::parse("k8s-site").unwrap()
-}
-
+/// The site's configuration, with the watch's grace of 5 s.
 fn cfg() -> KubernetesConfig {
-    toml::from_str(&format!(
-        r#"
-        namespace = "{NS}"
-        work = {{ claim = "basho-work" }}
-        results = {{ host_path = "/srv/basho/results" }}
-        watch_grace_s = 5
-        stop_grace_s = 5
-        "#
-    ))
-    .unwrap()
+    kube_fake::config(5)
 }
 
 fn spec(dir: &Path, workspace: &str) -> LaunchSpec {

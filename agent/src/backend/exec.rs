@@ -25,6 +25,16 @@ pub struct ExecRequest {
     pub rows: u16,
 }
 
+/// Refuses a request with no program to run.
+pub(crate) fn refuse_empty(req: &ExecRequest) -> Result<(), BackendError> {
+    if req.argv.is_empty() {
+        return Err(BackendError::Refused(
+            "an empty command; name a program to run".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A chunk of the process's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecOutput {

@@ -32,6 +32,30 @@ use tokio::sync::mpsc;
 
 pub use exec::ExecSeen;
 
+/// The namespace the tests' sites run workspaces in.
+pub const NS: &str = "basho-ws";
+/// How long a test waits for the backend to see a change.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The tests' site.
+pub fn site() -> basho_core::Ident {
+    basho_core::Ident::parse("k8s-site").unwrap()
+}
+
+/// A site's configuration on the fake's namespace, its watch given `watch_grace_s` of grace.
+pub fn config(watch_grace_s: u64) -> basho_agent::config::KubernetesConfig {
+    toml::from_str(&format!(
+        r#"
+        namespace = "{NS}"
+        work = {{ claim = "basho-work" }}
+        results = {{ host_path = "/srv/basho/results" }}
+        watch_grace_s = {watch_grace_s}
+        stop_grace_s = 5
+        "#
+    ))
+    .unwrap()
+}
+
 /// One request as RBAC sees it: `(verb, api group, resource)`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Request {

@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 
 use super::DockerBackend;
 use super::error::unavailable;
-use crate::backend::exec::{ExecControl, ExecIo, ExecOutput, ExecRequest, Signal};
+use crate::backend::exec::{ExecControl, ExecIo, ExecOutput, ExecRequest, Signal, refuse_empty};
 use crate::backend::{BackendError, RunState};
 
 /// Starts `req` in the container of `workspace`.
@@ -33,11 +33,7 @@ pub(super) async fn start(
     workspace: &str,
     req: &ExecRequest,
 ) -> Result<ExecIo, BackendError> {
-    if req.argv.is_empty() {
-        return Err(BackendError::Refused(
-            "an empty command; name a program to run".into(),
-        ));
-    }
+    refuse_empty(req)?;
     let Some(summary) = backend.find_one(workspace).await? else {
         return Err(BackendError::Refused(format!(
             "workspace {workspace} has no container at this site"

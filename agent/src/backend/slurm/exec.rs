@@ -35,7 +35,7 @@ use super::SlurmBackend;
 use super::ssh::channel::Request;
 use super::ssh::{Login, SshError};
 use crate::backend::docker::container_name;
-use crate::backend::exec::{ExecControl, ExecIo, ExecOutput, ExecRequest, Signal};
+use crate::backend::exec::{ExecControl, ExecIo, ExecOutput, ExecRequest, Signal, refuse_empty};
 use crate::backend::{BackendError, RunState};
 use crate::config::Runtime;
 
@@ -209,11 +209,7 @@ pub(super) async fn start(
     workspace: &str,
     req: &ExecRequest,
 ) -> Result<ExecIo, BackendError> {
-    if req.argv.is_empty() {
-        return Err(BackendError::Refused(
-            "an empty command; name a program to run".into(),
-        ));
-    }
+    refuse_empty(req)?;
     if req.argv.iter().any(|a| a.contains('\0')) {
         return Err(BackendError::Refused(
             "an argument holds a NUL byte, which no command line can carry".into(),
