@@ -124,6 +124,35 @@ fn a_container_that_is_not_running_or_runs_as_root_is_not_entered() {
     }
 }
 
+/// What the runtime receives for a control step: `script` run with `args` in the container, as
+/// its user.
+fn control_words(script: &str, args: &[&str]) -> Vec<String> {
+    [
+        "exec",
+        "-u",
+        "65534:65534",
+        "basho-ws-1",
+        "/bin/sh",
+        "-c",
+        script,
+    ]
+    .iter()
+    .chain(args)
+    .map(|w| w.to_string())
+    .collect()
+}
+
+/// Runs a control `script` with `args` on this host; it must succeed.
+fn script(code: &str, args: &[&str]) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
 #[test]
 fn the_kill_step_runs_the_kill_script_in_the_container_as_its_user() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,21 +160,7 @@ fn the_kill_step_runs_the_kill_script_in_the_container_as_its_user() {
     let line = kill_line("7", "docker", "ws-1", "tok");
     let (code, words, err) = run(dir.path(), &line);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        words,
-        [
-            "exec",
-            "-u",
-            "65534:65534",
-            "basho-ws-1",
-            "/bin/sh",
-            "-c",
-            KILL,
-            "tok"
-        ]
-        .map(String::from)
-        .to_vec()
-    );
+    assert_eq!(words, control_words(KILL, &["tok"]));
 }
 
 #[test]
@@ -155,22 +170,7 @@ fn the_signal_step_signals_the_sessions_process_group() {
     let line = signal_line("7", "docker", "ws-1", "tok", Signal::Int);
     let (code, words, err) = run(dir.path(), &line);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        words,
-        [
-            "exec",
-            "-u",
-            "65534:65534",
-            "basho-ws-1",
-            "/bin/sh",
-            "-c",
-            SIGNAL,
-            "tok",
-            "INT"
-        ]
-        .map(String::from)
-        .to_vec()
-    );
+    assert_eq!(words, control_words(SIGNAL, &["tok", "INT"]));
 
     // For real: TERM reaches the leader's group, not a process that left it.
     let mut child = Command::new("setsid")
@@ -179,13 +179,7 @@ fn the_signal_step_signals_the_sessions_process_group() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(SIGNAL)
-        .args(["s-ours", "TERM"])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    script(SIGNAL, &["s-ours", "TERM"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -196,13 +190,7 @@ fn the_signal_step_signals_the_sessions_process_group() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(KILL)
-        .arg("s-ours")
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    script(KILL, &["s-ours"]);
     let _ = child.kill();
     let status = status.expect("TERM ended the session's leader");
     assert!(!status.success());
@@ -238,24 +226,12 @@ fn the_kill_script_ends_the_sessions_processes_and_nothing_else() {
             .collect()
     };
     assert_eq!(marked("k-ours").len(), 3, "{:?}", marked("k-ours"));
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(KILL)
-        .arg("k-ours")
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    script(KILL, &["k-ours"]);
     let _ = ours.wait();
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(marked("k-ours").is_empty(), "{:?}", marked("k-ours"));
     assert_eq!(marked("k-theirs").len(), 3);
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(KILL)
-        .arg("k-theirs")
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    script(KILL, &["k-theirs"]);
     let _ = theirs.wait();
 }
 
