@@ -17,14 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use basho_agent::config::{
-    BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig,
-};
+use basho_agent::config::{BackendConfig, CatalogEntry, Isolation, OrchestratorLink, SiteConfig};
 use basho_core::Ident;
 use basho_core::protocol::Capacity;
 use basho_core::visa::IssuerRef;
 use basho_core::visa::mint::{Issuer, Visa};
-use basho_orchestrator::config::{AgentAuth, Config, Limits, TlsConfig};
+use basho_orchestrator::config::{AgentAuth, Config, Limits};
 use bollard::Docker;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -146,7 +144,11 @@ impl Cluster {
             issuer: ISSUER.into(),
             jwks_file,
         }];
-        let (ca_file, tls, ca_pem) = pki(&root.join("pki"));
+        let (ca_file, tls, ca_pem) = crate::pki(
+            &root.join("pki"),
+            "basho multi-host test CA",
+            &[ORCHESTRATOR_HOST],
+        );
         let token = format!("platform-{tag}");
         let orchestrator = format!("basho-{tag}-orch");
 
@@ -205,6 +207,7 @@ impl Cluster {
             },
             tls: Some(tls),
             plain_http_on_loopback: false,
+            replica: None,
         };
         let cluster = Cluster {
             tag: tag.clone(),
@@ -675,34 +678,6 @@ fn sweep_stale() {
     }
 }
 
-/// A CA (`ca.pem`) and a certificate it signed for [`ORCHESTRATOR_HOST`], under `dir`; the CA file,
-/// the orchestrator's TLS config and the CA's PEM.
-fn pki(dir: &Path) -> (PathBuf, TlsConfig, Vec<u8>) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    std::fs::create_dir_all(dir).unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "basho multi-host test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec![ORCHESTRATOR_HOST.to_owned()]).unwrap();
-    let cert = server.signed_by(&key, &ca).unwrap();
-    let ca_file = dir.join("ca.pem");
-    let tls = TlsConfig {
-        cert_file: dir.join("server.crt"),
-        key_file: dir.join("server.key"),
-    };
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    std::fs::write(&tls.cert_file, cert.pem()).unwrap();
-    std::fs::write(&tls.key_file, key.serialize_pem()).unwrap();
-    (ca_file, tls, ca.pem().into_bytes())
-}
-
 /// The repository's workspace templates, as an absolute path without `..`.
 fn templates_dir() -> PathBuf {
     crate::federation::templates_dir()
@@ -759,11 +734,7 @@ fn site_config(
         }],
         images: BTreeMap::from([("basho/demo".to_owned(), image.to_owned())]),
         trusted_issuers: issuers.to_vec(),
-        paths: Paths {
-            state_dir: base.join("state"),
-            work_root: base.join("work"),
-            results_root: base.join("results"),
-        },
+        paths: crate::site_paths(&base),
         isolation: Isolation::default(),
         metrics: None,
         metering,

@@ -8,9 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use basho_agent::config::{
-    BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig,
-};
+use basho_agent::config::{BackendConfig, CatalogEntry, Isolation, OrchestratorLink, SiteConfig};
 use basho_core::Ident;
 use basho_core::protocol::Capacity;
 use basho_core::visa::IssuerRef;
@@ -141,6 +139,7 @@ impl Federation {
             },
             tls: None,
             plain_http_on_loopback: true,
+            replica: None,
         };
         orchestrator(&mut config);
         let mut fed = Federation {
@@ -380,11 +379,7 @@ fn site_config(
             .collect(),
         images: BTreeMap::from([("basho/demo".to_owned(), image.to_owned())]),
         trusted_issuers: issuers.to_vec(),
-        paths: Paths {
-            state_dir: base.join("state"),
-            work_root: base.join("work"),
-            results_root: base.join("results"),
-        },
+        paths: crate::site_paths(&base),
         isolation: Isolation::default(),
         metrics: None,
         metering: Default::default(),

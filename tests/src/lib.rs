@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cluster;
 pub mod federation;
+pub mod sessions;
 pub mod slurm;
 
 use std::future::Future;
@@ -76,6 +77,69 @@ pub async fn remove_labelled(docker: &Docker, label: &str, value: &str) {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         let _ = docker.remove_container(&id, Some(opts)).await;
     }
+}
+
+/// Records in a journal file that no `acked` line covers.
+pub fn pending_records(text: &str) -> usize {
+    let mut acked = 0;
+    let mut seqs = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        match v["kind"].as_str() {
+            Some("acked") => acked = acked.max(v["through"].as_u64().unwrap_or(0)),
+            Some("record") => seqs.push(v["record"]["seq"].as_u64().unwrap_or(0)),
+            _ => {}
+        }
+    }
+    seqs.iter().filter(|s| **s > acked).count()
+}
+
+/// A site's state, work and results directories under `base`.
+pub fn site_paths(base: &std::path::Path) -> basho_agent::config::Paths {
+    basho_agent::config::Paths {
+        state_dir: base.join("state"),
+        work_root: base.join("work"),
+        results_root: base.join("results"),
+    }
+}
+
+/// A CA named `ca_name` (its certificate in `ca.pem`) and a server certificate it signed for
+/// `hosts` (`server.crt`, `server.key`), written under `dir`: the CA file, the orchestrator's
+/// TLS config and the CA's PEM.
+pub fn pki(
+    dir: &std::path::Path,
+    ca_name: &str,
+    hosts: &[&str],
+) -> (
+    std::path::PathBuf,
+    basho_orchestrator::config::TlsConfig,
+    Vec<u8>,
+) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let server =
+        CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = server.signed_by(&key, &ca).unwrap();
+    let ca_file = dir.join("ca.pem");
+    let tls = basho_orchestrator::config::TlsConfig {
+        cert_file: dir.join("server.crt"),
+        key_file: dir.join("server.key"),
+    };
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&tls.cert_file, cert.pem()).unwrap();
+    std::fs::write(&tls.key_file, key.serialize_pem()).unwrap();
+    (ca_file, tls, ca.pem().into_bytes())
 }
 
 /// A fresh name no other test (or earlier run) uses.

@@ -483,7 +483,7 @@ async fn partitioned_site_keeps_running_meters_once_expires_and_revokes_after_he
         Duration::from_secs(60),
         || async {
             let text = std::fs::read_to_string(&journal).unwrap_or_default();
-            (pending_records(&text) == 0).then_some(())
+            (basho_tests::pending_records(&text) == 0).then_some(())
         },
     )
     .await;
@@ -530,23 +530,6 @@ async fn partitioned_site_keeps_running_meters_once_expires_and_revokes_after_he
         "records kept coming through the 60 s partition: {during}"
     );
     figure(S3, "usage lost (gaps)", 0);
-}
-
-/// Records in a journal file that no `acked` line covers.
-fn pending_records(text: &str) -> usize {
-    let mut acked = 0;
-    let mut seqs = Vec::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        match v["kind"].as_str() {
-            Some("acked") => acked = acked.max(v["through"].as_u64().unwrap_or(0)),
-            Some("record") => seqs.push(v["record"]["seq"].as_u64().unwrap_or(0)),
-            _ => {}
-        }
-    }
-    seqs.iter().filter(|s| **s > acked).count()
 }
 
 /// Every usage record the orchestrator stored for `project`, read from its database file.

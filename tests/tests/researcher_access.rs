@@ -2,50 +2,16 @@
 //! tunnels on real Docker, for the owner only; refusals for everyone else; sessions that end
 //! with revocation and leave no process behind. Skips (with a note) where there is no Docker.
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use basho_orchestrator::store::Role;
-use basho_orchestrator::tokens::{NewToken, create, open_store};
 use basho_tests::federation::Federation;
+use basho_tests::sessions::{self, audit, basho, run, text, token};
 use basho_tests::{binary, exec, wait_for};
 use reqwest::Method;
 use serde_json::json;
 use tokio::process::Command;
-
-/// A stored token for `role` (and `subject`), made in the federation's own store.
-async fn token(fed: &Federation, role: Role, subject: Option<&str>) -> String {
-    let config = fed.dir.path().join("orchestrator-tokens.toml");
-    std::fs::write(&config, toml::to_string(fed.config()).unwrap()).unwrap();
-    let store = open_store(&config).await.expect("store opens");
-    let new = NewToken {
-        role,
-        subject: subject.map(str::to_owned),
-        site: None,
-        name: None,
-    };
-    create(&*store, new, "test").await.expect("token").1
-}
-
-fn basho(fed: &Federation, token: &str) -> Command {
-    let mut c = Command::new(binary("basho"));
-    c.env("BASHO_ADDR", &fed.api.base)
-        .env("BASHO_TOKEN", token)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    c
-}
-
-async fn run(mut c: Command) -> Output {
-    tokio::time::timeout(Duration::from_secs(60), c.output())
-        .await
-        .expect("basho finishes within 60 s")
-        .expect("basho runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// The container of workspace `id`.
 async fn container(fed: &Federation, id: &str) -> String {
@@ -59,24 +25,6 @@ async fn container(fed: &Federation, id: &str) -> String {
 /// `ps` inside the container, as the workspace user.
 async fn ps(fed: &Federation, c: &str) -> String {
     exec(&fed.docker, c, &["ps", "-o", "pid,args"]).await.1
-}
-
-async fn audit_actions(fed: &Federation, admin: &str, id: &str) -> Vec<serde_json::Value> {
-    let api = basho_tests::api::Api::new(fed.api.base.clone(), admin);
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let (s, v) = api
-            .call(Method::GET, &format!("/v1/audit?after={after}"), None)
-            .await;
-        assert!(s.is_success(), "audit: {v}");
-        all.extend(v["entries"].as_array().cloned().unwrap_or_default());
-        match v["next"].as_i64() {
-            Some(n) => after = n,
-            None => break,
-        }
-    }
-    all.into_iter().filter(|e| e["target"] == id).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,28 +169,7 @@ async fn exec_shell_and_port_forward_for_the_owner_only() {
     )
     .await;
     assert_eq!(code, 0, "{o}");
-    let mut httpd = basho(&fed, &alice);
-    httpd.args([
-        "exec",
-        &id,
-        "--",
-        "httpd",
-        "-f",
-        "-p",
-        "127.0.0.1:8000",
-        "-h",
-        "/tmp/www",
-    ]);
-    let _httpd = httpd.spawn().unwrap();
-    let local = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut pf = basho(&fed, &alice);
-    pf.args(["port-forward", &id, &format!("{local}:8000")])
-        .stdout(Stdio::piped());
-    let _pf = pf.spawn().unwrap();
+    let (local, _httpd, _pf) = sessions::serve_and_forward(&fed, &alice, &id, "/tmp/www");
     let body = wait_for("the forwarded page", Duration::from_secs(30), || async {
         let r = reqwest::get(format!("http://127.0.0.1:{local}/index.html"))
             .await
@@ -254,7 +181,7 @@ async fn exec_shell_and_port_forward_for_the_owner_only() {
     assert_eq!(body.trim(), "hi-from-inside");
 
     // The audit log has each session: who, bytes, exit code.
-    let entries = audit_actions(&fed, &admin, &id).await;
+    let entries = audit(&fed, &admin, &id).await;
     let ended: Vec<_> = entries
         .iter()
         .filter(|e| e["action"] == "session_ended")

@@ -12,58 +12,18 @@ use basho_cli::args::ClientArgs;
 use basho_cli::output::Output as Format;
 use basho_core::tunnel::{Exit, Frame, Kind, Refusal, SessionKind, SessionSpec};
 use basho_orchestrator::store::Role;
-use basho_orchestrator::tokens::{NewToken, create, open_store};
 use basho_tests::federation::Federation;
+use basho_tests::sessions::{self, audit, text, token};
 use basho_tests::{binary, exec};
 use futures::{SinkExt as _, StreamExt as _};
-use reqwest::Method;
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn token(fed: &Federation, role: Role, subject: Option<&str>) -> String {
-    let config = fed.dir.path().join("orchestrator-tokens.toml");
-    std::fs::write(&config, toml::to_string(fed.config()).unwrap()).unwrap();
-    let store = open_store(&config).await.expect("store opens");
-    let new = NewToken {
-        role,
-        subject: subject.map(str::to_owned),
-        site: None,
-        name: None,
-    };
-    create(&*store, new, "test").await.expect("token").1
-}
-
+/// The `basho` client, its output captured.
 fn basho(fed: &Federation, token: &str) -> Command {
-    let mut c = Command::new(binary("basho"));
-    c.env("BASHO_ADDR", &fed.api.base)
-        .env("BASHO_TOKEN", token)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut c = sessions::basho(fed, token);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
     c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-async fn audit(fed: &Federation, admin: &str, id: &str) -> Vec<serde_json::Value> {
-    let api = basho_tests::api::Api::new(fed.api.base.clone(), admin);
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let (s, v) = api
-            .call(Method::GET, &format!("/v1/audit?after={after}"), None)
-            .await;
-        assert!(s.is_success(), "audit: {v}");
-        all.extend(v["entries"].as_array().cloned().unwrap_or_default());
-        match v["next"].as_i64() {
-            Some(n) => after = n,
-            None => break,
-        }
-    }
-    all.into_iter().filter(|e| e["target"] == id).collect()
 }
 
 /// Waits until `pattern` runs in container `c` (so the session's process has started).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use basho_agent::backend::exec::{ExecIo, ExecOutput, ExecRequest, Signal};
 use basho_agent::backend::slurm::SlurmBackend;
-use basho_agent::backend::{Backend, BackendError, DatasetMount, RunState};
+use basho_agent::backend::{Backend, BackendError, DatasetMount, LaunchSpec, RunState};
 use basho_agent::config::Runtime;
 use basho_core::Ident;
 use basho_tests::slurm::{Testbed, jobs_of};
@@ -102,8 +102,18 @@ async fn processes(docker: &bollard::Docker, container: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sessions_enter_the_running_container_of_a_slurm_job() {
+/// A backend on the test cluster, and a spec on the demo image for a fresh workspace whose job
+/// is cancelled however the test ends.
+struct Setup {
+    backend: SlurmBackend,
+    docker: bollard::Docker,
+    dir: tempfile::TempDir,
+    id: String,
+    spec: LaunchSpec,
+    _job: Job,
+}
+
+async fn setup(prefix: &str) -> Setup {
     let testbed = Testbed::load();
     let site = site();
     let backend = SlurmBackend::new(site.clone(), testbed.backend(Runtime::Docker)).unwrap();
@@ -112,20 +122,45 @@ async fn sessions_enter_the_running_container_of_a_slurm_job() {
         .await
         .expect("demo image");
     let dir = tempfile::tempdir().unwrap();
-    let id = basho_tests::unique("sess");
+    let id = basho_tests::unique(prefix);
     let _job = Job(id.clone());
-    let mut spec = basho_tests::slurm::runnable_spec(dir.path(), &site, &image, &id);
+    let spec = basho_tests::slurm::runnable_spec(dir.path(), &site, &image, &id);
+    Setup {
+        backend,
+        docker,
+        dir,
+        id,
+        spec,
+        _job,
+    }
+}
+
+/// Lets the container's user (nobody) read everything under `dir`.
+fn readable(dir: &std::path::Path) {
+    let ok = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_enter_the_running_container_of_a_slurm_job() {
+    let Setup {
+        backend,
+        docker,
+        dir,
+        id,
+        mut spec,
+        _job,
+    } = setup("sess").await;
     let data = dir.path().join("JGAD000101");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("records.csv"), RECORDS).unwrap();
     std::fs::write(spec.work_dir.join("index.html"), "hello from slurm\n").unwrap();
     // The container's user (nobody) reads the dataset and the work directory.
-    let ok = std::process::Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    readable(dir.path());
     spec.datasets.push(DatasetMount {
         id: Ident::parse("JGAD000101").unwrap(),
         host_path: data,
@@ -402,26 +437,10 @@ async fn sessions_are_refused_clearly_without_a_running_job_a_login_node_or_an_i
     }
 }
 
-/// A stored researcher token for `subject`, made in the federation's own store.
-async fn researcher_token(fed: &basho_tests::federation::Federation, subject: &str) -> String {
-    use basho_orchestrator::store::Role;
-    use basho_orchestrator::tokens::{NewToken, create, open_store};
-    let config = fed.dir.path().join("orchestrator-tokens.toml");
-    std::fs::write(&config, toml::to_string(fed.config()).unwrap()).unwrap();
-    let store = open_store(&config).await.expect("store opens");
-    let new = NewToken {
-        role: Role::Researcher,
-        subject: Some(subject.to_owned()),
-        site: None,
-        name: None,
-    };
-    create(&*store, new, "test").await.expect("token").1
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn basho_exec_and_port_forward_reach_a_slurm_workspace_through_the_tunnel() {
-    use std::process::Stdio;
-    use tokio::process::Command;
+    use basho_orchestrator::store::Role;
+    use basho_tests::sessions::{self, run, text};
 
     let backend = Testbed::load().backend(Runtime::Docker);
     let fed = basho_tests::federation::Federation::start_with(|name, cfg| {
@@ -454,22 +473,8 @@ async fn basho_exec_and_port_forward_reach_a_slurm_workspace_through_the_tunnel(
     )
     .await;
     assert!(!expected.is_empty());
-    let alice = researcher_token(&fed, "alice").await;
-    let basho = || {
-        let mut c = Command::new(basho_tests::binary("basho"));
-        c.env("BASHO_ADDR", &fed.api.base)
-            .env("BASHO_TOKEN", &alice)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        c
-    };
-    let run = |mut c: Command| async move {
-        tokio::time::timeout(Duration::from_secs(60), c.output())
-            .await
-            .expect("basho finishes within 60 s")
-            .expect("basho runs")
-    };
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let alice = sessions::token(&fed, Role::Researcher, Some("alice")).await;
+    let basho = || sessions::basho(&fed, &alice);
 
     let mut cmd = basho();
     cmd.args(["exec", &id, "--", "cat", "/data/JGAD000101/records.csv"]);
@@ -492,28 +497,7 @@ async fn basho_exec_and_port_forward_reach_a_slurm_workspace_through_the_tunnel(
     assert_eq!(text(&out.stderr), "err\n");
 
     // A server on the container's loopback, reached through `basho port-forward`.
-    let mut httpd = basho();
-    httpd.args([
-        "exec",
-        &id,
-        "--",
-        "httpd",
-        "-f",
-        "-p",
-        "127.0.0.1:8000",
-        "-h",
-        "/data/JGAD000101",
-    ]);
-    let _httpd = httpd.spawn().unwrap();
-    let local = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut pf = basho();
-    pf.args(["port-forward", &id, &format!("{local}:8000")])
-        .stdout(Stdio::piped());
-    let _pf = pf.spawn().unwrap();
+    let (local, _httpd, _pf) = sessions::serve_and_forward(&fed, &alice, &id, "/data/JGAD000101");
     let body = basho_tests::wait_for("the forwarded file", Duration::from_secs(60), || async {
         let r = reqwest::get(format!("http://127.0.0.1:{local}/records.csv"))
             .await
@@ -530,25 +514,17 @@ async fn basho_exec_and_port_forward_reach_a_slurm_workspace_through_the_tunnel(
 /// (no tunnel). `cargo nextest run -p basho-tests --test slurm_sessions --no-capture figures`
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn figures_of_slurm_sessions() {
-    let testbed = Testbed::load();
-    let site = site();
-    let backend = SlurmBackend::new(site.clone(), testbed.backend(Runtime::Docker)).unwrap();
-    let docker = basho_tests::docker().await.expect("a Docker engine");
-    let image = basho_cli::dev::image::ensure_demo_image(&docker)
-        .await
-        .expect("demo image");
-    let dir = tempfile::tempdir().unwrap();
-    let id = basho_tests::unique("fig");
-    let _job = Job(id.clone());
-    let spec = basho_tests::slurm::runnable_spec(dir.path(), &site, &image, &id);
+    let Setup {
+        backend,
+        dir,
+        id,
+        spec,
+        _job,
+        ..
+    } = setup("fig").await;
     let big = vec![b'x'; 32 << 20];
     std::fs::write(spec.work_dir.join("big"), &big).unwrap();
-    let ok = std::process::Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    readable(dir.path());
     backend.launch(&spec).await.expect("launch");
     basho_tests::wait_for("a session to start", Duration::from_secs(90), || async {
         let (out, _, code) = match backend.exec(&id, &req(&["true"])).await {

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use basho_agent::backend::fake::FakeBackend;
 use basho_agent::client::{Client as AgentClient, ClientError, TlsPolicy};
-use basho_agent::config::{
-    BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig,
-};
+use basho_agent::config::{BackendConfig, CatalogEntry, Isolation, OrchestratorLink, SiteConfig};
 use basho_cli::client::Client as PlatformClient;
 use basho_core::protocol::{Capacity, Registration};
 use basho_core::visa::IssuerRef;
@@ -20,9 +18,6 @@ use basho_core::visa::mint::Issuer;
 use basho_core::{CreateWorkspace, Ident};
 use basho_orchestrator::Orchestrator;
 use basho_orchestrator::config::{AgentAuth, Config, Limits, TlsConfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -34,25 +29,7 @@ const PLATFORM: &str = "tls-platform-token";
 /// A CA (its certificate in `ca.pem`) and a server certificate it signed for `localhost` and
 /// 127.0.0.1 (`server.crt`, `server.key`), written under `dir`.
 fn pki(dir: &Path) -> (PathBuf, TlsConfig) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "basho test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let server =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let cert = server.signed_by(&key, &ca).unwrap();
-    let ca_file = dir.join("ca.pem");
-    let tls = TlsConfig {
-        cert_file: dir.join("server.crt"),
-        key_file: dir.join("server.key"),
-    };
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    std::fs::write(&tls.cert_file, cert.pem()).unwrap();
-    std::fs::write(&tls.key_file, key.serialize_pem()).unwrap();
+    let (ca_file, tls, _) = basho_tests::pki(dir, "basho test CA", &["localhost", "127.0.0.1"]);
     (ca_file, tls)
 }
 
@@ -91,6 +68,7 @@ async fn world() -> World {
         limits: Limits::default(),
         tls: Some(tls),
         plain_http_on_loopback: false,
+        replica: None,
     };
     let orchestrator = Orchestrator::open(config).await.unwrap();
     let stop = CancellationToken::new();
@@ -137,11 +115,7 @@ impl World {
             }],
             images: BTreeMap::from([("basho/demo".into(), format!("sha256:{}", "d".repeat(64)))]),
             trusted_issuers: vec![self.jwks.clone()],
-            paths: Paths {
-                state_dir: base.join("state"),
-                work_root: base.join("work"),
-                results_root: base.join("results"),
-            },
+            paths: basho_tests::site_paths(&base),
             isolation: Isolation::default(),
             metrics: None,
             metering: Default::default(),

@@ -313,7 +313,7 @@ async fn usage_is_exactly_once_across_killed_agents_and_orchestrators() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(&journal).unwrap_or_default();
-        let pending = pending_records(&text);
+        let pending = basho_tests::pending_records(&text);
         if pending == 0 {
             break;
         }
@@ -372,23 +372,6 @@ async fn usage_is_exactly_once_across_killed_agents_and_orchestrators() {
     eprintln!(
         "{n} records over {life:.1} s, {allocated:.3} core-s; the last ends {tail} ms before the stop"
     );
-}
-
-/// Records in a journal file that no `acked` line covers.
-fn pending_records(text: &str) -> usize {
-    let mut acked = 0;
-    let mut seqs = Vec::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        match v["kind"].as_str() {
-            Some("acked") => acked = acked.max(v["through"].as_u64().unwrap_or(0)),
-            Some("record") => seqs.push(v["record"]["seq"].as_u64().unwrap_or(0)),
-            _ => {}
-        }
-    }
-    seqs.iter().filter(|s| **s > acked).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

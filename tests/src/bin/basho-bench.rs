@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use basho_agent::config::{
-    BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig,
-};
+use basho_agent::config::{BackendConfig, CatalogEntry, Isolation, OrchestratorLink, SiteConfig};
 use basho_core::Ident;
 use basho_core::protocol::Capacity;
 use basho_core::visa::IssuerRef;
@@ -117,6 +115,7 @@ impl Bench {
             limits: Limits::default(),
             tls: None,
             plain_http_on_loopback: true,
+            replica: None,
         };
         let orch = basho_orchestrator::Orchestrator::open(config).await?;
         let cancel = CancellationToken::new();
@@ -187,11 +186,7 @@ impl Bench {
             }],
             images: BTreeMap::from([("basho/demo".to_string(), image)]),
             trusted_issuers: vec![self.jwks.clone()],
-            paths: Paths {
-                state_dir: base.join("state"),
-                work_root: base.join("work"),
-                results_root: base.join("results"),
-            },
+            paths: basho_tests::site_paths(&base),
             isolation: Isolation::default(),
             metrics: None,
             metering: Default::default(),
