@@ -207,7 +207,6 @@ impl Cluster {
             },
             tls: Some(tls),
             plain_http_on_loopback: false,
-            replica: None,
         };
         let cluster = Cluster {
             tag: tag.clone(),
