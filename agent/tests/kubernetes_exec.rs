@@ -512,13 +512,7 @@ async fn sessions_are_refused_where_nothing_runs() {
 #[tokio::test]
 #[ignore = "needs a cluster: kind or k3d with a namespace, see the doc comment"]
 async fn real_cluster_sessions() {
-    let image = std::env::var("BASHO_K8S_IMAGE").expect("BASHO_K8S_IMAGE");
-    let namespace = std::env::var("BASHO_K8S_NAMESPACE").unwrap_or_else(|_| "basho-test".into());
-    let mut cfg = cfg();
-    cfg.namespace = namespace;
-    cfg.results.host_path = Some("/tmp".into());
-    cfg.watch_grace_s = 30;
-    let backend = KubernetesBackend::connect(site(), cfg).await.unwrap();
+    let (backend, image) = kube_fake::real_cluster().await;
     let dir = tempfile::tempdir().unwrap();
     let ws = format!("ws-exec-{}", std::process::id());
     let mut s = spec(dir.path(), &ws);

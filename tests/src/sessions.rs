@@ -35,6 +35,19 @@ pub fn basho(fed: &Federation, token: &str) -> Command {
     c
 }
 
+/// `basho shell id` under `script`, which gives it a pseudo-terminal; its stdin and stdout piped.
+pub fn shell(fed: &Federation, token: &str, id: &str) -> Child {
+    let shell = format!("{} shell {id}", crate::binary("basho").display());
+    let mut cmd = Command::new("script");
+    cmd.args(["-qfec", &shell, "/dev/null"])
+        .env("BASHO_ADDR", &fed.api.base)
+        .env("BASHO_TOKEN", token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().unwrap()
+}
+
 /// Runs `c` to its end (60 s at most) and returns what it wrote.
 pub async fn run(mut c: Command) -> Output {
     tokio::time::timeout(Duration::from_secs(60), c.output())

@@ -193,14 +193,7 @@ async fn orchestrator_killed_under_200_creates_loses_and_duplicates_nothing() {
                 // Spread the clients' starts over about a second, as real clients would be.
                 tokio::time::sleep(Duration::from_millis(5 * k as u64)).await;
                 loop {
-                    let r = c
-                        .try_call(
-                            Method::POST,
-                            "/v1/workspaces",
-                            Some(&body),
-                            &[("Idempotency-Key", key.as_str())],
-                        )
-                        .await;
+                    let r = create_keyed(&c, &body, &key).await;
                     match r {
                         Ok((s, w)) if s.is_success() => {
                             acked.fetch_add(1, Ordering::SeqCst);
@@ -532,6 +525,21 @@ async fn partitioned_site_keeps_running_meters_once_expires_and_revokes_after_he
     figure(S3, "usage lost (gaps)", 0);
 }
 
+/// Asks for workspace `body` under idempotency key `key`: the answer, or why none came.
+async fn create_keyed(
+    c: &Cluster,
+    body: &Value,
+    key: &str,
+) -> Result<(StatusCode, Value), reqwest::Error> {
+    c.try_call(
+        Method::POST,
+        "/v1/workspaces",
+        Some(body),
+        &[("Idempotency-Key", key)],
+    )
+    .await
+}
+
 /// Every usage record the orchestrator stored for `project`, read from its database file.
 async fn usage_records(c: &Cluster, project: &str) -> Vec<UsageRecord> {
     let store = basho_orchestrator::store::SqliteStore::open(None, &c.config.data_dir)
@@ -694,14 +702,7 @@ async fn agents_reconnect_spread_out_after_an_orchestrator_restart() {
                     let body = c.create_body((l * 3 + k) % AGENTS, "P-LOAD", "alice", 3600);
                     let deadline = Instant::now() + Duration::from_secs(120);
                     loop {
-                        let r = c
-                            .try_call(
-                                Method::POST,
-                                "/v1/workspaces",
-                                Some(&body),
-                                &[("Idempotency-Key", key.as_str())],
-                            )
-                            .await;
+                        let r = create_keyed(&c, &body, &key).await;
                         if let Ok((s, w)) = &r
                             && s.is_success()
                         {

@@ -8,10 +8,9 @@ use std::time::Duration;
 use basho_orchestrator::store::Role;
 use basho_tests::federation::Federation;
 use basho_tests::sessions::{self, audit, basho, run, text, token};
-use basho_tests::{binary, exec, wait_for};
+use basho_tests::{exec, wait_for};
 use reqwest::Method;
 use serde_json::json;
-use tokio::process::Command;
 
 /// The container of workspace `id`.
 async fn container(fed: &Federation, id: &str) -> String {
@@ -127,15 +126,7 @@ async fn exec_shell_and_port_forward_for_the_owner_only() {
     assert!(run(cmd).await.status.success());
 
     // A shell through a pseudo-terminal.
-    let shell = format!("{} shell {id}", binary("basho").display());
-    let mut cmd = Command::new("script");
-    cmd.args(["-qfec", &shell, "/dev/null"])
-        .env("BASHO_ADDR", &fed.api.base)
-        .env("BASHO_TOKEN", &alice)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().unwrap();
+    let mut child = sessions::shell(&fed, &alice, &id);
     {
         use tokio::io::AsyncWriteExt as _;
         let mut stdin = child.stdin.take().unwrap();

@@ -12,9 +12,9 @@ use basho_cli::args::ClientArgs;
 use basho_cli::output::Output as Format;
 use basho_core::tunnel::{Exit, Frame, Kind, Refusal, SessionKind, SessionSpec};
 use basho_orchestrator::store::Role;
+use basho_tests::exec;
 use basho_tests::federation::Federation;
 use basho_tests::sessions::{self, audit, text, token};
-use basho_tests::{binary, exec};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
@@ -72,15 +72,7 @@ async fn a_shell_is_recorded_at_the_site() {
     let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the recording directory");
 
-    let shell = format!("{} shell {id}", binary("basho").display());
-    let mut cmd = Command::new("script");
-    cmd.args(["-qfec", &shell, "/dev/null"])
-        .env("BASHO_ADDR", &fed.api.base)
-        .env("BASHO_TOKEN", &alice)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().unwrap();
+    let mut child = sessions::shell(&fed, &alice, &id);
     {
         use tokio::io::AsyncWriteExt as _;
         let mut stdin = child.stdin.take().unwrap();

@@ -42,6 +42,20 @@ pub fn site() -> basho_core::Ident {
     basho_core::Ident::parse("k8s-site").unwrap()
 }
 
+/// For the tests against a real cluster: a backend on the current kubeconfig context, in
+/// `BASHO_K8S_NAMESPACE` (default `basho-test`), and the image `BASHO_K8S_IMAGE`.
+pub async fn real_cluster() -> (basho_agent::backend::kubernetes::KubernetesBackend, String) {
+    let image = std::env::var("BASHO_K8S_IMAGE").expect("BASHO_K8S_IMAGE");
+    let namespace = std::env::var("BASHO_K8S_NAMESPACE").unwrap_or_else(|_| "basho-test".into());
+    let mut cfg = config(30);
+    cfg.namespace = namespace;
+    cfg.results.host_path = Some("/tmp".into());
+    let backend = basho_agent::backend::kubernetes::KubernetesBackend::connect(site(), cfg)
+        .await
+        .unwrap();
+    (backend, image)
+}
+
 /// A site's configuration on the fake's namespace, its watch given `watch_grace_s` of grace.
 pub fn config(watch_grace_s: u64) -> basho_agent::config::KubernetesConfig {
     toml::from_str(&format!(
