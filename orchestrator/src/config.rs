@@ -42,6 +42,23 @@ pub struct Config {
     /// tests, `basho dev`).
     #[serde(default)]
     pub plain_http_on_loopback: bool,
+    /// How the other replicas on the same PostgreSQL database reach this one, so a session
+    /// opened on any replica reaches the site's tunnel wherever it is held.
+    #[serde(default)]
+    pub replica: Option<ReplicaConfig>,
+}
+
+/// This replica as its peers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// The base URL peers dial to relay a session here, e.g. `https://orch-0.internal:8443`;
+    /// plain `http://` only to a loopback address.
+    pub advertise_url: String,
+    /// The CA bundle (PEM) that peers' certificates are verified against; by default the
+    /// certificates in `[tls] cert_file`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The orchestrator's TLS identity (PEM files).
@@ -124,8 +141,11 @@ pub const ENV_LISTEN: &str = "BASHO_LISTEN";
 pub const ENV_DATA_DIR: &str = "BASHO_DATA_DIR";
 /// Overrides `database`.
 pub const ENV_DATABASE: &str = "BASHO_DATABASE";
+/// Overrides `[replica] advertise_url`.
+pub const ENV_ADVERTISE_URL: &str = "BASHO_ADVERTISE_URL";
 
-/// Reads `path` (TOML) and applies `BASHO_LISTEN`, `BASHO_DATA_DIR` and `BASHO_DATABASE`.
+/// Reads `path` (TOML) and applies `BASHO_LISTEN`, `BASHO_DATA_DIR`, `BASHO_DATABASE` and
+/// `BASHO_ADVERTISE_URL`.
 /// Answers the config with the problems the overrides had; a file that does not parse is an
 /// error at once.
 pub fn read_config(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
@@ -168,6 +188,7 @@ impl Config {
             limits: Limits::default(),
             tls: None,
             plain_http_on_loopback: true,
+            replica: None,
         }
     }
 
@@ -187,6 +208,18 @@ impl Config {
         }
         if let Some(v) = var(ENV_DATABASE) {
             self.database = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = var(ENV_ADVERTISE_URL) {
+            match (&mut self.replica, v.is_empty()) {
+                (_, true) => self.replica = None,
+                (Some(r), false) => r.advertise_url = v,
+                (None, false) => {
+                    self.replica = Some(ReplicaConfig {
+                        advertise_url: v,
+                        ca_file: None,
+                    })
+                }
+            }
         }
         problems
     }
@@ -262,6 +295,14 @@ impl Config {
             )),
             _ => {}
         }
+        if let Some(r) = &self.replica
+            && let Err(why) = check_advertise_url(&r.advertise_url)
+        {
+            problems.push(format!(
+                "replica.advertise_url {:?}: {why}",
+                r.advertise_url
+            ));
+        }
         for (i, t) in self.trusted_issuers.iter().enumerate() {
             if t.issuer.is_empty() {
                 problems.push(format!(
@@ -271,6 +312,35 @@ impl Config {
         }
         problems
     }
+}
+
+/// Whether `url` is an absolute `https://` URL, or `http://` to a loopback address (the rule the
+/// CLI applies to `--addr`).
+pub fn check_advertise_url(url: &str) -> Result<(), String> {
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|e| format!("{e}; use a URL like https://orch-0.internal:8443"))?;
+    let host = uri.host().unwrap_or_default();
+    if host.is_empty() {
+        return Err("no host; use a URL like https://orch-0.internal:8443".into());
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if is_loopback(host) => Ok(()),
+        Some("http") => Err(
+            "plain http only to a loopback address; use https:// so peers verify this replica"
+                .into(),
+        ),
+        _ => Err("not an http(s) URL; use a URL like https://orch-0.internal:8443".into()),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -356,6 +426,32 @@ mod tests {
             )
             .is_err(),
             "key_file is required"
+        );
+    }
+
+    #[test]
+    fn advertise_urls_are_https_or_loopback() {
+        for ok in [
+            "https://orch-0.internal:8443",
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080",
+            "http://localhost:8080",
+        ] {
+            assert_eq!(check_advertise_url(ok), Ok(()), "{ok}");
+        }
+        for bad in ["http://10.0.0.5:8080", "orch-0:8443", "ftp://orch-0", "/v1"] {
+            assert!(check_advertise_url(bad).is_err(), "{bad}");
+        }
+        let mut c = Config::for_tests("/t", "p");
+        assert!(
+            c.apply_env(|k| (k == ENV_ADVERTISE_URL).then(|| "http://10.1.1.1".into()))
+                .is_empty()
+        );
+        let problems = c.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("replica.advertise_url"),
+            "{problems:?}"
         );
     }
 

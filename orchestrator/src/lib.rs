@@ -21,6 +21,7 @@ pub mod config;
 pub mod loops;
 pub mod metrics;
 pub mod quota;
+pub mod relay;
 pub mod replicas;
 pub mod scheduler;
 pub mod sites;
@@ -135,6 +136,8 @@ pub(crate) struct Inner {
     pub(crate) tunnels: tunnel::Tunnels,
     /// Whether this replica leads (runs the background loops), and how it keeps up with others.
     pub(crate) replicas: Replicas,
+    /// This replica's id and address among its peers, for sessions relayed between them.
+    pub(crate) peers: relay::Peers,
 }
 
 impl Inner {
@@ -211,6 +214,7 @@ impl Orchestrator {
             }
             None => None,
         };
+        let peers = relay::Peers::new(&config).map_err(|problems| ConfigError { problems })?;
         let metrics = Metrics::new();
         metrics.leader.set(i64::from(replicas.is_leader()));
         Ok(Orchestrator {
@@ -228,6 +232,7 @@ impl Orchestrator {
                 revocations,
                 replicas,
                 tunnels: tunnel::Tunnels::default(),
+                peers,
             }),
         })
     }

@@ -1,6 +1,7 @@
-//! The orchestrator's persistent state behind one trait: workspaces, idempotency keys, sites and
-//! the revision counter. SQLite (`store/sqlite.rs`, the default) and PostgreSQL
-//! (`store/postgres.rs`, for several replicas) implement it; the API only sees `Arc<dyn Store>`.
+//! The orchestrator's persistent state behind one trait: workspaces, idempotency keys, sites,
+//! the revision counter and which replica holds each site's session tunnel. SQLite
+//! (`store/sqlite.rs`, the default) and PostgreSQL (`store/postgres.rs`, for several replicas)
+//! implement it; the API only sees `Arc<dyn Store>`.
 
 use async_trait::async_trait;
 use basho_core::protocol::Registration;
@@ -15,6 +16,7 @@ pub mod sqlite;
 #[cfg(test)]
 mod suite;
 pub mod tokens;
+pub mod tunnels;
 pub mod usage;
 
 pub use audit::{AuditEvent, AuditStore};
@@ -22,6 +24,7 @@ pub use postgres::PostgresStore;
 pub use revocations::{NewRevocation, RevocationStore};
 pub use sqlite::SqliteStore;
 pub use tokens::{Role, TokenRecord, TokenStore};
+pub use tunnels::{TunnelHolder, TunnelStore};
 pub use usage::{Quota, UsageStore};
 
 /// Why a store operation failed.
@@ -160,7 +163,7 @@ pub struct StateCount {
 /// The orchestrator's persistent state.
 #[async_trait]
 pub trait Store:
-    AuditStore + TokenStore + RevocationStore + UsageStore + Send + Sync + 'static
+    AuditStore + TokenStore + RevocationStore + UsageStore + TunnelStore + Send + Sync + 'static
 {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -3,6 +3,8 @@
 //! its live tunnel. Sessions are opened on a site's tunnel with [`Tunnels::open`]; frames from the
 //! agent are routed to their session by id. Credit travels end to end, so a session's queue here
 //! never holds more than its window; a tunnel that goes away ends every session it carried.
+//! With an advertise URL, the replica records itself in the store as the site's holder while the
+//! tunnel is up, so its peers relay sessions to it ([`crate::relay`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,6 +24,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::Orchestrator;
 use crate::api::auth::AgentSite;
+use crate::store::TunnelHolder;
 
 /// One agent's live tunnel.
 pub struct Link {
@@ -166,6 +169,7 @@ async fn serve(o: Orchestrator, site: Ident, socket: WebSocket) {
         old.closed.cancel();
     }
     info!("session tunnel up");
+    hold(&o, &site).await;
     o.audit(
         &format!("agent:{site}"),
         "tunnel_connected",
@@ -223,7 +227,7 @@ async fn serve(o: Orchestrator, site: Ident, socket: WebSocket) {
     }
     link.closed.cancel();
     writer.abort();
-    {
+    let released = {
         let mut links = o
             .inner()
             .tunnels
@@ -231,8 +235,14 @@ async fn serve(o: Orchestrator, site: Ident, socket: WebSocket) {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if links.get(&site).is_some_and(|l| Arc::ptr_eq(l, &link)) {
-            links.remove(&site);
+            links.remove(&site)
+        } else {
+            // A newer tunnel of the site replaced this one here: the holder row is its.
+            None
         }
+    };
+    if released.is_some() {
+        release(&o, &site).await;
     }
     // Every session of this tunnel sees its channel close.
     link.sessions
@@ -240,4 +250,35 @@ async fn serve(o: Orchestrator, site: Ident, socket: WebSocket) {
         .unwrap_or_else(|e| e.into_inner())
         .clear();
     info!("session tunnel down");
+}
+
+/// Records this replica as the site's holder, so its peers relay sessions here; only with an
+/// advertise URL, as peers could not reach it otherwise.
+async fn hold(o: &Orchestrator, site: &Ident) {
+    let peers = &o.inner().peers;
+    let Some(url) = peers.advertise_url() else {
+        return;
+    };
+    let holder = TunnelHolder {
+        site: site.clone(),
+        url: url.to_owned(),
+        replica: peers.id().to_owned(),
+        since: chrono::Utc::now(),
+    };
+    if let Err(e) = o.inner().store.hold_tunnel(&holder).await {
+        warn!(error = %e, "cannot record this replica as the tunnel's holder; sessions through \
+            other replicas fail until the agent redials");
+    }
+}
+
+/// Forgets this replica as the site's holder, unless another replica has taken over since.
+async fn release(o: &Orchestrator, site: &Ident) {
+    let peers = &o.inner().peers;
+    if peers.advertise_url().is_none() {
+        return;
+    }
+    if let Err(e) = o.inner().store.release_tunnel(site, peers.id()).await {
+        warn!(error = %e, "cannot clear this replica as the tunnel's holder; peers will find it \
+            unreachable");
+    }
 }

@@ -207,6 +207,7 @@ impl Cluster {
             },
             tls: Some(tls),
             plain_http_on_loopback: false,
+            replica: None,
         };
         let cluster = Cluster {
             tag: tag.clone(),

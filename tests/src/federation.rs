@@ -139,6 +139,7 @@ impl Federation {
             },
             tls: None,
             plain_http_on_loopback: true,
+            replica: None,
         };
         orchestrator(&mut config);
         let mut fed = Federation {

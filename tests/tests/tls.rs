@@ -68,6 +68,7 @@ async fn world() -> World {
         limits: Limits::default(),
         tls: Some(tls),
         plain_http_on_loopback: false,
+        replica: None,
     };
     let orchestrator = Orchestrator::open(config).await.unwrap();
     let stop = CancellationToken::new();

@@ -274,6 +274,7 @@ pub async fn run_dev(opts: DevOptions, shutdown: CancellationToken) -> Result<De
         // One machine, loopback only (checked by the orchestrator): no certificate to manage.
         tls: None,
         plain_http_on_loopback: true,
+        replica: None,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(|e| DevError::io(&config.data_dir, e))?;
     let orchestrator = Orchestrator::open(config).await?;

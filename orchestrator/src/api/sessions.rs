@@ -3,14 +3,15 @@
 //! the site's agent over its tunnel ([`crate::tunnel`]). Only the owner (a researcher token for
 //! the workspace's `owner`) enters; an admin only with a break-glass reason; the platform never.
 //! Each session is audited when it starts and when it ends (who, workspace, bytes each way, exit
-//! code, why), and ends when the workspace stops running.
+//! code, why), and ends when the workspace stops running. A replica that does not hold the
+//! site's tunnel relays the session to the one that does ([`crate::relay`]).
 
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, OriginalUri, Path, Query, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use basho_core::State as WsState;
 use basho_core::tunnel::{
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 use super::auth::{Principal, principal};
 use super::{ApiError, ApiResult};
 use crate::Orchestrator;
+use crate::relay::{self, RelayError};
 use crate::tunnel::SessionLink;
 use basho_core::ErrorBody;
 
@@ -88,6 +90,8 @@ pub async fn open(
     State(o): State<Orchestrator>,
     Path(id): Path<String>,
     Query(q): Query<SessionQuery>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     let actor = who.actor();
@@ -146,12 +150,23 @@ pub async fn open(
     };
     let open_json = serde_json::to_vec(&open).expect("serializes");
     let Some(mut link) = o.inner().tunnels.open(&ws_.site, open_json).await else {
+        // Another replica may hold the tunnel: it authorizes and audits the session itself.
+        let why = match elsewhere(&o, &ws_.site, &uri, &headers).await {
+            Ok(peer) => {
+                let closing = o.inner().closing.clone();
+                return Ok(ws
+                    .max_message_size(1 << 20)
+                    .on_upgrade(move |socket| relay::pipe(socket, peer, closing)));
+            }
+            Err(Elsewhere::Answered(e)) => return Err(e),
+            Err(Elsewhere::Nowhere(why)) => why,
+        };
         let e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "site_unreachable",
             format!(
-                "site {} has no session tunnel open right now; retry in a moment, or ask the \
-                 site's admin whether its agent runs",
+                "site {} has no session tunnel open right now ({why}); retry in a moment, or \
+                 ask the site's admin whether its agent runs",
                 ws_.site
             ),
         );
@@ -212,6 +227,53 @@ pub async fn open(
     Ok(ws
         .max_message_size(1 << 20)
         .on_upgrade(move |socket| relay(o, link, socket, meta)))
+}
+
+/// Why a session was not relayed to another replica.
+enum Elsewhere {
+    /// No replica could take it; says why, for the caller's `site_unreachable`.
+    Nowhere(String),
+    /// The holder answered with an error (it audited the refusal).
+    Answered(ApiError),
+}
+
+/// Dials the replica that holds `site`'s tunnel, unless the request was relayed already.
+async fn elsewhere(
+    o: &Orchestrator,
+    site: &basho_core::Ident,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Result<relay::PeerSocket, Elsewhere> {
+    let peers = &o.inner().peers;
+    if headers.contains_key(relay::RELAYED) {
+        return Err(Elsewhere::Nowhere(
+            "the replica that relayed the request here holds none either".into(),
+        ));
+    }
+    let holder = match o.inner().store.tunnel_holder(site).await {
+        Ok(Some(h)) if h.replica != peers.id() => h,
+        Ok(_) => return Err(Elsewhere::Nowhere("no replica holds one".into())),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look up the tunnel's holder");
+            return Err(Elsewhere::Nowhere("its holder cannot be looked up".into()));
+        }
+    };
+    let Some(authorization) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Err(Elsewhere::Nowhere(
+            "the request carries no token to relay".into(),
+        ));
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    match peers.dial(&holder.url, path, authorization).await {
+        Ok(peer) => Ok(peer),
+        Err(RelayError::Answered(e)) => Err(Elsewhere::Answered(e)),
+        Err(RelayError::Unreachable(why)) => {
+            tracing::warn!(%site, peer = %holder.url, %why, "the replica holding the tunnel is unreachable");
+            Err(Elsewhere::Nowhere(format!(
+                "the replica holding it cannot be reached: {why}"
+            )))
+        }
+    }
 }
 
 struct Meta {

@@ -25,6 +25,7 @@ mod revocations;
 mod rows;
 pub mod testdb;
 mod tokens;
+mod tunnels;
 mod usage;
 
 /// `NOTIFY` channel carrying `<site> <revision>` when a site's desired state changes.

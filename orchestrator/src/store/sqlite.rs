@@ -25,6 +25,9 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The tunnel holders: with one replica they need not outlive the process.
+    holders:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Ident, super::TunnelHolder>>>,
 }
 
 /// Pool options for a database file. A connection whose transaction SQLite rolled back on its
@@ -82,7 +85,10 @@ impl SqliteStore {
                 .await?
         };
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            holders: std::sync::Arc::default(),
+        })
     }
 
     /// An empty in-memory store (tests).
@@ -420,4 +426,5 @@ mod rows;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod tunnels;
 mod usage;

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::{
     AuditEvent, Created, IdempotencyKey, NewRevocation, Quota, Role, Store, StoreError,
-    TokenRecord, Transition, VisaRef, WorkspaceFilter, WorkspaceRecord, to_millis,
+    TokenRecord, Transition, TunnelHolder, VisaRef, WorkspaceFilter, WorkspaceRecord, to_millis,
 };
 
 /// Defines one `#[tokio::test]` per case, each on a store from `$make` (an async expression
@@ -48,6 +48,7 @@ macro_rules! every_case {
             quotas_round_trip,
             tokens_round_trip,
             concurrent_transitions_apply_once,
+            tunnel_holders_are_released_only_by_their_replica,
         );
     };
 }
@@ -627,4 +628,29 @@ pub(crate) async fn concurrent_transitions_apply_once(s: Arc<dyn Store>) {
         }
     }
     assert_eq!(changed, 8, "each workspace expires once");
+}
+
+pub(crate) async fn tunnel_holders_are_released_only_by_their_replica(s: Arc<dyn Store>) {
+    let site = id("tohoku");
+    assert_eq!(s.tunnel_holder(&site).await.unwrap(), None);
+    let a = TunnelHolder {
+        site: site.clone(),
+        url: "https://orch-0.internal:8443".into(),
+        replica: "a".into(),
+        since: to_millis(Utc::now()),
+    };
+    s.hold_tunnel(&a).await.unwrap();
+    assert_eq!(s.tunnel_holder(&site).await.unwrap(), Some(a.clone()));
+    // The agent redials to another replica: it takes over, and a's late release is a no-op.
+    let b = TunnelHolder {
+        url: "https://orch-1.internal:8443".into(),
+        replica: "b".into(),
+        ..a.clone()
+    };
+    s.hold_tunnel(&b).await.unwrap();
+    assert!(!s.release_tunnel(&site, "a").await.unwrap());
+    assert_eq!(s.tunnel_holder(&site).await.unwrap(), Some(b));
+    assert_eq!(s.tunnel_holder(&id("ncbn")).await.unwrap(), None);
+    assert!(s.release_tunnel(&site, "b").await.unwrap());
+    assert_eq!(s.tunnel_holder(&site).await.unwrap(), None);
 }

@@ -115,6 +115,7 @@ impl Bench {
             limits: Limits::default(),
             tls: None,
             plain_http_on_loopback: true,
+            replica: None,
         };
         let orch = basho_orchestrator::Orchestrator::open(config).await?;
         let cancel = CancellationToken::new();
