@@ -81,7 +81,7 @@ async fn refused(o: &Orchestrator, actor: &str, id: &str, err: ApiError) -> ApiE
         (status = 409, description = "The workspace is not running", body = ErrorBody),
         (status = 429, description = "The site's limit of sessions per workspace is reached", body = ErrorBody),
         (status = 501, description = "The site's backend has no sessions yet", body = ErrorBody),
-        (status = 503, description = "The site's agent holds no tunnel now (`site_unreachable`), or the site records every session and cannot record this one (`recording_failed`)", body = ErrorBody),
+        (status = 503, description = "The site's agent holds no tunnel on any replica, or the replica holding it cannot be reached (`site_unreachable`), or the site records every session and cannot record this one (`recording_failed`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
