@@ -356,6 +356,9 @@ pub struct Exit {
     /// Why the recording stopped before the session did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_error: Option<String>,
+    /// The SHA-256 (hex) of the recording's file, when it was written whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_sha256: Option<String>,
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use basho_tests::exec;
 use basho_tests::federation::Federation;
 use basho_tests::sessions::{self, audit, text, token};
 use futures::{SinkExt as _, StreamExt as _};
+use sha2::{Digest as _, Sha256};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -139,6 +140,12 @@ async fn a_shell_is_recorded_at_the_site() {
         .expect("the session's end is audited");
     assert_eq!(ended["detail"]["recording"], path.to_str().unwrap());
     assert_eq!(ended["detail"]["exit_code"], 4);
+    // ... and the SHA-256 of the file as written, so a later change to it shows.
+    let digest: String = Sha256::digest(cast.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(ended["detail"]["recording_sha256"], digest.as_str());
     let started = entries
         .iter()
         .find(|e| e["action"] == "session_started")

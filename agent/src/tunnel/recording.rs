@@ -4,6 +4,8 @@
 //! file and a writer task that flushes at least once a second, so an agent that dies keeps
 //! what was recorded up to the last second. A write error ends the recording, never silently:
 //! the session learns of it through [`Recording::failed`], and the `Exit` frame reports it.
+//! A recording written whole ends with the SHA-256 of its bytes, which the `Exit` frame carries
+//! into the audit log: an auditor can tell later whether the file at the site was changed.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use basho_core::tunnel::Open;
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -278,7 +281,16 @@ pub struct Recording {
     recorder: Recorder,
     failed: CancellationToken,
     error: Arc<Mutex<Option<String>>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Option<String>>,
+}
+
+/// How a recording ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Finished {
+    /// The write error that ended it early, if any.
+    pub error: Option<String>,
+    /// The SHA-256 (hex) of the whole file, when it was written whole.
+    pub sha256: Option<String>,
 }
 
 impl Recording {
@@ -316,8 +328,10 @@ impl Recording {
             }
         };
         let mut out = tokio::io::BufWriter::new(file);
-        let header = Header::for_open(open, session, now.timestamp());
-        out.write_all(Cast::header(&header).as_bytes()).await?;
+        let header = Cast::header(&Header::for_open(open, session, now.timestamp()));
+        out.write_all(header.as_bytes()).await?;
+        let mut hasher = Sha256::new();
+        hasher.update(header.as_bytes());
         out.flush().await?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let failed = CancellationToken::new();
@@ -325,6 +339,7 @@ impl Recording {
         let started = Instant::now();
         let task = tokio::spawn(write(
             out,
+            hasher,
             rx,
             started,
             path.clone(),
@@ -351,28 +366,34 @@ impl Recording {
     }
 
     /// Ends the recording once every [`Recorder`] is gone: the last bytes, a flush, a sync.
-    /// Returns the write error that ended it early, if any.
-    pub async fn finish(self) -> Option<String> {
+    pub async fn finish(self) -> Finished {
         drop(self.recorder);
-        if tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .is_err()
-        {
-            warn!(path = %self.path.display(), "the session recording did not finish within 10 s");
+        let sha256 = match tokio::time::timeout(Duration::from_secs(10), self.task).await {
+            Ok(Ok(digest)) => digest,
+            Ok(Err(_)) => None,
+            Err(_) => {
+                warn!(path = %self.path.display(), "the session recording did not finish within 10 s");
+                None
+            }
+        };
+        Finished {
+            error: self.error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            sha256,
         }
-        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
-/// The writer task: events to lines, flushed at least every [`FLUSH`] and at the end.
+/// The writer task: events to lines, flushed at least every [`FLUSH`] and at the end. Returns
+/// the SHA-256 of everything written (`hasher` holds what came before), when all of it was.
 async fn write(
     mut out: tokio::io::BufWriter<tokio::fs::File>,
+    mut hasher: Sha256,
     mut rx: mpsc::Receiver<(Duration, Event)>,
     started: Instant,
     path: PathBuf,
     failed: CancellationToken,
     error: Arc<Mutex<Option<String>>>,
-) {
+) -> Option<String> {
     let mut cast = Cast::default();
     let mut tick = tokio::time::interval(FLUSH);
     let mut dirty = false;
@@ -384,6 +405,7 @@ async fn write(
                         let line = cast.event(at, &ev);
                         if !line.is_empty() {
                             out.write_all(line.as_bytes()).await?;
+                            hasher.update(line.as_bytes());
                             dirty = true;
                         }
                     }
@@ -395,20 +417,29 @@ async fn write(
                 }
             }
         }
-        out.write_all(cast.finish(started.elapsed()).as_bytes())
-            .await?;
+        let last = cast.finish(started.elapsed());
+        out.write_all(last.as_bytes()).await?;
+        hasher.update(last.as_bytes());
         out.flush().await?;
         out.get_ref().sync_data().await
     }
     .await;
-    if let Err(e) = result {
-        let msg = format!("writing {}: {e}", path.display());
-        warn!(error = %e, path = %path.display(), "session recording failed; it ends here");
-        *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
-        failed.cancel();
-        // Keep taking events so the session never waits on a recording that has ended.
-        while rx.recv().await.is_some() {}
+    match result {
+        Ok(()) => Some(hex(&hasher.finalize())),
+        Err(e) => {
+            let msg = format!("writing {}: {e}", path.display());
+            warn!(error = %e, path = %path.display(), "session recording failed; it ends here");
+            *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+            failed.cancel();
+            // Keep taking events so the session never waits on a recording that has ended.
+            while rx.recv().await.is_some() {}
+            None
+        }
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -557,10 +588,16 @@ mod tests {
         r.record(Event::Resize(90, 20)).await;
         drop(r);
         let path = rec.path.clone();
-        assert_eq!(rec.finish().await, None);
+        let done = rec.finish().await;
+        assert_eq!(done.error, None);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
+        // The digest is of the file's bytes, header to last line.
+        assert_eq!(
+            done.sha256.as_deref(),
+            Some(hex(&Sha256::digest(text.as_bytes())).as_str())
+        );
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
         let v: Vec<serde_json::Value> = lines
@@ -593,6 +630,7 @@ mod tests {
         let error = Arc::new(Mutex::new(None));
         let task = tokio::spawn(write(
             tokio::io::BufWriter::new(full),
+            Sha256::new(),
             rx,
             Instant::now(),
             PathBuf::from("/dev/full"),
@@ -613,7 +651,11 @@ mod tests {
             r.record(Event::Stdout(b"more".to_vec())).await;
         }
         drop(r);
-        task.await.unwrap();
+        assert_eq!(
+            task.await.unwrap(),
+            None,
+            "no digest of a recording cut short"
+        );
         let e = error.lock().unwrap().clone().unwrap();
         assert!(e.contains("/dev/full"), "{e}");
     }

@@ -263,7 +263,9 @@ impl Session {
             drop(recorder);
             drop(input_recorder);
             exit.recording = Some(rec.path.display().to_string());
-            exit.recording_error = rec.finish().await;
+            let done = rec.finish().await;
+            exit.recording_error = done.error;
+            exit.recording_sha256 = done.sha256;
         }
         info!(code = ?exit.code, reason = ?exit.reason, "session ended");
         let _ = self.tx.send(Frame::json(id, Kind::Exit, &exit)).await;

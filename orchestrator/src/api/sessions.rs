@@ -451,6 +451,7 @@ async fn relay(o: Orchestrator, mut link: SessionLink, socket: WebSocket, meta: 
             "signals": signals,
             "recording": exit.recording.or(meta.ready.recording),
             "recording_error": exit.recording_error,
+            "recording_sha256": exit.recording_sha256,
         }),
     )
     .await;
