@@ -53,6 +53,9 @@ pub struct SiteConfig {
     /// Limits on interactive sessions (shell, exec, port-forward).
     #[serde(default)]
     pub sessions: crate::tunnel::SessionsConfig,
+    /// How the agent carries out what it decides.
+    #[serde(default)]
+    pub reconcile: Reconcile,
 }
 
 /// How the agent reaches the orchestrator (it always dials out).
@@ -286,6 +289,31 @@ impl Default for Isolation {
             user: default_user(),
             pids_limit: default_pids(),
             tmp_size_mib: default_tmp(),
+        }
+    }
+}
+
+/// `[reconcile]`: how the agent carries out launches and stops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconcile {
+    /// Workspaces whose launch or stop may be under way at once (at least 1). A slow engine,
+    /// `sbatch` or API call then holds back only its own workspace; the bound keeps a burst of
+    /// creates or a revocation covering hundreds of workspaces from flooding the backend.
+    #[serde(default = "default_parallel_actions")]
+    pub parallel_actions: usize,
+}
+
+/// Eight launches or stops at once: enough that a slow one never queues the rest, few enough
+/// for a login node's sshd and a 2-core engine host.
+pub fn default_parallel_actions() -> usize {
+    8
+}
+
+impl Default for Reconcile {
+    fn default() -> Self {
+        Self {
+            parallel_actions: default_parallel_actions(),
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod execute;
 pub mod hostdirs;
 pub mod verify;
 
-pub use execute::{ExecuteError, Executor};
+pub use execute::{ExecuteError, Executor, by_workspace};
 pub use verify::{Approved, Refusal, verify_assignment};
 
 /// Why a workspace is stopped.
@@ -42,6 +42,22 @@ pub enum Action {
     },
     /// Tell the orchestrator what the site sees.
     Report(Observation),
+}
+
+impl Action {
+    /// The workspace this action is about.
+    pub fn workspace(&self) -> &str {
+        match self {
+            Action::Launch(a) => &a.id,
+            Action::Stop { workspace, .. } => workspace,
+            Action::Report(o) => &o.workspace,
+        }
+    }
+
+    /// Whether carrying it out changes the world (a report only tells).
+    pub fn changes(&self) -> bool {
+        !matches!(self, Action::Report(_))
+    }
 }
 
 /// The observation a backend's view of a workspace amounts to. An exit code of 0 is a clean stop;

@@ -11,7 +11,8 @@ use basho_core::State;
 use basho_core::protocol::{Assignment, Observation, Registration};
 use basho_core::revocation::Revocation;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,8 +26,9 @@ use crate::config::SiteConfig;
 use crate::denylist::{self, DenyList, Grants, recorded_grants};
 use crate::meter::{Meter, Metered};
 use crate::metrics::{MeteredBackend, Metrics};
+use crate::reconcile::execute::Outcome;
 use crate::reconcile::hostdirs::{HostDirs, Ownership};
-use crate::reconcile::{Action, Executor, plan, plan_before_sync};
+use crate::reconcile::{Action, Executor, by_workspace, plan, plan_before_sync};
 
 pub mod ledger;
 pub mod poll;
@@ -100,7 +102,8 @@ pub async fn run(
         dirs.clone(),
         config.isolation.clone(),
     )
-    .with_meter(meter.clone());
+    .with_meter(meter.clone())
+    .with_parallel(config.reconcile.parallel_actions);
     info!(site = %site, backend = executor.backend().kind(), orchestrator = %config.orchestrator.url, "agent starting");
 
     let stop = shutdown.child_token();
@@ -155,7 +158,10 @@ pub async fn run(
 
     let mut reconciler = Reconciler {
         meter,
-        executor,
+        slots: Arc::new(Semaphore::new(executor.parallel())),
+        executor: Arc::new(executor),
+        busy: JoinSet::new(),
+        busy_ids: BTreeMap::new(),
         ledger,
         refused: BTreeMap::new(),
         backend_down: false,
@@ -172,6 +178,11 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            Some(done) = reconciler.busy.join_next(), if !reconciler.busy.is_empty() => {
+                reconciler.finished(done);
+                // What it changed is reported; the next pass looks again.
+                continue;
+            }
             changed = fetched.changed() => {
                 if changed.is_err() {
                     break;
@@ -195,6 +206,10 @@ pub async fn run(
         metrics.set_workspaces(reconciler.ledger.states());
         metrics.set_journal_pending(reconciler.meter.pending_len() as u64);
     }
+    // Launches and stops under way finish, as a pass used to, so nothing is left half-made.
+    while let Some(done) = reconciler.busy.join_next().await {
+        reconciler.finished(done);
+    }
     stop.cancel();
     tasks.wait().await;
     info!(site = %site, "agent stopped; workspaces keep running");
@@ -203,7 +218,13 @@ pub async fn run(
 
 struct Reconciler {
     meter: Arc<Meter>,
-    executor: Executor,
+    executor: Arc<Executor>,
+    /// Launches and stops under way, one task per workspace, each reporting as it finishes.
+    busy: JoinSet<(String, Outcome)>,
+    /// The workspaces of `busy` and their tasks: a pass leaves them alone until it is done.
+    busy_ids: BTreeMap<String, tokio::task::Id>,
+    /// At most the site's `parallel_actions` tasks touch the backend at once.
+    slots: Arc<Semaphore>,
     ledger: Arc<Ledger>,
     /// Assignments refused for good, kept until they change or stop being desired.
     refused: BTreeMap<String, Assignment>,
@@ -249,21 +270,28 @@ impl Reconciler {
             Action::Launch(a) => self.refused.get(&a.id) != Some(a),
             _ => true,
         });
-        let changes = actions
-            .iter()
-            .filter(|a| !matches!(a, Action::Report(_)))
-            .count();
+        // What the backend showed of a workspace with a task under way is already stale.
+        actions.retain(|a| !self.busy_ids.contains_key(a.workspace()));
+        let changes = actions.iter().filter(|a| a.changes()).count();
         debug!(
             desired = desired.map(<[_]>::len),
             actual = actual.len(),
             changes,
+            busy = self.busy_ids.len(),
             "reconciling"
         );
-        let out = self.executor.execute(actions, now).await;
-        for a in out.refused {
-            self.refused.insert(a.id.clone(), a);
+        let mut reports = Vec::new();
+        for (workspace, steps) in by_workspace(actions) {
+            if !steps.iter().any(Action::changes) {
+                reports.extend(steps.into_iter().filter_map(|a| match a {
+                    Action::Report(o) => Some(o),
+                    _ => None,
+                }));
+                continue;
+            }
+            self.start(workspace, steps, now);
         }
-        self.ledger.record(out.reports);
+        self.ledger.record(reports);
         self.meter
             .learn(desired.unwrap_or_default().iter().map(|a| {
                 (
@@ -287,6 +315,49 @@ impl Reconciler {
             self.refused.retain(|id, _| keep.contains(id.as_str()));
             self.ledger.prune(|id| keep.contains(id));
         }
+    }
+
+    /// Starts one workspace's launch or stop as its own task.
+    fn start(&mut self, workspace: String, steps: Vec<Action>, now: DateTime<Utc>) {
+        let (executor, slots) = (self.executor.clone(), self.slots.clone());
+        let span = info_span!("actions", workspace = %workspace);
+        let key = workspace.clone();
+        let task = self.busy.spawn(
+            async move {
+                let started = std::time::Instant::now();
+                // The semaphore is never closed; a permit is always granted in the end.
+                let _slot = slots.acquire_owned().await.ok();
+                let queued = started.elapsed();
+                let out = executor.execute_one(steps, now).await;
+                debug!(
+                    queued_ms = queued.as_millis() as u64,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    reports = out.reports.len(),
+                    "actions done"
+                );
+                (workspace, out)
+            }
+            .instrument(span),
+        );
+        self.busy_ids.insert(key, task.id());
+    }
+
+    /// Takes in what a finished task reports.
+    fn finished(&mut self, done: Result<(String, Outcome), tokio::task::JoinError>) {
+        let (workspace, out) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                // A task that panicked: the next pass looks at its workspace afresh.
+                warn!(error = %e, "a launch or stop task ended without an outcome");
+                self.busy_ids.retain(|_, id| *id != e.id());
+                return;
+            }
+        };
+        self.busy_ids.remove(&workspace);
+        for a in out.refused {
+            self.refused.insert(a.id.clone(), a);
+        }
+        self.ledger.record(out.reports);
     }
 
     /// Adds what the orchestrator sent to the deny-list and saves it when it grew.

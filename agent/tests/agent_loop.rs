@@ -240,6 +240,7 @@ fn site(url: &str) -> Site {
         metrics: None,
         metering: Default::default(),
         sessions: Default::default(),
+        reconcile: Default::default(),
     };
     assert_eq!(basho_agent::check_config(&config), Vec::<String>::new());
     let fake = Arc::new(FakeBackend::seeded(id("sim"), Duration::ZERO, 0.0, 1));

@@ -739,5 +739,6 @@ fn site_config(
         metrics: None,
         metering,
         sessions: Default::default(),
+        reconcile: Default::default(),
     }
 }

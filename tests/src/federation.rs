@@ -384,5 +384,6 @@ fn site_config(
         metrics: None,
         metering: Default::default(),
         sessions: Default::default(),
+        reconcile: Default::default(),
     }
 }

@@ -3,6 +3,7 @@
 //! Docker helpers. Each test owns its directories, ports and site names, and cleans up after itself.
 
 pub mod api;
+pub mod bench;
 pub mod cluster;
 pub mod federation;
 pub mod sessions;

@@ -24,20 +24,34 @@ impl Testbed {
     /// Reads `testbed.env`; panics with the command to run when the cluster was never set up, so
     /// a missing cluster fails the test instead of skipping it.
     pub fn load() -> Testbed {
+        Self::try_load().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Reads `testbed.env` and checks that the cluster's controller answers; says why not.
+    pub fn try_load() -> Result<Testbed, String> {
         let dir = std::env::var("BASHO_SLURM_TESTBED").unwrap_or_else(|_| DEFAULT_DIR.into());
         let file = PathBuf::from(&dir).join("testbed.env");
-        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!(
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            format!(
                 "no Slurm testbed at {} ({e}); run scripts/slurm-up (scripts/test does)",
                 file.display()
             )
-        });
+        })?;
         let vars = text
             .lines()
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
             .collect();
-        Testbed { vars }
+        match Command::new("squeue").arg("--noheader").output() {
+            Ok(out) if out.status.success() => Ok(Testbed { vars }),
+            Ok(out) => Err(format!(
+                "the Slurm test cluster does not answer (squeue: {}); run scripts/slurm-up",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Err(format!(
+                "no squeue on this machine ({e}); run scripts/slurm-up"
+            )),
+        }
     }
 
     /// One key of `testbed.env`.

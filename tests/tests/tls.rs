@@ -120,6 +120,7 @@ impl World {
             metrics: None,
             metering: Default::default(),
             sessions: Default::default(),
+            reconcile: Default::default(),
         }
     }
 

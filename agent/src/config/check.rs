@@ -43,6 +43,9 @@ pub fn check(config: &SiteConfig) -> Vec<String> {
     if config.isolation.tmp_size_mib == 0 {
         p.push("isolation.tmp_size_mib must be positive".into());
     }
+    if config.reconcile.parallel_actions == 0 {
+        p.push("reconcile.parallel_actions must be at least 1".into());
+    }
     if config.capacity.cpus == 0 || config.capacity.memory_mib == 0 {
         p.push("capacity.cpus and capacity.memory_mib must be positive".into());
     }
@@ -374,6 +377,7 @@ mod tests {
             metrics: None,
             metering: Default::default(),
             sessions: Default::default(),
+            reconcile: Default::default(),
         }
     }
 

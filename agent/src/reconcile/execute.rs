@@ -1,8 +1,9 @@
 //! Carrying out a plan on a backend: verify then prepare then launch, stop then clean up, and
 //! the observations that result. A failed stop suppresses the reports planned after it: only
-//! positive evidence ends a workspace.
+//! positive evidence ends a workspace. Each workspace's steps run in order; different
+//! workspaces' run side by side.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use basho_core::protocol::{Assignment, Observation};
@@ -10,6 +11,7 @@ use basho_core::revocation::VisaId;
 use basho_core::visa::TrustedIssuers;
 use basho_core::{Ident, State};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use tracing::{info, warn};
 
 use super::hostdirs::{HostDirError, HostDirs, Prepared, WorkspaceRecord};
@@ -67,6 +69,7 @@ pub struct Executor {
     dirs: HostDirs,
     isolation: Isolation,
     meter: Option<Arc<crate::meter::Meter>>,
+    parallel: usize,
 }
 
 impl Executor {
@@ -87,6 +90,7 @@ impl Executor {
             dirs,
             isolation,
             meter: None,
+            parallel: crate::config::default_parallel_actions(),
         }
     }
 
@@ -114,8 +118,24 @@ impl Executor {
         Ok(seen)
     }
 
-    /// Carries out `actions` in order.
+    /// Carries out `actions`: each workspace's in the order given, different workspaces' at
+    /// the same time, at most the site's `parallel_actions` at once, so one slow engine call
+    /// holds back only its own workspace.
     pub async fn execute(&self, actions: Vec<Action>, now: DateTime<Utc>) -> Outcome {
+        let mut out = Outcome::default();
+        let mut done = futures::stream::iter(by_workspace(actions))
+            .map(|(_, steps)| self.execute_one(steps, now))
+            .buffer_unordered(self.parallel);
+        while let Some(o) = done.next().await {
+            out.reports.extend(o.reports);
+            out.refused.extend(o.refused);
+        }
+        out
+    }
+
+    /// Carries out one workspace's `actions` in order. A failed stop suppresses the reports
+    /// planned after it.
+    pub async fn execute_one(&self, actions: Vec<Action>, now: DateTime<Utc>) -> Outcome {
         let mut out = Outcome::default();
         let mut not_stopped = BTreeSet::new();
         for action in actions {
@@ -247,6 +267,17 @@ impl Executor {
         }
     }
 
+    /// Carries out at most `n` workspaces' actions at once.
+    pub fn with_parallel(mut self, n: usize) -> Self {
+        self.parallel = n.max(1);
+        self
+    }
+
+    /// How many workspaces' actions run at once.
+    pub fn parallel(&self) -> usize {
+        self.parallel
+    }
+
     /// Meters workspaces once more just before stopping them.
     pub fn with_meter(mut self, meter: Arc<crate::meter::Meter>) -> Self {
         self.meter = Some(meter);
@@ -275,6 +306,24 @@ impl Executor {
             .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
         Ok(())
     }
+}
+
+/// `actions` grouped by the workspace they act on, each group in its original order, groups in
+/// the order their workspace first appears.
+pub fn by_workspace(actions: Vec<Action>) -> Vec<(String, Vec<Action>)> {
+    let mut groups: Vec<(String, Vec<Action>)> = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    for action in actions {
+        let ws = action.workspace().to_owned();
+        match index.get(&ws) {
+            Some(&i) => groups[i].1.push(action),
+            None => {
+                index.insert(ws.clone(), groups.len());
+                groups.push((ws, vec![action]));
+            }
+        }
+    }
+    groups
 }
 
 #[cfg(test)]

@@ -109,6 +109,7 @@ pub fn site_config(
         metrics: None,
         metering: Default::default(),
         sessions: Default::default(),
+        reconcile: Default::default(),
     })
 }
 

@@ -3,36 +3,44 @@
 //! time by visa `jti`; each sample is the time from sending `POST /v1/revocations` to the
 //! workspace's container being gone from the engine (polled by label every 10 ms).
 //!
-//!     cargo run --release -p basho-tests --bin basho-bench-revoke -- --revocations 100
+//! Then the same again with the revocations of each round sent 10 ms apart (`--burst`), each
+//! timed from its own request.
+//!
+//!     cargo run --release -p basho-tests --bin basho-bench-revoke -- --revocations 100 --per-site 5 --burst 100
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use basho_core::LABEL_WORKSPACE;
 use basho_core::visa::mint::Visa;
+use basho_core::{LABEL_PROJECT, LABEL_WORKSPACE};
+use basho_tests::bench::{Figure, Report, pct_ms};
 use basho_tests::containers_labelled;
 use basho_tests::federation::{Federation, SITES};
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use clap::Parser;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
 struct Args {
-    /// Revocations to measure (one workspace each).
-    #[arg(long, default_value_t = 100)]
-    revocations: usize,
+    /// Revocations to measure one at a time (one workspace each).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    revocations: u64,
     /// Workspaces running per site at a time (each site offers 8 CPUs; each workspace takes 1).
-    #[arg(long, default_value_t = 5)]
-    per_site: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=8))]
+    per_site: u64,
+    /// Workspaces then revoked together, their revocations sent 10 ms apart (0: none). The
+    /// sites offer enough CPUs for all of them to run at once.
+    #[arg(long, default_value_t = 100)]
+    burst: usize,
 }
+
+/// The spacing of the burst's revocations.
+const GAP: Duration = Duration::from_millis(10);
 
 const POLL: Duration = Duration::from_millis(10);
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
 
 /// Creates a workspace with one visa whose `jti` is fresh, for a dataset of the `n`th site;
 /// answers its id and the `jti`.
@@ -101,55 +109,171 @@ async fn revoke(fed: &Federation, id: &str, jti: &str) -> Result<(Duration, Dura
     }
 }
 
+/// Workspaces of the benchmark whose container the engine still lists.
+async fn listed(fed: &Federation) -> Result<BTreeSet<String>> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{LABEL_PROJECT}=P-BENCH")],
+    )]);
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    Ok(fed
+        .docker
+        .list_containers(Some(opts))
+        .await?
+        .into_iter()
+        .filter_map(|c| c.labels?.get(LABEL_WORKSPACE).cloned())
+        .collect())
+}
+
+/// Creates `want` workspaces spread over the sites and waits until they all run.
+async fn round(fed: &Federation, want: usize, n: &mut usize) -> Result<Vec<(String, String)>> {
+    let mut round = Vec::with_capacity(want);
+    for _ in 0..want {
+        round.push(create(fed, *n).await?);
+        *n += 1;
+    }
+    for (id, _) in &round {
+        wait_running(fed, id).await?;
+    }
+    Ok(round)
+}
+
+/// Sends one revocation per workspace of `round`, `GAP` apart, and answers for each the time
+/// from its own request until its container is gone (one engine listing every `POLL` watches
+/// them all, so the watching does not load the engine more than one sample at a time would).
+async fn burst(fed: &Federation, round: &[(String, String)]) -> Result<Vec<Duration>> {
+    let start = Instant::now();
+    let mut sent = Vec::new();
+    for (k, (id, jti)) in round.iter().enumerate() {
+        let api = fed.api.clone();
+        let (id, jti) = (id.clone(), jti.clone());
+        sent.push(tokio::spawn(async move {
+            tokio::time::sleep_until((start + GAP * k as u32).into()).await;
+            let at = Instant::now();
+            let body = json!({"visa_jti": jti, "reason": "dac-revoked"});
+            let (status, v) = api.call(Method::POST, "/v1/revocations", Some(&body)).await;
+            (id, at, status, v)
+        }));
+    }
+    let mut gone_at: BTreeMap<String, Instant> = BTreeMap::new();
+    while gone_at.len() < round.len() {
+        let now = Instant::now();
+        let still = listed(fed).await?;
+        for (id, _) in round {
+            if !still.contains(id) {
+                gone_at.entry(id.clone()).or_insert(now);
+            }
+        }
+        if start.elapsed() > PATIENCE {
+            bail!("containers still there {PATIENCE:?} after the burst began");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let mut out = Vec::new();
+    for task in sent {
+        let (id, at, status, v) = task.await?;
+        if status != StatusCode::ACCEPTED || v["affected"] != json!([id]) {
+            bail!("revocation answered {status}: {v}");
+        }
+        out.push(gone_at[&id].saturating_duration_since(at));
+    }
+    Ok(out)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let Some(fed) = Federation::start().await else {
-        bail!("this benchmark needs a Docker engine");
+    let report = Report::new("revoke");
+    // Room for the whole burst at once, spread over the three sites.
+    let cpus = (args.burst.div_ceil(SITES.len()) as u32 + 1).max(8);
+    let Some(fed) = Federation::start_with(|_, site| site.capacity.cpus = cpus).await else {
+        report.skipped("no Docker engine answers on this machine");
+        return Ok(());
     };
-    let mut api = Vec::with_capacity(args.revocations);
-    let mut gone = Vec::with_capacity(args.revocations);
-    let batch = (args.per_site * SITES.len()).max(1);
+    let revocations = args.revocations as usize;
+    let mut api = Vec::with_capacity(revocations);
+    let mut gone = Vec::with_capacity(revocations);
+    let batch = (args.per_site as usize * SITES.len()).max(1);
     let mut n = 0;
-    while gone.len() < args.revocations {
-        let want = batch.min(args.revocations - gone.len());
-        let mut round = Vec::with_capacity(want);
-        for _ in 0..want {
-            round.push(create(&fed, n).await?);
-            n += 1;
-        }
-        for (id, _) in &round {
-            wait_running(&fed, id).await?;
-        }
-        for (id, jti) in &round {
+    while gone.len() < revocations {
+        let want = batch.min(revocations - gone.len());
+        for (id, jti) in &round(&fed, want, &mut n).await? {
             let (a, g) = revoke(&fed, id, jti).await?;
             api.push(a);
             gone.push(g);
         }
     }
+    let mut bursty = Vec::with_capacity(args.burst);
+    if args.burst > 0 {
+        let round = round(&fed, args.burst, &mut n).await?;
+        bursty = burst(&fed, &round).await?;
+    }
     api.sort();
     gone.sort();
+    bursty.sort();
     println!(
-        "revocation: {} revocations by visa jti, 3 Docker sites, up to {} workspaces running per site",
+        "revocation: {} revocations by visa jti, one at a time, 3 Docker sites, up to {} workspaces running per site",
         gone.len(),
         args.per_site
     );
-    println!(
-        "  API answer       p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
-        pct(&api, 0.50),
-        pct(&api, 0.99),
-        pct(&api, 1.0)
+    report.figure(Figure::lower(
+        "api_p50",
+        "API answer p50",
+        pct_ms(&api, 0.50),
+        "ms",
+    ));
+    report.figure(Figure::lower(
+        "api_p99",
+        "API answer p99",
+        pct_ms(&api, 0.99),
+        "ms",
+    ));
+    report.figure(Figure::lower(
+        "gone_p50",
+        "container gone p50",
+        pct_ms(&gone, 0.50),
+        "ms",
+    ));
+    report.figure(
+        Figure::lower("gone_p99", "container gone p99", pct_ms(&gone, 0.99), "ms").at_most(100.0),
     );
-    println!(
-        "  container gone   p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
-        pct(&gone, 0.50),
-        pct(&gone, 0.99),
-        pct(&gone, 1.0)
-    );
-    println!(
-        "  command          cargo run --release -p basho-tests --bin basho-bench-revoke -- --revocations {} --per-site {}",
-        args.revocations, args.per_site
-    );
+    report.figure(Figure::lower(
+        "gone_max",
+        "container gone max",
+        pct_ms(&gone, 1.0),
+        "ms",
+    ));
+    if !bursty.is_empty() {
+        println!(
+            "{} workspaces running over the 3 sites, their revocations sent {} ms apart:",
+            bursty.len(),
+            GAP.as_millis()
+        );
+        report.figure(Figure::lower(
+            "burst_gone_p50",
+            "burst: container gone p50",
+            pct_ms(&bursty, 0.50),
+            "ms",
+        ));
+        report.figure(
+            Figure::lower(
+                "burst_gone_p99",
+                "burst: container gone p99",
+                pct_ms(&bursty, 0.99),
+                "ms",
+            )
+            .at_most(100.0),
+        );
+        report.figure(Figure::lower(
+            "burst_gone_max",
+            "burst: container gone max",
+            pct_ms(&bursty, 1.0),
+            "ms",
+        ));
+    }
     fed.shutdown().await;
     Ok(())
 }

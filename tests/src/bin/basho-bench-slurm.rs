@@ -18,17 +18,18 @@ use basho_agent::backend::slurm::{SlurmBackend, script};
 use basho_agent::backend::{Backend, LaunchSpec};
 use basho_agent::config::Runtime;
 use basho_core::Ident;
+use basho_tests::bench::{Figure, Report, pct_ms};
 use basho_tests::slurm::{Testbed, runnable_spec as spec, slurm};
 use clap::Parser;
 
 #[derive(Parser)]
 struct Args {
     /// Submit-to-RUNNING samples of each kind.
-    #[arg(long, default_value_t = 10)]
-    samples: usize,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    samples: u64,
     /// Workspaces launched at once for the submission rate.
-    #[arg(long, default_value_t = 50)]
-    burst: usize,
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    burst: u64,
 }
 
 const POLL: Duration = Duration::from_millis(20);
@@ -111,24 +112,17 @@ fn plain_sbatch(testbed: &Testbed, script: &str) -> Result<String> {
         .to_owned())
 }
 
-fn summary(name: &str, samples: &mut [Duration]) -> f64 {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let median = ms(samples[samples.len() / 2]);
-    println!(
-        "{name:<28} n={:<3} min {:>7.1} ms  median {:>7.1} ms  max {:>7.1} ms",
-        samples.len(),
-        ms(samples[0]),
-        median,
-        ms(samples[samples.len() - 1]),
-    );
-    median
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let testbed = Testbed::load();
+    let report = Report::new("slurm");
+    let testbed = match Testbed::try_load() {
+        Ok(t) => t,
+        Err(why) => {
+            report.skipped(&why);
+            return Ok(());
+        }
+    };
     let docker = basho_tests::docker().await.context("a Docker engine")?;
     let image = basho_cli::dev::image::ensure_demo_image(&docker).await?;
     let site = Ident::parse(&basho_tests::unique("bench"))?;
@@ -163,9 +157,29 @@ async fn main() -> Result<()> {
         "submit-to-RUNNING, {} samples each, same script:",
         args.samples
     );
-    let b = summary("through the slurm backend", &mut basho);
-    let p = summary("plain ssh + sbatch", &mut plain);
-    println!("ratio of medians: {:.2}x", b / p);
+    basho.sort();
+    plain.sort();
+    let (b, p) = (pct_ms(&basho, 0.5), pct_ms(&plain, 0.5));
+    let peer = "plain ssh + sbatch";
+    report.figure(
+        Figure::lower(
+            "submit_running_p50",
+            "through the Slurm backend, median",
+            b,
+            "ms",
+        )
+        .peer(peer, p),
+    );
+    report.figure(
+        Figure::lower(
+            "submit_running_max",
+            "through the Slurm backend, max",
+            pct_ms(&basho, 1.0),
+            "ms",
+        )
+        .peer("plain max", pct_ms(&plain, 1.0)),
+    );
+    report.figure(Figure::lower("ratio", "ratio of medians", b / p, "x").at_most(1.2));
 
     let specs: Vec<LaunchSpec> = (0..args.burst)
         .map(|_| spec(dir.path(), &site, &image, &basho_tests::unique("burst")))
@@ -175,11 +189,16 @@ async fn main() -> Result<()> {
     let took = t.elapsed();
     let ok = launched.iter().filter(|r| r.is_ok()).count();
     println!(
-        "submission: {ok}/{} launches accepted in {:.2} s = {:.1} jobs/s",
+        "submission: {ok}/{} launches accepted in {:.2} s",
         args.burst,
-        took.as_secs_f64(),
-        ok as f64 / took.as_secs_f64()
+        took.as_secs_f64()
     );
+    report.figure(Figure::higher(
+        "submissions_per_s",
+        "submission rate",
+        ok as f64 / took.as_secs_f64(),
+        "jobs/s",
+    ));
     for s in &specs {
         slurm(&[
             "scancel",

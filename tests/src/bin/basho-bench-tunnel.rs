@@ -15,6 +15,7 @@ use basho_cli::session::connect;
 use basho_core::tunnel::{Frame, Kind, SessionKind, SessionSpec};
 use basho_orchestrator::store::Role;
 use basho_orchestrator::tokens::{NewToken, create, open_store};
+use basho_tests::bench::{Figure, Report};
 use basho_tests::federation::Federation;
 use clap::Parser;
 use futures::{SinkExt as _, StreamExt as _};
@@ -23,21 +24,35 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Parser)]
 struct Args {
     /// Keystrokes timed.
-    #[arg(long, default_value_t = 500)]
-    keystrokes: usize,
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    keystrokes: u64,
     /// Size of the file `basho exec cat` reads, MiB.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     mib: u64,
     /// Busy sessions during the control-loop run.
-    #[arg(long, default_value_t = 20)]
-    busy: usize,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    busy: u64,
     /// Workspaces created per control-loop run.
-    #[arg(long, default_value_t = 5)]
-    creates: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    creates: u64,
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Seconds `argv` takes to run with its output to /dev/null.
+fn timed(argv: &[&str], env: &[(&str, &str)]) -> Result<f64> {
+    let started = Instant::now();
+    let status = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("{argv:?} failed: {status}");
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 fn spec(argv: &[&str], tty: bool) -> SessionSpec {
@@ -75,7 +90,8 @@ async fn create_to_running(fed: &Federation, n: usize, tag: &str) -> Result<Vec<
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let busy = args.busy;
+    let report = Report::new("sessions");
+    let busy = args.busy as usize;
     let Some(fed) = Federation::start_with(move |_, c| {
         c.sessions.max_per_workspace = busy + 4;
         c.capacity.cpus = 64;
@@ -83,7 +99,8 @@ async fn main() -> Result<()> {
     })
     .await
     else {
-        bail!("no Docker engine");
+        report.skipped("no Docker engine answers on this machine");
+        return Ok(());
     };
     let ws = fed.create_running("P-BENCH", &["JGAD000101"]).await;
     let id = ws["id"].as_str().context("id")?.to_owned();
@@ -106,7 +123,7 @@ async fn main() -> Result<()> {
 
     // A keystroke's round trip: one byte into a terminal running `cat`, until its echo returns.
     let mut ws_ = connect(&client, &id, &spec(&["cat"], true)).await?;
-    let mut rtts = Vec::with_capacity(args.keystrokes);
+    let mut rtts = Vec::with_capacity(args.keystrokes as usize);
     for i in 0..args.keystrokes {
         let key = [b'a' + (i % 26) as u8];
         let started = Instant::now();
@@ -131,12 +148,19 @@ async fn main() -> Result<()> {
     }
     drop(ws_);
     rtts.sort_by(f64::total_cmp);
-    println!(
-        "keystroke round trip (tty, cat echo), {} keys: p50 {:.2} ms, p99 {:.2} ms",
-        rtts.len(),
+    println!("keystroke round trip (tty, cat echo), {} keys:", rtts.len());
+    report.figure(Figure::lower(
+        "keystroke_p50",
+        "keystroke round trip p50",
         pct(&rtts, 0.5),
-        pct(&rtts, 0.99)
-    );
+        "ms",
+    ));
+    report.figure(Figure::lower(
+        "keystroke_p99",
+        "keystroke round trip p99",
+        pct(&rtts, 0.99),
+        "ms",
+    ));
 
     // `basho exec cat` of a large file, output to /dev/null.
     let container = fed
@@ -150,26 +174,36 @@ async fn main() -> Result<()> {
     if code != 0 {
         bail!("making the file: {out}");
     }
-    let started = Instant::now();
-    let status = std::process::Command::new(basho_tests::binary("basho"))
-        .args(["exec", &id, "--", "cat", "/work/bench.bin"])
-        .env("BASHO_ADDR", &fed.api.base)
-        .env("BASHO_TOKEN", &token)
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    let secs = started.elapsed().as_secs_f64();
-    if !status.success() {
-        bail!("basho exec cat failed: {status}");
-    }
+    let basho = basho_tests::binary("basho");
+    let basho = basho.to_str().context("binary path")?;
+    let env = [
+        ("BASHO_ADDR", fed.api.base.as_str()),
+        ("BASHO_TOKEN", token.as_str()),
+    ];
+    let secs = timed(&[basho, "exec", &id, "--", "cat", "/work/bench.bin"], &env)?;
+    // The engine's own exec of the same file: what the tunnel is measured against.
+    let plain = timed(
+        &["docker", "exec", &container, "cat", "/work/bench.bin"],
+        &[],
+    )?;
     println!(
-        "basho exec cat of {} MiB: {:.2} s, {:.0} MiB/s",
-        args.mib,
-        secs,
-        args.mib as f64 / secs
+        "basho exec cat of {} MiB: {secs:.2} s, docker exec {plain:.2} s",
+        args.mib
+    );
+    let mib = args.mib as f64;
+    report.figure(
+        Figure::higher(
+            "exec_cat_mib_s",
+            "basho exec cat throughput",
+            mib / secs,
+            "MiB/s",
+        )
+        .peer("docker exec cat", mib / plain)
+        .at_least(250.0),
     );
 
     // The control loop with and without busy sessions on the same site.
-    let idle = create_to_running(&fed, args.creates, "idle").await?;
+    let idle = create_to_running(&fed, args.creates as usize, "idle").await?;
     let mut tasks = Vec::new();
     let stop = tokio_util::sync::CancellationToken::new();
     for _ in 0..args.busy {
@@ -200,7 +234,7 @@ async fn main() -> Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let t0 = Instant::now();
-    let loaded = create_to_running(&fed, args.creates, "busy").await?;
+    let loaded = create_to_running(&fed, args.creates as usize, "busy").await?;
     let elapsed = t0.elapsed().as_secs_f64();
     stop.cancel();
     let mut moved = 0u64;
@@ -208,21 +242,26 @@ async fn main() -> Result<()> {
         moved += t.await.unwrap_or(0);
     }
     println!(
-        "create->running on the same site, {} creates: idle p50 {:.0} ms (max {:.0}); with {} busy \
-         sessions p50 {:.0} ms (max {:.0}); the busy sessions moved {:.0} MiB/s in total",
-        args.creates,
+        "create->running on the same site, {} creates, idle and with {} busy sessions",
+        args.creates, args.busy
+    );
+    report.figure(Figure::lower(
+        "create_idle_p50",
+        "create -> running, no session, p50",
         pct(&idle, 0.5),
-        idle[idle.len() - 1],
-        args.busy,
-        pct(&loaded, 0.5),
-        loaded[loaded.len() - 1],
-        moved as f64 / (1 << 20) as f64 / elapsed.max(0.001)
+        "ms",
+    ));
+    let label = format!("the same with {} busy sessions, p50", args.busy);
+    report.figure(
+        Figure::lower("create_busy_p50", &label, pct(&loaded, 0.5), "ms")
+            .peer("no session", pct(&idle, 0.5)),
     );
-    println!(
-        "command: cargo run --release -p basho-tests --bin basho-bench-tunnel -- --keystrokes {} \
-         --mib {} --busy {} --creates {}",
-        args.keystrokes, args.mib, args.busy, args.creates
-    );
+    report.figure(Figure::higher(
+        "busy_mib_s",
+        "what the busy sessions moved meanwhile",
+        moved as f64 / (1 << 20) as f64 / elapsed.max(0.001),
+        "MiB/s",
+    ));
     fed.shutdown().await;
     Ok(())
 }

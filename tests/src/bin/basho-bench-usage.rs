@@ -14,6 +14,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use basho_tests::bench::{Figure, Report};
 use basho_tests::federation::Federation;
 use clap::Parser;
 use serde_json::{Value, json};
@@ -21,20 +22,20 @@ use serde_json::{Value, json};
 #[derive(Parser)]
 struct Args {
     /// Workspaces (containers) to meter.
-    #[arg(long, default_value_t = 100)]
-    workspaces: usize,
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    workspaces: u64,
     /// Metering interval under test, seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     interval_s: u64,
     /// Measurement window per run, seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     window_s: u64,
     /// Records posted for the ingestion rate.
-    #[arg(long, default_value_t = 50_000)]
-    records: usize,
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    records: u64,
     /// Records per request (the agent sends at most 200).
-    #[arg(long, default_value_t = 200)]
-    batch: usize,
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
 }
 
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
@@ -96,7 +97,13 @@ async fn measure(fed: &Federation, interval_s: u64, window: Duration) -> Result<
     Ok((a1 - a0, d1.zip(d0).map_or(0.0, |(b, a)| b - a)))
 }
 
-async fn ingestion(fed: &Federation, ids: &[String], records: usize, batch: usize) -> Result<()> {
+async fn ingestion(
+    fed: &Federation,
+    ids: &[String],
+    records: usize,
+    batch: usize,
+    report: &Report,
+) -> Result<()> {
     let site = fed.site("tohoku");
     let http = reqwest::Client::new();
     let url = format!("http://{}/v1/agent/usage", fed.config().listen);
@@ -138,16 +145,20 @@ async fn ingestion(fed: &Federation, ids: &[String], records: usize, batch: usiz
         sent += n;
     }
     let took = started.elapsed().as_secs_f64();
-    println!(
-        "ingestion: {records} records in batches of {batch} in {took:.2} s = {:.0} records/s",
-        records as f64 / took
-    );
+    println!("ingestion: {records} records in batches of {batch} in {took:.2} s");
+    report.figure(Figure::higher(
+        "ingestion_per_s",
+        "usage records ingested",
+        records as f64 / took,
+        "records/s",
+    ));
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let report = Report::new("usage");
     let Some(mut fed) = Federation::start_with(|name, cfg| {
         if name == "tohoku" {
             cfg.capacity.cpus = 4096;
@@ -157,7 +168,8 @@ async fn main() -> Result<()> {
     })
     .await
     else {
-        bail!("no Docker engine");
+        report.skipped("no Docker engine answers on this machine");
+        return Ok(());
     };
     let mut ids = Vec::new();
     for _ in 0..args.workspaces {
@@ -182,21 +194,43 @@ async fn main() -> Result<()> {
     let (off_agent, off_docker) = measure(&fed, 3600, window).await?;
     let pct = |cpu: f64| cpu / window.as_secs_f64() * 100.0;
     println!(
-        "agent CPU over {} s: metering every {} s: {on_agent:.2} s ({:.3}% of a core); \
-         metering off: {off_agent:.2} s ({:.3}%); metering costs {:.3}% of a core",
-        args.window_s,
-        args.interval_s,
-        pct(on_agent),
-        pct(off_agent),
-        pct(on_agent - off_agent)
+        "agent CPU over {} s, {} workspaces: metering every {} s {on_agent:.2} s, metering off {off_agent:.2} s; \
+         dockerd {on_docker:.2} s against {off_docker:.2} s",
+        args.window_s, args.workspaces, args.interval_s,
     );
-    println!(
-        "dockerd CPU over the same windows: {on_docker:.2} s vs {off_docker:.2} s: the engine's \
-         stats cost {:.3}% of a core",
-        pct(on_docker - off_docker)
+    report.figure(
+        Figure::lower(
+            "agent_cpu_pct",
+            "agent CPU, metering on",
+            pct(on_agent),
+            "% of a core",
+        )
+        .peer("metering off", pct(off_agent)),
     );
+    report.figure(
+        Figure::lower(
+            "metering_cost_pct",
+            "metering's cost to the agent",
+            pct(on_agent - off_agent),
+            "% of a core",
+        )
+        .at_most(1.0),
+    );
+    report.figure(Figure::lower(
+        "engine_cost_pct",
+        "metering's cost to dockerd",
+        pct(on_docker - off_docker),
+        "% of a core",
+    ));
 
-    ingestion(&fed, &ids, args.records, args.batch).await?;
+    ingestion(
+        &fed,
+        &ids,
+        args.records as usize,
+        args.batch as usize,
+        &report,
+    )
+    .await?;
     fed.start_agent("tohoku").await;
     fed.shutdown().await;
     Ok(())

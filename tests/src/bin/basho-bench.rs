@@ -3,7 +3,10 @@
 //! create-to-running against a plain `docker run -d`. Prints figures and the command behind them.
 //!
 //!     cargo run --release -p basho-tests --bin basho-bench -- [--sites 100] [--workspaces 3000]
-//!         [--concurrency 32] [--skip-rss] [--skip-docker] [--docker-runs 10]
+//!         [--concurrency 32] [--no-agents] [--skip-placement] [--skip-rss] [--rss-workspaces 500]
+//!         [--skip-docker] [--docker-runs 10] [--docker-stopping 3]
+//!
+//! `scripts/bench` runs it once per benchmark (placement, placement-agents, memory, docker).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +21,7 @@ use basho_core::visa::IssuerRef;
 use basho_core::visa::mint::Issuer;
 use basho_orchestrator::config::{AgentAuth, Config, Limits};
 use basho_tests::api::Api;
+use basho_tests::bench::{Figure, Report, pct_ms};
 use clap::Parser;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -27,17 +31,23 @@ const ISS: &str = "https://dac.bench.invalid";
 #[derive(Parser)]
 struct Args {
     /// Simulated sites.
-    #[arg(long, default_value_t = 100)]
-    sites: usize,
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    sites: u64,
     /// Workspaces created in the placement run.
-    #[arg(long, default_value_t = 3000)]
-    workspaces: usize,
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..))]
+    workspaces: u64,
     /// Concurrent API clients.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency: u64,
+    /// Skip the placement run.
+    #[arg(long)]
+    skip_placement: bool,
     /// Skip the agent memory figures.
     #[arg(long)]
     skip_rss: bool,
+    /// Workspaces placed at the measured agent for its loaded memory figure.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    rss_workspaces: u64,
     /// Skip the Docker create-to-running comparison.
     #[arg(long)]
     skip_docker: bool,
@@ -46,8 +56,11 @@ struct Args {
     #[arg(long)]
     no_agents: bool,
     /// Docker runs per variant.
-    #[arg(long, default_value_t = 10)]
-    docker_runs: usize,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    docker_runs: u64,
+    /// Workspaces being stopped at the Docker site while the measured create arrives.
+    #[arg(long, default_value_t = 3)]
+    docker_stopping: usize,
 }
 
 struct Bench {
@@ -62,23 +75,38 @@ struct Bench {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let report = Report::new(if args.no_agents {
+        "placement"
+    } else {
+        "placement-agents"
+    });
     println!("# basho-bench on {} cores ({})", num_cpus(), cpu_model());
-    println!(
-        "# command: cargo run --release -p basho-tests --bin basho-bench -- --sites {} --workspaces {} --concurrency {}",
-        args.sites, args.workspaces, args.concurrency
-    );
     let sites: Vec<String> = (0..args.sites).map(|i| format!("sim-{i:03}")).collect();
     let mut extra = vec!["rss-site".to_string()];
     if !args.skip_docker {
         extra.push("docker-site".to_string());
     }
     let bench = Bench::start(&sites, &extra, !args.no_agents).await?;
-    placement(&bench, &sites, &args).await?;
+    if !args.skip_placement {
+        placement(&bench, &sites, &args, &report).await?;
+    }
     if !args.skip_rss {
-        agent_rss(&bench).await?;
+        agent_rss(
+            &bench,
+            args.rss_workspaces as usize,
+            &report.for_bench("memory"),
+        )
+        .await?;
     }
     if !args.skip_docker {
-        docker_compare(&bench, args.docker_runs).await?;
+        let report = report.for_bench("docker");
+        docker_compare(
+            &bench,
+            args.docker_runs as usize,
+            args.docker_stopping,
+            &report,
+        )
+        .await?;
     }
     bench.cancel.cancel();
     Ok(())
@@ -191,6 +219,7 @@ impl Bench {
             metrics: None,
             metering: Default::default(),
             sessions: Default::default(),
+            reconcile: Default::default(),
         }
     }
 
@@ -220,14 +249,11 @@ async fn wait_sites(api: &Api, n: usize, name: Option<&str>) -> Result<()> {
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-async fn placement(bench: &Bench, sites: &[String], args: &Args) -> Result<()> {
+async fn placement(bench: &Bench, sites: &[String], args: &Args, report: &Report) -> Result<()> {
     // Visas are minted before the clock starts: signing is the platform's cost, not basho's.
-    let bodies: Vec<Value> = (0..args.workspaces).map(|_| bench.body(None)).collect();
+    let bodies: Vec<Value> = (0..args.workspaces as usize)
+        .map(|_| bench.body(None))
+        .collect();
     let bodies = Arc::new(tokio::sync::Mutex::new(bodies));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -264,26 +290,41 @@ async fn placement(bench: &Bench, sites: &[String], args: &Args) -> Result<()> {
     let wall = started.elapsed();
     lat.sort();
     println!(
-        "placement: {} workspaces over {} simulated sites, {} concurrent clients",
+        "placement: {} workspaces over {} simulated sites, {} concurrent clients{}",
         args.workspaces,
         sites.len(),
-        args.concurrency
+        args.concurrency,
+        if args.no_agents {
+            ", no agents"
+        } else {
+            ", their agents in process"
+        }
     );
-    println!(
-        "  placements/s      {:.0}",
-        args.workspaces as f64 / wall.as_secs_f64()
-    );
-    println!("  create p50 (ms)   {:.2}", pct(&lat, 0.50));
-    println!("  create p99 (ms)   {:.2}", pct(&lat, 0.99));
-    println!("  create max (ms)   {:.2}", pct(&lat, 1.0));
+    let rate = args.workspaces as f64 / wall.as_secs_f64();
+    let floor = if args.no_agents { 3000.0 } else { 700.0 };
+    report.figure(Figure::higher("placements_per_s", "placements/s", rate, "/s").at_least(floor));
+    report.figure(Figure::lower(
+        "create_p50",
+        "create p50",
+        pct_ms(&lat, 0.50),
+        "ms",
+    ));
+    report
+        .figure(Figure::lower("create_p99", "create p99", pct_ms(&lat, 0.99), "ms").at_most(50.0));
+    report.figure(Figure::lower(
+        "create_max",
+        "create max",
+        pct_ms(&lat, 1.0),
+        "ms",
+    ));
     let (min, max) = (
         per_site.values().min().unwrap_or(&0),
         per_site.values().max().unwrap_or(&0),
     );
-    println!(
-        "  spread            {} sites used, {min}..{max} workspaces each",
+    report.note(&format!(
+        "spread: {} sites used, {min}..{max} workspaces each",
         per_site.len()
-    );
+    ));
     Ok(())
 }
 
@@ -300,7 +341,7 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .parse()?)
 }
 
-async fn agent_rss(bench: &Bench) -> Result<()> {
+async fn agent_rss(bench: &Bench, n: usize, report: &Report) -> Result<()> {
     let cfg = bench.site_config(
         "rss-site",
         BackendConfig::Fake {
@@ -323,7 +364,6 @@ async fn agent_rss(bench: &Bench) -> Result<()> {
     wait_sites(&bench.api, 0, Some("rss-site")).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = rss_kib(pid)?;
-    let n = 500;
     for _ in 0..n {
         let (s, v) = bench.api.create(&bench.body(Some("rss-site"))).await;
         if s != reqwest::StatusCode::CREATED {
@@ -344,21 +384,29 @@ async fn agent_rss(bench: &Bench) -> Result<()> {
             break;
         }
         if Instant::now() > deadline {
-            bail!("500 workspaces not running at rss-site after 120 s");
+            bail!("{n} workspaces not running at rss-site after 120 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let loaded = rss_kib(pid)?;
     println!("agent resident memory ({}, fake backend):", agent.display());
-    println!("  idle, 0 workspaces     {:.1} MiB", idle as f64 / 1024.0);
-    println!("  500 workspaces running {:.1} MiB", loaded as f64 / 1024.0);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    report.figure(Figure::lower("rss_idle", "idle, 0 workspaces", mib(idle), "MiB").at_most(10.0));
+    let label = format!("{n} workspaces running");
+    report.figure(Figure::lower("rss_loaded", &label, mib(loaded), "MiB").at_most(20.0));
     child.kill().await.ok();
     Ok(())
 }
 
-async fn docker_compare(bench: &Bench, runs: usize) -> Result<()> {
+async fn docker_compare(
+    bench: &Bench,
+    runs: usize,
+    stopping: usize,
+    report: &Report,
+) -> Result<()> {
     let Some(docker) = basho_tests::docker().await else {
+        report.skipped("no Docker engine answers on this machine");
         return Ok(());
     };
     let image = basho_cli::dev::image::ensure_demo_image(&docker).await?;
@@ -374,97 +422,161 @@ async fn docker_compare(bench: &Bench, runs: usize) -> Result<()> {
     let c = bench.cancel.child_token();
     tokio::spawn(async move { basho_agent::run(cfg, c).await });
     wait_sites(&bench.api, 0, Some("docker-site")).await?;
-    let mut via_api = Vec::new();
-    for _ in 0..runs {
-        let t = Instant::now();
-        let (s, ws) = bench.api.create(&bench.body(Some("docker-site"))).await;
-        if s != reqwest::StatusCode::CREATED {
-            bail!("create at docker-site: {ws}");
-        }
-        let id = ws["id"].as_str().unwrap_or_default().to_owned();
-        loop {
-            let w = bench.api.workspace(&id).await;
-            if w["state"] == "running" {
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(60) || w["state"] == "failed" {
-                bail!("docker workspace did not run: {w}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        via_api.push(t.elapsed());
-        bench.api.delete(&id).await;
-    }
-    let mut plain = Vec::new();
+    // Alternating, so both paths see the same engine and the same load.
+    let (mut via_api, mut plain, mut busy) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
-        let name = format!("basho-bench-plain-{}-{i}", std::process::id());
-        let t = Instant::now();
-        let out = std::process::Command::new("docker")
-            .args([
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "--network",
-                "none",
-                "--cap-drop",
-                "ALL",
-                "--security-opt",
-                "no-new-privileges",
-                "--read-only",
-                "--tmpfs",
-                "/tmp:rw,noexec,nosuid,size=64m",
-                "--user",
-                "65534:65534",
-                "--pids-limit",
-                "256",
-                "--memory",
-                "128m",
-                "--cpus",
-                "1",
-            ])
-            .arg("--mount")
-            .arg(format!(
-                "type=bind,source={},target=/data/JGAD000101,readonly",
-                data.display()
-            ))
-            .args([
-                image.as_str(),
-                "sh",
-                "-c",
-                "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done",
-            ])
-            .output()?;
-        plain.push(t.elapsed());
-        if !out.status.success() {
-            bail!("docker run: {}", String::from_utf8_lossy(&out.stderr));
+        let id = create_running(bench).await?;
+        via_api.push(id.1);
+        bench.api.delete(&id.0).await;
+        plain.push(plain_run(&image, &data, i)?);
+        // The same create arriving while the agent stops `stopping` others at the site.
+        let mut others = Vec::new();
+        for _ in 0..stopping {
+            others.push(create_running(bench).await?.0);
         }
-        std::process::Command::new("docker")
-            .args(["rm", "-f", &name])
-            .output()?;
+        wait_gone(&docker, &id.0).await?;
+        for o in &others {
+            bench.api.delete(o).await;
+        }
+        let id = create_running(bench).await?;
+        busy.push(id.1);
+        bench.api.delete(&id.0).await;
+        for o in others.iter().chain([&id.0]) {
+            wait_gone(&docker, o).await?;
+        }
     }
     via_api.sort();
     plain.sort();
+    busy.sort();
     println!(
         "docker create-to-running over {runs} runs (engine {}):",
         engine_version(&docker).await
     );
-    println!(
-        "  basho API create -> state running  p50 {:.0} ms  max {:.0} ms",
-        pct(&via_api, 0.5),
-        pct(&via_api, 1.0)
+    let plain_p50 = pct_ms(&plain, 0.5);
+    let peer = "plain `docker run -d`, same flags";
+    let alone = pct_ms(&via_api, 0.5);
+    report.figure(
+        Figure::lower(
+            "create_running_p50",
+            "basho create -> running p50",
+            alone,
+            "ms",
+        )
+        .peer(peer, plain_p50),
     );
-    println!(
-        "  plain `docker run -d` (same flags) p50 {:.0} ms  max {:.0} ms",
-        pct(&plain, 0.5),
-        pct(&plain, 1.0)
+    report.figure(
+        Figure::lower(
+            "create_running_max",
+            "basho create -> running max",
+            pct_ms(&via_api, 1.0),
+            "ms",
+        )
+        .peer("plain max", pct_ms(&plain, 1.0)),
     );
-    println!(
-        "  ratio (p50)                        {:.2}x",
-        pct(&via_api, 0.5) / pct(&plain, 0.5)
+    let label = format!("the same while {stopping} others stop, p50");
+    let b = pct_ms(&busy, 0.5);
+    report.figure(
+        Figure::lower("create_running_stopping_p50", &label, b, "ms").peer(peer, plain_p50),
+    );
+    report.figure(
+        Figure::lower("ratio", "ratio to plain (p50)", alone / plain_p50, "x").at_most(1.1),
+    );
+    report.figure(
+        Figure::lower(
+            "ratio_stopping",
+            "ratio to plain while others stop (p50)",
+            b / plain_p50,
+            "x",
+        )
+        .at_most(1.1),
     );
     basho_tests::remove_labelled(&docker, basho_core::LABEL_SITE, "docker-site").await;
     Ok(())
+}
+
+/// Creates a workspace at the Docker site and waits for `running`: its id and the time taken.
+async fn create_running(bench: &Bench) -> Result<(String, Duration)> {
+    let t = Instant::now();
+    let (s, ws) = bench.api.create(&bench.body(Some("docker-site"))).await;
+    if s != reqwest::StatusCode::CREATED {
+        bail!("create at docker-site: {ws}");
+    }
+    let id = ws["id"].as_str().unwrap_or_default().to_owned();
+    loop {
+        let w = bench.api.workspace(&id).await;
+        if w["state"] == "running" {
+            return Ok((id, t.elapsed()));
+        }
+        if t.elapsed() > Duration::from_secs(60) || w["state"] == "failed" {
+            bail!("docker workspace did not run: {w}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the engine has no container of workspace `id`.
+async fn wait_gone(docker: &bollard::Docker, id: &str) -> Result<()> {
+    let t = Instant::now();
+    while !basho_tests::containers_labelled(docker, basho_core::LABEL_WORKSPACE, id)
+        .await
+        .is_empty()
+    {
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("the container of {id} is still there 60 s after its delete");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// One `docker run -d` of the demo image with the isolation flags basho applies.
+fn plain_run(image: &str, data: &std::path::Path, i: usize) -> Result<Duration> {
+    let name = format!("basho-bench-plain-{}-{i}", std::process::id());
+    let t = Instant::now();
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:rw,noexec,nosuid,size=64m",
+            "--user",
+            "65534:65534",
+            "--pids-limit",
+            "256",
+            "--memory",
+            "128m",
+            "--cpus",
+            "1",
+        ])
+        .arg("--mount")
+        .arg(format!(
+            "type=bind,source={},target=/data/JGAD000101,readonly",
+            data.display()
+        ))
+        .args([
+            image,
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done",
+        ])
+        .output()?;
+    let took = t.elapsed();
+    if !out.status.success() {
+        bail!("docker run: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::process::Command::new("docker")
+        .args(["rm", "-f", &name])
+        .output()?;
+    Ok(took)
 }
 
 async fn engine_version(docker: &bollard::Docker) -> String {
