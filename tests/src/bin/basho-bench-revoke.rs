@@ -183,6 +183,64 @@ async fn burst(fed: &Federation, round: &[(String, String)]) -> Result<Vec<Durat
     Ok(out)
 }
 
+/// The engine alone doing the burst's work: `n` containers of the demo image, each stopped and
+/// removed by its own request, `GAP` apart, each timed until the engine has removed it.
+async fn plain_burst(fed: &Federation, n: usize) -> Result<Vec<Duration>> {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use bollard::query_parameters::{
+        CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    };
+    let tag = basho_tests::unique("bench-plain");
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = ContainerCreateBody {
+            image: Some(fed.image.clone()),
+            cmd: Some(
+                [
+                    "sh",
+                    "-c",
+                    "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+            labels: Some(HashMap::from([("io.basho.bench".to_string(), tag.clone())])),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                cap_drop: Some(vec!["ALL".into()]),
+                readonly_rootfs: Some(true),
+                ..Default::default()
+            }),
+            user: Some("65534:65534".into()),
+            ..Default::default()
+        };
+        let name = format!("{tag}-{i}");
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let id = fed.docker.create_container(Some(opts), body).await?.id;
+        fed.docker.start_container(&id, None).await?;
+        ids.push(id);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for (k, id) in ids.into_iter().enumerate() {
+        let docker = fed.docker.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until((start + GAP * k as u32).into()).await;
+            let at = Instant::now();
+            let stop = StopContainerOptionsBuilder::default().t(5).build();
+            docker.stop_container(&id, Some(stop)).await?;
+            let rm = RemoveContainerOptionsBuilder::default().force(true).build();
+            docker.remove_container(&id, Some(rm)).await?;
+            Ok::<_, bollard::errors::Error>(at.elapsed())
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -206,14 +264,16 @@ async fn main() -> Result<()> {
             gone.push(g);
         }
     }
-    let mut bursty = Vec::with_capacity(args.burst);
+    let (mut bursty, mut plain) = (Vec::new(), Vec::new());
     if args.burst > 0 {
         let round = round(&fed, args.burst, &mut n).await?;
         bursty = burst(&fed, &round).await?;
+        plain = plain_burst(&fed, args.burst).await?;
     }
     api.sort();
     gone.sort();
     bursty.sort();
+    plain.sort();
     println!(
         "revocation: {} revocations by visa jti, one at a time, 3 Docker sites, up to {} workspaces running per site",
         gone.len(),

@@ -328,16 +328,18 @@ async fn placement(bench: &Bench, sites: &[String], args: &Args, report: &Report
     Ok(())
 }
 
-fn rss_kib(pid: u32) -> Result<u64> {
+/// A `/proc/<pid>/status` figure in KiB: `VmRSS` (all resident pages) or `RssAnon` (those not
+/// backed by a file: heap and stacks, without the binary's own code pages).
+fn status_kib(pid: u32, key: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
+        .find(|l| l.starts_with(key))
+        .with_context(|| format!("no {key}"))?;
     Ok(line
         .split_whitespace()
         .nth(1)
-        .context("VmRSS value")?
+        .with_context(|| format!("{key} value"))?
         .parse()?)
 }
 
@@ -363,7 +365,7 @@ async fn agent_rss(bench: &Bench, n: usize, report: &Report) -> Result<()> {
     let pid = child.id().context("agent pid")?;
     wait_sites(&bench.api, 0, Some("rss-site")).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = rss_kib(pid)?;
+    let (idle, idle_anon) = (status_kib(pid, "VmRSS:")?, status_kib(pid, "RssAnon:")?);
     for _ in 0..n {
         let (s, v) = bench.api.create(&bench.body(Some("rss-site"))).await;
         if s != reqwest::StatusCode::CREATED {
@@ -389,12 +391,25 @@ async fn agent_rss(bench: &Bench, n: usize, report: &Report) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let loaded = rss_kib(pid)?;
+    let (loaded, loaded_anon) = (status_kib(pid, "VmRSS:")?, status_kib(pid, "RssAnon:")?);
     println!("agent resident memory ({}, fake backend):", agent.display());
     let mib = |kib: u64| kib as f64 / 1024.0;
     report.figure(Figure::lower("rss_idle", "idle, 0 workspaces", mib(idle), "MiB").at_most(10.0));
     let label = format!("{n} workspaces running");
     report.figure(Figure::lower("rss_loaded", &label, mib(loaded), "MiB").at_most(20.0));
+    let label = format!("anonymous, {n} workspaces running");
+    report.figure(Figure::lower(
+        "anon_idle",
+        "anonymous (not file-backed), idle",
+        mib(idle_anon),
+        "MiB",
+    ));
+    report.figure(Figure::lower(
+        "anon_loaded",
+        &label,
+        mib(loaded_anon),
+        "MiB",
+    ));
     child.kill().await.ok();
     Ok(())
 }
