@@ -12,7 +12,7 @@ use basho_core::visa::TrustedIssuers;
 use basho_core::{Ident, State};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn};
 
 use super::hostdirs::{HostDirError, HostDirs, Prepared, WorkspaceRecord};
 use super::verify::{Approved, Refusal, verify_assignment};
@@ -179,13 +179,15 @@ impl Executor {
         a: &Assignment,
         now: DateTime<Utc>,
     ) -> Result<Observed, ExecuteError> {
-        let approved = verify_assignment(
-            a,
-            &self.trusted,
-            &self.catalog,
-            self.backend.capabilities(),
-            now,
-        )?;
+        let approved = info_span!("verify").in_scope(|| {
+            verify_assignment(
+                a,
+                &self.trusted,
+                &self.catalog,
+                self.backend.capabilities(),
+                now,
+            )
+        })?;
         let jtis: Vec<&str> = approved.grants.iter().map(|g| g.jti.as_str()).collect();
         info!(workspace = %a.id, project = %a.project, owner = %a.owner, datasets = ?a.datasets,
             visas = ?jtis, expires_at = %approved.expires_at, "grants verified; launching");
@@ -210,7 +212,9 @@ impl Executor {
                 .collect(),
         };
         let dirs = self.dirs.clone();
+        let span = info_span!("host_dirs");
         let prepared = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             let prepared = dirs.prepare(&record)?;
             // What it holds, so the deny-list applies to it also when no desired state names it.
             let state = dirs.state_dir(&record.id);

@@ -225,6 +225,7 @@ fn ignore(o: &Orchestrator, site: &Ident, reason: &'static str) {
     ),
     security(("bearer" = []))
 )]
+#[tracing::instrument(name = "observations", skip_all)]
 pub async fn observations(
     agent: AgentSite,
     State(o): State<Orchestrator>,

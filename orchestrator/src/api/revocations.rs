@@ -114,6 +114,7 @@ pub(crate) async fn refuse_revoked(inner: &Inner, rec: &WorkspaceRecord) -> ApiR
     ),
     security(("bearer" = []))
 )]
+#[tracing::instrument(name = "revoke", skip_all)]
 pub async fn revoke(
     Platform(who): Platform,
     State(o): State<Orchestrator>,

@@ -116,6 +116,7 @@ pub async fn create(
     }
 }
 
+#[tracing::instrument(name = "create", skip_all, fields(project = %req.project))]
 async fn create_admitted(
     o: &Orchestrator,
     actor: &str,
@@ -307,6 +308,7 @@ pub async fn show(
     ),
     security(("bearer" = []))
 )]
+#[tracing::instrument(name = "delete", skip_all)]
 pub async fn delete(
     Platform(who): Platform,
     State(o): State<Orchestrator>,
