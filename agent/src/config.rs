@@ -306,7 +306,7 @@ pub struct Reconcile {
 
 /// Eight launches or stops at once: enough that a slow one never queues the rest, few enough
 /// for a login node's sshd and a 2-core engine host.
-pub fn default_parallel_actions() -> usize {
+fn default_parallel_actions() -> usize {
     8
 }
 

@@ -102,8 +102,7 @@ pub async fn run(
         dirs.clone(),
         config.isolation.clone(),
     )
-    .with_meter(meter.clone())
-    .with_parallel(config.reconcile.parallel_actions);
+    .with_meter(meter.clone());
     info!(site = %site, backend = executor.backend().kind(), orchestrator = %config.orchestrator.url, "agent starting");
 
     let stop = shutdown.child_token();
@@ -158,7 +157,7 @@ pub async fn run(
 
     let mut reconciler = Reconciler {
         meter,
-        slots: Arc::new(Semaphore::new(executor.parallel())),
+        slots: Arc::new(Semaphore::new(config.reconcile.parallel_actions.max(1))),
         executor: Arc::new(executor),
         busy: JoinSet::new(),
         busy_ids: BTreeMap::new(),

@@ -1,7 +1,6 @@
 //! Carrying out a plan on a backend: verify then prepare then launch, stop then clean up, and
 //! the observations that result. A failed stop suppresses the reports planned after it: only
-//! positive evidence ends a workspace. Each workspace's steps run in order; different
-//! workspaces' run side by side.
+//! positive evidence ends a workspace. Each workspace's steps run in order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -11,7 +10,6 @@ use basho_core::revocation::VisaId;
 use basho_core::visa::TrustedIssuers;
 use basho_core::{Ident, State};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use tracing::{info, info_span, warn};
 
 use super::hostdirs::{HostDirError, HostDirs, Prepared, WorkspaceRecord};
@@ -69,7 +67,6 @@ pub struct Executor {
     dirs: HostDirs,
     isolation: Isolation,
     meter: Option<Arc<crate::meter::Meter>>,
-    parallel: usize,
 }
 
 impl Executor {
@@ -90,7 +87,6 @@ impl Executor {
             dirs,
             isolation,
             meter: None,
-            parallel: crate::config::default_parallel_actions(),
         }
     }
 
@@ -118,15 +114,12 @@ impl Executor {
         Ok(seen)
     }
 
-    /// Carries out `actions`: each workspace's in the order given, different workspaces' at
-    /// the same time, at most the site's `parallel_actions` at once, so one slow engine call
-    /// holds back only its own workspace.
+    /// Carries out `actions`, one workspace's after another, each workspace's in the order
+    /// given. The agent's loop runs [`Executor::execute_one`] per workspace side by side.
     pub async fn execute(&self, actions: Vec<Action>, now: DateTime<Utc>) -> Outcome {
         let mut out = Outcome::default();
-        let mut done = futures::stream::iter(by_workspace(actions))
-            .map(|(_, steps)| self.execute_one(steps, now))
-            .buffer_unordered(self.parallel);
-        while let Some(o) = done.next().await {
+        for (_, steps) in by_workspace(actions) {
+            let o = self.execute_one(steps, now).await;
             out.reports.extend(o.reports);
             out.refused.extend(o.refused);
         }
@@ -269,17 +262,6 @@ impl Executor {
             pids_limit: self.isolation.pids_limit,
             tmp_size_mib: self.isolation.tmp_size_mib,
         }
-    }
-
-    /// Carries out at most `n` workspaces' actions at once.
-    pub fn with_parallel(mut self, n: usize) -> Self {
-        self.parallel = n.max(1);
-        self
-    }
-
-    /// How many workspaces' actions run at once.
-    pub fn parallel(&self) -> usize {
-        self.parallel
     }
 
     /// Meters workspaces once more just before stopping them.

@@ -279,33 +279,21 @@ async fn main() -> Result<()> {
         gone.len(),
         args.per_site
     );
-    report.figure(Figure::lower(
-        "api_p50",
-        "API answer p50",
-        pct_ms(&api, 0.50),
-        "ms",
-    ));
-    report.figure(Figure::lower(
-        "api_p99",
-        "API answer p99",
-        pct_ms(&api, 0.99),
-        "ms",
-    ));
-    report.figure(Figure::lower(
-        "gone_p50",
-        "container gone p50",
-        pct_ms(&gone, 0.50),
-        "ms",
-    ));
-    report.figure(
-        Figure::lower("gone_p99", "container gone p99", pct_ms(&gone, 0.99), "ms").at_most(100.0),
-    );
-    report.figure(Figure::lower(
-        "gone_max",
-        "container gone max",
-        pct_ms(&gone, 1.0),
-        "ms",
-    ));
+    let quantiles = [("p50", 0.50), ("p99", 0.99), ("max", 1.0)];
+    for (q, p) in &quantiles[..2] {
+        let f = Figure::lower(
+            &format!("api_{q}"),
+            &format!("API answer {q}"),
+            pct_ms(&api, *p),
+            "ms",
+        );
+        report.figure(f);
+    }
+    for (q, p) in quantiles {
+        let label = format!("container gone {q}");
+        let f = Figure::lower(&format!("gone_{q}"), &label, pct_ms(&gone, p), "ms");
+        report.figure(if q == "p99" { f.at_most(100.0) } else { f });
+    }
     if !bursty.is_empty() {
         println!(
             "{} workspaces running over the 3 sites, their revocations sent {} ms apart:",
@@ -313,14 +301,11 @@ async fn main() -> Result<()> {
             GAP.as_millis()
         );
         let peer = "the engine alone: stop + remove, same spacing";
-        for (name, label, p) in [
-            ("burst_gone_p50", "burst: container gone p50", 0.50),
-            ("burst_gone_p99", "burst: container gone p99", 0.99),
-            ("burst_gone_max", "burst: container gone max", 1.0),
-        ] {
-            let f =
-                Figure::lower(name, label, pct_ms(&bursty, p), "ms").peer(peer, pct_ms(&plain, p));
-            report.figure(if p == 0.99 { f.at_most(100.0) } else { f });
+        for (q, p) in quantiles {
+            let label = format!("burst: container gone {q}");
+            let f = Figure::lower(&format!("burst_gone_{q}"), &label, pct_ms(&bursty, p), "ms")
+                .peer(peer, pct_ms(&plain, p));
+            report.figure(if q == "p99" { f.at_most(100.0) } else { f });
         }
     }
     fed.shutdown().await;
