@@ -64,7 +64,7 @@ impl Action {
 /// any other is a failure.
 pub fn observation_of(o: &Observed, now: DateTime<Utc>) -> Observation {
     let (state, message) = match &o.state {
-        RunState::Starting => (State::Starting, None),
+        RunState::Starting | RunState::Created => (State::Starting, None),
         RunState::Running => (State::Running, None),
         RunState::Exited(0) => (State::Stopped, Some("exited with code 0".to_owned())),
         RunState::Exited(code) => (State::Failed, Some(format!("exited with code {code}"))),
@@ -110,6 +110,8 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 /// - desired, absent → launch;
 /// - desired, present → report what the backend sees (an exited one is not relaunched; unknown
 ///   is reported as unknown and never stopped);
+/// - desired, made but never started (`Created`, a launch cut short) → launch again: grants are
+///   re-verified and the backend starts what it made;
 /// - desired, expired (its or the backend's expiry at or before `now`) → stop if present, report
 ///   `expired`, never launch;
 /// - present, not desired → stop, then report `stopped` (or `expired` when past its expiry).
@@ -143,6 +145,7 @@ pub fn plan(
         }
         match present {
             None => actions.push(Action::Launch(a.clone())),
+            Some(o) if o.state == RunState::Created => actions.push(Action::Launch(a.clone())),
             Some(o) => actions.push(Action::Report(observation_of(o, now))),
         }
     }

@@ -39,6 +39,36 @@ use poll::Fetched;
 /// How often the backend is looked at when nothing else happens.
 pub const RECHECK: Duration = Duration::from_secs(2);
 
+/// Says, one line per workspace, what the agent found on the backend when it (re)started and
+/// what it does about it: after a crash this is the record of how each workspace converged.
+fn account_for(actual: &[Observed], actions: &[Action]) {
+    let found: BTreeMap<&str, &Observed> =
+        actual.iter().map(|o| (o.workspace.as_str(), o)).collect();
+    let mut did: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for a in actions {
+        did.entry(a.workspace()).or_default().push(match a {
+            Action::Launch(_) => "launch (grants verified again)".to_owned(),
+            Action::Stop { reason, .. } => format!("stop ({reason:?})"),
+            Action::Report(o) => format!("report {}", o.state),
+        });
+    }
+    for id in found
+        .keys()
+        .copied()
+        .chain(did.keys().copied())
+        .collect::<BTreeSet<_>>()
+    {
+        let seen = found.get(id).map_or("nothing".to_owned(), |o| {
+            format!("{:?} ({})", o.state, o.handle)
+        });
+        let steps = did.get(id).map_or(
+            "nothing yet (a launch or stop is under way)".to_owned(),
+            |d| d.join(", then "),
+        );
+        info!(workspace = id, found = %seen, action = %steps, "at start");
+    }
+}
+
 /// Runs the agent for `config` on `backend` until `shutdown`. Workspaces keep running after.
 pub async fn run(
     config: SiteConfig,
@@ -168,6 +198,7 @@ pub async fn run(
         deny_path,
         deny_unsaved: false,
         dirs,
+        accounted: false,
     };
     let mut tick = tokio::time::interval(RECHECK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -234,6 +265,8 @@ struct Reconciler {
     /// The last save failed: try again on the next pass.
     deny_unsaved: bool,
     dirs: HostDirs,
+    /// The first pass that knew the desired state has said, per workspace, what it found.
+    accounted: bool,
 }
 
 impl Reconciler {
@@ -271,6 +304,9 @@ impl Reconciler {
         });
         // What the backend showed of a workspace with a task under way is already stale.
         actions.retain(|a| !self.busy_ids.contains_key(a.workspace()));
+        if desired.is_some() && !std::mem::replace(&mut self.accounted, true) {
+            account_for(&actual, &actions);
+        }
         let changes = actions.iter().filter(|a| a.changes()).count();
         debug!(
             desired = desired.map(<[_]>::len),

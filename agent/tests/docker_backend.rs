@@ -622,7 +622,7 @@ async fn a_created_but_unstarted_container_is_started_on_launch() {
     let created = docker.create_container(Some(options), body).await.unwrap();
     assert_eq!(
         b.inspect(&ws).await.unwrap().unwrap().state,
-        RunState::Starting
+        RunState::Created
     );
     let launched = b.launch(&s).await.unwrap();
     assert_eq!(launched.handle, created.id);

@@ -78,8 +78,13 @@ pub struct LaunchSpec {
 /// What a backend sees of a workspace it manages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunState {
-    /// Created or starting, not yet running.
+    /// On its way to running: the backend itself will start it (a pending job, a pod being
+    /// scheduled, a container the engine is restarting).
     Starting,
+    /// Made but never started, and nothing but a launch will start it (a container created by a
+    /// launch that was cut short). A desired one is launched again, which starts it; an unwanted
+    /// one is removed.
+    Created,
     /// Running.
     Running,
     /// Exited by itself with this code.

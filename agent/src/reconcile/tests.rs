@@ -1,4 +1,4 @@
-//! `plan` on every case: missing, running, starting, exited (0 and non-zero), unknown, expired
+//! `plan` on every case: missing, running, starting, created but never started, exited (0 and non-zero), unknown, expired
 //! (by the assignment and by the backend's label), not desired, before the first sync.
 
 use basho_core::State;
@@ -67,6 +67,24 @@ fn starting_is_reported_not_launched() {
     );
     assert_eq!(actions.len(), 1);
     assert_eq!(reports(&actions), vec![("ws-1".into(), State::Starting)]);
+}
+
+#[test]
+fn created_but_never_started_is_launched_again_or_removed() {
+    let a = Assignment::test("ws-1");
+    let actual = [
+        observed("ws-1", RunState::Created),
+        observed("ws-2", RunState::Created),
+    ];
+    let actions = plan(std::slice::from_ref(&a), &[], &actual, t0());
+    assert_eq!(launches(&actions), vec!["ws-1".to_string()]);
+    assert_eq!(
+        stops(&actions),
+        vec![("ws-2".into(), StopReason::NotDesired)]
+    );
+    // Before the first sync nothing is known to be wanted: it is only reported.
+    let before = plan_before_sync(&actual[..1], t0());
+    assert_eq!(reports(&before), vec![("ws-1".into(), State::Starting)]);
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! What the engine reports, mapped onto the backend contract's `Observed`, `RunState` and
 //! `UsageSample`.
 //!
-//! Docker states map as follows: `created` and `restarting` are `Starting` (the restart policy is
-//! `no`, so `restarting` only shows up if someone changed it by hand); `running` and `stopping`
+//! Docker states map as follows: `created` is `Created` (made, never started: only a launch
+//! starts it); `restarting` is `Starting` (the restart policy is `no`, so it only shows up if
+//! someone changed it by hand); `running` and `stopping`
 //! are `Running` (the process is still there); `exited` and `dead` are `Exited(code)`; `paused`
 //! and `removing` are `Unknown`, because neither is a state basho puts a container in and the
 //! agent should look again rather than act on a guess.
@@ -24,27 +25,27 @@ const NO_EXIT_CODE: i64 = -1;
 /// A container from a listing. Exit codes are not in listings except inside the human-readable
 /// status (`Exited (3) 2 seconds ago`); callers wanting certainty inspect the container.
 pub(super) fn from_summary(summary: &ContainerSummary) -> Observed {
-    let state =
-        match summary.state {
-            Some(ContainerSummaryStateEnum::CREATED)
-            | Some(ContainerSummaryStateEnum::RESTARTING) => RunState::Starting,
-            Some(ContainerSummaryStateEnum::RUNNING)
-            | Some(ContainerSummaryStateEnum::STOPPING) => RunState::Running,
-            Some(ContainerSummaryStateEnum::EXITED) | Some(ContainerSummaryStateEnum::DEAD) => {
-                RunState::Exited(
-                    summary
-                        .status
-                        .as_deref()
-                        .and_then(exit_code_from_status)
-                        .unwrap_or(NO_EXIT_CODE),
-                )
-            }
-            Some(ContainerSummaryStateEnum::PAUSED) => RunState::Unknown("paused".into()),
-            Some(ContainerSummaryStateEnum::REMOVING) => RunState::Unknown("removing".into()),
-            Some(ContainerSummaryStateEnum::EMPTY) | None => {
-                RunState::Unknown("engine reported no state".into())
-            }
-        };
+    let state = match summary.state {
+        Some(ContainerSummaryStateEnum::CREATED) => RunState::Created,
+        Some(ContainerSummaryStateEnum::RESTARTING) => RunState::Starting,
+        Some(ContainerSummaryStateEnum::RUNNING) | Some(ContainerSummaryStateEnum::STOPPING) => {
+            RunState::Running
+        }
+        Some(ContainerSummaryStateEnum::EXITED) | Some(ContainerSummaryStateEnum::DEAD) => {
+            RunState::Exited(
+                summary
+                    .status
+                    .as_deref()
+                    .and_then(exit_code_from_status)
+                    .unwrap_or(NO_EXIT_CODE),
+            )
+        }
+        Some(ContainerSummaryStateEnum::PAUSED) => RunState::Unknown("paused".into()),
+        Some(ContainerSummaryStateEnum::REMOVING) => RunState::Unknown("removing".into()),
+        Some(ContainerSummaryStateEnum::EMPTY) | None => {
+            RunState::Unknown("engine reported no state".into())
+        }
+    };
     let labels = summary.labels.as_ref();
     Observed {
         workspace: label(labels, LABEL_WORKSPACE).unwrap_or_default(),
@@ -72,9 +73,8 @@ pub(super) fn state_of(state: Option<&ContainerState>) -> RunState {
     };
     let code = state.exit_code.unwrap_or(NO_EXIT_CODE);
     match state.status {
-        Some(ContainerStateStatusEnum::CREATED) | Some(ContainerStateStatusEnum::RESTARTING) => {
-            RunState::Starting
-        }
+        Some(ContainerStateStatusEnum::CREATED) => RunState::Created,
+        Some(ContainerStateStatusEnum::RESTARTING) => RunState::Starting,
         Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::STOPPING) => {
             RunState::Running
         }
@@ -149,7 +149,7 @@ mod tests {
     fn summary_states_map_as_documented() {
         use ContainerSummaryStateEnum as S;
         let cases = [
-            (S::CREATED, "Created", RunState::Starting),
+            (S::CREATED, "Created", RunState::Created),
             (S::RESTARTING, "Restarting (1)", RunState::Starting),
             (S::RUNNING, "Up 2 seconds", RunState::Running),
             (S::EXITED, "Exited (3) 2 seconds ago", RunState::Exited(3)),
