@@ -203,7 +203,10 @@ impl Meter {
             return;
         };
         match journal.append(record, mark) {
-            Ok(_) => self.appended.notify_one(),
+            Ok(_) => {
+                basho_core::crash_point!("agent.usage.appended");
+                self.appended.notify_one()
+            }
             Err(e) => {
                 warn!(workspace, error = %e, "usage not journalled; the next sample covers it")
             }
@@ -262,6 +265,9 @@ impl Meter {
                 };
                 match answer {
                     Ok(ack) => {
+                        if !batch.records.is_empty() {
+                            basho_core::crash_point!("agent.usage.delivered");
+                        }
                         link.up("usage");
                         backoff.reset();
                         let mut j = self.journal();

@@ -285,6 +285,9 @@ impl Reconciler {
         }
         let recorded = self.recorded_grants(desired, &actual).await;
         let screened = self.deny.screen(desired, actual.clone(), &recorded, now);
+        if screened.actions.iter().any(Action::changes) {
+            basho_core::crash_point!("agent.revocation.screened");
+        }
         let mut actions = screened.actions;
         // One the site stopped as revoked stays revoked, not failed, while it is still listed.
         actions.retain(|a| match a {

@@ -2,6 +2,7 @@
 //! them (identifier rules, the workspace state machine, GA4GH visa verification). No I/O.
 
 pub mod audit;
+pub mod crash;
 pub mod error;
 pub mod id;
 #[cfg(feature = "logging")]

@@ -336,6 +336,7 @@ impl Backend for DockerBackend {
             Err(e) => return Err(unavailable("create container", e)),
         };
         info!(container = %id, "created workspace container");
+        basho_core::crash_point!("agent.launch.created");
         self.start(&spec.workspace, &id).await?;
         let details = self
             .docker
@@ -367,6 +368,7 @@ impl Backend for DockerBackend {
                 Err(e) if error::is_not_modified(&e) || is_not_found(&e) => {}
                 Err(e) => return Err(unavailable("stop container", e)),
             }
+            basho_core::crash_point!("agent.stop.stopped");
             self.remove(id).await?;
             info!(container = %id, "stopped and removed workspace container");
         }

@@ -323,6 +323,7 @@ impl Backend for KubernetesBackend {
         match self.pods.create(&PostParams::default(), &body).await {
             Ok(created) => {
                 info!(pod = %pod_name(&spec.workspace), namespace = %self.ns(), "created workspace pod");
+                basho_core::crash_point!("agent.launch.created");
                 let observed = state::observe(&created);
                 self.store.created(created);
                 observed.ok_or_else(|| {
@@ -379,6 +380,7 @@ impl Backend for KubernetesBackend {
                 Err(e) => return Err(unavailable("delete pods", &e)),
             }
         }
+        basho_core::crash_point!("agent.stop.stopped");
         // Only positive evidence ends a workspace: wait until the watch shows the pods gone.
         let deadline = tokio::time::Instant::now()
             + Duration::from_secs(u64::from(self.cfg.stop_grace_s))

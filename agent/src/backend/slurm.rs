@@ -302,6 +302,7 @@ impl Backend for SlurmBackend {
             ))
         })?;
         tracing::info!(workspace = %spec.workspace, job = id, "submitted");
+        basho_core::crash_point!("agent.launch.created");
         Ok(Observed {
             workspace: spec.workspace.clone(),
             handle: id.to_string(),
@@ -325,6 +326,7 @@ impl Backend for SlurmBackend {
                 out.why()
             )));
         }
+        basho_core::crash_point!("agent.stop.stopped");
         // Done when Slurm no longer lists it live: the job script has had its chance to remove
         // the container (Slurm's KillWait bounds that).
         let deadline = tokio::time::Instant::now() + STOP_WITHIN;

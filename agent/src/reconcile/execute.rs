@@ -184,6 +184,7 @@ impl Executor {
         let jtis: Vec<&str> = approved.grants.iter().map(|g| g.jti.as_str()).collect();
         info!(workspace = %a.id, project = %a.project, owner = %a.owner, datasets = ?a.datasets,
             visas = ?jtis, expires_at = %approved.expires_at, "grants verified; launching");
+        basho_core::crash_point!("agent.launch.verified");
         let record = WorkspaceRecord {
             id: a.id.clone(),
             project: a.project.clone(),
@@ -220,9 +221,13 @@ impl Executor {
         })
         .await
         .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
+        basho_core::crash_point!("agent.launch.host_dirs");
         let spec = self.spec(a, approved, prepared);
         match self.backend.launch(&spec).await {
-            Ok(seen) => Ok(seen),
+            Ok(seen) => {
+                basho_core::crash_point!("agent.launch.started");
+                Ok(seen)
+            }
             Err(e) => {
                 if !matches!(e, BackendError::Unavailable(_)) {
                     // Nothing runs: the agent's own record of it goes too.
@@ -277,6 +282,7 @@ impl Executor {
             m.sample(workspace).await;
         }
         self.backend.stop(workspace).await?;
+        basho_core::crash_point!("agent.stop.removed");
         self.remove_state(workspace).await
     }
 

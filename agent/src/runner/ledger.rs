@@ -99,6 +99,19 @@ impl Ledger {
     }
 }
 
+/// The crash points of a report the orchestrator took: a launch's `running`, a stop's end.
+fn reported(observations: &[Observation]) {
+    if observations.iter().any(|o| o.state == State::Running) {
+        basho_core::crash_point!("agent.launch.reported");
+    }
+    if observations
+        .iter()
+        .any(|o| matches!(o.state, State::Stopped | State::Revoked | State::Expired))
+    {
+        basho_core::crash_point!("agent.stop.reported");
+    }
+}
+
 /// Posts the ledger's changes until `stop`: wakes on a change and on a (re)connection, which is
 /// answered with a full resend.
 pub async fn post_loop(
@@ -156,6 +169,7 @@ pub async fn post_loop(
                 }
             }
             ledger.mark_posted(&body.observations);
+            reported(&body.observations);
             continue;
         }
         tokio::select! {

@@ -299,5 +299,8 @@ pub async fn observations(
             Transition::Refused(_) => ignore(&o, site, "illegal_transition"),
         }
     }
+    if applied > 0 {
+        basho_core::crash_point!("orchestrator.observation.applied");
+    }
     Ok(Json(Applied { applied }))
 }

@@ -131,6 +131,7 @@ pub async fn revoke(
         reason,
     };
     let (revocation, revision) = inner.store.record_revocation(&new, Utc::now()).await?;
+    basho_core::crash_point!("orchestrator.revocation.recorded");
     inner.remember_revocation(revocation.clone());
     let timer = &inner.metrics.revocations_pending;
     timer.begin(revocation.seq, started);
@@ -178,6 +179,7 @@ pub async fn revoke(
             timer.settled(revocation.seq, &rec.workspace.id);
         }
     }
+    basho_core::crash_point!("orchestrator.revocation.applied");
     inner.metrics.revocation_end(revocation.seq);
     inner
         .metrics

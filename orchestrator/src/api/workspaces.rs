@@ -148,8 +148,10 @@ async fn create_admitted(
         inner.sites.release(&site, &resources);
         return Err(e);
     }
+    basho_core::crash_point!("orchestrator.create.admitted");
     match inner.store.create_workspace(&rec, key.as_ref()).await {
         Ok(Created::New(stored)) => {
+            basho_core::crash_point!("orchestrator.create.committed");
             inner.sites.publish(&site, stored.revision);
             inner.metrics.workspaces_created.inc();
             inner
@@ -168,6 +170,7 @@ async fn create_admitted(
             o.audit(actor, "workspace_create", &w.id, detail).await;
             let detail = json!({"site": site.as_str(), "state": w.state.as_str()});
             o.audit(actor, "workspace_placed", &w.id, detail).await;
+            basho_core::crash_point!("orchestrator.create.audited");
             Ok((StatusCode::CREATED, Json(w)))
         }
         Ok(Created::Replayed(first)) => {
@@ -328,6 +331,7 @@ pub async fn delete(
         | Transition::Unchanged(record)
         | Transition::Refused(record) => record,
     };
+    basho_core::crash_point!("orchestrator.delete.recorded");
     let detail = json!({"state": rec.workspace.state.as_str()});
     o.audit(&actor, "workspace_delete", &id, detail).await;
     Ok((StatusCode::ACCEPTED, Json(rec.workspace)))

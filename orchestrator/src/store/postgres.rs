@@ -214,6 +214,7 @@ impl Store for PostgresStore {
             .await?;
         }
         notify_revision(&mut tx, w.site.as_str(), revision).await?;
+        basho_core::crash_point!("orchestrator.create.inserted");
         tx.commit().await?;
         let mut stored = rec.clone();
         stored.revision = revision;

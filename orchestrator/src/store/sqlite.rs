@@ -183,6 +183,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        basho_core::crash_point!("orchestrator.create.inserted");
         tx.commit().await?;
         let mut stored = rec.clone();
         stored.revision = revision;
