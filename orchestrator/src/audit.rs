@@ -62,6 +62,12 @@ impl Orchestrator {
     /// counted (`basho_audit_append_failures`) but does not fail the caller: the action already
     /// happened.
     pub(crate) async fn audit(&self, actor: &str, action: &str, target: &str, detail: Value) {
+        self.audit_event(AuditEvent::new(actor, action, target, detail))
+            .await;
+    }
+
+    /// [`Orchestrator::audit`] of a prepared event (one marked [`AuditEvent::once`], say).
+    pub(crate) async fn audit_event(&self, ev: AuditEvent) {
         let inner = self.inner();
         let tx = inner.audit.tx.get_or_init(|| {
             let (tx, rx) = mpsc::channel(4 * BATCH);
@@ -73,7 +79,7 @@ impl Orchestrator {
             tx
         });
         let (done, written) = oneshot::channel();
-        let ev = AuditEvent::new(actor, action, target, detail);
+        let (actor, action, target) = (ev.actor.clone(), ev.action.clone(), ev.target.clone());
         let sent = tx.send((ev, done)).await.is_ok();
         if !sent || written.await.is_err() {
             inner.metrics.audit_append_failures.inc();

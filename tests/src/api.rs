@@ -66,6 +66,19 @@ impl Api {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
+        self.try_call_with(method, path, body, headers)
+            .await
+            .expect("orchestrator answers")
+    }
+
+    /// Like [`Api::call_with`], `None` when no answer came (the orchestrator died under it).
+    pub async fn try_call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Option<(StatusCode, Value)> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -76,10 +89,10 @@ impl Api {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.expect("orchestrator answers");
+        let resp = req.send().await.ok()?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
     /// `POST /v1/workspaces`.

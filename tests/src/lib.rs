@@ -6,6 +6,7 @@ pub mod api;
 pub mod bench;
 pub mod cluster;
 pub mod federation;
+pub mod procs;
 pub mod sessions;
 pub mod slurm;
 

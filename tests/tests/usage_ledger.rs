@@ -9,12 +9,12 @@
 //!   container's start without gap or overlap, and their allocation sums to cpus × that life.
 
 use std::path::Path;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use basho_core::usage::UsageRecord;
 use basho_orchestrator::store::UsageStore;
 use basho_tests::federation::{Federation, templates_dir};
+use basho_tests::procs::Proc;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -190,46 +190,6 @@ async fn docker_metering_matches_the_cgroup_and_the_wall_clock() {
         "burner {burn} s, sleeper {sleep} s"
     );
     fed.shutdown().await;
-}
-
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn start(bin: &str, config: &Path, log: &Path) -> Proc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let sub = if bin == "basho-orchestrator" {
-            "serve"
-        } else {
-            "run"
-        };
-        let child = Command::new(basho_tests::binary(bin))
-            .args([sub, "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Proc { child }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,7 +17,9 @@ use super::extract::{ApiJson, ApiQuery};
 use super::{ApiError, ApiResult};
 use crate::Orchestrator;
 use crate::admission::{AdmissionError, admit};
-use crate::store::{Created, IdempotencyKey, Transition, WorkspaceFilter};
+use crate::store::{
+    AuditEvent, Created, IdempotencyKey, Transition, WorkspaceFilter, WorkspaceRecord,
+};
 
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -135,6 +137,7 @@ async fn create_admitted(
             }
             .into());
         }
+        audit_creation(o, actor, &first, true).await;
         return Ok((StatusCode::OK, Json(first.workspace)));
     }
     let now = Utc::now();
@@ -161,26 +164,41 @@ async fn create_admitted(
                     site: site.to_string(),
                 })
                 .inc();
-            let w = stored.workspace;
+            let w = &stored.workspace;
             tracing::info!(workspace = %w.id, project = %w.project, %site, "workspace created");
-            let visas = crate::audit::visa_detail(&stored.visa_refs);
-            let detail = json!({"project": w.project.as_str(), "owner": w.owner,
-                "template": w.template.as_str(), "site": site.as_str(), "datasets": w.datasets,
-                "resources": w.resources, "expires_at": w.expires_at, "visas": visas});
-            o.audit(actor, "workspace_create", &w.id, detail).await;
-            let detail = json!({"site": site.as_str(), "state": w.state.as_str()});
-            o.audit(actor, "workspace_placed", &w.id, detail).await;
+            audit_creation(o, actor, &stored, false).await;
             basho_core::crash_point!("orchestrator.create.audited");
-            Ok((StatusCode::CREATED, Json(w)))
+            Ok((StatusCode::CREATED, Json(stored.workspace)))
         }
         Ok(Created::Replayed(first)) => {
             inner.sites.release(&site, &resources);
+            audit_creation(o, actor, &first, true).await;
             Ok((StatusCode::OK, Json(first.workspace)))
         }
         Err(e) => {
             inner.sites.release(&site, &resources);
             Err(e.into())
         }
+    }
+}
+
+/// The creation's two entries, `workspace_create` and `workspace_placed`, each written once: a
+/// retry with the same Idempotency-Key writes them (marked `recorded_on_replay`) only if the
+/// first attempt ended between its commit and its entries, so every workspace has exactly one.
+async fn audit_creation(o: &Orchestrator, actor: &str, rec: &WorkspaceRecord, replay: bool) {
+    let w = &rec.workspace;
+    let visas = crate::audit::visa_detail(&rec.visa_refs);
+    let mut created = json!({"project": w.project.as_str(), "owner": w.owner,
+        "template": w.template.as_str(), "site": w.site.as_str(), "datasets": w.datasets,
+        "resources": w.resources, "expires_at": w.expires_at, "visas": visas});
+    let mut placed = json!({"site": w.site.as_str(), "state": WsState::Placed.as_str()});
+    if replay {
+        created["recorded_on_replay"] = json!(true);
+        placed["recorded_on_replay"] = json!(true);
+    }
+    for (action, detail) in [("workspace_create", created), ("workspace_placed", placed)] {
+        o.audit_event(AuditEvent::new(actor, action, &w.id, detail).once())
+            .await;
     }
 }
 

@@ -10,7 +10,7 @@ use basho_core::revocation::Reason;
 use basho_core::usage::UsageRecord;
 use basho_core::{Ident, Resources, State, State::*, Workspace};
 use chrono::{TimeDelta, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{
     AuditEvent, Created, IdempotencyKey, NewRevocation, Quota, Role, Store, StoreError,
@@ -42,6 +42,7 @@ macro_rules! every_case {
             filters_and_counts,
             sites_upsert_and_touch,
             concurrent_audit_appends_form_one_chain,
+            once_events_are_written_once,
             revocations_are_kept_in_order_and_move_every_site_revision,
             revoked_notes_are_appended_once,
             usage_is_stored_once_and_acked_without_gaps,
@@ -415,6 +416,42 @@ pub(crate) async fn concurrent_audit_appends_form_one_chain(store: Arc<dyn Store
     let page = store.audit_page(10, 5).await.unwrap();
     let seqs: Vec<i64> = page.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![11, 12, 13, 14, 15]);
+}
+
+pub(crate) async fn once_events_are_written_once(store: Arc<dyn Store>) {
+    let once = |target: &str, n: i32| {
+        AuditEvent::new("platform", "workspace_create", target, json!({"n": n})).once()
+    };
+    let plain = AuditEvent::new("platform", "workspace_state", "ws-a", json!({}));
+    // Twice in one batch, then again in a later one: one entry. Plain events repeat freely.
+    let first = store
+        .append_audit(
+            Utc::now(),
+            &[once("ws-a", 1), plain.clone(), once("ws-a", 2)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    let again = store
+        .append_audit(Utc::now(), &[once("ws-a", 3), plain, once("ws-b", 4)])
+        .await
+        .unwrap();
+    let targets: Vec<(&str, &str)> = again
+        .iter()
+        .map(|e| (e.action.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        targets,
+        vec![("workspace_state", "ws-a"), ("workspace_create", "ws-b")]
+    );
+    let all = store.audit_page(0, 100).await.unwrap();
+    assert_eq!(verify_chain(&all), Ok(4));
+    let created: Vec<&Value> = all
+        .iter()
+        .filter(|e| e.action == "workspace_create")
+        .map(|e| &e.detail)
+        .collect();
+    assert_eq!(created, vec![&json!({"n": 1}), &json!({"n": 4})]);
 }
 
 pub(crate) async fn revocations_are_kept_in_order_and_move_every_site_revision(

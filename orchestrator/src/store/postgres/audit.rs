@@ -44,7 +44,20 @@ impl AuditStore for PostgresStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         let mut written = Vec::with_capacity(events.len());
-        for ev in events {
+        for ev in AuditEvent::unrepeated(events) {
+            let logged = sqlx::query_scalar::<_, i32>(
+                "SELECT 1 FROM audit WHERE target = $1 AND action = $2 LIMIT 1",
+            );
+            if ev.once
+                && logged
+                    .bind(&ev.target)
+                    .bind(&ev.action)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some()
+            {
+                continue;
+            }
             let e = next_entry(
                 last.as_ref().map(|(s, h)| (*s, h.as_str())),
                 at,

@@ -40,7 +40,20 @@ impl AuditStore for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         let mut written = Vec::with_capacity(events.len());
-        for ev in events {
+        for ev in AuditEvent::unrepeated(events) {
+            let logged = sqlx::query_scalar::<_, i32>(
+                "SELECT 1 FROM audit WHERE target = ? AND action = ? LIMIT 1",
+            );
+            if ev.once
+                && logged
+                    .bind(&ev.target)
+                    .bind(&ev.action)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some()
+            {
+                continue;
+            }
             let e = next_entry(
                 last.as_ref().map(|(s, h)| (*s, h.as_str())),
                 at,
