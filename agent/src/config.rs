@@ -302,6 +302,15 @@ pub struct Reconcile {
     /// creates or a revocation covering hundreds of workspaces from flooding the backend.
     #[serde(default = "default_parallel_actions")]
     pub parallel_actions: usize,
+    /// Longest a workspace may stay placed, starting or stopping (a queued Slurm job counts as
+    /// starting) before the orchestrator marks it `failed` and this agent removes what it made;
+    /// 0: no limit. Sent in the registration; shown by `basho site list`.
+    #[serde(default = "default_start_timeout_s")]
+    pub start_timeout_s: u64,
+}
+
+fn default_start_timeout_s() -> u64 {
+    basho_core::protocol::DEFAULT_START_TIMEOUT_S
 }
 
 /// Eight launches or stops at once: enough that a slow one never queues the rest, few enough
@@ -314,6 +323,7 @@ impl Default for Reconcile {
     fn default() -> Self {
         Self {
             parallel_actions: default_parallel_actions(),
+            start_timeout_s: default_start_timeout_s(),
         }
     }
 }

@@ -105,6 +105,7 @@ pub async fn run(
         datasets: catalog.inventory(),
         capacity: config.capacity,
         images: catalog.image_names(),
+        start_timeout_s: config.reconcile.start_timeout_s,
     };
     let dirs = HostDirs::new(config.paths.clone(), ownership);
     let meter = Arc::new(Meter::open(

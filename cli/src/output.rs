@@ -130,6 +130,10 @@ pub fn sites_table(list: &[Site]) -> String {
                 format!("{}/{}", s.allocated.memory_mib, s.capacity.memory_mib),
                 format!("{}/{}", s.allocated.gpus, s.capacity.gpus),
                 s.workspaces.to_string(),
+                match s.start_timeout_s {
+                    0 => "none".to_owned(),
+                    t => format!("{t}s"),
+                },
                 timestamp(&s.last_contact),
             ]
         })
@@ -143,6 +147,7 @@ pub fn sites_table(list: &[Site]) -> String {
             "MEMORY_MIB",
             "GPUS",
             "WORKSPACES",
+            "START_TIMEOUT",
             "LAST_CONTACT",
         ],
         &rows,

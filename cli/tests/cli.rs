@@ -104,7 +104,8 @@ async fn sites() -> Response {
         "datasets": [{"id": "JGAD000101", "grant_url": "https://x/JGAD000101"}],
         "capacity": {"cpus": 8, "memory_mib": 8192, "gpus": 0},
         "allocated": {"cpus": 1, "memory_mib": 256, "gpus": 0},
-        "workspaces": 1, "last_contact": "2026-01-01T00:00:00Z"
+        "workspaces": 1, "last_contact": "2026-01-01T00:00:00Z",
+        "start_timeout_s": 120
     }]))
     .into_response()
 }
@@ -363,6 +364,8 @@ async fn list_and_sites_print_aligned_tables() {
         stdout.contains("tohoku  docker   JGAD000101  1/8   256/8192"),
         "{stdout}"
     );
+    assert!(stdout.contains("START_TIMEOUT"), "{stdout}");
+    assert!(stdout.contains("  120s  "), "{stdout}");
 }
 
 #[tokio::test]

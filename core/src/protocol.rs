@@ -46,6 +46,18 @@ pub struct Registration {
     /// Workspace images the site allows, by the names templates use.
     #[serde(default)]
     pub images: Vec<String>,
+    /// Longest a workspace may stay placed, starting or stopping at this site before the
+    /// orchestrator marks it `failed` (and the agent removes what it made); 0: no limit. The
+    /// site's `[reconcile] start_timeout_s`; an agent that does not send it gets the default.
+    #[serde(default = "default_start_timeout_s")]
+    pub start_timeout_s: u64,
+}
+
+/// Two minutes: a launch on Docker takes under a second and an idle Slurm queue a few.
+pub const DEFAULT_START_TIMEOUT_S: u64 = 120;
+
+fn default_start_timeout_s() -> u64 {
+    DEFAULT_START_TIMEOUT_S
 }
 
 /// One workspace the orchestrator wants running at a site.
@@ -134,4 +146,6 @@ pub struct Site {
     pub workspaces: u32,
     /// Last time the agent was heard from.
     pub last_contact: DateTime<Utc>,
+    /// Longest a workspace may stay placed, starting or stopping here (0: no limit).
+    pub start_timeout_s: u64,
 }

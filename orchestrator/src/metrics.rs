@@ -124,6 +124,9 @@ pub struct Metrics {
     pub revocation_confirmed_duration: Histogram,
     /// Revocations waiting for their sites to confirm.
     pub revocations_pending: RevocationTimer,
+    /// Workspaces failed for staying placed, starting or stopping past their site's
+    /// `start_timeout_s`, by site and the state they were stuck in.
+    pub workspaces_timed_out: Family<SiteStateLabels, Counter>,
     /// Audit entries that could not be written.
     pub audit_append_failures: Counter,
     /// 1 while this replica leads (runs the background loops), else 0.
@@ -259,6 +262,12 @@ impl Metrics {
             "usage_gpu_seconds",
             "Allocated GPU-seconds metered, by project and site",
         );
+        let workspaces_timed_out = Family::<SiteStateLabels, Counter>::default();
+        registry.register(
+            "workspaces_timed_out",
+            "Workspaces failed for staying placed, starting or stopping past the site's start_timeout_s, by site and state",
+            workspaces_timed_out.clone(),
+        );
         let usage_records = Family::<SiteLabels, Counter>::default();
         registry.register(
             "usage_records",
@@ -285,6 +294,7 @@ impl Metrics {
             revocation_duration,
             revocation_confirmed_duration,
             revocations_pending: RevocationTimer::default(),
+            workspaces_timed_out,
             audit_append_failures,
             leader,
             usage_core_seconds,

@@ -290,6 +290,14 @@ impl SiteCache {
             .collect()
     }
 
+    /// Every site's start timeout (`0`: none).
+    pub fn start_timeouts(&self) -> BTreeMap<Ident, u64> {
+        self.lock()
+            .iter()
+            .map(|(n, e)| (n.clone(), e.registration.start_timeout_s))
+            .collect()
+    }
+
     /// Every site's last contact.
     pub fn last_contacts(&self) -> Vec<(Ident, DateTime<Utc>)> {
         self.lock()
@@ -311,6 +319,7 @@ impl SiteCache {
                 allocated: e.allocated,
                 workspaces: e.workspaces,
                 last_contact: e.last_contact,
+                start_timeout_s: e.registration.start_timeout_s,
             })
             .collect()
     }
@@ -336,6 +345,7 @@ mod tests {
                 datasets: vec![],
                 capacity: Capacity::default(),
                 images: vec![],
+                start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
             },
             t0,
         );
@@ -361,6 +371,7 @@ mod tests {
                 gpus: 0,
             },
             images: vec![],
+            start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
         }
     }
 

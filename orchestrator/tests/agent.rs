@@ -338,3 +338,80 @@ async fn background_loops_and_shutdown() {
     assert!(served.is_ok(), "{served:?}");
     assert_eq!(poll.await.unwrap(), reqwest::StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspaces_stuck_past_the_start_timeout_fail_and_release_their_compute() {
+    use basho_orchestrator::loops::time_out_once;
+    let h = Harness::with(|c| c.limits.agent_silent_s = 1).await;
+    for (site, dataset, timeout) in [("tohoku", "JGAD000101", 1), ("ncbn", "JGAD000201", 0)] {
+        let mut reg = registration(site, &[dataset], 8, 8192);
+        reg["start_timeout_s"] = json!(timeout);
+        h.register_as(site, reg).await;
+    }
+    assert_eq!(h.site("tohoku").await["start_timeout_s"], 1);
+    assert_eq!(h.site("ncbn").await["start_timeout_s"], 0);
+    let id = |w: &Value| w["id"].as_str().unwrap().to_owned();
+    let placed = id(&h.create(h.body(&["JGAD000101"])).await.1);
+    let starting = id(&h.create(h.body(&["JGAD000101"])).await.1);
+    let running = id(&h.create(h.body(&["JGAD000101"])).await.1);
+    let unlimited = id(&h.create(h.body(&["JGAD000201"])).await.1);
+    h.observe(
+        "tohoku",
+        &[(&starting, "starting", None), (&running, "running", None)],
+    )
+    .await;
+    let started = chrono::Utc::now();
+    // Within the timeout nothing moves.
+    assert_eq!(time_out_once(&h.orchestrator, started).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Time before this replica began to lead (the orchestrator was down) does not count.
+    assert_eq!(
+        time_out_once(&h.orchestrator, chrono::Utc::now())
+            .await
+            .unwrap(),
+        0
+    );
+    // A site not heard from is not judged: nobody there says the workspace is still stuck.
+    assert_eq!(time_out_once(&h.orchestrator, started).await.unwrap(), 0);
+    let (status, _) = desired(&h, "tohoku", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(time_out_once(&h.orchestrator, started).await.unwrap(), 2);
+    for (w, was) in [(&placed, "placed"), (&starting, "starting")] {
+        let (_, v) = h.get(&format!("/v1/workspaces/{w}")).await;
+        assert_eq!(v["state"], "failed", "{v}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with(&format!(
+                "{was} for longer than site tohoku's start_timeout_s (1 s)"
+            )),
+            "{msg}"
+        );
+    }
+    assert_eq!(h.state(&running).await, "running");
+    assert_eq!(h.state(&unlimited).await, "placed");
+    // Their compute is released and the agent is no longer asked to run them.
+    let site = h.site("tohoku").await;
+    let (_, live) = h.get(&format!("/v1/workspaces/{running}")).await;
+    assert_eq!(site["workspaces"], 1, "{site}");
+    assert_eq!(
+        site["allocated"]["cpus"], live["resources"]["cpus"],
+        "{site}"
+    );
+    let (_, d) = desired(&h, "tohoku", "").await;
+    let wanted: Vec<&str> = d["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(wanted, vec![running.as_str()], "{d}");
+    let (_, metrics) = h.raw(Method::GET, "/metrics", None, &[], vec![]).await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for state in ["placed", "starting"] {
+        let line =
+            format!("basho_workspaces_timed_out_total{{site=\"tohoku\",state=\"{state}\"}} 1");
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    // Counted once: a second pass finds nothing left to fail.
+    assert_eq!(time_out_once(&h.orchestrator, started).await.unwrap(), 0);
+}

@@ -21,7 +21,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use basho_agent::config::BackendConfig;
+use basho_agent::config::{BackendConfig, SiteConfig};
 use basho_core::crash::POINTS;
 use basho_orchestrator::store::{AuditStore, SqliteStore, UsageStore};
 use basho_tests::federation::Federation;
@@ -134,6 +134,14 @@ struct World {
     backend: Backend,
 }
 
+/// A case's configs and the log its processes share.
+struct Files {
+    config: basho_orchestrator::config::Config,
+    orchestrator: std::path::PathBuf,
+    agent: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
 /// What one case ended with, for the table.
 struct Row {
     point: &'static str,
@@ -218,17 +226,33 @@ impl World {
         basho_tests::remove_labelled(&self.fed.docker, basho_core::LABEL_SITE, &site).await;
     }
 
-    async fn run(&self, dir: &Path, point: &'static str, op: Op) -> Result<Row, String> {
+    /// A case's own orchestrator and site configs under `dir`, the site's edited by `edit`.
+    fn files(&self, dir: &Path, edit: impl FnOnce(&mut SiteConfig)) -> Files {
         std::fs::create_dir_all(dir).unwrap();
         let mut config = self.fed.config().clone();
         config.data_dir = dir.join("orchestrator");
-        let orch_toml = dir.join("orchestrator.toml");
-        std::fs::write(&orch_toml, toml::to_string(&config).unwrap()).unwrap();
+        let orchestrator = dir.join("orchestrator.toml");
+        std::fs::write(&orchestrator, toml::to_string(&config).unwrap()).unwrap();
         let mut site = self.fed.site_config("tohoku");
         site.paths = basho_tests::site_paths(&dir.join("site"));
-        let site_toml = dir.join("site.toml");
-        std::fs::write(&site_toml, toml::to_string(&site).unwrap()).unwrap();
-        let log = dir.join("processes.log");
+        edit(&mut site);
+        let agent = dir.join("site.toml");
+        std::fs::write(&agent, toml::to_string(&site).unwrap()).unwrap();
+        Files {
+            config,
+            orchestrator,
+            agent,
+            log: dir.join("processes.log"),
+        }
+    }
+
+    async fn run(&self, dir: &Path, point: &'static str, op: Op) -> Result<Row, String> {
+        let Files {
+            config,
+            orchestrator: orch_toml,
+            agent: site_toml,
+            log,
+        } = self.files(dir, |_| {});
         let armed = format!("{point}=return");
         let in_orchestrator = point.starts_with("orchestrator.");
         let orch =
@@ -562,6 +586,54 @@ impl World {
     }
 }
 
+impl World {
+    /// The safety net: a launch that hangs (the agent sleeps 8 s right after the container is
+    /// made, `agent.launch.created=1*sleep(8000)`) outlasts the site's 2 s start timeout. The
+    /// workspace is marked `failed` with the reason, its compute released, and once the agent
+    /// moves again it removes the container instead of starting it for good.
+    async fn stuck_launch(&self, dir: &Path) -> Result<(Duration, Duration), String> {
+        let files = self.files(dir, |site| site.reconcile.start_timeout_s = 2);
+        let o = Proc::start("basho-orchestrator", &files.orchestrator, &files.log);
+        self.up(files.config.listen).await?;
+        let armed = Some("agent.launch.created=1*sleep(8000)");
+        let a = Proc::start_armed("basho-agent", &files.agent, &files.log, armed);
+        self.registered().await?;
+        let project = basho_tests::unique("P-STUCK");
+        let body = self.fed.create_body(&project, "alice", &[DATASET]);
+        let asked = Instant::now();
+        let (status, ws) = self
+            .create(&body, &basho_tests::unique("key"))
+            .await
+            .ok_or("create failed")?;
+        if status != StatusCode::CREATED {
+            return Err(format!("create answered {status}: {ws}"));
+        }
+        let id = ws["id"].as_str().unwrap().to_owned();
+        let failed = self.wait_state(&id, "failed").await?;
+        let timed_out = asked.elapsed();
+        let msg = failed["message"].as_str().unwrap_or_default();
+        if !msg.contains("start_timeout_s (2 s)") {
+            return Err(format!("failed with {msg:?}, not the start timeout"));
+        }
+        self.capacity(false).await?;
+        self.poll("the container removed", Duration::from_secs(30), || async {
+            self.instances(&id, false).await.ok()
+        })
+        .await?;
+        let removed = asked.elapsed();
+        // Nothing comes back: the late launch's reports change nothing.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        self.instances(&id, false).await?;
+        if self.workspace(&id).await?["state"] != "failed" {
+            return Err("the workspace left failed".into());
+        }
+        o.kill();
+        a.kill();
+        self.ledgers(&files.config.data_dir, &project, &id).await?;
+        Ok((timed_out, removed))
+    }
+}
+
 async fn all_audit(store: &SqliteStore) -> Result<Vec<basho_core::audit::AuditEntry>, String> {
     let mut out = Vec::new();
     loop {
@@ -601,5 +673,25 @@ async fn slurm_every_agent_crash_point_converges() {
                 .filter(|(p, _)| p.starts_with("agent.")),
         )
         .await;
+    world.fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn docker_a_launch_stuck_past_the_start_timeout_fails_and_is_removed() {
+    let Some(world) = World::start(Backend::Docker).await else {
+        return;
+    };
+    let dir = world.fed.dir.path().join("stuck");
+    let result = world.stuck_launch(&dir).await;
+    world.clean().await;
+    let (failed, removed) = result.unwrap_or_else(|e| {
+        let log = std::fs::read_to_string(dir.join("processes.log")).unwrap_or_default();
+        panic!("{e}\n{log}")
+    });
+    eprintln!(
+        "| start timeout 2 s | Docker | failed after {} ms | container removed after {} ms |",
+        failed.as_millis(),
+        removed.as_millis()
+    );
     world.fed.shutdown().await;
 }

@@ -147,6 +147,7 @@ fn registration() -> Registration {
         datasets: vec![],
         capacity: Capacity::default(),
         images: vec![],
+        start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
     }
 }
 

@@ -411,11 +411,12 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO sites (name, backend, version, datasets, capacity, images, \
-               registered_at, last_contact) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+               registered_at, last_contact, start_timeout_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (name) DO UPDATE SET backend = excluded.backend, \
                version = excluded.version, datasets = excluded.datasets, \
                capacity = excluded.capacity, images = excluded.images, \
-               registered_at = excluded.registered_at, last_contact = excluded.last_contact",
+               registered_at = excluded.registered_at, last_contact = excluded.last_contact, \
+               start_timeout_s = excluded.start_timeout_s",
         )
         .bind(reg.site.as_str())
         .bind(&reg.backend)
@@ -425,6 +426,7 @@ impl Store for PostgresStore {
         .bind(json(&reg.images))
         .bind(now)
         .bind(now)
+        .bind(i64::try_from(reg.start_timeout_s).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -447,7 +449,8 @@ impl Store for PostgresStore {
 
     async fn sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, backend, version, datasets, capacity, images, last_contact \
+            "SELECT name, backend, version, datasets, capacity, images, last_contact, \
+               start_timeout_s \
              FROM sites ORDER BY name",
         )
         .fetch_all(&self.pool)
@@ -462,6 +465,8 @@ impl Store for PostgresStore {
                         datasets: parse(row, "datasets")?,
                         capacity: parse(row, "capacity")?,
                         images: parse(row, "images")?,
+                        start_timeout_s: u64::try_from(row.try_get::<i64, _>("start_timeout_s")?)
+                            .unwrap_or(0),
                     },
                     last_contact: from_millis(row.try_get("last_contact")?),
                 })

@@ -368,11 +368,12 @@ impl Store for SqliteStore {
         let now = now.timestamp_millis();
         sqlx::query(
             "INSERT INTO sites (name, backend, version, datasets, capacity, images, \
-               registered_at, last_contact) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+               registered_at, last_contact, start_timeout_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET backend = excluded.backend, \
                version = excluded.version, datasets = excluded.datasets, \
                capacity = excluded.capacity, images = excluded.images, \
-               registered_at = excluded.registered_at, last_contact = excluded.last_contact",
+               registered_at = excluded.registered_at, last_contact = excluded.last_contact, \
+               start_timeout_s = excluded.start_timeout_s",
         )
         .bind(reg.site.as_str())
         .bind(&reg.backend)
@@ -382,6 +383,7 @@ impl Store for SqliteStore {
         .bind(json(&reg.images))
         .bind(now)
         .bind(now)
+        .bind(i64::try_from(reg.start_timeout_s).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -398,7 +400,8 @@ impl Store for SqliteStore {
 
     async fn sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, backend, version, datasets, capacity, images, last_contact \
+            "SELECT name, backend, version, datasets, capacity, images, last_contact, \
+               start_timeout_s \
              FROM sites ORDER BY name",
         )
         .fetch_all(&self.pool)
@@ -413,6 +416,8 @@ impl Store for SqliteStore {
                         datasets: parse(row, "datasets")?,
                         capacity: parse(row, "capacity")?,
                         images: parse(row, "images")?,
+                        start_timeout_s: u64::try_from(row.try_get::<i64, _>("start_timeout_s")?)
+                            .unwrap_or(0),
                     },
                     last_contact: from_millis(row.try_get("last_contact")?),
                 })

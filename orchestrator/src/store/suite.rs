@@ -379,9 +379,11 @@ pub(crate) async fn sites_upsert_and_touch(s: Arc<dyn Store>) {
             gpus: 0,
         },
         images: vec!["basho/demo".into()],
+        start_timeout_s: 120,
     };
     s.upsert_site(&reg, t0).await.unwrap();
     reg.capacity.cpus = 16;
+    reg.start_timeout_s = 900;
     s.upsert_site(&reg, t0).await.unwrap();
     let t1 = t0 + TimeDelta::seconds(5);
     s.touch_site(&id("tohoku"), t1).await.unwrap();

@@ -165,7 +165,12 @@ impl Harness {
 
     /// Registers `site` (its agent token) holding `datasets` under their default grant URLs.
     pub async fn register(&self, site: &str, datasets: &[&str], cpus: u32, memory_mib: u64) {
-        let body = registration(site, datasets, cpus, memory_mib);
+        self.register_as(site, registration(site, datasets, cpus, memory_mib))
+            .await;
+    }
+
+    /// Registers `site` with this registration body.
+    pub async fn register_as(&self, site: &str, body: Value) {
         let (status, answer) = self
             .call(
                 Method::POST,
