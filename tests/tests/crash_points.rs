@@ -12,7 +12,9 @@
 //! - the audit chain verifies and records the workspace's creation exactly once.
 //!
 //! Orchestrator points run once (the orchestrator does not know backends); agent points run on
-//! each backend here: Docker on the real engine, Slurm on the `scripts/slurm-up` cluster over SSH.
+//! each backend here: Docker on the real engine, Slurm on the `scripts/slurm-up` cluster over SSH,
+//! Kubernetes against the agent's fake API server (`agent/tests/kube_fake`, a stand-in: no
+//! Kubernetes can run here), which lives in this test process and so outlives the agent's crash.
 //! Each prints one row of the table in docs/reliability.md:
 //! `cargo nextest run -p basho-tests --test crash_points --no-capture`.
 
@@ -27,6 +29,9 @@ use basho_orchestrator::store::{AuditStore, SqliteStore, UsageStore};
 use basho_tests::federation::Federation;
 use basho_tests::procs::Proc;
 use reqwest::{Method, StatusCode};
+
+#[path = "../../agent/tests/kube_fake/mod.rs"]
+mod kube_fake;
 use serde_json::{Value, json};
 
 /// What reaches a crash point.
@@ -125,6 +130,7 @@ fn read_rs(dir: &Path, out: &mut String) {
 enum Backend {
     Docker,
     Slurm,
+    Kubernetes,
 }
 
 /// One federation's configs, engine and issuer; each case runs its own processes on its own
@@ -132,6 +138,8 @@ enum Backend {
 struct World {
     fed: Federation,
     backend: Backend,
+    /// The fake API server of the Kubernetes site, and the directory of its kubeconfig.
+    kube: Option<(kube_fake::FakeApi, tempfile::TempDir)>,
 }
 
 /// A case's configs and the log its processes share.
@@ -155,14 +163,28 @@ impl World {
             Backend::Slurm => Some(
                 basho_tests::slurm::Testbed::load().backend(basho_agent::config::Runtime::Docker),
             ),
-            Backend::Docker => None,
+            _ => None,
+        };
+        let kube = match backend {
+            Backend::Kubernetes => Some(fake_cluster().await),
+            _ => None,
         };
         let mut fed = Federation::start_with(|name, cfg| {
             cfg.metering.interval_s = 1;
-            if name == "tohoku"
-                && let Some(s) = &slurm
-            {
+            if name != "tohoku" {
+                return;
+            }
+            if let Some(s) = &slurm {
                 cfg.backend = BackendConfig::Slurm(s.clone());
+            }
+            if let Some((_, dir)) = &kube {
+                let mut k = kube_fake::config(5);
+                k.kubeconfig = Some(dir.path().join("kubeconfig"));
+                cfg.backend = BackendConfig::Kubernetes(k);
+                // A kubelet pulls by digest; the fake runs nothing, so any pinned name does.
+                for (name, image) in &mut cfg.images {
+                    *image = format!("registry.example/{name}@sha256:{}", "d".repeat(64));
+                }
             }
         })
         .await?;
@@ -170,7 +192,7 @@ impl World {
             fed.stop_agent(name).await;
         }
         fed.stop_orchestrator().await;
-        Some(World { fed, backend })
+        Some(World { fed, backend, kube })
     }
 
     fn site(&self) -> String {
@@ -181,7 +203,10 @@ impl World {
     async fn run_all(&self, points: impl Iterator<Item = (&'static str, Op)>) {
         let mut rows = Vec::new();
         let mut failures = Vec::new();
-        for (n, (point, op)) in points.enumerate() {
+        // BASHO_CRASH_POINT=<name> runs that case alone, to look into it.
+        let only = std::env::var("BASHO_CRASH_POINT").ok();
+        let chosen = points.filter(|(p, _)| only.as_deref().is_none_or(|o| o == *p));
+        for (n, (point, op)) in chosen.enumerate() {
             let dir = self.fed.dir.path().join(format!("case-{n}"));
             match self.run(&dir, point, op).await {
                 Ok(row) => rows.push(row),
@@ -223,6 +248,9 @@ impl World {
                 .args(["--user", "basho-svc", "--quiet"])
                 .status();
         }
+        if let Some((api, _)) = &self.kube {
+            api.clear_pods();
+        }
         basho_tests::remove_labelled(&self.fed.docker, basho_core::LABEL_SITE, &site).await;
     }
 
@@ -260,7 +288,11 @@ impl World {
         let agent = |armed: Option<&str>| Proc::start_armed("basho-agent", &site_toml, &log, armed);
         let mut o = orch(in_orchestrator.then_some(armed.as_str()));
         self.up(config.listen).await?;
-        let mut a = agent((!in_orchestrator).then_some(armed.as_str()));
+        // Usage points fire on the meter's first tick, which may come before the workspace is
+        // reported running (a pod's start is seen on the next pass): the agent is armed for
+        // them only once the workspace runs.
+        let arm_now = !in_orchestrator && op != Op::Usage;
+        let mut a = agent(arm_now.then_some(armed.as_str()));
         self.registered().await?;
 
         let project = basho_tests::unique("P-CRASH");
@@ -275,6 +307,10 @@ impl World {
             let ws_id = ws["id"].as_str().unwrap().to_owned();
             self.wait_state(&ws_id, "running").await?;
             id = Some(ws_id);
+        }
+        if op == Op::Usage {
+            a.kill();
+            a = agent(Some(armed.as_str()));
         }
         // The operation; the armed process dies on the way.
         let answered = match op {
@@ -429,12 +465,16 @@ impl World {
                 Duration::from_secs(90),
                 || async {
                     let ws = self.workspace(id).await.ok()?;
-                    (ws["state"] == state).then_some(ws)
+                    // A workspace that ended elsewhere will not come back: say so at once.
+                    let ended = ["failed", "stopped", "expired", "revoked"]
+                        .contains(&ws["state"].as_str().unwrap_or_default());
+                    (ws["state"] == state || ended).then_some(ws)
                 },
             )
             .await;
         match found {
-            Ok(ws) => Ok(ws),
+            Ok(ws) if ws["state"] == state => Ok(ws),
+            Ok(ws) => Err(format!("{id} ended {} instead: {ws}", ws["state"])),
             Err(e) => Err(format!(
                 "{e}; last seen {}",
                 self.workspace(id).await.unwrap_or_default()
@@ -470,6 +510,13 @@ impl World {
         let (label, value) = match self.backend {
             Backend::Docker => (basho_core::LABEL_SITE, site.as_str()),
             Backend::Slurm => (basho_core::LABEL_WORKSPACE, id),
+            Backend::Kubernetes => {
+                let (api, _) = self
+                    .kube
+                    .as_ref()
+                    .expect("the Kubernetes world has its fake");
+                return pods(api, id, live);
+            }
         };
         filters.insert("label".to_string(), vec![format!("{label}={value}")]);
         let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
@@ -634,6 +681,48 @@ impl World {
     }
 }
 
+/// The fake API server with the namespace's work claim, and a kubeconfig naming it.
+async fn fake_cluster() -> (kube_fake::FakeApi, tempfile::TempDir) {
+    let api = kube_fake::FakeApi::start(kube_fake::NS).await;
+    api.add_claim("basho-work");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+         clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
+         users: [{{name: fake, user: {{}}}}]\n\
+         contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: {}}}}}]\n",
+        api.url,
+        kube_fake::NS
+    );
+    std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+    (api, dir)
+}
+
+/// The namespace holds the workspace's one running pod (`live`) or no pod at all.
+fn pods(api: &kube_fake::FakeApi, id: &str, live: bool) -> Result<(), String> {
+    let seen: Vec<(String, String)> = api
+        .pods()
+        .iter()
+        .map(|p| {
+            let ws = p["metadata"]["labels"][basho_core::LABEL_WORKSPACE].as_str();
+            let phase = p["status"]["phase"].as_str();
+            (
+                ws.unwrap_or_default().to_owned(),
+                phase.unwrap_or("none").to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = if live {
+        vec![(id.to_owned(), "Running".to_owned())]
+    } else {
+        Vec::new()
+    };
+    if seen != want {
+        return Err(format!("pods {seen:?}, expected {want:?}"));
+    }
+    Ok(())
+}
+
 async fn all_audit(store: &SqliteStore) -> Result<Vec<basho_core::audit::AuditEntry>, String> {
     let mut out = Vec::new();
     loop {
@@ -662,18 +751,7 @@ async fn docker_every_crash_point_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slurm_every_agent_crash_point_converges() {
-    let Some(world) = World::start(Backend::Slurm).await else {
-        return;
-    };
-    world
-        .run_all(
-            CASES
-                .iter()
-                .copied()
-                .filter(|(p, _)| p.starts_with("agent.")),
-        )
-        .await;
-    world.fed.shutdown().await;
+    agent_points_converge(Backend::Slurm).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -693,5 +771,23 @@ async fn docker_a_launch_stuck_past_the_start_timeout_fails_and_is_removed() {
         failed.as_millis(),
         removed.as_millis()
     );
+    world.fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubernetes_every_agent_crash_point_converges() {
+    agent_points_converge(Backend::Kubernetes).await;
+}
+
+/// Every agent crash point on `backend`.
+async fn agent_points_converge(backend: Backend) {
+    let Some(world) = World::start(backend).await else {
+        return;
+    };
+    let agent_points = CASES
+        .iter()
+        .copied()
+        .filter(|(p, _)| p.starts_with("agent."));
+    world.run_all(agent_points).await;
     world.fed.shutdown().await;
 }

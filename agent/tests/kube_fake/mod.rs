@@ -304,6 +304,20 @@ impl FakeApi {
             );
     }
 
+    /// Every stored pod.
+    pub fn pods(&self) -> Vec<Value> {
+        self.lock()
+            .objects
+            .get("pods")
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets every pod at once, as if the namespace were emptied between tests.
+    pub fn clear_pods(&self) {
+        self.lock().objects.remove("pods");
+    }
+
     /// The stored pod `name`.
     pub fn pod(&self, name: &str) -> Option<Value> {
         self.lock().objects.get("pods")?.get(name).cloned()
