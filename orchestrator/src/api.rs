@@ -135,6 +135,59 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// The stable code of an error status whose answer the framework wrote (an extractor's
+/// rejection: query string, path, WebSocket upgrade, content type, body size).
+fn framework_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "unauthenticated",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        411 => "length_required",
+        413 => "body_too_large",
+        415 => "unsupported_media_type",
+        422 => "invalid_request",
+        426 => "upgrade_required",
+        s if s >= 500 => "internal",
+        _ => "bad_request",
+    }
+}
+
+/// Every error answer in the contract's shape: one the framework wrote as plain text (axum's
+/// extractors answer `Failed to deserialize query string: ...` or `Connection header did not
+/// include 'upgrade'`) becomes `{"error": {"code", "message"}}` with the same status and the
+/// text as its message. Handlers' own errors are JSON already and pass untouched.
+async fn error_shape(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        format!("{status}; see GET /openapi.json for the API")
+    } else {
+        format!("{text}; see GET /openapi.json for the API")
+    };
+    let mut shaped = ApiError::new(status, framework_code(status), message).into_response();
+    // Keep what the status needs (`Allow`, `Sec-WebSocket-Version`, `WWW-Authenticate`).
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            shaped.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    shaped
+}
+
 async fn record_metrics(State(o): State<Orchestrator>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
@@ -187,6 +240,7 @@ pub fn router(o: Orchestrator) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(error_shape))
         .layer(middleware::from_fn_with_state(o.clone(), record_metrics))
         .with_state(o)
 }

@@ -378,3 +378,34 @@ async fn admins_manage_tokens_over_the_api() {
         .collect();
     assert_eq!(by_admin, vec!["token_create", "token_revoke"]);
 }
+
+#[tokio::test]
+async fn the_frameworks_own_rejections_come_in_the_error_shape() {
+    let (h, store) = harness().await;
+    let (_, researcher) = mint(&store, Role::Researcher, Some("r-1"), None).await;
+    h.register_demo().await;
+    let (_, w) = h.create(h.body(&["JGAD000101"])).await;
+    let id = w["id"].as_str().unwrap();
+    h.observe("tohoku", &[(id, "running", None)]).await;
+    let session = format!("/v1/workspaces/{id}/session");
+    // A query string without its required field (axum's own rejection), and a session asked
+    // of plain HTTP by its owner.
+    let spec =
+        format!("{session}?spec=%7B%22kind%22%3A%22exec%22%2C%22argv%22%3A%5B%22sh%22%5D%7D");
+    for (path, status, code, says) in [
+        (&session, StatusCode::BAD_REQUEST, "bad_request", "spec"),
+        (
+            &spec,
+            StatusCode::BAD_REQUEST,
+            "websocket_required",
+            "websocket",
+        ),
+    ] {
+        let got = h
+            .raw(Method::GET, path, Some(&researcher), &[], vec![])
+            .await;
+        assert_error(&got, status, code);
+        let message = got.1["error"]["message"].as_str().unwrap();
+        assert!(message.to_lowercase().contains(says), "{path}: {message}");
+    }
+}

@@ -247,6 +247,26 @@ impl World {
             let _ = std::process::Command::new("scancel")
                 .args(["--user", "basho-svc", "--quiet"])
                 .status();
+            // scancel only asks: wait until the jobs are gone, or the next case's agent finds
+            // this one's job at its site and stops it in the middle of that case.
+            let gone = self
+                .poll(
+                    "the cancelled jobs gone",
+                    Duration::from_secs(60),
+                    || async {
+                        let left = basho_tests::slurm::slurm(&[
+                            "squeue",
+                            "--user",
+                            "basho-svc",
+                            "--noheader",
+                        ]);
+                        left.trim().is_empty().then_some(())
+                    },
+                )
+                .await;
+            if let Err(e) = gone {
+                eprintln!("clean: {e}");
+            }
         }
         if let Some((api, _)) = &self.kube {
             api.clear_pods();

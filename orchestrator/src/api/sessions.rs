@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, OriginalUri, Path, Query, State};
 use axum::http::request::Parts;
@@ -75,6 +76,8 @@ async fn refused(o: &Orchestrator, actor: &str, id: &str, err: ApiError) -> ApiE
     ),
     responses(
         (status = 101, description = "A WebSocket carrying the session's binary frames (docs/architecture.md, \"Researchers get in\")"),
+        (status = 400, description = "No `spec` in the query (`bad_request`), or not a WebSocket upgrade (`websocket_required`)", body = ErrorBody),
+        (status = 422, description = "The spec is not a session spec (`invalid_request`)", body = ErrorBody),
         (status = 401, description = "No or unknown token", body = ErrorBody),
         (status = 403, description = "Not the owner's researcher token (`forbidden`), or an admin without a break-glass reason (`break_glass_required`)", body = ErrorBody),
         (status = 404, description = "No such workspace (or another researcher's)", body = ErrorBody),
@@ -92,7 +95,7 @@ pub async fn open(
     Query(q): Query<SessionQuery>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let actor = who.actor();
     let spec: SessionSpec = serde_json::from_str(&q.spec)
@@ -143,6 +146,22 @@ pub async fn open(
         );
         return Err(refused(&o, &actor, &id, e).await);
     }
+    // Checked after who and what, so a plain GET learns the same as a WebSocket would.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            let e = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "websocket_required",
+                format!(
+                    "a session is a WebSocket ({}); open it with basho shell or basho exec, or \
+                     send the Upgrade: websocket headers",
+                    e.body_text()
+                ),
+            );
+            return Err(refused(&o, &actor, &id, e).await);
+        }
+    };
     let open = Open {
         workspace: id.clone(),
         spec: spec.clone(),
