@@ -83,14 +83,25 @@ pub struct RevocationRequest {
     pub dataset: Option<Ident>,
     /// Every visa of this subject (`sub`) issued at or before now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
     pub subject: Option<String>,
     /// Every workspace of this project, and every later create for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<Ident>,
     /// This visa, forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
     pub visa_jti: Option<String>,
     /// One of `consent-withdrawn`, `dac-revoked`, `project-ended`, `security-incident`, `other`.
+    #[schema(value_type = Reason)]
     pub reason: String,
 }
 

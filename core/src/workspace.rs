@@ -21,8 +21,10 @@ pub const MAX_VISAS: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Whole CPU cores, at least 1.
+    #[schema(minimum = 1, maximum = 1024)]
     pub cpus: u32,
     /// Memory in MiB, at least 16.
+    #[schema(minimum = 16, maximum = 16_777_216)]
     pub memory_mib: u64,
     /// GPUs, 0 unless the work needs them.
     #[serde(default)]

@@ -114,6 +114,9 @@ pub async fn register(
     }))
 }
 
+/// Longest `wait_s` a desired-state poll may ask for (the schema's maximum).
+const MAX_WAIT_S: u16 = 3600;
+
 /// Parameters of the desired-state poll.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -125,7 +128,8 @@ pub struct DesiredQuery {
     pub after: Option<i64>,
     /// Longest wait in seconds, capped by the server's `long_poll_max_s` and by half its
     /// `agent_silent_s`; 0 or absent: no wait.
-    pub wait_s: Option<u64>,
+    #[param(minimum = 0, maximum = 3600)]
+    pub wait_s: Option<u16>,
 }
 
 fn assignment(r: WorkspaceRecord) -> Assignment {
@@ -165,6 +169,11 @@ pub async fn desired(
     State(o): State<Orchestrator>,
     ApiQuery(q): ApiQuery<DesiredQuery>,
 ) -> ApiResult<Json<DesiredState>> {
+    if q.wait_s.is_some_and(|w| w > MAX_WAIT_S) {
+        return Err(ApiError::invalid(format!(
+            "query parameter wait_s is over {MAX_WAIT_S}; the server caps a wait far lower anyway"
+        )));
+    }
     let site = q.site.unwrap_or_else(|| agent.0.clone());
     agent.check_audited(&o, "/v1/agent/desired", &site).await?;
     touch(&o, &site).await?;
@@ -175,7 +184,7 @@ pub async fn desired(
         let cap = limits
             .long_poll_max_s
             .min((limits.agent_silent_s / 2).max(1));
-        let wait = Duration::from_secs(q.wait_s.unwrap_or(0).min(cap));
+        let wait = Duration::from_secs(u64::from(q.wait_s.unwrap_or(0)).min(cap));
         // Revisions only grow: a replica whose view lags behind what the agent already saw
         // (another replica answered it) waits too, instead of answering the old state at once.
         if *rx.borrow_and_update() <= after && !wait.is_zero() {

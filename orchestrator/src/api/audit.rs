@@ -22,6 +22,7 @@ pub struct AuditQuery {
     /// Only entries after this seq (default 0: from the start).
     pub after: Option<i64>,
     /// Most entries to answer, 1 to 1000 (default 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

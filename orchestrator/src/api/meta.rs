@@ -13,7 +13,9 @@ use basho_core::protocol::{
 use basho_core::{CreateWorkspace, ErrorBody, Resources, State as WsState, Workspace};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::link::{Link, LinkBuilder};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{ApiError, agent, audit, revocations, sessions, sites, tokens, usage, workspaces};
@@ -37,6 +39,86 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// What every operation shares, written once instead of on each: an operation that takes a JSON
+/// body can answer 400 (`invalid_json`, `invalid_body`) and 413 (`body_too_large`) from the body
+/// extractor; and the links a stateful client follows from a created workspace to what it can
+/// do with it.
+struct ContractShape;
+
+impl ContractShape {
+    fn error(description: &str) -> RefOr<utoipa::openapi::Response> {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    }
+
+    fn link(operation: &str, params: &[(&str, &str)]) -> Link {
+        params
+            .iter()
+            .fold(LinkBuilder::new().operation_id(operation), |l, (k, v)| {
+                l.parameter(*k, *v)
+            })
+            .build()
+    }
+}
+
+impl Modify for ContractShape {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [&mut item.post, &mut item.put, &mut item.patch];
+            for op in ops.into_iter().flatten() {
+                if op.request_body.is_none() {
+                    continue;
+                }
+                let r = &mut op.responses.responses;
+                r.entry("400".into()).or_insert_with(|| {
+                    Self::error("The body is not JSON (`invalid_json`) or could not be read (`invalid_body`)")
+                });
+                r.entry("413".into()).or_insert_with(|| {
+                    Self::error(
+                        "The body is larger than the server's `max_body_bytes` (`body_too_large`)",
+                    )
+                });
+            }
+        }
+        let Some(create) = openapi
+            .paths
+            .paths
+            .get_mut("/v1/workspaces")
+            .and_then(|p| p.post.as_mut())
+        else {
+            return;
+        };
+        let id = [("id", "$response.body#/id")];
+        let links = [
+            ("GetWorkspace", Self::link("getWorkspace", &id)),
+            ("DeleteWorkspace", Self::link("deleteWorkspace", &id)),
+            ("OpenSession", Self::link("openSession", &id)),
+            (
+                "ProjectUsage",
+                Self::link("projectUsage", &[("id", "$response.body#/project")]),
+            ),
+        ];
+        for status in ["200", "201"] {
+            if let Some(RefOr::T(answer)) = create.responses.responses.get_mut(status) {
+                for (name, link) in &links {
+                    answer
+                        .links
+                        .insert((*name).to_owned(), RefOr::T(link.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -70,7 +152,7 @@ impl Modify for BearerAuth {
         basho_core::usage::UsageAck, usage::UsageReport, usage::Totals, usage::SiteUsage,
         usage::WorkspaceUsage, usage::QuotaStatus, crate::quota::Balance, crate::store::Quota,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ContractShape),
     tags(
         (name = "workspaces", description = "Workspaces (platform or admin token; a researcher's token reads that researcher's own)"),
         (name = "sites", description = "Sites (platform or admin token)"),

@@ -71,7 +71,7 @@ async fn refused(o: &Orchestrator, actor: &str, id: &str, err: ApiError) -> ApiE
 #[utoipa::path(
     get, path = "/v1/workspaces/{id}/session", operation_id = "openSession", tag = "sessions",
     params(
-        ("id" = String, Path, description = "Workspace id (`ws-...`)"),
+        ("id" = String, Path, description = "Workspace id (`ws-...`)", max_length = 64),
         ("spec" = String, Query, description = "What to run, as JSON: `{\"kind\": \"exec\"|\"forward\", \"argv\": [..], \"tty\", \"cols\", \"rows\", \"port\", \"break_glass\"}`"),
     ),
     responses(

@@ -171,7 +171,7 @@ pub struct UsageReport {
 /// A project's usage.
 #[utoipa::path(
     get, path = "/v1/projects/{id}/usage", operation_id = "projectUsage", tag = "usage",
-    params(("id" = String, Path, description = "Project"), UsageQuery),
+    params(("id" = Ident, Path, description = "Project"), UsageQuery),
     responses(
         (status = 200, description = "Totals, by site and by workspace", body = UsageReport),
         (status = 401, description = "No or unknown token", body = ErrorBody),
@@ -253,7 +253,7 @@ async fn status(o: &Orchestrator, project: &Ident) -> ApiResult<QuotaStatus> {
 /// `quota_exceeded`); live workspaces are warned at 80% and stopped after the grace period at 100%.
 #[utoipa::path(
     put, path = "/v1/projects/{id}/quota", operation_id = "setQuota", tag = "usage",
-    params(("id" = String, Path, description = "Project")),
+    params(("id" = Ident, Path, description = "Project")),
     request_body = Quota,
     responses(
         (status = 200, description = "The quota and the balance", body = QuotaStatus),
@@ -292,11 +292,12 @@ pub async fn set_quota(
 /// A project's quota and balance.
 #[utoipa::path(
     get, path = "/v1/projects/{id}/quota", operation_id = "getQuota", tag = "usage",
-    params(("id" = String, Path, description = "Project")),
+    params(("id" = Ident, Path, description = "Project")),
     responses(
         (status = 200, description = "The quota and the balance", body = QuotaStatus),
         (status = 401, description = "No or unknown token", body = ErrorBody),
         (status = 403, description = "Not a platform, admin or auditor token", body = ErrorBody),
+        (status = 422, description = "The project id is not an identifier", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

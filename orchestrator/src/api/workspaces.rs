@@ -208,10 +208,13 @@ async fn audit_creation(o: &Orchestrator, actor: &str, rec: &WorkspaceRecord, re
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this project.
+    #[param(value_type = Option<Ident>)]
     pub project: Option<String>,
     /// Only this state.
+    #[param(value_type = Option<WsState>)]
     pub state: Option<String>,
     /// Only this site.
+    #[param(value_type = Option<Ident>)]
     pub site: Option<String>,
 }
 
@@ -280,7 +283,7 @@ fn missing(id: &str) -> ApiError {
 /// Show one workspace.
 #[utoipa::path(
     get, path = "/v1/workspaces/{id}", operation_id = "getWorkspace", tag = "workspaces",
-    params(("id" = String, Path, description = "Workspace id (`ws-...`)")),
+    params(("id" = String, Path, description = "Workspace id (`ws-...`)", max_length = 64)),
     responses(
         (status = 200, description = "The workspace", body = Workspace),
         (status = 401, description = "No or unknown token", body = ErrorBody),
@@ -320,7 +323,7 @@ pub async fn show(
 /// workspace that is already stopping or ended changes nothing and answers the same way.
 #[utoipa::path(
     delete, path = "/v1/workspaces/{id}", operation_id = "deleteWorkspace", tag = "workspaces",
-    params(("id" = String, Path, description = "Workspace id (`ws-...`)")),
+    params(("id" = String, Path, description = "Workspace id (`ws-...`)", max_length = 64)),
     responses(
         (status = 202, description = "Stopping (or already ended)", body = Workspace),
         (status = 401, description = "No or unknown token", body = ErrorBody),

@@ -75,9 +75,11 @@ pub fn contiguous_through(acked: i64, later: &[i64]) -> i64 {
 pub struct Quota {
     /// Core-hours (allocated cores × hours).
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub core_hours: Option<f64>,
     /// GPU-hours.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub gpu_hours: Option<f64>,
 }
 

@@ -1,0 +1,138 @@
+"""schemathesis hooks and helpers for scripts/contract-fuzz.
+
+As hooks (SCHEMATHESIS_HOOKS=contract_fuzz_hooks): a create is sent half the time as one the
+federation can place (the demo project and template, a dataset a site holds, its visa from the
+dev issuer), so the fuzzer gets past the grant checks into placement and its stateful runs have
+workspaces to follow; workspace and project ids in paths are half the time a real workspace
+(BASHO_FUZZ_WORKSPACE, made for the researcher before the runs) and the demo project (quotas
+another one, so a fuzzed quota never refuses the creates), so reads are reached with data.
+
+As a command: `namespace DATA_DIR` prints the Docker namespace `basho dev` gives a data dir's
+containers (cli/src/dev/sites.rs); `filters ROLE` prints the schemathesis options that select
+the operations a role may call (each role is fuzzed on its own operations, so none answers
+only 401 or 403); `phases ROLE` the phases it runs (stateful only where it creates).
+"""
+import functools
+import json
+import os
+import subprocess
+import sys
+
+# The operations each role may call (orchestrator/src/api/auth.rs).
+PUBLIC = ["healthz", "openapi", "metrics"]
+ROLES = {
+    "platform": ["createWorkspace", "listWorkspaces", "getWorkspace", "deleteWorkspace",
+                 "listSites", "revoke", "projectUsage", "getQuota", "setQuota"],
+    "admin": ["createWorkspace", "listWorkspaces", "getWorkspace", "deleteWorkspace",
+              "listSites", "revoke", "projectUsage", "getQuota", "setQuota", "listAudit",
+              "createToken", "listTokens", "revokeToken"],
+    "auditor": ["listAudit", "projectUsage", "getQuota"],
+    "researcher": ["listWorkspaces", "getWorkspace", "openSession"],
+    "agent": ["agentRegister", "agentDesired", "agentObservations", "agentUsage"],
+}
+DEMO_PROJECT = "P-0001"
+QUOTA_PROJECT = "P-QUOTA"
+RESEARCHER = "alice@example.org"
+
+
+def namespace(data_dir):
+    h = 0xCBF29CE484222325
+    for b in os.fsencode(os.path.abspath(data_dir)):
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"dev-{h:016x}"
+
+
+def filters(role):
+    args = []
+    for op in ROLES[role] + (PUBLIC if role == "platform" else []):
+        args += ["--include-operation-id", op]
+    return args
+
+
+@functools.lru_cache(maxsize=None)
+def visa(dataset):
+    out = subprocess.run(
+        [os.environ["BASHO_FUZZ_BIN"], "dev", "visa", "--data-dir", os.environ["BASHO_FUZZ_DATA"],
+         "--dataset", dataset, "--subject", RESEARCHER],
+        capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "namespace":
+        print(namespace(sys.argv[2]))
+    elif sys.argv[1] == "filters":
+        print(" ".join(filters(sys.argv[2])))
+    elif sys.argv[1] == "phases":
+        # Stateful runs follow the links from a created workspace: only roles that create.
+        stateful = "createWorkspace" in ROLES[sys.argv[2]]
+        print("examples,coverage,fuzzing" + (",stateful" if stateful else ""))
+    sys.exit(0)
+
+import schemathesis  # noqa: E402  (only the hooks need it)
+from hypothesis import strategies as st  # noqa: E402
+
+
+@functools.lru_cache(maxsize=None)
+def demo_datasets():
+    """The datasets the dev sites hold, as GET /v1/sites lists them."""
+    import urllib.request
+    with open(os.path.join(os.environ["BASHO_FUZZ_DATA"], "platform-token")) as f:
+        token = f.read().strip()
+    req = urllib.request.Request(os.environ["BASHO_FUZZ_URL"] + "/v1/sites",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        sites = json.load(r)
+    return sorted(d["id"] for s in sites for d in s["datasets"])
+
+
+def valid_create(body, dataset):
+    """`body` made one the federation can place: the demo project and template, one dataset a
+    site holds, its visa from the dev issuer; the fuzzed resources and duration stay."""
+    body = dict(body) if isinstance(body, dict) else {}
+    body.update({"project": DEMO_PROJECT, "template": "shell", "datasets": [dataset],
+                 "visas": [visa(dataset)]})
+    body.pop("site", None)
+    return body
+
+
+def with_body(case, body):
+    case.body = body
+    return case
+
+
+@schemathesis.hook
+def flatmap_case(ctx, case):
+    # Only cases meant to be valid: a negative case made valid would be a false "accepted".
+    negative = case.meta is None or case.meta.generation.mode.is_negative
+    if ctx.operation.label != "POST /v1/workspaces" or negative:
+        return st.just(case)
+    valid = st.sampled_from(demo_datasets()).map(
+        lambda d: with_body(case, valid_create(case.body, d)))
+    return st.one_of(st.just(case), valid)
+
+
+@schemathesis.hook
+def flatmap_path_parameters(ctx, params):
+    if not isinstance(params, dict) or "id" not in params:
+        return st.just(params)
+    if ctx.operation.path.endswith("/quota"):
+        # Its own project: a fuzzed quota of 0 on the demo project would refuse every later
+        # create, and the stateful runs would have nothing to follow.
+        return st.sampled_from([params, {**params, "id": QUOTA_PROJECT}])
+    if "/projects/" in ctx.operation.path:
+        return st.sampled_from([params, {**params, "id": DEMO_PROJECT}])
+    known = os.environ.get("BASHO_FUZZ_WORKSPACE")
+    if known and ctx.operation.path.startswith("/v1/workspaces/"):
+        return st.sampled_from([params, {**params, "id": known}])
+    return st.just(params)
+
+
+@schemathesis.hook
+def map_query(ctx, query):
+    # A long-poll answers when its wait is over: keep the fuzzer's waits short.
+    if ctx.operation.label == "GET /v1/agent/desired" and isinstance(query, dict):
+        wait = query.get("wait_s")
+        if isinstance(wait, int) and 2 < wait <= 3600:
+            query = {**query, "wait_s": 2}
+    return query
