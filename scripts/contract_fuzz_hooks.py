@@ -28,7 +28,7 @@ ROLES = {
               "createToken", "listTokens", "revokeToken"],
     "auditor": ["listAudit", "projectUsage", "getQuota"],
     "researcher": ["listWorkspaces", "getWorkspace", "openSession"],
-    "agent": ["agentRegister", "agentDesired", "agentObservations", "agentUsage"],
+    "agent": ["agentRegister", "agentDesired", "agentObservations", "agentUsage", "agentTunnel"],
 }
 DEMO_PROJECT = "P-0001"
 QUOTA_PROJECT = "P-QUOTA"

@@ -120,6 +120,21 @@ fn store_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// 400 `websocket_required`: a WebSocket route asked of plain HTTP (`what` names the route).
+pub fn websocket_required(
+    e: &axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    what: &str,
+) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "websocket_required",
+        format!(
+            "{what} is a WebSocket ({}); send the Upgrade: websocket headers",
+            e.body_text()
+        ),
+    )
+}
+
 /// The result type of every handler.
 pub type ApiResult<T> = Result<T, ApiError>;
 

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use basho_core::Ident;
 use basho_core::tunnel::{Frame, Kind};
 use futures::{SinkExt as _, StreamExt as _};
@@ -134,6 +135,7 @@ impl Tunnels {
     get, path = "/v1/agent/tunnel", operation_id = "agentTunnel", tag = "agent",
     responses(
         (status = 101, description = "A WebSocket carrying every session of the site as binary frames tagged with a session id"),
+        (status = 400, description = "Not a WebSocket upgrade (`websocket_required`)", body = basho_core::ErrorBody),
         (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
         (status = 403, description = "Not an agent token", body = basho_core::ErrorBody),
     ),
@@ -142,8 +144,15 @@ impl Tunnels {
 pub async fn accept(
     AgentSite(site): AgentSite,
     State(o): State<Orchestrator>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return crate::api::websocket_required(&e, "the agent's session tunnel")
+                .into_response();
+        }
+    };
     let span = info_span!("tunnel", site = %site);
     ws.max_message_size(1 << 20)
         .on_upgrade(move |socket| serve(o, site, socket).instrument(span))

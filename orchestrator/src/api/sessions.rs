@@ -150,15 +150,7 @@ pub async fn open(
     let ws = match ws {
         Ok(ws) => ws,
         Err(e) => {
-            let e = ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "websocket_required",
-                format!(
-                    "a session is a WebSocket ({}); open it with basho shell or basho exec, or \
-                     send the Upgrade: websocket headers",
-                    e.body_text()
-                ),
-            );
+            let e = super::websocket_required(&e, "a session (basho shell, basho exec)");
             return Err(refused(&o, &actor, &id, e).await);
         }
     };
