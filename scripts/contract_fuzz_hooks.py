@@ -22,9 +22,10 @@ import sys
 PUBLIC = ["healthz", "openapi", "metrics"]
 ROLES = {
     "platform": ["createWorkspace", "listWorkspaces", "getWorkspace", "deleteWorkspace",
-                 "listSites", "revoke", "projectUsage", "getQuota", "setQuota"],
+                 "listSites", "listTemplates", "revoke", "projectUsage", "getQuota", "setQuota"],
     "admin": ["createWorkspace", "listWorkspaces", "getWorkspace", "deleteWorkspace",
-              "listSites", "revoke", "projectUsage", "getQuota", "setQuota", "listAudit",
+              "listSites", "listTemplates", "revoke", "projectUsage", "getQuota", "setQuota",
+              "listAudit",
               "createToken", "listTokens", "revokeToken"],
     "auditor": ["listAudit", "projectUsage", "getQuota"],
     "researcher": ["listWorkspaces", "getWorkspace", "openSession"],

@@ -217,7 +217,7 @@ pub async fn token(
     role: &str,
     subject: Option<String>,
 ) -> Result<String, DevError> {
-    use basho_orchestrator::store::Role;
+    use basho_core::Role;
     use basho_orchestrator::tokens::{self, NewToken, TokenError};
     let parsed = Role::parse(role).filter(|r| *r != Role::Agent);
     let Some(parsed) = parsed else {

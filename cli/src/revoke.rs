@@ -7,11 +7,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use basho_core::revocation::{
-    NOTHING_REPORTED, Reason, Revocation, RevocationRequest, SITE_CONFIRMED,
+    NOTHING_REPORTED, Reason, RevocationRequest, Revoked, SITE_CONFIRMED,
 };
 use basho_core::{Ident, State, Workspace};
 use clap::Args;
-use serde::Deserialize;
 
 use crate::args::ClientArgs;
 use crate::client::Client;
@@ -49,15 +48,6 @@ pub struct RevokeArgs {
     /// How long --wait waits for each workspace.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub timeout: Duration,
-}
-
-/// The answer of `POST /v1/revocations`.
-#[derive(Debug, Deserialize)]
-pub struct Revoked {
-    /// Workspaces moved to `revoked`.
-    pub affected: Vec<String>,
-    /// The revocation as recorded.
-    pub revocation: Revocation,
 }
 
 /// Runs `basho revoke`.

@@ -1,6 +1,6 @@
 //! `basho usage` (a project's metered use, by site and by workspace) and `basho quota set|show`.
 
-use basho_orchestrator::api::usage::{Totals, UsageReport};
+use basho_core::usage::{Totals, UsageReport};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
@@ -261,7 +261,7 @@ fn quota_text(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use basho_orchestrator::api::usage::{SiteUsage, WorkspaceUsage};
+    use basho_core::usage::{SiteUsage, WorkspaceUsage};
 
     fn report() -> UsageReport {
         let t = Totals {

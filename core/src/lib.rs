@@ -11,6 +11,7 @@ pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod revocation;
+pub mod role;
 pub mod template;
 pub mod tunnel;
 pub mod usage;
@@ -19,6 +20,7 @@ pub mod workspace;
 
 pub use error::ErrorBody;
 pub use id::{Ident, IdentError};
+pub use role::Role;
 pub use workspace::{CreateWorkspace, Resources, State, Workspace};
 
 /// Label on every container (and pod) basho manages: the workspace id.

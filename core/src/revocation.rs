@@ -169,6 +169,15 @@ pub struct Revocation {
     pub at: DateTime<Utc>,
 }
 
+/// The answer to a revocation (`POST /v1/revocations`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Revoked {
+    /// Workspaces moved to `revoked`; their sites stop them.
+    pub affected: Vec<String>,
+    /// The revocation as recorded.
+    pub revocation: Revocation,
+}
+
 /// A visa as revocation needs it: its id and when it was issued (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VisaId {

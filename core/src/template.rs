@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Ident, Resources};
 
 /// One workspace template.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
     /// Template name; must equal the file's stem.

@@ -4,14 +4,15 @@
 
 use std::collections::BTreeSet;
 
-use basho_core::visa::{DEFAULT_GRANT_PREFIX, VisaError, verify_all};
+use basho_core::visa::{DEFAULT_GRANT_PREFIX, TrustedIssuers, VisaError, verify_all};
 use basho_core::workspace::MAX_VISAS;
 use basho_core::{CreateWorkspace, Ident, State, Workspace};
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::Inner;
+use crate::placement::{Reservation, SiteCache};
 use crate::scheduler::{PlacementError, Request};
 use crate::store::{VisaRef, WorkspaceRecord, from_millis, to_millis};
+use crate::templates::Templates;
 
 /// Why a create request is refused. Nothing has been written when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,10 +88,22 @@ impl AdmissionError {
     }
 }
 
+/// What admission reads: the templates, the trusted issuers and the sites, nothing else.
+pub(crate) struct Admission<'a> {
+    /// The deployment's templates.
+    pub templates: &'a Templates,
+    /// Whose visas are believed.
+    pub issuers: &'a TrustedIssuers,
+    /// Where workspaces can go.
+    pub sites: &'a SiteCache,
+    /// Sites silent for longer rank last.
+    pub agent_silent_s: u64,
+}
+
 /// The datasets the grants name: a value a site catalog lists maps to that dataset, else a
 /// value under the default prefix maps to its suffix. Values that map to nothing are skipped.
-fn granted_datasets(inner: &Inner, values: &BTreeSet<String>) -> BTreeSet<Ident> {
-    let by_url = inner.sites.grant_urls();
+fn granted_datasets(sites: &SiteCache, values: &BTreeSet<String>) -> BTreeSet<Ident> {
+    let by_url = sites.grant_urls();
     values
         .iter()
         .filter_map(|v| {
@@ -102,18 +115,18 @@ fn granted_datasets(inner: &Inner, values: &BTreeSet<String>) -> BTreeSet<Ident>
         .collect()
 }
 
-/// Checks `req` and places it. On success the compute is reserved at the returned record's site:
-/// the caller stores the record, or releases the reservation.
-pub(crate) fn admit(
-    inner: &Inner,
+/// Checks `req` and places it: the record to store, and its compute reserved at the record's
+/// site until the reservation is committed or dropped.
+pub(crate) fn admit<'a>(
+    ctx: &Admission<'a>,
     req: &CreateWorkspace,
     now: DateTime<Utc>,
-) -> Result<WorkspaceRecord, AdmissionError> {
+) -> Result<(WorkspaceRecord, Reservation<'a>), AdmissionError> {
     let now = to_millis(now);
-    let template = inner.templates.get(req.template.as_str()).ok_or_else(|| {
+    let template = ctx.templates.get(req.template.as_str()).ok_or_else(|| {
         AdmissionError::UnknownTemplate {
             name: req.template.clone(),
-            known: inner
+            known: ctx
                 .templates
                 .names()
                 .into_iter()
@@ -145,7 +158,7 @@ pub(crate) fn admit(
             req.visas.len()
         )));
     }
-    let grants = verify_all(&req.visas, &inner.issuers, now.timestamp())
+    let grants = verify_all(&req.visas, ctx.issuers, now.timestamp())
         .map_err(|(index, error)| AdmissionError::Visa { index, error })?;
     let values: BTreeSet<String> = grants.iter().map(|g| g.value.clone()).collect();
 
@@ -167,7 +180,7 @@ pub(crate) fn admit(
             list.clone()
         }
         None => {
-            let granted = granted_datasets(inner, &values);
+            let granted = granted_datasets(ctx.sites, &values);
             if granted.is_empty() {
                 return Err(AdmissionError::NothingGranted(values.into_iter().collect()));
             }
@@ -175,9 +188,9 @@ pub(crate) fn admit(
         }
     };
 
-    let online_s = i64::try_from(inner.config.limits.agent_silent_s).unwrap_or(i64::MAX);
+    let online_s = i64::try_from(ctx.agent_silent_s).unwrap_or(i64::MAX);
     let online_since = now - TimeDelta::try_seconds(online_s).unwrap_or(TimeDelta::MAX);
-    let site = inner.sites.place_and_reserve(
+    let reservation = ctx.sites.place_and_reserve(
         &Request {
             datasets: &datasets,
             resources,
@@ -199,7 +212,7 @@ pub(crate) fn admit(
         project: req.project.clone(),
         owner: grants[0].sub.clone(),
         template: template.name.clone(),
-        site,
+        site: reservation.site().clone(),
         state: State::Placed,
         message: None,
         datasets,
@@ -208,7 +221,7 @@ pub(crate) fn admit(
         expires_at,
         updated_at: now,
     };
-    Ok(WorkspaceRecord {
+    let record = WorkspaceRecord {
         workspace,
         visas: req.visas.clone(),
         visa_refs: grants
@@ -222,5 +235,6 @@ pub(crate) fn admit(
         image: template.image.clone(),
         command: template.command.clone(),
         revision: 0,
-    })
+    };
+    Ok((record, reservation))
 }

@@ -22,6 +22,7 @@ pub mod meta;
 pub mod revocations;
 pub mod sessions;
 pub mod sites;
+pub mod templates;
 pub mod tokens;
 pub mod usage;
 pub mod workspaces;
@@ -234,8 +235,9 @@ pub fn router(o: Orchestrator) -> Router {
             get(workspaces::show).delete(workspaces::delete),
         )
         .route("/v1/workspaces/{id}/session", get(sessions::open))
-        .route("/v1/agent/tunnel", get(crate::tunnel::accept))
+        .route("/v1/agent/tunnel", get(agent::tunnel))
         .route("/v1/sites", get(sites::list))
+        .route("/v1/templates", get(templates::list))
         .route("/v1/revocations", post(revocations::revoke))
         .route("/v1/audit", get(audit::list))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))

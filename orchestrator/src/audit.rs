@@ -1,5 +1,5 @@
 //! Writing the audit log: [`Orchestrator::audit`] appends one entry and never fails the request
-//! it belongs to, and [`Orchestrator::transition_as`] records who moved a workspace.
+//! it belongs to, and `Orchestrator::transition_as` (in `workspaces.rs`) records who moved a workspace.
 //!
 //! One writer task per orchestrator appends what concurrent requests hand it in batches, one
 //! transaction each (group commit): the chain stays linear and the create path does not queue on
@@ -7,7 +7,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-use basho_core::State;
 use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
@@ -15,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
 use crate::Orchestrator;
-use crate::store::{AuditEvent, Store, StoreError, Transition, VisaRef};
+use crate::store::{AuditEvent, Store, VisaRef};
 
 /// The actor of background work (the expiry loop, the silent-agent sweep).
 pub const SYSTEM: &str = "orchestrator";
@@ -90,29 +89,5 @@ impl Orchestrator {
                 "audit entry not written: the audit writer stopped"
             );
         }
-    }
-
-    /// [`Orchestrator::transition`], writing a `workspace_state` entry naming `actor` when the
-    /// state changed.
-    pub(crate) async fn transition_as(
-        &self,
-        actor: &str,
-        id: &str,
-        to: State,
-        message: Option<&str>,
-    ) -> Result<Transition, StoreError> {
-        let t = self.transition(id, to, message).await?;
-        if let Transition::Changed { from, record } = &t {
-            let w = &record.workspace;
-            self.audit(
-                actor,
-                "workspace_state",
-                &w.id,
-                json!({"from": from.as_str(), "to": w.state.as_str(), "site": w.site.as_str(),
-                       "message": message}),
-            )
-            .await;
-        }
-        Ok(t)
     }
 }

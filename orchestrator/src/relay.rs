@@ -22,7 +22,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiError;
 use crate::config::Config;
 
 /// The header of a relayed session request: the relaying replica's id.
@@ -63,7 +62,12 @@ pub enum RelayError {
     /// The holder could not be reached (network, TLS, a refused URL).
     Unreachable(String),
     /// The holder answered the upgrade with an error, passed on to the caller as it is.
-    Answered(ApiError),
+    Answered {
+        /// Its status.
+        status: StatusCode,
+        /// Its error body.
+        body: ErrorBody,
+    },
 }
 
 impl Peers {
@@ -172,7 +176,7 @@ impl Peers {
 fn answered(status: u16, body: &[u8]) -> RelayError {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(b) => RelayError::Answered(ApiError::new(status, &b.error.code, b.error.message)),
+        Ok(body) => RelayError::Answered { status, body },
         Err(_) => RelayError::Unreachable(format!(
             "it answered {status} with no error body; check that the advertise URL names a \
              basho orchestrator"

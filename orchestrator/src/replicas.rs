@@ -266,7 +266,7 @@ async fn apply(
             }
         }
         REVOCATION_CHANNEL => {
-            inner.replace_revocations(store.revocations().await?);
+            inner.revocations.replace(store.revocations().await?);
             if let Ok(rev) = payload.parse::<i64>() {
                 inner.sites.publish_all(rev);
             }
@@ -280,7 +280,7 @@ async fn apply(
 /// contact, compute held) and each site's revision.
 pub async fn refresh_once(o: &Orchestrator, store: &PostgresStore) -> Result<(), StoreError> {
     let inner = o.inner();
-    inner.replace_revocations(store.revocations().await?);
+    inner.revocations.replace(store.revocations().await?);
     let sites = store.sites().await?;
     let counts = store.counts().await?;
     inner.sites.refresh(sites, &counts);

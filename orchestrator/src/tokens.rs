@@ -1,11 +1,22 @@
-//! Creating, listing and revoking stored API tokens (`basho-orchestrator token ...`, and
-//! `basho dev token`). A token is 32 random bytes in hex, shown once; the store keeps its SHA-256.
+//! API tokens: who a bearer token belongs to ([`Tokens`]), and creating, listing and revoking
+//! stored ones (`basho-orchestrator token ...`, `basho dev token`). A token is 32 random bytes in
+//! hex, shown once; the store keeps its SHA-256. Config tokens (`platform_tokens`, each agent's
+//! token) are compared as SHA-256 digests in constant time against every configured token; stored
+//! tokens are looked up by their SHA-256 and cached in memory for [`CACHE_TTL`], so a revocation
+//! made by another process (the `token revoke` command) takes effect within that time, and one
+//! made through this process at once.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use basho_core::Ident;
 use chrono::Utc;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
-use crate::api::auth::token_hash;
+use crate::config::Config;
+
 use crate::store::{AuditEvent, Role, Store, StoreError, TokenRecord, to_millis};
 
 /// Why a token could not be made or revoked.
@@ -138,4 +149,209 @@ pub async fn open_store(path: &std::path::Path) -> Result<Box<dyn Store>, crate:
         }
         database => Box::new(crate::store::SqliteStore::open(database, &config.data_dir).await?),
     })
+}
+
+/// How long a database token's principal is cached.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most cached database tokens; the cache is cleared when it is full.
+const CACHE_MAX: usize = 10_000;
+
+type Hash = [u8; 32];
+
+fn digest(token: &str) -> Hash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// SHA-256 of `token`, lowercase hex: how the store keeps tokens.
+pub fn token_hash(token: &str) -> String {
+    digest(token).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ct_eq(a: &Hash, b: &Hash) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Who a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The platform; with the token id when the token is a stored one.
+    Platform(Option<String>),
+    /// An administrator's token (by id).
+    Admin(String),
+    /// An auditor's token (by id).
+    Auditor(String),
+    /// The agent of this site.
+    Agent(Ident),
+    /// A researcher: the visa `sub` their workspaces carry as owner.
+    Researcher(String),
+}
+
+impl Principal {
+    /// The actor named in audit entries: `platform`, `admin:<token id>`, `agent:<site>`, ...
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Platform(None) => "platform".to_owned(),
+            Principal::Platform(Some(id)) => format!("platform:{id}"),
+            Principal::Admin(id) => format!("admin:{id}"),
+            Principal::Auditor(id) => format!("auditor:{id}"),
+            Principal::Agent(site) => format!("agent:{site}"),
+            Principal::Researcher(sub) => format!("researcher:{sub}"),
+        }
+    }
+
+    /// The role the token carries.
+    pub fn role(&self) -> Role {
+        match self {
+            Principal::Platform(_) => Role::Platform,
+            Principal::Admin(_) => Role::Admin,
+            Principal::Auditor(_) => Role::Auditor,
+            Principal::Agent(_) => Role::Agent,
+            Principal::Researcher(_) => Role::Researcher,
+        }
+    }
+
+    /// The principal of a stored token, unless it is revoked or incomplete.
+    pub fn of_record(t: &TokenRecord) -> Option<Principal> {
+        if t.revoked_at.is_some() {
+            return None;
+        }
+        Some(match t.role {
+            Role::Platform => Principal::Platform(Some(t.id.clone())),
+            Role::Admin => Principal::Admin(t.id.clone()),
+            Role::Auditor => Principal::Auditor(t.id.clone()),
+            Role::Agent => Principal::Agent(t.site.clone()?),
+            Role::Researcher => Principal::Researcher(t.subject.clone()?),
+        })
+    }
+}
+
+/// The configured tokens, as digests, and a cache of stored tokens.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    platform: Vec<Hash>,
+    agents: Vec<(Hash, Ident)>,
+    cache: RwLock<HashMap<Hash, (Principal, String, Instant)>>,
+}
+
+impl Tokens {
+    /// Digests every token of `config`.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            platform: config.platform_tokens.iter().map(|t| digest(t)).collect(),
+            agents: config
+                .agents
+                .iter()
+                .map(|a| (digest(&a.token), a.site.clone()))
+                .collect(),
+            cache: RwLock::default(),
+        }
+    }
+
+    /// The principal a configured `token` belongs to, if any. Looks at every token before
+    /// answering.
+    pub fn identify_config(&self, token: &str) -> Option<Principal> {
+        let d = digest(token);
+        let mut found = None;
+        for p in &self.platform {
+            if ct_eq(p, &d) {
+                found = Some(Principal::Platform(None));
+            }
+        }
+        for (a, site) in &self.agents {
+            if ct_eq(a, &d) {
+                found = Some(Principal::Agent(site.clone()));
+            }
+        }
+        found
+    }
+
+    /// The principal `token` belongs to: a configured one, or a stored, unrevoked one.
+    pub async fn identify(
+        &self,
+        store: &dyn Store,
+        token: &str,
+    ) -> Result<Option<Principal>, StoreError> {
+        if let Some(p) = self.identify_config(token) {
+            return Ok(Some(p));
+        }
+        let d = digest(token);
+        if let Some((p, _, at)) = self.cache.read().expect("token cache lock").get(&d)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(Some(p.clone()));
+        }
+        let hash = token_hash(token);
+        let found = store.token_by_hash(&hash).await?;
+        let p = found.as_ref().and_then(Principal::of_record);
+        let mut cache = self.cache.write().expect("token cache lock");
+        match (&p, found) {
+            (Some(p), Some(rec)) => {
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(d, (p.clone(), rec.id, Instant::now()));
+            }
+            _ => {
+                cache.remove(&d);
+            }
+        }
+        Ok(p)
+    }
+
+    /// Forgets the cached principal of the stored token `id` (after it was revoked).
+    pub fn forget(&self, id: &str) {
+        self.cache
+            .write()
+            .expect("token cache lock")
+            .retain(|_, (_, cached, _)| cached != id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AgentAuth;
+
+    #[test]
+    fn identifies_each_configured_principal() {
+        let mut c = Config::for_tests("/t", "platform-secret");
+        c.agents.push(AgentAuth {
+            site: Ident::parse("tohoku").unwrap(),
+            token: "tohoku-secret".into(),
+        });
+        let t = Tokens::new(&c);
+        assert_eq!(
+            t.identify_config("platform-secret"),
+            Some(Principal::Platform(None))
+        );
+        assert_eq!(
+            t.identify_config("tohoku-secret"),
+            Some(Principal::Agent(Ident::parse("tohoku").unwrap()))
+        );
+        assert_eq!(t.identify_config("platform-secre"), None);
+        assert_eq!(t.identify_config(""), None);
+    }
+
+    #[test]
+    fn revoked_and_incomplete_records_open_nothing() {
+        let rec = TokenRecord {
+            id: "tok-00000001".into(),
+            role: Role::Researcher,
+            subject: Some("alice".into()),
+            site: None,
+            name: None,
+            created_at: chrono::Utc::now(),
+            revoked_at: None,
+        };
+        assert_eq!(
+            Principal::of_record(&rec),
+            Some(Principal::Researcher("alice".into()))
+        );
+        let mut revoked = rec.clone();
+        revoked.revoked_at = Some(chrono::Utc::now());
+        assert_eq!(Principal::of_record(&revoked), None);
+        let mut agent = rec;
+        agent.role = Role::Agent;
+        assert_eq!(Principal::of_record(&agent), None);
+    }
 }

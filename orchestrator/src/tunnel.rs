@@ -1,5 +1,5 @@
-//! The orchestrator's end of the agents' session tunnels: `GET /v1/agent/tunnel` (agent token)
-//! upgrades to a WebSocket that the site's agent keeps open, and [`Tunnels`] maps each site to
+//! The orchestrator's end of the agents' session tunnels: `GET /v1/agent/tunnel` (agent token,
+//! `api/agent.rs`) upgrades to a WebSocket that the site's agent keeps open, and [`Tunnels`] maps each site to
 //! its live tunnel. Sessions are opened on a site's tunnel with [`Tunnels::open`]; frames from the
 //! agent are routed to their session by id. Credit travels end to end, so a session's queue here
 //! never holds more than its window; a tunnel that goes away ends every session it carried.
@@ -11,20 +11,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::{IntoResponse, Response};
+use axum::extract::ws::{Message, WebSocket};
 use basho_core::Ident;
 use basho_core::tunnel::{Frame, Kind};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, info, info_span, warn};
+use tracing::{Instrument as _, info, warn};
 
 use crate::Orchestrator;
-use crate::api::auth::AgentSite;
 use crate::store::TunnelHolder;
 
 /// One agent's live tunnel.
@@ -130,35 +126,8 @@ impl Tunnels {
     }
 }
 
-/// `GET /v1/agent/tunnel`: the agent's session tunnel (a WebSocket).
-#[utoipa::path(
-    get, path = "/v1/agent/tunnel", operation_id = "agentTunnel", tag = "agent",
-    responses(
-        (status = 101, description = "A WebSocket carrying every session of the site as binary frames tagged with a session id"),
-        (status = 400, description = "Not a WebSocket upgrade (`websocket_required`)", body = basho_core::ErrorBody),
-        (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
-        (status = 403, description = "Not an agent token", body = basho_core::ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn accept(
-    AgentSite(site): AgentSite,
-    State(o): State<Orchestrator>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => {
-            return crate::api::websocket_required(&e, "the agent's session tunnel")
-                .into_response();
-        }
-    };
-    let span = info_span!("tunnel", site = %site);
-    ws.max_message_size(1 << 20)
-        .on_upgrade(move |socket| serve(o, site, socket).instrument(span))
-}
-
-async fn serve(o: Orchestrator, site: Ident, socket: WebSocket) {
+/// Serves `site`'s tunnel on an upgraded socket until either end closes it.
+pub(crate) async fn serve(o: Orchestrator, site: Ident, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Frame>(64);
     let link = Arc::new(Link {
@@ -188,24 +157,27 @@ async fn serve(o: Orchestrator, site: Ident, socket: WebSocket) {
     .await;
     let closed = link.closed.clone();
     let closing = o.inner().closing.clone();
-    let writer = tokio::spawn(async move {
-        let mut ping = tokio::time::interval(Duration::from_secs(15));
-        loop {
-            let msg = tokio::select! {
-                _ = closed.cancelled() => break,
-                f = rx.recv() => match f {
-                    Some(f) => Message::Binary(f.encode().into()),
-                    None => break,
-                },
-                _ = ping.tick() => Message::Ping(Vec::new().into()),
-            };
-            if sink.send(msg).await.is_err() {
-                break;
+    let writer = tokio::spawn(
+        async move {
+            let mut ping = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                let msg = tokio::select! {
+                    _ = closed.cancelled() => break,
+                    f = rx.recv() => match f {
+                        Some(f) => Message::Binary(f.encode().into()),
+                        None => break,
+                    },
+                    _ = ping.tick() => Message::Ping(Vec::new().into()),
+                };
+                if sink.send(msg).await.is_err() {
+                    break;
+                }
             }
+            closed.cancel();
+            let _ = sink.close().await;
         }
-        closed.cancel();
-        let _ = sink.close().await;
-    });
+        .in_current_span(),
+    );
     loop {
         let msg = tokio::select! {
             _ = link.closed.cancelled() => break,

@@ -341,7 +341,7 @@ async fn background_loops_and_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workspaces_stuck_past_the_start_timeout_fail_and_release_their_compute() {
-    use basho_orchestrator::loops::time_out_once;
+    use basho_orchestrator::expiry::time_out_once;
     let h = Harness::with(|c| c.limits.agent_silent_s = 1).await;
     for (site, dataset, timeout) in [("tohoku", "JGAD000101", 1), ("ncbn", "JGAD000201", 0)] {
         let mut reg = registration(site, &[dataset], 8, 8192);

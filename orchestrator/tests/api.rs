@@ -333,3 +333,27 @@ async fn config_problems_are_reported_together() {
     };
     assert_eq!(e.problems.len(), 3, "{err}");
 }
+
+#[tokio::test]
+async fn templates_are_listed_for_the_platform() {
+    let h = Harness::new().await;
+    let (status, list) = h.get("/v1/templates").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"shell"), "{list}");
+    let shell = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "shell")
+        .unwrap();
+    assert!(shell["resources"]["cpus"].as_u64().unwrap() >= 1, "{shell}");
+    assert!(shell["max_duration_s"].as_u64().unwrap() > 0, "{shell}");
+    let got = h.raw(Method::GET, "/v1/templates", None, &[], vec![]).await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "unauthenticated");
+}

@@ -289,7 +289,7 @@ async fn expiry_is_written_as_the_orchestrator() {
     assert_eq!(s, StatusCode::CREATED, "{w}");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(
-        basho_orchestrator::loops::expire_once(&h.orchestrator)
+        basho_orchestrator::expiry::expire_once(&h.orchestrator)
             .await
             .unwrap(),
         1

@@ -221,7 +221,7 @@ async fn unknown_missing_and_revoked_tokens_are_unauthenticated() {
     assert!(revoked.revoked_at.is_some());
     // Revoked by another process: effective once the cache entry lapses.
     tokio::time::sleep(
-        basho_orchestrator::api::auth::CACHE_TTL + std::time::Duration::from_millis(200),
+        basho_orchestrator::tokens::CACHE_TTL + std::time::Duration::from_millis(200),
     )
     .await;
     assert_error(
@@ -265,10 +265,7 @@ async fn tokens_are_stored_hashed_and_listed_without_secrets() {
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_ne!(rows[0].1, secret);
-    assert_eq!(
-        rows[0].1,
-        basho_orchestrator::api::auth::token_hash(&secret)
-    );
+    assert_eq!(rows[0].1, basho_orchestrator::tokens::token_hash(&secret));
     use basho_orchestrator::store::TokenStore as _;
     let listed = store.tokens().await.unwrap();
     let line = tokens::list_line(&listed[0]);
@@ -340,8 +337,7 @@ async fn admins_manage_tokens_over_the_api() {
     assert_eq!(list.as_array().unwrap().len(), 3);
     let text = list.to_string();
     assert!(
-        !text.contains(&secret)
-            && !text.contains(&basho_orchestrator::api::auth::token_hash(&secret))
+        !text.contains(&secret) && !text.contains(&basho_orchestrator::tokens::token_hash(&secret))
     );
 
     for bad in [

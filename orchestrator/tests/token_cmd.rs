@@ -2,8 +2,8 @@
 
 use std::process::{Command, Output};
 
-use basho_orchestrator::api::auth::token_hash;
 use basho_orchestrator::store::{SqliteStore, TokenStore as _};
+use basho_orchestrator::tokens::token_hash;
 
 struct Setup {
     dir: tempfile::TempDir,

@@ -6,18 +6,22 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
 use basho_core::protocol::{Assignment, DesiredState, ObservationBatch, Registration};
 use basho_core::{ErrorBody, Ident, State as WsState};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use tracing::{Instrument as _, info_span};
 
 use super::auth::AgentSite;
 use super::extract::{ApiJson, ApiQuery};
 use super::{ApiError, ApiResult};
 use crate::Orchestrator;
 use crate::metrics::IgnoredLabels;
-use crate::sites::Touch;
+use crate::placement::Touch;
 use crate::store::{Transition, WorkspaceRecord};
 
 /// The answer to a registration.
@@ -195,7 +199,7 @@ pub async fn desired(
         }
     }
     let (revision, list) = inner.store.desired(&site).await?;
-    let revocations = inner.revocations().as_ref().clone();
+    let revocations = inner.revocations.all().as_ref().clone();
     let (stopping, live): (Vec<_>, Vec<_>) = list
         .into_iter()
         .partition(|r| r.workspace.state == WsState::Stopping);
@@ -312,4 +316,30 @@ pub async fn observations(
         basho_core::crash_point!("orchestrator.observation.applied");
     }
     Ok(Json(Applied { applied }))
+}
+/// `GET /v1/agent/tunnel`: the agent's session tunnel (a WebSocket).
+#[utoipa::path(
+    get, path = "/v1/agent/tunnel", operation_id = "agentTunnel", tag = "agent",
+    responses(
+        (status = 101, description = "A WebSocket carrying every session of the site as binary frames tagged with a session id"),
+        (status = 400, description = "Not a WebSocket upgrade (`websocket_required`)", body = basho_core::ErrorBody),
+        (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
+        (status = 403, description = "Not an agent token", body = basho_core::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn tunnel(
+    AgentSite(site): AgentSite,
+    State(o): State<Orchestrator>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return super::websocket_required(&e, "the agent's session tunnel").into_response();
+        }
+    };
+    let span = info_span!("tunnel", site = %site);
+    ws.max_message_size(1 << 20)
+        .on_upgrade(move |socket| crate::tunnel::serve(o, site, socket).instrument(span))
 }

@@ -18,7 +18,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{ApiError, agent, audit, revocations, sessions, sites, tokens, usage, workspaces};
+use super::{
+    ApiError, agent, audit, revocations, sessions, sites, templates, tokens, usage, workspaces,
+};
 use crate::Orchestrator;
 use crate::metrics::{SiteLabels, SiteStateLabels};
 use basho_core::audit::AuditEntry;
@@ -132,9 +134,9 @@ impl Modify for ContractShape {
     ),
     paths(
         workspaces::create, workspaces::list, workspaces::show, workspaces::delete,
-        sites::list,
+        sites::list, templates::list,
         revocations::revoke,
-        agent::register, agent::desired, agent::observations, crate::tunnel::accept,
+        agent::register, agent::desired, agent::observations, agent::tunnel,
         sessions::open,
         audit::list,
         tokens::create, tokens::list, tokens::revoke,
@@ -143,19 +145,21 @@ impl Modify for ContractShape {
     ),
     components(schemas(
         ErrorBody, ErrorDetail, CreateWorkspace, Workspace, Resources, WsState, Site, Capacity,
+        basho_core::template::Template,
         DatasetEntry, Registration, DesiredState, Assignment, Observation, ObservationBatch,
-        agent::Registered, agent::Applied, revocations::Revoked,
+        agent::Registered, agent::Applied, basho_core::revocation::Revoked,
         basho_core::revocation::RevocationRequest, basho_core::revocation::Revocation,
         basho_core::revocation::Reason, Health, audit::AuditPage, AuditEntry,
         tokens::TokenInfo, tokens::CreateToken, tokens::CreatedToken,
         basho_core::usage::UsageRecord, basho_core::usage::UsageBatch,
-        basho_core::usage::UsageAck, usage::UsageReport, usage::Totals, usage::SiteUsage,
-        usage::WorkspaceUsage, usage::QuotaStatus, crate::quota::Balance, crate::store::Quota,
+        basho_core::usage::UsageAck, basho_core::usage::UsageReport, basho_core::usage::Totals, basho_core::usage::SiteUsage,
+        basho_core::usage::WorkspaceUsage, usage::QuotaStatus, crate::quota::Balance, crate::store::Quota,
     )),
     modifiers(&BearerAuth, &ContractShape),
     tags(
         (name = "workspaces", description = "Workspaces (platform or admin token; a researcher's token reads that researcher's own)"),
         (name = "sites", description = "Sites (platform or admin token)"),
+        (name = "templates", description = "The deployment's workspace templates (platform or admin token)"),
         (name = "revocations", description = "Revocations (platform or admin token)"),
         (name = "sessions", description = "Interactive sessions in a running workspace (its owner's researcher token; an admin with a break-glass reason)"),
         (name = "agent", description = "The site agents' protocol (agent token of that site)"),

@@ -23,11 +23,13 @@ use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
-use super::auth::{Principal, principal};
+use super::auth::principal;
 use super::{ApiError, ApiResult};
 use crate::Orchestrator;
 use crate::relay::{self, RelayError};
+use crate::tokens::Principal;
 use crate::tunnel::SessionLink;
 use basho_core::ErrorBody;
 
@@ -165,9 +167,10 @@ pub async fn open(
         let why = match elsewhere(&o, &ws_.site, &uri, &headers).await {
             Ok(peer) => {
                 let closing = o.inner().closing.clone();
-                return Ok(ws
-                    .max_message_size(1 << 20)
-                    .on_upgrade(move |socket| relay::pipe(socket, peer, closing)));
+                let span = tracing::info_span!("session_relay", site = %ws_.site, workspace = %id);
+                return Ok(ws.max_message_size(1 << 20).on_upgrade(move |socket| {
+                    relay::pipe(socket, peer, closing).instrument(span)
+                }));
             }
             Err(Elsewhere::Answered(e)) => return Err(e),
             Err(Elsewhere::Nowhere(why)) => why,
@@ -235,9 +238,12 @@ pub async fn open(
         kind: spec.kind,
         ready,
     };
+    // The session outlives the request: its task carries who, where and what.
+    let span = tracing::info_span!("session", site = %ws_.site, workspace = %meta.id,
+        session = link.id, actor = %meta.actor);
     Ok(ws
         .max_message_size(1 << 20)
-        .on_upgrade(move |socket| relay(o, link, socket, meta)))
+        .on_upgrade(move |socket| relay(o, link, socket, meta).instrument(span)))
 }
 
 /// Why a session was not relayed to another replica.
@@ -277,7 +283,9 @@ async fn elsewhere(
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     match peers.dial(&holder.url, path, authorization).await {
         Ok(peer) => Ok(peer),
-        Err(RelayError::Answered(e)) => Err(Elsewhere::Answered(e)),
+        Err(RelayError::Answered { status, body }) => {
+            Err(Elsewhere::Answered(ApiError { status, body }))
+        }
         Err(RelayError::Unreachable(why)) => {
             tracing::warn!(%site, peer = %holder.url, %why, "the replica holding the tunnel is unreachable");
             Err(Elsewhere::Nowhere(format!(
@@ -304,15 +312,18 @@ async fn relay(o: Orchestrator, mut link: SessionLink, socket: WebSocket, meta: 
     // The client's writes go through their own task: a client that does not read never blocks
     // this loop (the agent stops at its credit, so the queue stays within one window).
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            let last = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || last {
-                break;
+    let writer = tokio::spawn(
+        async move {
+            while let Some(m) = out_rx.recv().await {
+                let last = matches!(m, Message::Close(_));
+                if sink.send(m).await.is_err() || last {
+                    break;
+                }
             }
+            let _ = sink.close().await;
         }
-        let _ = sink.close().await;
-    });
+        .in_current_span(),
+    );
     let _ = out_tx.send(Message::Binary(
         Frame::json(0, Kind::Ready, &meta.ready).encode().into(),
     ));

@@ -15,6 +15,7 @@ use crate::Orchestrator;
     responses(
         (status = 200, description = "Sites", body = Vec<Site>),
         (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Not a platform or admin token", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -1,4 +1,4 @@
-//! `/v1/workspaces`: create (admission, placement, idempotency), list, show and delete.
+//! `/v1/workspaces`: create, list, show and delete, the HTTP side of [`crate::workspaces`].
 
 use std::time::Instant;
 
@@ -7,28 +7,37 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use basho_core::{CreateWorkspace, ErrorBody, Ident, State as WsState, Workspace};
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::auth::{Platform, Reader};
 use super::extract::{ApiJson, ApiQuery};
 use super::{ApiError, ApiResult};
 use crate::Orchestrator;
-use crate::admission::{AdmissionError, admit};
-use crate::store::{
-    AuditEvent, Created, IdempotencyKey, Transition, WorkspaceFilter, WorkspaceRecord,
-};
+use crate::store::{IdempotencyKey, StoreError, WorkspaceFilter};
+use crate::workspaces::CreateError;
 
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
-fn admission_error(e: AdmissionError) -> ApiError {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-    ApiError::new(status, e.code(), e.to_string())
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::Admission(e) => {
+                let status =
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+                ApiError::new(status, e.code(), e.to_string())
+            }
+            CreateError::Revoked(e) => e.into(),
+            CreateError::QuotaExceeded(m) => {
+                ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", m)
+            }
+            CreateError::Store(e) => e.into(),
+        }
+    }
 }
 
+/// The request's `Idempotency-Key`, if it sent one.
 fn idempotency_key(
     headers: &HeaderMap,
     req: &CreateWorkspace,
@@ -50,13 +59,7 @@ fn idempotency_key(
                  characters; a UUID is a good key"
             ))
         })?;
-    // The parsed request, re-serialized, so formatting and field order do not matter.
-    let canonical = serde_json::to_vec(req).expect("a parsed request serializes");
-    let hash = Sha256::digest(&canonical);
-    Ok(Some(IdempotencyKey {
-        key: key.to_owned(),
-        request_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
-    }))
+    Ok(Some(crate::workspaces::idempotency_key(key, req)))
 }
 
 /// Create a workspace.
@@ -98,13 +101,18 @@ pub async fn create(
             return Err(e);
         }
     };
-    match create_admitted(&o, &actor, &headers, &req).await {
-        Ok(answer) => {
-            if answer.0 == StatusCode::CREATED {
-                let seconds = started.elapsed().as_secs_f64();
-                o.inner().metrics.create_duration.observe(seconds);
-            }
-            Ok(answer)
+    let answer = match idempotency_key(&headers, &req) {
+        Ok(key) => crate::workspaces::create(&o, &actor, &req, key.as_ref())
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(c) if c.replayed => Ok((StatusCode::OK, Json(c.workspace))),
+        Ok(c) => {
+            let seconds = started.elapsed().as_secs_f64();
+            o.inner().metrics.create_duration.observe(seconds);
+            Ok((StatusCode::CREATED, Json(c.workspace)))
         }
         Err(e) => {
             let detail = json!({
@@ -115,90 +123,6 @@ pub async fn create(
             o.audit(&actor, "workspace_refused", "", detail).await;
             Err(e)
         }
-    }
-}
-
-#[tracing::instrument(name = "create", skip_all, fields(project = %req.project))]
-async fn create_admitted(
-    o: &Orchestrator,
-    actor: &str,
-    headers: &HeaderMap,
-    req: &CreateWorkspace,
-) -> ApiResult<(StatusCode, Json<Workspace>)> {
-    let inner = o.inner();
-    let key = idempotency_key(headers, req)?;
-    // Fast path for retries; the store decides atomically again at insert time.
-    if let Some(k) = &key
-        && let Some((hash, first)) = inner.store.idempotent_workspace(&k.key).await?
-    {
-        if hash != k.request_hash {
-            return Err(crate::store::StoreError::IdempotencyKeyReused {
-                workspace: first.workspace.id,
-            }
-            .into());
-        }
-        audit_creation(o, actor, &first, true).await;
-        return Ok((StatusCode::OK, Json(first.workspace)));
-    }
-    let now = Utc::now();
-    let rec = admit(inner, req, now).map_err(admission_error)?;
-    let (site, resources) = (rec.workspace.site.clone(), rec.workspace.resources);
-    if let Err(e) = super::revocations::refuse_revoked(inner, &rec).await {
-        inner.sites.release(&site, &resources);
-        return Err(e);
-    }
-    if let Err(e) = super::usage::admit(o, &rec.workspace, now).await {
-        inner.sites.release(&site, &resources);
-        return Err(e);
-    }
-    basho_core::crash_point!("orchestrator.create.admitted");
-    match inner.store.create_workspace(&rec, key.as_ref()).await {
-        Ok(Created::New(stored)) => {
-            basho_core::crash_point!("orchestrator.create.committed");
-            inner.sites.publish(&site, stored.revision);
-            inner.metrics.workspaces_created.inc();
-            inner
-                .metrics
-                .placements
-                .get_or_create(&crate::metrics::SiteLabels {
-                    site: site.to_string(),
-                })
-                .inc();
-            let w = &stored.workspace;
-            tracing::info!(workspace = %w.id, project = %w.project, %site, "workspace created");
-            audit_creation(o, actor, &stored, false).await;
-            basho_core::crash_point!("orchestrator.create.audited");
-            Ok((StatusCode::CREATED, Json(stored.workspace)))
-        }
-        Ok(Created::Replayed(first)) => {
-            inner.sites.release(&site, &resources);
-            audit_creation(o, actor, &first, true).await;
-            Ok((StatusCode::OK, Json(first.workspace)))
-        }
-        Err(e) => {
-            inner.sites.release(&site, &resources);
-            Err(e.into())
-        }
-    }
-}
-
-/// The creation's two entries, `workspace_create` and `workspace_placed`, each written once: a
-/// retry with the same Idempotency-Key writes them (marked `recorded_on_replay`) only if the
-/// first attempt ended between its commit and its entries, so every workspace has exactly one.
-async fn audit_creation(o: &Orchestrator, actor: &str, rec: &WorkspaceRecord, replay: bool) {
-    let w = &rec.workspace;
-    let visas = crate::audit::visa_detail(&rec.visa_refs);
-    let mut created = json!({"project": w.project.as_str(), "owner": w.owner,
-        "template": w.template.as_str(), "site": w.site.as_str(), "datasets": w.datasets,
-        "resources": w.resources, "expires_at": w.expires_at, "visas": visas});
-    let mut placed = json!({"site": w.site.as_str(), "state": WsState::Placed.as_str()});
-    if replay {
-        created["recorded_on_replay"] = json!(true);
-        placed["recorded_on_replay"] = json!(true);
-    }
-    for (action, detail) in [("workspace_create", created), ("workspace_placed", placed)] {
-        o.audit_event(AuditEvent::new(actor, action, &w.id, detail).once())
-            .await;
     }
 }
 
@@ -332,28 +256,17 @@ pub async fn show(
     ),
     security(("bearer" = []))
 )]
-#[tracing::instrument(name = "delete", skip_all)]
 pub async fn delete(
     Platform(who): Platform,
     State(o): State<Orchestrator>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<(StatusCode, Json<Workspace>)> {
     let id = path_id(id)?;
-    let actor = who.actor();
-    let t = o
-        .transition_as(&actor, &id, WsState::Stopping, Some("deletion requested"))
+    let w = crate::workspaces::delete(&o, &who.actor(), &id)
         .await
         .map_err(|e| match e {
-            crate::store::StoreError::NotFound(_) => missing(&id),
+            StoreError::NotFound(_) => missing(&id),
             other => other.into(),
         })?;
-    let rec = match t {
-        Transition::Changed { record, .. }
-        | Transition::Unchanged(record)
-        | Transition::Refused(record) => record,
-    };
-    basho_core::crash_point!("orchestrator.delete.recorded");
-    let detail = json!({"state": rec.workspace.state.as_str()});
-    o.audit(&actor, "workspace_delete", &id, detail).await;
-    Ok((StatusCode::ACCEPTED, Json(rec.workspace)))
+    Ok((StatusCode::ACCEPTED, Json(w)))
 }

@@ -86,6 +86,37 @@ fn catalog(reg: &Registration) -> BTreeMap<Ident, String> {
         .collect()
 }
 
+/// Compute reserved at a site for a create that is not stored yet. Dropping it gives the compute
+/// back, so every way a create can fail after placement releases it; [`Reservation::commit`]
+/// keeps it once the workspace is stored (it is released when the workspace ends).
+#[must_use = "dropping a reservation releases it at once"]
+pub struct Reservation<'a> {
+    sites: &'a SiteCache,
+    site: Ident,
+    resources: Resources,
+    committed: bool,
+}
+
+impl Reservation<'_> {
+    /// The site chosen.
+    pub fn site(&self) -> &Ident {
+        &self.site
+    }
+
+    /// Keeps the compute: the workspace holding it is stored.
+    pub fn commit(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.sites.release(&self.site, &self.resources);
+        }
+    }
+}
+
 impl SiteCache {
     /// Builds the cache from stored sites, per-(site, state) counts and per-site revisions.
     pub fn load(
@@ -165,12 +196,13 @@ impl SiteCache {
     }
 
     /// Places `req` and reserves its compute at the chosen site, under one lock so concurrent
-    /// creates never overbook a site. Sites silent since before `online_since` rank last.
+    /// creates never overbook a site. Sites silent since before `online_since` rank last. The
+    /// compute is held until the reservation is dropped, or for good once it is committed.
     pub fn place_and_reserve(
         &self,
         req: &Request<'_>,
         online_since: DateTime<Utc>,
-    ) -> Result<Ident, PlacementError> {
+    ) -> Result<Reservation<'_>, PlacementError> {
         let mut sites = self.lock();
         let chosen = {
             let views: Vec<SiteView<'_>> = sites
@@ -190,7 +222,12 @@ impl SiteCache {
             add(&mut e.allocated, &req.resources);
             e.workspaces = e.workspaces.saturating_add(1);
         }
-        Ok(chosen)
+        Ok(Reservation {
+            sites: self,
+            site: chosen,
+            resources: req.resources,
+            committed: false,
+        })
     }
 
     /// Returns compute a workspace held (it ended, or its create was not stored).
@@ -373,6 +410,42 @@ mod tests {
             images: vec![],
             start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
         }
+    }
+
+    #[test]
+    fn a_reservation_is_released_when_dropped_and_kept_when_committed() {
+        let cache = SiteCache::default();
+        cache.register(&reg("tohoku", 4), Utc::now());
+        let want = Resources {
+            cpus: 3,
+            memory_mib: 1024,
+            gpus: 0,
+        };
+        let granted = std::collections::BTreeSet::new();
+        let req = Request {
+            datasets: &[],
+            resources: want,
+            site: None,
+            granted: &granted,
+        };
+        let allocated = |c: &SiteCache| c.list()[0].allocated.cpus;
+        let since = Utc::now() - chrono::TimeDelta::seconds(60);
+        let r = cache.place_and_reserve(&req, since).unwrap();
+        assert_eq!(allocated(&cache), 3);
+        assert!(
+            cache.place_and_reserve(&req, since).is_err(),
+            "a held reservation counts against the site"
+        );
+        drop(r);
+        assert_eq!(
+            allocated(&cache),
+            0,
+            "a dropped reservation gives its compute back"
+        );
+        cache.place_and_reserve(&req, since).unwrap().commit();
+        assert_eq!(allocated(&cache), 3, "a committed one keeps it");
+        cache.release(&Ident::parse("tohoku").unwrap(), &want);
+        assert_eq!(allocated(&cache), 0);
     }
 
     #[test]

@@ -1,0 +1,209 @@
+//! Workspaces: creating one (idempotency, admission and placement, revocations, quota, then one
+//! insert), deleting one, and every change of state, which keeps the site cache in step and
+//! writes who made it to the audit log. The HTTP handlers in `api/workspaces.rs` only translate.
+
+use basho_core::{CreateWorkspace, State, Workspace};
+use chrono::Utc;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::Orchestrator;
+use crate::admission::{Admission, AdmissionError, admit};
+use crate::revocations::Refused;
+use crate::store::{AuditEvent, Created, IdempotencyKey, StoreError, Transition, WorkspaceRecord};
+
+/// Why a create was refused. Nothing is stored and no compute stays reserved when one is
+/// returned.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The request, its visas or placement: see [`AdmissionError`].
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    /// A revocation covers it.
+    #[error(transparent)]
+    Revoked(#[from] Refused),
+    /// The project's quota cannot cover the workspace's whole life.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The store failed, or the idempotency key was used for another request.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A create that was answered.
+#[derive(Debug, Clone)]
+pub struct Creation {
+    /// The workspace.
+    pub workspace: Workspace,
+    /// It was made by an earlier request with the same idempotency key.
+    pub replayed: bool,
+}
+
+/// The idempotency key `key` of `req`: the request is hashed as parsed and serialized again, so
+/// formatting and field order do not matter.
+pub fn idempotency_key(key: &str, req: &CreateWorkspace) -> IdempotencyKey {
+    let canonical = serde_json::to_vec(req).expect("a parsed request serializes");
+    let hash = Sha256::digest(&canonical);
+    IdempotencyKey {
+        key: key.to_owned(),
+        request_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// Creates the workspace `req` asks for, in `actor`'s name. Everything is checked before anything
+/// is written; a key seen before answers the workspace it made.
+#[tracing::instrument(name = "create", skip_all, fields(project = %req.project))]
+pub async fn create(
+    o: &Orchestrator,
+    actor: &str,
+    req: &CreateWorkspace,
+    key: Option<&IdempotencyKey>,
+) -> Result<Creation, CreateError> {
+    let inner = o.inner();
+    // Fast path for retries; the store decides atomically again at insert time.
+    if let Some(k) = key
+        && let Some((hash, first)) = inner.store.idempotent_workspace(&k.key).await?
+    {
+        if hash != k.request_hash {
+            let workspace = first.workspace.id;
+            return Err(StoreError::IdempotencyKeyReused { workspace }.into());
+        }
+        return Ok(replayed(o, actor, first).await);
+    }
+    let now = Utc::now();
+    let admission = Admission {
+        templates: &inner.templates,
+        issuers: &inner.issuers,
+        sites: &inner.sites,
+        agent_silent_s: inner.config.limits.agent_silent_s,
+    };
+    let (rec, reservation) = admit(&admission, req, now)?;
+    crate::revocations::refuse_revoked(&inner.revocations.all(), &rec)?;
+    admit_quota(o, &rec.workspace, now).await?;
+    basho_core::crash_point!("orchestrator.create.admitted");
+    match inner.store.create_workspace(&rec, key).await? {
+        Created::New(stored) => {
+            reservation.commit();
+            basho_core::crash_point!("orchestrator.create.committed");
+            let site = &stored.workspace.site;
+            inner.sites.publish(site, stored.revision);
+            inner.metrics.workspaces_created.inc();
+            let labels = crate::metrics::SiteLabels {
+                site: site.to_string(),
+            };
+            inner.metrics.placements.get_or_create(&labels).inc();
+            let w = &stored.workspace;
+            tracing::info!(workspace = %w.id, project = %w.project, %site, "workspace created");
+            audit_creation(o, actor, &stored, false).await;
+            basho_core::crash_point!("orchestrator.create.audited");
+            Ok(Creation {
+                workspace: stored.workspace,
+                replayed: false,
+            })
+        }
+        Created::Replayed(first) => Ok(replayed(o, actor, first).await),
+    }
+}
+
+async fn replayed(o: &Orchestrator, actor: &str, first: WorkspaceRecord) -> Creation {
+    audit_creation(o, actor, &first, true).await;
+    Creation {
+        workspace: first.workspace,
+        replayed: true,
+    }
+}
+
+/// Refuses a workspace its project's quota cannot cover until it expires.
+async fn admit_quota(
+    o: &Orchestrator,
+    w: &Workspace,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), CreateError> {
+    let Some((balance, _)) = crate::quota::balance(o, &w.project, now).await? else {
+        return Ok(());
+    };
+    let need = crate::quota::hours(&w.resources, now, w.expires_at);
+    balance
+        .admit(&w.project, need)
+        .map_err(CreateError::QuotaExceeded)
+}
+
+/// The creation's two entries, `workspace_create` and `workspace_placed`, each written once: a
+/// retry with the same Idempotency-Key writes them (marked `recorded_on_replay`) only if the
+/// first attempt ended between its commit and its entries, so every workspace has exactly one.
+async fn audit_creation(o: &Orchestrator, actor: &str, rec: &WorkspaceRecord, replay: bool) {
+    let w = &rec.workspace;
+    let visas = crate::audit::visa_detail(&rec.visa_refs);
+    let mut created = json!({"project": w.project.as_str(), "owner": w.owner,
+        "template": w.template.as_str(), "site": w.site.as_str(), "datasets": w.datasets,
+        "resources": w.resources, "expires_at": w.expires_at, "visas": visas});
+    let mut placed = json!({"site": w.site.as_str(), "state": State::Placed.as_str()});
+    if replay {
+        created["recorded_on_replay"] = json!(true);
+        placed["recorded_on_replay"] = json!(true);
+    }
+    for (action, detail) in [("workspace_create", created), ("workspace_placed", placed)] {
+        o.audit_event(AuditEvent::new(actor, action, &w.id, detail).once())
+            .await;
+    }
+}
+
+/// Asks for workspace `id` to stop, in `actor`'s name: a live one moves to `stopping` (its agent
+/// stops it and reports `stopped`); one already stopping or ended is answered as it is.
+#[tracing::instrument(name = "delete", skip_all, fields(workspace = %id))]
+pub async fn delete(o: &Orchestrator, actor: &str, id: &str) -> Result<Workspace, StoreError> {
+    let t = o
+        .transition_as(actor, id, State::Stopping, Some("deletion requested"))
+        .await?;
+    let rec = match t {
+        Transition::Changed { record, .. }
+        | Transition::Unchanged(record)
+        | Transition::Refused(record) => record,
+    };
+    basho_core::crash_point!("orchestrator.delete.recorded");
+    let detail = json!({"state": rec.workspace.state.as_str()});
+    o.audit(actor, "workspace_delete", id, detail).await;
+    Ok(rec.workspace)
+}
+
+impl Orchestrator {
+    /// Moves a workspace to `to` through the store and keeps the site cache in step: compute is
+    /// released when the workspace ends, and the site's agent is woken.
+    pub(crate) async fn transition(
+        &self,
+        id: &str,
+        to: State,
+        message: Option<&str>,
+    ) -> Result<Transition, StoreError> {
+        let inner = self.inner();
+        let t = inner.store.transition(id, to, message, Utc::now()).await?;
+        if let Transition::Changed { from, record } = &t {
+            let w = &record.workspace;
+            if !from.is_terminal() && w.state.is_terminal() {
+                inner.sites.release(&w.site, &w.resources);
+            }
+            inner.sites.publish(&w.site, record.revision);
+            tracing::info!(workspace = %w.id, site = %w.site, from = %from, to = %w.state, "workspace changed state");
+        }
+        Ok(t)
+    }
+
+    /// [`Orchestrator::transition`], writing a `workspace_state` entry naming `actor` when the
+    /// state changed.
+    pub(crate) async fn transition_as(
+        &self,
+        actor: &str,
+        id: &str,
+        to: State,
+        message: Option<&str>,
+    ) -> Result<Transition, StoreError> {
+        let t = self.transition(id, to, message).await?;
+        if let Transition::Changed { from, record } = &t {
+            let w = &record.workspace;
+            let detail = json!({"from": from.as_str(), "to": w.state.as_str(),
+                "site": w.site.as_str(), "message": message});
+            self.audit(actor, "workspace_state", &w.id, detail).await;
+        }
+        Ok(t)
+    }
+}
