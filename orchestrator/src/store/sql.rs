@@ -1,6 +1,10 @@
 //! One SQL store for SQLite and PostgreSQL: [`SqlStore`] over a pool of either database. Its
 //! queries (`store/sql/`) are written once, with PostgreSQL's numbered placeholders, and compiled
 //! for each database; [`Dialect`] holds what really differs between the two.
+//!
+//! Each file of `store/sql/` is compiled once per database, with `Db` naming it, rather than
+//! being generic over it: code generic over sqlx's `Database` must restate, on every function
+//! and impl, that each column type encodes and decodes and that a connection executes queries.
 
 use std::borrow::Cow;
 
@@ -25,7 +29,7 @@ pub(super) mod on_sqlite {
 #[path = "sql"]
 #[expect(
     clippy::duplicate_mod,
-    reason = "each database gets its own copy of the queries, so they stay free of sqlx's generic bounds"
+    reason = "each database gets its own copy of the queries (see the module's documentation)"
 )]
 pub(super) mod on_postgres {
     /// The database these queries run on.
