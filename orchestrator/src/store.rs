@@ -1,7 +1,7 @@
 //! The orchestrator's persistent state behind one trait: workspaces, idempotency keys, sites,
-//! the revision counter and which replica holds each site's session tunnel. SQLite
-//! (`store/sqlite.rs`, the default) and PostgreSQL (`store/postgres.rs`, for several replicas)
-//! implement it; the API only sees `Arc<dyn Store>`.
+//! the revision counter and which replica holds each site's session tunnel. One SQL store
+//! (`store/sql.rs`) implements it on SQLite (`store/sqlite.rs`, the default) and on PostgreSQL
+//! (`store/postgres.rs`, for several replicas); the API only sees `Arc<dyn Store>`.
 
 use async_trait::async_trait;
 use basho_core::protocol::Registration;
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub mod audit;
 pub mod postgres;
 pub mod revocations;
+pub mod sql;
 pub mod sqlite;
 #[cfg(test)]
 mod suite;
@@ -22,6 +23,7 @@ pub mod usage;
 pub use audit::{AuditEvent, AuditStore};
 pub use postgres::PostgresStore;
 pub use revocations::{NewRevocation, RevocationStore};
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 pub use tokens::{Role, TokenRecord, TokenStore};
 pub use tunnels::{TunnelHolder, TunnelStore};

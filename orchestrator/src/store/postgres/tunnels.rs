@@ -5,10 +5,9 @@ use basho_core::Ident;
 use sqlx::Row;
 
 use super::PostgresStore;
-use super::rows::ident;
+use crate::store::sql::on_postgres::rows::ident;
 use crate::store::tunnels::{TunnelHolder, TunnelStore};
 use crate::store::{StoreError, from_millis, to_millis};
-
 #[async_trait]
 impl TunnelStore for PostgresStore {
     async fn hold_tunnel(&self, h: &TunnelHolder) -> Result<(), StoreError> {

@@ -1,10 +1,16 @@
-//! SQLite-only store tests: a WAL file with several connections. The shared cases are in
-//! `store/suite.rs`, run against every store.
+//! SQLite-only store tests: a WAL file with several connections, a full disk, an audit row
+//! edited by hand. The shared cases are in `store/suite.rs`, run against every store.
 
 use std::sync::Arc;
 
+use basho_core::audit::verify_chain;
+use chrono::Utc;
+use serde_json::json;
+use sqlx::AssertSqlSafe;
+
 use super::*;
 use crate::store::suite::concurrent_creates;
+use crate::store::{AuditEvent, AuditStore as _, Store as _, WorkspaceFilter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wal_file_with_several_connections() {
@@ -83,4 +89,21 @@ async fn a_connection_whose_transaction_failed_full_takes_writes_again() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+}
+
+/// A detail edited into invalid JSON is read back as text, so verification names the row.
+#[tokio::test]
+async fn an_edited_audit_row_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(None, dir.path()).await.unwrap();
+    for i in 0..4 {
+        let ev = AuditEvent::new("admin:tok-1", "token_create", "t", json!({"i": i}));
+        store.append_audit(Utc::now(), &[ev]).await.unwrap();
+    }
+    sqlx::query("UPDATE audit SET detail = 'not json' WHERE seq = 2")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let all = store.audit_page(0, 100).await.unwrap();
+    assert_eq!(verify_chain(&all).unwrap_err().seq, 2);
 }

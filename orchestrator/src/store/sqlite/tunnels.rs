@@ -10,7 +10,7 @@ use crate::store::tunnels::{TunnelHolder, TunnelStore};
 #[async_trait]
 impl TunnelStore for SqliteStore {
     async fn hold_tunnel(&self, h: &TunnelHolder) -> Result<(), StoreError> {
-        self.holders
+        self.extra
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(h.site.clone(), h.clone());
@@ -19,7 +19,7 @@ impl TunnelStore for SqliteStore {
 
     async fn tunnel_holder(&self, site: &Ident) -> Result<Option<TunnelHolder>, StoreError> {
         Ok(self
-            .holders
+            .extra
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(site)
@@ -27,7 +27,7 @@ impl TunnelStore for SqliteStore {
     }
 
     async fn release_tunnel(&self, site: &Ident, replica: &str) -> Result<bool, StoreError> {
-        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        let mut holders = self.extra.lock().unwrap_or_else(|e| e.into_inner());
         if holders.get(site).is_some_and(|h| h.replica == replica) {
             holders.remove(site);
             return Ok(true);

@@ -1,16 +1,17 @@
-//! [`TokenStore`] on PostgreSQL.
+//! [`TokenStore`] on SQL.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::Row as _;
 
-use super::PostgresStore;
+use super::Db;
+use super::rows::Row;
+use crate::store::sql::{Dialect, SqlStore};
 use crate::store::{Role, StoreError, TokenRecord, TokenStore, from_millis};
 
 const COLUMNS: &str = "id, role, subject, site, name, created_at, revoked_at";
 
-fn token(row: &PgRow) -> Result<TokenRecord, StoreError> {
+fn token(row: &Row) -> Result<TokenRecord, StoreError> {
     let role: String = row.try_get("role")?;
     let site: Option<String> = row.try_get("site")?;
     Ok(TokenRecord {
@@ -36,12 +37,12 @@ fn token(row: &PgRow) -> Result<TokenRecord, StoreError> {
 }
 
 #[async_trait]
-impl TokenStore for PostgresStore {
+impl TokenStore for SqlStore<Db> {
     async fn insert_token(&self, t: &TokenRecord, hash: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(Db::sql(
             "INSERT INTO tokens (id, hash, role, subject, site, name, created_at, revoked_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        ))
         .bind(&t.id)
         .bind(hash)
         .bind(t.role.as_str())
@@ -57,7 +58,7 @@ impl TokenStore for PostgresStore {
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM tokens WHERE hash = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row = sqlx::query(Db::sql(sql))
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -66,9 +67,7 @@ impl TokenStore for PostgresStore {
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM tokens ORDER BY created_at, id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(Db::sql(sql)).fetch_all(&self.pool).await?;
         rows.iter().map(token).collect()
     }
 
@@ -77,13 +76,15 @@ impl TokenStore for PostgresStore {
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
-            .bind(now.timestamp_millis())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(Db::sql(
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
+        ))
+        .bind(now.timestamp_millis())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         let sql = format!("SELECT {COLUMNS} FROM tokens WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row = sqlx::query(Db::sql(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;

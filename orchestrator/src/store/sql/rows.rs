@@ -1,21 +1,18 @@
-//! Row mapping for the PostgreSQL store (the same columns as SQLite): the column list, JSON columns and decoding a workspace row.
+//! Decoding the columns every table shares: identifiers, states, JSON text and a workspace row.
 
 use basho_core::{Ident, State, Workspace};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::{Database, Row as _};
 
+use super::Db;
 use crate::store::{StoreError, WorkspaceRecord, from_millis};
 
-pub(super) const COLUMNS: &str = "id, project, owner, template, site, state, message, datasets, resources, \
-     visas, visa_refs, image, command, created_at, updated_at, expires_at, revision";
+/// A row of this database.
+pub(crate) type Row = <Db as Database>::Row;
 
-pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("store values serialize")
-}
-
-pub(super) fn parse<T: DeserializeOwned>(row: &PgRow, col: &'static str) -> Result<T, StoreError> {
+/// JSON text column `col`.
+pub(crate) fn parse<T: DeserializeOwned>(row: &Row, col: &'static str) -> Result<T, StoreError> {
     let text: String = row.try_get(col)?;
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
         what: col,
@@ -23,7 +20,8 @@ pub(super) fn parse<T: DeserializeOwned>(row: &PgRow, col: &'static str) -> Resu
     })
 }
 
-pub(super) fn ident(row: &PgRow, col: &'static str) -> Result<Ident, StoreError> {
+/// Identifier column `col`.
+pub(crate) fn ident(row: &Row, col: &'static str) -> Result<Ident, StoreError> {
     let text: String = row.try_get(col)?;
     Ident::parse(&text).map_err(|e| StoreError::Corrupt {
         what: col,
@@ -31,7 +29,17 @@ pub(super) fn ident(row: &PgRow, col: &'static str) -> Result<Ident, StoreError>
     })
 }
 
-pub(super) fn state(row: &PgRow) -> Result<State, StoreError> {
+/// Identifier column `col`, which may be NULL.
+pub(crate) fn optional_ident(row: &Row, col: &'static str) -> Result<Option<Ident>, StoreError> {
+    let v: Option<String> = row.try_get(col)?;
+    match v {
+        Some(_) => ident(row, col).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The `state` column.
+pub(crate) fn state(row: &Row) -> Result<State, StoreError> {
     let text: String = row.try_get("state")?;
     State::parse(&text).ok_or_else(|| StoreError::Corrupt {
         what: "state",
@@ -39,7 +47,8 @@ pub(super) fn state(row: &PgRow) -> Result<State, StoreError> {
     })
 }
 
-pub(super) fn record(row: &PgRow) -> Result<WorkspaceRecord, StoreError> {
+/// A row of [`COLUMNS`](crate::store::sql::COLUMNS).
+pub(crate) fn record(row: &Row) -> Result<WorkspaceRecord, StoreError> {
     let ms = |col: &'static str| -> Result<DateTime<Utc>, StoreError> {
         Ok(from_millis(row.try_get::<i64, _>(col)?))
     };

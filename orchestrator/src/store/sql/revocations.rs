@@ -1,28 +1,20 @@
-//! [`RevocationStore`] on SQLite.
+//! [`RevocationStore`] on SQL. A revocation takes the revision row's lock before its seq, so
+//! seqs become visible in order: a replica that reads "every seq above the last I saw" misses
+//! none.
 
 use async_trait::async_trait;
 use basho_core::revocation::{Reason, Revocation};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::Row as _;
 
-use super::rows::ident;
-use super::{SqliteStore, next_revision};
+use super::Db;
+use super::rows::{Row, optional_ident};
+use super::workspaces::next_revision;
 use crate::store::revocations::{NewRevocation, RevocationStore};
+use crate::store::sql::{Dialect, News, SqlStore};
 use crate::store::{StoreError, from_millis, to_millis};
 
-fn optional_ident(
-    row: &SqliteRow,
-    col: &'static str,
-) -> Result<Option<basho_core::Ident>, StoreError> {
-    let v: Option<String> = row.try_get(col)?;
-    match v {
-        Some(_) => ident(row, col).map(Some),
-        None => Ok(None),
-    }
-}
-
-fn revocation(row: &SqliteRow) -> Result<Revocation, StoreError> {
+fn revocation(row: &Row) -> Result<Revocation, StoreError> {
     let reason: String = row.try_get("reason")?;
     Ok(Revocation {
         seq: row.try_get("seq")?,
@@ -39,19 +31,19 @@ fn revocation(row: &SqliteRow) -> Result<Revocation, StoreError> {
 }
 
 #[async_trait]
-impl RevocationStore for SqliteStore {
+impl RevocationStore for SqlStore<Db> {
     async fn record_revocation(
         &self,
         new: &NewRevocation,
         at: DateTime<Utc>,
     ) -> Result<(Revocation, i64), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = Db::begin_write(&self.pool).await?;
         let revision = next_revision(&mut tx).await?;
         let at = to_millis(at);
-        let seq: i64 = sqlx::query_scalar(
+        let seq: i64 = sqlx::query_scalar(Db::sql(
             "INSERT INTO revocations (dataset, subject, project, visa_jti, reason, at, revision) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+        ))
         .bind(new.dataset.as_ref().map(|d| d.as_str()))
         .bind(new.subject.as_deref())
         .bind(new.project.as_ref().map(|p| p.as_str()))
@@ -61,6 +53,7 @@ impl RevocationStore for SqliteStore {
         .bind(revision)
         .fetch_one(&mut *tx)
         .await?;
+        Db::announce(&mut tx, News::Revocation(revision)).await?;
         tx.commit().await?;
         let r = Revocation {
             seq,
@@ -85,14 +78,16 @@ impl RevocationStore for SqliteStore {
     }
 
     async fn note_revoked(&self, id: &str, note: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE workspaces SET message = COALESCE(message || '; ', '') || ?1 \
-             WHERE id = ?2 AND state = 'revoked' AND instr(COALESCE(message, ''), ?1) = 0",
-        )
-        .bind(note)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let sql = format!(
+            "UPDATE workspaces SET message = COALESCE(message || '; ', '') || $1 \
+             WHERE id = $2 AND state = 'revoked' AND {}(COALESCE(message, ''), $1) = 0",
+            Db::STRPOS
+        );
+        let done = sqlx::query(Db::sql(sql))
+            .bind(note)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -1,14 +1,15 @@
-//! [`UsageStore`] on SQLite.
+//! [`UsageStore`] on SQL: a site's ingestions take turns (SQLite's write lock, PostgreSQL's
+//! advisory lock), so two replicas answering one agent compute one gap-free acknowledgement.
 
 use async_trait::async_trait;
 use basho_core::Ident;
 use basho_core::usage::UsageRecord;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::Row as _;
 
-use super::SqliteStore;
-use super::rows::ident;
+use super::Db;
+use super::rows::{Row, ident};
+use crate::store::sql::{Dialect, SqlStore, Turn};
 use crate::store::usage::{Ingested, Quota, StoredUsage, UsageStore, contiguous_through, finite};
 use crate::store::{StoreError, from_millis};
 
@@ -16,7 +17,7 @@ const USAGE_COLUMNS: &str = "site, seq, workspace, project, from_ms, to_ms, \
      allocated_core_seconds, used_cpu_seconds, allocated_memory_gib_seconds, \
      used_memory_gib_seconds, peak_memory_bytes, gpu_seconds";
 
-fn stored(row: &SqliteRow) -> Result<StoredUsage, StoreError> {
+fn stored(row: &Row) -> Result<StoredUsage, StoreError> {
     let seq: i64 = row.try_get("seq")?;
     let peak: i64 = row.try_get("peak_memory_bytes")?;
     Ok(StoredUsage {
@@ -37,15 +38,23 @@ fn stored(row: &SqliteRow) -> Result<StoredUsage, StoreError> {
     })
 }
 
+fn quota(row: &Row) -> Result<Quota, StoreError> {
+    Ok(Quota {
+        core_hours: row.try_get("core_hours")?,
+        gpu_hours: row.try_get("gpu_hours")?,
+    })
+}
+
 #[async_trait]
-impl UsageStore for SqliteStore {
+impl UsageStore for SqlStore<Db> {
     async fn ingest_usage(
         &self,
         site: &Ident,
         records: &[UsageRecord],
         now: DateTime<Utc>,
     ) -> Result<Ingested, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = Db::begin_write(&self.pool).await?;
+        Db::take_turn(&mut tx, Turn::Usage(site.as_str())).await?;
         let mut out = Ingested::default();
         for r in records {
             let Ok(seq) = i64::try_from(r.seq) else {
@@ -56,10 +65,12 @@ impl UsageStore for SqliteStore {
             }
             // The project and site the orchestrator holds for the workspace decide where the
             // record counts; an agent cannot bill another site's or project's workspace.
-            let owner = sqlx::query("SELECT project, site FROM workspaces WHERE id = ?")
-                .bind(&r.workspace)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let owner = sqlx::query(Db::sql(
+                "SELECT project, site FROM workspaces WHERE id = $1",
+            ))
+            .bind(&r.workspace)
+            .fetch_optional(&mut *tx)
+            .await?;
             let (project, counted) = match owner {
                 Some(row) => {
                     let ws_site: Option<String> = row.try_get("site")?;
@@ -68,13 +79,13 @@ impl UsageStore for SqliteStore {
                 }
                 None => (r.project.to_string(), false),
             };
-            let inserted = sqlx::query(
+            let inserted = sqlx::query(Db::sql(
                 "INSERT INTO usage (site, seq, workspace, project, from_ms, to_ms, \
                  allocated_core_seconds, used_cpu_seconds, allocated_memory_gib_seconds, \
                  used_memory_gib_seconds, peak_memory_bytes, gpu_seconds, counted, received_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                  ON CONFLICT (site, seq) DO NOTHING",
-            )
+            ))
             .bind(site.as_str())
             .bind(seq)
             .bind(&r.workspace)
@@ -98,23 +109,26 @@ impl UsageStore for SqliteStore {
             }
             out.stored(r, &project, counted)?;
         }
-        let acked: i64 = sqlx::query_scalar("SELECT acked_through FROM usage_acks WHERE site = ?")
-            .bind(site.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0);
-        let later: Vec<i64> =
-            sqlx::query_scalar("SELECT seq FROM usage WHERE site = ? AND seq > ? ORDER BY seq")
-                .bind(site.as_str())
-                .bind(acked)
-                .fetch_all(&mut *tx)
-                .await?;
+        let acked: i64 = sqlx::query_scalar(Db::sql(
+            "SELECT acked_through FROM usage_acks WHERE site = $1",
+        ))
+        .bind(site.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .unwrap_or(0);
+        let later: Vec<i64> = sqlx::query_scalar(Db::sql(
+            "SELECT seq FROM usage WHERE site = $1 AND seq > $2 ORDER BY seq",
+        ))
+        .bind(site.as_str())
+        .bind(acked)
+        .fetch_all(&mut *tx)
+        .await?;
         let through = contiguous_through(acked, &later);
         if through != acked {
-            sqlx::query(
-                "INSERT INTO usage_acks (site, acked_through) VALUES (?, ?) \
+            sqlx::query(Db::sql(
+                "INSERT INTO usage_acks (site, acked_through) VALUES ($1, $2) \
                  ON CONFLICT (site) DO UPDATE SET acked_through = excluded.acked_through",
-            )
+            ))
             .bind(site.as_str())
             .bind(through)
             .execute(&mut *tx)
@@ -132,10 +146,10 @@ impl UsageStore for SqliteStore {
         to: DateTime<Utc>,
     ) -> Result<Vec<StoredUsage>, StoreError> {
         let sql = format!(
-            "SELECT {USAGE_COLUMNS} FROM usage WHERE project = ? AND counted = 1 \
-             AND to_ms >= ? AND to_ms < ? ORDER BY site, seq"
+            "SELECT {USAGE_COLUMNS} FROM usage WHERE project = $1 AND counted \
+             AND to_ms >= $2 AND to_ms < $3 ORDER BY site, seq"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query(Db::sql(sql))
             .bind(project.as_str())
             .bind(from.timestamp_millis())
             .bind(to.timestamp_millis())
@@ -145,11 +159,11 @@ impl UsageStore for SqliteStore {
     }
 
     async fn usage_totals(&self, project: &Ident) -> Result<(f64, f64), StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query(Db::sql(
             "SELECT COALESCE(SUM(allocated_core_seconds), 0.0) AS cores, \
              COALESCE(SUM(gpu_seconds), 0.0) AS gpus FROM usage \
-             WHERE project = ? AND counted = 1",
-        )
+             WHERE project = $1 AND counted",
+        ))
         .bind(project.as_str())
         .fetch_one(&self.pool)
         .await?;
@@ -162,11 +176,12 @@ impl UsageStore for SqliteStore {
         quota: Quota,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO quotas (project, core_hours, gpu_hours, updated_ms) VALUES (?, ?, ?, ?) \
+        sqlx::query(Db::sql(
+            "INSERT INTO quotas (project, core_hours, gpu_hours, updated_ms) \
+             VALUES ($1, $2, $3, $4) \
              ON CONFLICT (project) DO UPDATE SET core_hours = excluded.core_hours, \
              gpu_hours = excluded.gpu_hours, updated_ms = excluded.updated_ms",
-        )
+        ))
         .bind(project.as_str())
         .bind(quota.core_hours)
         .bind(quota.gpu_hours)
@@ -177,17 +192,13 @@ impl UsageStore for SqliteStore {
     }
 
     async fn quota(&self, project: &Ident) -> Result<Option<Quota>, StoreError> {
-        let row = sqlx::query("SELECT core_hours, gpu_hours FROM quotas WHERE project = ?")
-            .bind(project.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(Quota {
-                core_hours: r.try_get("core_hours")?,
-                gpu_hours: r.try_get("gpu_hours")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(Db::sql(
+            "SELECT core_hours, gpu_hours FROM quotas WHERE project = $1",
+        ))
+        .bind(project.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(quota).transpose()
     }
 
     async fn quotas(&self) -> Result<Vec<(Ident, Quota)>, StoreError> {
@@ -196,15 +207,7 @@ impl UsageStore for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    ident(r, "project")?,
-                    Quota {
-                        core_hours: r.try_get("core_hours")?,
-                        gpu_hours: r.try_get("gpu_hours")?,
-                    },
-                ))
-            })
+            .map(|r| Ok((ident(r, "project")?, quota(r)?)))
             .collect()
     }
 }

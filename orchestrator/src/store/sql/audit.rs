@@ -1,17 +1,19 @@
-//! [`AuditStore`] on SQLite: appends take the write lock (`BEGIN IMMEDIATE`) before reading the
-//! last hash, so concurrent appends form one linear chain.
+//! [`AuditStore`] on SQL: an append reads the last hash only once it is the one writer of the
+//! chain (SQLite's write lock, PostgreSQL's advisory lock), so appends from every connection and
+//! replica form one linear chain.
 
 use async_trait::async_trait;
 use basho_core::audit::{AuditEntry, next_entry};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::Row as _;
 
-use super::SqliteStore;
+use super::Db;
+use super::rows::Row;
+use crate::store::sql::{Dialect, SqlStore, Turn};
 use crate::store::{AuditEvent, AuditStore, StoreError, from_millis};
 
-fn entry(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
+fn entry(row: &Row) -> Result<AuditEntry, StoreError> {
     let detail: String = row.try_get("detail")?;
     Ok(AuditEntry {
         seq: row.try_get("seq")?,
@@ -28,22 +30,23 @@ fn entry(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
 }
 
 #[async_trait]
-impl AuditStore for SqliteStore {
+impl AuditStore for SqlStore<Db> {
     async fn append_audit(
         &self,
         at: DateTime<Utc>,
         events: &[AuditEvent],
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = Db::begin_write(&self.pool).await?;
+        Db::take_turn(&mut tx, Turn::Audit).await?;
         let mut last: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
                 .await?;
         let mut written = Vec::with_capacity(events.len());
         for ev in AuditEvent::unrepeated(events) {
-            let logged = sqlx::query_scalar::<_, i32>(
-                "SELECT 1 FROM audit WHERE target = ? AND action = ? LIMIT 1",
-            );
+            let logged = sqlx::query_scalar::<_, i32>(Db::sql(
+                "SELECT 1 FROM audit WHERE target = $1 AND action = $2 LIMIT 1",
+            ));
             if ev.once
                 && logged
                     .bind(&ev.target)
@@ -62,10 +65,10 @@ impl AuditStore for SqliteStore {
                 &ev.target,
                 ev.detail.clone(),
             );
-            sqlx::query(
+            sqlx::query(Db::sql(
                 "INSERT INTO audit (seq, at, actor, action, target, detail, prev_hash, hash) \
-                 VALUES (?,?,?,?,?,?,?,?)",
-            )
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            ))
             .bind(e.seq)
             .bind(e.at.timestamp_millis())
             .bind(&e.actor)
@@ -84,42 +87,14 @@ impl AuditStore for SqliteStore {
     }
 
     async fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(Db::sql(
             "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit \
-             WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        ))
         .bind(after)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(entry).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use basho_core::audit::verify_chain;
-    use serde_json::json;
-
-    use super::*;
-
-    async fn file_store(dir: &std::path::Path) -> SqliteStore {
-        SqliteStore::open(None, dir).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn an_edited_row_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = file_store(dir.path()).await;
-        for i in 0..4 {
-            let ev = AuditEvent::new("admin:tok-1", "token_create", "t", json!({"i": i}));
-            store.append_audit(Utc::now(), &[ev]).await.unwrap();
-        }
-        sqlx::query("UPDATE audit SET detail = 'not json' WHERE seq = 2")
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        let all = store.audit_page(0, 100).await.unwrap();
-        assert_eq!(verify_chain(&all).unwrap_err().seq, 2);
     }
 }
