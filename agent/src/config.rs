@@ -52,7 +52,7 @@ pub struct SiteConfig {
     pub metering: crate::meter::MeteringConfig,
     /// Limits on interactive sessions (shell, exec, port-forward).
     #[serde(default)]
-    pub sessions: crate::tunnel::SessionsConfig,
+    pub sessions: crate::session::SessionsConfig,
     /// How the agent carries out what it decides.
     #[serde(default)]
     pub reconcile: Reconcile,

@@ -11,12 +11,17 @@ pub mod backend;
 pub mod catalog;
 pub mod client;
 pub mod config;
-pub mod denylist;
 pub mod meter;
 pub mod metrics;
 pub mod reconcile;
+pub mod revocations;
 pub mod runner;
-pub mod tunnel;
+pub mod session;
+
+/// The former name of [`session`], kept so callers outside this crate (the `basho` CLI's
+/// sessions dial through `tunnel::dial`) build until they name `session`.
+#[doc(hidden)]
+pub use session as tunnel;
 
 #[cfg(test)]
 mod fixtures;
@@ -38,7 +43,7 @@ pub enum Error {
     Backend(#[from] backend::BackendError),
     /// The site's deny-list cannot be read.
     #[error(transparent)]
-    DenyList(#[from] denylist::DenyListError),
+    DenyList(#[from] revocations::DenyListError),
     /// `/metrics` cannot be served.
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
@@ -47,7 +52,7 @@ pub enum Error {
     Journal(#[from] meter::journal::JournalError),
     /// The session recording directory is unusable.
     #[error(transparent)]
-    Recording(#[from] tunnel::recording::RecordingDirError),
+    Recording(#[from] session::recording::RecordingDirError),
 }
 
 /// Runs the agent until `shutdown` is cancelled, on the backend the config names. Workspaces keep

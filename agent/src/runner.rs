@@ -23,18 +23,18 @@ use crate::backend::{Backend, BackendError, Observed};
 use crate::catalog::Catalog;
 use crate::client::Client;
 use crate::config::SiteConfig;
-use crate::denylist::{self, DenyList, Grants, recorded_grants};
 use crate::meter::{Meter, Metered};
-use crate::metrics::{MeteredBackend, Metrics};
+use crate::metrics::{InstrumentedBackend, Metrics};
 use crate::reconcile::execute::Outcome;
 use crate::reconcile::hostdirs::{HostDirs, Ownership};
 use crate::reconcile::{Action, Executor, by_workspace, plan, plan_before_sync};
+use crate::revocations::{self, DenyList, Grants, recorded_grants};
 
-pub mod ledger;
 pub mod poll;
+pub mod report;
 
-use ledger::Ledger;
 use poll::Fetched;
+use report::Outbox;
 
 /// How often the backend is looked at when nothing else happens.
 pub const RECHECK: Duration = Duration::from_secs(2);
@@ -79,7 +79,7 @@ pub async fn run(
     let trusted = config.load_trusted_issuers().map_err(Error::Issuers)?;
     let (uid, gid) = config.isolation.ids()?;
     let metrics = Arc::new(Metrics::new(config.site.as_str(), backend.kind()));
-    let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(backend, metrics.clone()));
+    let backend: Arc<dyn Backend> = Arc::new(InstrumentedBackend::new(backend, metrics.clone()));
     let metrics_listener = match &config.metrics {
         Some(m) => Some(crate::metrics::bind(m).await?),
         None => None,
@@ -113,12 +113,12 @@ pub async fn run(
         &config.paths.state_dir,
         &config.metering,
     )?);
-    let deny_path = config.paths.state_dir.join(denylist::FILE);
+    let deny_path = config.paths.state_dir.join(revocations::FILE);
     let deny = DenyList::load(&deny_path)?;
     if let Some(dir) = &config.sessions.recording_dir {
-        crate::tunnel::recording::prepare(dir).await?;
+        crate::session::recording::prepare(dir).await?;
     }
-    let tunnel = crate::tunnel::Tunnel {
+    let tunnel = crate::session::Tunnel {
         url: config.orchestrator.url.clone(),
         token: token.clone(),
         tls: config.orchestrator.tls_policy(),
@@ -137,7 +137,7 @@ pub async fn run(
     info!(site = %site, backend = executor.backend().kind(), orchestrator = %config.orchestrator.url, "agent starting");
 
     let stop = shutdown.child_token();
-    let ledger = Arc::new(Ledger::default());
+    let outbox = Arc::new(Outbox::default());
     let (tx, mut fetched) = watch::channel(None::<Fetched>);
     let tasks = TaskTracker::new();
     if let Some(listener) = metrics_listener {
@@ -158,10 +158,10 @@ pub async fn run(
     );
     let client_for_usage = client.clone();
     tasks.spawn(
-        ledger::post_loop(
+        report::post_loop(
             client,
             site.clone(),
-            ledger.clone(),
+            outbox.clone(),
             fetched.clone(),
             stop.clone(),
         )
@@ -192,7 +192,7 @@ pub async fn run(
         executor: Arc::new(executor),
         busy: JoinSet::new(),
         busy_ids: BTreeMap::new(),
-        ledger,
+        outbox,
         refused: BTreeMap::new(),
         backend_down: false,
         deny,
@@ -234,7 +234,7 @@ pub async fn run(
             .instrument(span)
             .await;
         metrics.observe_reconcile(started.elapsed());
-        metrics.set_workspaces(reconciler.ledger.states());
+        metrics.set_workspaces(reconciler.outbox.states());
         metrics.set_journal_pending(reconciler.meter.pending_len() as u64);
     }
     // Launches and stops under way finish, as a pass used to, so nothing is left half-made.
@@ -256,7 +256,7 @@ struct Reconciler {
     busy_ids: BTreeMap<String, tokio::task::Id>,
     /// At most the site's `parallel_actions` tasks touch the backend at once.
     slots: Arc<Semaphore>,
-    ledger: Arc<Ledger>,
+    outbox: Arc<Outbox>,
     /// Assignments refused for good, kept until they change or stop being desired.
     refused: BTreeMap<String, Assignment>,
     backend_down: bool,
@@ -293,7 +293,7 @@ impl Reconciler {
         // One the site stopped as revoked stays revoked, not failed, while it is still listed.
         actions.retain(|a| match a {
             Action::Report(o) if o.state == State::Failed => self
-                .ledger
+                .outbox
                 .latest(&o.workspace)
                 .is_none_or(|l| l.state != State::Revoked),
             _ => true,
@@ -330,7 +330,7 @@ impl Reconciler {
             }
             self.start(workspace, steps, now);
         }
-        self.ledger.record(reports);
+        self.outbox.record(reports);
         self.meter
             .learn(desired.unwrap_or_default().iter().map(|a| {
                 (
@@ -352,7 +352,7 @@ impl Reconciler {
                 .chain(actual.iter().map(|o| o.workspace.as_str()))
                 .collect();
             self.refused.retain(|id, _| keep.contains(id.as_str()));
-            self.ledger.prune(|id| keep.contains(id));
+            self.outbox.prune(|id| keep.contains(id));
         }
     }
 
@@ -396,7 +396,7 @@ impl Reconciler {
         for a in out.refused {
             self.refused.insert(a.id.clone(), a);
         }
-        self.ledger.record(out.reports);
+        self.outbox.record(out.reports);
     }
 
     /// Adds what the orchestrator sent to the deny-list and saves it when it grew.
@@ -471,7 +471,7 @@ impl Reconciler {
             // An end already seen stays the end: unknown is for what may still run.
             .filter(|a| {
                 !self
-                    .ledger
+                    .outbox
                     .latest(&a.id)
                     .is_some_and(|o| o.state.is_terminal())
             })
@@ -482,6 +482,6 @@ impl Reconciler {
                 at: now,
             })
             .collect();
-        self.ledger.record(unknown);
+        self.outbox.record(unknown);
     }
 }

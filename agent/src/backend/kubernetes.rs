@@ -4,7 +4,7 @@
 //!
 //! - A pod is named `basho-<workspace id>` and labelled `io.basho.workspace`, `io.basho.project`,
 //!   `io.basho.site` and `app.kubernetes.io/managed-by=basho`; its expiry is an annotation.
-//! - State comes from a watch of the site's pods (see `store`), so a restarted agent finds its
+//! - State comes from a watch of the site's pods (see `pod_watch`), so a restarted agent finds its
 //!   pods again by label and a launch never creates a second pod: the name is the lock.
 //! - `/work` and `/results` are site volumes (a claim or a node directory) with the project or
 //!   workspace id as `subPath`; datasets come from the catalog (a claim or a node directory),
@@ -14,9 +14,9 @@
 mod error;
 pub mod exec;
 pub mod pod;
+mod pod_watch;
 pub mod policy;
 pub mod state;
-mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ use super::{Backend, BackendError, Capabilities, LaunchSpec, Observed, RunState,
 use crate::config::KubernetesConfig;
 use error::{classify, code, forbidden, unavailable};
 use pod::{LABEL_MANAGED_BY, MANAGED_BY, pod_name};
-use store::Store;
+use pod_watch::PodWatch;
 
 /// One RBAC rule the backend needs in its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub struct KubernetesBackend {
     streams: Api<Pod>,
     claims: Api<PersistentVolumeClaim>,
     policies: Api<NetworkPolicy>,
-    store: Arc<Store>,
+    watched: Arc<PodWatch>,
     /// Stops the watch when the last clone of the backend goes.
     _watch: Arc<DropGuard>,
 }
@@ -160,14 +160,14 @@ impl KubernetesBackend {
             return Err(BackendError::Refused(problems.join("; ")));
         }
         let ns = cfg.namespace.as_str();
-        let store = Store::new(Duration::from_secs(cfg.watch_grace_s));
+        let watched = PodWatch::new(Duration::from_secs(cfg.watch_grace_s));
         let cancel = CancellationToken::new();
         let selector = format!("{LABEL_SITE}={site},{LABEL_MANAGED_BY}={MANAGED_BY}");
         tokio::spawn(
-            store::follow(
+            pod_watch::follow(
                 Api::namespaced(watch.clone(), ns),
                 selector,
-                store.clone(),
+                watched.clone(),
                 cancel.clone(),
             )
             .instrument(info_span!("kubernetes watch", site = %site, namespace = ns)),
@@ -179,7 +179,7 @@ impl KubernetesBackend {
             policies: Api::namespaced(client, ns),
             site,
             cfg,
-            store,
+            watched,
             _watch: Arc::new(cancel.drop_guard()),
         };
         // Checked again before every launch; at start only reported, so existing workspaces are
@@ -238,7 +238,7 @@ impl KubernetesBackend {
     /// The pod of a workspace, from the watch's view.
     async fn find(&self, workspace: &str) -> Result<Option<Pod>, BackendError> {
         let name = pod_name(workspace);
-        self.store
+        self.watched
             .read(|pods| {
                 pods.iter()
                     .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
@@ -272,7 +272,7 @@ impl KubernetesBackend {
         }
         debug!(pod = %name, "pod already there; adopting it");
         let observed = state::observe(&pod);
-        self.store.created(pod);
+        self.watched.created(pod);
         observed.ok_or_else(|| BackendError::Unavailable(format!("pod {name} has no labels")))
     }
 }
@@ -310,7 +310,7 @@ impl Backend for KubernetesBackend {
                 ))
             })?;
         let workspace_json = pod::workspace_json(&text)?;
-        if self.store.trusted()
+        if self.watched.trusted()
             && let Some(existing) = self.find(&spec.workspace).await?
             && let Some(observed) = state::observe(&existing)
         {
@@ -325,7 +325,7 @@ impl Backend for KubernetesBackend {
                 info!(pod = %pod_name(&spec.workspace), namespace = %self.ns(), "created workspace pod");
                 basho_core::crash_point!("agent.launch.created");
                 let observed = state::observe(&created);
-                self.store.created(created);
+                self.watched.created(created);
                 observed.ok_or_else(|| {
                     BackendError::Unavailable("the created pod came back without labels".into())
                 })
@@ -373,7 +373,7 @@ impl Backend for KubernetesBackend {
         for name in &names {
             match self.pods.delete(name, &params).await {
                 Ok(_) => info!(pod = %name, "deleting workspace pod"),
-                Err(e) if code(&e) == 404 => self.store.gone(name),
+                Err(e) if code(&e) == 404 => self.watched.gone(name),
                 Err(e) if code(&e) == 403 => {
                     return Err(forbidden("delete", "pods", self.ns(), &e));
                 }
@@ -387,7 +387,7 @@ impl Backend for KubernetesBackend {
             + STOP_SLACK;
         loop {
             let left = self
-                .store
+                .watched
                 .read(|pods| {
                     pods.iter()
                         .filter(|p| {
@@ -415,7 +415,7 @@ impl Backend for KubernetesBackend {
 
     #[instrument(skip(self), fields(site = %self.site))]
     async fn list_managed(&self) -> Result<Vec<Observed>, BackendError> {
-        self.store
+        self.watched
             .read(|pods| pods.into_iter().filter_map(state::observe).collect())
             .await
     }

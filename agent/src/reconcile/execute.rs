@@ -18,7 +18,7 @@ use super::{Action, observation_of};
 use crate::backend::{Backend, BackendError, LaunchSpec, Observed};
 use crate::catalog::Catalog;
 use crate::config::Isolation;
-use crate::denylist::{GRANTS_FILE, Grants, record_grants};
+use crate::revocations::{GRANTS_FILE, Grants, record_grants};
 
 /// Why one action could not be carried out.
 #[derive(Debug, thiserror::Error)]

@@ -22,8 +22,8 @@ use crate::backend::Backend;
 use crate::client::{Backoff, TlsPolicy};
 
 pub mod dial;
+mod pump;
 pub mod recording;
-mod session;
 
 /// The `[sessions]` table of the site config: limits on interactive sessions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,7 +253,7 @@ impl Tunnel {
             let (in_tx, in_rx) = mpsc::unbounded_channel();
             sessions.insert(id, in_tx);
             let span = info_span!("session", id, workspace = %open.workspace, actor = %open.actor);
-            let run = session::Session {
+            let run = pump::Session {
                 id,
                 open,
                 backend: self.backend.clone(),

@@ -1,5 +1,6 @@
-//! [`MeteredBackend`]: any backend, with every call timed and every failure counted. The agent
-//! wraps its backend in one at start, so each backend is metered the same way in one place.
+//! [`InstrumentedBackend`]: any backend, with every call timed and every failure counted for
+//! Prometheus (usage metering is the `meter` module's). The agent wraps its backend in one at
+//! start, so each backend is instrumented the same way in one place.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,20 +22,20 @@ pub fn error_kind(e: &BackendError) -> &'static str {
 
 /// A backend whose calls feed `basho_agent_backend_operation_seconds` and
 /// `basho_agent_backend_errors_total`.
-pub struct MeteredBackend {
+pub struct InstrumentedBackend {
     inner: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
 }
 
-impl std::fmt::Debug for MeteredBackend {
+impl std::fmt::Debug for InstrumentedBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeteredBackend")
+        f.debug_struct("InstrumentedBackend")
             .field("backend", &self.inner.kind())
             .finish_non_exhaustive()
     }
 }
 
-impl MeteredBackend {
+impl InstrumentedBackend {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
         Self { inner, metrics }
@@ -55,7 +56,7 @@ impl MeteredBackend {
 }
 
 #[async_trait]
-impl Backend for MeteredBackend {
+impl Backend for InstrumentedBackend {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
@@ -108,7 +109,7 @@ mod tests {
         let site = Ident::parse("sim").unwrap();
         let fake = Arc::new(FakeBackend::new(site.clone(), Duration::ZERO, 0.0));
         let metrics = Arc::new(Metrics::new("sim", "fake"));
-        let metered = MeteredBackend::new(fake, metrics.clone());
+        let metered = InstrumentedBackend::new(fake, metrics.clone());
         assert_eq!(metered.kind(), "fake");
         run_suite(&metered, |ws| example_spec(&site, ws))
             .await
@@ -130,7 +131,7 @@ mod tests {
             0.0,
         ));
         let metrics = Arc::new(Metrics::new("sim", "fake"));
-        let metered = MeteredBackend::new(fake.clone(), metrics.clone());
+        let metered = InstrumentedBackend::new(fake.clone(), metrics.clone());
         fake.set_unavailable(true);
         assert!(matches!(
             metered.list_managed().await,
