@@ -216,10 +216,10 @@ fn site(url: &str) -> Site {
             memory_mib: 8192,
             gpus: 0,
         },
-        backend: BackendConfig::Fake {
+        backend: BackendConfig::Fake(basho_agent::config::FakeConfig {
             start_delay_ms: 0,
             failure_rate: 0.0,
-        },
+        }),
         datasets: vec![CatalogEntry {
             id: id("JGAD000101"),
             path: data,

@@ -586,10 +586,10 @@ fn the_catalog_carries_claims_and_other_backends_refuse_them() {
             .as_deref(),
         Some("JGAD000201")
     );
-    cfg.backend = basho_agent::config::BackendConfig::Docker {
+    cfg.backend = basho_agent::config::BackendConfig::Docker(basho_agent::config::DockerConfig {
         socket: None,
         namespace: None,
-    };
+    });
     let problems = basho_agent::check_config(&cfg);
     assert!(
         problems

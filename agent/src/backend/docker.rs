@@ -3,10 +3,11 @@
 //! limits) and never pulling an image.
 
 mod cgroup;
-pub(crate) mod create;
+pub mod config;
 mod error;
 mod exec;
-mod observe;
+pub(crate) mod spec;
+mod state;
 
 use std::collections::HashMap;
 
@@ -23,8 +24,8 @@ use tracing::{debug, info, instrument, warn};
 
 use super::{Backend, BackendError, Capabilities, LaunchSpec, Observed, RunState, UsageSample};
 
-pub use create::container_name;
 use error::{is_conflict, is_not_found, unavailable};
+pub use spec::container_name;
 
 /// The first engine API version with `BindOptions.ReadOnlyForceRecursive`.
 const RECURSIVE_READONLY_API: (usize, usize) = (1, 44);
@@ -193,10 +194,10 @@ impl DockerBackend {
         let Some(id) = summary.id.as_deref() else {
             return Ok(None);
         };
-        let mut observed = observe::from_summary(summary);
+        let mut observed = state::from_summary(summary);
         if matches!(observed.state, RunState::Exited(_)) {
             match self.docker.inspect_container(id, None).await {
-                Ok(details) => observed.state = observe::state_of(details.state.as_ref()),
+                Ok(details) => observed.state = state::state_of(details.state.as_ref()),
                 Err(e) if is_not_found(&e) => return Ok(None),
                 Err(e) => return Err(unavailable("inspect container", e)),
             }
@@ -237,7 +238,7 @@ impl DockerBackend {
             let created = details.state.as_ref().and_then(|s| s.status)
                 == Some(ContainerStateStatusEnum::CREATED);
             if !created {
-                return Ok(observe::from_inspect(workspace, &details));
+                return Ok(state::from_inspect(workspace, &details));
             }
             debug!(workspace, container = %id, "starting container of a concurrent launch");
             return self.start_and_observe(workspace, &id).await;
@@ -255,7 +256,7 @@ impl DockerBackend {
             .inspect_container(id, None)
             .await
             .map_err(|e| unavailable("inspect container", e))?;
-        Ok(observe::from_inspect(workspace, &details))
+        Ok(state::from_inspect(workspace, &details))
     }
 
     async fn ensure_started(
@@ -296,7 +297,7 @@ impl Backend for DockerBackend {
             )));
         }
         // Validate before looking anything up: a bad spec must fail the same way every time.
-        let checked = create::check(spec, &self.sockets).await?;
+        let checked = spec::check(spec, &self.sockets).await?;
         if let Some(existing) = self.find_one(&spec.workspace).await? {
             debug!("container already there");
             return self.ensure_started(&spec.workspace, existing).await;
@@ -312,7 +313,7 @@ impl Backend for DockerBackend {
             }
             Err(e) => return Err(unavailable("inspect image", e)),
         }
-        let mut body = create::container_body(spec, &checked, self.recursive_readonly());
+        let mut body = spec::container_body(spec, &checked, self.recursive_readonly());
         if let (Some(ns), Some(labels)) = (&self.namespace, body.labels.as_mut()) {
             labels.insert(LABEL_NAMESPACE.to_string(), ns.clone());
         }
@@ -343,7 +344,7 @@ impl Backend for DockerBackend {
             .inspect_container(&id, None)
             .await
             .map_err(|e| unavailable("inspect container", e))?;
-        Ok(observe::from_inspect(&spec.workspace, &details))
+        Ok(state::from_inspect(&spec.workspace, &details))
     }
 
     #[instrument(skip(self), fields(site = %self.site))]
@@ -391,7 +392,7 @@ impl Backend for DockerBackend {
         let Some(summary) = self.find_one(workspace).await? else {
             return Ok(None);
         };
-        if observe::from_summary(&summary).state != RunState::Running {
+        if state::from_summary(&summary).state != RunState::Running {
             return Ok(None);
         }
         let id = summary.id.unwrap_or_default();
@@ -420,7 +421,7 @@ impl Backend for DockerBackend {
         match stats.next().await {
             Some(Ok(sample)) => Ok(Some(UsageSample {
                 started_at,
-                ..observe::usage_of(&sample)
+                ..state::usage_of(&sample)
             })),
             Some(Err(e)) if is_not_found(&e) => Ok(None),
             Some(Err(e)) => Err(unavailable("read container stats", e)),

@@ -13,6 +13,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
+pub mod config;
+
 use super::{Backend, BackendError, Capabilities, LaunchSpec, Observed, RunState, UsageSample};
 
 /// Memory a simulated workspace holds: half of what it asked for.

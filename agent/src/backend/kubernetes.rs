@@ -11,11 +11,12 @@
 //!   read-only; `/etc/basho/workspace.json` is projected from a pod annotation.
 //! - Interactive sessions are `pods/exec` through the API server (see `exec`).
 
+pub mod config;
 mod error;
 pub mod exec;
-pub mod pod;
 mod pod_watch;
 pub mod policy;
+pub mod spec;
 pub mod state;
 
 use std::sync::Arc;
@@ -35,8 +36,8 @@ use super::exec::{ExecIo, ExecRequest};
 use super::{Backend, BackendError, Capabilities, LaunchSpec, Observed, RunState, UsageSample};
 use crate::config::KubernetesConfig;
 use error::{classify, code, forbidden, unavailable};
-use pod::{LABEL_MANAGED_BY, MANAGED_BY, pod_name};
 use pod_watch::PodWatch;
+use spec::{LABEL_MANAGED_BY, MANAGED_BY, pod_name};
 
 /// One RBAC rule the backend needs in its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +156,7 @@ impl KubernetesBackend {
         site: Ident,
         cfg: KubernetesConfig,
     ) -> Result<Self, BackendError> {
-        let problems = cfg.problems();
+        let problems = cfg.check();
         if !problems.is_empty() {
             return Err(BackendError::Refused(problems.join("; ")));
         }
@@ -300,7 +301,7 @@ impl Backend for KubernetesBackend {
             )));
         }
         // Validate before looking anything up: a bad spec must fail the same way every time.
-        let checked = pod::check(spec, chrono::Utc::now())?;
+        let checked = spec::check(spec, chrono::Utc::now())?;
         let text = tokio::fs::read_to_string(&spec.workspace_json)
             .await
             .map_err(|e| {
@@ -309,7 +310,7 @@ impl Backend for KubernetesBackend {
                     spec.workspace_json.display()
                 ))
             })?;
-        let workspace_json = pod::workspace_json(&text)?;
+        let workspace_json = spec::workspace_json(&text)?;
         if self.watched.trusted()
             && let Some(existing) = self.find(&spec.workspace).await?
             && let Some(observed) = state::observe(&existing)
@@ -319,7 +320,7 @@ impl Backend for KubernetesBackend {
         }
         policy::ensure(&self.policies, self.ns()).await?;
         self.check_claims(spec).await?;
-        let body = pod::pod(spec, &self.cfg, &checked, &workspace_json);
+        let body = spec::pod(spec, &self.cfg, &checked, &workspace_json);
         match self.pods.create(&PostParams::default(), &body).await {
             Ok(created) => {
                 info!(pod = %pod_name(&spec.workspace), namespace = %self.ns(), "created workspace pod");

@@ -24,14 +24,15 @@ use crate::backend::{
 };
 use crate::config::SlurmConfig;
 
+pub mod config;
 pub mod exec;
-pub mod parse;
 pub mod runtime;
 pub mod script;
 pub mod ssh;
+pub mod state;
 
-use parse::{Job, JobState};
 use ssh::{Login, Output, SshError};
+use state::{Job, JobState};
 
 /// How far back `sacct` looks for a workspace's earlier job.
 const SACCT_WINDOW: &str = "now-60days";
@@ -158,7 +159,7 @@ impl SlurmBackend {
             argv.push(&by_name);
         }
         let out = self.query(&argv).await?;
-        Ok(parse::squeue(&out)
+        Ok(state::squeue(&out)
             .into_iter()
             .filter(|j| j.site.as_deref() == Some(self.site.as_str()))
             .collect())
@@ -187,7 +188,7 @@ impl SlurmBackend {
             )
             .await?;
         if out.status != 0 {
-            if parse::accounting_disabled(&out.stderr) {
+            if state::accounting_disabled(&out.stderr) {
                 return Ok(None);
             }
             return Err(BackendError::Unavailable(format!(
@@ -196,7 +197,7 @@ impl SlurmBackend {
                 out.why()
             )));
         }
-        Ok(parse::sacct(&out.stdout).into_iter().max_by_key(|j| j.id))
+        Ok(state::sacct(&out.stdout).into_iter().max_by_key(|j| j.id))
     }
 
     /// The workspace's live job (pending, running or ending), if any.
@@ -213,7 +214,7 @@ impl SlurmBackend {
     pub async fn accounting(
         &self,
         workspace: &str,
-    ) -> Result<Option<parse::JobAccounting>, BackendError> {
+    ) -> Result<Option<state::JobAccounting>, BackendError> {
         let Some(job) = self.accounted_job(workspace).await? else {
             return Ok(None);
         };
@@ -226,10 +227,10 @@ impl SlurmBackend {
                 "--jobs",
                 &id,
                 "--format",
-                parse::ACCOUNTING_FIELDS,
+                state::ACCOUNTING_FIELDS,
             ])
             .await?;
-        Ok(parse::accounting(&out))
+        Ok(state::accounting(&out))
     }
 }
 
@@ -295,7 +296,7 @@ impl Backend for SlurmBackend {
                 BackendError::Refused(msg)
             });
         }
-        let id = parse::sbatch_job_id(&out.stdout).ok_or_else(|| {
+        let id = state::sbatch_job_id(&out.stdout).ok_or_else(|| {
             BackendError::Unavailable(format!(
                 "sbatch answered {:?}, not a job id; the job will be found by name next pass",
                 out.stdout.trim()
@@ -370,7 +371,7 @@ impl Backend for SlurmBackend {
             .await?;
         Ok(Some(UsageSample {
             started_at: job.started_at,
-            ..parse::sstat_usage(&out)
+            ..state::sstat_usage(&out)
         }))
     }
 

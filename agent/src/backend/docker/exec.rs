@@ -39,7 +39,7 @@ pub(super) async fn start(
             "workspace {workspace} has no container at this site"
         )));
     };
-    if super::observe::from_summary(&summary).state != RunState::Running {
+    if super::state::from_summary(&summary).state != RunState::Running {
         return Err(BackendError::Refused(format!(
             "workspace {workspace} is not running"
         )));
@@ -58,7 +58,7 @@ pub(super) async fn start(
                 "the container of {workspace} names no user; refusing to exec as root"
             ))
         })?;
-    super::create::check_user(&user)?;
+    super::spec::check_user(&user)?;
     let options = CreateExecOptions {
         attach_stdin: Some(true),
         attach_stdout: Some(true),

@@ -48,7 +48,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use super::CALL_TIMEOUT;
 use super::error::{brief, classify, code};
-use super::pod::CONTAINER;
+use super::spec::CONTAINER;
 use crate::backend::BackendError;
 use crate::backend::exec::{ExecControl, ExecIo, ExecOutput, ExecRequest, Signal};
 

@@ -11,7 +11,7 @@ use kube::api::PostParams;
 use tracing::info;
 
 use super::error::{brief, classify, code, forbidden};
-use super::pod::{LABEL_MANAGED_BY, MANAGED_BY};
+use super::spec::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::backend::BackendError;
 
 /// The policy's name in the namespace.

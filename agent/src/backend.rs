@@ -171,10 +171,10 @@ pub trait Backend: Send + Sync + 'static {
 /// The backend the site config names. The fake is only ever built when the config says `fake`.
 pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError> {
     match &config.backend {
-        BackendConfig::Docker { socket, namespace } => Ok(Arc::new(
-            docker::DockerBackend::connect(socket.as_deref(), config.site.clone())
+        BackendConfig::Docker(docker) => Ok(Arc::new(
+            docker::DockerBackend::connect(docker.socket.as_deref(), config.site.clone())
                 .await?
-                .with_namespace(namespace.clone()),
+                .with_namespace(docker.namespace.clone()),
         )),
         BackendConfig::Slurm(slurm) => Ok(Arc::new(slurm::SlurmBackend::new(
             config.site.clone(),
@@ -183,13 +183,10 @@ pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError
         BackendConfig::Kubernetes(k8s) => Ok(Arc::new(
             kubernetes::KubernetesBackend::connect(config.site.clone(), k8s.clone()).await?,
         )),
-        BackendConfig::Fake {
-            start_delay_ms,
-            failure_rate,
-        } => Ok(Arc::new(fake::FakeBackend::new(
+        BackendConfig::Fake(fake) => Ok(Arc::new(fake::FakeBackend::new(
             config.site.clone(),
-            Duration::from_millis(*start_delay_ms),
-            *failure_rate,
+            Duration::from_millis(fake.start_delay_ms),
+            fake.failure_rate,
         ))),
     }
 }
