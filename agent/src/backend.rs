@@ -120,18 +120,76 @@ pub struct UsageSample {
     pub started_at: Option<DateTime<Utc>>,
 }
 
+/// The error a backend failure came from (an engine, API or SSH error), kept for callers that
+/// look past the message.
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Backend failures. Each says what failed and what an admin can do.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The backend could not be reached (engine down, API error): state is unknown, not gone.
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
+    #[error("backend unavailable: {message}")]
+    Unavailable {
+        /// What failed and what to check, as shown in the workspace's message.
+        message: String,
+        /// The engine, API or SSH error behind it, when there is one.
+        #[source]
+        source: Option<Source>,
+    },
     /// The backend refused the launch (bad image, bad mount, limits).
-    #[error("launch refused: {0}")]
-    Refused(String),
+    #[error("launch refused: {message}")]
+    Refused {
+        /// What was refused and what to change, as shown in the workspace's message.
+        message: String,
+        /// The engine or API answer behind it, when there is one.
+        #[source]
+        source: Option<Source>,
+    },
     /// The backend lacks a capability the workspace needs.
     #[error("not supported by this backend: {0}")]
     Unsupported(String),
+}
+
+impl BackendError {
+    /// The backend cannot be asked: `message` says what failed and what to check.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The backend refused: `message` says what and what to change.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::Refused {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, keeping `e` as its source (the message already says what it means).
+    #[must_use]
+    pub fn caused_by(self, e: impl Into<Source>) -> Self {
+        match self {
+            Self::Unavailable { message, .. } => Self::Unavailable {
+                message,
+                source: Some(e.into()),
+            },
+            Self::Refused { message, .. } => Self::Refused {
+                message,
+                source: Some(e.into()),
+            },
+            other @ Self::Unsupported(_) => other,
+        }
+    }
+
+    /// What the error says, without the kind's prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Unavailable { message, .. } | Self::Refused { message, .. } => message,
+            Self::Unsupported(m) => m,
+        }
+    }
 }
 
 /// A compute system the agent drives. Every method is idempotent: launching a workspace that
@@ -188,5 +246,23 @@ pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError
             Duration::from_millis(fake.start_delay_ms),
             fake.failure_rate,
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message reads as it did before sources were kept, and the source is there to look at.
+    #[test]
+    fn an_error_keeps_its_source_and_its_message() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = BackendError::unavailable("engine: refused").caused_by(io);
+        assert_eq!(e.to_string(), "backend unavailable: engine: refused");
+        assert_eq!(e.message(), "engine: refused");
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.to_string(), "refused");
+        let plain = BackendError::refused("bad image");
+        assert!(std::error::Error::source(&plain).is_none());
     }
 }

@@ -215,7 +215,7 @@ async fn wait_for(backend: &DockerBackend, ws: &str, want: impl Fn(&RunState) ->
 
 fn refused(r: Result<impl std::fmt::Debug, BackendError>, needle: &str) {
     match r {
-        Err(BackendError::Refused(m)) => assert!(m.contains(needle), "{m}"),
+        Err(BackendError::Refused { message: m, .. }) => assert!(m.contains(needle), "{m}"),
         other => panic!("expected a refusal mentioning {needle:?}, got {other:?}"),
     }
 }
@@ -683,7 +683,7 @@ async fn an_unreachable_engine_is_unavailable_not_gone() {
     let err = DockerBackend::connect(Some("/nonexistent/docker.sock"), site)
         .await
         .unwrap_err();
-    assert!(matches!(err, BackendError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
 }
 
 #[tokio::test]

@@ -294,7 +294,7 @@ async fn a_lost_create_answer_is_adopted_not_repeated() {
     });
     fake.drop_watches();
     let err = backend.launch(&s).await.unwrap_err();
-    assert!(matches!(err, BackendError::Unavailable(_)), "{err}");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err}");
     let again = backend.launch(&s).await.unwrap();
     assert_eq!(again.handle, "basho-ws-lost");
     let creates = fake.count("create", "pods");
@@ -318,7 +318,7 @@ async fn a_name_taken_by_another_site_is_refused() {
         .await
         .unwrap_err();
     match err {
-        BackendError::Refused(m) => assert!(m.contains("does not manage"), "{m}"),
+        BackendError::Refused { message: m, .. } => assert!(m.contains("does not manage"), "{m}"),
         other => panic!("{other}"),
     }
     assert_within_permissions(&fake);
@@ -389,21 +389,21 @@ async fn workspaces_are_unknown_while_the_api_is_down() {
     eventually("unavailable past the grace", || async {
         matches!(
             backend.list_managed().await,
-            Err(BackendError::Unavailable(_))
+            Err(BackendError::Unavailable { .. })
         )
     })
     .await;
     assert!(matches!(
         backend.inspect("ws-down").await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::Unavailable { .. })
     ));
     assert!(matches!(
         backend.launch(&s).await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::Unavailable { .. })
     ));
     assert!(matches!(
         backend.stop("ws-down").await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::Unavailable { .. })
     ));
 
     fake.set_down(false);
@@ -428,7 +428,7 @@ async fn a_forbidden_network_policy_refuses_the_launch() {
         .await
         .unwrap_err();
     match err {
-        BackendError::Refused(m) => {
+        BackendError::Refused { message: m, .. } => {
             assert!(m.contains("networkpolicies") && m.contains("get"), "{m}")
         }
         other => panic!("{other}"),
@@ -464,7 +464,7 @@ async fn a_pod_security_refusal_says_so() {
         .await
         .unwrap_err();
     match err {
-        BackendError::Refused(m) => {
+        BackendError::Refused { message: m, .. } => {
             assert!(
                 m.contains("Pod Security") && m.contains("PersistentVolumeClaims"),
                 "{m}"
@@ -486,7 +486,7 @@ async fn a_missing_claim_refuses_the_launch() {
         .await
         .unwrap_err();
     match err {
-        BackendError::Refused(m) => {
+        BackendError::Refused { message: m, .. } => {
             assert!(m.contains("dataset JGAD000102") && m.contains("jga"), "{m}")
         }
         other => panic!("{other}"),
@@ -509,7 +509,7 @@ async fn a_server_error_on_create_is_unavailable_and_bad_specs_are_refused() {
     let s = spec(dir.path(), "ws-500");
     assert!(matches!(
         backend.launch(&s).await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::Unavailable { .. })
     ));
     backend.launch(&s).await.unwrap();
 
@@ -517,7 +517,7 @@ async fn a_server_error_on_create_is_unavailable_and_bad_specs_are_refused() {
     bare.image = format!("sha256:{}", "d".repeat(64));
     assert!(matches!(
         backend.launch(&bare).await,
-        Err(BackendError::Refused(m)) if m.contains("kubelet cannot pull")
+        Err(BackendError::Refused { message: m, .. }) if m.contains("kubelet cannot pull")
     ));
     // Stopping what is not there succeeds.
     backend.stop("ws-never").await.unwrap();

@@ -63,14 +63,14 @@ impl DockerBackend {
             None => Docker::connect_with_local_defaults(),
         }
         .map_err(|e| {
-            BackendError::Unavailable(format!(
+            BackendError::unavailable(format!(
                 "cannot set up a connection to the docker engine at {}: {e}; check \
                  backend.socket in the site config",
                 socket.unwrap_or("the default socket")
             ))
         })?;
         let docker = docker.negotiate_version().await.map_err(|e| {
-            BackendError::Unavailable(format!(
+            BackendError::unavailable(format!(
                 "cannot reach the docker engine at {}: {e}; is dockerd running and may the \
                  agent's user use its socket?",
                 socket.unwrap_or("the default socket")
@@ -167,7 +167,7 @@ impl DockerBackend {
                 // cannot apply): retrying the same container would fail the same way.
                 warn!(workspace, error = %e, "engine refused to start the container; removing it");
                 let _ = self.remove(id).await;
-                Err(BackendError::Refused(format!(
+                Err(BackendError::refused(format!(
                     "the engine could not start the workspace container: {e}; check the dataset, \
                      work and results paths and the limits in the site config"
                 )))
@@ -229,7 +229,7 @@ impl DockerBackend {
                 || label(LABEL_WORKSPACE) != Some(workspace)
                 || !namespace_ok
             {
-                return Err(BackendError::Refused(format!(
+                return Err(BackendError::refused(format!(
                     "container name {name} is taken by a container this site does not manage \
                      (another site, or another agent namespace, on the same engine?); remove it with `docker rm -f {name}`"
                 )));
@@ -243,7 +243,7 @@ impl DockerBackend {
             debug!(workspace, container = %id, "starting container of a concurrent launch");
             return self.start_and_observe(workspace, &id).await;
         }
-        Err(BackendError::Unavailable(format!(
+        Err(BackendError::unavailable(format!(
             "container name {name} is reserved but no container appeared; try again"
         )))
     }
@@ -270,7 +270,7 @@ impl DockerBackend {
             return self.start_and_observe(workspace, &id).await;
         }
         self.observe(&summary).await?.ok_or_else(|| {
-            BackendError::Unavailable(format!("container {id} vanished while being adopted"))
+            BackendError::unavailable(format!("container {id} vanished while being adopted"))
         })
     }
 }
@@ -291,7 +291,7 @@ impl Backend for DockerBackend {
     #[instrument(skip_all, fields(workspace = %spec.workspace, site = %self.site))]
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError> {
         if spec.site != self.site {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "workspace is for site {} but this backend serves site {}",
                 spec.site, self.site
             )));
@@ -305,7 +305,7 @@ impl Backend for DockerBackend {
         match self.docker.inspect_image(&spec.image).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {
-                return Err(BackendError::Refused(format!(
+                return Err(BackendError::refused(format!(
                     "image {} is not present on this engine; sites load images locally, nothing is \
                      pulled (load it with `docker load` and pin its ID in the site's images)",
                     spec.image
@@ -330,7 +330,7 @@ impl Backend for DockerBackend {
             // Same name: a concurrent launch won the race, or another site owns the name.
             Err(e) if is_conflict(&e) => return self.adopt(&spec.workspace).await,
             Err(e) if error::is_client_error(&e) => {
-                return Err(BackendError::Refused(format!(
+                return Err(BackendError::refused(format!(
                     "the engine refused the workspace container: {e}"
                 )));
             }

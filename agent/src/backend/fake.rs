@@ -119,8 +119,8 @@ impl FakeBackend {
 
     fn check_available(&self) -> Result<(), BackendError> {
         if self.unavailable.load(Ordering::SeqCst) {
-            return Err(BackendError::Unavailable(
-                "fake backend set unavailable; clear it with set_unavailable(false)".into(),
+            return Err(BackendError::unavailable(
+                "fake backend set unavailable; clear it with set_unavailable(false)",
             ));
         }
         Ok(())
@@ -167,7 +167,7 @@ impl Backend for FakeBackend {
         self.launches.fetch_add(1, Ordering::SeqCst);
         self.check_available()?;
         if spec.site != self.site {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "spec is for site {} but this backend serves {}",
                 spec.site, self.site
             )));
@@ -324,7 +324,7 @@ mod tests {
         b.set_unavailable(true);
         assert!(matches!(
             b.list_managed().await,
-            Err(BackendError::Unavailable(_))
+            Err(BackendError::Unavailable { .. })
         ));
         b.set_unavailable(false);
         assert_eq!(b.list_managed().await.unwrap().len(), 1);
@@ -336,7 +336,7 @@ mod tests {
         let other = Ident::parse("elsewhere").unwrap();
         assert!(matches!(
             b.launch(&example_spec(&other, "ws-1")).await,
-            Err(BackendError::Refused(_))
+            Err(BackendError::Refused { .. })
         ));
     }
 }

@@ -122,14 +122,14 @@ impl KubernetesBackend {
             None => kube::Config::infer().await.map_err(|e| e.to_string()),
         }
         .map_err(|e| {
-            BackendError::Refused(format!(
+            BackendError::refused(format!(
                 "no usable Kubernetes client configuration: {e}; run the agent in the cluster \
                  with its service account, or set backend.kubeconfig"
             ))
         })?;
         let client = |config: kube::Config| {
             Client::try_from(config).map_err(|e| {
-                BackendError::Refused(format!("cannot set up the Kubernetes client: {e}"))
+                BackendError::refused(format!("cannot set up the Kubernetes client: {e}"))
             })
         };
         // Calls get an answer timeout, so a hung API server makes workspaces unknown instead of
@@ -158,7 +158,7 @@ impl KubernetesBackend {
     ) -> Result<Self, BackendError> {
         let problems = cfg.check();
         if !problems.is_empty() {
-            return Err(BackendError::Refused(problems.join("; ")));
+            return Err(BackendError::refused(problems.join("; ")));
         }
         let ns = cfg.namespace.as_str();
         let watched = PodWatch::new(Duration::from_secs(cfg.watch_grace_s));
@@ -203,10 +203,10 @@ impl KubernetesBackend {
         let resource = "persistentvolumeclaims";
         let found = match self.claims.get_opt(claim).await {
             Ok(found) => found,
-            Err(e) => return Err(classify("get", resource, self.ns(), &e)),
+            Err(e) => return Err(classify("get", resource, self.ns(), e)),
         };
         let Some(pvc) = found else {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "{what}: PersistentVolumeClaim {claim} does not exist in namespace {}; create it \
                  or fix the site config",
                 self.ns()
@@ -214,7 +214,7 @@ impl KubernetesBackend {
         };
         let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
         if phase == "Lost" {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "{what}: PersistentVolumeClaim {claim} has lost its volume (phase Lost)"
             )));
         }
@@ -259,12 +259,12 @@ impl KubernetesBackend {
             .pods
             .get(&name)
             .await
-            .map_err(|e| classify("get", "pods", self.ns(), &e))?;
+            .map_err(|e| classify("get", "pods", self.ns(), e))?;
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         if labels.get(LABEL_SITE).map(String::as_str) != Some(self.site.as_str())
             || labels.get(LABEL_WORKSPACE).map(String::as_str) != Some(workspace)
         {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "pod name {name} is taken in namespace {} by a pod this site does not manage; \
                  remove it with `kubectl -n {} delete pod {name}`",
                 self.ns(),
@@ -274,7 +274,7 @@ impl KubernetesBackend {
         debug!(pod = %name, "pod already there; adopting it");
         let observed = state::observe(&pod);
         self.watched.created(pod);
-        observed.ok_or_else(|| BackendError::Unavailable(format!("pod {name} has no labels")))
+        observed.ok_or_else(|| BackendError::unavailable(format!("pod {name} has no labels")))
     }
 }
 
@@ -295,7 +295,7 @@ impl Backend for KubernetesBackend {
     #[instrument(skip_all, fields(workspace = %spec.workspace, site = %self.site))]
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError> {
         if spec.site != self.site {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "workspace is for site {} but this backend serves site {}",
                 spec.site, self.site
             )));
@@ -305,7 +305,7 @@ impl Backend for KubernetesBackend {
         let text = tokio::fs::read_to_string(&spec.workspace_json)
             .await
             .map_err(|e| {
-                BackendError::Refused(format!(
+                BackendError::refused(format!(
                     "cannot read workspace.json {}: {e}",
                     spec.workspace_json.display()
                 ))
@@ -328,13 +328,13 @@ impl Backend for KubernetesBackend {
                 let observed = state::observe(&created);
                 self.watched.created(created);
                 observed.ok_or_else(|| {
-                    BackendError::Unavailable("the created pod came back without labels".into())
+                    BackendError::unavailable("the created pod came back without labels")
                 })
             }
             // The name is taken: a launch before a restart, or a create that failed in flight.
             Err(e) if code(&e) == 409 => self.adopt(&spec.workspace).await,
             Err(e) if code(&e) == 403 && error::brief(&e).contains("PodSecurity") => {
-                Err(BackendError::Refused(format!(
+                Err(BackendError::refused(format!(
                     "the Pod Security level of namespace {} refuses the workspace pod ({}); \
                      hostPath sources (a dataset path, backend.work or backend.results \
                      host_path) are allowed only at level privileged: serve them through \
@@ -343,8 +343,8 @@ impl Backend for KubernetesBackend {
                     error::brief(&e)
                 )))
             }
-            Err(e) if code(&e) == 403 => Err(forbidden("create", "pods", self.ns(), &e)),
-            Err(e) => Err(classify("create", "pods", self.ns(), &e)),
+            Err(e) if code(&e) == 403 => Err(forbidden("create", "pods", self.ns(), e)),
+            Err(e) => Err(classify("create", "pods", self.ns(), e)),
         }
     }
 
@@ -376,9 +376,9 @@ impl Backend for KubernetesBackend {
                 Ok(_) => info!(pod = %name, "deleting workspace pod"),
                 Err(e) if code(&e) == 404 => self.watched.gone(name),
                 Err(e) if code(&e) == 403 => {
-                    return Err(forbidden("delete", "pods", self.ns(), &e));
+                    return Err(forbidden("delete", "pods", self.ns(), e));
                 }
-                Err(e) => return Err(unavailable("delete pods", &e)),
+                Err(e) => return Err(unavailable("delete pods", e)),
             }
         }
         basho_core::crash_point!("agent.stop.stopped");
@@ -402,7 +402,7 @@ impl Backend for KubernetesBackend {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(BackendError::Unavailable(format!(
+                return Err(BackendError::unavailable(format!(
                     "pod {} is still terminating; its node may be unreachable (see `kubectl -n {} \
                      describe pod {}`)",
                     names[0],
@@ -433,7 +433,7 @@ impl Backend for KubernetesBackend {
     async fn exec(&self, workspace: &str, req: &ExecRequest) -> Result<ExecIo, BackendError> {
         exec::check(req)?;
         let Some(pod) = self.find(workspace).await? else {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "workspace {workspace} has no pod at this site"
             )));
         };
@@ -445,7 +445,7 @@ impl Backend for KubernetesBackend {
         match state::observe(&pod).map(|o| o.state) {
             Some(RunState::Running) => {}
             state => {
-                return Err(BackendError::Refused(format!(
+                return Err(BackendError::refused(format!(
                     "workspace {workspace} is not running (pod {name}: {})",
                     match state {
                         Some(s) => format!("{s:?}"),

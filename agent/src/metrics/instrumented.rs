@@ -14,8 +14,8 @@ use crate::backend::{Backend, BackendError, Capabilities, LaunchSpec, Observed, 
 /// The kind label of a backend error.
 pub fn error_kind(e: &BackendError) -> &'static str {
     match e {
-        BackendError::Unavailable(_) => "unavailable",
-        BackendError::Refused(_) => "refused",
+        BackendError::Unavailable { .. } => "unavailable",
+        BackendError::Refused { .. } => "refused",
         BackendError::Unsupported(_) => "unsupported",
     }
 }
@@ -135,7 +135,7 @@ mod tests {
         fake.set_unavailable(true);
         assert!(matches!(
             metered.list_managed().await,
-            Err(BackendError::Unavailable(_))
+            Err(BackendError::Unavailable { .. })
         ));
         let text = metrics.encode();
         let series = "basho_agent_backend_errors_total{backend=\"fake\",op=\"list_managed\",kind=\"unavailable\"} 1";

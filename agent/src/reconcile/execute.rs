@@ -43,7 +43,7 @@ impl ExecuteError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ExecuteError::Refused(_) | ExecuteError::HostDir(_) => true,
-            ExecuteError::Backend(e) => !matches!(e, BackendError::Unavailable(_)),
+            ExecuteError::Backend(e) => !matches!(e, BackendError::Unavailable { .. }),
             ExecuteError::Interrupted(_) => false,
         }
     }
@@ -109,7 +109,7 @@ impl Executor {
                 seen
             })
             .await
-            .map_err(|e| BackendError::Unavailable(format!("reading recorded expiries: {e}")))?;
+            .map_err(|e| BackendError::unavailable(format!("reading recorded expiries: {e}")))?;
         }
         Ok(seen)
     }
@@ -229,7 +229,7 @@ impl Executor {
                 Ok(seen)
             }
             Err(e) => {
-                if !matches!(e, BackendError::Unavailable(_)) {
+                if !matches!(e, BackendError::Unavailable { .. }) {
                     // Nothing runs: the agent's own record of it goes too.
                     let _ = self.remove_state(&a.id).await;
                 }

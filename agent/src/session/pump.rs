@@ -57,8 +57,8 @@ fn request(open: &Open) -> Result<ExecRequest, String> {
 fn refusal(e: &BackendError) -> Refusal {
     let code = match e {
         BackendError::Unsupported(_) => "unsupported",
-        BackendError::Refused(_) => "not_running",
-        BackendError::Unavailable(_) => "backend_unavailable",
+        BackendError::Refused { .. } => "not_running",
+        BackendError::Unavailable { .. } => "backend_unavailable",
     };
     Refusal {
         code: code.into(),

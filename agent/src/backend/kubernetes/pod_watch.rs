@@ -78,14 +78,14 @@ impl PodWatch {
                 .failing
                 .as_ref()
                 .map_or("the first list is not done".to_string(), |(_, e)| e.clone());
-            return Some(BackendError::Unavailable(format!(
+            return Some(BackendError::unavailable(format!(
                 "the agent has no list of its pods yet: {why}; check that the API server is \
                  reachable and the agent may list and watch pods"
             )));
         }
         match &inner.failing {
             Some((since, e)) if since.elapsed() > self.grace => {
-                Some(BackendError::Unavailable(format!(
+                Some(BackendError::unavailable(format!(
                     "the watch of pods has failed for {}s: {e}; workspaces are unknown until \
                      the API server answers again",
                     since.elapsed().as_secs()
@@ -283,7 +283,7 @@ mod tests {
     async fn unavailable_before_the_first_list_and_past_the_grace() {
         let watched = PodWatch::new(Duration::from_secs(30));
         assert!(
-            matches!(names(&watched).await, Err(BackendError::Unavailable(m)) if m.contains("no list"))
+            matches!(names(&watched).await, Err(BackendError::Unavailable { message: m, .. }) if m.contains("no list"))
         );
         watched.replace(HashMap::from([(
             "basho-a".into(),
@@ -300,7 +300,7 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(25)).await;
         assert!(
-            matches!(names(&watched).await, Err(BackendError::Unavailable(m)) if m.contains("connection refused"))
+            matches!(names(&watched).await, Err(BackendError::Unavailable { message: m, .. }) if m.contains("connection refused"))
         );
         assert!(!watched.trusted());
 

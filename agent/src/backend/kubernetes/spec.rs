@@ -35,7 +35,7 @@ pub fn pod_name(workspace: &str) -> String {
 }
 
 fn refused(msg: impl Into<String>) -> BackendError {
-    BackendError::Refused(msg.into())
+    BackendError::refused(msg.into())
 }
 
 /// What a checked spec resolves to on Kubernetes.

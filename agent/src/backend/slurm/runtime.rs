@@ -23,7 +23,7 @@ const RESULTS: &str = "/results";
 const WORKSPACE_JSON: &str = "/etc/basho/workspace.json";
 
 fn refused(msg: impl Into<String>) -> BackendError {
-    BackendError::Refused(msg.into())
+    BackendError::refused(msg.into())
 }
 
 /// The argv that runs the workspace's container in the foreground of the job, starting with
