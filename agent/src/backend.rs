@@ -11,12 +11,12 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{BackendConfig, ClaimSource, SiteConfig};
 
-pub mod conformance;
 pub mod docker;
 pub mod exec;
 pub mod fake;
 pub mod kubernetes;
 pub mod slurm;
+pub mod suite;
 
 /// What a backend can do, so the agent refuses what it cannot honour instead of degrading silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

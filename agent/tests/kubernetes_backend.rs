@@ -9,8 +9,8 @@ mod kube_fake;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use basho_agent::backend::conformance::{example_spec, run_suite};
 use basho_agent::backend::kubernetes::{KubernetesBackend, REQUIRED_PERMISSIONS};
+use basho_agent::backend::suite::{example_spec, run_suite};
 use basho_agent::backend::{Backend, BackendError, DatasetMount, LaunchSpec, RunState};
 use basho_agent::config::{ClaimSource, KubernetesConfig};
 use basho_core::Ident;
@@ -629,4 +629,51 @@ async fn real_cluster() {
     })
     .await
     .unwrap();
+}
+
+/// The shared backend suite against the fake API server: exits by pod phase, cut off by taking
+/// the server down past the watch's grace, a fresh instance is a second backend on the server.
+mod suite {
+    use async_trait::async_trait;
+    use basho_agent::backend::suite::Harness;
+
+    use super::*;
+
+    struct Kube {
+        fake: FakeApi,
+        backend: KubernetesBackend,
+        dir: tempfile::TempDir,
+    }
+
+    #[async_trait]
+    impl Harness for Kube {
+        fn backend(&self) -> &dyn Backend {
+            &self.backend
+        }
+        fn spec(&self, workspace: &str) -> LaunchSpec {
+            spec(self.dir.path(), workspace)
+        }
+        async fn make_exit(&self, workspace: &str) -> bool {
+            self.fake
+                .set_status(&format!("basho-{workspace}"), json!({"phase": "Succeeded"}));
+            true
+        }
+        async fn cut_connection(&self) -> bool {
+            self.fake.set_down(true);
+            // Past the watch's grace of 1 s the cached view is no longer trusted.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            true
+        }
+        async fn fresh_instance(&self) -> Option<Box<dyn Backend>> {
+            Some(Box::new(backend(&self.fake).await))
+        }
+    }
+
+    async fn kube() -> Option<Kube> {
+        let (fake, backend) = setup().await;
+        let dir = tempfile::tempdir().unwrap();
+        Some(Kube { fake, backend, dir })
+    }
+
+    basho_agent::backend_suite!(kube());
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use basho_agent::backend::Backend;
 use basho_agent::backend::BackendError;
-use basho_agent::backend::conformance::example_spec;
 use basho_agent::backend::exec::{ExecIo, ExecOutput, ExecRequest, Signal};
 use basho_agent::backend::kubernetes::exec::{KILLER, RECORD_PREFIX, WRAPPER};
 use basho_agent::backend::kubernetes::{KubernetesBackend, REQUIRED_PERMISSIONS};
+use basho_agent::backend::suite::example_spec;
 use basho_agent::backend::{LaunchSpec, RunState};
 use basho_agent::config::KubernetesConfig;
 use futures::StreamExt;

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use basho_agent::backend::conformance::run_suite;
 use basho_agent::backend::slurm::SlurmBackend;
+use basho_agent::backend::suite::run_suite;
 use basho_agent::backend::{Backend, BackendError, LaunchSpec};
 use basho_agent::config::{Runtime, SlurmConfig};
 use basho_core::Ident;

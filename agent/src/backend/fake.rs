@@ -247,18 +247,10 @@ impl Backend for FakeBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::conformance::{example_spec, run_suite};
+    use crate::backend::suite::example_spec;
 
     fn site() -> Ident {
         Ident::parse("sim").unwrap()
-    }
-
-    #[tokio::test]
-    async fn passes_the_conformance_suite() {
-        let backend = FakeBackend::seeded(site(), Duration::from_millis(50), 0.0, 7);
-        run_suite(&backend, |id| example_spec(&site(), id))
-            .await
-            .expect("fake backend conforms");
     }
 
     #[tokio::test(start_paused = true)]

@@ -101,8 +101,8 @@ mod tests {
     use basho_core::Ident;
 
     use super::*;
-    use crate::backend::conformance::{example_spec, run_suite};
     use crate::backend::fake::FakeBackend;
+    use crate::backend::suite::{example_spec, run_suite};
 
     #[tokio::test]
     async fn passes_the_conformance_suite_and_counts_every_call() {
