@@ -26,6 +26,16 @@ pub use session as tunnel;
 #[cfg(test)]
 mod fixtures;
 
+/// Spawns `task` inside the caller's span, so what it logs keeps the site, workspace and session
+/// the caller's span names.
+pub(crate) fn spawn_in_span<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(tracing::Instrument::in_current_span(task))
+}
+
 /// Everything that can stop the agent, each saying what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

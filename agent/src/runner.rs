@@ -39,6 +39,33 @@ use report::Outbox;
 /// How often the backend is looked at when nothing else happens.
 pub const RECHECK: Duration = Duration::from_secs(2);
 
+/// Longest the agent's shutdown waits for launches and stops under way, and then for its
+/// background tasks: long enough for a Slurm command's timeout, short enough for a supervisor's
+/// stop timeout.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(60);
+
+/// Waits for the tasks of `busy`, each handed to `finished`, for at most `grace`; the ones still
+/// running then are aborted. How many were abandoned.
+async fn drain<T: 'static>(
+    busy: &mut JoinSet<T>,
+    grace: Duration,
+    mut finished: impl FnMut(Result<T, tokio::task::JoinError>),
+) -> usize {
+    let deadline = tokio::time::Instant::now() + grace;
+    while !busy.is_empty() {
+        match tokio::time::timeout_at(deadline, busy.join_next()).await {
+            Ok(Some(done)) => finished(done),
+            Ok(None) => break,
+            Err(_) => {
+                let left = busy.len();
+                busy.abort_all();
+                return left;
+            }
+        }
+    }
+    0
+}
+
 /// Says, one line per workspace, what the agent found on the backend when it (re)started and
 /// what it does about it: after a crash this is the record of how each workspace converged.
 fn account_for(actual: &[Observed], actions: &[Action]) {
@@ -237,12 +264,29 @@ pub async fn run(
         metrics.set_workspaces(reconciler.outbox.states());
         metrics.set_journal_pending(reconciler.meter.pending_len() as u64);
     }
-    // Launches and stops under way finish, as a pass used to, so nothing is left half-made.
-    while let Some(done) = reconciler.busy.join_next().await {
-        reconciler.finished(done);
+    // Launches and stops under way finish, as a pass used to, so nothing is left half-made; one
+    // stuck on a backend that never answers must not hold the agent's shutdown forever.
+    let mut busy = std::mem::take(&mut reconciler.busy);
+    let left = drain(&mut busy, DRAIN_GRACE, |done| reconciler.finished(done)).await;
+    if left > 0 {
+        let abandoned: Vec<&str> = reconciler.busy_ids.keys().map(String::as_str).collect();
+        warn!(
+            ?abandoned,
+            grace_s = DRAIN_GRACE.as_secs(),
+            "launches or stops still under way at shutdown were abandoned; the next start looks at \
+             these workspaces again"
+        );
     }
     stop.cancel();
-    tasks.wait().await;
+    if tokio::time::timeout(DRAIN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            grace_s = DRAIN_GRACE.as_secs(),
+            "background tasks (poll, report, meter, usage, sessions) did not end in time; abandoned"
+        );
+    }
     info!(site = %site, "agent stopped; workspaces keep running");
     Ok(())
 }
@@ -483,5 +527,67 @@ impl Reconciler {
             })
             .collect();
         self.outbox.record(unknown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use basho_core::Ident;
+
+    use super::*;
+    use crate::backend::fake::FakeBackend;
+    use crate::backend::{Capabilities, LaunchSpec, UsageSample};
+
+    /// The fake, but a stop never returns (an engine or login node that hangs).
+    struct StuckStop(FakeBackend);
+
+    #[async_trait]
+    impl Backend for StuckStop {
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError> {
+            self.0.launch(spec).await
+        }
+        async fn inspect(&self, workspace: &str) -> Result<Option<Observed>, BackendError> {
+            self.0.inspect(workspace).await
+        }
+        async fn stop(&self, _workspace: &str) -> Result<(), BackendError> {
+            std::future::pending().await
+        }
+        async fn list_managed(&self) -> Result<Vec<Observed>, BackendError> {
+            self.0.list_managed().await
+        }
+        async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError> {
+            self.0.usage(workspace).await
+        }
+    }
+
+    /// A stop stuck on the backend holds the drain for the grace and no longer; what finished in
+    /// time is handed over.
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_returns_after_the_grace_with_a_stuck_stop() {
+        let site = Ident::parse("sim").unwrap();
+        let backend = Arc::new(StuckStop(FakeBackend::new(site, Duration::ZERO, 0.0)));
+        let mut busy = JoinSet::new();
+        let b = backend.clone();
+        busy.spawn(async move { b.stop("ws-stuck").await.map(|()| "ws-stuck") });
+        busy.spawn(async { Ok("ws-quick") });
+        let started = tokio::time::Instant::now();
+        let mut done = Vec::new();
+        let left = drain(&mut busy, Duration::from_secs(5), |r| {
+            done.push(r.unwrap().unwrap())
+        })
+        .await;
+        assert_eq!(left, 1);
+        assert_eq!(done, ["ws-quick"]);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert!(busy.join_next().await.unwrap().unwrap_err().is_cancelled());
     }
 }

@@ -272,7 +272,7 @@ pub(super) async fn start(
 
     let (outcome_tx, outcome_rx) = watch::channel(Outcome::Running);
     if let Some(status) = process.take_status() {
-        tokio::spawn(
+        crate::spawn_in_span(
             async move {
                 let o = status.await.as_ref().map_or(Outcome::Lost, outcome);
                 debug!(outcome = ?o, "exec ended");
