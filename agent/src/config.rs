@@ -10,13 +10,17 @@ use basho_core::visa::IssuerRef;
 use serde::{Deserialize, Serialize};
 
 mod check;
-mod kubernetes;
 mod load;
 
 pub use check::check;
-pub use kubernetes::{ClaimSource, KubernetesConfig, VolumeConfig};
-pub(crate) use kubernetes::{is_dns_subdomain, node_path_problem};
 pub use load::{ConfigError, ENV_ORCHESTRATOR_URL, ENV_TOKEN, load, parse};
+
+// Each backend's table is defined beside the backend; the site config names them all here.
+pub use crate::backend::docker::config::DockerConfig;
+pub use crate::backend::fake::config::FakeConfig;
+pub use crate::backend::kubernetes::config::{ClaimSource, KubernetesConfig, VolumeConfig};
+pub(crate) use crate::backend::kubernetes::config::{is_dns_subdomain, node_path_problem};
+pub use crate::backend::slurm::config::{LoginNode, Runtime, SlurmConfig};
 
 /// The whole site config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +56,7 @@ pub struct SiteConfig {
     pub metering: crate::meter::MeteringConfig,
     /// Limits on interactive sessions (shell, exec, port-forward).
     #[serde(default)]
-    pub sessions: crate::tunnel::SessionsConfig,
+    pub sessions: crate::session::SessionsConfig,
     /// How the agent carries out what it decides.
     #[serde(default)]
     pub reconcile: Reconcile,
@@ -96,134 +100,39 @@ fn default_poll_wait_s() -> u64 {
     25
 }
 
-/// The backend and its settings.
+/// The backend and its settings: one variant per backend, each with its own config type and
+/// checks (`backend/<name>/config.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BackendConfig {
     /// A Docker engine.
-    Docker {
-        /// Engine socket; the local default when absent.
-        #[serde(default)]
-        socket: Option<String>,
-        /// Labels this agent's containers `io.basho.namespace=<namespace>` and manages only those,
-        /// for engines shared by agents with the same site name (development machines). Leave it
-        /// unset on a production site: the agent then manages every container of its site.
-        #[serde(default)]
-        namespace: Option<String>,
-    },
+    Docker(DockerConfig),
     /// A Slurm cluster reached over SSH on its login node.
     Slurm(SlurmConfig),
     /// A Kubernetes cluster: one pod per workspace in a namespace.
     Kubernetes(KubernetesConfig),
     /// Simulated lifecycles, for tests and benchmarks only.
-    Fake {
-        /// Time from launch to running, milliseconds.
-        #[serde(default)]
-        start_delay_ms: u64,
-        /// Share of launches that fail, 0.0 to 1.0.
-        #[serde(default)]
-        failure_rate: f64,
-    },
+    Fake(FakeConfig),
 }
 
 impl BackendConfig {
     /// `docker`, `slurm`, `kubernetes` or `fake`, as written in the config.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Docker { .. } => "docker",
+            Self::Docker(_) => "docker",
             Self::Slurm(_) => "slurm",
             Self::Kubernetes(_) => "kubernetes",
-            Self::Fake { .. } => "fake",
+            Self::Fake(_) => "fake",
         }
     }
-}
 
-/// A Slurm site: the login node the agent reaches over SSH, how jobs are submitted, and the
-/// container runtime the job script starts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlurmConfig {
-    /// The login node.
-    pub login: LoginNode,
-    /// `--partition`; the cluster's default when absent.
-    #[serde(default)]
-    pub partition: Option<String>,
-    /// `--account` per project ID; projects not listed use `default_account`.
-    #[serde(default)]
-    pub accounts: BTreeMap<String, String>,
-    /// `--account` for projects not in `accounts`; none (the user's default) when absent.
-    #[serde(default)]
-    pub default_account: Option<String>,
-    /// Extra `#SBATCH` options, each one option such as `--qos=normal`.
-    #[serde(default)]
-    pub directives: Vec<String>,
-    /// The container runtime the job script runs.
-    #[serde(default)]
-    pub runtime: Runtime,
-    /// The runtime's program on the compute nodes; the runtime's own name when absent.
-    #[serde(default)]
-    pub runtime_path: Option<String>,
-    /// Job script template (minijinja); the built-in `templates/slurm/workspace.sh.j2` when absent.
-    #[serde(default)]
-    pub template: Option<PathBuf>,
-    /// Directory on the cluster for the jobs' `--output` files; Slurm's default when absent.
-    #[serde(default)]
-    pub output_dir: Option<String>,
-}
-
-/// How the agent reaches the login node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginNode {
-    /// Host name or address.
-    pub host: String,
-    /// SSH port.
-    #[serde(default = "default_ssh_port")]
-    pub port: u16,
-    /// The service account jobs are submitted as.
-    pub user: String,
-    /// Private key file (OpenSSH format) for `user`.
-    pub identity_file: PathBuf,
-    /// known_hosts file that must hold the login node's host key; there is no blind trust.
-    pub known_hosts: PathBuf,
-    /// Connect and handshake timeout, seconds.
-    #[serde(default = "default_connect_timeout_s")]
-    pub connect_timeout_s: u64,
-    /// Longest a Slurm command may take before the agent gives up on it, seconds.
-    #[serde(default = "default_command_timeout_s")]
-    pub command_timeout_s: u64,
-}
-
-fn default_ssh_port() -> u16 {
-    22
-}
-fn default_connect_timeout_s() -> u64 {
-    10
-}
-fn default_command_timeout_s() -> u64 {
-    30
-}
-
-/// The container runtime inside a Slurm job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    /// Apptainer (Singularity), with a SIF image; the usual choice on HPC.
-    #[default]
-    Apptainer,
-    /// Docker on the compute node.
-    Docker,
-    /// Podman on the compute node.
-    Podman,
-}
-
-impl Runtime {
-    /// The runtime's name, also its default program.
-    pub fn name(self) -> &'static str {
+    /// Every problem of the `[backend]` table, empty when it is fine.
+    pub fn check(&self) -> Vec<String> {
         match self {
-            Self::Apptainer => "apptainer",
-            Self::Docker => "docker",
-            Self::Podman => "podman",
+            Self::Docker(c) => c.check(),
+            Self::Slurm(c) => c.check(),
+            Self::Kubernetes(c) => c.check(),
+            Self::Fake(c) => c.check(),
         }
     }
 }

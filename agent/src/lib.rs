@@ -11,15 +11,30 @@ pub mod backend;
 pub mod catalog;
 pub mod client;
 pub mod config;
-pub mod denylist;
 pub mod meter;
 pub mod metrics;
 pub mod reconcile;
+pub mod revocations;
 pub mod runner;
-pub mod tunnel;
+pub mod session;
+
+/// The former name of [`session`], kept so callers outside this crate (the `basho` CLI's
+/// sessions dial through `tunnel::dial`) build until they name `session`.
+#[doc(hidden)]
+pub use session as tunnel;
 
 #[cfg(test)]
 mod fixtures;
+
+/// Spawns `task` inside the caller's span, so what it logs keeps the site, workspace and session
+/// the caller's span names.
+pub(crate) fn spawn_in_span<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(tracing::Instrument::in_current_span(task))
+}
 
 /// Everything that can stop the agent, each saying what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +53,7 @@ pub enum Error {
     Backend(#[from] backend::BackendError),
     /// The site's deny-list cannot be read.
     #[error(transparent)]
-    DenyList(#[from] denylist::DenyListError),
+    DenyList(#[from] revocations::DenyListError),
     /// `/metrics` cannot be served.
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
@@ -47,7 +62,7 @@ pub enum Error {
     Journal(#[from] meter::journal::JournalError),
     /// The session recording directory is unusable.
     #[error(transparent)]
-    Recording(#[from] tunnel::recording::RecordingDirError),
+    Recording(#[from] session::recording::RecordingDirError),
 }
 
 /// Runs the agent until `shutdown` is cancelled, on the backend the config names. Workspaces keep

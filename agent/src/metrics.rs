@@ -26,10 +26,10 @@ use tracing::{info, warn};
 
 use crate::client::ClientError;
 
-mod backend;
+mod instrumented;
 
-pub use backend::MeteredBackend;
 pub use basho_core::metrics::Declared;
+pub use instrumented::InstrumentedBackend;
 
 /// `[metrics]` in the site config: where to serve `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

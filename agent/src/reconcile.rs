@@ -24,7 +24,7 @@ pub enum StopReason {
     NotDesired,
     /// Past its expiry: the site ends it whether or not the orchestrator is reachable.
     Expired,
-    /// Covered by the site's deny-list (`crate::denylist`), whatever the orchestrator says.
+    /// Covered by the site's deny-list (`crate::revocations`), whatever the orchestrator says.
     Revoked,
 }
 

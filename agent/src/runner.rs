@@ -23,21 +23,48 @@ use crate::backend::{Backend, BackendError, Observed};
 use crate::catalog::Catalog;
 use crate::client::Client;
 use crate::config::SiteConfig;
-use crate::denylist::{self, DenyList, Grants, recorded_grants};
 use crate::meter::{Meter, Metered};
-use crate::metrics::{MeteredBackend, Metrics};
+use crate::metrics::{InstrumentedBackend, Metrics};
 use crate::reconcile::execute::Outcome;
 use crate::reconcile::hostdirs::{HostDirs, Ownership};
 use crate::reconcile::{Action, Executor, by_workspace, plan, plan_before_sync};
+use crate::revocations::{self, DenyList, Grants, recorded_grants};
 
-pub mod ledger;
 pub mod poll;
+pub mod report;
 
-use ledger::Ledger;
 use poll::Fetched;
+use report::Outbox;
 
 /// How often the backend is looked at when nothing else happens.
 pub const RECHECK: Duration = Duration::from_secs(2);
+
+/// Longest the agent's shutdown waits for launches and stops under way, and then for its
+/// background tasks: long enough for a Slurm command's timeout, short enough for a supervisor's
+/// stop timeout.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(60);
+
+/// Waits for the tasks of `busy`, each handed to `finished`, for at most `grace`; the ones still
+/// running then are aborted. How many were abandoned.
+async fn drain<T: 'static>(
+    busy: &mut JoinSet<T>,
+    grace: Duration,
+    mut finished: impl FnMut(Result<T, tokio::task::JoinError>),
+) -> usize {
+    let deadline = tokio::time::Instant::now() + grace;
+    while !busy.is_empty() {
+        match tokio::time::timeout_at(deadline, busy.join_next()).await {
+            Ok(Some(done)) => finished(done),
+            Ok(None) => break,
+            Err(_) => {
+                let left = busy.len();
+                busy.abort_all();
+                return left;
+            }
+        }
+    }
+    0
+}
 
 /// Says, one line per workspace, what the agent found on the backend when it (re)started and
 /// what it does about it: after a crash this is the record of how each workspace converged.
@@ -79,7 +106,7 @@ pub async fn run(
     let trusted = config.load_trusted_issuers().map_err(Error::Issuers)?;
     let (uid, gid) = config.isolation.ids()?;
     let metrics = Arc::new(Metrics::new(config.site.as_str(), backend.kind()));
-    let backend: Arc<dyn Backend> = Arc::new(MeteredBackend::new(backend, metrics.clone()));
+    let backend: Arc<dyn Backend> = Arc::new(InstrumentedBackend::new(backend, metrics.clone()));
     let metrics_listener = match &config.metrics {
         Some(m) => Some(crate::metrics::bind(m).await?),
         None => None,
@@ -113,12 +140,12 @@ pub async fn run(
         &config.paths.state_dir,
         &config.metering,
     )?);
-    let deny_path = config.paths.state_dir.join(denylist::FILE);
+    let deny_path = config.paths.state_dir.join(revocations::FILE);
     let deny = DenyList::load(&deny_path)?;
     if let Some(dir) = &config.sessions.recording_dir {
-        crate::tunnel::recording::prepare(dir).await?;
+        crate::session::recording::prepare(dir).await?;
     }
-    let tunnel = crate::tunnel::Tunnel {
+    let tunnel = crate::session::Tunnel {
         url: config.orchestrator.url.clone(),
         token: token.clone(),
         tls: config.orchestrator.tls_policy(),
@@ -137,7 +164,7 @@ pub async fn run(
     info!(site = %site, backend = executor.backend().kind(), orchestrator = %config.orchestrator.url, "agent starting");
 
     let stop = shutdown.child_token();
-    let ledger = Arc::new(Ledger::default());
+    let outbox = Arc::new(Outbox::default());
     let (tx, mut fetched) = watch::channel(None::<Fetched>);
     let tasks = TaskTracker::new();
     if let Some(listener) = metrics_listener {
@@ -158,10 +185,10 @@ pub async fn run(
     );
     let client_for_usage = client.clone();
     tasks.spawn(
-        ledger::post_loop(
+        report::post_loop(
             client,
             site.clone(),
-            ledger.clone(),
+            outbox.clone(),
             fetched.clone(),
             stop.clone(),
         )
@@ -192,7 +219,7 @@ pub async fn run(
         executor: Arc::new(executor),
         busy: JoinSet::new(),
         busy_ids: BTreeMap::new(),
-        ledger,
+        outbox,
         refused: BTreeMap::new(),
         backend_down: false,
         deny,
@@ -234,15 +261,32 @@ pub async fn run(
             .instrument(span)
             .await;
         metrics.observe_reconcile(started.elapsed());
-        metrics.set_workspaces(reconciler.ledger.states());
+        metrics.set_workspaces(reconciler.outbox.states());
         metrics.set_journal_pending(reconciler.meter.pending_len() as u64);
     }
-    // Launches and stops under way finish, as a pass used to, so nothing is left half-made.
-    while let Some(done) = reconciler.busy.join_next().await {
-        reconciler.finished(done);
+    // Launches and stops under way finish, as a pass used to, so nothing is left half-made; one
+    // stuck on a backend that never answers must not hold the agent's shutdown forever.
+    let mut busy = std::mem::take(&mut reconciler.busy);
+    let left = drain(&mut busy, DRAIN_GRACE, |done| reconciler.finished(done)).await;
+    if left > 0 {
+        let abandoned: Vec<&str> = reconciler.busy_ids.keys().map(String::as_str).collect();
+        warn!(
+            ?abandoned,
+            grace_s = DRAIN_GRACE.as_secs(),
+            "launches or stops still under way at shutdown were abandoned; the next start looks at \
+             these workspaces again"
+        );
     }
     stop.cancel();
-    tasks.wait().await;
+    if tokio::time::timeout(DRAIN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            grace_s = DRAIN_GRACE.as_secs(),
+            "background tasks (poll, report, meter, usage, sessions) did not end in time; abandoned"
+        );
+    }
     info!(site = %site, "agent stopped; workspaces keep running");
     Ok(())
 }
@@ -256,7 +300,7 @@ struct Reconciler {
     busy_ids: BTreeMap<String, tokio::task::Id>,
     /// At most the site's `parallel_actions` tasks touch the backend at once.
     slots: Arc<Semaphore>,
-    ledger: Arc<Ledger>,
+    outbox: Arc<Outbox>,
     /// Assignments refused for good, kept until they change or stop being desired.
     refused: BTreeMap<String, Assignment>,
     backend_down: bool,
@@ -293,7 +337,7 @@ impl Reconciler {
         // One the site stopped as revoked stays revoked, not failed, while it is still listed.
         actions.retain(|a| match a {
             Action::Report(o) if o.state == State::Failed => self
-                .ledger
+                .outbox
                 .latest(&o.workspace)
                 .is_none_or(|l| l.state != State::Revoked),
             _ => true,
@@ -330,7 +374,7 @@ impl Reconciler {
             }
             self.start(workspace, steps, now);
         }
-        self.ledger.record(reports);
+        self.outbox.record(reports);
         self.meter
             .learn(desired.unwrap_or_default().iter().map(|a| {
                 (
@@ -352,7 +396,7 @@ impl Reconciler {
                 .chain(actual.iter().map(|o| o.workspace.as_str()))
                 .collect();
             self.refused.retain(|id, _| keep.contains(id.as_str()));
-            self.ledger.prune(|id| keep.contains(id));
+            self.outbox.prune(|id| keep.contains(id));
         }
     }
 
@@ -396,7 +440,7 @@ impl Reconciler {
         for a in out.refused {
             self.refused.insert(a.id.clone(), a);
         }
-        self.ledger.record(out.reports);
+        self.outbox.record(out.reports);
     }
 
     /// Adds what the orchestrator sent to the deny-list and saves it when it grew.
@@ -471,7 +515,7 @@ impl Reconciler {
             // An end already seen stays the end: unknown is for what may still run.
             .filter(|a| {
                 !self
-                    .ledger
+                    .outbox
                     .latest(&a.id)
                     .is_some_and(|o| o.state.is_terminal())
             })
@@ -482,6 +526,68 @@ impl Reconciler {
                 at: now,
             })
             .collect();
-        self.ledger.record(unknown);
+        self.outbox.record(unknown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use basho_core::Ident;
+
+    use super::*;
+    use crate::backend::fake::FakeBackend;
+    use crate::backend::{Capabilities, LaunchSpec, UsageSample};
+
+    /// The fake, but a stop never returns (an engine or login node that hangs).
+    struct StuckStop(FakeBackend);
+
+    #[async_trait]
+    impl Backend for StuckStop {
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError> {
+            self.0.launch(spec).await
+        }
+        async fn inspect(&self, workspace: &str) -> Result<Option<Observed>, BackendError> {
+            self.0.inspect(workspace).await
+        }
+        async fn stop(&self, _workspace: &str) -> Result<(), BackendError> {
+            std::future::pending().await
+        }
+        async fn list_managed(&self) -> Result<Vec<Observed>, BackendError> {
+            self.0.list_managed().await
+        }
+        async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError> {
+            self.0.usage(workspace).await
+        }
+    }
+
+    /// A stop stuck on the backend holds the drain for the grace and no longer; what finished in
+    /// time is handed over.
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_returns_after_the_grace_with_a_stuck_stop() {
+        let site = Ident::parse("sim").unwrap();
+        let backend = Arc::new(StuckStop(FakeBackend::new(site, Duration::ZERO, 0.0)));
+        let mut busy = JoinSet::new();
+        let b = backend.clone();
+        busy.spawn(async move { b.stop("ws-stuck").await.map(|()| "ws-stuck") });
+        busy.spawn(async { Ok("ws-quick") });
+        let started = tokio::time::Instant::now();
+        let mut done = Vec::new();
+        let left = drain(&mut busy, Duration::from_secs(5), |r| {
+            done.push(r.unwrap().unwrap())
+        })
+        .await;
+        assert_eq!(left, 1);
+        assert_eq!(done, ["ws-quick"]);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert!(busy.join_next().await.unwrap().unwrap_err().is_cancelled());
     }
 }

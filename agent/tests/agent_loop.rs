@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use basho_agent::backend::fake::FakeBackend;
-use basho_agent::backend::{Backend, conformance};
+use basho_agent::backend::{Backend, suite};
 use basho_agent::config::{
     BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig,
 };
@@ -216,10 +216,10 @@ fn site(url: &str) -> Site {
             memory_mib: 8192,
             gpus: 0,
         },
-        backend: BackendConfig::Fake {
+        backend: BackendConfig::Fake(basho_agent::config::FakeConfig {
             start_delay_ms: 0,
             failure_rate: 0.0,
-        },
+        }),
         datasets: vec![CatalogEntry {
             id: id("JGAD000101"),
             path: data,
@@ -447,9 +447,9 @@ async fn notices_exits_outages_and_expiry_by_itself() {
 async fn before_the_first_desired_state_only_expiry_stops_anything() {
     let (orch, url) = stub().await;
     let s = site(&url);
-    let mut live = conformance::example_spec(&id("sim"), "ws-live");
+    let mut live = suite::example_spec(&id("sim"), "ws-live");
     live.expires_at = Utc::now() + chrono::Duration::hours(1);
-    let mut old = conformance::example_spec(&id("sim"), "ws-old");
+    let mut old = suite::example_spec(&id("sim"), "ws-old");
     old.expires_at = Utc::now() - chrono::Duration::seconds(1);
     s.fake.launch(&live).await.unwrap();
     s.fake.launch(&old).await.unwrap();

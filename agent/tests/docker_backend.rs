@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use basho_agent::backend::conformance::{example_spec, run_suite};
 use basho_agent::backend::docker::DockerBackend;
+use basho_agent::backend::suite::{example_spec, run_suite};
 use basho_agent::backend::{Backend, BackendError, DatasetMount, LaunchSpec, RunState};
 use basho_core::{Ident, LABEL_EXPIRES, LABEL_PROJECT, LABEL_SITE, LABEL_WORKSPACE};
 use bollard::Docker;
@@ -215,7 +215,7 @@ async fn wait_for(backend: &DockerBackend, ws: &str, want: impl Fn(&RunState) ->
 
 fn refused(r: Result<impl std::fmt::Debug, BackendError>, needle: &str) {
     match r {
-        Err(BackendError::Refused(m)) => assert!(m.contains(needle), "{m}"),
+        Err(BackendError::Refused { message: m, .. }) => assert!(m.contains(needle), "{m}"),
         other => panic!("expected a refusal mentioning {needle:?}, got {other:?}"),
     }
 }
@@ -683,7 +683,7 @@ async fn an_unreachable_engine_is_unavailable_not_gone() {
     let err = DockerBackend::connect(Some("/nonexistent/docker.sock"), site)
         .await
         .unwrap_err();
-    assert!(matches!(err, BackendError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -704,4 +704,59 @@ async fn demo_image_is_idempotent_and_pinned() {
         .unwrap();
     assert_eq!(inspected.id.as_deref(), Some(first.as_str()));
     assert_eq!(image::DEMO_IMAGE_NAME, "basho/demo");
+}
+
+/// The shared backend suite against the local engine: an exit is the engine killing the
+/// container, a fresh instance is a second backend on the engine; the connection is not cut.
+mod suite {
+    use async_trait::async_trait;
+    use basho_agent::backend::suite::Harness;
+
+    use super::*;
+
+    struct Engine {
+        docker: Docker,
+        image: String,
+        dirs: Dirs,
+        guard: Cleanup,
+        backend: DockerBackend,
+    }
+
+    #[async_trait]
+    impl Harness for Engine {
+        fn backend(&self) -> &dyn Backend {
+            &self.backend
+        }
+        fn spec(&self, workspace: &str) -> LaunchSpec {
+            spec(&self.guard.site, workspace, &self.image, &self.dirs)
+        }
+        async fn make_exit(&self, workspace: &str) -> bool {
+            self.docker
+                .kill_container(
+                    &format!("basho-{workspace}"),
+                    None::<bollard::query_parameters::KillContainerOptions>,
+                )
+                .await
+                .expect("the engine kills the container");
+            true
+        }
+        async fn fresh_instance(&self) -> Option<Box<dyn Backend>> {
+            Some(Box::new(backend(&self.guard.site).await))
+        }
+    }
+
+    async fn engine_harness() -> Option<Engine> {
+        let (docker, image) = engine().await?;
+        let guard = Cleanup::new("t-suite");
+        let backend = backend(&guard.site).await;
+        Some(Engine {
+            docker,
+            image,
+            dirs: dirs(),
+            guard,
+            backend,
+        })
+    }
+
+    basho_agent::backend_suite!(engine_harness());
 }

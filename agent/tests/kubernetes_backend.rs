@@ -9,8 +9,8 @@ mod kube_fake;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use basho_agent::backend::conformance::{example_spec, run_suite};
 use basho_agent::backend::kubernetes::{KubernetesBackend, REQUIRED_PERMISSIONS};
+use basho_agent::backend::suite::{example_spec, run_suite};
 use basho_agent::backend::{Backend, BackendError, DatasetMount, LaunchSpec, RunState};
 use basho_agent::config::{ClaimSource, KubernetesConfig};
 use basho_core::Ident;
@@ -294,7 +294,7 @@ async fn a_lost_create_answer_is_adopted_not_repeated() {
     });
     fake.drop_watches();
     let err = backend.launch(&s).await.unwrap_err();
-    assert!(matches!(err, BackendError::Unavailable(_)), "{err}");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err}");
     let again = backend.launch(&s).await.unwrap();
     assert_eq!(again.handle, "basho-ws-lost");
     let creates = fake.count("create", "pods");
@@ -318,7 +318,7 @@ async fn a_name_taken_by_another_site_is_refused() {
         .await
         .unwrap_err();
     match err {
-        BackendError::Refused(m) => assert!(m.contains("does not manage"), "{m}"),
+        BackendError::Refused { message: m, .. } => assert!(m.contains("does not manage"), "{m}"),
         other => panic!("{other}"),
     }
     assert_within_permissions(&fake);
@@ -389,21 +389,21 @@ async fn workspaces_are_unknown_while_the_api_is_down() {
     eventually("unavailable past the grace", || async {
         matches!(
             backend.list_managed().await,
-            Err(BackendError::Unavailable(_))
+            Err(BackendError::Unavailable { .. })
         )
     })
     .await;
     assert!(matches!(
         backend.inspect("ws-down").await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::Unavailable { .. })
     ));
     assert!(matches!(
         backend.launch(&s).await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::Unavailable { .. })
     ));
     assert!(matches!(
         backend.stop("ws-down").await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::Unavailable { .. })
     ));
 
     fake.set_down(false);
@@ -428,7 +428,7 @@ async fn a_forbidden_network_policy_refuses_the_launch() {
         .await
         .unwrap_err();
     match err {
-        BackendError::Refused(m) => {
+        BackendError::Refused { message: m, .. } => {
             assert!(m.contains("networkpolicies") && m.contains("get"), "{m}")
         }
         other => panic!("{other}"),
@@ -464,7 +464,7 @@ async fn a_pod_security_refusal_says_so() {
         .await
         .unwrap_err();
     match err {
-        BackendError::Refused(m) => {
+        BackendError::Refused { message: m, .. } => {
             assert!(
                 m.contains("Pod Security") && m.contains("PersistentVolumeClaims"),
                 "{m}"
@@ -486,7 +486,7 @@ async fn a_missing_claim_refuses_the_launch() {
         .await
         .unwrap_err();
     match err {
-        BackendError::Refused(m) => {
+        BackendError::Refused { message: m, .. } => {
             assert!(m.contains("dataset JGAD000102") && m.contains("jga"), "{m}")
         }
         other => panic!("{other}"),
@@ -509,7 +509,7 @@ async fn a_server_error_on_create_is_unavailable_and_bad_specs_are_refused() {
     let s = spec(dir.path(), "ws-500");
     assert!(matches!(
         backend.launch(&s).await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::Unavailable { .. })
     ));
     backend.launch(&s).await.unwrap();
 
@@ -517,7 +517,7 @@ async fn a_server_error_on_create_is_unavailable_and_bad_specs_are_refused() {
     bare.image = format!("sha256:{}", "d".repeat(64));
     assert!(matches!(
         backend.launch(&bare).await,
-        Err(BackendError::Refused(m)) if m.contains("kubelet cannot pull")
+        Err(BackendError::Refused { message: m, .. }) if m.contains("kubelet cannot pull")
     ));
     // Stopping what is not there succeeds.
     backend.stop("ws-never").await.unwrap();
@@ -586,10 +586,10 @@ fn the_catalog_carries_claims_and_other_backends_refuse_them() {
             .as_deref(),
         Some("JGAD000201")
     );
-    cfg.backend = basho_agent::config::BackendConfig::Docker {
+    cfg.backend = basho_agent::config::BackendConfig::Docker(basho_agent::config::DockerConfig {
         socket: None,
         namespace: None,
-    };
+    });
     let problems = basho_agent::check_config(&cfg);
     assert!(
         problems
@@ -629,4 +629,51 @@ async fn real_cluster() {
     })
     .await
     .unwrap();
+}
+
+/// The shared backend suite against the fake API server: exits by pod phase, cut off by taking
+/// the server down past the watch's grace, a fresh instance is a second backend on the server.
+mod suite {
+    use async_trait::async_trait;
+    use basho_agent::backend::suite::Harness;
+
+    use super::*;
+
+    struct Kube {
+        fake: FakeApi,
+        backend: KubernetesBackend,
+        dir: tempfile::TempDir,
+    }
+
+    #[async_trait]
+    impl Harness for Kube {
+        fn backend(&self) -> &dyn Backend {
+            &self.backend
+        }
+        fn spec(&self, workspace: &str) -> LaunchSpec {
+            spec(self.dir.path(), workspace)
+        }
+        async fn make_exit(&self, workspace: &str) -> bool {
+            self.fake
+                .set_status(&format!("basho-{workspace}"), json!({"phase": "Succeeded"}));
+            true
+        }
+        async fn cut_connection(&self) -> bool {
+            self.fake.set_down(true);
+            // Past the watch's grace of 1 s the cached view is no longer trusted.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            true
+        }
+        async fn fresh_instance(&self) -> Option<Box<dyn Backend>> {
+            Some(Box::new(backend(&self.fake).await))
+        }
+    }
+
+    async fn kube() -> Option<Kube> {
+        let (fake, backend) = setup().await;
+        let dir = tempfile::tempdir().unwrap();
+        Some(Kube { fake, backend, dir })
+    }
+
+    basho_agent::backend_suite!(kube());
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use basho_agent::backend::Backend;
 use basho_agent::backend::BackendError;
-use basho_agent::backend::conformance::example_spec;
 use basho_agent::backend::exec::{ExecIo, ExecOutput, ExecRequest, Signal};
 use basho_agent::backend::kubernetes::exec::{KILLER, RECORD_PREFIX, WRAPPER};
 use basho_agent::backend::kubernetes::{KubernetesBackend, REQUIRED_PERMISSIONS};
+use basho_agent::backend::suite::example_spec;
 use basho_agent::backend::{LaunchSpec, RunState};
 use basho_agent::config::KubernetesConfig;
 use futures::StreamExt;
@@ -227,7 +227,7 @@ async fn hostile_argv_bytes_arrive_intact() {
 
     for bad in [vec![], vec!["-c", "x"], vec!["echo", "nul\0byte"]] {
         let e = backend.exec("ws-argv", &req(&bad)).await.unwrap_err();
-        assert!(matches!(e, BackendError::Refused(_)), "{bad:?}: {e}");
+        assert!(matches!(e, BackendError::Refused { .. }), "{bad:?}: {e}");
     }
 }
 
@@ -434,7 +434,7 @@ async fn sessions_are_refused_where_nothing_runs() {
 
     let e = backend.exec("ws-none", &req(&["id"])).await.unwrap_err();
     assert!(
-        matches!(&e, BackendError::Refused(m) if m.contains("has no pod")),
+        matches!(&e, BackendError::Refused { message: m, .. } if m.contains("has no pod")),
         "{e}"
     );
 
@@ -444,7 +444,7 @@ async fn sessions_are_refused_where_nothing_runs() {
         .unwrap();
     let e = backend.exec("ws-pending", &req(&["id"])).await.unwrap_err();
     assert!(
-        matches!(&e, BackendError::Refused(m) if m.contains("is not running")),
+        matches!(&e, BackendError::Refused { message: m, .. } if m.contains("is not running")),
         "{e}"
     );
     assert!(fake.execs().is_empty());
@@ -476,7 +476,7 @@ async fn sessions_are_refused_where_nothing_runs() {
     });
     let e = backend.exec("ws-pending", &req(&["id"])).await.unwrap_err();
     assert!(
-        matches!(&e, BackendError::Refused(m) if m.contains("container not found")),
+        matches!(&e, BackendError::Refused { message: m, .. } if m.contains("container not found")),
         "{e}"
     );
 
@@ -489,14 +489,14 @@ async fn sessions_are_refused_where_nothing_runs() {
     });
     let e = backend.exec("ws-pending", &req(&["id"])).await.unwrap_err();
     assert!(
-        matches!(&e, BackendError::Refused(m) if m.contains("pods/exec") && m.contains("Role")),
+        matches!(&e, BackendError::Refused { message: m, .. } if m.contains("pods/exec") && m.contains("Role")),
         "{e}"
     );
 
     // The API server cannot be reached: unavailable, not refused.
     fake.set_down(true);
     let e = backend.exec("ws-pending", &req(&["id"])).await.unwrap_err();
-    assert!(matches!(e, BackendError::Unavailable(_)), "{e}");
+    assert!(matches!(e, BackendError::Unavailable { .. }), "{e}");
 }
 
 /// Sessions on a real cluster: exec, exit code, and a kill that leaves nothing.

@@ -698,14 +698,14 @@ fn site_config(
 ) -> SiteConfig {
     let base = root.join("sites").join(site);
     let backend = match spec.backend {
-        Backend::Docker => BackendConfig::Docker {
+        Backend::Docker => BackendConfig::Docker(basho_agent::config::DockerConfig {
             socket: None,
             namespace: None,
-        },
-        Backend::Fake => BackendConfig::Fake {
+        }),
+        Backend::Fake => BackendConfig::Fake(basho_agent::config::FakeConfig {
             start_delay_ms: 200,
             failure_rate: 0.0,
-        },
+        }),
     };
     let metering = basho_agent::meter::MeteringConfig {
         interval_s: spec.metering_interval_s,

@@ -364,10 +364,10 @@ fn site_config(
             memory_mib: 8192,
             gpus: 0,
         },
-        backend: BackendConfig::Docker {
+        backend: BackendConfig::Docker(basho_agent::config::DockerConfig {
             socket: None,
             namespace: None,
-        },
+        }),
         datasets: datasets
             .iter()
             .map(|d| CatalogEntry {

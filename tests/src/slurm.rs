@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use basho_agent::backend::LaunchSpec;
-use basho_agent::backend::conformance::example_spec;
+use basho_agent::backend::suite::example_spec;
 use basho_agent::config::{LoginNode, Runtime, SlurmConfig};
 use basho_core::Ident;
 

@@ -12,8 +12,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use basho_agent::backend::kubernetes::REQUIRED_PERMISSIONS;
-use basho_agent::backend::kubernetes::pod::{LABEL_MANAGED_BY, MANAGED_BY};
 use basho_agent::backend::kubernetes::policy::POLICY_NAME;
+use basho_agent::backend::kubernetes::spec::{LABEL_MANAGED_BY, MANAGED_BY};
 use serde_json::Value;
 
 const RELEASE_NAMESPACE: &str = "basho";

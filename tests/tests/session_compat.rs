@@ -84,7 +84,7 @@ async fn stand_in_agent(base: String, seen: Seen) {
     }
 }
 
-async fn next(ws: &mut basho_agent::tunnel::dial::Socket, kind: Kind) -> Frame {
+async fn next(ws: &mut basho_agent::session::dial::Socket, kind: Kind) -> Frame {
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             match ws.next().await {

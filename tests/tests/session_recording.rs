@@ -294,7 +294,7 @@ async fn exec_forwards_signals_and_exits_as_the_process_did() {
 }
 
 /// The next frame of `kind`, skipping credit.
-async fn next(ws: &mut basho_agent::tunnel::dial::Socket, kind: Kind) -> Frame {
+async fn next(ws: &mut basho_agent::session::dial::Socket, kind: Kind) -> Frame {
     let f = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             match ws.next().await {

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use basho_agent::backend::conformance::run_suite;
 use basho_agent::backend::slurm::SlurmBackend;
+use basho_agent::backend::suite::run_suite;
 use basho_agent::backend::{Backend, BackendError, LaunchSpec};
 use basho_agent::config::{Runtime, SlurmConfig};
 use basho_core::Ident;
@@ -32,7 +32,7 @@ fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
 async fn refusal(cfg: SlurmConfig) -> String {
     let backend = SlurmBackend::new(site(), cfg).expect("config accepted");
     match backend.list_managed().await {
-        Err(BackendError::Unavailable(m)) => m,
+        Err(BackendError::Unavailable { message: m, .. }) => m,
         other => panic!("expected the login node to be unavailable, got {other:?}"),
     }
 }
@@ -142,7 +142,7 @@ async fn sbatch_refusal(cfg: SlurmConfig) -> String {
     let r = backend.launch(&spec).await;
     assert!(jobs_of(&id).is_empty(), "nothing was queued");
     match r {
-        Err(BackendError::Refused(m)) => m,
+        Err(BackendError::Refused { message: m, .. }) => m,
         other => panic!("expected sbatch to refuse, got {other:?}"),
     }
 }

@@ -268,7 +268,7 @@ async fn slurm_metering_agrees_with_sacct() {
                     let tres = f.get(3)?;
                     tres.split(',')
                         .find_map(|kv| kv.strip_prefix("cpu="))
-                        .and_then(basho_agent::backend::slurm::parse::duration_s)
+                        .and_then(basho_agent::backend::slurm::state::duration_s)
                 })
                 .sum();
             Some((cputime, used))

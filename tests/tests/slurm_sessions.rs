@@ -364,7 +364,9 @@ async fn sessions_enter_the_running_container_of_a_slurm_job() {
     // Once the workspace is stopped, a session is refused.
     backend.stop(&id).await.expect("stop");
     match backend.exec(&id, &req(&["true"])).await {
-        Err(BackendError::Refused(m)) => assert!(m.contains("no job at this site"), "{m}"),
+        Err(BackendError::Refused { message: m, .. }) => {
+            assert!(m.contains("no job at this site"), "{m}")
+        }
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
 }
@@ -374,11 +376,15 @@ async fn sessions_are_refused_clearly_without_a_running_job_a_login_node_or_an_i
     let testbed = Testbed::load();
     let backend = SlurmBackend::new(site(), testbed.backend(Runtime::Docker)).unwrap();
     match backend.exec("no-such-ws", &req(&["true"])).await {
-        Err(BackendError::Refused(m)) => assert!(m.contains("no job at this site"), "{m}"),
+        Err(BackendError::Refused { message: m, .. }) => {
+            assert!(m.contains("no job at this site"), "{m}")
+        }
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
     match backend.exec("no-such-ws", &req(&[])).await {
-        Err(BackendError::Refused(m)) => assert!(m.contains("empty command"), "{m}"),
+        Err(BackendError::Refused { message: m, .. }) => {
+            assert!(m.contains("empty command"), "{m}")
+        }
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
 
@@ -411,11 +417,15 @@ async fn sessions_are_refused_clearly_without_a_running_job_a_login_node_or_an_i
         String::from_utf8_lossy(&out.stderr)
     );
     match held.exec(&ws, &req(&["true"])).await {
-        Err(BackendError::Refused(m)) => assert!(m.contains("is not running"), "{m}"),
+        Err(BackendError::Refused { message: m, .. }) => {
+            assert!(m.contains("is not running"), "{m}")
+        }
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
     match backend.exec(&ws, &req(&["true"])).await {
-        Err(BackendError::Refused(m)) => assert!(m.contains("no job at this site"), "{m}"),
+        Err(BackendError::Refused { message: m, .. }) => {
+            assert!(m.contains("no job at this site"), "{m}")
+        }
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
 
@@ -423,7 +433,9 @@ async fn sessions_are_refused_clearly_without_a_running_job_a_login_node_or_an_i
     cfg.login.port = 1;
     let down = SlurmBackend::new(site(), cfg).unwrap();
     match down.exec("ws", &req(&["true"])).await {
-        Err(BackendError::Unavailable(m)) => assert!(m.contains("cannot connect"), "{m}"),
+        Err(BackendError::Unavailable { message: m, .. }) => {
+            assert!(m.contains("cannot connect"), "{m}")
+        }
         other => panic!(
             "expected the login node to be unavailable, got {:?}",
             other.map(|_| ())

@@ -103,10 +103,10 @@ impl World {
                 memory_mib: 8192,
                 gpus: 0,
             },
-            backend: BackendConfig::Fake {
+            backend: BackendConfig::Fake(basho_agent::config::FakeConfig {
                 start_delay_ms: 0,
                 failure_rate: 0.0,
-            },
+            }),
             datasets: vec![CatalogEntry {
                 id: Ident::parse("JGAD000101").unwrap(),
                 path: data,

@@ -3,10 +3,11 @@
 //! limits) and never pulling an image.
 
 mod cgroup;
-pub(crate) mod create;
+pub mod config;
 mod error;
 mod exec;
-mod observe;
+pub(crate) mod spec;
+mod state;
 
 use std::collections::HashMap;
 
@@ -23,8 +24,8 @@ use tracing::{debug, info, instrument, warn};
 
 use super::{Backend, BackendError, Capabilities, LaunchSpec, Observed, RunState, UsageSample};
 
-pub use create::container_name;
 use error::{is_conflict, is_not_found, unavailable};
+pub use spec::container_name;
 
 /// The first engine API version with `BindOptions.ReadOnlyForceRecursive`.
 const RECURSIVE_READONLY_API: (usize, usize) = (1, 44);
@@ -62,14 +63,14 @@ impl DockerBackend {
             None => Docker::connect_with_local_defaults(),
         }
         .map_err(|e| {
-            BackendError::Unavailable(format!(
+            BackendError::unavailable(format!(
                 "cannot set up a connection to the docker engine at {}: {e}; check \
                  backend.socket in the site config",
                 socket.unwrap_or("the default socket")
             ))
         })?;
         let docker = docker.negotiate_version().await.map_err(|e| {
-            BackendError::Unavailable(format!(
+            BackendError::unavailable(format!(
                 "cannot reach the docker engine at {}: {e}; is dockerd running and may the \
                  agent's user use its socket?",
                 socket.unwrap_or("the default socket")
@@ -166,7 +167,7 @@ impl DockerBackend {
                 // cannot apply): retrying the same container would fail the same way.
                 warn!(workspace, error = %e, "engine refused to start the container; removing it");
                 let _ = self.remove(id).await;
-                Err(BackendError::Refused(format!(
+                Err(BackendError::refused(format!(
                     "the engine could not start the workspace container: {e}; check the dataset, \
                      work and results paths and the limits in the site config"
                 )))
@@ -193,10 +194,10 @@ impl DockerBackend {
         let Some(id) = summary.id.as_deref() else {
             return Ok(None);
         };
-        let mut observed = observe::from_summary(summary);
+        let mut observed = state::from_summary(summary);
         if matches!(observed.state, RunState::Exited(_)) {
             match self.docker.inspect_container(id, None).await {
-                Ok(details) => observed.state = observe::state_of(details.state.as_ref()),
+                Ok(details) => observed.state = state::state_of(details.state.as_ref()),
                 Err(e) if is_not_found(&e) => return Ok(None),
                 Err(e) => return Err(unavailable("inspect container", e)),
             }
@@ -228,7 +229,7 @@ impl DockerBackend {
                 || label(LABEL_WORKSPACE) != Some(workspace)
                 || !namespace_ok
             {
-                return Err(BackendError::Refused(format!(
+                return Err(BackendError::refused(format!(
                     "container name {name} is taken by a container this site does not manage \
                      (another site, or another agent namespace, on the same engine?); remove it with `docker rm -f {name}`"
                 )));
@@ -237,12 +238,12 @@ impl DockerBackend {
             let created = details.state.as_ref().and_then(|s| s.status)
                 == Some(ContainerStateStatusEnum::CREATED);
             if !created {
-                return Ok(observe::from_inspect(workspace, &details));
+                return Ok(state::from_inspect(workspace, &details));
             }
             debug!(workspace, container = %id, "starting container of a concurrent launch");
             return self.start_and_observe(workspace, &id).await;
         }
-        Err(BackendError::Unavailable(format!(
+        Err(BackendError::unavailable(format!(
             "container name {name} is reserved but no container appeared; try again"
         )))
     }
@@ -255,7 +256,7 @@ impl DockerBackend {
             .inspect_container(id, None)
             .await
             .map_err(|e| unavailable("inspect container", e))?;
-        Ok(observe::from_inspect(workspace, &details))
+        Ok(state::from_inspect(workspace, &details))
     }
 
     async fn ensure_started(
@@ -269,7 +270,7 @@ impl DockerBackend {
             return self.start_and_observe(workspace, &id).await;
         }
         self.observe(&summary).await?.ok_or_else(|| {
-            BackendError::Unavailable(format!("container {id} vanished while being adopted"))
+            BackendError::unavailable(format!("container {id} vanished while being adopted"))
         })
     }
 }
@@ -290,13 +291,13 @@ impl Backend for DockerBackend {
     #[instrument(skip_all, fields(workspace = %spec.workspace, site = %self.site))]
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError> {
         if spec.site != self.site {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "workspace is for site {} but this backend serves site {}",
                 spec.site, self.site
             )));
         }
         // Validate before looking anything up: a bad spec must fail the same way every time.
-        let checked = create::check(spec, &self.sockets).await?;
+        let checked = spec::check(spec, &self.sockets).await?;
         if let Some(existing) = self.find_one(&spec.workspace).await? {
             debug!("container already there");
             return self.ensure_started(&spec.workspace, existing).await;
@@ -304,7 +305,7 @@ impl Backend for DockerBackend {
         match self.docker.inspect_image(&spec.image).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {
-                return Err(BackendError::Refused(format!(
+                return Err(BackendError::refused(format!(
                     "image {} is not present on this engine; sites load images locally, nothing is \
                      pulled (load it with `docker load` and pin its ID in the site's images)",
                     spec.image
@@ -312,7 +313,7 @@ impl Backend for DockerBackend {
             }
             Err(e) => return Err(unavailable("inspect image", e)),
         }
-        let mut body = create::container_body(spec, &checked, self.recursive_readonly());
+        let mut body = spec::container_body(spec, &checked, self.recursive_readonly());
         if let (Some(ns), Some(labels)) = (&self.namespace, body.labels.as_mut()) {
             labels.insert(LABEL_NAMESPACE.to_string(), ns.clone());
         }
@@ -329,7 +330,7 @@ impl Backend for DockerBackend {
             // Same name: a concurrent launch won the race, or another site owns the name.
             Err(e) if is_conflict(&e) => return self.adopt(&spec.workspace).await,
             Err(e) if error::is_client_error(&e) => {
-                return Err(BackendError::Refused(format!(
+                return Err(BackendError::refused(format!(
                     "the engine refused the workspace container: {e}"
                 )));
             }
@@ -343,7 +344,7 @@ impl Backend for DockerBackend {
             .inspect_container(&id, None)
             .await
             .map_err(|e| unavailable("inspect container", e))?;
-        Ok(observe::from_inspect(&spec.workspace, &details))
+        Ok(state::from_inspect(&spec.workspace, &details))
     }
 
     #[instrument(skip(self), fields(site = %self.site))]
@@ -391,7 +392,7 @@ impl Backend for DockerBackend {
         let Some(summary) = self.find_one(workspace).await? else {
             return Ok(None);
         };
-        if observe::from_summary(&summary).state != RunState::Running {
+        if state::from_summary(&summary).state != RunState::Running {
             return Ok(None);
         }
         let id = summary.id.unwrap_or_default();
@@ -420,7 +421,7 @@ impl Backend for DockerBackend {
         match stats.next().await {
             Some(Ok(sample)) => Ok(Some(UsageSample {
                 started_at,
-                ..observe::usage_of(&sample)
+                ..state::usage_of(&sample)
             })),
             Some(Err(e)) if is_not_found(&e) => Ok(None),
             Some(Err(e)) => Err(unavailable("read container stats", e)),

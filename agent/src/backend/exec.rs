@@ -28,8 +28,8 @@ pub struct ExecRequest {
 /// Refuses a request with no program to run.
 pub(crate) fn refuse_empty(req: &ExecRequest) -> Result<(), BackendError> {
     if req.argv.is_empty() {
-        return Err(BackendError::Refused(
-            "an empty command; name a program to run".into(),
+        return Err(BackendError::refused(
+            "an empty command; name a program to run",
         ));
     }
     Ok(())

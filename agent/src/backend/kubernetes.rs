@@ -4,19 +4,20 @@
 //!
 //! - A pod is named `basho-<workspace id>` and labelled `io.basho.workspace`, `io.basho.project`,
 //!   `io.basho.site` and `app.kubernetes.io/managed-by=basho`; its expiry is an annotation.
-//! - State comes from a watch of the site's pods (see `store`), so a restarted agent finds its
+//! - State comes from a watch of the site's pods (see `pod_watch`), so a restarted agent finds its
 //!   pods again by label and a launch never creates a second pod: the name is the lock.
 //! - `/work` and `/results` are site volumes (a claim or a node directory) with the project or
 //!   workspace id as `subPath`; datasets come from the catalog (a claim or a node directory),
 //!   read-only; `/etc/basho/workspace.json` is projected from a pod annotation.
 //! - Interactive sessions are `pods/exec` through the API server (see `exec`).
 
+pub mod config;
 mod error;
 pub mod exec;
-pub mod pod;
+mod pod_watch;
 pub mod policy;
+pub mod spec;
 pub mod state;
-mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,8 +36,8 @@ use super::exec::{ExecIo, ExecRequest};
 use super::{Backend, BackendError, Capabilities, LaunchSpec, Observed, RunState, UsageSample};
 use crate::config::KubernetesConfig;
 use error::{classify, code, forbidden, unavailable};
-use pod::{LABEL_MANAGED_BY, MANAGED_BY, pod_name};
-use store::Store;
+use pod_watch::PodWatch;
+use spec::{LABEL_MANAGED_BY, MANAGED_BY, pod_name};
 
 /// One RBAC rule the backend needs in its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +93,7 @@ pub struct KubernetesBackend {
     streams: Api<Pod>,
     claims: Api<PersistentVolumeClaim>,
     policies: Api<NetworkPolicy>,
-    store: Arc<Store>,
+    watched: Arc<PodWatch>,
     /// Stops the watch when the last clone of the backend goes.
     _watch: Arc<DropGuard>,
 }
@@ -121,14 +122,14 @@ impl KubernetesBackend {
             None => kube::Config::infer().await.map_err(|e| e.to_string()),
         }
         .map_err(|e| {
-            BackendError::Refused(format!(
+            BackendError::refused(format!(
                 "no usable Kubernetes client configuration: {e}; run the agent in the cluster \
                  with its service account, or set backend.kubeconfig"
             ))
         })?;
         let client = |config: kube::Config| {
             Client::try_from(config).map_err(|e| {
-                BackendError::Refused(format!("cannot set up the Kubernetes client: {e}"))
+                BackendError::refused(format!("cannot set up the Kubernetes client: {e}"))
             })
         };
         // Calls get an answer timeout, so a hung API server makes workspaces unknown instead of
@@ -155,19 +156,19 @@ impl KubernetesBackend {
         site: Ident,
         cfg: KubernetesConfig,
     ) -> Result<Self, BackendError> {
-        let problems = cfg.problems();
+        let problems = cfg.check();
         if !problems.is_empty() {
-            return Err(BackendError::Refused(problems.join("; ")));
+            return Err(BackendError::refused(problems.join("; ")));
         }
         let ns = cfg.namespace.as_str();
-        let store = Store::new(Duration::from_secs(cfg.watch_grace_s));
+        let watched = PodWatch::new(Duration::from_secs(cfg.watch_grace_s));
         let cancel = CancellationToken::new();
         let selector = format!("{LABEL_SITE}={site},{LABEL_MANAGED_BY}={MANAGED_BY}");
         tokio::spawn(
-            store::follow(
+            pod_watch::follow(
                 Api::namespaced(watch.clone(), ns),
                 selector,
-                store.clone(),
+                watched.clone(),
                 cancel.clone(),
             )
             .instrument(info_span!("kubernetes watch", site = %site, namespace = ns)),
@@ -179,7 +180,7 @@ impl KubernetesBackend {
             policies: Api::namespaced(client, ns),
             site,
             cfg,
-            store,
+            watched,
             _watch: Arc::new(cancel.drop_guard()),
         };
         // Checked again before every launch; at start only reported, so existing workspaces are
@@ -202,10 +203,10 @@ impl KubernetesBackend {
         let resource = "persistentvolumeclaims";
         let found = match self.claims.get_opt(claim).await {
             Ok(found) => found,
-            Err(e) => return Err(classify("get", resource, self.ns(), &e)),
+            Err(e) => return Err(classify("get", resource, self.ns(), e)),
         };
         let Some(pvc) = found else {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "{what}: PersistentVolumeClaim {claim} does not exist in namespace {}; create it \
                  or fix the site config",
                 self.ns()
@@ -213,7 +214,7 @@ impl KubernetesBackend {
         };
         let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
         if phase == "Lost" {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "{what}: PersistentVolumeClaim {claim} has lost its volume (phase Lost)"
             )));
         }
@@ -238,7 +239,7 @@ impl KubernetesBackend {
     /// The pod of a workspace, from the watch's view.
     async fn find(&self, workspace: &str) -> Result<Option<Pod>, BackendError> {
         let name = pod_name(workspace);
-        self.store
+        self.watched
             .read(|pods| {
                 pods.iter()
                     .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
@@ -258,12 +259,12 @@ impl KubernetesBackend {
             .pods
             .get(&name)
             .await
-            .map_err(|e| classify("get", "pods", self.ns(), &e))?;
+            .map_err(|e| classify("get", "pods", self.ns(), e))?;
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         if labels.get(LABEL_SITE).map(String::as_str) != Some(self.site.as_str())
             || labels.get(LABEL_WORKSPACE).map(String::as_str) != Some(workspace)
         {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "pod name {name} is taken in namespace {} by a pod this site does not manage; \
                  remove it with `kubectl -n {} delete pod {name}`",
                 self.ns(),
@@ -272,8 +273,8 @@ impl KubernetesBackend {
         }
         debug!(pod = %name, "pod already there; adopting it");
         let observed = state::observe(&pod);
-        self.store.created(pod);
-        observed.ok_or_else(|| BackendError::Unavailable(format!("pod {name} has no labels")))
+        self.watched.created(pod);
+        observed.ok_or_else(|| BackendError::unavailable(format!("pod {name} has no labels")))
     }
 }
 
@@ -294,23 +295,23 @@ impl Backend for KubernetesBackend {
     #[instrument(skip_all, fields(workspace = %spec.workspace, site = %self.site))]
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError> {
         if spec.site != self.site {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "workspace is for site {} but this backend serves site {}",
                 spec.site, self.site
             )));
         }
         // Validate before looking anything up: a bad spec must fail the same way every time.
-        let checked = pod::check(spec, chrono::Utc::now())?;
+        let checked = spec::check(spec, chrono::Utc::now())?;
         let text = tokio::fs::read_to_string(&spec.workspace_json)
             .await
             .map_err(|e| {
-                BackendError::Refused(format!(
+                BackendError::refused(format!(
                     "cannot read workspace.json {}: {e}",
                     spec.workspace_json.display()
                 ))
             })?;
-        let workspace_json = pod::workspace_json(&text)?;
-        if self.store.trusted()
+        let workspace_json = spec::workspace_json(&text)?;
+        if self.watched.trusted()
             && let Some(existing) = self.find(&spec.workspace).await?
             && let Some(observed) = state::observe(&existing)
         {
@@ -319,21 +320,21 @@ impl Backend for KubernetesBackend {
         }
         policy::ensure(&self.policies, self.ns()).await?;
         self.check_claims(spec).await?;
-        let body = pod::pod(spec, &self.cfg, &checked, &workspace_json);
+        let body = spec::pod(spec, &self.cfg, &checked, &workspace_json);
         match self.pods.create(&PostParams::default(), &body).await {
             Ok(created) => {
                 info!(pod = %pod_name(&spec.workspace), namespace = %self.ns(), "created workspace pod");
                 basho_core::crash_point!("agent.launch.created");
                 let observed = state::observe(&created);
-                self.store.created(created);
+                self.watched.created(created);
                 observed.ok_or_else(|| {
-                    BackendError::Unavailable("the created pod came back without labels".into())
+                    BackendError::unavailable("the created pod came back without labels")
                 })
             }
             // The name is taken: a launch before a restart, or a create that failed in flight.
             Err(e) if code(&e) == 409 => self.adopt(&spec.workspace).await,
             Err(e) if code(&e) == 403 && error::brief(&e).contains("PodSecurity") => {
-                Err(BackendError::Refused(format!(
+                Err(BackendError::refused(format!(
                     "the Pod Security level of namespace {} refuses the workspace pod ({}); \
                      hostPath sources (a dataset path, backend.work or backend.results \
                      host_path) are allowed only at level privileged: serve them through \
@@ -342,8 +343,8 @@ impl Backend for KubernetesBackend {
                     error::brief(&e)
                 )))
             }
-            Err(e) if code(&e) == 403 => Err(forbidden("create", "pods", self.ns(), &e)),
-            Err(e) => Err(classify("create", "pods", self.ns(), &e)),
+            Err(e) if code(&e) == 403 => Err(forbidden("create", "pods", self.ns(), e)),
+            Err(e) => Err(classify("create", "pods", self.ns(), e)),
         }
     }
 
@@ -373,11 +374,11 @@ impl Backend for KubernetesBackend {
         for name in &names {
             match self.pods.delete(name, &params).await {
                 Ok(_) => info!(pod = %name, "deleting workspace pod"),
-                Err(e) if code(&e) == 404 => self.store.gone(name),
+                Err(e) if code(&e) == 404 => self.watched.gone(name),
                 Err(e) if code(&e) == 403 => {
-                    return Err(forbidden("delete", "pods", self.ns(), &e));
+                    return Err(forbidden("delete", "pods", self.ns(), e));
                 }
-                Err(e) => return Err(unavailable("delete pods", &e)),
+                Err(e) => return Err(unavailable("delete pods", e)),
             }
         }
         basho_core::crash_point!("agent.stop.stopped");
@@ -387,7 +388,7 @@ impl Backend for KubernetesBackend {
             + STOP_SLACK;
         loop {
             let left = self
-                .store
+                .watched
                 .read(|pods| {
                     pods.iter()
                         .filter(|p| {
@@ -401,7 +402,7 @@ impl Backend for KubernetesBackend {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(BackendError::Unavailable(format!(
+                return Err(BackendError::unavailable(format!(
                     "pod {} is still terminating; its node may be unreachable (see `kubectl -n {} \
                      describe pod {}`)",
                     names[0],
@@ -415,7 +416,7 @@ impl Backend for KubernetesBackend {
 
     #[instrument(skip(self), fields(site = %self.site))]
     async fn list_managed(&self) -> Result<Vec<Observed>, BackendError> {
-        self.store
+        self.watched
             .read(|pods| pods.into_iter().filter_map(state::observe).collect())
             .await
     }
@@ -432,7 +433,7 @@ impl Backend for KubernetesBackend {
     async fn exec(&self, workspace: &str, req: &ExecRequest) -> Result<ExecIo, BackendError> {
         exec::check(req)?;
         let Some(pod) = self.find(workspace).await? else {
-            return Err(BackendError::Refused(format!(
+            return Err(BackendError::refused(format!(
                 "workspace {workspace} has no pod at this site"
             )));
         };
@@ -444,7 +445,7 @@ impl Backend for KubernetesBackend {
         match state::observe(&pod).map(|o| o.state) {
             Some(RunState::Running) => {}
             state => {
-                return Err(BackendError::Refused(format!(
+                return Err(BackendError::refused(format!(
                     "workspace {workspace} is not running (pod {name}: {})",
                     match state {
                         Some(s) => format!("{s:?}"),

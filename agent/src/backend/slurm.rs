@@ -24,14 +24,15 @@ use crate::backend::{
 };
 use crate::config::SlurmConfig;
 
+pub mod config;
 pub mod exec;
-pub mod parse;
 pub mod runtime;
 pub mod script;
 pub mod ssh;
+pub mod state;
 
-use parse::{Job, JobState};
 use ssh::{Login, Output, SshError};
+use state::{Job, JobState};
 
 /// How far back `sacct` looks for a workspace's earlier job.
 const SACCT_WINDOW: &str = "now-60days";
@@ -55,14 +56,14 @@ pub struct SlurmBackend {
 /// characters (which only bash's `$'...'` could carry) are refused.
 fn command_line(argv: &[&str]) -> Result<String, BackendError> {
     if let Some(w) = argv.iter().find(|w| w.chars().any(char::is_control)) {
-        return Err(BackendError::Refused(format!(
+        return Err(BackendError::refused(format!(
             "{w:?} holds a control character and cannot be sent to the login node"
         )));
     }
     let words: Result<Vec<String>, _> = argv.iter().map(|w| script::shell_quote(w)).collect();
     words
         .map(|w| w.join(" "))
-        .map_err(|e| BackendError::Refused(e.to_string()))
+        .map_err(|e| BackendError::refused(e.to_string()).caused_by(e))
 }
 
 /// The site's job template, checked for its runtime and rendered once with the site's own
@@ -77,7 +78,7 @@ pub fn site_template(cfg: &SlurmConfig) -> Result<String, script::ScriptError> {
 }
 
 fn unavailable(e: SshError) -> BackendError {
-    BackendError::Unavailable(e.to_string())
+    BackendError::unavailable(e.to_string()).caused_by(e)
 }
 
 /// Slurm's own words for a controller it could not reach: worth retrying, not a refusal.
@@ -98,7 +99,7 @@ impl SlurmBackend {
     /// A backend for `site` with `cfg`; reads and checks the job template, dials nothing yet.
     pub fn new(site: Ident, cfg: SlurmConfig) -> Result<Self, BackendError> {
         let template =
-            site_template(&cfg).map_err(|e| BackendError::Refused(format!("job script: {e}")))?;
+            site_template(&cfg).map_err(|e| BackendError::refused(format!("job script: {e}")))?;
         let login = Arc::new(Login::new(cfg.login.clone()));
         Ok(Self {
             site,
@@ -127,7 +128,7 @@ impl SlurmBackend {
     async fn query(&self, argv: &[&str]) -> Result<String, BackendError> {
         let out = self.run(argv, None).await?;
         if out.status != 0 {
-            return Err(BackendError::Unavailable(format!(
+            return Err(BackendError::unavailable(format!(
                 "{} failed on {}: {}",
                 argv[0],
                 self.login.describe(),
@@ -158,7 +159,7 @@ impl SlurmBackend {
             argv.push(&by_name);
         }
         let out = self.query(&argv).await?;
-        Ok(parse::squeue(&out)
+        Ok(state::squeue(&out)
             .into_iter()
             .filter(|j| j.site.as_deref() == Some(self.site.as_str()))
             .collect())
@@ -187,16 +188,16 @@ impl SlurmBackend {
             )
             .await?;
         if out.status != 0 {
-            if parse::accounting_disabled(&out.stderr) {
+            if state::accounting_disabled(&out.stderr) {
                 return Ok(None);
             }
-            return Err(BackendError::Unavailable(format!(
+            return Err(BackendError::unavailable(format!(
                 "sacct failed on {}: {}",
                 self.login.describe(),
                 out.why()
             )));
         }
-        Ok(parse::sacct(&out.stdout).into_iter().max_by_key(|j| j.id))
+        Ok(state::sacct(&out.stdout).into_iter().max_by_key(|j| j.id))
     }
 
     /// The workspace's live job (pending, running or ending), if any.
@@ -213,7 +214,7 @@ impl SlurmBackend {
     pub async fn accounting(
         &self,
         workspace: &str,
-    ) -> Result<Option<parse::JobAccounting>, BackendError> {
+    ) -> Result<Option<state::JobAccounting>, BackendError> {
         let Some(job) = self.accounted_job(workspace).await? else {
             return Ok(None);
         };
@@ -226,10 +227,10 @@ impl SlurmBackend {
                 "--jobs",
                 &id,
                 "--format",
-                parse::ACCOUNTING_FIELDS,
+                state::ACCOUNTING_FIELDS,
             ])
             .await?;
-        Ok(parse::accounting(&out))
+        Ok(state::accounting(&out))
     }
 }
 
@@ -268,7 +269,7 @@ impl Backend for SlurmBackend {
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError> {
         let text = script::render(&self.template, &self.cfg, spec, Utc::now())
-            .map_err(|e| BackendError::Refused(format!("job script: {e}")))?;
+            .map_err(|e| BackendError::refused(format!("job script: {e}")))?;
         // A workspace runs once: a job already there is adopted, and one that already ended
         // (still known to the controller, or in accounting) is its end, not a reason to submit.
         let name = script::job_name(&spec.workspace);
@@ -290,13 +291,13 @@ impl Backend for SlurmBackend {
             let why = out.why();
             let msg = format!("sbatch on {} refused the job: {why}", self.login.describe());
             return Err(if transient(&why) {
-                BackendError::Unavailable(msg)
+                BackendError::unavailable(msg)
             } else {
-                BackendError::Refused(msg)
+                BackendError::refused(msg)
             });
         }
-        let id = parse::sbatch_job_id(&out.stdout).ok_or_else(|| {
-            BackendError::Unavailable(format!(
+        let id = state::sbatch_job_id(&out.stdout).ok_or_else(|| {
+            BackendError::unavailable(format!(
                 "sbatch answered {:?}, not a job id; the job will be found by name next pass",
                 out.stdout.trim()
             ))
@@ -320,7 +321,7 @@ impl Backend for SlurmBackend {
         let user = self.cfg.login.user.clone();
         let out = self.run(&["scancel", "--user", &user, &name], None).await?;
         if out.status != 0 {
-            return Err(BackendError::Unavailable(format!(
+            return Err(BackendError::unavailable(format!(
                 "scancel on {} failed: {}",
                 self.login.describe(),
                 out.why()
@@ -332,7 +333,7 @@ impl Backend for SlurmBackend {
         let deadline = tokio::time::Instant::now() + STOP_WITHIN;
         while self.live(workspace).await?.is_some() {
             if tokio::time::Instant::now() >= deadline {
-                return Err(BackendError::Unavailable(format!(
+                return Err(BackendError::unavailable(format!(
                     "job basho-{workspace} still ending {STOP_WITHIN:?} after scancel"
                 )));
             }
@@ -370,7 +371,7 @@ impl Backend for SlurmBackend {
             .await?;
         Ok(Some(UsageSample {
             started_at: job.started_at,
-            ..parse::sstat_usage(&out)
+            ..state::sstat_usage(&out)
         }))
     }
 
@@ -430,7 +431,7 @@ mod tests {
         assert_eq!(back, words);
         assert!(matches!(
             command_line(&["squeue", "a\nb"]),
-            Err(BackendError::Refused(_))
+            Err(BackendError::Refused { .. })
         ));
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use super::{BackendConfig, SiteConfig, SlurmConfig};
+use super::{BackendConfig, DockerConfig, SiteConfig};
 
 /// Engine sockets that give control of the host: never inside a dataset.
 const ENGINE_SOCKETS: &[&str] = &[
@@ -28,12 +28,7 @@ pub fn check(config: &SiteConfig) -> Vec<String> {
     check_issuers(config, &mut p);
     check_paths(config, &mut p);
     p.extend(config.sessions.problems());
-    if let BackendConfig::Slurm(slurm) = &config.backend {
-        check_slurm(slurm, &mut p);
-    }
-    if let BackendConfig::Kubernetes(k8s) = &config.backend {
-        p.extend(k8s.problems());
-    }
+    p.extend(config.backend.check());
     if let Err(e) = config.isolation.ids() {
         p.push(e.to_string());
     }
@@ -48,21 +43,6 @@ pub fn check(config: &SiteConfig) -> Vec<String> {
     }
     if config.capacity.cpus == 0 || config.capacity.memory_mib == 0 {
         p.push("capacity.cpus and capacity.memory_mib must be positive".into());
-    }
-    if let BackendConfig::Fake { failure_rate, .. } = config.backend
-        && !(0.0..=1.0).contains(&failure_rate)
-    {
-        p.push(format!(
-            "backend.failure_rate is {failure_rate}; use a share from 0.0 to 1.0"
-        ));
-    }
-    if let BackendConfig::Docker {
-        namespace: Some(ns),
-        ..
-    } = &config.backend
-        && let Err(e) = basho_core::id::validate(ns)
-    {
-        p.push(format!("backend.namespace: {e}"));
     }
     p
 }
@@ -99,9 +79,9 @@ fn check_orchestrator(config: &SiteConfig, p: &mut Vec<String>) {
 fn check_datasets(config: &SiteConfig, p: &mut Vec<String>) {
     let mut seen = BTreeSet::new();
     let mut sockets: Vec<PathBuf> = ENGINE_SOCKETS.iter().map(PathBuf::from).collect();
-    if let BackendConfig::Docker {
+    if let BackendConfig::Docker(DockerConfig {
         socket: Some(s), ..
-    } = &config.backend
+    }) = &config.backend
     {
         sockets.push(PathBuf::from(s.trim_start_matches("unix://")));
     }
@@ -239,50 +219,6 @@ fn check_images(config: &SiteConfig, p: &mut Vec<String>) {
     }
 }
 
-fn check_slurm(cfg: &SlurmConfig, p: &mut Vec<String>) {
-    let login = &cfg.login;
-    if login.host.trim().is_empty() || login.user.trim().is_empty() {
-        p.push("backend.login.host and backend.login.user must be set".into());
-    }
-    if login.port == 0 {
-        p.push("backend.login.port must not be 0".into());
-    }
-    if login.connect_timeout_s == 0 || login.command_timeout_s == 0 {
-        p.push("backend.login timeouts must be at least 1 s".into());
-    }
-    for (what, path) in [
-        ("identity_file", &login.identity_file),
-        ("known_hosts", &login.known_hosts),
-    ] {
-        match std::fs::read(path) {
-            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
-                p.push(format!("backend.login.{what} {} is empty", path.display()))
-            }
-            Ok(_) => {}
-            Err(e) => p.push(format!(
-                "backend.login.{what} {} cannot be read: {e}",
-                path.display()
-            )),
-        }
-    }
-    let words = cfg
-        .accounts
-        .values()
-        .chain(&cfg.default_account)
-        .chain(&cfg.partition)
-        .chain(&cfg.runtime_path);
-    for w in words {
-        if w.is_empty() || w.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            p.push(format!(
-                "backend: {w:?} is not a usable account, partition or program name"
-            ));
-        }
-    }
-    if let Err(e) = crate::backend::slurm::site_template(cfg) {
-        p.push(format!("backend (job script): {e}"));
-    }
-}
-
 fn check_issuers(config: &SiteConfig, p: &mut Vec<String>) {
     if config.trusted_issuers.is_empty() {
         p.push(
@@ -331,7 +267,7 @@ mod tests {
     use basho_core::visa::mint::Issuer;
 
     use super::*;
-    use crate::config::{CatalogEntry, Isolation, OrchestratorLink, Paths};
+    use crate::config::{CatalogEntry, FakeConfig, Isolation, OrchestratorLink, Paths};
 
     fn good(dir: &Path) -> SiteConfig {
         let data = dir.join("JGAD000101");
@@ -353,10 +289,10 @@ mod tests {
                 memory_mib: 4096,
                 gpus: 0,
             },
-            backend: BackendConfig::Fake {
+            backend: BackendConfig::Fake(FakeConfig {
                 start_delay_ms: 0,
                 failure_rate: 0.1,
-            },
+            }),
             datasets: vec![CatalogEntry {
                 id: Ident::parse("JGAD000101").unwrap(),
                 path: data,
@@ -423,10 +359,10 @@ mod tests {
             issuer: "https://gone.test".into(),
             jwks_file: dir.path().join("gone.jwks.json"),
         });
-        c.backend = BackendConfig::Fake {
+        c.backend = BackendConfig::Fake(FakeConfig {
             start_delay_ms: 0,
             failure_rate: 1.5,
-        };
+        });
         let problems = check(&c);
         let expect = [
             "no agent token",
@@ -469,10 +405,10 @@ mod tests {
         assert!(problems[1].contains("numeric uid:gid"), "{problems:#?}");
         c.isolation.user = "65534:65534".into();
         c.trusted_issuers = good(dir.path()).trusted_issuers;
-        c.backend = BackendConfig::Docker {
+        c.backend = BackendConfig::Docker(DockerConfig {
             socket: None,
             namespace: Some("../other".into()),
-        };
+        });
         let problems = check(&c);
         assert_eq!(problems.len(), 1, "{problems:#?}");
         assert!(problems[0].contains("backend.namespace"), "{problems:#?}");

@@ -18,7 +18,7 @@ use super::{Action, observation_of};
 use crate::backend::{Backend, BackendError, LaunchSpec, Observed};
 use crate::catalog::Catalog;
 use crate::config::Isolation;
-use crate::denylist::{GRANTS_FILE, Grants, record_grants};
+use crate::revocations::{GRANTS_FILE, Grants, record_grants};
 
 /// Why one action could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ impl ExecuteError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ExecuteError::Refused(_) | ExecuteError::HostDir(_) => true,
-            ExecuteError::Backend(e) => !matches!(e, BackendError::Unavailable(_)),
+            ExecuteError::Backend(e) => !matches!(e, BackendError::Unavailable { .. }),
             ExecuteError::Interrupted(_) => false,
         }
     }
@@ -109,7 +109,7 @@ impl Executor {
                 seen
             })
             .await
-            .map_err(|e| BackendError::Unavailable(format!("reading recorded expiries: {e}")))?;
+            .map_err(|e| BackendError::unavailable(format!("reading recorded expiries: {e}")))?;
         }
         Ok(seen)
     }
@@ -229,7 +229,7 @@ impl Executor {
                 Ok(seen)
             }
             Err(e) => {
-                if !matches!(e, BackendError::Unavailable(_)) {
+                if !matches!(e, BackendError::Unavailable { .. }) {
                     // Nothing runs: the agent's own record of it goes too.
                     let _ = self.remove_state(&a.id).await;
                 }

@@ -97,10 +97,10 @@ pub fn site_config(
             plain_http_on_loopback: true,
         },
         capacity: common.capacity,
-        backend: BackendConfig::Docker {
+        backend: BackendConfig::Docker(basho_agent::config::DockerConfig {
             socket: None,
             namespace: Some(namespace(layout)),
-        },
+        }),
         datasets,
         images: BTreeMap::from([common.image.clone()]),
         trusted_issuers: common.trusted_issuers.clone(),

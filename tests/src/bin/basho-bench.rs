@@ -160,10 +160,10 @@ impl Bench {
         for s in sites {
             let cfg = bench.site_config(
                 s,
-                BackendConfig::Fake {
+                BackendConfig::Fake(basho_agent::config::FakeConfig {
                     start_delay_ms: 50,
                     failure_rate: 0.0,
-                },
+                }),
                 "sha256:".to_string() + &"0".repeat(64),
             );
             if run_agents {
@@ -346,10 +346,10 @@ fn status_kib(pid: u32, key: &str) -> Result<u64> {
 async fn agent_rss(bench: &Bench, n: usize, report: &Report) -> Result<()> {
     let cfg = bench.site_config(
         "rss-site",
-        BackendConfig::Fake {
+        BackendConfig::Fake(basho_agent::config::FakeConfig {
             start_delay_ms: 10,
             failure_rate: 0.0,
-        },
+        }),
         "sha256:".to_string() + &"0".repeat(64),
     );
     let path = bench.dir.path().join("rss-site.toml");
@@ -427,10 +427,10 @@ async fn docker_compare(
     let image = basho_cli::dev::image::ensure_demo_image(&docker).await?;
     let cfg = bench.site_config(
         "docker-site",
-        BackendConfig::Docker {
+        BackendConfig::Docker(basho_agent::config::DockerConfig {
             socket: None,
             namespace: None,
-        },
+        }),
         image.clone(),
     );
     let data = cfg.datasets[0].path.clone();

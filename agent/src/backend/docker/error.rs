@@ -39,7 +39,8 @@ pub(super) fn is_server_refusal(e: &Error) -> bool {
 
 /// The engine could not do `what`; the workspace's state is unknown, not gone.
 pub(super) fn unavailable(what: &str, e: Error) -> BackendError {
-    BackendError::Unavailable(format!(
+    BackendError::unavailable(format!(
         "docker engine failed to {what}: {e}; check that dockerd is running and reachable"
     ))
+    .caused_by(e)
 }

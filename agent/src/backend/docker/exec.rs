@@ -35,12 +35,12 @@ pub(super) async fn start(
 ) -> Result<ExecIo, BackendError> {
     refuse_empty(req)?;
     let Some(summary) = backend.find_one(workspace).await? else {
-        return Err(BackendError::Refused(format!(
+        return Err(BackendError::refused(format!(
             "workspace {workspace} has no container at this site"
         )));
     };
-    if super::observe::from_summary(&summary).state != RunState::Running {
-        return Err(BackendError::Refused(format!(
+    if super::state::from_summary(&summary).state != RunState::Running {
+        return Err(BackendError::refused(format!(
             "workspace {workspace} is not running"
         )));
     }
@@ -54,11 +54,11 @@ pub(super) async fn start(
         .and_then(|c| c.user)
         .filter(|u| !u.is_empty())
         .ok_or_else(|| {
-            BackendError::Refused(format!(
+            BackendError::refused(format!(
                 "the container of {workspace} names no user; refusing to exec as root"
             ))
         })?;
-    super::create::check_user(&user)?;
+    super::spec::check_user(&user)?;
     let options = CreateExecOptions {
         attach_stdin: Some(true),
         attach_stdout: Some(true),
@@ -89,8 +89,8 @@ pub(super) async fn start(
         .await
         .map_err(|e| unavailable("start an exec", e))?;
     let StartExecResults::Attached { output, input } = started else {
-        return Err(BackendError::Unavailable(
-            "the engine detached an attached exec".into(),
+        return Err(BackendError::unavailable(
+            "the engine detached an attached exec",
         ));
     };
     let control = DockerExec {

@@ -20,11 +20,12 @@ pub(super) fn code(e: &kube::Error) -> u16 {
 }
 
 /// The API server could not be reached or failed: state is unknown, try again.
-pub(super) fn unavailable(what: &str, e: &kube::Error) -> BackendError {
-    BackendError::Unavailable(format!(
+pub(super) fn unavailable(what: &str, e: kube::Error) -> BackendError {
+    BackendError::unavailable(format!(
         "kubernetes API: {what}: {}; is the API server reachable from the agent?",
-        brief(e)
+        brief(&e)
     ))
+    .caused_by(e)
 }
 
 /// The RBAC Role lacks `verb` on `resource`.
@@ -32,14 +33,15 @@ pub(super) fn forbidden(
     verb: &str,
     resource: &str,
     namespace: &str,
-    e: &kube::Error,
+    e: kube::Error,
 ) -> BackendError {
-    BackendError::Refused(format!(
+    BackendError::refused(format!(
         "the agent may not {verb} {resource} in namespace {namespace} ({}); grant the agent's \
          service account the verb {verb:?} on {resource:?} in its Role (see \
          REQUIRED_PERMISSIONS and docs/site-kubernetes.md)",
-        brief(e)
+        brief(&e)
     ))
+    .caused_by(e)
 }
 
 /// Maps an error of `verb` on `resource`: 403 is a missing permission, other 4xx a refusal of the
@@ -48,14 +50,15 @@ pub(super) fn classify(
     verb: &str,
     resource: &str,
     namespace: &str,
-    e: &kube::Error,
+    e: kube::Error,
 ) -> BackendError {
-    match code(e) {
+    match code(&e) {
         403 => forbidden(verb, resource, namespace, e),
-        400 | 404 | 422 => BackendError::Refused(format!(
+        400 | 404 | 422 => BackendError::refused(format!(
             "the API server refused to {verb} {resource} in namespace {namespace}: {}",
-            brief(e)
-        )),
+            brief(&e)
+        ))
+        .caused_by(e),
         _ => unavailable(&format!("{verb} {resource}"), e),
     }
 }

@@ -48,7 +48,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use super::CALL_TIMEOUT;
 use super::error::{brief, classify, code};
-use super::pod::CONTAINER;
+use super::spec::CONTAINER;
 use crate::backend::BackendError;
 use crate::backend::exec::{ExecControl, ExecIo, ExecOutput, ExecRequest, Signal};
 
@@ -139,20 +139,20 @@ const BUF: usize = 64 * 1024;
 /// Refuses a request the API could not carry.
 pub fn check(req: &ExecRequest) -> Result<(), BackendError> {
     if req.argv.is_empty() {
-        return Err(BackendError::Refused(
-            "an empty command; name a program to run".into(),
+        return Err(BackendError::refused(
+            "an empty command; name a program to run",
         ));
     }
     if req.argv[0].starts_with('-') {
         // The wrapper's `exec` would read it as an option (bash) and dash has no `--` there.
-        return Err(BackendError::Refused(format!(
+        return Err(BackendError::refused(format!(
             "a program name cannot start with '-' ({:?}); name it by its path",
             req.argv[0]
         )));
     }
     if req.argv.iter().any(|a| a.contains('\0')) {
-        return Err(BackendError::Refused(
-            "an argument contains a NUL byte, which no process can receive".into(),
+        return Err(BackendError::refused(
+            "an argument contains a NUL byte, which no process can receive",
         ));
     }
     Ok(())
@@ -218,21 +218,23 @@ fn random_token() -> String {
 }
 
 /// Maps an error of a `pods/exec` call.
-fn exec_error(e: &kube::Error, ns: &str, pod: &str) -> BackendError {
-    match code(e) {
-        403 => BackendError::Refused(format!(
+fn exec_error(e: kube::Error, ns: &str, pod: &str) -> BackendError {
+    match code(&e) {
+        403 => BackendError::refused(format!(
             "the agent may not exec in pods of namespace {ns} ({}); grant the agent's service \
              account the verbs \"get\" and \"create\" on \"pods/exec\" in its Role (see \
              REQUIRED_PERMISSIONS and docs/site-kubernetes.md)",
-            brief(e)
-        )),
-        404 => BackendError::Refused(format!(
+            brief(&e)
+        ))
+        .caused_by(e),
+        404 => BackendError::refused(format!(
             "pod {pod} is gone from namespace {ns}; the workspace is not running"
         )),
-        0 if matches!(e, kube::Error::UpgradeConnection(_)) => BackendError::Unavailable(format!(
+        0 if matches!(e, kube::Error::UpgradeConnection(_)) => BackendError::unavailable(format!(
             "kubernetes API: exec in pod {pod}: {e}; is a proxy between the agent and the API \
              server refusing WebSocket upgrades?"
-        )),
+        ))
+        .caused_by(e),
         _ => classify("exec in", "pods", ns, e),
     }
 }
@@ -260,17 +262,17 @@ pub(super) async fn start(
         tokio::time::timeout(CALL_TIMEOUT, pods.exec(pod, command(&token, req), &params))
             .await
             .map_err(|_| {
-                BackendError::Unavailable(format!(
+                BackendError::unavailable(format!(
                     "kubernetes API: exec in pod {pod} got no answer within {} s",
                     CALL_TIMEOUT.as_secs()
                 ))
             })?
-            .map_err(|e| exec_error(&e, ns, pod))?;
+            .map_err(|e| exec_error(e, ns, pod))?;
     debug!(pod, session = %token, tty = req.tty, "exec started");
 
     let (outcome_tx, outcome_rx) = watch::channel(Outcome::Running);
     if let Some(status) = process.take_status() {
-        tokio::spawn(
+        crate::spawn_in_span(
             async move {
                 let o = status.await.as_ref().map_or(Outcome::Lost, outcome);
                 debug!(outcome = ?o, "exec ended");
@@ -282,7 +284,7 @@ pub(super) async fn start(
     let resize = process.terminal_size();
     let input = process
         .stdin()
-        .ok_or_else(|| BackendError::Unavailable("the exec has no stdin".into()))?;
+        .ok_or_else(|| BackendError::unavailable("the exec has no stdin"))?;
     let stdout = process.stdout().map(|r| {
         ReaderStream::with_capacity(r, BUF)
             .map(|b| b.map(|b| ExecOutput::Stdout(b.to_vec())))
@@ -295,7 +297,7 @@ pub(super) async fn start(
     });
     let streams = futures::stream::select_all(stdout.into_iter().chain(stderr)).map(|item| {
         item.map_err(|e| {
-            BackendError::Unavailable(format!("kubernetes API: reading an exec's output: {e}"))
+            BackendError::unavailable(format!("kubernetes API: reading an exec's output: {e}"))
         })
     });
     // kube closes its output pipes only after a status: when the connection breaks (or a kill
@@ -392,7 +394,7 @@ impl KubeExec {
                 .pods
                 .exec(&self.pod, argv, &params)
                 .await
-                .map_err(|e| exec_error(&e, self.pods_ns(), &self.pod))?;
+                .map_err(|e| exec_error(e, self.pods_ns(), &self.pod))?;
             let status = killer.take_status();
             let mut said = Vec::new();
             for r in [killer.stdout(), killer.stderr()].into_iter().flatten() {
@@ -404,7 +406,7 @@ impl KubeExec {
             };
             match status.as_ref().map(outcome) {
                 Some(Outcome::Exited(0)) if said.is_empty() => Ok(()),
-                o => Err(BackendError::Unavailable(format!(
+                o => Err(BackendError::unavailable(format!(
                     "{what} in pod {} did not finish cleanly ({o:?}): {}",
                     self.pod,
                     String::from_utf8_lossy(&said).trim()
@@ -412,7 +414,7 @@ impl KubeExec {
             }
         };
         tokio::time::timeout(KILL_WAIT, run).await.map_err(|_| {
-            BackendError::Unavailable(format!(
+            BackendError::unavailable(format!(
                 "{what} in pod {} took longer than {} s",
                 self.pod,
                 KILL_WAIT.as_secs()
@@ -446,11 +448,11 @@ impl ExecControl for KubeExec {
         match &*self.outcome.borrow() {
             Outcome::Running => Ok(None),
             Outcome::Exited(c) => Ok(Some(*c)),
-            Outcome::Failed(why) => Err(BackendError::Unavailable(format!(
+            Outcome::Failed(why) => Err(BackendError::unavailable(format!(
                 "the process could not be run in pod {}: {why}",
                 self.pod
             ))),
-            Outcome::Lost => Err(BackendError::Unavailable(format!(
+            Outcome::Lost => Err(BackendError::unavailable(format!(
                 "the connection to pod {} through the API server ended before the process \
                  reported how it ended",
                 self.pod
@@ -530,7 +532,7 @@ mod tests {
                 argv: bad,
                 ..req.clone()
             };
-            assert!(matches!(check(&r), Err(BackendError::Refused(_))));
+            assert!(matches!(check(&r), Err(BackendError::Refused { .. })));
         }
         assert_eq!(random_token().len(), 32);
         assert_ne!(random_token(), random_token());

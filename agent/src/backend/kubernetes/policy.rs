@@ -11,7 +11,7 @@ use kube::api::PostParams;
 use tracing::info;
 
 use super::error::{brief, classify, code, forbidden};
-use super::pod::{LABEL_MANAGED_BY, MANAGED_BY};
+use super::spec::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::backend::BackendError;
 
 /// The policy's name in the namespace.
@@ -87,7 +87,7 @@ pub async fn ensure(api: &Api<NetworkPolicy>, namespace: &str) -> Result<(), Bac
     let resource = "networkpolicies.networking.k8s.io";
     let existing = match api.get_opt(POLICY_NAME).await {
         Ok(found) => found,
-        Err(e) if code(&e) == 403 => return Err(forbidden("get", resource, namespace, &e)),
+        Err(e) if code(&e) == 403 => return Err(forbidden("get", resource, namespace, e)),
         Err(e) => return Err(unavailable_policy(&e)),
     };
     let policy = match existing {
@@ -108,16 +108,16 @@ pub async fn ensure(api: &Api<NetworkPolicy>, namespace: &str) -> Result<(), Bac
             Err(e) if code(&e) == 409 => api
                 .get(POLICY_NAME)
                 .await
-                .map_err(|e| classify("get", resource, namespace, &e))?,
+                .map_err(|e| classify("get", resource, namespace, e))?,
             Err(e) if code(&e) == 403 => {
-                return Err(forbidden("create", resource, namespace, &e));
+                return Err(forbidden("create", resource, namespace, e));
             }
-            Err(e) => return Err(classify("create", resource, namespace, &e)),
+            Err(e) => return Err(classify("create", resource, namespace, e)),
         },
     };
     match not_deny_all(&policy) {
         None => Ok(()),
-        Some(why) => Err(BackendError::Refused(format!(
+        Some(why) => Err(BackendError::refused(format!(
             "NetworkPolicy {POLICY_NAME} in namespace {namespace} is not deny-all: {why}; \
              delete it (`kubectl -n {namespace} delete networkpolicy {POLICY_NAME}`) and the \
              agent creates the right one"
@@ -126,7 +126,7 @@ pub async fn ensure(api: &Api<NetworkPolicy>, namespace: &str) -> Result<(), Bac
 }
 
 fn unavailable_policy(e: &kube::Error) -> BackendError {
-    BackendError::Unavailable(format!(
+    BackendError::unavailable(format!(
         "cannot read NetworkPolicy {POLICY_NAME}: {}; no workspace is launched until it is \
          confirmed",
         brief(e)

@@ -5,7 +5,7 @@ use basho_core::{LABEL_EXPIRES, LABEL_WORKSPACE};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use super::pod::CONTAINER;
+use super::spec::CONTAINER;
 use crate::backend::{Observed, RunState, UsageSample};
 
 /// Waiting reasons that the kubelet will not get past by retrying: the pod never starts as it is.

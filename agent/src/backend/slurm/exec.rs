@@ -211,8 +211,8 @@ pub(super) async fn start(
 ) -> Result<ExecIo, BackendError> {
     refuse_empty(req)?;
     if req.argv.iter().any(|a| a.contains('\0')) {
-        return Err(BackendError::Refused(
-            "an argument holds a NUL byte, which no command line can carry".into(),
+        return Err(BackendError::refused(
+            "an argument holds a NUL byte, which no command line can carry",
         ));
     }
     if backend.cfg.runtime == Runtime::Apptainer {
@@ -225,12 +225,12 @@ pub(super) async fn start(
         ));
     }
     let Some(job) = backend.live(workspace).await? else {
-        return Err(BackendError::Refused(format!(
+        return Err(BackendError::refused(format!(
             "workspace {workspace} has no job at this site"
         )));
     };
     if job.state != RunState::Running {
-        return Err(BackendError::Refused(format!(
+        return Err(BackendError::refused(format!(
             "workspace {workspace} is not running (job {} is {:?})",
             job.handle, job.state
         )));
@@ -279,7 +279,7 @@ pub(super) async fn start(
 }
 
 fn unavailable(e: SshError) -> BackendError {
-    BackendError::Unavailable(e.to_string())
+    BackendError::unavailable(e.to_string()).caused_by(e)
 }
 
 /// The session's channel, closed when the last of its input and control is dropped.

@@ -13,7 +13,7 @@ use basho_core::{LABEL_EXPIRES, LABEL_PROJECT, LABEL_SITE, LABEL_WORKSPACE};
 use chrono::SecondsFormat;
 
 use crate::backend::docker::container_name;
-use crate::backend::docker::create::{check_env, check_image, check_limits, check_user};
+use crate::backend::docker::spec::{check_env, check_image, check_limits, check_user};
 use crate::backend::{BackendError, LaunchSpec};
 use crate::config::Runtime;
 
@@ -23,7 +23,7 @@ const RESULTS: &str = "/results";
 const WORKSPACE_JSON: &str = "/etc/basho/workspace.json";
 
 fn refused(msg: impl Into<String>) -> BackendError {
-    BackendError::Refused(msg.into())
+    BackendError::refused(msg.into())
 }
 
 /// The argv that runs the workspace's container in the foreground of the job, starting with

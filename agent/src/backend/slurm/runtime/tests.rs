@@ -10,7 +10,7 @@ fn argv(runtime: Runtime, spec: &LaunchSpec) -> Result<Vec<String>, BackendError
 
 fn refused_with(r: Result<Vec<String>, BackendError>, needle: &str) {
     match r {
-        Err(BackendError::Refused(m)) => assert!(m.contains(needle), "{m}"),
+        Err(BackendError::Refused { message: m, .. }) => assert!(m.contains(needle), "{m}"),
         other => panic!("expected a refusal mentioning {needle:?}, got {other:?}"),
     }
 }
@@ -143,7 +143,7 @@ fn sif_images_must_be_absolute_and_pinned() {
         EXAMPLE_IMAGE_ID.to_string(),
     ] {
         assert!(
-            matches!(sif_image(&bad), Err(BackendError::Refused(_))),
+            matches!(sif_image(&bad), Err(BackendError::Refused { .. })),
             "{bad:?}"
         );
     }

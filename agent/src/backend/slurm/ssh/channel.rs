@@ -103,7 +103,7 @@ pub(super) async fn open(
     let (out_tx, out_rx) = mpsc::channel(OUTPUT_DEPTH);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let exit = Arc::new(Mutex::new(None));
-    tokio::spawn(watch(watched, req_tx.clone(), stop_rx));
+    crate::spawn_in_span(watch(watched, req_tx.clone(), stop_rx));
     let thread_exit = exit.clone();
     std::thread::Builder::new()
         .name("slurm-session".into())

@@ -22,8 +22,8 @@ use crate::backend::Backend;
 use crate::client::{Backoff, TlsPolicy};
 
 pub mod dial;
+mod pump;
 pub mod recording;
-mod session;
 
 /// The `[sessions]` table of the site config: limits on interactive sessions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,7 +172,7 @@ impl Tunnel {
         let (tx, mut rx) = mpsc::channel::<Frame>(64);
         let tasks = TaskTracker::new();
         let writer_stop = conn.clone();
-        tasks.spawn(async move {
+        let writer = async move {
             let mut ping = tokio::time::interval(Duration::from_secs(15));
             loop {
                 let msg = tokio::select! {
@@ -189,7 +189,8 @@ impl Tunnel {
             }
             writer_stop.cancel();
             let _ = sink.close().await;
-        });
+        };
+        tasks.spawn(writer.in_current_span());
         let mut sessions: HashMap<u32, mpsc::UnboundedSender<Frame>> = HashMap::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u32>();
         loop {
@@ -253,7 +254,7 @@ impl Tunnel {
             let (in_tx, in_rx) = mpsc::unbounded_channel();
             sessions.insert(id, in_tx);
             let span = info_span!("session", id, workspace = %open.workspace, actor = %open.actor);
-            let run = session::Session {
+            let run = pump::Session {
                 id,
                 open,
                 backend: self.backend.clone(),

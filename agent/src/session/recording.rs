@@ -337,7 +337,7 @@ impl Recording {
         let failed = CancellationToken::new();
         let error = Arc::new(Mutex::new(None));
         let started = Instant::now();
-        let task = tokio::spawn(write(
+        let task = crate::spawn_in_span(write(
             out,
             hasher,
             rx,
@@ -628,7 +628,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let failed = CancellationToken::new();
         let error = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(write(
+        let task = crate::spawn_in_span(write(
             tokio::io::BufWriter::new(full),
             Sha256::new(),
             rx,

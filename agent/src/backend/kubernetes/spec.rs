@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::backend::docker::create::{check_env, check_image, check_limits, check_user};
+use crate::backend::docker::spec::{check_env, check_image, check_limits, check_user};
 use crate::backend::{BackendError, LaunchSpec};
 use crate::config::{KubernetesConfig, VolumeConfig, is_dns_subdomain, node_path_problem};
 
@@ -35,7 +35,7 @@ pub fn pod_name(workspace: &str) -> String {
 }
 
 fn refused(msg: impl Into<String>) -> BackendError {
-    BackendError::Refused(msg.into())
+    BackendError::refused(msg.into())
 }
 
 /// What a checked spec resolves to on Kubernetes.

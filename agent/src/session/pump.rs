@@ -57,8 +57,8 @@ fn request(open: &Open) -> Result<ExecRequest, String> {
 fn refusal(e: &BackendError) -> Refusal {
     let code = match e {
         BackendError::Unsupported(_) => "unsupported",
-        BackendError::Refused(_) => "not_running",
-        BackendError::Unavailable(_) => "backend_unavailable",
+        BackendError::Refused { .. } => "not_running",
+        BackendError::Unavailable { .. } => "backend_unavailable",
     };
     Refusal {
         code: code.into(),
@@ -127,7 +127,7 @@ impl Session {
         let started = Instant::now();
         let activity = Arc::new(AtomicU64::new(0));
         let credit = Arc::new(Semaphore::new(WINDOW as usize));
-        let mut pump = tokio::spawn(pump(
+        let mut pump = crate::spawn_in_span(pump(
             id,
             io.output,
             credit.clone(),
@@ -139,7 +139,7 @@ impl Session {
         // Stdin bytes received and not yet written: never more than the credit granted.
         let pending = Arc::new(AtomicI64::new(0));
         let (in_tx, in_rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
-        let mut writer = tokio::spawn(write_input(
+        let mut writer = crate::spawn_in_span(write_input(
             id,
             io.input,
             in_rx,

@@ -11,12 +11,12 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{BackendConfig, ClaimSource, SiteConfig};
 
-pub mod conformance;
 pub mod docker;
 pub mod exec;
 pub mod fake;
 pub mod kubernetes;
 pub mod slurm;
+pub mod suite;
 
 /// What a backend can do, so the agent refuses what it cannot honour instead of degrading silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,18 +120,76 @@ pub struct UsageSample {
     pub started_at: Option<DateTime<Utc>>,
 }
 
+/// The error a backend failure came from (an engine, API or SSH error), kept for callers that
+/// look past the message.
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Backend failures. Each says what failed and what an admin can do.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The backend could not be reached (engine down, API error): state is unknown, not gone.
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
+    #[error("backend unavailable: {message}")]
+    Unavailable {
+        /// What failed and what to check, as shown in the workspace's message.
+        message: String,
+        /// The engine, API or SSH error behind it, when there is one.
+        #[source]
+        source: Option<Source>,
+    },
     /// The backend refused the launch (bad image, bad mount, limits).
-    #[error("launch refused: {0}")]
-    Refused(String),
+    #[error("launch refused: {message}")]
+    Refused {
+        /// What was refused and what to change, as shown in the workspace's message.
+        message: String,
+        /// The engine or API answer behind it, when there is one.
+        #[source]
+        source: Option<Source>,
+    },
     /// The backend lacks a capability the workspace needs.
     #[error("not supported by this backend: {0}")]
     Unsupported(String),
+}
+
+impl BackendError {
+    /// The backend cannot be asked: `message` says what failed and what to check.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The backend refused: `message` says what and what to change.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::Refused {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, keeping `e` as its source (the message already says what it means).
+    #[must_use]
+    pub fn caused_by(self, e: impl Into<Source>) -> Self {
+        match self {
+            Self::Unavailable { message, .. } => Self::Unavailable {
+                message,
+                source: Some(e.into()),
+            },
+            Self::Refused { message, .. } => Self::Refused {
+                message,
+                source: Some(e.into()),
+            },
+            other @ Self::Unsupported(_) => other,
+        }
+    }
+
+    /// What the error says, without the kind's prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Unavailable { message, .. } | Self::Refused { message, .. } => message,
+            Self::Unsupported(m) => m,
+        }
+    }
 }
 
 /// A compute system the agent drives. Every method is idempotent: launching a workspace that
@@ -171,10 +229,10 @@ pub trait Backend: Send + Sync + 'static {
 /// The backend the site config names. The fake is only ever built when the config says `fake`.
 pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError> {
     match &config.backend {
-        BackendConfig::Docker { socket, namespace } => Ok(Arc::new(
-            docker::DockerBackend::connect(socket.as_deref(), config.site.clone())
+        BackendConfig::Docker(docker) => Ok(Arc::new(
+            docker::DockerBackend::connect(docker.socket.as_deref(), config.site.clone())
                 .await?
-                .with_namespace(namespace.clone()),
+                .with_namespace(docker.namespace.clone()),
         )),
         BackendConfig::Slurm(slurm) => Ok(Arc::new(slurm::SlurmBackend::new(
             config.site.clone(),
@@ -183,13 +241,28 @@ pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError
         BackendConfig::Kubernetes(k8s) => Ok(Arc::new(
             kubernetes::KubernetesBackend::connect(config.site.clone(), k8s.clone()).await?,
         )),
-        BackendConfig::Fake {
-            start_delay_ms,
-            failure_rate,
-        } => Ok(Arc::new(fake::FakeBackend::new(
+        BackendConfig::Fake(fake) => Ok(Arc::new(fake::FakeBackend::new(
             config.site.clone(),
-            Duration::from_millis(*start_delay_ms),
-            *failure_rate,
+            Duration::from_millis(fake.start_delay_ms),
+            fake.failure_rate,
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message reads as it did before sources were kept, and the source is there to look at.
+    #[test]
+    fn an_error_keeps_its_source_and_its_message() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = BackendError::unavailable("engine: refused").caused_by(io);
+        assert_eq!(e.to_string(), "backend unavailable: engine: refused");
+        assert_eq!(e.message(), "engine: refused");
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.to_string(), "refused");
+        let plain = BackendError::refused("bad image");
+        assert!(std::error::Error::source(&plain).is_none());
     }
 }

@@ -31,7 +31,7 @@ pub(super) struct Checked {
 }
 
 fn refused(msg: impl Into<String>) -> BackendError {
-    BackendError::Refused(msg.into())
+    BackendError::refused(msg.into())
 }
 
 /// Refuses a spec that would weaken isolation or that the engine would reject later.
@@ -385,7 +385,7 @@ mod tests {
 
     fn refused_with(r: Result<Checked, BackendError>, needle: &str) {
         match r {
-            Err(BackendError::Refused(m)) => assert!(m.contains(needle), "{m}"),
+            Err(BackendError::Refused { message: m, .. }) => assert!(m.contains(needle), "{m}"),
             other => panic!("expected a refusal mentioning {needle:?}, got {other:?}"),
         }
     }
@@ -407,7 +407,7 @@ mod tests {
             ":1000",
         ] {
             assert!(
-                matches!(check_user(bad), Err(BackendError::Refused(_))),
+                matches!(check_user(bad), Err(BackendError::Refused { .. })),
                 "{bad:?}"
             );
         }

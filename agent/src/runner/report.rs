@@ -1,4 +1,4 @@
-//! What the agent has told the orchestrator, and the task that tells it: each workspace's latest
+//! The observation outbox and the reporter task that empties it: each workspace's latest
 //! observation, sent once when its state changes, all of them again after a reconnect.
 
 use std::collections::BTreeMap;
@@ -24,12 +24,12 @@ struct Inner {
 
 /// Latest observation per workspace, and the state last acknowledged by the orchestrator.
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub struct Outbox {
     inner: Mutex<Inner>,
     changed: Notify,
 }
 
-impl Ledger {
+impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -112,12 +112,12 @@ fn reported(observations: &[Observation]) {
     }
 }
 
-/// Posts the ledger's changes until `stop`: wakes on a change and on a (re)connection, which is
+/// Posts the outbox's changes until `stop`: wakes on a change and on a (re)connection, which is
 /// answered with a full resend.
 pub async fn post_loop(
     client: Client,
     site: Ident,
-    ledger: Arc<Ledger>,
+    outbox: Arc<Outbox>,
     mut fetched: watch::Receiver<Option<Fetched>>,
     stop: CancellationToken,
 ) {
@@ -128,11 +128,11 @@ pub async fn post_loop(
         let epoch = fetched.borrow().as_ref().map(|f| f.epoch);
         if epoch.is_some() && epoch != sent_epoch {
             // A new registration: the orchestrator may have lost what it was told.
-            ledger.forget_posted();
+            outbox.forget_posted();
             sent_epoch = epoch;
         }
         let batch = if epoch.is_some() {
-            ledger.pending(MAX_BATCH)
+            outbox.pending(MAX_BATCH)
         } else {
             Vec::new()
         };
@@ -160,7 +160,7 @@ pub async fn post_loop(
                 }
                 Err(e) => {
                     link.down("observations", &e);
-                    ledger.forget_posted();
+                    outbox.forget_posted();
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -168,13 +168,13 @@ pub async fn post_loop(
                     continue;
                 }
             }
-            ledger.mark_posted(&body.observations);
+            outbox.mark_posted(&body.observations);
             reported(&body.observations);
             continue;
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ledger.changed.notified() => {}
+            _ = outbox.changed.notified() => {}
             changed = fetched.changed() => if changed.is_err() { return },
         }
     }
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn sends_changes_only_and_everything_after_a_reconnect() {
-        let l = Ledger::default();
+        let l = Outbox::default();
         l.record(vec![
             obs("b", State::Starting, 2),
             obs("a", State::Running, 1),
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn prunes_only_what_is_gone_and_posted() {
-        let l = Ledger::default();
+        let l = Outbox::default();
         l.record(vec![
             obs("gone", State::Stopped, 1),
             obs("unsent", State::Stopped, 2),

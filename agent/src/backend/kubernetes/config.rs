@@ -153,7 +153,7 @@ pub(crate) fn is_plain_sub_path(s: &str) -> bool {
 
 impl KubernetesConfig {
     /// Every problem of this table, each naming the field to fix.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn check(&self) -> Vec<String> {
         let mut p = Vec::new();
         if !is_dns_label(&self.namespace) {
             p.push(format!(
@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(c.gpu_resource, "nvidia.com/gpu");
         assert_eq!(c.stop_grace_s, 10);
         assert_eq!(c.watch_grace_s, 30);
-        assert_eq!(c.problems(), Vec::<String>::new());
+        assert_eq!(c.check(), Vec::<String>::new());
     }
 
     #[test]
@@ -249,7 +249,7 @@ mod tests {
         c.results.host_path = Some("relative".into());
         c.gpu_resource = String::new();
         c.watch_grace_s = 0;
-        let p = c.problems();
+        let p = c.check();
         for needle in [
             "backend.namespace",
             "backend.work: set exactly one",

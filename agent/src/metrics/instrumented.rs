@@ -1,5 +1,6 @@
-//! [`MeteredBackend`]: any backend, with every call timed and every failure counted. The agent
-//! wraps its backend in one at start, so each backend is metered the same way in one place.
+//! [`InstrumentedBackend`]: any backend, with every call timed and every failure counted for
+//! Prometheus (usage metering is the `meter` module's). The agent wraps its backend in one at
+//! start, so each backend is instrumented the same way in one place.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,28 +14,28 @@ use crate::backend::{Backend, BackendError, Capabilities, LaunchSpec, Observed, 
 /// The kind label of a backend error.
 pub fn error_kind(e: &BackendError) -> &'static str {
     match e {
-        BackendError::Unavailable(_) => "unavailable",
-        BackendError::Refused(_) => "refused",
+        BackendError::Unavailable { .. } => "unavailable",
+        BackendError::Refused { .. } => "refused",
         BackendError::Unsupported(_) => "unsupported",
     }
 }
 
 /// A backend whose calls feed `basho_agent_backend_operation_seconds` and
 /// `basho_agent_backend_errors_total`.
-pub struct MeteredBackend {
+pub struct InstrumentedBackend {
     inner: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
 }
 
-impl std::fmt::Debug for MeteredBackend {
+impl std::fmt::Debug for InstrumentedBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeteredBackend")
+        f.debug_struct("InstrumentedBackend")
             .field("backend", &self.inner.kind())
             .finish_non_exhaustive()
     }
 }
 
-impl MeteredBackend {
+impl InstrumentedBackend {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
         Self { inner, metrics }
@@ -55,7 +56,7 @@ impl MeteredBackend {
 }
 
 #[async_trait]
-impl Backend for MeteredBackend {
+impl Backend for InstrumentedBackend {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
@@ -100,15 +101,15 @@ mod tests {
     use basho_core::Ident;
 
     use super::*;
-    use crate::backend::conformance::{example_spec, run_suite};
     use crate::backend::fake::FakeBackend;
+    use crate::backend::suite::{example_spec, run_suite};
 
     #[tokio::test]
     async fn passes_the_conformance_suite_and_counts_every_call() {
         let site = Ident::parse("sim").unwrap();
         let fake = Arc::new(FakeBackend::new(site.clone(), Duration::ZERO, 0.0));
         let metrics = Arc::new(Metrics::new("sim", "fake"));
-        let metered = MeteredBackend::new(fake, metrics.clone());
+        let metered = InstrumentedBackend::new(fake, metrics.clone());
         assert_eq!(metered.kind(), "fake");
         run_suite(&metered, |ws| example_spec(&site, ws))
             .await
@@ -130,11 +131,11 @@ mod tests {
             0.0,
         ));
         let metrics = Arc::new(Metrics::new("sim", "fake"));
-        let metered = MeteredBackend::new(fake.clone(), metrics.clone());
+        let metered = InstrumentedBackend::new(fake.clone(), metrics.clone());
         fake.set_unavailable(true);
         assert!(matches!(
             metered.list_managed().await,
-            Err(BackendError::Unavailable(_))
+            Err(BackendError::Unavailable { .. })
         ));
         let text = metrics.encode();
         let series = "basho_agent_backend_errors_total{backend=\"fake\",op=\"list_managed\",kind=\"unavailable\"} 1";

@@ -65,7 +65,9 @@ fn spec() -> LaunchSpec {
 
 fn refused_with(s: &LaunchSpec, needle: &str) {
     match check(s, now()) {
-        Err(BackendError::Refused(m)) => assert!(m.contains(needle), "{needle}: {m}"),
+        Err(BackendError::Refused { message: m, .. }) => {
+            assert!(m.contains(needle), "{needle}: {m}")
+        }
         other => panic!("expected a refusal mentioning {needle:?}, got {other:?}"),
     }
 }

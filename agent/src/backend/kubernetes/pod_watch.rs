@@ -42,7 +42,7 @@ struct Inner {
 
 /// The pods of one site in one namespace.
 #[derive(Debug)]
-pub struct Store {
+pub struct PodWatch {
     inner: Mutex<Inner>,
     grace: Duration,
     synced: tokio::sync::watch::Sender<bool>,
@@ -56,10 +56,10 @@ fn name(p: &Pod) -> String {
     p.metadata.name.clone().unwrap_or_default()
 }
 
-impl Store {
+impl PodWatch {
     /// An empty, not yet synced view that is trusted for `grace` after the watch fails.
-    pub fn new(grace: Duration) -> Arc<Store> {
-        Arc::new(Store {
+    pub fn new(grace: Duration) -> Arc<PodWatch> {
+        Arc::new(PodWatch {
             inner: Mutex::default(),
             grace,
             synced: tokio::sync::watch::Sender::new(false),
@@ -78,14 +78,14 @@ impl Store {
                 .failing
                 .as_ref()
                 .map_or("the first list is not done".to_string(), |(_, e)| e.clone());
-            return Some(BackendError::Unavailable(format!(
+            return Some(BackendError::unavailable(format!(
                 "the agent has no list of its pods yet: {why}; check that the API server is \
                  reachable and the agent may list and watch pods"
             )));
         }
         match &inner.failing {
             Some((since, e)) if since.elapsed() > self.grace => {
-                Some(BackendError::Unavailable(format!(
+                Some(BackendError::unavailable(format!(
                     "the watch of pods has failed for {}s: {e}; workspaces are unknown until \
                      the API server answers again",
                     since.elapsed().as_secs()
@@ -204,8 +204,13 @@ impl Store {
     }
 }
 
-/// Follows the pods `selector` picks in `api` into `store` until `cancel`.
-pub async fn follow(api: Api<Pod>, selector: String, store: Arc<Store>, cancel: CancellationToken) {
+/// Follows the pods `selector` picks in `api` into `watched` until `cancel`.
+pub async fn follow(
+    api: Api<Pod>,
+    selector: String,
+    watched: Arc<PodWatch>,
+    cancel: CancellationToken,
+) {
     let mut backoff = BACKOFF_FIRST;
     loop {
         let config = watcher::Config::default().labels(&selector);
@@ -226,18 +231,18 @@ pub async fn follow(api: Api<Pod>, selector: String, store: Arc<Store>, cancel: 
                 Some(Ok(Event::InitDone)) => {
                     let pods = listing.take().unwrap_or_default();
                     debug!(pods = pods.len(), "listed pods");
-                    store.replace(pods);
+                    watched.replace(pods);
                     backoff = BACKOFF_FIRST;
                 }
-                Some(Ok(Event::Apply(pod))) => store.apply(pod),
-                Some(Ok(Event::Delete(pod))) => store.delete(&pod),
+                Some(Ok(Event::Apply(pod))) => watched.apply(pod),
+                Some(Ok(Event::Delete(pod))) => watched.delete(&pod),
                 Some(Err(e)) => break e.to_string(),
                 None => break "the watch ended".to_string(),
             }
         };
         // Start over with a fresh list: the only way to be sure nothing was missed.
         warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "watch of pods failed; listing again");
-        store.failed(error);
+        watched.failed(error);
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
@@ -261,8 +266,8 @@ mod tests {
         .unwrap()
     }
 
-    async fn names(store: &Store) -> Result<Vec<String>, BackendError> {
-        store
+    async fn names(watched: &PodWatch) -> Result<Vec<String>, BackendError> {
+        watched
             .read(|pods| {
                 let mut n: Vec<String> = pods
                     .iter()
@@ -276,58 +281,61 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unavailable_before_the_first_list_and_past_the_grace() {
-        let store = Store::new(Duration::from_secs(30));
+        let watched = PodWatch::new(Duration::from_secs(30));
         assert!(
-            matches!(names(&store).await, Err(BackendError::Unavailable(m)) if m.contains("no list"))
+            matches!(names(&watched).await, Err(BackendError::Unavailable { message: m, .. }) if m.contains("no list"))
         );
-        store.replace(HashMap::from([(
+        watched.replace(HashMap::from([(
             "basho-a".into(),
             pod("basho-a", "1", "Running"),
         )]));
-        assert_eq!(names(&store).await.unwrap(), ["basho-a/1"]);
+        assert_eq!(names(&watched).await.unwrap(), ["basho-a/1"]);
 
-        store.failed("connection refused".into());
+        watched.failed("connection refused".into());
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(
-            names(&store).await.unwrap(),
+            names(&watched).await.unwrap(),
             ["basho-a/1"],
             "within the grace"
         );
         tokio::time::advance(Duration::from_secs(25)).await;
         assert!(
-            matches!(names(&store).await, Err(BackendError::Unavailable(m)) if m.contains("connection refused"))
+            matches!(names(&watched).await, Err(BackendError::Unavailable { message: m, .. }) if m.contains("connection refused"))
         );
-        assert!(!store.trusted());
+        assert!(!watched.trusted());
 
-        store.replace(HashMap::new());
-        assert_eq!(names(&store).await.unwrap(), Vec::<String>::new());
+        watched.replace(HashMap::new());
+        assert_eq!(names(&watched).await.unwrap(), Vec::<String>::new());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_created_pod_shows_until_the_watch_has_it_and_old_events_do_not_hide_it() {
-        let store = Store::new(Duration::from_secs(30));
-        store.replace(HashMap::from([(
+        let watched = PodWatch::new(Duration::from_secs(30));
+        watched.replace(HashMap::from([(
             "basho-a".into(),
             pod("basho-a", "old", "Running"),
         )]));
         // Stopped and launched again before the watch reported the old pod's deletion.
-        store.created(pod("basho-a", "new", "Pending"));
-        assert_eq!(names(&store).await.unwrap(), ["basho-a/new"]);
-        store.apply(pod("basho-a", "old", "Running"));
-        assert_eq!(names(&store).await.unwrap(), ["basho-a/new"]);
-        store.delete(&pod("basho-a", "old", "Running"));
-        assert_eq!(names(&store).await.unwrap(), ["basho-a/new"]);
-        store.apply(pod("basho-a", "new", "Running"));
-        assert_eq!(names(&store).await.unwrap(), ["basho-a/new"]);
-        assert!(store.lock().created.is_empty());
+        watched.created(pod("basho-a", "new", "Pending"));
+        assert_eq!(names(&watched).await.unwrap(), ["basho-a/new"]);
+        watched.apply(pod("basho-a", "old", "Running"));
+        assert_eq!(names(&watched).await.unwrap(), ["basho-a/new"]);
+        watched.delete(&pod("basho-a", "old", "Running"));
+        assert_eq!(names(&watched).await.unwrap(), ["basho-a/new"]);
+        watched.apply(pod("basho-a", "new", "Running"));
+        assert_eq!(names(&watched).await.unwrap(), ["basho-a/new"]);
+        assert!(watched.lock().created.is_empty());
 
         // Never seen by the watch: gone after its time to live.
-        store.created(pod("basho-b", "b1", "Pending"));
-        assert_eq!(names(&store).await.unwrap(), ["basho-a/new", "basho-b/b1"]);
+        watched.created(pod("basho-b", "b1", "Pending"));
+        assert_eq!(
+            names(&watched).await.unwrap(),
+            ["basho-a/new", "basho-b/b1"]
+        );
         tokio::time::advance(CREATED_TTL).await;
-        assert_eq!(names(&store).await.unwrap(), ["basho-a/new"]);
+        assert_eq!(names(&watched).await.unwrap(), ["basho-a/new"]);
 
-        store.gone("basho-a");
-        assert_eq!(names(&store).await.unwrap(), Vec::<String>::new());
+        watched.gone("basho-a");
+        assert_eq!(names(&watched).await.unwrap(), Vec::<String>::new());
     }
 }
