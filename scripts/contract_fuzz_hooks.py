@@ -137,3 +137,14 @@ def map_query(ctx, query):
         if isinstance(wait, int) and 2 < wait <= 3600:
             query = {**query, "wait_s": 2}
     return query
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    # The run's own token outlives the run: revoking it (its id comes back from GET /v1/tokens,
+    # and the stateful runs follow that) would leave every later call 401. Another id, which
+    # answers the documented 404, is revoked instead.
+    own = os.environ.get("BASHO_FUZZ_OWN_TOKEN")
+    params = case.path_parameters or {}
+    if own and case.operation.label == "DELETE /v1/tokens/{id}" and params.get("id") == own:
+        case.path_parameters = {**params, "id": "tok-00000000"}

@@ -18,11 +18,6 @@ pub mod revocations;
 pub mod runner;
 pub mod session;
 
-/// The former name of [`session`], kept so callers outside this crate (the `basho` CLI's
-/// sessions dial through `tunnel::dial`) build until they name `session`.
-#[doc(hidden)]
-pub use session as tunnel;
-
 #[cfg(test)]
 mod fixtures;
 

@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 
 use basho_agent::client::TlsPolicy;
-use basho_agent::tunnel::dial::{self, DialError, Socket};
+use basho_agent::session::dial::{self, DialError, Socket};
 use basho_core::tunnel::{
     Exit, Frame, Kind, MAX_CHUNK, Ready, Refusal, SessionKind, SessionSpec, Signal, WINDOW,
 };
