@@ -308,19 +308,12 @@ impl Agent {
     }
 }
 
-async fn wait_for<F, Fut>(what: &str, mut f: F)
+async fn wait_for<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    basho_test_util::wait_until(what, PATIENCE, f).await;
 }
 
 fn exists(p: &Path) -> bool {

@@ -202,15 +202,12 @@ async fn must_fail(docker: &Docker, container: &str, cmd: &[&str]) -> String {
 }
 
 async fn wait_for(backend: &DockerBackend, ws: &str, want: impl Fn(&RunState) -> bool) -> RunState {
-    for _ in 0..300 {
-        if let Some(o) = backend.inspect(ws).await.unwrap()
-            && want(&o.state)
-        {
-            return o.state;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{ws} never reached the awaited state");
+    let what = format!("{ws} to reach the awaited state");
+    basho_test_util::wait_for(&what, Duration::from_secs(30), || async {
+        let seen = backend.inspect(ws).await.unwrap()?;
+        want(&seen.state).then_some(seen.state)
+    })
+    .await
 }
 
 fn refused(r: Result<impl std::fmt::Debug, BackendError>, needle: &str) {

@@ -103,24 +103,21 @@ async fn verify_names_the_first_altered_or_deleted_entry() {
     );
 
     let pool = sqlx::SqlitePool::connect(&r.db).await.unwrap();
-    sqlx::query("UPDATE audit SET actor = 'platform' WHERE seq = 3")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let out = basho(&r, &r.auditor, &["audit", "verify"]).await;
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(err.contains("audit chain broken at entry 3:"), "{err}");
-    assert!(err.contains("altered"), "{err}");
-
-    sqlx::query("DELETE FROM audit WHERE seq = 2")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let out = basho(&r, &r.auditor, &["audit", "verify"]).await;
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(err.contains("audit chain broken at entry 2:"), "{err}");
-    assert!(err.contains("missing"), "{err}");
+    // Each edit of the database, and what `basho audit verify` must say of it.
+    for (edit, entry, why) in [
+        (
+            "UPDATE audit SET actor = 'platform' WHERE seq = 3",
+            3,
+            "altered",
+        ),
+        ("DELETE FROM audit WHERE seq = 2", 2, "missing"),
+    ] {
+        sqlx::query(edit).execute(&pool).await.unwrap();
+        let out = basho(&r, &r.auditor, &["audit", "verify"]).await;
+        assert_eq!(out.status.code(), Some(1), "{edit}");
+        let err = text(&out.stderr);
+        let broken = format!("audit chain broken at entry {entry}:");
+        assert!(err.contains(&broken) && err.contains(why), "{edit}: {err}");
+    }
     r.stop.cancel();
 }

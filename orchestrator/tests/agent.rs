@@ -19,17 +19,17 @@ async fn desired(h: &Harness, site: &str, query: &str) -> (StatusCode, Value) {
     .await
 }
 
+/// `tohoku`'s agent posts `reg`.
+async fn register(h: &Harness, reg: Value) -> (StatusCode, Value) {
+    let token = agent_token("tohoku");
+    h.call(Method::POST, "/v1/agent/register", &token, Some(reg))
+        .await
+}
+
 #[tokio::test]
 async fn register_and_desired() {
     let h = Harness::new().await;
-    let (status, reg) = h
-        .call(
-            Method::POST,
-            "/v1/agent/register",
-            &agent_token("tohoku"),
-            Some(registration("tohoku", &["JGAD000101"], 8, 8192)),
-        )
-        .await;
+    let (status, reg) = register(&h, registration("tohoku", &["JGAD000101"], 8, 8192)).await;
     assert_eq!(status, StatusCode::OK, "{reg}");
     assert_eq!(reg, json!({"site": "tohoku", "revision": 0}));
 
@@ -55,14 +55,7 @@ async fn register_and_desired() {
     assert_eq!(a["owner"], "r-1");
 
     // Re-registering keeps the revision; the sites list shows the new capacity.
-    let (_, reg) = h
-        .call(
-            Method::POST,
-            "/v1/agent/register",
-            &agent_token("tohoku"),
-            Some(registration("tohoku", &["JGAD000101"], 32, 8192)),
-        )
-        .await;
+    let (_, reg) = register(&h, registration("tohoku", &["JGAD000101"], 32, 8192)).await;
     assert_eq!(reg["revision"], rev);
     let (_, sites) = h.get("/v1/sites").await;
     assert_eq!(sites[0]["capacity"]["cpus"], 32);
@@ -73,14 +66,7 @@ async fn register_and_desired() {
 async fn agents_speak_only_for_their_site() {
     let h = Harness::new().await;
     h.register_demo().await;
-    let got = h
-        .call(
-            Method::POST,
-            "/v1/agent/register",
-            &agent_token("tohoku"),
-            Some(registration("ncbn", &["JGAD000201"], 8, 8192)),
-        )
-        .await;
+    let got = register(&h, registration("ncbn", &["JGAD000201"], 8, 8192)).await;
     assert_error(&got, StatusCode::FORBIDDEN, "forbidden");
     assert_error(
         &desired(&h, "tohoku", "site=ncbn").await,

@@ -8,6 +8,17 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_basho-orchestrator"))
 }
 
+/// `serve --config path`, with nothing from this environment overriding the file.
+fn serve(path: &std::path::Path) -> Command {
+    let mut c = bin();
+    c.args(["serve", "--config"])
+        .arg(path)
+        .env_remove("BASHO_LISTEN")
+        .env_remove("BASHO_DATA_DIR")
+        .env_remove("BASHO_DATABASE");
+    c
+}
+
 #[test]
 fn bad_config_exits_64_naming_every_problem() {
     let dir = tempfile::tempdir().unwrap();
@@ -22,14 +33,7 @@ fn bad_config_exits_64_naming_every_problem() {
         ),
     )
     .unwrap();
-    let out = bin()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env_remove("BASHO_LISTEN")
-        .env_remove("BASHO_DATA_DIR")
-        .env_remove("BASHO_DATABASE")
-        .output()
-        .unwrap();
+    let out = serve(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     for what in [
@@ -63,14 +67,7 @@ fn tls_files_and_plain_http_off_loopback_exit_64() {
             ),
         )
         .unwrap();
-        let out = bin()
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env_remove("BASHO_LISTEN")
-            .env_remove("BASHO_DATA_DIR")
-            .env_remove("BASHO_DATABASE")
-            .output()
-            .unwrap();
+        let out = serve(&path).output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{extra}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -106,15 +103,7 @@ fn serves_and_stops_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = bin()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env_remove("BASHO_LISTEN")
-        .env_remove("BASHO_DATA_DIR")
-        .env_remove("BASHO_DATABASE")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve(&path).stderr(Stdio::piped()).spawn().unwrap();
     let mut up = false;
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -10,6 +10,12 @@ use common::*;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
+/// `tohoku`'s desired state.
+async fn desired(o: &Orchestrator) -> (StatusCode, Value) {
+    let token = agent_token("tohoku");
+    call(o, Method::GET, "/v1/agent/desired", &token, None).await
+}
+
 async fn call(
     o: &Orchestrator,
     method: Method,
@@ -61,14 +67,7 @@ async fn state_survives_a_restart() {
         assert_eq!(status, StatusCode::OK);
         let (status, w) = call(&o, Method::POST, "/v1/workspaces", PLATFORM, Some(&body)).await;
         assert_eq!(status, StatusCode::CREATED, "{w}");
-        let (_, d) = call(
-            &o,
-            Method::GET,
-            "/v1/agent/desired",
-            &agent_token("tohoku"),
-            None,
-        )
-        .await;
+        let (_, d) = desired(&o).await;
         (w, d["revision"].as_i64().unwrap())
     };
 
@@ -77,14 +76,7 @@ async fn state_survives_a_restart() {
     assert_eq!(sites[0]["name"], "tohoku");
     assert_eq!(sites[0]["allocated"]["cpus"], 1);
     assert_eq!(sites[0]["workspaces"], 1);
-    let (_, d) = call(
-        &o,
-        Method::GET,
-        "/v1/agent/desired",
-        &agent_token("tohoku"),
-        None,
-    )
-    .await;
+    let (_, d) = desired(&o).await;
     assert_eq!(d["revision"].as_i64().unwrap(), revision);
     assert_eq!(d["workspaces"][0]["id"], first["id"]);
     let (status, again) = call(&o, Method::POST, "/v1/workspaces", PLATFORM, Some(&body)).await;

@@ -10,29 +10,9 @@ pub mod procs;
 pub mod sessions;
 pub mod slurm;
 
-use std::future::Future;
-use std::time::Duration;
-
 use bollard::Docker;
 
-/// Polls `f` every 100 ms until it yields `Some`, or panics after `timeout` naming `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use basho_test_util::{wait_for, wait_until};
 
 /// The local Docker engine, or `None` (with the reason printed) when this machine has none.
 /// CI always has one: `scripts/setup` checks it.

@@ -300,15 +300,7 @@ async fn sessions_end_with_revocation_and_leave_no_process() {
         (ps(&fed, &c).await.matches("sleep 300").count() == 3).then_some(())
     })
     .await;
-    let mut cmd = basho(&fed, &alice);
-    cmd.args(["exec", &id, "--", "true"]);
-    let out = run(cmd).await;
-    assert_eq!(out.status.code(), Some(255));
-    assert!(
-        text(&out.stderr).contains("too_many_sessions"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused_exec(&fed, &alice, &id, "too_many_sessions").await;
 
     // Revoking the grant ends the open sessions.
     let (s, v) = fed
@@ -329,14 +321,16 @@ async fn sessions_end_with_revocation_and_leave_no_process() {
         assert!(matches!(status.code(), Some(255 | 137)), "{status:?}");
     }
     // A revoked workspace takes no new session.
-    let mut cmd = basho(&fed, &alice);
-    cmd.args(["exec", &id, "--", "true"]);
+    refused_exec(&fed, &alice, &id, "workspace_not_running").await;
+    fed.shutdown().await;
+}
+
+/// `basho exec ID -- true` fails as a session (255), saying `code`.
+async fn refused_exec(fed: &Federation, token: &str, id: &str, code: &str) {
+    let mut cmd = basho(fed, token);
+    cmd.args(["exec", id, "--", "true"]);
     let out = run(cmd).await;
     assert_eq!(out.status.code(), Some(255));
-    assert!(
-        text(&out.stderr).contains("workspace_not_running"),
-        "{}",
-        text(&out.stderr)
-    );
-    fed.shutdown().await;
+    let err = text(&out.stderr);
+    assert!(err.contains(code), "{err}");
 }

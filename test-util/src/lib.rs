@@ -1,0 +1,63 @@
+//! Helpers the tests of every crate share, so each test file does not grow its own copy: bounded
+//! waits that poll and panic naming what never happened.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// How often the waits poll.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `f` until it yields `Some`, or panics after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls `f` until it answers `true`, or panics after `timeout` naming `what`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for(what, timeout, || {
+        let ready = f();
+        async move { ready.await.then_some(()) }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_answers_what_came_and_names_what_never_did() {
+        let mut tries = 0;
+        let got = wait_for("the third try", Duration::from_secs(5), || {
+            tries += 1;
+            let now = tries;
+            async move { (now == 3).then_some(now) }
+        })
+        .await;
+        assert_eq!(got, 3);
+        let never = tokio::spawn(wait_until("never", Duration::from_millis(120), || async {
+            false
+        }));
+        let panic = never.await.unwrap_err().into_panic();
+        let message = panic.downcast_ref::<String>().unwrap();
+        assert!(message.contains("waiting for never"), "{message}");
+    }
+}
