@@ -210,6 +210,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn list_managed(&self) -> Result<Vec<Observed>, BackendError>;
     /// A usage sample, `None` when the workspace is not running.
     async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError>;
+    /// Ends what the backend runs in the background (a watch, a connection), when the agent
+    /// stops: part of the agent's shutdown, bounded by it. Workspaces keep running.
+    async fn close(&self) {}
     /// Starts `req` inside the running workspace as its user, for an interactive session. The
     /// default says the backend cannot yet.
     async fn exec(

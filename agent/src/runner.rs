@@ -154,7 +154,7 @@ pub async fn run(
     };
     let executor = Executor::new(
         site.clone(),
-        backend,
+        backend.clone(),
         trusted,
         catalog,
         dirs.clone(),
@@ -278,13 +278,15 @@ pub async fn run(
         );
     }
     stop.cancel();
-    if tokio::time::timeout(DRAIN_GRACE, tasks.wait())
-        .await
-        .is_err()
-    {
+    let background = async {
+        tasks.wait().await;
+        backend.close().await;
+    };
+    if tokio::time::timeout(DRAIN_GRACE, background).await.is_err() {
         warn!(
             grace_s = DRAIN_GRACE.as_secs(),
-            "background tasks (poll, report, meter, usage, sessions) did not end in time; abandoned"
+            "background tasks (poll, report, meter, usage, sessions, the backend's watch) did not \
+             end in time; abandoned"
         );
     }
     info!(site = %site, "agent stopped; workspaces keep running");

@@ -81,16 +81,12 @@ fn assert_within_permissions(fake: &FakeApi) {
 }
 
 /// Polls `f` until it is true.
-async fn eventually<F, Fut>(what: &str, mut f: F)
+async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    basho_test_util::wait_until(what, WAIT, f).await;
 }
 
 async fn state(backend: &KubernetesBackend, ws: &str) -> Option<RunState> {
@@ -244,6 +240,18 @@ async fn states_follow_the_watch() {
         .await;
     }
     assert_within_permissions(&fake);
+}
+
+#[tokio::test]
+async fn closing_ends_the_watch_within_the_shutdown() {
+    let (_fake, backend) = setup().await;
+    let again = backend.clone();
+    tokio::time::timeout(WAIT, backend.close())
+        .await
+        .expect("the watch ends when the backend is closed");
+    tokio::time::timeout(WAIT, again.close())
+        .await
+        .expect("closing twice answers at once");
 }
 
 #[tokio::test]

@@ -94,8 +94,16 @@ pub struct KubernetesBackend {
     claims: Api<PersistentVolumeClaim>,
     policies: Api<NetworkPolicy>,
     watched: Arc<PodWatch>,
-    /// Stops the watch when the last clone of the backend goes.
-    _watch: Arc<DropGuard>,
+    /// The watch's task: ended by [`Backend::close`], or when the last clone of the backend goes.
+    watch: Arc<Watch>,
+}
+
+/// The pod watch running in the background.
+#[derive(Debug)]
+struct Watch {
+    _stop: DropGuard,
+    cancel: CancellationToken,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl KubernetesBackend {
@@ -164,7 +172,7 @@ impl KubernetesBackend {
         let watched = PodWatch::new(Duration::from_secs(cfg.watch_grace_s));
         let cancel = CancellationToken::new();
         let selector = format!("{LABEL_SITE}={site},{LABEL_MANAGED_BY}={MANAGED_BY}");
-        tokio::spawn(
+        let task = tokio::spawn(
             pod_watch::follow(
                 Api::namespaced(watch.clone(), ns),
                 selector,
@@ -181,7 +189,11 @@ impl KubernetesBackend {
             site,
             cfg,
             watched,
-            _watch: Arc::new(cancel.drop_guard()),
+            watch: Arc::new(Watch {
+                _stop: cancel.clone().drop_guard(),
+                cancel,
+                task: std::sync::Mutex::new(Some(task)),
+            }),
         };
         // Checked again before every launch; at start only reported, so existing workspaces are
         // still followed while an admin fixes it.
@@ -282,6 +294,19 @@ impl KubernetesBackend {
 impl Backend for KubernetesBackend {
     fn kind(&self) -> &'static str {
         "kubernetes"
+    }
+
+    async fn close(&self) {
+        self.watch.cancel.cancel();
+        let task = self
+            .watch
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     fn capabilities(&self) -> Capabilities {

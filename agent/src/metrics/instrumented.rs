@@ -92,6 +92,10 @@ impl Backend for InstrumentedBackend {
     ) -> Result<crate::backend::exec::ExecIo, BackendError> {
         self.timed("exec", self.inner.exec(workspace, req)).await
     }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
 }
 
 #[cfg(test)]
