@@ -162,3 +162,62 @@ async fn sbatch_refusing_an_account_is_a_clear_refusal() {
     let m = sbatch_refusal(cfg).await;
     assert!(m.contains("sbatch") && m.contains("account"), "{m}");
 }
+
+/// The shared backend suite on the test cluster, each case its own test (the whole lifecycle is
+/// `the_slurm_backend_passes_the_conformance_suite` above, with the accounting checks); a fresh
+/// instance is a second backend on the same login node, as an agent restart makes. Not here:
+/// `an_exit_is_seen`, because a job that ended leaves `squeue` and `inspect` then answers
+/// nothing (the ended state is found by the next launch, through `sacct`, which the case above
+/// checks); and a cut connection (the `sshd` tests below stop the cluster's sshd).
+mod suite {
+    use async_trait::async_trait;
+    use basho_agent::backend::suite::Harness;
+
+    use super::*;
+
+    struct Cluster {
+        testbed: Testbed,
+        site: Ident,
+        image: String,
+        dir: tempfile::TempDir,
+        backend: SlurmBackend,
+    }
+
+    #[async_trait]
+    impl Harness for Cluster {
+        fn backend(&self) -> &dyn Backend {
+            &self.backend
+        }
+        fn spec(&self, workspace: &str) -> LaunchSpec {
+            basho_tests::slurm::runnable_spec(self.dir.path(), &self.site, &self.image, workspace)
+        }
+        async fn fresh_instance(&self) -> Option<Box<dyn Backend>> {
+            let cfg = self.testbed.backend(Runtime::Docker);
+            Some(Box::new(SlurmBackend::new(self.site.clone(), cfg).unwrap()))
+        }
+    }
+
+    async fn cluster() -> Option<Cluster> {
+        let docker = basho_tests::docker().await.expect("a Docker engine");
+        let image = basho_cli::dev::image::ensure_demo_image(&docker)
+            .await
+            .expect("demo image");
+        let testbed = Testbed::load();
+        let site = site();
+        let backend = SlurmBackend::new(site.clone(), testbed.backend(Runtime::Docker)).unwrap();
+        Some(Cluster {
+            testbed,
+            site,
+            image,
+            dir: tempfile::tempdir().unwrap(),
+            backend,
+        })
+    }
+
+    basho_agent::backend_suite!(cluster();
+        nothing_is_there_before_a_launch,
+        a_second_launch_finds_the_first,
+        stopping_twice_succeeds,
+        a_fresh_instance_adopts_what_runs,
+    );
+}
