@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use basho_core::{Ident, Resources};
+use basho_core::{Ident, Resources, WorkspaceId};
 use chrono::{DateTime, Utc};
 
 use crate::config::{BackendConfig, ClaimSource, SiteConfig};
@@ -43,8 +43,9 @@ pub struct DatasetMount {
 /// the site catalog and the image allow-list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
-    /// Workspace id (label `io.basho.workspace`, job name `basho-<id>`).
-    pub workspace: String,
+    /// Workspace id (label `io.basho.workspace`, job name `basho-<id>`), checked when the
+    /// assignment was verified.
+    pub workspace: WorkspaceId,
     /// Project (label `io.basho.project`).
     pub project: Ident,
     /// Site that owns it (label `io.basho.site`).

@@ -245,6 +245,7 @@ pub fn launch_spec(
         visas: Vec::new(),
     };
     let approved = Approved {
+        workspace: basho_core::WorkspaceId::parse(&ws.id).map_err(|e| e.to_string())?,
         image,
         datasets,
         expires_at: ws.expires_at,

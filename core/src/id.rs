@@ -88,6 +88,61 @@ impl<'de> Deserialize<'de> for Ident {
     }
 }
 
+/// A workspace's id: a plain identifier (it becomes container, job and pod names, host paths and
+/// labels), checked once where the site takes an assignment, so no backend checks it again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkspaceId(Ident);
+
+impl WorkspaceId {
+    /// Validates `s` as a workspace id.
+    pub fn parse(s: &str) -> Result<Self, IdentError> {
+        Ident::parse(s).map(Self)
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::ops::Deref for WorkspaceId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for WorkspaceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for WorkspaceId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for WorkspaceId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<WorkspaceId> for String {
+    fn eq(&self, other: &WorkspaceId) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<String> for WorkspaceId {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +189,9 @@ mod tests {
     #[test]
     fn deserialize_validates() {
         assert!(serde_json::from_str::<Ident>("\"../etc\"").is_err());
+        assert!(serde_json::from_str::<WorkspaceId>("\"../etc\"").is_err());
+        let id: WorkspaceId = serde_json::from_str("\"ws-1\"").unwrap();
+        assert_eq!((&*id, id.to_string()), ("ws-1", "ws-1".to_owned()));
         assert_eq!(
             serde_json::from_str::<Ident>("\"JGAD000101\"")
                 .unwrap()

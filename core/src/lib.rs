@@ -19,7 +19,7 @@ pub mod visa;
 pub mod workspace;
 
 pub use error::ErrorBody;
-pub use id::{Ident, IdentError};
+pub use id::{Ident, IdentError, WorkspaceId};
 pub use role::Role;
 pub use workspace::{CreateWorkspace, Resources, State, Workspace};
 

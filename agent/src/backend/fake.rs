@@ -174,7 +174,7 @@ impl Backend for FakeBackend {
         }
         let now = Instant::now();
         let mut inner = self.lock();
-        if let Some(sim) = inner.workspaces.get(&spec.workspace) {
+        if let Some(sim) = inner.workspaces.get(spec.workspace.as_str()) {
             return Ok(self.observe(&spec.workspace, sim, now));
         }
         let doomed = self.failure_rate > 0.0 && inner.rng.gen_range(0.0..1.0) < self.failure_rate;
@@ -190,7 +190,7 @@ impl Backend for FakeBackend {
             spec: spec.clone(),
         };
         let seen = self.observe(&spec.workspace, &sim, now);
-        inner.workspaces.insert(spec.workspace.clone(), sim);
+        inner.workspaces.insert(spec.workspace.to_string(), sim);
         Ok(seen)
     }
 

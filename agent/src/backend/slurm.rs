@@ -305,7 +305,7 @@ impl Backend for SlurmBackend {
         tracing::info!(workspace = %spec.workspace, job = id, "submitted");
         basho_core::crash_point!("agent.launch.created");
         Ok(Observed {
-            workspace: spec.workspace.clone(),
+            workspace: spec.workspace.to_string(),
             handle: id.to_string(),
             state: RunState::Starting,
             expires_at: Some(spec.expires_at),

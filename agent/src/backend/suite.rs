@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use basho_core::{Ident, Resources};
+use basho_core::{Ident, Resources, WorkspaceId};
 
 use super::{Backend, BackendError, LaunchSpec, Observed, RunState};
 
@@ -58,7 +58,7 @@ fn ensure(step: &'static str, ok: bool, what: impl FnOnce() -> String) -> Result
 pub fn example_spec(site: &Ident, workspace: &str) -> LaunchSpec {
     let tmp = std::env::temp_dir().join("basho-conformance");
     LaunchSpec {
-        workspace: workspace.to_owned(),
+        workspace: WorkspaceId::parse(workspace).expect("a plain identifier"),
         project: Ident::parse("P-conformance").expect("a plain identifier"),
         site: site.clone(),
         image: format!("sha256:{}", "0".repeat(64)),

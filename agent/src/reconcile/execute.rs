@@ -247,7 +247,7 @@ impl Executor {
             .collect::<Vec<_>>()
             .join(",");
         LaunchSpec {
-            workspace: a.id.clone(),
+            workspace: approved.workspace,
             project: a.project.clone(),
             site: self.site.clone(),
             image: approved.image,

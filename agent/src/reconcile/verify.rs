@@ -2,6 +2,7 @@
 //! against its own trusted issuers, catalog and image allow-list. A compromised orchestrator
 //! cannot get data mounted that no DAC granted.
 
+use basho_core::WorkspaceId;
 use basho_core::protocol::Assignment;
 use basho_core::visa::{Grant, TrustedIssuers, VisaError, verify_all};
 use chrono::{DateTime, Utc};
@@ -12,6 +13,8 @@ use crate::catalog::{Catalog, CatalogError};
 /// What the site approved: everything a launch needs that the orchestrator does not decide.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approved {
+    /// The workspace's id, checked: what every backend names it by.
+    pub workspace: WorkspaceId,
     /// The pinned image reference from the allow-list.
     pub image: String,
     /// Each requested dataset with its local path.
@@ -74,9 +77,7 @@ pub fn verify_assignment(
     capabilities: Capabilities,
     now: DateTime<Utc>,
 ) -> Result<Approved, Refusal> {
-    if basho_core::id::validate(&a.id).is_err() {
-        return Err(Refusal::BadId(a.id.clone()));
-    }
+    let workspace = WorkspaceId::parse(&a.id).map_err(|_| Refusal::BadId(a.id.clone()))?;
     if a.expires_at <= now {
         return Err(Refusal::Expired(a.expires_at));
     }
@@ -116,6 +117,7 @@ pub fn verify_assignment(
         .min();
     let expires_at = first_visa_exp.map_or(a.expires_at, |v| v.min(a.expires_at));
     Ok(Approved {
+        workspace,
         image,
         datasets,
         expires_at,

@@ -36,11 +36,6 @@ fn refused(msg: impl Into<String>) -> BackendError {
 
 /// Refuses a spec that would weaken isolation or that the engine would reject later.
 pub(super) async fn check(spec: &LaunchSpec, sockets: &[String]) -> Result<Checked, BackendError> {
-    basho_core::id::validate(&spec.workspace).map_err(|e| {
-        refused(format!(
-            "workspace id is not usable as a container name: {e}"
-        ))
-    })?;
     if spec.resources.gpus > 0 {
         return Err(BackendError::Unsupported(format!(
             "{} GPU(s) requested but this docker backend does not pass GPUs; place the \
@@ -321,7 +316,7 @@ pub(super) fn container_body(
         ..Default::default()
     };
     let labels = HashMap::from([
-        (LABEL_WORKSPACE.to_string(), spec.workspace.clone()),
+        (LABEL_WORKSPACE.to_string(), spec.workspace.to_string()),
         (LABEL_PROJECT.to_string(), spec.project.to_string()),
         (LABEL_SITE.to_string(), spec.site.to_string()),
         (
@@ -357,7 +352,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("results")).unwrap();
         std::fs::write(dir.join("ws.json"), "{}").unwrap();
         LaunchSpec {
-            workspace: "ws-1".into(),
+            workspace: basho_core::WorkspaceId::parse("ws-1").unwrap(),
             project: Ident::parse("P-0001").unwrap(),
             site: Ident::parse("tohoku").unwrap(),
             image: ID.into(),

@@ -52,8 +52,7 @@ pub struct Checked {
 /// Refuses a spec that would weaken isolation or that the API server or kubelet would refuse
 /// later, with a message saying what to change.
 pub fn check(spec: &LaunchSpec, now: DateTime<Utc>) -> Result<Checked, BackendError> {
-    basho_core::id::validate(&spec.workspace)
-        .map_err(|e| refused(format!("workspace id is not usable in a pod name: {e}")))?;
+    // The id is a plain identifier already; a pod name is stricter still.
     if !is_dns_subdomain(&pod_name(&spec.workspace)) || spec.workspace.len() > 63 {
         return Err(refused(format!(
             "workspace id {:?} is not usable as a pod name and label value (lowercase letters, \
@@ -116,7 +115,7 @@ pub fn check(spec: &LaunchSpec, now: DateTime<Utc>) -> Result<Checked, BackendEr
 /// agent's watch and the NetworkPolicy select.
 pub fn labels(spec: &LaunchSpec) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (LABEL_WORKSPACE.to_string(), spec.workspace.clone()),
+        (LABEL_WORKSPACE.to_string(), spec.workspace.to_string()),
         (LABEL_PROJECT.to_string(), spec.project.to_string()),
         (LABEL_SITE.to_string(), spec.site.to_string()),
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
@@ -228,7 +227,7 @@ pub fn pod(
         "results",
         "/results",
         false,
-        Some(spec.workspace.clone()),
+        Some(spec.workspace.to_string()),
     ));
     volumes.push(Volume {
         name: "tmp".into(),

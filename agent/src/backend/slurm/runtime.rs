@@ -95,11 +95,6 @@ pub fn sif_image(image: &str) -> Result<(String, String), BackendError> {
 /// matter because values travel through a script: absolute UTF-8 paths without control
 /// characters, a dataset at most once.
 fn check_common(spec: &LaunchSpec) -> Result<(), BackendError> {
-    basho_core::id::validate(&spec.workspace).map_err(|e| {
-        refused(format!(
-            "workspace id is not usable as a job or container name: {e}"
-        ))
-    })?;
     check_user(&spec.user)?;
     check_limits(spec)?;
     check_env(&spec.env)?;

@@ -126,7 +126,7 @@ pub fn render(
     };
     let ctx = Context {
         job_name: job_name(&spec.workspace),
-        workspace: spec.workspace.clone(),
+        workspace: spec.workspace.to_string(),
         project: spec.project.to_string(),
         site: spec.site.to_string(),
         runtime: cfg.runtime.name(),

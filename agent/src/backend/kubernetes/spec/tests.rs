@@ -27,7 +27,7 @@ fn cfg() -> KubernetesConfig {
 
 fn spec() -> LaunchSpec {
     LaunchSpec {
-        workspace: "ws-1".into(),
+        workspace: basho_core::WorkspaceId::parse("ws-1").unwrap(),
         project: Ident::parse("P-0001").unwrap(),
         site: Ident::parse("k8s").unwrap(),
         image: format!("registry.example/basho/demo@sha256:{}", "a".repeat(64)),
@@ -96,7 +96,7 @@ fn refuses_what_a_cluster_cannot_run_safely() {
     s.expires_at = now();
     refused_with(&s, "has passed");
     let mut s = spec();
-    s.workspace = "WS-Upper".into();
+    s.workspace = basho_core::WorkspaceId::parse("WS-Upper").unwrap();
     refused_with(&s, "pod name");
     let mut s = spec();
     s.datasets.push(s.datasets[0].clone());

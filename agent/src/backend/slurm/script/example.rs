@@ -36,7 +36,7 @@ pub fn example_spec(runtime: Runtime) -> LaunchSpec {
         Runtime::Docker | Runtime::Podman => format!("basho/demo@{EXAMPLE_IMAGE_ID}"),
     };
     LaunchSpec {
-        workspace: "ws-1".into(),
+        workspace: basho_core::WorkspaceId::parse("ws-1").expect("a plain identifier"),
         project: ident("P-0001"),
         site: ident("tohoku"),
         image,
