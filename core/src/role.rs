@@ -1,8 +1,8 @@
-//! The roles an API token can carry (DESIGN.md section 4).
+//! The roles an API token can carry (docs/design.md section 4).
 
 use serde::{Deserialize, Serialize};
 
-/// What a token may do (DESIGN.md section 4).
+/// What a token may do (docs/design.md section 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {

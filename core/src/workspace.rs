@@ -110,7 +110,7 @@ pub struct Workspace {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Workspace lifecycle states (DESIGN.md section 4).
+/// Workspace lifecycle states (docs/design.md section 4).
 #[derive(
     Debug,
     Clone,

@@ -12,7 +12,7 @@ use basho_core::{Ident, IdentError, Resources, State};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-/// The identifier rule of DESIGN.md section 4, as a regex for generators.
+/// The identifier rule of docs/design.md section 4, as a regex for generators.
 const IDENT_RE: &str = "[A-Za-z0-9][A-Za-z0-9._-]{0,63}";
 const ISS: &str = "https://dac.prop.invalid";
 

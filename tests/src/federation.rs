@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
 
-/// The demo federation's sites and the datasets each holds (DESIGN.md section 5).
+/// The demo federation's sites and the datasets each holds (docs/design.md section 5).
 pub const SITES: [(&str, &[&str]); 3] = [
     ("tohoku", &["JGAD000101", "JGAD000102"]),
     ("ncbn", &["JGAD000201"]),

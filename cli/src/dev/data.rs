@@ -1,4 +1,4 @@
-//! The synthetic demo datasets (DESIGN.md section 5): deterministic CSV records with the pilot's
+//! The synthetic demo datasets (docs/design.md section 5): deterministic CSV records with the pilot's
 //! searchable fields, written once under `<data-dir>/datasets/<id>/`. Never real people's data.
 
 use std::fs;
@@ -24,7 +24,7 @@ pub struct DemoSite {
     pub datasets: &'static [DemoDataset],
 }
 
-/// The demo federation, from the platform's 2023 pilot figures (DESIGN.md section 5).
+/// The demo federation, from the platform's 2023 pilot figures (docs/design.md section 5).
 pub const FEDERATION: [DemoSite; 3] = [
     DemoSite {
         name: "tohoku",

@@ -1,4 +1,4 @@
-//! Bearer-token auth and roles (DESIGN.md section 4) as axum extractors: each route names the
+//! Bearer-token auth and roles (docs/design.md section 4) as axum extractors: each route names the
 //! roles it takes, and every refused request is written to the audit log, never with its token.
 //! Who a token belongs to is [`crate::tokens::Tokens`]' business.
 
