@@ -26,6 +26,22 @@ struct Entry {
     revision: watch::Sender<i64>,
 }
 
+impl Entry {
+    /// A site as the store holds it, holding `counts`' compute, at `revision`.
+    fn stored(s: SiteRecord, counts: &[(Ident, State, StateCount)], revision: i64) -> Self {
+        let (allocated, workspaces) = held(&s.registration.site, counts);
+        Entry {
+            datasets: catalog(&s.registration),
+            registration: s.registration,
+            allocated,
+            workspaces,
+            last_contact: s.last_contact,
+            persisted_contact: s.last_contact,
+            revision: watch::channel(revision).0,
+        }
+    }
+}
+
 /// How stale the stored last-contact time may get: agents poll many times a second under load,
 /// and one write per poll would make the store the bottleneck for nothing.
 pub const CONTACT_PERSIST_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
@@ -127,20 +143,8 @@ impl SiteCache {
         let mut map = BTreeMap::new();
         for s in sites {
             let name = s.registration.site.clone();
-            let (allocated, workspaces) = held(&name, counts);
             let rev = revisions.get(&name).copied().unwrap_or(0);
-            map.insert(
-                name,
-                Entry {
-                    datasets: catalog(&s.registration),
-                    registration: s.registration,
-                    allocated,
-                    workspaces,
-                    last_contact: s.last_contact,
-                    persisted_contact: s.last_contact,
-                    revision: watch::channel(rev).0,
-                },
-            );
+            map.insert(name, Entry::stored(s, counts, rev));
         }
         Self {
             sites: Mutex::new(map),
@@ -272,9 +276,9 @@ impl SiteCache {
         let mut sites = self.lock();
         for s in stored {
             let name = s.registration.site.clone();
-            let (allocated, workspaces) = held(&name, counts);
             match sites.get_mut(&name) {
                 Some(e) => {
+                    let (allocated, workspaces) = held(&name, counts);
                     if e.registration != s.registration {
                         e.datasets = catalog(&s.registration);
                         e.registration = s.registration;
@@ -285,18 +289,7 @@ impl SiteCache {
                     e.workspaces = workspaces;
                 }
                 None => {
-                    sites.insert(
-                        name,
-                        Entry {
-                            datasets: catalog(&s.registration),
-                            registration: s.registration,
-                            allocated,
-                            workspaces,
-                            last_contact: s.last_contact,
-                            persisted_contact: s.last_contact,
-                            revision: watch::channel(0).0,
-                        },
-                    );
+                    sites.insert(name, Entry::stored(s, counts, 0));
                 }
             }
         }

@@ -199,6 +199,10 @@ fn refuses_what_would_weaken_isolation() {
         s.env.push(("A=B".into(), "x".into()));
         refused_with(argv(runtime, &s), "not valid");
 
+        // A workspace id that is no job or container name cannot even reach a spec: the site
+        // refuses it when it verifies the assignment (`Refusal::BadId`).
+        assert!(basho_core::WorkspaceId::parse("../ws").is_err());
+
         refused_with(container_argv(runtime, "", &base), "runtime_path");
     }
 }
