@@ -56,6 +56,7 @@ impl SqlStore<Postgres> {
             .await?;
         sqlx::migrate!("./migrations-postgres").run(&pool).await?;
         Ok(Self {
+            writer: pool.clone(),
             pool,
             extra: options,
         })

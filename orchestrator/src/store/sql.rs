@@ -48,6 +48,10 @@ pub(super) mod on_postgres {
 #[derive(Debug)]
 pub struct SqlStore<DB: Dialect> {
     pub(super) pool: Pool<DB>,
+    /// Where writes run: the same pool on PostgreSQL; on SQLite a pool of one connection, so
+    /// writers queue for it in the process instead of in SQLite's busy handler, which sleeps
+    /// (1 to 100 ms a try) while another connection holds the write lock.
+    pub(super) writer: Pool<DB>,
     pub(super) extra: DB::Extra,
 }
 
@@ -55,6 +59,7 @@ impl<DB: Dialect> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            writer: self.writer.clone(),
             extra: self.extra.clone(),
         }
     }

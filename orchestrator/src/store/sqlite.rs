@@ -1,6 +1,6 @@
 //! The SQLite store: one file `<data_dir>/basho.db` in WAL mode, or `sqlite::memory:` for tests,
-//! behind one replica. Writes that must be atomic take the write lock up front (`BEGIN
-//! IMMEDIATE`), which also makes every writer wait its turn.
+//! behind one replica. Writes run on a pool of one connection, so writers wait their turn in the
+//! process; those that must be atomic also take SQLite's write lock up front (`BEGIN IMMEDIATE`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,7 +31,11 @@ fn file_pool_options() -> SqlitePoolOptions {
     use sqlx::Connection;
     SqlitePoolOptions::new().after_release(|conn, _| {
         Box::pin(async move {
-            // The rollback queued by a dropped transaction runs before the ping answers.
+            // Only a dropped transaction leaves one counted: its rollback is queued, and runs
+            // before the ping answers. Every other release costs nothing.
+            if !conn.is_in_transaction() {
+                return Ok(true);
+            }
             conn.ping().await?;
             Ok(!conn.is_in_transaction())
         })
@@ -57,28 +61,36 @@ impl SqlStore<Sqlite> {
             .create_if_missing(true)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = if memory {
+        if memory {
             // Every connection to `:memory:` is its own database: keep exactly one, forever.
-            SqlitePoolOptions::new()
+            let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .connect_with(options)
-                .await?
-        } else {
-            file_pool_options()
-                .max_connections(4)
-                .connect_with(
-                    options
-                        .journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal),
-                )
-                .await?
-        };
-        sqlx::migrate!("./migrations").run(&pool).await?;
+                .await?;
+            return Self::migrated(pool.clone(), pool).await;
+        }
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = file_pool_options()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await?;
+        let writer = file_pool_options()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        Self::migrated(pool, writer).await
+    }
+
+    async fn migrated(pool: Pool<Sqlite>, writer: Pool<Sqlite>) -> Result<Self, StoreError> {
+        sqlx::migrate!("./migrations").run(&writer).await?;
         Ok(Self {
             pool,
+            writer,
             extra: Holders::default(),
         })
     }

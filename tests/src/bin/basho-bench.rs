@@ -438,7 +438,8 @@ async fn docker_compare(
     tokio::spawn(async move { basho_agent::run(cfg, c).await });
     wait_sites(&bench.api, 0, Some("docker-site")).await?;
     // Alternating, so both paths see the same engine and the same load.
-    let (mut via_api, mut plain, mut busy) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut via_api, mut plain) = (Vec::new(), Vec::new());
+    let (mut busy, mut plain_busy) = (Vec::new(), Vec::new());
     for i in 0..runs {
         let id = create_running(bench).await?;
         via_api.push(id.1);
@@ -459,10 +460,12 @@ async fn docker_compare(
         for o in others.iter().chain([&id.0]) {
             wait_gone(&docker, o).await?;
         }
+        plain_busy.push(plain_run_while_stopping(&image, &data, i, stopping)?);
     }
     via_api.sort();
     plain.sort();
     busy.sort();
+    plain_busy.sort();
     println!(
         "docker create-to-running over {runs} runs (engine {}):",
         engine_version(&docker).await
@@ -490,8 +493,11 @@ async fn docker_compare(
     );
     let label = format!("the same while {stopping} others stop, p50");
     let b = pct_ms(&busy, 0.5);
+    let busy_peer = format!("plain `docker run -d` while {stopping} plain containers stop");
+    let plain_busy_p50 = pct_ms(&plain_busy, 0.5);
     report.figure(
-        Figure::lower("create_running_stopping_p50", &label, b, "ms").peer(peer, plain_p50),
+        Figure::lower("create_running_stopping_p50", &label, b, "ms")
+            .peer(&busy_peer, plain_busy_p50),
     );
     report.figure(
         Figure::lower("ratio", "ratio to plain (p50)", alone / plain_p50, "x").at_most(1.1),
@@ -499,8 +505,8 @@ async fn docker_compare(
     report.figure(
         Figure::lower(
             "ratio_stopping",
-            "ratio to plain while others stop (p50)",
-            b / plain_p50,
+            "ratio to plain while others stop, both (p50)",
+            b / plain_busy_p50,
             "x",
         )
         .at_most(1.1),
@@ -544,16 +550,52 @@ async fn wait_gone(docker: &bollard::Docker, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// One `docker run -d` of the demo image with the isolation flags basho applies.
+/// One `docker run -d` of the demo image with the isolation flags basho applies, removed again:
+/// the time the run took.
 fn plain_run(image: &str, data: &std::path::Path, i: usize) -> Result<Duration> {
-    let name = format!("basho-bench-plain-{}-{i}", std::process::id());
+    let (name, took) = plain_start(image, data, &format!("{i}"))?;
+    plain_remove(&[name])?;
+    Ok(took)
+}
+
+/// [`plain_run`] sent while `stopping` other plain containers are being stopped and removed, as
+/// basho's agent stops them (`docker stop`, then `docker rm`): the engine's own cost of the
+/// same contention.
+fn plain_run_while_stopping(
+    image: &str,
+    data: &std::path::Path,
+    i: usize,
+    stopping: usize,
+) -> Result<Duration> {
+    let mut others = Vec::new();
+    for k in 0..stopping {
+        others.push(plain_start(image, data, &format!("{i}-other-{k}"))?.0);
+    }
+    let stops = others
+        .iter()
+        .map(|name| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("docker stop {name} && docker rm {name}"))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let (name, took) = plain_start(image, data, &format!("{i}-busy"))?;
+    for mut s in stops {
+        s.wait()?;
+    }
+    plain_remove(&[name])?;
+    Ok(took)
+}
+
+/// Starts one plain container named after `tag`: its name and the time `docker run -d` took.
+fn plain_start(image: &str, data: &std::path::Path, tag: &str) -> Result<(String, Duration)> {
+    let name = format!("basho-bench-plain-{}-{tag}", std::process::id());
     let t = Instant::now();
     let out = std::process::Command::new("docker")
+        .args(["run", "-d", "--name", &name])
         .args([
-            "run",
-            "-d",
-            "--name",
-            &name,
             "--network",
             "none",
             "--cap-drop",
@@ -588,10 +630,15 @@ fn plain_run(image: &str, data: &std::path::Path, i: usize) -> Result<Duration> 
     if !out.status.success() {
         bail!("docker run: {}", String::from_utf8_lossy(&out.stderr));
     }
+    Ok((name, took))
+}
+
+fn plain_remove(names: &[String]) -> Result<()> {
     std::process::Command::new("docker")
-        .args(["rm", "-f", &name])
+        .args(["rm", "-f"])
+        .args(names)
         .output()?;
-    Ok(took)
+    Ok(())
 }
 
 async fn engine_version(docker: &bollard::Docker) -> String {

@@ -36,7 +36,7 @@ impl AuditStore for SqlStore<Db> {
         at: DateTime<Utc>,
         events: &[AuditEvent],
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut tx = Db::begin_write(&self.pool).await?;
+        let mut tx = Db::begin_write(&self.writer).await?;
         Db::take_turn(&mut tx, Turn::Audit).await?;
         let mut last: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")

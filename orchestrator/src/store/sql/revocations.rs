@@ -37,7 +37,7 @@ impl RevocationStore for SqlStore<Db> {
         new: &NewRevocation,
         at: DateTime<Utc>,
     ) -> Result<(Revocation, i64), StoreError> {
-        let mut tx = Db::begin_write(&self.pool).await?;
+        let mut tx = Db::begin_write(&self.writer).await?;
         let revision = next_revision(&mut tx).await?;
         let at = to_millis(at);
         let seq: i64 = sqlx::query_scalar(Db::sql(
@@ -86,7 +86,7 @@ impl RevocationStore for SqlStore<Db> {
         let done = sqlx::query(Db::sql(sql))
             .bind(note)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
     }

@@ -51,7 +51,7 @@ impl TokenStore for SqlStore<Db> {
         .bind(&t.name)
         .bind(t.created_at.timestamp_millis())
         .bind(t.revoked_at.map(|r| r.timestamp_millis()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -81,7 +81,7 @@ impl TokenStore for SqlStore<Db> {
         ))
         .bind(now.timestamp_millis())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let sql = format!("SELECT {COLUMNS} FROM tokens WHERE id = $1");
         let row = sqlx::query(Db::sql(sql))

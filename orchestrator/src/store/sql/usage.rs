@@ -53,7 +53,7 @@ impl UsageStore for SqlStore<Db> {
         records: &[UsageRecord],
         now: DateTime<Utc>,
     ) -> Result<Ingested, StoreError> {
-        let mut tx = Db::begin_write(&self.pool).await?;
+        let mut tx = Db::begin_write(&self.writer).await?;
         Db::take_turn(&mut tx, Turn::Usage(site.as_str())).await?;
         let mut out = Ingested::default();
         for r in records {
@@ -186,7 +186,7 @@ impl UsageStore for SqlStore<Db> {
         .bind(quota.core_hours)
         .bind(quota.gpu_hours)
         .bind(now.timestamp_millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

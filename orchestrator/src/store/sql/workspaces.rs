@@ -51,7 +51,7 @@ impl Store for SqlStore<Db> {
         rec: &WorkspaceRecord,
         key: Option<&IdempotencyKey>,
     ) -> Result<Created, StoreError> {
-        let mut tx = Db::begin_write(&self.pool).await?;
+        let mut tx = Db::begin_write(&self.writer).await?;
         if let Some(key) = key {
             // Requests carrying one key, on any replica, take turns: the second sees the first's
             // committed workspace instead of racing it to the primary key.
@@ -199,7 +199,7 @@ impl Store for SqlStore<Db> {
         message: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Transition, StoreError> {
-        let mut tx = Db::begin_write(&self.pool).await?;
+        let mut tx = Db::begin_write(&self.writer).await?;
         // The lock makes a transition raced by two replicas (an expiry pass on a leader that is
         // stepping down and one on the new leader) apply once: the second sees the new state.
         let Some(mut rec) = fetch_one_ws(&mut tx, id, true).await? else {
@@ -307,7 +307,7 @@ impl Store for SqlStore<Db> {
 
     async fn upsert_site(&self, reg: &Registration, now: DateTime<Utc>) -> Result<(), StoreError> {
         let now = now.timestamp_millis();
-        let mut tx = Db::begin_write(&self.pool).await?;
+        let mut tx = Db::begin_write(&self.writer).await?;
         sqlx::query(Db::sql(
             "INSERT INTO sites (name, backend, version, datasets, capacity, images, \
                registered_at, last_contact, start_timeout_s) \
@@ -342,7 +342,7 @@ impl Store for SqlStore<Db> {
         sqlx::query(Db::sql(sql))
             .bind(now.timestamp_millis())
             .bind(site.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
