@@ -8,6 +8,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
+pub mod crypto;
 pub mod mint;
 
 /// The JWT `typ` header every visa carries.
@@ -166,6 +167,7 @@ impl VisaError {
 
 /// Verifies one visa at time `now` (Unix seconds).
 pub fn verify(jwt: &str, trusted: &TrustedIssuers, now: i64) -> Result<Grant, VisaError> {
+    crypto::install();
     if jwt.len() > MAX_VISA_LEN {
         return Err(VisaError::Malformed(format!(
             "longer than {MAX_VISA_LEN} bytes"

@@ -162,6 +162,7 @@ impl Issuer {
 
     /// Signs `visa` as given (also when that makes it invalid: tests rely on it).
     pub fn sign(&self, visa: &Visa) -> String {
+        super::crypto::install();
         let now = chrono::Utc::now().timestamp();
         // HMAC keyed with the public JWKS: the classic algorithm-confusion forgery, for tests.
         let hmac;
