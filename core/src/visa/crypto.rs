@@ -17,12 +17,9 @@ static PROVIDER: LazyLock<CryptoProvider> = LazyLock::new(|| CryptoProvider {
 
 /// Makes [`PROVIDER`] the process's jsonwebtoken provider, unless something in the process used
 /// jsonwebtoken first (a test signing its own tokens, say): that one then stays, and is correct,
-/// only slower.
+/// only slower. jsonwebtoken keeps the first provider set, so a second call only finds it set.
 pub fn install() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = PROVIDER.install_default();
-    });
+    let _ = PROVIDER.install_default();
 }
 
 fn verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
@@ -95,7 +92,7 @@ mod tests {
 
     /// Once installed, jsonwebtoken's own checks (those `verify` makes) go through ring: a
     /// 65-byte key that is no curve point is refused by the check, where RustCrypto would have
-    /// refused it as a key.
+    /// refused it as a key. (The provider is per process; nextest runs each test in its own.)
     #[test]
     fn install_routes_es256_through_ring() {
         install();

@@ -554,7 +554,7 @@ async fn wait_gone(docker: &bollard::Docker, id: &str) -> Result<()> {
 /// the time the run took.
 fn plain_run(image: &str, data: &std::path::Path, i: usize) -> Result<Duration> {
     let (name, took) = plain_start(image, data, &format!("{i}"))?;
-    plain_remove(&[name])?;
+    plain_remove(&name)?;
     Ok(took)
 }
 
@@ -585,7 +585,7 @@ fn plain_run_while_stopping(
     for mut s in stops {
         s.wait()?;
     }
-    plain_remove(&[name])?;
+    plain_remove(&name)?;
     Ok(took)
 }
 
@@ -633,10 +633,9 @@ fn plain_start(image: &str, data: &std::path::Path, tag: &str) -> Result<(String
     Ok((name, took))
 }
 
-fn plain_remove(names: &[String]) -> Result<()> {
+fn plain_remove(name: &str) -> Result<()> {
     std::process::Command::new("docker")
-        .args(["rm", "-f"])
-        .args(names)
+        .args(["rm", "-f", name])
         .output()?;
     Ok(())
 }
