@@ -4,31 +4,22 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State as Ax};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use basho_agent::backend::fake::FakeBackend;
 use basho_agent::backend::{Backend, suite};
 use basho_agent::config::{
     BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig,
 };
-use basho_core::protocol::{
-    Assignment, Capacity, DesiredState, Observation, ObservationBatch, Registration,
-};
+use basho_core::protocol::{Assignment, Capacity};
 use basho_core::revocation::{Reason, Revocation};
 use basho_core::visa::IssuerRef;
 use basho_core::visa::mint::Issuer;
 use basho_core::visa::mint::Visa;
 use basho_core::{Ident, Resources, State};
+use basho_test_util::stub::StubOrchestrator;
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::json;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -38,151 +29,6 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 fn id(s: &str) -> Ident {
     Ident::parse(s).unwrap()
-}
-
-// ---- the stub orchestrator ----
-
-#[derive(Default)]
-struct World {
-    workspaces: Vec<Assignment>,
-    revocations: Vec<Revocation>,
-    observations: Vec<Observation>,
-    registrations: u32,
-    down: bool,
-}
-
-#[derive(Clone)]
-struct Stub {
-    world: Arc<Mutex<World>>,
-    revision: Arc<watch::Sender<i64>>,
-}
-
-#[derive(Deserialize)]
-struct DesiredQuery {
-    site: String,
-    after: i64,
-    wait_s: u64,
-}
-
-fn refuse(status: StatusCode, code: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": code}})),
-    )
-        .into_response()
-}
-
-impl Stub {
-    fn gate(&self, h: &HeaderMap) -> Option<Response> {
-        if self.world.lock().unwrap().down {
-            return Some(refuse(StatusCode::SERVICE_UNAVAILABLE, "down"));
-        }
-        let auth = h.get("authorization").and_then(|v| v.to_str().ok());
-        (auth != Some(&format!("Bearer {TOKEN}")))
-            .then(|| refuse(StatusCode::UNAUTHORIZED, "unauthorized"))
-    }
-
-    fn set_desired(&self, workspaces: Vec<Assignment>) {
-        self.world.lock().unwrap().workspaces = workspaces;
-        self.revision.send_modify(|r| *r += 1);
-    }
-
-    fn set_revocations(&self, revocations: Vec<Revocation>) {
-        self.world.lock().unwrap().revocations = revocations;
-        self.revision.send_modify(|r| *r += 1);
-    }
-
-    fn last_message(&self, ws: &str) -> String {
-        let w = self.world.lock().unwrap();
-        w.observations
-            .iter()
-            .rev()
-            .find(|o| o.workspace == ws)
-            .and_then(|o| o.message.clone())
-            .unwrap_or_default()
-    }
-
-    fn set_down(&self, down: bool) {
-        self.world.lock().unwrap().down = down;
-    }
-
-    fn registrations(&self) -> u32 {
-        self.world.lock().unwrap().registrations
-    }
-
-    fn last_state(&self, ws: &str) -> Option<State> {
-        let w = self.world.lock().unwrap();
-        w.observations
-            .iter()
-            .rev()
-            .find(|o| o.workspace == ws)
-            .map(|o| o.state)
-    }
-
-    fn clear_observations(&self) {
-        self.world.lock().unwrap().observations.clear();
-    }
-}
-
-async fn register(Ax(s): Ax<Stub>, h: HeaderMap, Json(r): Json<Registration>) -> Response {
-    if let Some(refused) = s.gate(&h) {
-        return refused;
-    }
-    assert_eq!(r.site.as_str(), "sim");
-    assert_eq!(r.backend, "fake");
-    assert_eq!(r.datasets.len(), 1, "the catalog, without paths");
-    s.world.lock().unwrap().registrations += 1;
-    Json(json!({"site": r.site, "revision": *s.revision.borrow()})).into_response()
-}
-
-async fn desired(Ax(s): Ax<Stub>, h: HeaderMap, Query(q): Query<DesiredQuery>) -> Response {
-    if let Some(refused) = s.gate(&h) {
-        return refused;
-    }
-    assert_eq!(q.site, "sim");
-    let mut rx = s.revision.subscribe();
-    if *rx.borrow_and_update() == q.after {
-        let wait = Duration::from_secs(q.wait_s);
-        let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r != q.after)).await;
-    }
-    let revision = *s.revision.borrow();
-    let (workspaces, revocations) = {
-        let w = s.world.lock().unwrap();
-        (w.workspaces.clone(), w.revocations.clone())
-    };
-    Json(DesiredState {
-        revision,
-        workspaces,
-        stopping: vec![],
-        revocations,
-    })
-    .into_response()
-}
-
-async fn observations(Ax(s): Ax<Stub>, h: HeaderMap, Json(b): Json<ObservationBatch>) -> Response {
-    if let Some(refused) = s.gate(&h) {
-        return refused;
-    }
-    let n = b.observations.len();
-    s.world.lock().unwrap().observations.extend(b.observations);
-    Json(json!({"applied": n})).into_response()
-}
-
-async fn stub() -> (Stub, String) {
-    let (tx, _) = watch::channel(0i64);
-    let s = Stub {
-        world: Arc::default(),
-        revision: Arc::new(tx),
-    };
-    let app = Router::new()
-        .route("/v1/agent/register", post(register))
-        .route("/v1/agent/desired", get(desired))
-        .route("/v1/agent/observations", post(observations))
-        .with_state(s.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (s, url)
 }
 
 // ---- the site ----
@@ -324,17 +170,29 @@ fn exists(p: &Path) -> bool {
 
 #[tokio::test]
 async fn launches_stops_and_readopts_without_relaunching() {
-    let (orch, url) = stub().await;
-    let s = site(&url);
+    let orch = StubOrchestrator::start(TOKEN).await;
+    let s = site(orch.url());
     let hour = chrono::Duration::hours(1);
     let agent = s.start();
-    wait_for("registration", || async { orch.registrations() >= 1 }).await;
+    wait_for("registration", || async {
+        !orch.registrations().is_empty()
+    })
+    .await;
+    let r = &orch.registrations()[0];
+    assert_eq!(r.site.as_str(), "sim");
+    assert_eq!(r.backend, "fake");
+    assert_eq!(r.datasets.len(), 1, "the catalog, without paths");
 
-    orch.set_desired(vec![s.assignment("ws-1", hour)]);
+    orch.set_desired(&[s.assignment("ws-1", hour)]);
     wait_for("ws-1 running", || async {
         orch.last_state("ws-1") == Some(State::Running)
     })
     .await;
+    let polled = orch.polled_sites();
+    assert!(
+        !polled.is_empty() && polled.iter().all(|p| p == "sim"),
+        "{polled:?}"
+    );
     assert_eq!(s.fake.launch_count(), 1);
     let spec = s.fake.spec("ws-1").unwrap();
     assert_eq!(spec.datasets[0].host_path, s.path("data/JGAD000101"));
@@ -347,12 +205,15 @@ async fn launches_stops_and_readopts_without_relaunching() {
     // A new agent on the same backend adopts it, tells the orchestrator again, launches nothing.
     orch.clear_observations();
     let agent = s.start();
-    wait_for("re-registration", || async { orch.registrations() >= 2 }).await;
+    wait_for("re-registration", || async {
+        orch.registrations().len() >= 2
+    })
+    .await;
     wait_for("ws-1 reported again", || async {
         orch.last_state("ws-1") == Some(State::Running)
     })
     .await;
-    orch.set_desired(vec![s.assignment("ws-1", hour), s.assignment("ws-2", hour)]);
+    orch.set_desired(&[s.assignment("ws-1", hour), s.assignment("ws-2", hour)]);
     wait_for("ws-2 running", || async {
         orch.last_state("ws-2") == Some(State::Running)
     })
@@ -362,7 +223,7 @@ async fn launches_stops_and_readopts_without_relaunching() {
     assert_eq!(listed.len(), 2, "no duplicate: {listed:?}");
 
     // No longer desired: stopped, reported, its state dir gone, /results kept.
-    orch.set_desired(vec![s.assignment("ws-2", hour)]);
+    orch.set_desired(&[s.assignment("ws-2", hour)]);
     wait_for("ws-1 stopped", || async {
         orch.last_state("ws-1") == Some(State::Stopped)
     })
@@ -377,11 +238,11 @@ async fn launches_stops_and_readopts_without_relaunching() {
 
 #[tokio::test]
 async fn notices_exits_outages_and_expiry_by_itself() {
-    let (orch, url) = stub().await;
-    let s = site(&url);
+    let orch = StubOrchestrator::start(TOKEN).await;
+    let s = site(orch.url());
     let agent = s.start();
     let hour = chrono::Duration::hours(1);
-    orch.set_desired(vec![
+    orch.set_desired(&[
         s.assignment("ws-short", chrono::Duration::seconds(4)),
         s.assignment("ws-crash", hour),
         s.assignment("ws-long", hour),
@@ -438,8 +299,8 @@ async fn notices_exits_outages_and_expiry_by_itself() {
 
 #[tokio::test]
 async fn before_the_first_desired_state_only_expiry_stops_anything() {
-    let (orch, url) = stub().await;
-    let s = site(&url);
+    let orch = StubOrchestrator::start(TOKEN).await;
+    let s = site(orch.url());
     let mut live = suite::example_spec(&id("sim"), "ws-live");
     live.expires_at = Utc::now() + chrono::Duration::hours(1);
     let mut old = suite::example_spec(&id("sim"), "ws-old");
@@ -470,28 +331,18 @@ async fn before_the_first_desired_state_only_expiry_stops_anything() {
 
 #[tokio::test]
 async fn refuses_what_the_site_cannot_verify() {
-    let (orch, url) = stub().await;
-    let s = site(&url);
+    let orch = StubOrchestrator::start(TOKEN).await;
+    let s = site(orch.url());
     let agent = s.start();
     let mut forged = s.assignment("ws-forged", chrono::Duration::hours(1));
     forged.visas = vec![Issuer::generate(ISS).mint("alice", "JGAD000101")];
-    orch.set_desired(vec![forged]);
+    orch.set_desired(&[forged]);
     wait_for("ws-forged failed", || async {
         orch.last_state("ws-forged") == Some(State::Failed)
     })
     .await;
-    let message = {
-        let w = orch.world.lock().unwrap();
-        w.observations
-            .iter()
-            .rev()
-            .find(|o| o.workspace == "ws-forged")
-            .unwrap()
-            .message
-            .clone()
-    };
     assert!(
-        message.unwrap().contains("signature"),
+        orch.last_message("ws-forged").contains("signature"),
         "the reason is reported"
     );
     assert_eq!(s.fake.launch_count(), 0);
@@ -524,20 +375,20 @@ impl Site {
 
 #[tokio::test]
 async fn the_site_applies_revocations_itself_whatever_the_orchestrator_lists() {
-    let (orch, url) = stub().await;
-    let s = site(&url);
+    let orch = StubOrchestrator::start(TOKEN).await;
+    let s = site(orch.url());
     let agent = s.start();
     let (bad, good) = (
         s.with_jti("ws-bad", "v-bad"),
         s.with_jti("ws-good", "v-good"),
     );
-    orch.set_desired(vec![bad.clone(), good.clone()]);
+    orch.set_desired(&[bad.clone(), good.clone()]);
     for ws in ["ws-bad", "ws-good"] {
         wait_for(ws, || async { orch.last_state(ws) == Some(State::Running) }).await;
     }
 
     // The orchestrator still lists ws-bad (a bug, or a compromise): the site stops it anyway.
-    orch.set_revocations(vec![revoke_jti(4, "v-bad")]);
+    orch.set_revocations(&[revoke_jti(4, "v-bad")]);
     wait_for("ws-bad revoked", || async {
         orch.last_state("ws-bad") == Some(State::Revoked)
     })
@@ -548,7 +399,7 @@ async fn the_site_applies_revocations_itself_whatever_the_orchestrator_lists() {
 
     // The revoked visa is never launched again, under any workspace id.
     let again = s.with_jti("ws-again", "v-bad");
-    orch.set_desired(vec![bad, good, again]);
+    orch.set_desired(&[bad, good, again]);
     wait_for("ws-again refused", || async {
         orch.last_state("ws-again") == Some(State::Failed)
     })
@@ -570,16 +421,16 @@ async fn the_site_applies_revocations_itself_whatever_the_orchestrator_lists() {
 
 #[tokio::test]
 async fn a_kept_revocation_stops_a_workspace_after_a_restart_without_the_orchestrator() {
-    let (orch, url) = stub().await;
-    let s = site(&url);
+    let orch = StubOrchestrator::start(TOKEN).await;
+    let s = site(orch.url());
     let agent = s.start();
-    orch.set_desired(vec![s.with_jti("ws-1", "v-1"), s.with_jti("ws-2", "v-2")]);
+    orch.set_desired(&[s.with_jti("ws-1", "v-1"), s.with_jti("ws-2", "v-2")]);
     for ws in ["ws-1", "ws-2"] {
         wait_for(ws, || async { orch.last_state(ws) == Some(State::Running) }).await;
     }
     // The engine stops answering, so the revocation cannot be carried out yet; it is kept.
     s.fake.set_unavailable(true);
-    orch.set_revocations(vec![revoke_jti(1, "v-1")]);
+    orch.set_revocations(&[revoke_jti(1, "v-1")]);
     let file = s.path("state/revocations.json");
     wait_for("the deny-list saved", || async {
         std::fs::read_to_string(&file).is_ok_and(|t| t.contains("v-1"))
@@ -600,8 +451,8 @@ async fn a_kept_revocation_stops_a_workspace_after_a_restart_without_the_orchest
 
     // Back online, an orchestrator that forgot the revocation cannot relaunch the visa, under
     // the old workspace id or a new one.
-    orch.set_revocations(vec![]);
-    orch.set_desired(vec![
+    orch.set_revocations::<Revocation>(&[]);
+    orch.set_desired(&[
         s.with_jti("ws-1", "v-1"),
         s.with_jti("ws-2", "v-2"),
         s.with_jti("ws-3", "v-1"),

@@ -2,23 +2,17 @@
 //! workspaces by state, orchestrator errors and the last sync, against a stub orchestrator and
 //! the fake backend. Without `[metrics]` nothing listens; a taken port stops the agent at start.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State as Ax;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use basho_agent::backend::Backend;
 use basho_agent::backend::fake::FakeBackend;
 use basho_agent::config::SiteConfig;
-use basho_core::protocol::{Assignment, DesiredState, Registration};
+use basho_core::protocol::Assignment;
 use basho_core::visa::mint::Issuer;
 use basho_core::{Ident, Resources};
+use basho_test_util::stub::StubOrchestrator;
 use chrono::Utc;
-use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "agent-token-sim";
@@ -29,60 +23,13 @@ fn id(s: &str) -> Ident {
     Ident::parse(s).unwrap()
 }
 
-/// Refuses the first registration (so an orchestrator error is counted), then desires one
-/// workspace.
-#[derive(Clone)]
-struct Stub {
-    registrations: Arc<AtomicU32>,
-    desired: Arc<Mutex<Vec<Assignment>>>,
-}
-
-async fn register(Ax(s): Ax<Stub>, Json(r): Json<Registration>) -> Response {
-    if s.registrations.fetch_add(1, Ordering::SeqCst) == 0 {
-        let body = json!({"error": {"code": "unavailable", "message": "starting"}});
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    }
-    Json(json!({"site": r.site, "revision": 1})).into_response()
-}
-
-async fn desired(Ax(s): Ax<Stub>) -> Json<DesiredState> {
-    // Answers at once: the agent paces polls that bring nothing new.
-    Json(DesiredState {
-        revision: 1,
-        workspaces: s.desired.lock().unwrap().clone(),
-        stopping: vec![],
-        revocations: vec![],
-    })
-}
-
-async fn observations(Json(b): Json<Value>) -> Json<Value> {
-    let n = b["observations"].as_array().map_or(0, Vec::len);
-    Json(json!({"applied": n}))
-}
-
-async fn usage(Json(b): Json<Value>) -> Json<Value> {
-    let last = b["records"]
-        .as_array()
-        .and_then(|r| r.iter().filter_map(|r| r["seq"].as_u64()).max())
-        .unwrap_or(0);
-    Json(json!({"acked_through": last}))
-}
-
-async fn stub(desired_set: Vec<Assignment>) -> String {
-    let s = Stub {
-        registrations: Arc::default(),
-        desired: Arc::new(Mutex::new(desired_set)),
-    };
-    let app = Router::new()
-        .route("/v1/agent/register", post(register))
-        .route("/v1/agent/desired", get(desired))
-        .route("/v1/agent/observations", post(observations))
-        .route("/v1/agent/usage", post(usage))
-        .with_state(s);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+/// A stub that refuses the first registration (so an orchestrator error is counted) and desires
+/// `workspaces`.
+async fn stub(workspaces: &[Assignment]) -> StubOrchestrator {
+    let stub = StubOrchestrator::start(TOKEN).await;
+    stub.refuse_registrations(1);
+    stub.set_desired(workspaces);
+    stub
 }
 
 /// A port nobody listens on right now.
@@ -173,9 +120,9 @@ async fn an_agent_with_metrics_serves_them() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::generate(ISS);
     std::fs::write(dir.path().join("dac.jwks.json"), issuer.jwks_json()).unwrap();
-    let url = stub(vec![assignment(&issuer)]).await;
+    let orch = stub(&[assignment(&issuer)]).await;
     let port = free_port();
-    let config = site_config(dir.path(), &url, Some(port));
+    let config = site_config(dir.path(), orch.url(), Some(port));
     let fake = Arc::new(FakeBackend::new(id("sim"), Duration::ZERO, 0.0));
     let backend: Arc<dyn Backend> = fake.clone();
     let cancel = CancellationToken::new();
@@ -264,10 +211,10 @@ async fn a_taken_metrics_port_stops_the_agent_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::generate(ISS);
     std::fs::write(dir.path().join("dac.jwks.json"), issuer.jwks_json()).unwrap();
-    let url = stub(vec![]).await;
+    let orch = stub(&[]).await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let config = site_config(dir.path(), &url, Some(port));
+    let config = site_config(dir.path(), orch.url(), Some(port));
     let fake: Arc<dyn Backend> = Arc::new(FakeBackend::new(id("sim"), Duration::ZERO, 0.0));
     let run = basho_agent::run_with_backend(config, fake, CancellationToken::new());
     let err = tokio::time::timeout(PATIENCE, run)

@@ -6,141 +6,23 @@
 //! as a `failed` observation that says why.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State as Ax};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use basho_agent::backend::Backend;
 use basho_agent::backend::fake::FakeBackend;
 use basho_agent::config::SiteConfig;
-use basho_core::protocol::Observation;
 use basho_core::visa::mint::{Issuer, Visa};
 use basho_core::{Ident, State};
+use basho_test_util::stub::StubOrchestrator;
 use chrono::Utc;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "agent-token-hostile";
 const ISS: &str = "https://dac.site-refusals.test";
 const SITE: &str = "sovereign";
 const PATIENCE: Duration = Duration::from_secs(20);
-
-// ---- the stub orchestrator ----
-
-#[derive(Default)]
-struct World {
-    workspaces: Vec<Value>,
-    revocations: Vec<Value>,
-    observations: Vec<Observation>,
-}
-
-#[derive(Clone)]
-struct Stub {
-    world: Arc<Mutex<World>>,
-    revision: Arc<watch::Sender<i64>>,
-}
-
-#[derive(Deserialize)]
-struct DesiredQuery {
-    after: Option<i64>,
-    wait_s: Option<u64>,
-}
-
-/// The refusal to answer when `h` lacks the agent's token.
-fn unauthorized(h: &HeaderMap) -> Option<Response> {
-    let auth = h.get("authorization").and_then(|v| v.to_str().ok());
-    (auth != Some(&format!("Bearer {TOKEN}"))).then(|| {
-        let body = json!({"error": {"code": "unauthenticated", "message": "bad token"}});
-        (StatusCode::UNAUTHORIZED, Json(body)).into_response()
-    })
-}
-
-async fn register(Ax(s): Ax<Stub>, h: HeaderMap, Json(r): Json<Value>) -> Response {
-    if let Some(refused) = unauthorized(&h) {
-        return refused;
-    }
-    Json(json!({"site": r["site"], "revision": *s.revision.borrow()})).into_response()
-}
-
-async fn desired(Ax(s): Ax<Stub>, h: HeaderMap, Query(q): Query<DesiredQuery>) -> Response {
-    if let Some(refused) = unauthorized(&h) {
-        return refused;
-    }
-    let mut rx = s.revision.subscribe();
-    if let Some(after) = q.after
-        && *rx.borrow_and_update() == after
-    {
-        let wait = Duration::from_secs(q.wait_s.unwrap_or(0));
-        let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r != after)).await;
-    }
-    let revision = *s.revision.borrow();
-    let (workspaces, revocations) = {
-        let w = s.world.lock().unwrap();
-        (w.workspaces.clone(), w.revocations.clone())
-    };
-    Json(
-        json!({"revision": revision, "workspaces": workspaces, "stopping": [],
-        "revocations": revocations}),
-    )
-    .into_response()
-}
-
-#[derive(Deserialize)]
-struct Batch {
-    observations: Vec<Observation>,
-}
-
-async fn observations(Ax(s): Ax<Stub>, h: HeaderMap, Json(b): Json<Batch>) -> Response {
-    if let Some(refused) = unauthorized(&h) {
-        return refused;
-    }
-    let n = b.observations.len();
-    s.world.lock().unwrap().observations.extend(b.observations);
-    Json(json!({"applied": n})).into_response()
-}
-
-impl Stub {
-    async fn start() -> (Stub, String) {
-        let (tx, _) = watch::channel(0i64);
-        let s = Stub {
-            world: Arc::default(),
-            revision: Arc::new(tx),
-        };
-        let app = Router::new()
-            .route("/v1/agent/register", post(register))
-            .route("/v1/agent/desired", get(desired))
-            .route("/v1/agent/observations", post(observations))
-            .with_state(s.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (s, url)
-    }
-
-    fn set_desired(&self, workspaces: Vec<Value>, revocations: Vec<Value>) {
-        {
-            let mut w = self.world.lock().unwrap();
-            w.workspaces = workspaces;
-            w.revocations = revocations;
-        }
-        self.revision.send_modify(|r| *r += 1);
-    }
-
-    fn last(&self, ws: &str) -> Option<Observation> {
-        let w = self.world.lock().unwrap();
-        w.observations
-            .iter()
-            .rev()
-            .find(|o| o.workspace == ws)
-            .cloned()
-    }
-}
 
 // ---- the site ----
 
@@ -347,10 +229,10 @@ fn revocations() -> Vec<Value> {
 
 #[tokio::test]
 async fn refuses_every_assignment_no_dac_approved() {
-    let (orch, url) = Stub::start().await;
+    let orch = StubOrchestrator::start(TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::generate(ISS);
-    let config = site_config(dir.path(), &url, &issuer);
+    let config = site_config(dir.path(), orch.url(), &issuer);
     let fake = Arc::new(FakeBackend::seeded(
         Ident::parse(SITE).unwrap(),
         Duration::ZERO,
@@ -376,7 +258,8 @@ async fn refuses_every_assignment_no_dac_approved() {
     );
     let mut desired: Vec<Value> = hostile.iter().map(|c| c.assignment.clone()).collect();
     desired.push(control);
-    orch.set_desired(desired, revocations());
+    orch.set_revocations(&revocations());
+    orch.set_desired(&desired);
 
     // The control proves the site launches what is approved; every other one must be reported.
     let deadline = tokio::time::Instant::now() + PATIENCE;

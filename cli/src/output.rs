@@ -157,29 +157,13 @@ pub fn sites_table(list: &[Site]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use basho_core::{Ident, Resources, State};
+    use basho_core::{Ident, State};
 
     fn ws(id: &str, owner: &str, datasets: &[&str]) -> Workspace {
-        let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
-            .unwrap()
-            .with_timezone(&Utc);
         Workspace {
-            id: id.into(),
-            project: Ident::parse("P-0001").unwrap(),
             owner: owner.into(),
-            template: Ident::parse("shell").unwrap(),
-            site: Ident::parse("tohoku").unwrap(),
-            state: State::Running,
-            message: None,
             datasets: datasets.iter().map(|d| Ident::parse(d).unwrap()).collect(),
-            resources: Resources {
-                cpus: 1,
-                memory_mib: 256,
-                gpus: 0,
-            },
-            created_at: t,
-            expires_at: t,
-            updated_at: t,
+            ..basho_test_util::workspace(id)
         }
     }
 

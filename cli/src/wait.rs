@@ -167,27 +167,12 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use basho_core::{Ident, Resources};
 
     fn ws(state: State, message: Option<&str>) -> Workspace {
-        let t = chrono::Utc::now();
         Workspace {
-            id: "ws-1".into(),
-            project: Ident::parse("P").unwrap(),
-            owner: "alice".into(),
-            template: Ident::parse("shell").unwrap(),
-            site: Ident::parse("bbj").unwrap(),
             state,
             message: message.map(Into::into),
-            datasets: vec![],
-            resources: Resources {
-                cpus: 1,
-                memory_mib: 256,
-                gpus: 0,
-            },
-            created_at: t,
-            expires_at: t,
-            updated_at: t,
+            ..basho_test_util::workspace("ws-1")
         }
     }
 

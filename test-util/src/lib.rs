@@ -1,8 +1,13 @@
 //! Helpers the tests of every crate share, so each test file does not grow its own copy: bounded
-//! waits that poll and panic naming what never happened.
+//! waits that poll and panic naming what never happened, and a stub orchestrator for agents.
+
+pub mod stub;
 
 use std::future::Future;
 use std::time::Duration;
+
+use basho_core::workspace::Workspace;
+use basho_core::{Ident, Resources, State};
 
 /// How often the waits poll.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -37,6 +42,31 @@ where
         async move { ready.await.then_some(()) }
     })
     .await;
+}
+
+/// A running workspace `id` of project `P-0001` for `alice` at `tohoku`, with no datasets, one
+/// CPU and 256 MiB, every time at 2026-01-02T03:04:05Z: change what a test is about with
+/// struct update syntax.
+pub fn workspace(id: &str) -> Workspace {
+    let t = "2026-01-02T03:04:05Z".parse().unwrap();
+    Workspace {
+        id: id.into(),
+        project: Ident::parse("P-0001").unwrap(),
+        owner: "alice".into(),
+        template: Ident::parse("shell").unwrap(),
+        site: Ident::parse("tohoku").unwrap(),
+        state: State::Running,
+        message: None,
+        datasets: Vec::new(),
+        resources: Resources {
+            cpus: 1,
+            memory_mib: 256,
+            gpus: 0,
+        },
+        created_at: t,
+        expires_at: t,
+        updated_at: t,
+    }
 }
 
 #[cfg(test)]

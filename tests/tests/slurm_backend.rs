@@ -165,13 +165,13 @@ async fn sbatch_refusing_an_account_is_a_clear_refusal() {
 
 /// The shared backend suite on the test cluster, each case its own test (the whole lifecycle is
 /// `the_slurm_backend_passes_the_conformance_suite` above, with the accounting checks); a fresh
-/// instance is a second backend on the same login node, as an agent restart makes. Not here:
-/// `an_exit_is_seen`, because a job that ended leaves `squeue` and `inspect` then answers
-/// nothing (the ended state is found by the next launch, through `sacct`, which the case above
-/// checks); and a cut connection (the `sshd` tests below stop the cluster's sshd).
+/// instance is a second backend on the same login node, as an agent restart makes, and an exit
+/// is the job's container killed on the node's engine. Not here: a cut connection (the `sshd`
+/// tests below stop the cluster's sshd).
 mod suite {
     use async_trait::async_trait;
-    use basho_agent::backend::suite::Harness;
+    use basho_agent::backend::docker::container_name;
+    use basho_agent::backend::suite::{EXITED_WITHIN, Harness};
 
     use super::*;
 
@@ -181,6 +181,7 @@ mod suite {
         image: String,
         dir: tempfile::TempDir,
         backend: SlurmBackend,
+        docker: bollard::Docker,
     }
 
     #[async_trait]
@@ -194,6 +195,23 @@ mod suite {
         async fn fresh_instance(&self) -> Option<Box<dyn Backend>> {
             let cfg = self.testbed.backend(Runtime::Docker);
             Some(Box::new(SlurmBackend::new(self.site.clone(), cfg).unwrap()))
+        }
+        async fn make_exit(&self, workspace: &str) -> bool {
+            // The job runs `docker run` on this host's engine: killing its container ends the
+            // job script by itself, as a workspace that exits does. A running job may not have
+            // made its container yet.
+            let name = container_name(workspace);
+            basho_test_util::wait_until("the job's container", EXITED_WITHIN, || async {
+                self.docker
+                    .kill_container(
+                        &name,
+                        None::<bollard::query_parameters::KillContainerOptions>,
+                    )
+                    .await
+                    .is_ok()
+            })
+            .await;
+            true
         }
     }
 
@@ -211,6 +229,7 @@ mod suite {
             image,
             dir: tempfile::tempdir().unwrap(),
             backend,
+            docker,
         })
     }
 
@@ -218,6 +237,7 @@ mod suite {
         nothing_is_there_before_a_launch,
         a_second_launch_finds_the_first,
         stopping_twice_succeeds,
+        an_exit_is_seen,
         a_fresh_instance_adopts_what_runs,
     );
 }

@@ -206,6 +206,38 @@ impl SlurmBackend {
         let live = self.jobs(Some(&name), false).await?;
         Ok(pick(live).into_iter().find(|o| o.workspace == workspace))
     }
+
+    /// The workspace's latest job if it ended by itself: as the controller still remembers it or,
+    /// once forgotten, as accounting recorded it, with accounting's exit code where it has the
+    /// job. A cancelled job is not one: `stop` cancels, and what it stopped is gone.
+    async fn ended(&self, workspace: &str) -> Result<Option<Observed>, BackendError> {
+        let name = script::job_name(workspace);
+        let remembered = self
+            .jobs(Some(&name), true)
+            .await?
+            .into_iter()
+            .filter(|j| j.workspace() == Some(workspace))
+            .max_by_key(|j| j.id);
+        let accounted = self.accounted_job(workspace).await?;
+        let job = match (remembered, accounted) {
+            (Some(r), Some(a)) if a.id == r.id && a.state.is_over() => Job {
+                site: r.site,
+                expires_at: r.expires_at,
+                started_at: r.started_at,
+                ..a
+            },
+            (Some(r), _) => r,
+            (None, a) => match a {
+                Some(a) => a,
+                None => return Ok(None),
+            },
+        };
+        Ok(job
+            .state
+            .ended_by_itself()
+            .then(|| job.observed())
+            .flatten())
+    }
 }
 
 impl SlurmBackend {
@@ -313,7 +345,10 @@ impl Backend for SlurmBackend {
     }
 
     async fn inspect(&self, workspace: &str) -> Result<Option<Observed>, BackendError> {
-        self.live(workspace).await
+        match self.live(workspace).await? {
+            Some(live) => Ok(Some(live)),
+            None => self.ended(workspace).await,
+        }
     }
 
     async fn stop(&self, workspace: &str) -> Result<(), BackendError> {

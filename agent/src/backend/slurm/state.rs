@@ -68,6 +68,20 @@ impl JobState {
         }
     }
 
+    /// Completed, or ended by Slurm or a failure.
+    pub fn is_over(&self) -> bool {
+        matches!(self, Self::Completed | Self::Ended(_))
+    }
+
+    /// Over, and not by a cancel: the script exited, failed, timed out or lost its node.
+    pub fn ended_by_itself(&self) -> bool {
+        match self {
+            Self::Completed => true,
+            Self::Ended(word) => word != "CANCELLED",
+            _ => false,
+        }
+    }
+
     /// The backend state this means.
     pub fn run_state(&self, exit_code: i64) -> RunState {
         match self {
@@ -377,6 +391,26 @@ mod tests {
         ));
         assert!(JobState::parse("RUNNING").liveness() > JobState::parse("PENDING").liveness());
         assert!(JobState::parse("PENDING").liveness() > JobState::parse("CANCELLED").liveness());
+    }
+
+    #[test]
+    fn only_an_end_of_its_own_is_an_exit() {
+        for word in [
+            "COMPLETED",
+            "FAILED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+        ] {
+            let s = JobState::parse(word);
+            assert!(s.is_over() && s.ended_by_itself(), "{word}");
+        }
+        let cancelled = JobState::parse("CANCELLED by 1001");
+        assert!(cancelled.is_over() && !cancelled.ended_by_itself());
+        for word in ["PENDING", "RUNNING", "SUSPENDED"] {
+            let s = JobState::parse(word);
+            assert!(!s.is_over() && !s.ended_by_itself(), "{word}");
+        }
     }
 
     #[test]
