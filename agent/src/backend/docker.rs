@@ -68,6 +68,7 @@ impl DockerBackend {
                  backend.socket in the site config",
                 socket.unwrap_or("the default socket")
             ))
+            .caused_by(e)
         })?;
         let docker = docker.negotiate_version().await.map_err(|e| {
             BackendError::unavailable(format!(
@@ -75,6 +76,7 @@ impl DockerBackend {
                  agent's user use its socket?",
                 socket.unwrap_or("the default socket")
             ))
+            .caused_by(e)
         })?;
         let version = docker.client_version();
         let api = (version.major_version, version.minor_version);
@@ -170,7 +172,8 @@ impl DockerBackend {
                 Err(BackendError::refused(format!(
                     "the engine could not start the workspace container: {e}; check the dataset, \
                      work and results paths and the limits in the site config"
-                )))
+                ))
+                .caused_by(e))
             }
             Err(e) => Err(unavailable("start container", e)),
         }
@@ -332,7 +335,8 @@ impl Backend for DockerBackend {
             Err(e) if error::is_client_error(&e) => {
                 return Err(BackendError::refused(format!(
                     "the engine refused the workspace container: {e}"
-                )));
+                ))
+                .caused_by(e));
             }
             Err(e) => return Err(unavailable("create container", e)),
         };

@@ -138,6 +138,7 @@ impl KubernetesBackend {
         let client = |config: kube::Config| {
             Client::try_from(config).map_err(|e| {
                 BackendError::refused(format!("cannot set up the Kubernetes client: {e}"))
+                    .caused_by(e)
             })
         };
         // Calls get an answer timeout, so a hung API server makes workspaces unknown instead of
@@ -334,6 +335,7 @@ impl Backend for KubernetesBackend {
                     "cannot read workspace.json {}: {e}",
                     spec.workspace_json.display()
                 ))
+                .caused_by(e)
             })?;
         let workspace_json = spec::workspace_json(&text)?;
         if self.watched.trusted()

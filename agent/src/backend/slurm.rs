@@ -98,8 +98,8 @@ fn transient(stderr: &str) -> bool {
 impl SlurmBackend {
     /// A backend for `site` with `cfg`; reads and checks the job template, dials nothing yet.
     pub fn new(site: Ident, cfg: SlurmConfig) -> Result<Self, BackendError> {
-        let template =
-            site_template(&cfg).map_err(|e| BackendError::refused(format!("job script: {e}")))?;
+        let template = site_template(&cfg)
+            .map_err(|e| BackendError::refused(format!("job script: {e}")).caused_by(e))?;
         let login = Arc::new(Login::new(cfg.login.clone()));
         Ok(Self {
             site,
@@ -301,7 +301,7 @@ impl Backend for SlurmBackend {
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observed, BackendError> {
         let text = script::render(&self.template, &self.cfg, spec, Utc::now())
-            .map_err(|e| BackendError::refused(format!("job script: {e}")))?;
+            .map_err(|e| BackendError::refused(format!("job script: {e}")).caused_by(e))?;
         // A workspace runs once: a job already there is adopted, and one that already ended
         // (still known to the controller, or in accounting) is its end, not a reason to submit.
         let name = script::job_name(&spec.workspace);

@@ -109,7 +109,9 @@ impl Executor {
                 seen
             })
             .await
-            .map_err(|e| BackendError::unavailable(format!("reading recorded expiries: {e}")))?;
+            .map_err(|e| {
+                BackendError::unavailable(format!("reading recorded expiries: {e}")).caused_by(e)
+            })?;
         }
         Ok(seen)
     }

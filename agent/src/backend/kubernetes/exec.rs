@@ -229,7 +229,8 @@ fn exec_error(e: kube::Error, ns: &str, pod: &str) -> BackendError {
         .caused_by(e),
         404 => BackendError::refused(format!(
             "pod {pod} is gone from namespace {ns}; the workspace is not running"
-        )),
+        ))
+        .caused_by(e),
         0 if matches!(e, kube::Error::UpgradeConnection(_)) => BackendError::unavailable(format!(
             "kubernetes API: exec in pod {pod}: {e}; is a proxy between the agent and the API \
              server refusing WebSocket upgrades?"
@@ -298,6 +299,7 @@ pub(super) async fn start(
     let streams = futures::stream::select_all(stdout.into_iter().chain(stderr)).map(|item| {
         item.map_err(|e| {
             BackendError::unavailable(format!("kubernetes API: reading an exec's output: {e}"))
+                .caused_by(e)
         })
     });
     // kube closes its output pipes only after a status: when the connection breaks (or a kill
