@@ -67,6 +67,12 @@ impl Orchestrator {
 
     /// [`Orchestrator::audit`] of a prepared event (one marked [`AuditEvent::once`], say).
     pub(crate) async fn audit_event(&self, ev: AuditEvent) {
+        self.audit_events(vec![ev]).await;
+    }
+
+    /// [`Orchestrator::audit_event`] of several events in order, handed to the writer together
+    /// so they share its next transaction instead of waiting for one each.
+    pub(crate) async fn audit_events(&self, events: Vec<AuditEvent>) {
         let inner = self.inner();
         let tx = inner.audit.tx.get_or_init(|| {
             let (tx, rx) = mpsc::channel(4 * BATCH);
@@ -77,17 +83,27 @@ impl Orchestrator {
             );
             tx
         });
-        let (done, written) = oneshot::channel();
-        let (actor, action, target) = (ev.actor.clone(), ev.action.clone(), ev.target.clone());
-        let sent = tx.send((ev, done)).await.is_ok();
-        if !sent || written.await.is_err() {
-            inner.metrics.audit_append_failures.inc();
-            tracing::error!(
-                actor,
-                action,
-                target,
-                "audit entry not written: the audit writer stopped"
-            );
+        let mut pending = Vec::with_capacity(events.len());
+        for ev in events {
+            let (done, written) = oneshot::channel();
+            let what = (ev.actor.clone(), ev.action.clone(), ev.target.clone());
+            let sent = tx.send((ev, done)).await.is_ok();
+            pending.push((what, sent.then_some(written)));
+        }
+        for ((actor, action, target), written) in pending {
+            let ok = match written {
+                Some(w) => w.await.is_ok(),
+                None => false,
+            };
+            if !ok {
+                inner.metrics.audit_append_failures.inc();
+                tracing::error!(
+                    actor,
+                    action,
+                    target,
+                    "audit entry not written: the audit writer stopped"
+                );
+            }
         }
     }
 }

@@ -142,10 +142,11 @@ async fn audit_creation(o: &Orchestrator, actor: &str, rec: &WorkspaceRecord, re
         created["recorded_on_replay"] = json!(true);
         placed["recorded_on_replay"] = json!(true);
     }
-    for (action, detail) in [("workspace_create", created), ("workspace_placed", placed)] {
-        o.audit_event(AuditEvent::new(actor, action, &w.id, detail).once())
-            .await;
-    }
+    o.audit_events(vec![
+        AuditEvent::new(actor, "workspace_create", &w.id, created).once(),
+        AuditEvent::new(actor, "workspace_placed", &w.id, placed).once(),
+    ])
+    .await;
 }
 
 /// Asks for workspace `id` to stop, in `actor`'s name: a live one moves to `stopping` (its agent
