@@ -4,9 +4,10 @@
 //!
 //!     cargo run --release -p basho-tests --bin basho-bench -- [--sites 100] [--workspaces 3000]
 //!         [--concurrency 32] [--no-agents] [--skip-placement] [--skip-rss] [--rss-workspaces 500]
-//!         [--skip-docker] [--docker-runs 10] [--docker-stopping 3]
+//!         [--skip-docker] [--docker-runs 10] [--docker-stopping 3] [--sites-dir-in DIR]
 //!
-//! `scripts/bench` runs it once per benchmark (placement, placement-agents, memory, docker).
+//! `scripts/bench` runs it once per benchmark (placement, placement-agents with the simulated sites
+//! on /dev/shm, placement-agents-disk with them on the disk, memory, docker).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,10 +62,19 @@ struct Args {
     /// Workspaces being stopped at the Docker site while the measured create arrives.
     #[arg(long, default_value_t = 3)]
     docker_stopping: usize,
+    /// Where the simulated sites keep their state, work and results directories (a temporary
+    /// directory is made inside): by default beside the orchestrator's database. On a disk whose
+    /// inode allocation is slow (journal-less ext4 scans recently deleted inodes), the three
+    /// files a placement makes at its site cost more than the control plane; a tmpfs such as
+    /// /dev/shm measures the control plane alone.
+    #[arg(long)]
+    sites_dir_in: Option<std::path::PathBuf>,
 }
 
 struct Bench {
     dir: tempfile::TempDir,
+    /// Where the simulated sites' directories go, when not under `dir`.
+    sites_dir: Option<tempfile::TempDir>,
     issuer: Issuer,
     jwks: IssuerRef,
     listen: SocketAddr,
@@ -75,10 +85,10 @@ struct Bench {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let report = Report::new(if args.no_agents {
-        "placement"
-    } else {
-        "placement-agents"
+    let report = Report::new(match (args.no_agents, &args.sites_dir_in) {
+        (true, _) => "placement",
+        (false, Some(_)) => "placement-agents",
+        (false, None) => "placement-agents-disk",
     });
     println!("# basho-bench on {} cores ({})", num_cpus(), cpu_model());
     let sites: Vec<String> = (0..args.sites).map(|i| format!("sim-{i:03}")).collect();
@@ -86,7 +96,14 @@ async fn main() -> Result<()> {
     if !args.skip_docker {
         extra.push("docker-site".to_string());
     }
-    let bench = Bench::start(&sites, &extra, !args.no_agents).await?;
+    let sites_dir = match &args.sites_dir_in {
+        Some(parent) => Some(
+            tempfile::tempdir_in(parent)
+                .with_context(|| format!("--sites-dir-in {}", parent.display()))?,
+        ),
+        None => None,
+    };
+    let bench = Bench::start(&sites, &extra, !args.no_agents, sites_dir).await?;
     if !args.skip_placement {
         placement(&bench, &sites, &args, &report).await?;
     }
@@ -113,7 +130,12 @@ async fn main() -> Result<()> {
 }
 
 impl Bench {
-    async fn start(sites: &[String], extra: &[String], run_agents: bool) -> Result<Bench> {
+    async fn start(
+        sites: &[String],
+        extra: &[String],
+        run_agents: bool,
+        sites_dir: Option<tempfile::TempDir>,
+    ) -> Result<Bench> {
         let dir = tempfile::tempdir()?;
         let issuer = Issuer::generate(ISS);
         let jwks_file = dir.path().join("jwks.json");
@@ -151,6 +173,7 @@ impl Bench {
         tokio::spawn(async move { orch.serve(listener, c).await });
         let bench = Bench {
             dir,
+            sites_dir,
             issuer,
             jwks,
             listen,
@@ -158,7 +181,7 @@ impl Bench {
             cancel,
         };
         for s in sites {
-            let cfg = bench.site_config(
+            let mut cfg = bench.site_config(
                 s,
                 BackendConfig::Fake(basho_agent::config::FakeConfig {
                     start_delay_ms: 50,
@@ -166,6 +189,9 @@ impl Bench {
                 }),
                 "sha256:".to_string() + &"0".repeat(64),
             );
+            if let Some(d) = &bench.sites_dir {
+                cfg.paths = basho_tests::site_paths(&d.path().join(s));
+            }
             if run_agents {
                 let c = bench.cancel.child_token();
                 tokio::spawn(async move { basho_agent::run(cfg, c).await });
