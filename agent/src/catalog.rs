@@ -20,6 +20,23 @@ pub struct Dataset {
     pub claim: Option<ClaimSource>,
     /// The grant URL a visa's `value` must carry to grant it.
     pub grant_url: String,
+    /// The issuers whose visas may grant it; none: no visa can.
+    pub issuers: Vec<String>,
+    /// The DAC a granting visa's `source` must name, when the site binds one.
+    pub source: Option<String>,
+}
+
+impl Dataset {
+    /// Whether the verified grant `g` grants this dataset: its value is the grant URL, its issuer
+    /// one bound to the dataset, and its source the bound one when there is one.
+    pub fn granted_by(&self, g: &basho_core::visa::Grant) -> bool {
+        g.value == self.grant_url
+            && self.issuers.contains(&g.iss)
+            && self
+                .source
+                .as_ref()
+                .is_none_or(|s| g.source.as_ref() == Some(s))
+    }
 }
 
 /// What the catalog cannot resolve.
@@ -44,9 +61,15 @@ pub struct Catalog {
 
 impl Catalog {
     /// The catalog a site config describes. A duplicated ID keeps its first entry (`check-config`
-    /// reports the duplicate).
+    /// reports the duplicate). A dataset that names no issuers is granted by the site's trusted
+    /// issuer when it trusts exactly one, and by none when it trusts several (`check-config`
+    /// reports that too).
     pub fn from_config(config: &SiteConfig) -> Self {
         let mut datasets = BTreeMap::new();
+        let only_issuer: Vec<String> = match config.trusted_issuers.as_slice() {
+            [one] => vec![one.issuer.clone()],
+            _ => Vec::new(),
+        };
         for d in &config.datasets {
             datasets.entry(d.id.clone()).or_insert_with(|| Dataset {
                 path: d.path.clone(),
@@ -55,6 +78,12 @@ impl Catalog {
                     .grant_url
                     .clone()
                     .unwrap_or_else(|| default_grant_url(d.id.as_str())),
+                issuers: if d.issuers.is_empty() {
+                    only_issuer.clone()
+                } else {
+                    d.issuers.clone()
+                },
+                source: d.source.clone(),
             });
         }
         Self {
@@ -63,8 +92,14 @@ impl Catalog {
         }
     }
 
-    /// Adds a dataset (builder, for tests and embedders).
-    pub fn with_dataset(mut self, id: Ident, path: &Path, grant_url: Option<&str>) -> Self {
+    /// Adds a dataset that visas of `issuers` grant (builder, for tests and embedders).
+    pub fn with_dataset(
+        mut self,
+        id: Ident,
+        path: &Path,
+        grant_url: Option<&str>,
+        issuers: &[&str],
+    ) -> Self {
         let grant_url = grant_url
             .map(str::to_owned)
             .unwrap_or_else(|| default_grant_url(id.as_str()));
@@ -74,9 +109,18 @@ impl Catalog {
                 path: path.to_owned(),
                 claim: None,
                 grant_url,
+                issuers: issuers.iter().map(|i| (*i).to_owned()).collect(),
+                source: None,
             },
         );
         self
+    }
+
+    /// Binds dataset `id`'s granting visas to DAC `source` (for tests and embedders).
+    pub fn bind_source(&mut self, id: &Ident, source: &str) {
+        if let Some(d) = self.datasets.get_mut(id) {
+            d.source = Some(source.to_owned());
+        }
     }
 
     /// Adds an allow-listed image (builder).
@@ -128,11 +172,12 @@ mod tests {
     #[test]
     fn grant_url_defaults_and_overrides() {
         let c = Catalog::default()
-            .with_dataset(id("JGAD000101"), Path::new("/srv/a"), None)
+            .with_dataset(id("JGAD000101"), Path::new("/srv/a"), None, &[])
             .with_dataset(
                 id("LOCAL1"),
                 Path::new("/srv/b"),
                 Some("https://site.example/grants/LOCAL1"),
+                &[],
             );
         assert_eq!(
             c.dataset(&id("JGAD000101")).unwrap().grant_url,

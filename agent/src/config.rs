@@ -153,6 +153,13 @@ pub struct CatalogEntry {
     /// Grant URL; `https://ddbj.nig.ac.jp/search/entry/jga-dataset/<id>` when absent.
     #[serde(default)]
     pub grant_url: Option<String>,
+    /// The trusted issuers (`iss`) whose visas may grant this dataset. Empty: the site's one
+    /// trusted issuer; a site that trusts several must name them for every dataset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issuers: Vec<String>,
+    /// When set, a granting visa's `ga4gh_visa_v1.source` (the DAC) must be exactly this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// The agent's directories.

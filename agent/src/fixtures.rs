@@ -41,8 +41,8 @@ pub fn trusted() -> TrustedIssuers {
 /// A catalog holding `JGAD000101` and `JGAD000102` under `root`, and the demo image.
 pub fn catalog(root: &std::path::Path) -> Catalog {
     Catalog::default()
-        .with_dataset(id("JGAD000101"), &root.join("JGAD000101"), None)
-        .with_dataset(id("JGAD000102"), &root.join("JGAD000102"), None)
+        .with_dataset(id("JGAD000101"), &root.join("JGAD000101"), None, &[ISS])
+        .with_dataset(id("JGAD000102"), &root.join("JGAD000102"), None, &[ISS])
         .with_image("basho/demo", &DEMO_IMAGE)
 }
 

@@ -71,6 +71,8 @@ fn site(url: &str) -> Site {
             path: data,
             claim: None,
             grant_url: None,
+            issuers: Vec::new(),
+            source: None,
         }],
         images: BTreeMap::from([("basho/demo".into(), format!("sha256:{}", "d".repeat(64)))]),
         trusted_issuers: vec![IssuerRef {

@@ -26,19 +26,20 @@ use futures::StreamExt;
 /// A TEST-NET-1 address (RFC 5737): never routed, so probing it reaches nobody.
 const UNREACHABLE: &str = "192.0.2.1";
 
-/// The engine and the demo image, or `None` (after saying why) when there is no engine.
+/// The engine and the demo image, or `None` (after saying why) when there is no engine; under CI
+/// a missing engine fails instead.
 async fn engine() -> Option<(Docker, String)> {
     let docker = match Docker::connect_with_local_defaults() {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("skipping: no docker client ({e})");
+            basho_test_util::unavailable(&format!("no docker client ({e})"));
             return None;
         }
     };
     let docker = match docker.negotiate_version().await {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("skipping: docker engine unreachable ({e})");
+            basho_test_util::unavailable(&format!("docker engine unreachable ({e})"));
             return None;
         }
     };

@@ -140,7 +140,10 @@ async fn the_pod_sent_is_the_golden_one() {
     let c = &spec["containers"][0];
     assert_eq!(spec["containers"].as_array().unwrap().len(), 1);
     assert_eq!(c["image"], s.image);
-    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(
+        c["imagePullPolicy"], "Never",
+        "nothing is pulled unless the site says so"
+    );
     let csc = &c["securityContext"];
     assert_eq!(csc["readOnlyRootFilesystem"], true);
     assert_eq!(csc["allowPrivilegeEscalation"], false);

@@ -567,7 +567,7 @@ fn shells() -> Vec<Vec<String>> {
         if ok {
             found.push(shell.iter().map(|s| (*s).to_owned()).collect());
         } else {
-            println!("skipping {shell:?}: not on this host");
+            basho_test_util::unavailable(&format!("shell {shell:?} is not on this host"));
         }
     }
     found
@@ -664,7 +664,7 @@ async fn a_port_forward_is_a_relay_exec_with_half_close() {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("nc"))
     {
-        println!("skipping: busybox nc is not on this host");
+        basho_test_util::unavailable("busybox nc is not on this host");
         return;
     }
     let (_fake, backend, _dir) = running("ws-fwd").await;

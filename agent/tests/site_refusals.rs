@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "agent-token-hostile";
 const ISS: &str = "https://dac.site-refusals.test";
+/// A second issuer the site trusts, bound to JGAD000102 only.
+const OTHER_ISS: &str = "https://other-dac.site-refusals.test";
 const SITE: &str = "sovereign";
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -28,14 +30,16 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A site config built through serde, so it takes whatever defaults the config has; a plain
 /// `http://` link to loopback is allowed where the config knows that switch.
-fn site_config(dir: &std::path::Path, url: &str, issuer: &Issuer) -> SiteConfig {
+fn site_config(dir: &std::path::Path, url: &str, issuer: &Issuer, other: &Issuer) -> SiteConfig {
     let jwks = dir.join("dac.jwks.json");
     std::fs::write(&jwks, issuer.jwks_json()).unwrap();
+    let other_jwks = dir.join("other-dac.jwks.json");
+    std::fs::write(&other_jwks, other.jwks_json()).unwrap();
     let mut datasets = Vec::new();
-    for d in ["JGAD000101", "JGAD000102"] {
+    for (d, iss) in [("JGAD000101", ISS), ("JGAD000102", OTHER_ISS)] {
         let path = dir.join("data").join(d);
         std::fs::create_dir_all(&path).unwrap();
-        datasets.push(json!({"id": d, "path": path}));
+        datasets.push(json!({"id": d, "path": path, "issuers": [iss]}));
     }
     let v = json!({
         "site": SITE,
@@ -44,7 +48,8 @@ fn site_config(dir: &std::path::Path, url: &str, issuer: &Issuer) -> SiteConfig 
         "backend": {"kind": "fake"},
         "datasets": datasets,
         "images": {"basho/demo": format!("sha256:{}", "d".repeat(64))},
-        "trusted_issuers": [{"issuer": ISS, "jwks_file": jwks}],
+        "trusted_issuers": [{"issuer": ISS, "jwks_file": jwks},
+            {"issuer": OTHER_ISS, "jwks_file": other_jwks}],
         "paths": {"state_dir": dir.join("state"), "work_root": dir.join("work"),
             "results_root": dir.join("results")},
     });
@@ -83,7 +88,7 @@ struct Case {
     reason: &'static str,
 }
 
-fn cases(issuer: &Issuer) -> Vec<Case> {
+fn cases(issuer: &Issuer, other: &Issuer) -> Vec<Case> {
     let good = |d: &str| issuer.mint("alice", d);
     let bent = |f: &dyn Fn(&mut Visa)| {
         let mut v = Visa::new("alice", "JGAD000101");
@@ -108,6 +113,15 @@ fn cases(issuer: &Issuer) -> Vec<Case> {
     case(
         assignment("ws-no-visa", &["JGAD000101"], vec![]),
         "carries no visa",
+    );
+    // Trusted by the site, but not for this dataset.
+    case(
+        assignment(
+            "ws-issuer-not-bound",
+            &["JGAD000101"],
+            vec![other.mint("alice", "JGAD000101")],
+        ),
+        "no visa grants dataset JGAD000101",
     );
     case(
         assignment(
@@ -232,7 +246,8 @@ async fn refuses_every_assignment_no_dac_approved() {
     let orch = StubOrchestrator::start(TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::generate(ISS);
-    let config = site_config(dir.path(), orch.url(), &issuer);
+    let other = Issuer::generate(OTHER_ISS);
+    let config = site_config(dir.path(), orch.url(), &issuer, &other);
     let fake = Arc::new(FakeBackend::seeded(
         Ident::parse(SITE).unwrap(),
         Duration::ZERO,
@@ -247,13 +262,13 @@ async fn refuses_every_assignment_no_dac_approved() {
         cancel.clone(),
     ));
 
-    let hostile = cases(&issuer);
+    let hostile = cases(&issuer, &other);
     let control = assignment(
         "ws-control",
         &["JGAD000101", "JGAD000102"],
         vec![
             issuer.mint("alice", "JGAD000101"),
-            issuer.mint("alice", "JGAD000102"),
+            other.mint("alice", "JGAD000102"),
         ],
     );
     let mut desired: Vec<Value> = hostile.iter().map(|c| c.assignment.clone()).collect();

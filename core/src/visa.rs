@@ -82,6 +82,9 @@ pub struct Grant {
     pub value: String,
     /// Who asserted it (`dac`, `so`, ...).
     pub by: String,
+    /// The organisation that made the grant (`ga4gh_visa_v1.source`, the DAC), when named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Why a visa is refused. Every variant names the problem and what to do.
@@ -300,6 +303,7 @@ fn grant_from_claims(c: &serde_json::Value, iss: String, now: i64) -> Result<Gra
     let value =
         string(visa, "value").map_err(|_| VisaError::MissingClaim("ga4gh_visa_v1.value"))?;
     let by = string(visa, "by").map_err(|_| VisaError::MissingClaim("ga4gh_visa_v1.by"))?;
+    let source = string(visa, "source").ok();
     Ok(Grant {
         iss,
         sub,
@@ -308,6 +312,7 @@ fn grant_from_claims(c: &serde_json::Value, iss: String, now: i64) -> Result<Gra
         exp,
         value,
         by,
+        source,
     })
 }
 

@@ -44,6 +44,18 @@ where
     .await;
 }
 
+/// Says that a test cannot run here because of `why` (no engine, no binary, no tool). Under CI
+/// (`CI` set to anything but `false`, as every CI run sets it) the set-up was meant to provide it,
+/// so this panics and the test fails; elsewhere it prints why and the caller skips.
+pub fn unavailable(why: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    assert!(
+        !ci,
+        "{why}; under CI nothing is skipped: scripts/setup must provide it"
+    );
+    eprintln!("skipping: {why}");
+}
+
 /// A running workspace `id` of project `P-0001` for `alice` at `tohoku`, with no datasets, one
 /// CPU and 256 MiB, every time at 2026-01-02T03:04:05Z: change what a test is about with
 /// struct update syntax.

@@ -731,6 +731,8 @@ fn site_config(
             path: crate::federation::write_dataset(root, dataset),
             claim: None,
             grant_url: None,
+            issuers: issuers.iter().map(|i| i.issuer.clone()).collect(),
+            source: None,
         }],
         images: BTreeMap::from([("basho/demo".to_owned(), image.to_owned())]),
         trusted_issuers: issuers.to_vec(),

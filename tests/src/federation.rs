@@ -375,6 +375,8 @@ fn site_config(
                 path: write_dataset(root, d),
                 claim: None,
                 grant_url: None,
+                issuers: issuers.iter().map(|i| i.issuer.clone()).collect(),
+                source: None,
             })
             .collect(),
         images: BTreeMap::from([("basho/demo".to_owned(), image.to_owned())]),

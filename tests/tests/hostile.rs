@@ -1,11 +1,11 @@
 //! Hostile input against a running federation (orchestrator and three Docker sites over real
 //! HTTP): forged and bent visas, path-like and look-alike identifiers, absurd resources, malformed
-//! and oversized JSON, tokens used where they do not belong. Every attack must end in a 4xx with
-//! the contract's error body and its expected code, start no container and leave no record.
-//! Attacks that need a feature the orchestrator may not have yet (revocations, researcher tokens)
-//! run when the feature answers and are reported as skipped otherwise; when the audit log is
-//! readable, every authenticated refusal must add an entry to it. `docs/security.md` keeps the
-//! figures this test prints.
+//! and oversized JSON, tokens used where they do not belong, replayed revoked visas, researcher
+//! tokens reaching for others' workspaces. Every attack must end in a 4xx with the contract's
+//! error body and its expected code, start no container and leave no record, and every
+//! authenticated refusal must add an entry to the audit log. Nothing is skipped: a missing
+//! binary or an endpoint that answers 404 fails the test. `docs/security.md` keeps the figures
+//! this test prints.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,42 +37,14 @@ fn known(list: &[(&str, &'static str)], name: &str) -> Option<&'static str> {
     list.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
 }
 
-/// A feature another part of the API provides, probed at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Feature {
-    Revocations,
-    ResearcherTokens,
-}
-
-impl Feature {
-    fn name(self) -> &'static str {
-        match self {
-            Feature::Revocations => "revocations (POST /v1/revocations)",
-            Feature::ResearcherTokens => "researcher tokens",
-        }
-    }
-}
-
-/// A token of `role` made with `basho-orchestrator token create` on the federation's store, or
-/// why none could be made (the binary or the command is not there).
-fn stored_token(fed: &Federation, role: &str, subject: Option<&str>) -> Result<String, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .ok_or("no target dir")?;
-    let bin = dir.join("basho-orchestrator");
-    if !bin.exists() {
-        return Err(format!("{} is not built", bin.display()));
-    }
-    let has_tokens = std::process::Command::new(&bin)
-        .args(["token", "--help"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_tokens {
-        return Err("`basho-orchestrator token` does not exist".into());
-    }
-    // From here the feature exists, so anything going wrong is a failure, not a skip.
+/// A token of `role` made with `basho-orchestrator token create` on the federation's store.
+fn stored_token(fed: &Federation, role: &str, subject: Option<&str>) -> String {
+    let bin = basho_tests::binary("basho-orchestrator");
+    assert!(
+        bin.exists(),
+        "{} is not built; scripts/test builds every binary first",
+        bin.display()
+    );
     let config = fed.dir.path().join("orchestrator-hostile.toml");
     std::fs::write(&config, toml::to_string(fed.config()).unwrap()).unwrap();
     let mut cmd = std::process::Command::new(bin);
@@ -94,7 +66,7 @@ fn stored_token(fed: &Federation, role: &str, subject: Option<&str>) -> Result<S
         .split(|c: char| !c.is_ascii_hexdigit())
         .find(|w| w.len() >= 32)
         .unwrap_or_else(|| panic!("no token in the output of `token create`: {stdout}"));
-    Ok(token.to_owned())
+    token.to_owned()
 }
 
 /// Reads the audit log after `after`, or `None` when it cannot be read.
@@ -191,7 +163,6 @@ async fn hostile_input_is_refused_and_leaves_nothing_behind() {
         .await;
 
     let mut table = attacks(&kit, &platform, &agents);
-    let mut skipped: Vec<(&'static str, Feature, String)> = Vec::new();
 
     // Revoked jti replay: revoke a visa by its jti, then present it.
     let jti = format!("revoked-{}", kit.prefix);
@@ -208,119 +179,93 @@ async fn hostile_input_is_refused_and_leaves_nothing_behind() {
             Some(json!({"visa_jti": jti, "reason": "dac-revoked"})),
         )
         .await;
-    if revoke.status == StatusCode::NOT_FOUND && revoke.body["error"]["code"] == "not_found" {
-        skipped.push((
-            "replayed revoked jti, create for a revoked project",
-            Feature::Revocations,
-            "POST /v1/revocations answers 404".into(),
-        ));
-    } else {
-        assert!(
-            revoke.status.is_success(),
-            "revocation by jti: {} {}",
-            revoke.status,
-            revoke.body
-        );
-        table.create_visas(
-            "replayed revoked jti",
-            403,
-            "visa_revoked",
-            vec![revoked_visa],
-        );
-        // A create for a project whose approval ended.
-        let project = kit.project(table.next());
-        let revoke = client
-            .json(
-                Method::POST,
-                "/v1/revocations",
-                &platform,
-                Some(json!({"project": project, "reason": "project-ended"})),
-            )
-            .await;
-        assert!(
-            revoke.status.is_success(),
-            "revocation by project: {}",
-            revoke.body
-        );
-        table.create(
-            "create for a revoked project",
-            "visa",
-            403,
-            "project_revoked",
-            |_| {},
-        );
-        assert_eq!(
-            table.attacks.last().unwrap().project.as_ref(),
-            Some(&project)
-        );
-    }
+    assert!(
+        revoke.status.is_success(),
+        "revocation by jti: {} {}",
+        revoke.status,
+        revoke.body
+    );
+    table.create_visas(
+        "replayed revoked jti",
+        403,
+        "visa_revoked",
+        vec![revoked_visa],
+    );
+    // A create for a project whose approval ended.
+    let project = kit.project(table.next());
+    let revoke = client
+        .json(
+            Method::POST,
+            "/v1/revocations",
+            &platform,
+            Some(json!({"project": project, "reason": "project-ended"})),
+        )
+        .await;
+    assert!(
+        revoke.status.is_success(),
+        "revocation by project: {}",
+        revoke.body
+    );
+    table.create(
+        "create for a revoked project",
+        "visa",
+        403,
+        "project_revoked",
+        |_| {},
+    );
+    assert_eq!(
+        table.attacks.last().unwrap().project.as_ref(),
+        Some(&project)
+    );
 
     // A researcher token reading another researcher's workspace.
-    match stored_token(&fed, "researcher", Some("mallory")) {
-        Ok(mallory) => {
-            table.request(
-                "researcher token reading someone else's workspace",
-                "auth",
-                Method::GET,
-                format!("/v1/workspaces/{control_id}"),
-                Some(mallory.clone()),
-                vec![],
-                404,
-                "not_found",
-            );
-            table.attacks.last_mut().unwrap().or = Some((403, "forbidden"));
-            table.request(
-                "researcher token deleting someone else's workspace",
-                "auth",
-                Method::DELETE,
-                format!("/v1/workspaces/{control_id}"),
-                Some(mallory.clone()),
-                vec![],
-                403,
-                "forbidden",
-            );
-            table.attacks.last_mut().unwrap().or = Some((404, "not_found"));
-            let n = table.next();
-            let body = kit.body(n).to_string().into_bytes();
-            table.request(
-                "researcher token creating a workspace",
-                "auth",
-                Method::POST,
-                "/v1/workspaces".into(),
-                Some(mallory),
-                body,
-                403,
-                "forbidden",
-            );
-            table.attacks.last_mut().unwrap().project = Some(kit.project(n));
-        }
-        Err(why) => skipped.push((
-            "researcher token reading someone else's workspace",
-            Feature::ResearcherTokens,
-            why,
-        )),
-    }
+    let mallory = stored_token(&fed, "researcher", Some("mallory"));
+    table.request(
+        "researcher token reading someone else's workspace",
+        "auth",
+        Method::GET,
+        format!("/v1/workspaces/{control_id}"),
+        Some(mallory.clone()),
+        vec![],
+        404,
+        "not_found",
+    );
+    table.attacks.last_mut().unwrap().or = Some((403, "forbidden"));
+    table.request(
+        "researcher token deleting someone else's workspace",
+        "auth",
+        Method::DELETE,
+        format!("/v1/workspaces/{control_id}"),
+        Some(mallory.clone()),
+        vec![],
+        403,
+        "forbidden",
+    );
+    table.attacks.last_mut().unwrap().or = Some((404, "not_found"));
+    let n = table.next();
+    let body = kit.body(n).to_string().into_bytes();
+    table.request(
+        "researcher token creating a workspace",
+        "auth",
+        Method::POST,
+        "/v1/workspaces".into(),
+        Some(mallory),
+        body,
+        403,
+        "forbidden",
+    );
+    table.attacks.last_mut().unwrap().project = Some(kit.project(n));
 
-    // The audit log, when there is one and this test can get a token that reads it.
+    // The audit log: the platform token reads it, or an auditor's token does.
     let auditor = match client.json(Method::GET, "/v1/audit", &platform, None).await {
-        a if a.status == StatusCode::NOT_FOUND => Err("GET /v1/audit answers 404".to_owned()),
-        a if a.status == StatusCode::OK => Ok(platform.clone()),
+        a if a.status == StatusCode::OK => platform.clone(),
+        a if a.status == StatusCode::NOT_FOUND => panic!("GET /v1/audit answers 404: {}", a.body),
         _ => stored_token(&fed, "auditor", None),
     };
-    let mut seq = 0;
-    let auditor = match auditor {
-        Ok(t) => match audit_after(&client, &t, 0).await {
-            Some(entries) => {
-                seq = last_seq(&entries, 0);
-                Some(t)
-            }
-            None => panic!("an auditor token cannot read GET /v1/audit"),
-        },
-        Err(why) => {
-            println!("audit: skipped, {why}");
-            None
-        }
+    let Some(entries) = audit_after(&client, &auditor, 0).await else {
+        panic!("an auditor token cannot read GET /v1/audit")
     };
+    let mut seq = last_seq(&entries, 0);
 
     let mut tally = Tally::default();
     for a in &table.attacks {
@@ -372,40 +317,35 @@ async fn hostile_input_is_refused_and_leaves_nothing_behind() {
                 a.name, a.status, a.code, got.status, got.body
             )),
         }
-        if let Some(t) = &auditor {
-            let entries = audit_after(&client, t, seq).await.unwrap_or_default();
-            seq = last_seq(&entries, seq);
-            let noted = entries
-                .iter()
-                .any(|e| records_refusal(e, got.status.as_u16(), code));
-            let gap = known(AUDIT_GAPS, a.name);
-            if noted {
-                tally.audited += 1;
-            }
-            match (noted, gap) {
-                (true, Some(_)) => tally.failures.push(format!(
-                    "{}: audited now; remove it from AUDIT_GAPS",
-                    a.name
-                )),
-                (false, Some(why)) => println!("AUDIT GAP: {}: {why}", a.name),
-                (false, None) if ok && must_audit(a) => tally
-                    .failures
-                    .push(format!("{}: refused without an audit entry", a.name)),
-                (false, None) if ok => println!("not audited: {}", a.name),
-                _ => {}
-            }
+        let entries = audit_after(&client, &auditor, seq)
+            .await
+            .unwrap_or_default();
+        seq = last_seq(&entries, seq);
+        let noted = entries
+            .iter()
+            .any(|e| records_refusal(e, got.status.as_u16(), code));
+        let gap = known(AUDIT_GAPS, a.name);
+        if noted {
+            tally.audited += 1;
+        }
+        match (noted, gap) {
+            (true, Some(_)) => tally.failures.push(format!(
+                "{}: audited now; remove it from AUDIT_GAPS",
+                a.name
+            )),
+            (false, Some(why)) => println!("AUDIT GAP: {}: {why}", a.name),
+            (false, None) if ok && must_audit(a) => tally
+                .failures
+                .push(format!("{}: refused without an audit entry", a.name)),
+            (false, None) if ok => println!("not audited: {}", a.name),
+            _ => {}
         }
     }
 
-    for (name, feature, why) in &skipped {
-        println!("skipped: {name}: {} not available ({why})", feature.name());
-    }
     for (cat, (tried, refused)) in &tally.by_category {
         println!("hostile: {cat}: {tried} tried, {refused} refused");
     }
-    if auditor.is_some() {
-        println!("hostile: {} refusals audited", tally.audited);
-    }
+    println!("hostile: {} refusals audited", tally.audited);
     println!(
         "hostile: {} attacks tried, {} refused",
         tally.tried, tally.refused

@@ -112,6 +112,8 @@ impl World {
                 path: data,
                 claim: None,
                 grant_url: None,
+                issuers: Vec::new(),
+                source: None,
             }],
             images: BTreeMap::from([("basho/demo".into(), format!("sha256:{}", "d".repeat(64)))]),
             trusted_issuers: vec![self.jwks.clone()],

@@ -89,10 +89,29 @@ fn check_datasets(config: &SiteConfig, p: &mut Vec<String>) {
         .iter()
         .filter_map(|s| std::fs::canonicalize(s).ok())
         .collect();
+    let trusted: BTreeSet<&str> = config
+        .trusted_issuers
+        .iter()
+        .map(|t| t.issuer.as_str())
+        .collect();
     for d in &config.datasets {
         if !seen.insert(&d.id) {
             p.push(format!(
                 "dataset {} is listed twice in the catalog; keep one entry",
+                d.id
+            ));
+        }
+        if d.issuers.is_empty() && trusted.len() > 1 {
+            p.push(format!(
+                "dataset {}: the site trusts {} issuers; set issuers = [...] to the ones whose \
+                 visas may grant it",
+                d.id,
+                trusted.len()
+            ));
+        }
+        for iss in d.issuers.iter().filter(|i| !trusted.contains(i.as_str())) {
+            p.push(format!(
+                "dataset {}: issuer {iss:?} is not one of the site's trusted_issuers",
                 d.id
             ));
         }
@@ -298,6 +317,8 @@ mod tests {
                 path: data,
                 claim: None,
                 grant_url: None,
+                issuers: Vec::new(),
+                source: None,
             }],
             images: BTreeMap::from([("basho/demo".into(), format!("sha256:{}", "a".repeat(64)))]),
             trusted_issuers: vec![IssuerRef {
@@ -338,6 +359,8 @@ mod tests {
             path,
             claim: None,
             grant_url: None,
+            issuers: vec!["https://dac.test".into()],
+            source: None,
         };
         c.datasets
             .push(dataset("JGAD000101", dir.path().join("JGAD000101")));
@@ -378,6 +401,7 @@ mod tests {
             "images.\"short\"",
             "isolation.user \"0:0\" is root",
             "trusted issuer \"https://gone.test\"",
+            "dataset JGAD000101: the site trusts 2 issuers",
             "failure_rate is 1.5",
         ];
         for e in expect {
@@ -390,7 +414,20 @@ mod tests {
             !problems.iter().any(|p| p.contains("\"digest\"")),
             "{problems:#?}"
         );
-        assert_eq!(problems.len(), 11, "{problems:#?}");
+        assert_eq!(problems.len(), 12, "{problems:#?}");
+    }
+
+    #[test]
+    fn a_dataset_names_only_trusted_issuers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = good(dir.path());
+        c.datasets[0].issuers = vec!["https://dac.test".into(), "https://stranger.test".into()];
+        let problems = check(&c);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].contains("issuer \"https://stranger.test\" is not one of"),
+            "{problems:#?}"
+        );
     }
 
     #[test]

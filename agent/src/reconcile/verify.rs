@@ -56,13 +56,21 @@ pub enum Refusal {
     /// The dataset is not held here, or the image is not allow-listed.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    /// No verified visa carries the dataset's grant URL.
-    #[error("no visa grants dataset {dataset}: a visa whose value is {grant_url} is needed")]
+    /// No verified visa from an issuer bound to the dataset carries its grant URL (and, where
+    /// the site binds one, its source).
+    #[error(
+        "no visa grants dataset {dataset}: a visa whose value is {grant_url}, issued by one of \
+         [{issuers}]{dac}, is needed"
+    )]
     NotGranted {
         /// The dataset.
         dataset: String,
         /// Its grant URL in this site's catalog.
         grant_url: String,
+        /// The issuers bound to it, comma-separated.
+        issuers: String,
+        /// ` and source <dac>` when the site binds a source, else empty.
+        dac: String,
     },
     /// GPUs asked of a backend that cannot give them.
     #[error("the workspace asks for {0} GPUs but this site's backend cannot pass GPUs")]
@@ -95,10 +103,16 @@ pub fn verify_assignment(
     let mut datasets = Vec::with_capacity(a.datasets.len());
     for id in &a.datasets {
         let d = catalog.dataset(id)?;
-        if !grants.iter().any(|g| g.value == d.grant_url) {
+        if !grants.iter().any(|g| d.granted_by(g)) {
             return Err(Refusal::NotGranted {
                 dataset: id.to_string(),
                 grant_url: d.grant_url.clone(),
+                issuers: d.issuers.join(", "),
+                dac: d
+                    .source
+                    .as_ref()
+                    .map(|s| format!(" and source {s}"))
+                    .unwrap_or_default(),
             });
         }
         datasets.push(DatasetMount {
@@ -130,7 +144,7 @@ mod tests {
     use basho_core::visa::mint::{Issuer, Visa};
 
     use super::*;
-    use crate::fixtures::{AssignmentExt, ISSUER, catalog, id, trusted};
+    use crate::fixtures::{AssignmentExt, ISS, ISSUER, catalog, id, trusted};
 
     const CAPS: Capabilities = Capabilities {
         gpus: false,
@@ -257,6 +271,59 @@ mod tests {
                 .contains("https://ddbj.nig.ac.jp/search/entry/jga-dataset/JGAD000102"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn refuses_a_visa_from_a_trusted_issuer_not_bound_to_the_dataset() {
+        // The site trusts two issuers; JGAD000102 is bound to the second only.
+        let other = Issuer::generate("https://other-dac.test");
+        let mut trusted = trusted();
+        trusted
+            .add_json("https://other-dac.test", &other.jwks_json())
+            .unwrap();
+        let root = std::path::Path::new("/srv/jga");
+        let catalog = Catalog::default()
+            .with_dataset(id("JGAD000101"), &root.join("JGAD000101"), None, &[ISS])
+            .with_dataset(
+                id("JGAD000102"),
+                &root.join("JGAD000102"),
+                None,
+                &["https://other-dac.test"],
+            )
+            .with_image("basho/demo", &crate::fixtures::DEMO_IMAGE);
+        let mut a = assignment();
+        a.datasets.push(id("JGAD000102"));
+        a.visas.push(ISSUER.mint("alice", "JGAD000102"));
+        let err = verify_assignment(&a, &trusted, &catalog, CAPS, now()).unwrap_err();
+        assert!(
+            matches!(&err, Refusal::NotGranted { dataset, .. } if dataset == "JGAD000102"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("https://other-dac.test"), "{err}");
+        // The bound issuer's visa grants it.
+        a.visas[1] = other.mint("alice", "JGAD000102");
+        let ok = verify_assignment(&a, &trusted, &catalog, CAPS, now()).unwrap();
+        assert_eq!(ok.datasets.len(), 2);
+    }
+
+    #[test]
+    fn a_bound_source_must_be_the_visas() {
+        let root = std::path::Path::new("/srv/jga");
+        let mut catalog = catalog(root);
+        let a = assignment();
+        catalog.bind_source(&id("JGAD000101"), "https://dac.elsewhere.test/JGAC000999");
+        let err = verify_assignment(&a, &trusted(), &catalog, CAPS, now()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("source https://dac.elsewhere.test/JGAC000999"),
+            "{err}"
+        );
+        // The minter's visas name this DAC as their source.
+        catalog.bind_source(
+            &id("JGAD000101"),
+            "https://ddbj.nig.ac.jp/jga/dac/JGAC000001",
+        );
+        assert!(verify_assignment(&a, &trusted(), &catalog, CAPS, now()).is_ok());
     }
 
     #[test]

@@ -83,6 +83,13 @@ pub fn site_config(
                 path: layout.datasets().join(d.id),
                 claim: None,
                 grant_url: None,
+                // Every issuer `basho dev` trusts may grant every demo dataset, said explicitly.
+                issuers: common
+                    .trusted_issuers
+                    .iter()
+                    .map(|t| t.issuer.clone())
+                    .collect(),
+                source: None,
             })
         })
         .collect::<Result<Vec<_>, DevError>>()?;

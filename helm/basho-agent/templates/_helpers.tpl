@@ -107,6 +107,7 @@ results = {{ include "basho-agent.volumeToml" .Values.workspaces.results }}
 gpu_resource = {{ .Values.workspaces.gpuResource | toJson }}
 stop_grace_s = {{ .Values.workspaces.stopGraceS | int64 }}
 watch_grace_s = {{ .Values.workspaces.watchGraceS | int64 }}
+pull = {{ .Values.workspaces.pull | default "never" | toJson }}
 {{- range .Values.datasets }}
 
 [[datasets]]
@@ -118,6 +119,12 @@ path = {{ .hostPath | toJson }}
 {{- end }}
 {{- if .grantUrl }}
 grant_url = {{ .grantUrl | toJson }}
+{{- end }}
+{{- if .issuers }}
+issuers = {{ .issuers | toJson }}
+{{- end }}
+{{- if .source }}
+source = {{ .source | toJson }}
 {{- end }}
 {{- end }}
 

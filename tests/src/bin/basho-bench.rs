@@ -237,6 +237,8 @@ impl Bench {
                 path: data,
                 claim: None,
                 grant_url: None,
+                issuers: Vec::new(),
+                source: None,
             }],
             images: BTreeMap::from([("basho/demo".to_string(), image)]),
             trusted_issuers: vec![self.jwks.clone()],

@@ -35,6 +35,32 @@ pub struct KubernetesConfig {
     /// past it workspaces are reported `unknown` until the watch is back.
     #[serde(default = "default_watch_grace_s")]
     pub watch_grace_s: u64,
+    /// Whether the kubelet may pull a workspace image: `never` (the default, as on every other
+    /// backend: the site puts the pinned images on its nodes) or `if-not-present` (it may pull
+    /// the allow-listed `name@sha256:...` from the site's registry; the digest fixes the content).
+    #[serde(default)]
+    pub pull: PullPolicy,
+}
+
+/// When the kubelet pulls a workspace image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Only images already on the node run.
+    #[default]
+    Never,
+    /// The pinned image is pulled when the node lacks it.
+    IfNotPresent,
+}
+
+impl PullPolicy {
+    /// The Pod spec's `imagePullPolicy`.
+    pub fn as_k8s(self) -> &'static str {
+        match self {
+            PullPolicy::Never => "Never",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+        }
+    }
 }
 
 /// A volume the site provides for `/work` or `/results`: exactly one of `claim` (a

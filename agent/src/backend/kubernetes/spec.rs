@@ -262,7 +262,7 @@ pub fn pod(
     let container = Container {
         name: CONTAINER.into(),
         image: Some(spec.image.clone()),
-        image_pull_policy: Some("IfNotPresent".into()),
+        image_pull_policy: Some(cfg.pull.as_k8s().into()),
         command: (!spec.command.is_empty()).then(|| spec.command.clone()),
         env: Some(
             spec.env

@@ -163,8 +163,11 @@ fn mount_path<'a>(what: &str, path: &'a Path) -> Result<&'a str, BackendError> {
 /// instead: `--cpus-per-task` and `--mem` in the script's directives, enforced by Slurm's cgroup
 /// plugin on the job's process tree, which the container is part of. The root filesystem is
 /// the read-only SIF; `--containall` gives private /tmp, PID and IPC namespaces and a clean
-/// environment; `--no-privs` drops every capability and sets no-new-privileges. `--network none`
-/// is allowed for unprivileged users from Apptainer 1.1 on.
+/// environment; `--no-privs` drops every capability and sets no-new-privileges; `--no-mount
+/// bind-paths,hostfs,cwd` keeps the `bind path` entries of the site's apptainer.conf, its host
+/// filesystems and the submit directory out. `--network none` is allowed for unprivileged users
+/// from Apptainer 1.1 on. Not matched on Apptainer (an unprivileged runtime cannot): a pids limit
+/// and a noexec /tmp.
 ///
 /// User: an unprivileged Apptainer cannot switch users, so the container runs as the account the
 /// job runs as (the site's submitting service account), not as `spec.user`; the spec's user is
@@ -184,6 +187,10 @@ fn apptainer(program: &str, spec: &LaunchSpec) -> Result<Vec<String>, BackendErr
         "--cleanenv",
         "--no-home",
         "--no-privs",
+        // The site's own `bind path` entries (and `mount hostfs`, and the submit directory) would
+        // reach every container; only the contract's mounts below do.
+        "--no-mount",
+        "bind-paths,hostfs,cwd",
         "--net",
         "--network",
         "none",
@@ -251,6 +258,8 @@ fn engine(runtime: Runtime, program: &str, spec: &LaunchSpec) -> Result<Vec<Stri
         program.into(),
         "run".into(),
         "--rm".into(),
+        // Only the allow-listed image already on the node runs: never fetch one.
+        "--pull=never".into(),
         "--name".into(),
         container_name(&spec.workspace),
         "--label".into(),

@@ -27,4 +27,4 @@ fi
 
 # exec: the container becomes the job's main process, inside the job's cgroup. scancel and the
 # time limit signal it directly, and Slurm kills whatever is left: nothing to clean up.
-exec apptainer exec --containall --cleanenv --no-home --no-privs --net --network none --bind /srv/jga/JGAD000101:/data/JGAD000101:ro --bind /srv/basho/work/P-0001:/work --bind /srv/basho/results/ws-1:/results --bind /var/lib/basho-agent/workspaces/ws-1/workspace.json:/etc/basho/workspace.json:ro --pwd /work --env 'BASHO_WORKSPACE=ws-1' --env 'BASHO_PROJECT=P-0001' --env 'BASHO_DATASETS=JGAD000101' /shared/images/shell.sif sleep 60
+exec apptainer exec --containall --cleanenv --no-home --no-privs --no-mount bind-paths,hostfs,cwd --net --network none --bind /srv/jga/JGAD000101:/data/JGAD000101:ro --bind /srv/basho/work/P-0001:/work --bind /srv/basho/results/ws-1:/results --bind /var/lib/basho-agent/workspaces/ws-1/workspace.json:/etc/basho/workspace.json:ro --pwd /work --env 'BASHO_WORKSPACE=ws-1' --env 'BASHO_PROJECT=P-0001' --env 'BASHO_DATASETS=JGAD000101' /shared/images/shell.sif sleep 60

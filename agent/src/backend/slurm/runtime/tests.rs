@@ -32,7 +32,7 @@ fn engines_carry_every_isolation_default() {
         let a = argv(runtime, &example_spec(runtime)).unwrap();
         let joined = a.join(" ");
         for want in [
-            "run --rm --name basho-ws-1",
+            "run --rm --pull=never --name basho-ws-1",
             "--network none",
             "--cap-drop ALL",
             "--security-opt no-new-privileges",
@@ -86,7 +86,7 @@ fn engines_carry_every_isolation_default() {
 fn apptainer_is_contained_and_binds_only_the_contract() {
     let a = argv(Runtime::Apptainer, &example_spec(Runtime::Apptainer)).unwrap();
     assert_eq!(
-        a[..9],
+        a[..11],
         [
             "apptainer",
             "exec",
@@ -94,6 +94,8 @@ fn apptainer_is_contained_and_binds_only_the_contract() {
             "--cleanenv",
             "--no-home",
             "--no-privs",
+            "--no-mount",
+            "bind-paths,hostfs,cwd",
             "--net",
             "--network",
             "none"
