@@ -13,12 +13,13 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use basho_core::protocol::{Assignment, Observation};
-use basho_core::revocation::{Holder, Revocation, VisaId, first_match, visa_id};
+use basho_core::revocation::{Holder, Revocation, VisaId, first_match, visa_grant_url, visa_id};
 use basho_core::{Ident, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Observed;
+use crate::catalog::Catalog;
 use crate::reconcile::{Action, StopReason};
 
 /// The deny-list file under the agent's state directory.
@@ -72,9 +73,11 @@ pub struct Grants {
 }
 
 impl Grants {
-    /// What an assignment holds. Visa ids are read without verification: enough to deny, never
-    /// to grant. A visa that does not decode counts as issued at time 0, so it stays covered.
-    pub fn of(a: &Assignment) -> Self {
+    /// What an assignment holds. Visa ids and grant URLs are read without verification: enough
+    /// to deny, never to grant. Each visa stands for the assignment's datasets whose grant URL in
+    /// `catalog` it carries; a visa that does not decode counts as issued at time 0 for every
+    /// dataset, so it stays covered.
+    pub fn of(a: &Assignment, catalog: &Catalog) -> Self {
         Self {
             project: a.project.clone(),
             owner: a.owner.clone(),
@@ -83,10 +86,21 @@ impl Grants {
                 .visas
                 .iter()
                 .map(|v| {
-                    visa_id(v).unwrap_or(VisaId {
+                    let id = visa_id(v).unwrap_or(VisaId {
                         jti: String::new(),
                         iat: 0,
-                    })
+                        datasets: None,
+                    });
+                    match visa_grant_url(v) {
+                        Some(url) => id.granting(
+                            a.datasets
+                                .iter()
+                                .filter(|d| catalog.dataset(d).is_ok_and(|c| c.grant_url == url))
+                                .cloned()
+                                .collect(),
+                        ),
+                        None => id,
+                    }
                 })
                 .collect(),
         }
@@ -205,6 +219,7 @@ impl DenyList {
         desired: Option<&[Assignment]>,
         actual: Vec<Observed>,
         recorded: &BTreeMap<String, Grants>,
+        catalog: &Catalog,
         now: DateTime<Utc>,
     ) -> Screened {
         if self.entries.is_empty() {
@@ -219,7 +234,7 @@ impl DenyList {
         let mut actions = Vec::new();
         let mut kept = Vec::new();
         for a in desired.unwrap_or_default() {
-            match self.covering(&Grants::of(a)) {
+            match self.covering(&Grants::of(a, catalog)) {
                 Some(r) => {
                     covered.insert(a.id.clone(), r);
                     if !running.contains(a.id.as_str()) {
@@ -322,6 +337,7 @@ mod tests {
             visas: vec![VisaId {
                 jti: jti.into(),
                 iat: 1,
+                datasets: None,
             }],
         }
     }
@@ -374,6 +390,7 @@ mod tests {
             None,
             vec![running("ws-1"), running("ws-2")],
             &recorded,
+            &Catalog::default(),
             Utc::now(),
         );
         assert!(out.desired.is_none());
@@ -388,11 +405,45 @@ mod tests {
     }
 
     #[test]
+    fn a_dataset_revocation_weighs_only_that_datasets_visas() {
+        use basho_core::visa::mint::Visa;
+
+        use crate::fixtures::{AssignmentExt, ISSUER, catalog};
+        let mut list = DenyList::default();
+        list.merge(&[Revocation {
+            dataset: Some(id("JGAD000102")),
+            visa_jti: None,
+            ..revocation(1, "unused")
+        }]);
+        // An old visa for JGAD000101, a fresh one (issued after the revocation) for JGAD000102.
+        let mut a = Assignment::test("ws-1").with_dataset("JGAD000101");
+        a.datasets.push(id("JGAD000102"));
+        a.visas.push(ISSUER.sign(&Visa {
+            iat_in: 30,
+            ..Visa::new("alice", "JGAD000102")
+        }));
+        let catalog = catalog(std::path::Path::new("/srv/jga"));
+        let out = list.screen(
+            Some(&[a.clone()]),
+            vec![],
+            &BTreeMap::new(),
+            &catalog,
+            Utc::now(),
+        );
+        assert_eq!(out.desired, Some(vec![a.clone()]), "{:?}", out.actions);
+        // With JGAD000102's own visa old, the revocation covers it.
+        a.visas[1] = ISSUER.mint("alice", "JGAD000102");
+        let out = list.screen(Some(&[a]), vec![], &BTreeMap::new(), &catalog, Utc::now());
+        assert_eq!(out.desired, Some(vec![]));
+    }
+
+    #[test]
     fn an_empty_list_changes_nothing() {
         let out = DenyList::default().screen(
             Some(&[]),
             vec![running("ws-1")],
             &BTreeMap::new(),
+            &Catalog::default(),
             Utc::now(),
         );
         assert_eq!(out.desired, Some(vec![]));

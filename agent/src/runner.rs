@@ -331,7 +331,13 @@ impl Reconciler {
             self.save_deny_list().await;
         }
         let recorded = self.recorded_grants(desired, &actual).await;
-        let screened = self.deny.screen(desired, actual.clone(), &recorded, now);
+        let screened = self.deny.screen(
+            desired,
+            actual.clone(),
+            &recorded,
+            self.executor.catalog(),
+            now,
+        );
         if screened.actions.iter().any(Action::changes) {
             basho_core::crash_point!("agent.revocation.screened");
         }

@@ -178,13 +178,32 @@ pub struct Revoked {
     pub revocation: Revocation,
 }
 
-/// A visa as revocation needs it: its id and when it was issued (Unix seconds).
+/// A visa as revocation needs it: its id, when it was issued (Unix seconds) and which of its
+/// holder's datasets it grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VisaId {
     /// `jti`.
     pub jti: String,
     /// `iat`.
     pub iat: i64,
+    /// The holder's datasets this visa grants, as the holder's side resolved its grant URL;
+    /// `None` when unknown, and then it counts for every dataset, so a revocation still covers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datasets: Option<Vec<Ident>>,
+}
+
+impl VisaId {
+    /// Whether this visa may be the one granting `dataset`.
+    pub fn may_grant(&self, dataset: &Ident) -> bool {
+        self.datasets.as_ref().is_none_or(|d| d.contains(dataset))
+    }
+
+    /// The same visa, known to grant `datasets`.
+    #[must_use]
+    pub fn granting(mut self, datasets: Vec<Ident>) -> Self {
+        self.datasets = Some(datasets);
+        self
+    }
 }
 
 /// What a workspace (or a create request) holds, as revocation sees it.
@@ -209,7 +228,8 @@ impl Revocation {
     ///
     /// With a subject or dataset selector and no `visa_jti`, only visas issued at or before the
     /// revocation count: a workspace whose visas were all issued later (a fresh DAC approval) is
-    /// not affected.
+    /// not affected. With a dataset selector, only the visas that grant that dataset count: a
+    /// fresh visa for it is not undone by an older visa for another dataset.
     pub fn matches(&self, h: Holder<'_>) -> bool {
         if let Some(p) = &self.project
             && p.as_str() != h.project
@@ -231,7 +251,11 @@ impl Revocation {
         }
         if self.subject.is_some() || self.dataset.is_some() {
             let at = self.at.timestamp();
-            return h.visas.iter().any(|v| v.iat <= at);
+            return h
+                .visas
+                .iter()
+                .filter(|v| self.dataset.as_ref().is_none_or(|d| v.may_grant(d)))
+                .any(|v| v.iat <= at);
         }
         true
     }
@@ -276,7 +300,19 @@ pub fn visa_id(jwt: &str) -> Option<VisaId> {
     Some(VisaId {
         jti: c.jti,
         iat: c.iat,
+        datasets: None,
     })
+}
+
+/// The grant URL (`ga4gh_visa_v1.value`) of a visa JWT, read without verifying it: for resolving
+/// which dataset a visa stands for when matching a deny-list, never for granting anything.
+pub fn visa_grant_url(jwt: &str) -> Option<String> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["ga4gh_visa_v1"]["value"].as_str().map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -307,6 +343,7 @@ mod tests {
         VisaId {
             jti: jti.into(),
             iat,
+            datasets: None,
         }
     }
 
@@ -348,6 +385,38 @@ mod tests {
         assert!(r.matches(holder(&ds, &[visa("a", 999)])));
         assert!(!r.matches(holder(&ds, &[visa("a", 2_000)])));
         assert!(!r.matches(holder(&[id("D1")], &[visa("a", 999)])));
+    }
+
+    #[test]
+    fn dataset_counts_only_the_visas_granting_it() {
+        // D2's visa was issued after the revocation, D1's before: the revocation of D2 does not
+        // reach back through D1's visa.
+        let ds = [id("D1"), id("D2")];
+        let r = rev(|r| r.dataset = Some(id("D2")));
+        let fresh = [
+            visa("d1", 500).granting(vec![id("D1")]),
+            visa("d2", 2_000).granting(vec![id("D2")]),
+        ];
+        assert!(!r.matches(holder(&ds, &fresh)));
+        // D2's own old visa is covered.
+        let stale = [
+            visa("d1", 2_000).granting(vec![id("D1")]),
+            visa("d2", 500).granting(vec![id("D2")]),
+        ];
+        assert!(r.matches(holder(&ds, &stale)));
+        // A visa whose datasets are unknown counts for every dataset.
+        assert!(r.matches(holder(&ds, &[visa("d1", 500), fresh[1].clone()])));
+    }
+
+    #[test]
+    fn the_grant_url_is_read_from_the_visa() {
+        let issuer = crate::visa::mint::Issuer::generate("https://dac.test");
+        let jwt = issuer.mint("alice", "JGAD000101");
+        assert_eq!(
+            visa_grant_url(&jwt).as_deref(),
+            Some("https://ddbj.nig.ac.jp/search/entry/jga-dataset/JGAD000101")
+        );
+        assert_eq!(visa_grant_url("not.a-jwt"), None);
     }
 
     #[test]

@@ -221,17 +221,29 @@ pub(crate) fn admit<'a>(
         expires_at,
         updated_at: now,
     };
+    // Which of the workspace's datasets each visa grants, by the site's grant URLs: a dataset
+    // revocation then weighs only the visas for that dataset.
+    let urls = ctx
+        .sites
+        .site_grant_urls(&workspace.site, &workspace.datasets);
+    let visa_refs = grants
+        .iter()
+        .map(|g| VisaRef {
+            iss: g.iss.clone(),
+            jti: g.jti.clone(),
+            exp: g.exp,
+            datasets: Some(
+                urls.iter()
+                    .filter(|(_, url)| *url == g.value)
+                    .map(|(d, _)| d.clone())
+                    .collect(),
+            ),
+        })
+        .collect();
     let record = WorkspaceRecord {
         workspace,
         visas: req.visas.clone(),
-        visa_refs: grants
-            .iter()
-            .map(|g| VisaRef {
-                iss: g.iss.clone(),
-                jti: g.jti.clone(),
-                exp: g.exp,
-            })
-            .collect(),
+        visa_refs,
         image: template.image.clone(),
         command: template.command.clone(),
         revision: 0,

@@ -311,6 +311,18 @@ impl SiteCache {
         out
     }
 
+    /// The grant URL `site`'s catalog gives each of `datasets` it holds.
+    pub fn site_grant_urls(&self, site: &Ident, datasets: &[Ident]) -> Vec<(Ident, String)> {
+        let sites = self.lock();
+        let Some(e) = sites.get(site) else {
+            return Vec::new();
+        };
+        datasets
+            .iter()
+            .filter_map(|d| Some((d.clone(), e.datasets.get(d)?.clone())))
+            .collect()
+    }
+
     /// Sites silent since before `cutoff`.
     pub fn silent_since(&self, cutoff: DateTime<Utc>) -> Vec<(Ident, DateTime<Utc>)> {
         self.lock()

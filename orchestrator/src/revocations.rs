@@ -61,21 +61,24 @@ pub struct Refused {
     selectors: String,
 }
 
-/// The visa ids of a stored workspace, from its stored (already verified) visas. A visa whose
-/// payload cannot be read counts as issued at time 0, so an older revocation still covers it.
+/// The visa ids of a stored workspace, from its stored (already verified) visas, each granting
+/// the datasets placement resolved for it. A visa whose payload cannot be read counts as issued
+/// at time 0, so an older revocation still covers it.
 fn visa_ids(rec: &WorkspaceRecord) -> Vec<VisaId> {
     rec.visas
         .iter()
         .enumerate()
         .map(|(i, jwt)| {
-            visa_id(jwt).unwrap_or_else(|| VisaId {
-                jti: rec
-                    .visa_refs
-                    .get(i)
-                    .map(|r| r.jti.clone())
-                    .unwrap_or_default(),
+            let stored = rec.visa_refs.get(i);
+            let id = visa_id(jwt).unwrap_or_else(|| VisaId {
+                jti: stored.map(|r| r.jti.clone()).unwrap_or_default(),
                 iat: 0,
-            })
+                datasets: None,
+            });
+            match stored.and_then(|r| r.datasets.clone()) {
+                Some(datasets) => id.granting(datasets),
+                None => id,
+            }
         })
         .collect()
 }

@@ -74,6 +74,10 @@ pub struct VisaRef {
     pub jti: String,
     /// Expiry, Unix seconds.
     pub exp: i64,
+    /// The workspace's datasets this visa grants, as placement resolved its grant URL; absent
+    /// on workspaces stored before it was kept (the visa then counts for every dataset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datasets: Option<Vec<Ident>>,
 }
 
 /// A workspace with everything the store keeps beside what the API shows.

@@ -104,6 +104,29 @@ async fn a_dataset_revocation_spares_visas_issued_after_it() {
         json!({"project": "P-0001", "template": "shell", "visas": [fresh]}),
     )
     .await;
+
+    // Beside an old visa for another dataset, the fresh approval still stands: only the visas
+    // for the revoked dataset are weighed against it.
+    let old_other = h.visa("r-1", "JGAD000102");
+    let fresh = h.issuer.sign(&Visa {
+        iat_in: 30,
+        ..Visa::new("r-1", "JGAD000101")
+    });
+    let both = created(
+        &h,
+        json!({"project": "P-0001", "template": "shell", "visas": [old_other, fresh]}),
+    )
+    .await;
+    let (_, again) = revoke(
+        &h,
+        json!({"dataset": "JGAD000101", "reason": "consent-withdrawn"}),
+    )
+    .await;
+    assert!(
+        !affected(&again).contains(&both),
+        "a fresh visa for JGAD000101 is not undone by an old one for JGAD000102: {again}"
+    );
+    assert_eq!(h.state(&both).await, "placed");
 }
 
 #[tokio::test]

@@ -95,6 +95,11 @@ impl Executor {
         &self.backend
     }
 
+    /// The site's catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
     /// What runs on the backend, with the recorded expiry filled in where the backend keeps none.
     pub async fn observe(&self) -> Result<Vec<Observed>, BackendError> {
         let mut seen = self.backend.list_managed().await?;
@@ -204,6 +209,13 @@ impl Executor {
                 .map(|g| VisaId {
                     jti: g.jti.clone(),
                     iat: g.iat,
+                    datasets: Some(
+                        a.datasets
+                            .iter()
+                            .filter(|d| self.catalog.dataset(d).is_ok_and(|c| c.granted_by(g)))
+                            .cloned()
+                            .collect(),
+                    ),
                 })
                 .collect(),
         };

@@ -112,6 +112,7 @@ pub(crate) fn rec(ws: &str, site: &str) -> WorkspaceRecord {
             iss: "https://dac.example".into(),
             jti: "j1".into(),
             exp: now.timestamp() + 3600,
+            datasets: Some(vec![Ident::parse("JGAD000101").unwrap()]),
         }],
         image: "basho/demo".into(),
         command: vec!["sh".into()],
