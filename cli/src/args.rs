@@ -7,8 +7,8 @@ use basho_core::{Ident, State};
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::DEFAULT_ADDR;
-use crate::duration::parse_duration;
 use crate::output::Output;
+use basho_core::duration::parse_duration;
 
 /// basho: isolated workspaces for approved projects on federated supercomputers.
 #[derive(Debug, Parser)]

@@ -241,6 +241,7 @@ pub async fn token(
         subject,
         site: None,
         name: Some("basho dev token".into()),
+        ttl: None,
     };
     match tokens::create(&store, new, "operator").await {
         Ok((_, secret)) => Ok(secret),

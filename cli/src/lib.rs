@@ -5,7 +5,6 @@ pub mod args;
 pub mod audit;
 pub mod client;
 pub mod dev;
-pub mod duration;
 pub mod error;
 pub mod output;
 pub mod revoke;

@@ -14,11 +14,11 @@ use clap::Args;
 
 use crate::args::ClientArgs;
 use crate::client::Client;
-use crate::duration::parse_duration;
 use crate::error::Error;
 use crate::output::{self, Output};
 use crate::wait::POLL_INTERVAL;
 use crate::workspace::print_raw;
+use basho_core::duration::parse_duration;
 
 /// `basho revoke`.
 #[derive(Debug, Args)]

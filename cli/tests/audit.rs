@@ -33,6 +33,7 @@ async fn start() -> Running {
         subject: None,
         site: None,
         name: None,
+        ttl: None,
     };
     let (_, auditor) = tokens::create(&store, new, "operator").await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod crash;
+pub mod duration;
 pub mod error;
 pub mod id;
 #[cfg(feature = "logging")]

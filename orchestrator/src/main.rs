@@ -54,8 +54,12 @@ enum TokenCommand {
         /// A note saying whom the token is for.
         #[arg(long)]
         name: Option<String>,
+        /// How long it lives (`90d`, `12h`, `3600`): 60 s to three years. Default: 90 days for
+        /// platform and agent tokens, 12 hours for admin, auditor and researcher tokens.
+        #[arg(long, value_parser = basho_core::duration::parse_duration)]
+        ttl: Option<std::time::Duration>,
     },
-    /// List tokens: id, role, subject or site, created, revoked, name (never the token).
+    /// List tokens: id, role, subject or site, created, expires, revoked, name (never the token).
     List {
         /// The config file naming the database.
         #[arg(long, env = "BASHO_CONFIG")]
@@ -117,6 +121,7 @@ async fn token(command: TokenCommand) -> Result<ExitCode, Error> {
             subject,
             site,
             name,
+            ttl,
         } => {
             let Some(role) = Role::parse(&role) else {
                 return usage(format!(
@@ -133,12 +138,16 @@ async fn token(command: TokenCommand) -> Result<ExitCode, Error> {
                 subject,
                 site,
                 name,
+                ttl,
             };
             match tokens::create(&*store, new, OPERATOR).await {
                 Ok((rec, secret)) => {
-                    println!("id:    {}", rec.id);
-                    println!("role:  {}", rec.role);
-                    println!("token: {secret}");
+                    println!("id:      {}", rec.id);
+                    println!("role:    {}", rec.role);
+                    if let Some(e) = rec.expires_at {
+                        println!("expires: {}", e.to_rfc3339());
+                    }
+                    println!("token:   {secret}");
                     eprintln!("the token is shown only now; store it safely");
                     Ok(ExitCode::SUCCESS)
                 }
@@ -149,7 +158,7 @@ async fn token(command: TokenCommand) -> Result<ExitCode, Error> {
         }
         TokenCommand::List { config } => {
             let store = tokens::open_store(&config).await?;
-            println!("ID\tROLE\tSUBJECT/SITE\tCREATED\tREVOKED\tNAME");
+            println!("ID\tROLE\tSUBJECT/SITE\tCREATED\tEXPIRES\tREVOKED\tNAME");
             for t in store.tokens().await? {
                 println!("{}", tokens::list_line(&t));
             }

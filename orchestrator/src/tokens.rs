@@ -11,7 +11,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use basho_core::Ident;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -44,6 +44,22 @@ pub struct NewToken {
     pub site: Option<Ident>,
     /// A note saying whom it is for.
     pub name: Option<String>,
+    /// How long it opens anything; [`default_ttl`] of its role when `None`.
+    pub ttl: Option<Duration>,
+}
+
+/// Shortest lifetime a token may be given.
+pub const MIN_TTL: Duration = Duration::from_secs(60);
+/// Longest lifetime a token may be given: three years.
+pub const MAX_TTL: Duration = Duration::from_secs(3 * 365 * 24 * 3600);
+
+/// How long a token of `role` lives unless told: 90 days for machines (the platform, agents),
+/// 12 hours for people (admins, auditors, researchers).
+pub fn default_ttl(role: Role) -> Duration {
+    match role {
+        Role::Platform | Role::Agent => Duration::from_secs(90 * 24 * 3600),
+        Role::Admin | Role::Auditor | Role::Researcher => Duration::from_secs(12 * 3600),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -84,19 +100,33 @@ pub async fn create(
     if new.subject.as_deref().is_some_and(|s| s.trim().is_empty()) {
         return Err(TokenError::Usage("--subject is empty".into()));
     }
+    let ttl = new.ttl.unwrap_or_else(|| default_ttl(new.role));
+    if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+        return Err(TokenError::Usage(format!(
+            "a token lives from {} s to {} s (three years); {} s was asked",
+            MIN_TTL.as_secs(),
+            MAX_TTL.as_secs(),
+            ttl.as_secs()
+        )));
+    }
     let secret = hex(&rand::random::<[u8; 32]>());
+    let created_at = to_millis(Utc::now());
     let rec = TokenRecord {
         id: format!("tok-{}", hex(&rand::random::<[u8; 4]>())),
         role: new.role,
         subject: new.subject,
         site: new.site,
         name: new.name,
-        created_at: to_millis(Utc::now()),
+        created_at,
         revoked_at: None,
+        expires_at: chrono::TimeDelta::from_std(ttl)
+            .ok()
+            .map(|d| created_at + d),
     };
     store.insert_token(&rec, &token_hash(&secret)).await?;
     let detail = json!({"role": rec.role.as_str(), "subject": rec.subject,
-        "site": rec.site.as_ref().map(|s| s.as_str()), "name": rec.name});
+        "site": rec.site.as_ref().map(|s| s.as_str()), "name": rec.name,
+        "expires_at": rec.expires_at});
     let ev = AuditEvent::new(actor, "token_create", &rec.id, detail);
     store.append_audit(Utc::now(), &[ev]).await?;
     Ok((rec, secret))
@@ -118,20 +148,23 @@ pub async fn revoke(store: &dyn Store, id: &str, actor: &str) -> Result<TokenRec
     Ok(rec)
 }
 
-/// One line of `token list`: id, role, subject or site, created, revoked (never the hash).
+/// One line of `token list`: id, role, subject or site, created, expires, revoked, name (never
+/// the hash).
 pub fn list_line(t: &TokenRecord) -> String {
     let whom = t
         .subject
         .clone()
         .or_else(|| t.site.as_ref().map(ToString::to_string))
         .unwrap_or_else(|| "-".into());
+    let when = |d: Option<DateTime<Utc>>| d.map_or_else(|| "-".into(), |d| d.to_rfc3339());
     format!(
-        "{}\t{}\t{}\t{}\t{}\t{}",
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
         t.id,
         t.role,
         whom,
         t.created_at.to_rfc3339(),
-        t.revoked_at.map_or_else(|| "-".into(), |r| r.to_rfc3339()),
+        when(t.expires_at),
+        when(t.revoked_at),
         t.name.as_deref().unwrap_or("-"),
     )
 }
@@ -210,9 +243,9 @@ impl Principal {
         }
     }
 
-    /// The principal of a stored token, unless it is revoked or incomplete.
-    pub fn of_record(t: &TokenRecord) -> Option<Principal> {
-        if t.revoked_at.is_some() {
+    /// The principal of a stored token at `now`, unless it is revoked, expired or incomplete.
+    pub fn of_record(t: &TokenRecord, now: DateTime<Utc>) -> Option<Principal> {
+        if t.revoked_at.is_some() || t.expires_at.is_some_and(|e| e <= now) {
             return None;
         }
         Some(match t.role {
@@ -225,12 +258,15 @@ impl Principal {
     }
 }
 
+/// A stored token's principal as cached: its token id, when it expires, when it was read.
+type Cached = (Principal, String, Option<DateTime<Utc>>, Instant);
+
 /// The configured tokens, as digests, and a cache of stored tokens.
 #[derive(Debug, Default)]
 pub struct Tokens {
     platform: Vec<Hash>,
     agents: Vec<(Hash, Ident)>,
-    cache: RwLock<HashMap<Hash, (Principal, String, Instant)>>,
+    cache: RwLock<HashMap<Hash, Cached>>,
 }
 
 impl Tokens {
@@ -275,21 +311,23 @@ impl Tokens {
             return Ok(Some(p));
         }
         let d = digest(token);
-        if let Some((p, _, at)) = self.cache.read().expect("token cache lock").get(&d)
+        let now = Utc::now();
+        if let Some((p, _, expires, at)) = self.cache.read().expect("token cache lock").get(&d)
             && at.elapsed() < CACHE_TTL
+            && expires.is_none_or(|e| e > now)
         {
             return Ok(Some(p.clone()));
         }
         let hash = token_hash(token);
         let found = store.token_by_hash(&hash).await?;
-        let p = found.as_ref().and_then(Principal::of_record);
+        let p = found.as_ref().and_then(|t| Principal::of_record(t, now));
         let mut cache = self.cache.write().expect("token cache lock");
         match (&p, found) {
             (Some(p), Some(rec)) => {
                 if cache.len() >= CACHE_MAX {
                     cache.clear();
                 }
-                cache.insert(d, (p.clone(), rec.id, Instant::now()));
+                cache.insert(d, (p.clone(), rec.id, rec.expires_at, Instant::now()));
             }
             _ => {
                 cache.remove(&d);
@@ -303,7 +341,7 @@ impl Tokens {
         self.cache
             .write()
             .expect("token cache lock")
-            .retain(|_, (_, cached, _)| cached != id);
+            .retain(|_, (_, cached, _, _)| cached != id);
     }
 }
 
@@ -334,24 +372,43 @@ mod tests {
 
     #[test]
     fn revoked_and_incomplete_records_open_nothing() {
+        let now = chrono::Utc::now();
         let rec = TokenRecord {
             id: "tok-00000001".into(),
             role: Role::Researcher,
             subject: Some("alice".into()),
             site: None,
             name: None,
-            created_at: chrono::Utc::now(),
+            created_at: now,
             revoked_at: None,
+            expires_at: Some(now + chrono::TimeDelta::hours(12)),
         };
         assert_eq!(
-            Principal::of_record(&rec),
+            Principal::of_record(&rec, now),
             Some(Principal::Researcher("alice".into()))
         );
         let mut revoked = rec.clone();
-        revoked.revoked_at = Some(chrono::Utc::now());
-        assert_eq!(Principal::of_record(&revoked), None);
+        revoked.revoked_at = Some(now);
+        assert_eq!(Principal::of_record(&revoked, now), None);
+        // At and after its expiry it opens nothing.
+        let later = now + chrono::TimeDelta::hours(12);
+        assert_eq!(Principal::of_record(&rec, later), None);
         let mut agent = rec;
         agent.role = Role::Agent;
-        assert_eq!(Principal::of_record(&agent), None);
+        assert_eq!(Principal::of_record(&agent, now), None);
+    }
+
+    #[test]
+    fn machines_live_90_days_and_people_12_hours() {
+        for role in [Role::Platform, Role::Agent] {
+            assert_eq!(
+                default_ttl(role),
+                Duration::from_secs(90 * 86_400),
+                "{role}"
+            );
+        }
+        for role in [Role::Admin, Role::Auditor, Role::Researcher] {
+            assert_eq!(default_ttl(role), Duration::from_secs(12 * 3600), "{role}");
+        }
     }
 }

@@ -18,6 +18,7 @@ async fn harness() -> (Harness, SqliteStore, String) {
         subject: None,
         site: None,
         name: None,
+        ttl: None,
     };
     let (_, auditor) = tokens::create(&store, new, "operator").await.unwrap();
     (h, store, auditor)

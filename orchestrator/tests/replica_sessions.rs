@@ -182,6 +182,7 @@ async fn a_session_through_either_replica_reaches_the_site() {
         subject: Some("r-1".into()),
         site: None,
         name: None,
+        ttl: None,
     };
     let alice = create(&store, researcher, "test").await.unwrap().1;
 

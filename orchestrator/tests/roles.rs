@@ -27,6 +27,7 @@ async fn mint(
         subject: subject.map(str::to_owned),
         site: site.map(|s| s.parse().unwrap()),
         name: Some("test".into()),
+        ttl: None,
     };
     let (rec, secret) = tokens::create(store, new, "operator").await.unwrap();
     (rec.id, secret)
@@ -210,6 +211,73 @@ async fn a_researcher_sees_only_their_own_workspaces() {
 }
 
 #[tokio::test]
+async fn an_expired_token_is_unauthenticated_and_tokens_expire_by_role() {
+    use basho_orchestrator::store::{TokenRecord, TokenStore as _};
+    let (h, store) = harness().await;
+    // Made a day ago with a twelve-hour life.
+    let made = chrono::Utc::now() - chrono::TimeDelta::days(1);
+    let secret = "expired-admin-token-0123456789abcdef";
+    let rec = TokenRecord {
+        id: "tok-0000dead".into(),
+        role: Role::Admin,
+        subject: None,
+        site: None,
+        name: None,
+        created_at: made,
+        revoked_at: None,
+        expires_at: Some(made + chrono::TimeDelta::hours(12)),
+    };
+    store
+        .insert_token(&rec, &tokens::token_hash(secret))
+        .await
+        .unwrap();
+    assert_error(
+        &h.call(Method::GET, "/v1/audit", secret, None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    // A new admin token lives 12 hours, a new agent token 90 days; both open their endpoints.
+    let (_, admin) = mint(&store, Role::Admin, None, None).await;
+    let (_, listed) = h.call(Method::GET, "/v1/tokens", &admin, None).await;
+    let life = |role: &str| {
+        let t = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["role"] == role && t["id"] != "tok-0000dead")
+            .unwrap_or_else(|| panic!("no {role} token in {listed}"));
+        let at = |k: &str| chrono::DateTime::parse_from_rfc3339(t[k].as_str().unwrap()).unwrap();
+        (at("expires_at") - at("created_at")).num_seconds()
+    };
+    assert_eq!(life("admin"), 12 * 3600);
+    // Over the API, with a lifetime of its own; one out of range is refused.
+    let (s, made) = h
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            &admin,
+            Some(json!({"role": "agent", "site": "tohoku", "ttl_s": 3600})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let at = |k: &str| chrono::DateTime::parse_from_rfc3339(made[k].as_str().unwrap()).unwrap();
+    assert_eq!((at("expires_at") - at("created_at")).num_seconds(), 3600);
+    let refused = h
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            &admin,
+            Some(json!({"role": "admin", "ttl_s": 5})),
+        )
+        .await;
+    assert_error(
+        &refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+}
+
+#[tokio::test]
 async fn unknown_missing_and_revoked_tokens_are_unauthenticated() {
     let (h, store) = harness().await;
     let (id, admin) = mint(&store, Role::Admin, None, None).await;
@@ -281,18 +349,21 @@ async fn tokens_are_stored_hashed_and_listed_without_secrets() {
             subject: None,
             site: None,
             name: None,
+            ttl: None,
         },
         NewToken {
             role: Role::Agent,
             subject: None,
             site: None,
             name: None,
+            ttl: None,
         },
         NewToken {
             role: Role::Admin,
             subject: Some("x".into()),
             site: None,
             name: None,
+            ttl: None,
         },
     ] {
         assert!(matches!(

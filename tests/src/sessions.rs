@@ -21,6 +21,7 @@ pub async fn token(fed: &Federation, role: Role, subject: Option<&str>) -> Strin
         subject: subject.map(str::to_owned),
         site: None,
         name: None,
+        ttl: None,
     };
     create(&*store, new, "test").await.expect("token").1
 }

@@ -182,6 +182,7 @@ async fn signals_reach_only_agents_that_take_them() {
         subject: Some("r-1".into()),
         site: None,
         name: None,
+        ttl: None,
     };
     let alice = create(&*store, new, "test").await.unwrap().1;
     let admin = NewToken {
@@ -189,6 +190,7 @@ async fn signals_reach_only_agents_that_take_them() {
         subject: None,
         site: None,
         name: None,
+        ttl: None,
     };
     let admin = create(&*store, admin, "test").await.unwrap().1;
     let client = ClientArgs {

@@ -33,6 +33,8 @@ pub struct TokenInfo {
     pub created_at: DateTime<Utc>,
     /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When it stops opening anything (absent only on tokens made before tokens expired).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<TokenRecord> for TokenInfo {
@@ -45,6 +47,7 @@ impl From<TokenRecord> for TokenInfo {
             name: t.name,
             created_at: t.created_at,
             revoked_at: t.revoked_at,
+            expires_at: t.expires_at,
         }
     }
 }
@@ -61,6 +64,10 @@ pub struct CreateToken {
     pub site: Option<Ident>,
     /// Whom it is for.
     pub name: Option<String>,
+    /// Its lifetime in seconds, 60 to three years; 90 days for platform and agent tokens and
+    /// 12 hours for people's (admin, auditor, researcher) when absent.
+    #[schema(minimum = 60, maximum = 94_608_000)]
+    pub ttl_s: Option<u64>,
 }
 
 /// A new token: shown only in this answer.
@@ -111,6 +118,7 @@ pub async fn create(
         subject: req.subject,
         site: req.site,
         name: req.name,
+        ttl: req.ttl_s.map(std::time::Duration::from_secs),
     };
     let (rec, token) = tokens::create(o.inner().store.as_ref(), new, &who.actor())
         .await

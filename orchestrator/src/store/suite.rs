@@ -607,6 +607,7 @@ pub(crate) async fn tokens_round_trip(s: Arc<dyn Store>) {
         name: Some("tohoku agent".into()),
         created_at: t0,
         revoked_at: None,
+        expires_at: Some(t0 + TimeDelta::days(90)),
     };
     let researcher = TokenRecord {
         id: "tok-00000002".into(),
@@ -616,6 +617,8 @@ pub(crate) async fn tokens_round_trip(s: Arc<dyn Store>) {
         name: None,
         created_at: t0 + TimeDelta::seconds(1),
         revoked_at: None,
+        // A token made before tokens expired.
+        expires_at: None,
     };
     s.insert_token(&agent, "hash-1").await.unwrap();
     s.insert_token(&researcher, "hash-2").await.unwrap();

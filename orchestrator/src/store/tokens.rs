@@ -26,6 +26,9 @@ pub struct TokenRecord {
     pub created_at: DateTime<Utc>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When it stops opening anything (whole milliseconds); `None` only for tokens made before
+    /// tokens expired.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Tokens kept in the database.

@@ -112,6 +112,7 @@ async fn main() -> Result<()> {
         subject: Some("alice".into()),
         site: None,
         name: None,
+        ttl: None,
     };
     let token = create(&*store, new, "bench").await?.1;
     let client = ClientArgs {

@@ -9,7 +9,7 @@ use super::rows::Row;
 use crate::store::sql::{Dialect, SqlStore};
 use crate::store::{Role, StoreError, TokenRecord, TokenStore, from_millis};
 
-const COLUMNS: &str = "id, role, subject, site, name, created_at, revoked_at";
+const COLUMNS: &str = "id, role, subject, site, name, created_at, revoked_at, expires_at";
 
 fn token(row: &Row) -> Result<TokenRecord, StoreError> {
     let role: String = row.try_get("role")?;
@@ -33,6 +33,9 @@ fn token(row: &Row) -> Result<TokenRecord, StoreError> {
         revoked_at: row
             .try_get::<Option<i64>, _>("revoked_at")?
             .map(from_millis),
+        expires_at: row
+            .try_get::<Option<i64>, _>("expires_at")?
+            .map(from_millis),
     })
 }
 
@@ -40,8 +43,8 @@ fn token(row: &Row) -> Result<TokenRecord, StoreError> {
 impl TokenStore for SqlStore<Db> {
     async fn insert_token(&self, t: &TokenRecord, hash: &str) -> Result<(), StoreError> {
         sqlx::query(Db::sql(
-            "INSERT INTO tokens (id, hash, role, subject, site, name, created_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO tokens (id, hash, role, subject, site, name, created_at, revoked_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         ))
         .bind(&t.id)
         .bind(hash)
@@ -51,6 +54,7 @@ impl TokenStore for SqlStore<Db> {
         .bind(&t.name)
         .bind(t.created_at.timestamp_millis())
         .bind(t.revoked_at.map(|r| r.timestamp_millis()))
+        .bind(t.expires_at.map(|r| r.timestamp_millis()))
         .execute(&self.writer)
         .await?;
         Ok(())
