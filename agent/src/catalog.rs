@@ -136,6 +136,15 @@ impl Catalog {
             .ok_or_else(|| CatalogError::UnknownDataset(id.clone()))
     }
 
+    /// Those of `datasets` this catalog holds whose entry `grants` accepts.
+    pub fn granting(&self, datasets: &[Ident], grants: impl Fn(&Dataset) -> bool) -> Vec<Ident> {
+        datasets
+            .iter()
+            .filter(|d| self.datasets.get(*d).is_some_and(&grants))
+            .cloned()
+            .collect()
+    }
+
     /// The pinned reference of image `name`.
     pub fn image(&self, name: &str) -> Result<&str, CatalogError> {
         self.images

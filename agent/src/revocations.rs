@@ -13,7 +13,7 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use basho_core::protocol::{Assignment, Observation};
-use basho_core::revocation::{Holder, Revocation, VisaId, first_match, visa_grant_url, visa_id};
+use basho_core::revocation::{Holder, Revocation, VisaId, first_match, read_visa};
 use basho_core::{Ident, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -85,22 +85,16 @@ impl Grants {
             visas: a
                 .visas
                 .iter()
-                .map(|v| {
-                    let id = visa_id(v).unwrap_or(VisaId {
+                .map(|v| match read_visa(v) {
+                    Some((id, Some(url))) => {
+                        id.granting(catalog.granting(&a.datasets, |d| d.grant_url == url))
+                    }
+                    Some((id, None)) => id,
+                    None => VisaId {
                         jti: String::new(),
                         iat: 0,
                         datasets: None,
-                    });
-                    match visa_grant_url(v) {
-                        Some(url) => id.granting(
-                            a.datasets
-                                .iter()
-                                .filter(|d| catalog.dataset(d).is_ok_and(|c| c.grant_url == url))
-                                .cloned()
-                                .collect(),
-                        ),
-                        None => id,
-                    }
+                    },
                 })
                 .collect(),
         }

@@ -287,32 +287,34 @@ pub fn first_match<'r>(list: &'r [Revocation], h: Holder<'_>) -> Option<&'r Revo
 /// The `jti` and `iat` of a visa JWT, read without verifying it: for matching against a deny-list
 /// only, never for granting anything. `None` when the payload does not decode.
 pub fn visa_id(jwt: &str) -> Option<VisaId> {
+    read_visa(jwt).map(|(id, _)| id)
+}
+
+/// [`visa_id`] and the visa's grant URL (`ga4gh_visa_v1.value`, when it has one), from one read
+/// of the unverified payload: for resolving which dataset a visa stands for when matching a
+/// deny-list, never for granting anything.
+pub fn read_visa(jwt: &str) -> Option<(VisaId, Option<String>)> {
+    #[derive(Deserialize)]
+    struct Inner {
+        value: Option<String>,
+    }
     #[derive(Deserialize)]
     struct Claims {
         jti: String,
         iat: i64,
+        ga4gh_visa_v1: Option<Inner>,
     }
     let payload = jwt.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
     let c: Claims = serde_json::from_slice(&bytes).ok()?;
-    Some(VisaId {
+    let id = VisaId {
         jti: c.jti,
         iat: c.iat,
         datasets: None,
-    })
-}
-
-/// The grant URL (`ga4gh_visa_v1.value`) of a visa JWT, read without verifying it: for resolving
-/// which dataset a visa stands for when matching a deny-list, never for granting anything.
-pub fn visa_grant_url(jwt: &str) -> Option<String> {
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims["ga4gh_visa_v1"]["value"].as_str().map(str::to_owned)
+    };
+    Some((id, c.ga4gh_visa_v1.and_then(|v| v.value)))
 }
 
 #[cfg(test)]
@@ -412,11 +414,13 @@ mod tests {
     fn the_grant_url_is_read_from_the_visa() {
         let issuer = crate::visa::mint::Issuer::generate("https://dac.test");
         let jwt = issuer.mint("alice", "JGAD000101");
+        let (id, url) = read_visa(&jwt).unwrap();
         assert_eq!(
-            visa_grant_url(&jwt).as_deref(),
+            url.as_deref(),
             Some("https://ddbj.nig.ac.jp/search/entry/jga-dataset/JGAD000101")
         );
-        assert_eq!(visa_grant_url("not.a-jwt"), None);
+        assert_eq!(visa_id(&jwt), Some(id));
+        assert_eq!(read_visa("not.a-jwt"), None);
     }
 
     #[test]

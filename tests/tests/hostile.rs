@@ -171,20 +171,13 @@ async fn hostile_input_is_refused_and_leaves_nothing_behind() {
         v.jti = Some(jti.clone());
         v
     });
-    let revoke = client
-        .json(
-            Method::POST,
-            "/v1/revocations",
-            &platform,
-            Some(json!({"visa_jti": jti, "reason": "dac-revoked"})),
-        )
-        .await;
-    assert!(
-        revoke.status.is_success(),
-        "revocation by jti: {} {}",
-        revoke.status,
-        revoke.body
-    );
+    let revoke = async |body: Value| {
+        let r = client
+            .json(Method::POST, "/v1/revocations", &platform, Some(body))
+            .await;
+        assert!(r.status.is_success(), "revocation: {} {}", r.status, r.body);
+    };
+    revoke(json!({"visa_jti": jti, "reason": "dac-revoked"})).await;
     table.create_visas(
         "replayed revoked jti",
         403,
@@ -193,19 +186,7 @@ async fn hostile_input_is_refused_and_leaves_nothing_behind() {
     );
     // A create for a project whose approval ended.
     let project = kit.project(table.next());
-    let revoke = client
-        .json(
-            Method::POST,
-            "/v1/revocations",
-            &platform,
-            Some(json!({"project": project, "reason": "project-ended"})),
-        )
-        .await;
-    assert!(
-        revoke.status.is_success(),
-        "revocation by project: {}",
-        revoke.body
-    );
+    revoke(json!({"project": project, "reason": "project-ended"})).await;
     table.create(
         "create for a revoked project",
         "visa",

@@ -227,10 +227,8 @@ impl SlurmBackend {
                 ..a
             },
             (Some(r), _) => r,
-            (None, a) => match a {
-                Some(a) => a,
-                None => return Ok(None),
-            },
+            (None, Some(a)) => a,
+            (None, None) => return Ok(None),
         };
         Ok(job
             .state

@@ -209,13 +209,7 @@ impl Executor {
                 .map(|g| VisaId {
                     jti: g.jti.clone(),
                     iat: g.iat,
-                    datasets: Some(
-                        a.datasets
-                            .iter()
-                            .filter(|d| self.catalog.dataset(d).is_ok_and(|c| c.granted_by(g)))
-                            .cloned()
-                            .collect(),
-                    ),
+                    datasets: Some(self.catalog.granting(&a.datasets, |d| d.granted_by(g))),
                 })
                 .collect(),
         };
