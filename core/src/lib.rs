@@ -10,6 +10,7 @@ pub mod id;
 pub mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+pub mod proof;
 pub mod protocol;
 pub mod revocation;
 pub mod role;

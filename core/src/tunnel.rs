@@ -294,6 +294,10 @@ pub struct SessionSpec {
     /// An administrator's stated reason for entering someone else's workspace (break-glass).
     #[serde(default)]
     pub break_glass: Option<String>,
+    /// What the site checks before it opens the session ([`crate::proof`]); the orchestrator
+    /// passes it on untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<crate::proof::Proof>,
 }
 
 /// What the orchestrator asks an agent to open.
@@ -328,6 +332,10 @@ pub struct Ready {
     /// Where the site records the session, a path on the site (none when it does not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<String>,
+    /// What the site verified before it opened the session (`identity token of alice from
+    /// https://idp.example`), none when the site trusts the orchestrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proven: Option<String>,
 }
 
 impl Ready {
@@ -403,6 +411,7 @@ mod tests {
         let r = Ready {
             features: vec![FEATURE_SIGNAL.into()],
             recording: Some("/var/lib/basho/recordings/ws-1/a-1.cast".into()),
+            proven: None,
         };
         assert!(Ready::of(&Frame::json(1, Kind::Ready, &r)).signals());
         let old: Exit = serde_json::from_str(r#"{"code":3,"reason":null}"#).unwrap();

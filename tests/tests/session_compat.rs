@@ -60,6 +60,7 @@ async fn stand_in_agent(base: String, seen: Seen) {
                     let r = Ready {
                         features: vec![FEATURE_SIGNAL.into()],
                         recording: None,
+                        proven: None,
                     };
                     Frame::json(f.session, Kind::Ready, &r)
                 }

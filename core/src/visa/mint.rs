@@ -155,6 +155,15 @@ impl Issuer {
         json!({ "keys": keys }).to_string()
     }
 
+    /// Signs `claims` with the ES256 key, header `typ` as given: approvals, identity tokens.
+    pub fn sign_claims(&self, claims: &Value, typ: Option<&str>) -> String {
+        super::crypto::install();
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = typ.map(str::to_owned);
+        header.kid = Some(EC_KID.to_owned());
+        jsonwebtoken::encode(&header, claims, &self.ec).expect("ES256 signing")
+    }
+
     /// A valid one-hour ES256 visa granting `dataset` to `sub`.
     pub fn mint(&self, sub: &str, dataset: &str) -> String {
         self.sign(&Visa::new(sub, dataset))
