@@ -81,7 +81,7 @@ fn stale_early_or_unsigned_tokens_are_refused() {
     let jwt = forger.sign_claims(&id_claims("alice", "s1"), Some("JWT"));
     let (retry, e) = signed(&jwt, &trusted, "identity token").unwrap_err();
     assert!(!retry);
-    assert!(e.0.contains("signature does not verify"), "{e}");
+    assert!(e.0.contains("signature that does not verify"), "{e}");
     let other = Issuer::generate("https://elsewhere.test");
     let mut c = id_claims("alice", "s1");
     c["iss"] = json!(other.name());
