@@ -13,7 +13,7 @@ mod check;
 mod load;
 
 pub use check::check;
-pub use load::{ConfigError, ENV_ORCHESTRATOR_URL, ENV_TOKEN, load, parse};
+pub use load::{ConfigError, ENV_ORCHESTRATOR_URL, ENV_TOKEN, load, load_issuers, parse};
 
 // Each backend's table is defined beside the backend; the site config names them all here.
 pub use crate::backend::docker::config::DockerConfig;

@@ -145,12 +145,15 @@ pub async fn run(
     if let Some(dir) = &config.sessions.recording_dir {
         crate::session::recording::prepare(dir).await?;
     }
+    let gate = crate::session::proof::Gate::load(&config.sessions, dirs.clone())
+        .map_err(Error::Issuers)?;
     let tunnel = crate::session::Tunnel {
         url: config.orchestrator.url.clone(),
         token: token.clone(),
         tls: config.orchestrator.tls_policy(),
         backend: backend.clone(),
         limits: config.sessions.clone(),
+        gate: Arc::new(gate),
     };
     let executor = Executor::new(
         site.clone(),

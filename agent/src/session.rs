@@ -22,6 +22,7 @@ use crate::backend::Backend;
 use crate::client::{Backoff, TlsPolicy};
 
 pub mod dial;
+pub mod proof;
 mod pump;
 pub mod recording;
 
@@ -51,6 +52,24 @@ pub struct SessionsConfig {
     /// and audited and the session goes on.
     #[serde(default)]
     pub recording_required: bool,
+    /// `required` (the default): a session opens only with a proof the agent checks itself
+    /// (an identity token of the workspace's owner, or a break-glass approval); `none`: the
+    /// site takes the orchestrator's word, for `basho dev` on one machine.
+    #[serde(default)]
+    pub proof: proof::ProofPolicy,
+    /// The identity providers whose tokens prove a researcher here.
+    #[serde(default)]
+    pub identity_issuers: Vec<basho_core::proof::IdentityIssuer>,
+    /// The keys that sign break-glass approvals (`basho-agent approve`), as JWKS files.
+    #[serde(default)]
+    pub approvers: Vec<basho_core::visa::IssuerRef>,
+    /// An identity token older than this (by `iat`) opens no session.
+    #[serde(default = "default_proof_age")]
+    pub max_proof_age_s: u64,
+}
+
+fn default_proof_age() -> u64 {
+    300
 }
 
 fn default_idle() -> u64 {
@@ -75,6 +94,18 @@ impl SessionsConfig {
                 dir.display()
             ));
         }
+        for i in &self.identity_issuers {
+            if i.audience.trim().is_empty() {
+                p.push(format!(
+                    "sessions.identity_issuers {:?} has an empty audience; set it to the client \
+                     id basho's command line uses at that provider",
+                    i.issuer
+                ));
+            }
+        }
+        if self.max_proof_age_s == 0 {
+            p.push("sessions.max_proof_age_s is 0: no token would be fresh enough".into());
+        }
         if self.recording_dir.is_none() && (self.recording_required || self.record_input) {
             p.push(
                 "sessions.recording_required and sessions.record_input need \
@@ -95,6 +126,10 @@ impl Default for SessionsConfig {
             recording_dir: None,
             record_input: false,
             recording_required: false,
+            proof: proof::ProofPolicy::default(),
+            identity_issuers: Vec::new(),
+            approvers: Vec::new(),
+            max_proof_age_s: default_proof_age(),
         }
     }
 }
@@ -112,6 +147,8 @@ pub struct Tunnel {
     pub backend: Arc<dyn Backend>,
     /// Session limits.
     pub limits: SessionsConfig,
+    /// Checks each session's proof.
+    pub gate: Arc<proof::Gate>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -232,6 +269,15 @@ impl Tunnel {
                 refuse(&tx, id, "invalid", "session id already in use").await;
                 continue;
             }
+            let proven = match self.gate.check(&open, chrono::Utc::now().timestamp()) {
+                Ok(p) => p,
+                Err(r) => {
+                    warn!(session = id, workspace = %open.workspace, actor = %open.actor,
+                        code = %r.code, why = %r.message, "session refused");
+                    refuse(&tx, id, &r.code, &r.message).await;
+                    continue;
+                }
+            };
             let admitted = {
                 let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
                 let n = c.entry(open.workspace.clone()).or_default();
@@ -253,10 +299,12 @@ impl Tunnel {
             }
             let (in_tx, in_rx) = mpsc::unbounded_channel();
             sessions.insert(id, in_tx);
-            let span = info_span!("session", id, workspace = %open.workspace, actor = %open.actor);
+            let span = info_span!("session", id, workspace = %open.workspace, actor = %open.actor,
+                proven = proven.as_ref().map(tracing::field::display));
             let run = pump::Session {
                 id,
                 open,
+                proven: proven.map(|p| p.to_string()),
                 backend: self.backend.clone(),
                 tx: tx.clone(),
                 limits: self.limits.clone(),

@@ -391,6 +391,7 @@ pub async fn exec(a: ExecArgs) -> Result<(), Error> {
         rows: 0,
         port: 0,
         break_glass: a.break_glass,
+        proof: None,
     };
     // Caught from the start: one that arrives while the session opens ends basho as it would
     // have ended it uncaught (the orchestrator then ends whatever the agent started).
@@ -484,6 +485,7 @@ pub async fn shell(a: ShellArgs) -> Result<(), Error> {
         rows,
         port: 0,
         break_glass: a.break_glass,
+        proof: None,
     };
     let (ws, ready) = open(&a.client, &a.workspace, &spec).await?;
     if ready.recording.is_some() {
@@ -566,6 +568,7 @@ pub async fn port_forward(a: PortForwardArgs) -> Result<(), Error> {
         rows: 0,
         port: remote,
         break_glass: a.break_glass.clone(),
+        proof: None,
     };
     loop {
         let conn = tokio::select! {

@@ -96,6 +96,7 @@ async fn session(
         rows: 24,
         port: 0,
         break_glass: None,
+        proof: None,
     };
     let url = reqwest::Url::parse_with_params(
         &format!(

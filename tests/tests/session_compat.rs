@@ -208,6 +208,7 @@ async fn signals_reach_only_agents_that_take_them() {
         rows: 0,
         port: 0,
         break_glass: None,
+        proof: None,
     };
     let open = || async {
         basho_tests::wait_for("the session to open", Duration::from_secs(20), || async {

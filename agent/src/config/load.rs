@@ -127,28 +127,39 @@ impl SiteConfig {
 
     /// The site's trusted issuers with their keys, read from the JWKS files.
     pub fn load_trusted_issuers(&self) -> Result<TrustedIssuers, Vec<ConfigError>> {
-        let mut trusted = TrustedIssuers::new();
-        let mut problems = Vec::new();
-        for r in &self.trusted_issuers {
-            let jwks_error = |message: String| ConfigError::Jwks {
-                issuer: r.issuer.clone(),
-                path: r.jwks_file.clone(),
-                message,
-            };
-            match std::fs::read_to_string(&r.jwks_file) {
-                Ok(json) => {
-                    if let Err(e) = trusted.add_json(&r.issuer, &json) {
-                        problems.push(jwks_error(e));
-                    }
+        load_issuers(
+            self.trusted_issuers
+                .iter()
+                .map(|r| (r.issuer.as_str(), r.jwks_file.as_path())),
+        )
+    }
+}
+
+/// Issuers with their keys, each read from its JWKS file; every file's problem when any fails.
+pub fn load_issuers<'a>(
+    refs: impl IntoIterator<Item = (&'a str, &'a std::path::Path)>,
+) -> Result<TrustedIssuers, Vec<ConfigError>> {
+    let mut trusted = TrustedIssuers::new();
+    let mut problems = Vec::new();
+    for (issuer, path) in refs {
+        let jwks_error = |message: String| ConfigError::Jwks {
+            issuer: issuer.to_owned(),
+            path: path.to_path_buf(),
+            message,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(json) => {
+                if let Err(e) = trusted.add_json(issuer, &json) {
+                    problems.push(jwks_error(e));
                 }
-                Err(e) => problems.push(jwks_error(e.to_string())),
             }
+            Err(e) => problems.push(jwks_error(e.to_string())),
         }
-        if problems.is_empty() {
-            Ok(trusted)
-        } else {
-            Err(problems)
-        }
+    }
+    if problems.is_empty() {
+        Ok(trusted)
+    } else {
+        Err(problems)
     }
 }
 

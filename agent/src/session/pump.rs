@@ -26,6 +26,8 @@ use crate::backend::{Backend, BackendError};
 pub(super) struct Session {
     pub(super) id: u32,
     pub(super) open: Open,
+    /// What the site verified before opening it, for the `Ready`.
+    pub(super) proven: Option<String>,
     pub(super) backend: Arc<dyn Backend>,
     pub(super) tx: mpsc::Sender<Frame>,
     pub(super) limits: SessionsConfig,
@@ -122,6 +124,7 @@ impl Session {
         let ready = Ready {
             features: vec![FEATURE_SIGNAL.into()],
             recording: recording.as_ref().map(|r| r.path.display().to_string()),
+            proven: self.proven.clone(),
         };
         let _ = self.tx.send(Frame::json(id, Kind::Ready, &ready)).await;
         let started = Instant::now();
@@ -407,6 +410,7 @@ mod tests {
                 rows: 0,
                 port,
                 break_glass: None,
+                proof: None,
             },
             actor: "researcher:alice".into(),
         }
@@ -479,6 +483,7 @@ mod tests {
         Session {
             id: 7,
             open: open(SessionKind::Exec, &["id"], 0),
+            proven: None,
             backend,
             tx,
             limits: SessionsConfig::default(),

@@ -468,6 +468,7 @@ mod tests {
                 rows: 40,
                 port: 0,
                 break_glass: None,
+                proof: None,
             },
             actor: "researcher:alice".into(),
         }

@@ -64,6 +64,7 @@ fn spec(argv: &[&str], tty: bool) -> SessionSpec {
         rows: 24,
         port: 0,
         break_glass: None,
+        proof: None,
     }
 }
 
