@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::args::ClientArgs;
 use crate::error::Error;
+use crate::proof::ProofArgs;
 
 /// `basho exec WORKSPACE -- CMD ...`.
 #[derive(Debug, Args)]
@@ -39,6 +40,9 @@ pub struct ExecArgs {
     /// An administrator's reason for entering a researcher's workspace (audited).
     #[arg(long, value_name = "REASON")]
     pub break_glass: Option<String>,
+    /// Where the proof the site checks comes from.
+    #[command(flatten)]
+    pub proof: ProofArgs,
     /// The command and its arguments, passed as they are (no shell).
     #[arg(last = true, required = true)]
     pub argv: Vec<String>,
@@ -58,6 +62,9 @@ pub struct ShellArgs {
     /// An administrator's reason for entering a researcher's workspace (audited).
     #[arg(long, value_name = "REASON")]
     pub break_glass: Option<String>,
+    /// Where the proof the site checks comes from.
+    #[command(flatten)]
+    pub proof: ProofArgs,
 }
 
 /// `basho port-forward WORKSPACE LOCAL:REMOTE`.
@@ -73,6 +80,9 @@ pub struct PortForwardArgs {
     /// An administrator's reason for entering a researcher's workspace (audited).
     #[arg(long, value_name = "REASON")]
     pub break_glass: Option<String>,
+    /// Where the proof the site checks comes from.
+    #[command(flatten)]
+    pub proof: ProofArgs,
 }
 
 fn base(client: &ClientArgs) -> String {
@@ -391,7 +401,7 @@ pub async fn exec(a: ExecArgs) -> Result<(), Error> {
         rows: 0,
         port: 0,
         break_glass: a.break_glass,
-        proof: None,
+        proof: a.proof.obtain(&a.workspace).await?,
     };
     // Caught from the start: one that arrives while the session opens ends basho as it would
     // have ended it uncaught (the orchestrator then ends whatever the agent started).
@@ -485,7 +495,7 @@ pub async fn shell(a: ShellArgs) -> Result<(), Error> {
         rows,
         port: 0,
         break_glass: a.break_glass,
-        proof: None,
+        proof: a.proof.obtain(&a.workspace).await?,
     };
     let (ws, ready) = open(&a.client, &a.workspace, &spec).await?;
     if ready.recording.is_some() {
@@ -568,7 +578,9 @@ pub async fn port_forward(a: PortForwardArgs) -> Result<(), Error> {
         rows: 0,
         port: remote,
         break_glass: a.break_glass.clone(),
-        proof: None,
+        // One proof for every connection: the site lets it open connections to this port
+        // until it expires.
+        proof: a.proof.obtain(&a.workspace).await?,
     };
     loop {
         let conn = tokio::select! {

@@ -53,6 +53,11 @@ pub fn fresh_seed() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>())
 }
 
+/// The PKCE `code_challenge` (method `S256`, RFC 7636) of `verifier`.
+pub fn pkce_challenge(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
 /// An identity provider whose tokens open sessions at a site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +165,11 @@ fn fresh(c: &Value, what: &str, now: i64, max_age_s: i64) -> Result<(i64, i64), 
     Ok((iat, exp))
 }
 
+/// What marks an identity token used: its issuer and nonce.
+pub fn once_key(iss: &str, claims: &Value) -> String {
+    format!("{iss}\n{}", text(claims, "nonce").unwrap_or_default())
+}
+
 /// Checks an identity token that opens a session in `workspace`, owned by `owner`, at `now`;
 /// `claims` are its issuer and claims as [`signed`] verified them against `issuer`'s keys.
 pub fn check_id_token(
@@ -203,7 +213,7 @@ pub fn check_id_token(
     }
     Ok(Proven {
         who: who.to_owned(),
-        once: format!("{iss}\n{nonce}"),
+        once: once_key(&iss, &c),
         issuer: iss,
         expires: exp,
         break_glass: false,

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use basho_core::proof::{self, IdentityIssuer, Proof, Proven};
-use basho_core::tunnel::{Open, Refusal};
+use basho_core::tunnel::{Open, Refusal, SessionKind};
 use basho_core::visa::{IssuerRef, TrustedIssuers};
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -46,7 +46,8 @@ pub struct Gate {
     approvers: Vec<IssuerRef>,
     max_age_s: i64,
     keys: Mutex<Keys>,
-    used: Mutex<HashMap<String, i64>>,
+    /// Each used proof's expiry and, for a port-forward's, the port it may open again.
+    used: Mutex<HashMap<String, (i64, Option<String>)>>,
     dirs: HostDirs,
 }
 
@@ -163,11 +164,22 @@ impl Gate {
             ));
         };
         let denied = |m: String| refusal("proof_refused", m);
+        // A port-forward opens one session per connection: its proof may open more to the
+        // same port until it expires, however old it grows meanwhile.
+        let scope = (open.spec.kind == SessionKind::Forward)
+            .then(|| format!("{} {}", open.workspace, open.spec.port));
         let proven = match p {
             Proof::IdToken { token, seed } => {
                 let claims = self
                     .signed(token, false, "identity token")
                     .map_err(denied)?;
+                let again = scope.is_some()
+                    && self
+                        .used
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&proof::once_key(&claims.0, &claims.1))
+                        .is_some_and(|(_, s)| *s == scope);
                 let issuer = self
                     .identity
                     .iter()
@@ -189,7 +201,7 @@ impl Gate {
                     &owner,
                     seed,
                     now,
-                    self.max_age_s,
+                    if again { i64::MAX } else { self.max_age_s },
                 )
                 .map_err(|e| denied(e.0))?
             }
@@ -207,14 +219,18 @@ impl Gate {
                 .map_err(|e| denied(e.0))?
             }
         };
-        self.use_once(&proven, now).map_err(denied)?;
+        self.use_once(&proven, scope, now).map_err(denied)?;
         Ok(Some(proven))
     }
 
-    /// Records `p` as used; refuses a proof used before.
-    fn use_once(&self, p: &Proven, now: i64) -> Result<(), String> {
+    /// Records `p` as used; refuses a proof used before, unless by a port-forward to the same
+    /// port (`scope`).
+    fn use_once(&self, p: &Proven, scope: Option<String>, now: i64) -> Result<(), String> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        if used.contains_key(&p.once) {
+        if let Some((_, before)) = used.get(&p.once) {
+            if scope.is_some() && *before == scope {
+                return Ok(());
+            }
             return Err(format!(
                 "this {} opened a session already; each proof opens one session",
                 if p.break_glass {
@@ -225,12 +241,12 @@ impl Gate {
             ));
         }
         if used.len() >= MAX_USED {
-            used.retain(|_, exp| *exp > now);
+            used.retain(|_, (exp, _)| *exp > now);
         }
         if used.len() >= MAX_USED {
             return Err("the site holds too many unexpired proofs; retry in a minute".into());
         }
-        used.insert(p.once.clone(), p.expires);
+        used.insert(p.once.clone(), (p.expires, scope));
         Ok(())
     }
 }

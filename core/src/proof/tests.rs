@@ -137,3 +137,12 @@ fn nonces_differ_per_workspace_and_seed() {
         })
     );
 }
+
+#[test]
+fn pkce_challenge_is_rfc_7636s() {
+    // RFC 7636, appendix B.
+    assert_eq!(
+        pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    );
+}

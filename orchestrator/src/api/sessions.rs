@@ -74,14 +74,14 @@ async fn refused(o: &Orchestrator, actor: &str, id: &str, err: ApiError) -> ApiE
     get, path = "/v1/workspaces/{id}/session", operation_id = "openSession", tag = "sessions",
     params(
         ("id" = String, Path, description = "Workspace id (`ws-...`)", max_length = 64),
-        ("spec" = String, Query, description = "What to run, as JSON: `{\"kind\": \"exec\"|\"forward\", \"argv\": [..], \"tty\", \"cols\", \"rows\", \"port\", \"break_glass\"}`"),
+        ("spec" = String, Query, description = "What to run, as JSON: `{\"kind\": \"exec\"|\"forward\", \"argv\": [..], \"tty\", \"cols\", \"rows\", \"port\", \"break_glass\", \"proof\"}`; `proof` is `{\"kind\": \"id_token\", \"token\", \"seed\"}` or `{\"kind\": \"approval\", \"token\"}`, checked by the site, never by the orchestrator"),
     ),
     responses(
         (status = 101, description = "A WebSocket carrying the session's binary frames (docs/architecture.md, \"Researchers get in\")"),
         (status = 400, description = "No `spec` in the query (`bad_request`), or not a WebSocket upgrade (`websocket_required`)", body = ErrorBody),
         (status = 422, description = "The spec is not a session spec (`invalid_request`)", body = ErrorBody),
         (status = 401, description = "No or unknown token", body = ErrorBody),
-        (status = 403, description = "Not the owner's researcher token (`forbidden`), or an admin without a break-glass reason (`break_glass_required`)", body = ErrorBody),
+        (status = 403, description = "Not the owner's researcher token (`forbidden`), or an admin without a break-glass reason (`break_glass_required`), or the site found no proof it accepts (`proof_required`, `proof_refused`)", body = ErrorBody),
         (status = 404, description = "No such workspace (or another researcher's)", body = ErrorBody),
         (status = 409, description = "The workspace is not running", body = ErrorBody),
         (status = 429, description = "The site's limit of sessions per workspace is reached", body = ErrorBody),
@@ -201,6 +201,7 @@ pub async fn open(
                 "not_running" => StatusCode::CONFLICT,
                 "invalid" => StatusCode::UNPROCESSABLE_ENTITY,
                 "recording_failed" => StatusCode::SERVICE_UNAVAILABLE,
+                "proof_required" | "proof_refused" => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_GATEWAY,
             };
             let e = ApiError::new(status, &r.code, format!("site {}: {}", ws_.site, r.message));
@@ -225,6 +226,7 @@ pub async fn open(
         "port": (spec.kind == SessionKind::Forward).then_some(spec.port),
         "break_glass": break_glass,
         "recording": ready.recording,
+        "proven": ready.proven,
     });
     let action = if break_glass.is_some() {
         "session_break_glass"

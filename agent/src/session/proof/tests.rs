@@ -210,3 +210,24 @@ fn a_rotated_provider_key_is_read_from_the_jwks_file() {
     let p = s.gate.check(&open("ws-1", proof(), None), s.now).unwrap().unwrap();
     assert_eq!(p.who, "alice");
 }
+
+#[test]
+fn a_port_forwards_proof_opens_more_connections_to_that_port_only() {
+    let s = site(ProofPolicy::Required);
+    let forward = |port: u16, proof: &Proof| {
+        let mut o = open("ws-1", Some(proof.clone()), None);
+        o.spec.kind = SessionKind::Forward;
+        o.spec.port = port;
+        s.gate.check(&o, s.now)
+    };
+    let proof = s.id_token("alice", "ws-1");
+    assert!(forward(8888, &proof).is_ok());
+    assert!(forward(8888, &proof).is_ok());
+    let r = forward(22, &proof).unwrap_err();
+    assert!(r.message.contains("opened a session already"), "{}", r.message);
+    let r = s
+        .gate
+        .check(&open("ws-1", Some(proof), None), s.now)
+        .unwrap_err();
+    assert!(r.message.contains("opened a session already"), "{}", r.message);
+}
