@@ -249,6 +249,16 @@ pub enum DevCmd {
         #[arg(long, value_parser = parse_duration, default_value = "3600")]
         expires_in: Duration,
     },
+    /// Print an identity token for one session (BASHO_ID_TOKEN_COMMAND): the dev issuer
+    /// stands in for the platform's identity provider, which the dev sites trust.
+    IdToken {
+        /// The researcher (`sub`), as their visas name them.
+        #[arg(long)]
+        subject: String,
+        /// The nonce `basho exec` asks for (it sets BASHO_SESSION_NONCE for the command).
+        #[arg(long, env = "BASHO_SESSION_NONCE")]
+        nonce: String,
+    },
     /// Print a dev token for a role.
     Token {
         /// platform (the token `basho dev` uses), admin, auditor or researcher.

@@ -275,6 +275,11 @@ pub async fn command(args: DevArgs) -> Result<(), crate::Error> {
             );
             Ok(())
         }
+        Some(DevCmd::IdToken { subject, nonce }) => {
+            let issuer = Layout::new(&args.data_dir).issuer().load()?;
+            println!("{}", issuer::id_token(&issuer, &subject, &nonce));
+            Ok(())
+        }
         Some(DevCmd::Token { role, subject }) => {
             println!("{}", token(&args.data_dir, &role, subject).await?);
             Ok(())

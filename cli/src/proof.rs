@@ -128,7 +128,11 @@ async fn sign_in(issuer: &str, client_id: &str, nonce: &str) -> Result<String, E
     }
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
-        .map_err(|e| failed(format!("cannot listen on the loopback for the sign-in: {e}")))?;
+        .map_err(|e| {
+            failed(format!(
+                "cannot listen on the loopback for the sign-in: {e}"
+            ))
+        })?;
     let port = listener.local_addr().map_err(failed)?.port();
     let redirect = format!("http://127.0.0.1:{port}/callback");
     let state = fresh_seed();
@@ -164,7 +168,9 @@ async fn sign_in(issuer: &str, client_id: &str, nonce: &str) -> Result<String, E
         return Err(failed(format!("the provider said {e} {detail}")));
     }
     if param("state").as_deref() != Some(state.as_str()) {
-        return Err(failed("the sign-in came back with another state; try again"));
+        return Err(failed(
+            "the sign-in came back with another state; try again",
+        ));
     }
     let code = param("code").ok_or_else(|| failed("the sign-in came back without a code"))?;
     let answer: TokenResponse = http
@@ -211,7 +217,9 @@ async fn callback(listener: &tokio::net::TcpListener) -> Result<String, Error> {
             .to_owned();
         let Some(query) = target.strip_prefix("/callback?") else {
             let _ = conn
-                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
                 .await;
             continue;
         };

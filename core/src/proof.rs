@@ -116,7 +116,9 @@ fn refused(what: &str, e: VisaError) -> ProofError {
     let why = match e {
         VisaError::Malformed(m) => format!("is not a well-formed JWT: {m}"),
         VisaError::Algorithm(a) => format!("is signed with {a}; only ES256 and RS256 are accepted"),
-        VisaError::UntrustedIssuer(i) => format!("comes from {i:?}, which this site does not trust"),
+        VisaError::UntrustedIssuer(i) => {
+            format!("comes from {i:?}, which this site does not trust")
+        }
         VisaError::MissingKid => "names no signing key (kid)".into(),
         VisaError::UnknownKey { iss, kid } => {
             format!("is signed with key {kid:?}, which the site's JWKS for {iss:?} lacks")
@@ -138,7 +140,9 @@ fn int(c: &Value, name: &str) -> Option<i64> {
 }
 
 fn text<'a>(c: &'a Value, name: &str) -> Option<&'a str> {
-    c.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+    c.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// Checks `exp`, `iat` and `nbf` of `c` at `now`; `max_age_s` bounds how old `iat` may be.
@@ -203,7 +207,10 @@ pub fn check_id_token(
         )));
     }
     let who = text(&c, &issuer.subject_claim).ok_or_else(|| {
-        ProofError(format!("the {WHAT} lacks the {} claim", issuer.subject_claim))
+        ProofError(format!(
+            "the {WHAT} lacks the {} claim",
+            issuer.subject_claim
+        ))
     })?;
     if who != owner {
         return Err(ProofError(format!(

@@ -30,6 +30,8 @@ pub const SITES: [(&str, &[&str]); 3] = [
 
 /// The issuer every federation trusts.
 pub const ISSUER: &str = "https://dac.test.invalid";
+/// The break-glass approver every site of a federation trusts.
+pub const APPROVER: &str = "site-approver";
 
 struct Running {
     cancel: CancellationToken,
@@ -54,6 +56,11 @@ pub struct Federation {
     pub api: Api,
     /// The issuer the test generated; its JWKS is trusted by the orchestrator and every site.
     pub issuer: Issuer,
+    /// The identity provider every site trusts for sessions: `basho dev`'s, kept under
+    /// `<dir>/idp` so `basho dev id-token --data-dir <dir>/idp` mints its tokens.
+    pub identity: Issuer,
+    /// The key that signs break-glass approvals every site trusts.
+    pub approver: Issuer,
     /// The Docker engine.
     pub docker: Docker,
     /// The demo image ID.
@@ -97,6 +104,20 @@ impl Federation {
             issuer: ISSUER.into(),
             jwks_file,
         }];
+        let idp = basho_cli::dev::issuer::IssuerFiles::under(&dir.path().join("idp"));
+        std::fs::create_dir_all(dir.path().join("idp/issuer")).unwrap();
+        let identity = idp.load_or_create().expect("identity provider key");
+        let approver = Issuer::generate(APPROVER);
+        let approver_jwks = dir.path().join("approver.jwks.json");
+        std::fs::write(&approver_jwks, approver.jwks_json()).unwrap();
+        let sessions = basho_agent::session::SessionsConfig {
+            identity_issuers: vec![idp.identity_issuer()],
+            approvers: vec![IssuerRef {
+                issuer: APPROVER.into(),
+                jwks_file: approver_jwks,
+            }],
+            ..Default::default()
+        };
 
         // Bind once to learn a free port, then hand the address to the orchestrator.
         let listen = std::net::TcpListener::bind("127.0.0.1:0")
@@ -122,6 +143,7 @@ impl Federation {
                 listen,
                 agent_token,
             );
+            cfg.sessions = sessions.clone();
             customize(name, &mut cfg);
             sites.insert(name.to_owned(), cfg);
         }
@@ -146,6 +168,8 @@ impl Federation {
             api: Api::new(format!("http://{listen}"), token),
             dir,
             issuer,
+            identity,
+            approver,
             docker,
             image,
             tag,
@@ -163,6 +187,39 @@ impl Federation {
             fed.wait_registered(name).await;
         }
         Some(fed)
+    }
+
+    /// The command (`BASHO_ID_TOKEN_COMMAND`) that makes `subject`'s identity tokens.
+    pub fn id_token_command(&self, subject: &str) -> String {
+        format!(
+            "{} dev id-token --data-dir {} --subject {subject}",
+            crate::binary("basho").display(),
+            self.dir.path().join("idp").display()
+        )
+    }
+
+    /// A proof of `subject` for one session in `workspace`, as `basho` would send it.
+    pub fn id_proof(&self, subject: &str, workspace: &str) -> basho_core::proof::Proof {
+        let seed = basho_core::proof::fresh_seed();
+        let nonce = basho_core::proof::session_nonce(workspace, &seed);
+        let token = basho_cli::dev::issuer::id_token(&self.identity, subject, &nonce);
+        basho_core::proof::Proof::IdToken { token, seed }
+    }
+
+    /// A file holding a break-glass approval letting `who` into `workspace` for `reason`.
+    pub fn approval(&self, who: &str, workspace: &str, reason: &str) -> PathBuf {
+        let now = chrono::Utc::now().timestamp();
+        let claims =
+            basho_core::proof::approval_claims(APPROVER, who, workspace, reason, now, 3600);
+        let jwt = self
+            .approver
+            .sign_claims(&claims, Some(basho_core::proof::APPROVAL_TYP));
+        let path = self
+            .dir
+            .path()
+            .join(format!("approval-{}", crate::unique("a")));
+        std::fs::write(&path, jwt).unwrap();
+        path
     }
 
     /// The full site name of a demo site (`tohoku` → `tohoku-<tag>`).

@@ -1,7 +1,9 @@
 //! Helpers for tests that drive `basho` sessions against a [`Federation`]: stored tokens, the
 //! `basho` command pointed at the federation, and the audit log of one workspace.
 
+use std::collections::HashMap;
 use std::process::{Output, Stdio};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use basho_orchestrator::store::Role;
@@ -10,6 +12,9 @@ use reqwest::Method;
 use tokio::process::{Child, Command};
 
 use crate::federation::Federation;
+
+/// The researcher each stored token of [`token`] names, so [`basho`] can prove them to sites.
+static SUBJECTS: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Mutex::default);
 
 /// A stored token for `role` (and `subject`), made in the federation's own store.
 pub async fn token(fed: &Federation, role: Role, subject: Option<&str>) -> String {
@@ -23,7 +28,22 @@ pub async fn token(fed: &Federation, role: Role, subject: Option<&str>) -> Strin
         name: None,
         ttl: None,
     };
-    create(&*store, new, "test").await.expect("token").1
+    let token = create(&*store, new, "test").await.expect("token").1;
+    if let Some(sub) = subject {
+        SUBJECTS
+            .lock()
+            .unwrap()
+            .insert(token.clone(), sub.to_owned());
+    }
+    token
+}
+
+/// The environment that lets `basho` with `token` prove its researcher to the federation's
+/// sites: `BASHO_ID_TOKEN_COMMAND`, for a researcher's token.
+fn prove(c: &mut Command, fed: &Federation, token: &str) {
+    if let Some(sub) = SUBJECTS.lock().unwrap().get(token) {
+        c.env("BASHO_ID_TOKEN_COMMAND", fed.id_token_command(sub));
+    }
 }
 
 /// The `basho` client speaking to the federation with `token`, its stdin closed.
@@ -33,6 +53,7 @@ pub fn basho(fed: &Federation, token: &str) -> Command {
         .env("BASHO_TOKEN", token)
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    prove(&mut c, fed, token);
     c
 }
 
@@ -46,6 +67,7 @@ pub fn shell(fed: &Federation, token: &str, id: &str) -> Child {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true);
+    prove(&mut cmd, fed, token);
     cmd.spawn().unwrap()
 }
 

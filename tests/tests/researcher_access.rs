@@ -113,17 +113,52 @@ async fn exec_shell_and_port_forward_for_the_owner_only() {
         );
         assert!(out.stdout.is_empty(), "{who}");
     }
-    // An admin with break-glass gets in, audited with the reason.
-    let mut cmd = basho(&fed, &admin);
-    cmd.args([
-        "exec",
+    // The orchestrator lets an admin with a reason through; the site still wants the signature
+    // of one of its approvers, and refuses a forged or reused one.
+    let break_glass = |approval: Option<&std::path::Path>| {
+        let mut cmd = basho(&fed, &admin);
+        cmd.args(["exec", &id, "--break-glass", "INC-42 stuck job"]);
+        if let Some(a) = approval {
+            cmd.arg("--approval").arg(a);
+        }
+        cmd.args(["--", "true"]);
+        cmd
+    };
+    let out = run(break_glass(None)).await;
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("proof_required"),
+        "{}",
+        text(&out.stderr)
+    );
+    let forged = fed.dir.path().join("forged-approval");
+    let claims = basho_core::proof::approval_claims(
+        basho_tests::federation::APPROVER,
+        "dave",
         &id,
-        "--break-glass",
         "INC-42 stuck job",
-        "--",
-        "true",
-    ]);
-    assert!(run(cmd).await.status.success());
+        chrono::Utc::now().timestamp(),
+        600,
+    );
+    let jwt = fed
+        .issuer
+        .sign_claims(&claims, Some(basho_core::proof::APPROVAL_TYP));
+    std::fs::write(&forged, jwt).unwrap();
+    let out = run(break_glass(Some(&forged))).await;
+    assert!(
+        text(&out.stderr).contains("proof_refused"),
+        "{}",
+        text(&out.stderr)
+    );
+    // With the site's approval the admin gets in, audited with the reason, once.
+    let approval = fed.approval("dave", &id, "INC-42 stuck job");
+    assert!(run(break_glass(Some(&approval))).await.status.success());
+    let out = run(break_glass(Some(&approval))).await;
+    assert!(
+        text(&out.stderr).contains("opened a session already"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // A shell through a pseudo-terminal.
     let mut child = sessions::shell(&fed, &alice, &id);
@@ -191,8 +226,20 @@ async fn exec_shell_and_port_forward_for_the_owner_only() {
             .iter()
             .any(|e| e["detail"]["bytes_out"].as_u64() >= Some(expected.len() as u64))
     );
-    assert!(entries.iter().any(|e| e["action"] == "session_break_glass"
-        && e["detail"]["break_glass"] == "INC-42 stuck job"));
+    assert!(entries.iter().any(|e| {
+        e["action"] == "session_break_glass"
+            && e["detail"]["break_glass"] == "INC-42 stuck job"
+            && e["detail"]["proven"]
+                .as_str()
+                .is_some_and(|p| p.contains("approval for dave signed by site-approver"))
+    }));
+    // Each of alice's sessions carried her identity token, which the site checked.
+    assert!(entries.iter().any(|e| {
+        e["action"] == "session_started"
+            && e["detail"]["proven"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("identity token of alice from "))
+    }));
     assert!(entries.iter().any(|e| e["action"] == "session_refused"));
     fed.shutdown().await;
 }

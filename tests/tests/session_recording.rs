@@ -259,7 +259,7 @@ async fn exec_forwards_signals_and_exits_as_the_process_did() {
         rows: 0,
         port: 0,
         break_glass: None,
-        proof: None,
+        proof: Some(fed.id_proof("alice", &id)),
     };
     let (mut ws_, ready) = basho_cli::session::open(&client, &id, &spec).await.unwrap();
     assert!(ready.signals(), "a current agent takes signals");

@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use basho_core::proof::IdentityIssuer;
 use basho_core::visa::IssuerRef;
 use basho_core::visa::mint::{Issuer, Visa};
 
@@ -13,6 +14,9 @@ use super::{DevError, secrets};
 
 /// The `iss` of the dev issuer's visas.
 pub const DEV_ISSUER: &str = "https://dev.basho.invalid/issuer";
+
+/// The client id (`aud`) of the dev identity tokens.
+pub const DEV_AUDIENCE: &str = "basho";
 
 /// Where the dev issuer's files live under a data dir.
 #[derive(Debug, Clone)]
@@ -38,6 +42,16 @@ impl IssuerFiles {
         IssuerRef {
             issuer: DEV_ISSUER.to_owned(),
             jwks_file: self.jwks.clone(),
+        }
+    }
+
+    /// How the dev sites name the issuer as their identity provider.
+    pub fn identity_issuer(&self) -> IdentityIssuer {
+        IdentityIssuer {
+            issuer: DEV_ISSUER.to_owned(),
+            jwks_file: self.jwks.clone(),
+            audience: DEV_AUDIENCE.to_owned(),
+            subject_claim: "sub".to_owned(),
         }
     }
 
@@ -82,6 +96,14 @@ impl IssuerFiles {
 pub fn mint(issuer: &Issuer, dataset: &str, subject: &str, expires_in: Duration) -> String {
     let secs = i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX / 2);
     issuer.sign(&Visa::new(subject, dataset).expires_in(secs))
+}
+
+/// A five-minute identity token naming `subject` for the session whose nonce is `nonce`.
+pub fn id_token(issuer: &Issuer, subject: &str, nonce: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({"iss": DEV_ISSUER, "sub": subject, "aud": DEV_AUDIENCE,
+        "iat": now, "exp": now + 300, "nonce": nonce});
+    issuer.sign_claims(&claims, Some("JWT"))
 }
 
 #[cfg(test)]

@@ -147,6 +147,11 @@ impl DevHandle {
              \x20 {basho} workspace list\n\
              \x20 {basho} site list\n\
              \n\
+             Work inside it as alice (the site checks her identity token, which the dev issuer makes):\n\
+             \x20 export BASHO_TOKEN=$({basho} dev token{dd} --role researcher --subject alice@example.org)\n\
+             \x20 export BASHO_ID_TOKEN_COMMAND='{basho} dev id-token{dd} --subject alice@example.org'\n\
+             \x20 {basho} shell <the workspace id from workspace list>\n\
+             \n\
              Ctrl-C stops basho dev; workspaces keep running and are re-adopted on the next start.\n",
             api = self.api_url,
             token = self.platform_token,

@@ -115,7 +115,11 @@ pub fn site_config(
         isolation: Isolation::default(),
         metrics: None,
         metering: Default::default(),
-        sessions: Default::default(),
+        // Sessions need the owner's identity token, which `basho dev id-token` makes.
+        sessions: basho_agent::session::SessionsConfig {
+            identity_issuers: vec![layout.issuer().identity_issuer()],
+            ..Default::default()
+        },
         reconcile: Default::default(),
     })
 }

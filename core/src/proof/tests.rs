@@ -71,10 +71,20 @@ fn stale_early_or_unsigned_tokens_are_refused() {
     assert!(check(&c, &key, "s1").unwrap_err().0.contains("expired"));
     let mut c = id_claims("alice", "s1");
     c["iat"] = json!(NOW - 601);
-    assert!(check(&c, &key, "s1").unwrap_err().0.contains("more than the site's 600s"));
+    assert!(
+        check(&c, &key, "s1")
+            .unwrap_err()
+            .0
+            .contains("more than the site's 600s")
+    );
     let mut c = id_claims("alice", "s1");
     c["iat"] = json!(NOW + 3600);
-    assert!(check(&c, &key, "s1").unwrap_err().0.contains("not valid yet"));
+    assert!(
+        check(&c, &key, "s1")
+            .unwrap_err()
+            .0
+            .contains("not valid yet")
+    );
     // Signed by a key the site does not hold under that issuer.
     let trusted = trusting(&key);
     let forger = Issuer::generate(IDP);
@@ -116,7 +126,12 @@ fn approvals_are_bound_to_workspace_reason_and_lifetime() {
     let e = verify(&long, APPROVAL_TYP, WS, Some("r")).unwrap_err();
     assert!(e.0.contains("lasts longer"), "{e}");
     let stale = approval_claims("site-admin", "dave", WS, "r", NOW - 7200, 3600);
-    assert!(verify(&stale, APPROVAL_TYP, WS, Some("r")).unwrap_err().0.contains("expired"));
+    assert!(
+        verify(&stale, APPROVAL_TYP, WS, Some("r"))
+            .unwrap_err()
+            .0
+            .contains("expired")
+    );
 }
 
 #[test]

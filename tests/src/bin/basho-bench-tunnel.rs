@@ -55,7 +55,8 @@ fn timed(argv: &[&str], env: &[(&str, &str)]) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn spec(argv: &[&str], tty: bool) -> SessionSpec {
+/// A session of `argv` in `id`, with alice's proof for the site.
+fn spec(fed: &Federation, id: &str, argv: &[&str], tty: bool) -> SessionSpec {
     SessionSpec {
         kind: SessionKind::Exec,
         argv: argv.iter().map(|s| s.to_string()).collect(),
@@ -64,7 +65,7 @@ fn spec(argv: &[&str], tty: bool) -> SessionSpec {
         rows: 24,
         port: 0,
         break_glass: None,
-        proof: None,
+        proof: Some(fed.id_proof("alice", id)),
     }
 }
 
@@ -124,7 +125,7 @@ async fn main() -> Result<()> {
     };
 
     // A keystroke's round trip: one byte into a terminal running `cat`, until its echo returns.
-    let mut ws_ = connect(&client, &id, &spec(&["cat"], true)).await?;
+    let mut ws_ = connect(&client, &id, &spec(&fed, &id, &["cat"], true)).await?;
     let mut rtts = Vec::with_capacity(args.keystrokes as usize);
     for i in 0..args.keystrokes {
         let key = [b'a' + (i % 26) as u8];
@@ -178,9 +179,11 @@ async fn main() -> Result<()> {
     }
     let basho = basho_tests::binary("basho");
     let basho = basho.to_str().context("binary path")?;
+    let prove = fed.id_token_command("alice");
     let env = [
         ("BASHO_ADDR", fed.api.base.as_str()),
         ("BASHO_TOKEN", token.as_str()),
+        ("BASHO_ID_TOKEN_COMMAND", prove.as_str()),
     ];
     let secs = timed(&[basho, "exec", &id, "--", "cat", "/work/bench.bin"], &env)?;
     // The engine's own exec of the same file: what the tunnel is measured against.
@@ -209,7 +212,7 @@ async fn main() -> Result<()> {
     let mut tasks = Vec::new();
     let stop = tokio_util::sync::CancellationToken::new();
     for _ in 0..args.busy {
-        let mut s = connect(&client, &id, &spec(&["cat", "/dev/zero"], false)).await?;
+        let mut s = connect(&client, &id, &spec(&fed, &id, &["cat", "/dev/zero"], false)).await?;
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut bytes = 0u64;

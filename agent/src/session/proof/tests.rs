@@ -122,7 +122,11 @@ fn the_owners_token_opens_one_session_only() {
         .check(&open("ws-1", Some(proof), None), s.now)
         .unwrap_err();
     assert_eq!(r.code, "proof_refused");
-    assert!(r.message.contains("opened a session already"), "{}", r.message);
+    assert!(
+        r.message.contains("opened a session already"),
+        "{}",
+        r.message
+    );
 }
 
 #[test]
@@ -130,22 +134,37 @@ fn another_subject_workspace_or_unlaunched_workspace_is_refused() {
     let s = site(ProofPolicy::Required);
     let r = s
         .gate
-        .check(&open("ws-1", Some(s.id_token("mallory", "ws-1")), None), s.now)
+        .check(
+            &open("ws-1", Some(s.id_token("mallory", "ws-1")), None),
+            s.now,
+        )
         .unwrap_err();
     assert!(r.message.contains("belongs to \"alice\""), "{}", r.message);
     let r = s
         .gate
-        .check(&open("ws-1", Some(s.id_token("alice", "ws-2")), None), s.now)
+        .check(
+            &open("ws-1", Some(s.id_token("alice", "ws-2")), None),
+            s.now,
+        )
         .unwrap_err();
     assert!(r.message.contains("nonce"), "{}", r.message);
     let r = s
         .gate
-        .check(&open("ws-2", Some(s.id_token("alice", "ws-2")), None), s.now)
+        .check(
+            &open("ws-2", Some(s.id_token("alice", "ws-2")), None),
+            s.now,
+        )
         .unwrap_err();
-    assert!(r.message.contains("no record of who owns ws-2"), "{}", r.message);
+    assert!(
+        r.message.contains("no record of who owns ws-2"),
+        "{}",
+        r.message
+    );
     // An approval key is not an identity provider.
     let forged = Proof::IdToken {
-        token: s.approver.sign_claims(&json!({"iss": IDP, "sub": "alice"}), Some("JWT")),
+        token: s
+            .approver
+            .sign_claims(&json!({"iss": IDP, "sub": "alice"}), Some("JWT")),
         seed: "x".into(),
     };
     let r = s
@@ -163,7 +182,10 @@ fn a_signed_approval_lets_an_administrator_in_once() {
     let approval = Proof::Approval { token };
     let p = s
         .gate
-        .check(&open("ws-1", Some(approval.clone()), Some("incident 7")), s.now)
+        .check(
+            &open("ws-1", Some(approval.clone()), Some("incident 7")),
+            s.now,
+        )
         .unwrap()
         .unwrap();
     assert!(p.break_glass);
@@ -172,7 +194,11 @@ fn a_signed_approval_lets_an_administrator_in_once() {
         .gate
         .check(&open("ws-1", Some(approval), Some("incident 7")), s.now)
         .unwrap_err();
-    assert!(r.message.contains("opened a session already"), "{}", r.message);
+    assert!(
+        r.message.contains("opened a session already"),
+        "{}",
+        r.message
+    );
     // The identity provider cannot sign approvals.
     let token = s.idp.sign_claims(&claims, Some(APPROVAL_TYP));
     let r = s
@@ -199,15 +225,24 @@ fn a_rotated_provider_key_is_read_from_the_jwks_file() {
     header.kid = Some("ec-2".into());
     let key = jsonwebtoken::EncodingKey::from_ec_pem(rotated.ec_pem().as_bytes()).unwrap();
     let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
-    let proof = || Some(Proof::IdToken {
-        token: token.clone(),
-        seed: seed.clone(),
-    });
+    let proof = || {
+        Some(Proof::IdToken {
+            token: token.clone(),
+            seed: seed.clone(),
+        })
+    };
     // Keys were read just now: the unknown key is refused until ten seconds have passed.
-    let r = s.gate.check(&open("ws-1", proof(), None), s.now).unwrap_err();
+    let r = s
+        .gate
+        .check(&open("ws-1", proof(), None), s.now)
+        .unwrap_err();
     assert!(r.message.contains("lacks"), "{}", r.message);
     s.gate.keys.lock().unwrap().loaded = Instant::now() - RELOAD_EVERY;
-    let p = s.gate.check(&open("ws-1", proof(), None), s.now).unwrap().unwrap();
+    let p = s
+        .gate
+        .check(&open("ws-1", proof(), None), s.now)
+        .unwrap()
+        .unwrap();
     assert_eq!(p.who, "alice");
 }
 
@@ -224,10 +259,18 @@ fn a_port_forwards_proof_opens_more_connections_to_that_port_only() {
     assert!(forward(8888, &proof).is_ok());
     assert!(forward(8888, &proof).is_ok());
     let r = forward(22, &proof).unwrap_err();
-    assert!(r.message.contains("opened a session already"), "{}", r.message);
+    assert!(
+        r.message.contains("opened a session already"),
+        "{}",
+        r.message
+    );
     let r = s
         .gate
         .check(&open("ws-1", Some(proof), None), s.now)
         .unwrap_err();
-    assert!(r.message.contains("opened a session already"), "{}", r.message);
+    assert!(
+        r.message.contains("opened a session already"),
+        "{}",
+        r.message
+    );
 }
