@@ -30,6 +30,10 @@ pub struct ProofArgs {
     /// basho's client id at that provider: the audience the sites expect.
     #[arg(long, env = "BASHO_OIDC_CLIENT_ID", default_value = "basho")]
     pub oidc_client_id: String,
+    /// basho's client secret at that provider, for providers that do not take public clients
+    /// (sent as `client_secret_post`; on a shared machine, prefer a provider that needs none).
+    #[arg(long, env = "BASHO_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
     /// A command (run by `sh -c`) that prints an identity token whose nonce is
     /// `$BASHO_SESSION_NONCE`; used instead of the sign-in flow.
     #[arg(long, env = "BASHO_ID_TOKEN_COMMAND")]
@@ -62,7 +66,11 @@ impl ProofArgs {
         let token = if let Some(cmd) = &self.id_token_command {
             command_token(cmd, workspace, &nonce).await?
         } else if let Some(issuer) = &self.oidc_issuer {
-            sign_in(issuer, &self.oidc_client_id, &nonce).await?
+            let client = Client {
+                id: &self.oidc_client_id,
+                secret: self.oidc_client_secret.as_deref(),
+            };
+            sign_in(issuer, client, &nonce).await?
         } else {
             return Ok(None);
         };
@@ -91,6 +99,13 @@ async fn command_token(cmd: &str, workspace: &str, nonce: &str) -> Result<String
     Ok(token)
 }
 
+/// basho as the provider knows it.
+#[derive(Clone, Copy)]
+struct Client<'a> {
+    id: &'a str,
+    secret: Option<&'a str>,
+}
+
 #[derive(Deserialize)]
 struct Discovery {
     issuer: String,
@@ -105,7 +120,7 @@ struct TokenResponse {
 
 /// The authorization-code flow with PKCE (RFC 7636) and a loopback redirect (RFC 8252): the
 /// ID token the provider issues for `nonce`.
-async fn sign_in(issuer: &str, client_id: &str, nonce: &str) -> Result<String, Error> {
+async fn sign_in(issuer: &str, client: Client<'_>, nonce: &str) -> Result<String, Error> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -141,7 +156,7 @@ async fn sign_in(issuer: &str, client_id: &str, nonce: &str) -> Result<String, E
         .map_err(|e| failed(format!("the provider's authorization endpoint: {e}")))?;
     url.query_pairs_mut()
         .append_pair("response_type", "code")
-        .append_pair("client_id", client_id)
+        .append_pair("client_id", client.id)
         .append_pair("redirect_uri", &redirect)
         .append_pair("scope", "openid")
         .append_pair("state", &state)
@@ -173,15 +188,19 @@ async fn sign_in(issuer: &str, client_id: &str, nonce: &str) -> Result<String, E
         ));
     }
     let code = param("code").ok_or_else(|| failed("the sign-in came back without a code"))?;
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect.as_str()),
+        ("client_id", client.id),
+        ("code_verifier", verifier.as_str()),
+    ];
+    if let Some(secret) = client.secret {
+        form.push(("client_secret", secret));
+    }
     let answer: TokenResponse = http
         .post(&meta.token_endpoint)
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", redirect.as_str()),
-            ("client_id", client_id),
-            ("code_verifier", verifier.as_str()),
-        ])
+        .form(&form)
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)

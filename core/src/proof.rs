@@ -234,7 +234,7 @@ pub fn signed(
     trusted: &TrustedIssuers,
     what: &str,
 ) -> Result<(String, Value), (bool, ProofError)> {
-    signed_claims(jwt, trusted).map_err(|e| (unknown_key(&e), refused(what, e)))
+    signed_claims(jwt, trusted, true).map_err(|e| (unknown_key(&e), refused(what, e)))
 }
 
 /// Verifies a break-glass approval for a session in `workspace` with `reason`, at `now`.

@@ -180,15 +180,18 @@ pub fn verify(jwt: &str, trusted: &TrustedIssuers, now: i64) -> Result<Grant, Vi
     if header.typ.as_deref() != Some(VISA_TYP) {
         return Err(VisaError::WrongTyp(header.typ));
     }
-    let (iss, claims) = signed_claims(jwt, trusted)?;
+    let (iss, claims) = signed_claims(jwt, trusted, false)?;
     grant_from_claims(&claims, iss, now)
 }
 
 /// The issuer and claims of a compact JWS signed (ES256 or RS256) by one of `trusted`, the
-/// signature checked and nothing else: visas and identity tokens check their own claims.
+/// signature checked and nothing else: visas and identity tokens check their own claims. With
+/// `sole_key`, a header without `kid` is checked against the issuer's key when it has only one
+/// (as some identity providers sign); visas always name their key.
 pub fn signed_claims(
     jwt: &str,
     trusted: &TrustedIssuers,
+    sole_key: bool,
 ) -> Result<(String, serde_json::Value), VisaError> {
     crypto::install();
     if jwt.len() > MAX_VISA_LEN {
@@ -209,11 +212,17 @@ pub fn signed_claims(
         .issuers
         .get(&iss)
         .ok_or_else(|| VisaError::UntrustedIssuer(iss.clone()))?;
-    let kid = header.kid.ok_or(VisaError::MissingKid)?;
-    let jwk = set.find(&kid).ok_or_else(|| VisaError::UnknownKey {
-        iss: iss.clone(),
-        kid: kid.clone(),
-    })?;
+    let (kid, jwk) = match header.kid {
+        Some(kid) => {
+            let jwk = set.find(&kid).ok_or_else(|| VisaError::UnknownKey {
+                iss: iss.clone(),
+                kid: kid.clone(),
+            })?;
+            (kid, jwk)
+        }
+        None if sole_key && set.keys.len() == 1 => (String::new(), &set.keys[0]),
+        None => return Err(VisaError::MissingKid),
+    };
     let fits = matches!(
         (&jwk.algorithm, header.alg),
         (AlgorithmParameters::EllipticCurve(_), Algorithm::ES256)

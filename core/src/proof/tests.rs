@@ -161,3 +161,23 @@ fn pkce_challenge_is_rfc_7636s() {
         "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
     );
 }
+
+#[test]
+fn a_token_without_kid_is_checked_against_a_sole_key_only() {
+    let key = Issuer::generate(IDP);
+    let claims = id_claims("alice", "s1");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = None;
+    let enc = jsonwebtoken::EncodingKey::from_ec_pem(key.ec_pem().as_bytes()).unwrap();
+    let jwt = jsonwebtoken::encode(&header, &claims, &enc).unwrap();
+    assert!(signed(&jwt, &trusting(&key), "identity token").is_ok());
+    // With two keys the site cannot tell which one signed.
+    let two = Issuer::from_ec_pem(IDP, key.ec_pem()).unwrap().with_rsa();
+    let (_, e) = signed(&jwt, &trusting(&two), "identity token").unwrap_err();
+    assert!(e.0.contains("names no signing key"), "{e}");
+    // Visas must always name theirs.
+    assert!(matches!(
+        crate::visa::signed_claims(&jwt, &trusting(&key), false),
+        Err(VisaError::MissingKid)
+    ));
+}
