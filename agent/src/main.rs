@@ -32,6 +32,38 @@ enum Command {
         #[arg(long, short, env = "BASHO_AGENT_CONFIG")]
         config: PathBuf,
     },
+    /// Makes a break-glass approver's key: `<dir>/<name>.pem` (0600, kept by the approver) and
+    /// `<dir>/<name>.jwks.json` (for the site config's `[[sessions.approvers]]`).
+    ApproverKey {
+        /// The approver's name, the `issuer` the site config gives it.
+        #[arg(long)]
+        name: String,
+        /// Where to write the two files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Signs a break-glass approval and prints it: an administrator enters one workspace, for
+    /// one stated reason, once (`basho exec --break-glass REASON --approval FILE`).
+    Approve {
+        /// The approver's key (`approver-key`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The approver's name, as the site config gives it.
+        #[arg(long)]
+        name: String,
+        /// The workspace (`ws-...`).
+        #[arg(long)]
+        workspace: String,
+        /// Who is let in (for the site's record).
+        #[arg(long)]
+        who: String,
+        /// The reason, exactly as the administrator will give it to --break-glass.
+        #[arg(long)]
+        reason: String,
+        /// How long the approval may be used: seconds or with a unit (`30m`), at most 24 h.
+        #[arg(long, default_value = "1h", value_parser = basho_core::duration::parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,7 +75,81 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check(&config),
         Command::Run { config } => run(&config),
+        Command::ApproverKey { name, dir } => approver_key(&name, &dir),
+        Command::Approve {
+            key,
+            name,
+            workspace,
+            who,
+            reason,
+            ttl,
+        } => approve(&key, &name, &workspace, &who, &reason, ttl),
     }
+}
+
+fn fail(why: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {why}");
+    ExitCode::from(1)
+}
+
+fn approver_key(name: &str, dir: &std::path::Path) -> ExitCode {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let issuer = basho_core::visa::mint::Issuer::generate(name);
+    let (pem, jwks) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.jwks.json")),
+    );
+    let saved = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&pem)
+        .and_then(|mut f| f.write_all(issuer.ec_pem().as_bytes()));
+    if let Err(e) = saved {
+        return fail(format!("cannot write {}: {e}", pem.display()));
+    }
+    if let Err(e) = std::fs::write(&jwks, issuer.jwks_json()) {
+        return fail(format!("cannot write {}: {e}", jwks.display()));
+    }
+    println!(
+        "approver {name}: key {} (keep it with the approver), public keys {}\n\
+         add to the site config:\n\n[[sessions.approvers]]\nissuer = {name:?}\njwks_file = {:?}",
+        pem.display(),
+        jwks.display(),
+        jwks.display().to_string()
+    );
+    ExitCode::SUCCESS
+}
+
+fn approve(
+    key: &std::path::Path,
+    name: &str,
+    workspace: &str,
+    who: &str,
+    reason: &str,
+    ttl: std::time::Duration,
+) -> ExitCode {
+    use basho_core::proof::{APPROVAL_TYP, MAX_APPROVAL_S, approval_claims};
+    let ttl_s = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    if ttl_s == 0 || ttl_s > MAX_APPROVAL_S {
+        return fail(format!("--ttl must be between 1 s and {MAX_APPROVAL_S} s"));
+    }
+    if reason.trim().is_empty() || who.trim().is_empty() {
+        return fail("--reason and --who must say something");
+    }
+    let pem = match std::fs::read_to_string(key) {
+        Ok(p) => format!("{}\n", p.trim()),
+        Err(e) => return fail(format!("cannot read {}: {e}", key.display())),
+    };
+    let issuer = match basho_core::visa::mint::Issuer::from_ec_pem(name, &pem) {
+        Ok(i) => i,
+        Err(e) => return fail(format!("{}: {e}", key.display())),
+    };
+    let now = chrono::Utc::now().timestamp();
+    let claims = approval_claims(name, who, workspace, reason.trim(), now, ttl_s);
+    println!("{}", issuer.sign_claims(&claims, Some(APPROVAL_TYP)));
+    ExitCode::SUCCESS
 }
 
 /// The config's problems, or the config.
@@ -71,7 +177,7 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok(c) => {
             let backend = c.backend.kind();
             println!(
-                "{}: ok: site {} on {backend}, orchestrator {}, {} dataset(s), {} image(s), {} trusted issuer(s), workspaces run as {}",
+                "{}: ok: site {} on {backend}, orchestrator {}, {} dataset(s), {} image(s), {} trusted issuer(s), workspaces run as {}, sessions {}",
                 path.display(),
                 c.site,
                 c.orchestrator.url,
@@ -79,6 +185,15 @@ fn check(path: &std::path::Path) -> ExitCode {
                 c.images.len(),
                 c.trusted_issuers.len(),
                 c.isolation.user,
+                match c.sessions.proof {
+                    basho_agent::session::proof::ProofPolicy::None =>
+                        "on the orchestrator's word (proof = \"none\")".to_owned(),
+                    basho_agent::session::proof::ProofPolicy::Required => format!(
+                        "proved by {} identity provider(s) or {} approver(s)",
+                        c.sessions.identity_issuers.len(),
+                        c.sessions.approvers.len()
+                    ),
+                },
             );
             ExitCode::SUCCESS
         }

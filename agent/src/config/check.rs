@@ -257,6 +257,20 @@ fn check_issuers(config: &SiteConfig, p: &mut Vec<String>) {
     if let Err(problems) = config.load_trusted_issuers() {
         p.extend(problems.iter().map(ToString::to_string));
     }
+    let sessions = &config.sessions;
+    let keys = sessions
+        .identity_issuers
+        .iter()
+        .map(|i| (i.issuer.as_str(), i.jwks_file.as_path()))
+        .chain(
+            sessions
+                .approvers
+                .iter()
+                .map(|a| (a.issuer.as_str(), a.jwks_file.as_path())),
+        );
+    if let Err(problems) = super::load_issuers(keys) {
+        p.extend(problems.iter().map(|e| format!("sessions: {e}")));
+    }
 }
 
 fn check_paths(config: &SiteConfig, p: &mut Vec<String>) {
