@@ -458,6 +458,12 @@ fn values_schemas_refuse_loosening_and_bad_identifiers() {
             "runAsNonRoot",
         ),
         ("basho-agent", "isolation.user=0:0", "isolation.user"),
+        ("basho-agent", "sessions.proof=optional", "sessions.proof"),
+        (
+            "basho-agent",
+            "sessions.identityIssuers=[{issuer: 'https://idp.example.org', jwks: '{}'}]",
+            "audience",
+        ),
         (
             "basho-agent",
             "orchestrator.url=http://basho.example.org",
@@ -507,4 +513,49 @@ fn values_schemas_refuse_loosening_and_bad_identifiers() {
     }
     // And what the schema allows still renders.
     assert!(render_with("basho-agent", &["isolation.user=1000:1000"]).is_ok());
+}
+
+#[test]
+fn every_jwks_file_the_site_config_names_is_mounted() {
+    let mut named = 0;
+    for r in renderings("basho-agent") {
+        let text = r.one("ConfigMap")["data"]["site.toml"].as_str().unwrap();
+        let cfg = basho_agent::config::parse(text, Path::new("site.toml")).unwrap();
+        let files: Vec<PathBuf> = cfg
+            .trusted_issuers
+            .iter()
+            .map(|i| i.jwks_file.clone())
+            .chain(
+                cfg.sessions
+                    .identity_issuers
+                    .iter()
+                    .map(|i| i.jwks_file.clone()),
+            )
+            .chain(cfg.sessions.approvers.iter().map(|i| i.jwks_file.clone()))
+            .collect();
+        let deployment = r.one("Deployment");
+        let volumes = deployment["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap();
+        let projected: Vec<String> = volumes
+            .iter()
+            .filter(|v| v["name"] == "issuers")
+            .flat_map(|v| v["projected"]["sources"].as_array().unwrap().iter())
+            .flat_map(|s| {
+                let src = s.get("secret").or_else(|| s.get("configMap")).unwrap();
+                src["items"].as_array().unwrap().iter()
+            })
+            .map(|i| format!("/etc/basho/issuers/{}", i["path"].as_str().unwrap()))
+            .collect();
+        for f in &files {
+            assert!(
+                projected.contains(&f.display().to_string()),
+                "{}: {} is not mounted ({projected:?})",
+                r.label,
+                f.display()
+            );
+        }
+        named += cfg.sessions.identity_issuers.len() + cfg.sessions.approvers.len();
+    }
+    assert!(named >= 2, "no rendering names a session key");
 }

@@ -139,6 +139,24 @@ issuer = {{ $issuer.issuer | toJson }}
 jwks_file = "/etc/basho/issuers/issuer-{{ $i }}.jwks.json"
 {{- end }}
 
+[sessions]
+proof = {{ .Values.sessions.proof | default "required" | toJson }}
+max_proof_age_s = {{ .Values.sessions.maxProofAgeS | default 300 | int64 }}
+{{- range $i, $idp := .Values.sessions.identityIssuers }}
+
+[[sessions.identity_issuers]]
+issuer = {{ $idp.issuer | toJson }}
+audience = {{ $idp.audience | toJson }}
+subject_claim = {{ $idp.subjectClaim | default "sub" | toJson }}
+jwks_file = "/etc/basho/issuers/identity-{{ $i }}.jwks.json"
+{{- end }}
+{{- range $i, $a := .Values.sessions.approvers }}
+
+[[sessions.approvers]]
+issuer = {{ $a.issuer | toJson }}
+jwks_file = "/etc/basho/issuers/approver-{{ $i }}.jwks.json"
+{{- end }}
+
 [paths]
 state_dir = "{{ include "basho-agent.stateDir" . }}"
 # Unused by the kubernetes backend (workspaces get /work and /results from [backend]), but part
@@ -159,6 +177,24 @@ listen = "0.0.0.0:{{ .Values.metrics.port | int64 }}"
 
 {{ . }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Every JWKS file the agent reads, as a list of {file, source}: the trusted visa issuers', the
+identity providers' and the approvers'. Each source is inline (jwks), a configMap or a secret.
+*/}}
+{{- define "basho-agent.jwksFiles" -}}
+{{- $files := list }}
+{{- range $i, $e := .Values.trustedIssuers }}
+{{- $files = append $files (dict "file" (printf "issuer-%d.jwks.json" $i) "source" $e) }}
+{{- end }}
+{{- range $i, $e := .Values.sessions.identityIssuers }}
+{{- $files = append $files (dict "file" (printf "identity-%d.jwks.json" $i) "source" $e) }}
+{{- end }}
+{{- range $i, $e := .Values.sessions.approvers }}
+{{- $files = append $files (dict "file" (printf "approver-%d.jwks.json" $i) "source" $e) }}
+{{- end }}
+{{- toYaml $files }}
 {{- end -}}
 
 {{/*
