@@ -46,6 +46,19 @@ pub struct Config {
     /// opened on any replica reaches the site's tunnel wherever it is held.
     #[serde(default)]
     pub replica: Option<ReplicaConfig>,
+    /// Where Prometheus scrapes: `/metrics` on the API needs a platform, admin or auditor token;
+    /// `listen` also serves it without one on a separate plain-HTTP listener (a scrape network).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate listener serving only `/metrics`, without a token.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// This replica as its peers see it.
@@ -189,6 +202,7 @@ impl Config {
             tls: None,
             plain_http_on_loopback: true,
             replica: None,
+            metrics: Default::default(),
         }
     }
 
@@ -227,6 +241,15 @@ impl Config {
     /// Checks the rules serde cannot; returns every problem found.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if let Some(m) = self.metrics.listen
+            && m.port() != 0
+            && m == self.listen
+        {
+            problems.push(format!(
+                "metrics.listen {m} is the API's own address; give the tokenless listener its own \
+                 port, or remove it to scrape the API's /metrics with a token"
+            ));
+        }
         if self.platform_tokens.is_empty() {
             problems.push(
                 "platform_tokens is empty; add at least one token so the platform can call the API"

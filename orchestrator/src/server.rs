@@ -37,6 +37,30 @@ impl Orchestrator {
             };
             tracing::info!(%addr, scheme, "serving the basho API");
         }
+        if let Some(addr) = self.inner().config.metrics.listen {
+            let metrics = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(Error::Serve)?;
+            tracing::info!(addr = %metrics.local_addr().unwrap_or(addr),
+                "serving /metrics without a token (metrics.listen)");
+            let router = axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(crate::api::meta::open_metrics),
+                )
+                .with_state(self.clone());
+            let stop = shutdown.clone();
+            tracker.reopen();
+            tracker.spawn(async move {
+                let served = axum::serve(metrics, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+            tracker.close();
+        }
         let closing = self.inner().closing.clone();
         let stop = shutdown.clone();
         let signal = async move {

@@ -95,7 +95,9 @@ async fn agents_speak_only_for_their_site() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(applied, json!({"applied": 0}));
     assert_eq!(h.state(id).await, "placed");
-    let (_, metrics) = h.raw(Method::GET, "/metrics", None, &[], vec![]).await;
+    let (_, metrics) = h
+        .raw(Method::GET, "/metrics", Some(PLATFORM), &[], vec![])
+        .await;
     assert!(metrics.as_str().unwrap().contains(
         "basho_agent_observations_ignored_total{site=\"tohoku\",reason=\"other_site\"} 1"
     ));
@@ -391,7 +393,9 @@ async fn workspaces_stuck_past_the_start_timeout_fail_and_release_their_compute(
         .map(|w| w["id"].as_str().unwrap())
         .collect();
     assert_eq!(wanted, vec![running.as_str()], "{d}");
-    let (_, metrics) = h.raw(Method::GET, "/metrics", None, &[], vec![]).await;
+    let (_, metrics) = h
+        .raw(Method::GET, "/metrics", Some(PLATFORM), &[], vec![])
+        .await;
     let metrics = metrics.as_str().unwrap().to_owned();
     for state in ["placed", "starting"] {
         let line =

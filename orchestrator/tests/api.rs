@@ -292,8 +292,13 @@ async fn metrics_exposition() {
     let h = Harness::new().await;
     h.register_demo().await;
     let (_, w) = h.create(h.body(&["JGAD000101"])).await;
-    let (status, text) = h.raw(Method::GET, "/metrics", None, &[], vec![]).await;
+    let (status, text) = h
+        .raw(Method::GET, "/metrics", Some(PLATFORM), &[], vec![])
+        .await;
     assert_eq!(status, StatusCode::OK);
+    // They name projects, sites and quotas: only the readers of usage scrape them.
+    let (status, _) = h.raw(Method::GET, "/metrics", None, &[], vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let text = text.as_str().unwrap();
     for name in [
         "basho_api_requests_total{",
@@ -314,7 +319,9 @@ async fn metrics_exposition() {
     assert!(!text.contains(PLATFORM));
     // Unmatched routes are counted under one label.
     h.get("/v1/nothing/ws-123").await;
-    let (_, text) = h.raw(Method::GET, "/metrics", None, &[], vec![]).await;
+    let (_, text) = h
+        .raw(Method::GET, "/metrics", Some(PLATFORM), &[], vec![])
+        .await;
     assert!(text.as_str().unwrap().contains("route=\"unmatched\""));
     assert!(!text.as_str().unwrap().contains("ws-123"));
 }

@@ -55,6 +55,7 @@ impl Replica {
     async fn leader_metric(&self, http: &reqwest::Client) -> u8 {
         let text = http
             .get(format!("{}/metrics", self.base))
+            .bearer_auth(PLATFORM)
             .send()
             .await
             .unwrap()

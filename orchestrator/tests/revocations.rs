@@ -261,7 +261,9 @@ async fn every_site_hears_of_a_revocation_and_may_report_revoked() {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["applied"], 1);
     assert_eq!(h.state(&ws).await, "revoked");
-    let (_, metrics) = h.raw(Method::GET, "/metrics", None, &[], vec![]).await;
+    let (_, metrics) = h
+        .raw(Method::GET, "/metrics", Some(PLATFORM), &[], vec![])
+        .await;
     let text = metrics.as_str().unwrap();
     assert!(
         text.contains("basho_revocations_total{reason=\"other\"} 1"),
@@ -317,7 +319,9 @@ async fn the_site_confirms_a_revoked_container_is_gone() {
     assert!(message(placed.clone()).await.contains(NOTHING_REPORTED));
     assert!(!message(running.clone()).await.contains(SITE_CONFIRMED));
     let confirmed_count = || async {
-        let (_, metrics) = h.raw(Method::GET, "/metrics", None, &[], vec![]).await;
+        let (_, metrics) = h
+            .raw(Method::GET, "/metrics", Some(PLATFORM), &[], vec![])
+            .await;
         let text = metrics.as_str().unwrap().to_owned();
         text.lines()
             .find_map(|l| l.strip_prefix("basho_revocation_seconds_count "))

@@ -208,6 +208,7 @@ impl Cluster {
             tls: Some(tls),
             plain_http_on_loopback: false,
             replica: None,
+            metrics: Default::default(),
         };
         let cluster = Cluster {
             tag: tag.clone(),

@@ -162,6 +162,7 @@ impl Federation {
             tls: None,
             plain_http_on_loopback: true,
             replica: None,
+            metrics: Default::default(),
         };
         orchestrator(&mut config);
         let mut fed = Federation {

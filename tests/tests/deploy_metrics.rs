@@ -203,6 +203,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported_and_documented() 
     let jwks = dir.path().join("issuer.jwks.json");
     std::fs::write(&jwks, issuer.jwks_json()).unwrap();
     let listen = free_addr();
+    let scrape_listen = free_addr();
     let config: basho_orchestrator::config::Config = toml::from_str(&format!(
         r#"
 listen = "{listen}"
@@ -216,6 +217,8 @@ token = "{AGENT_TOKEN}"
 [[trusted_issuers]]
 issuer = "{ISSUER}"
 jwks_file = "{jwks}"
+[metrics]
+listen = "{scrape_listen}"
 "#,
         data = dir.path().join("orchestrator").display(),
         templates = templates_dir().display(),
@@ -305,7 +308,26 @@ listen = "{agent_metrics}"
     let id = ws["id"].as_str().unwrap();
     api.wait_state(id, "running", Duration::from_secs(30)).await;
 
-    let orchestrator_text = scrape(&format!("http://{listen}/metrics")).await;
+    // The API's /metrics wants a usage reader's token; the scrape listener wants none.
+    let anonymous = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let with_token = reqwest::Client::new()
+        .get(format!("http://{listen}/metrics"))
+        .bearer_auth(PLATFORM_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status(), 200);
+    assert!(
+        with_token
+            .text()
+            .await
+            .unwrap()
+            .contains("basho_workspace_create_seconds_count 1")
+    );
+    let orchestrator_text = scrape(&format!("http://{scrape_listen}/metrics")).await;
     let agent_text = basho_tests::wait_for(
         "the agent's metrics to see the workspace running",
         Duration::from_secs(30),

@@ -559,3 +559,23 @@ fn every_jwks_file_the_site_config_names_is_mounted() {
     }
     assert!(named >= 2, "no rendering names a session key");
 }
+
+#[test]
+fn the_service_monitor_scrapes_with_a_token() {
+    let mut seen = 0;
+    for r in renderings("basho-orchestrator") {
+        for m in r.of_kind("ServiceMonitor") {
+            let auth = &m["spec"]["endpoints"][0]["authorization"];
+            assert_eq!(auth["type"], "Bearer", "{}", r.label);
+            assert!(
+                auth["credentials"]["name"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no rendering makes a ServiceMonitor");
+    let e = render_with("basho-orchestrator", &["serviceMonitor.enabled=true"]).unwrap_err();
+    assert!(e.contains("serviceMonitor.tokenSecret.name"), "{e}");
+}

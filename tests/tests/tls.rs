@@ -69,6 +69,7 @@ async fn world() -> World {
         tls: Some(tls),
         plain_http_on_loopback: false,
         replica: None,
+        metrics: Default::default(),
     };
     let orchestrator = Orchestrator::open(config).await.unwrap();
     let stop = CancellationToken::new();

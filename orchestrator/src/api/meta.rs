@@ -18,6 +18,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
+use super::auth::UsageReader;
 use super::{
     ApiError, agent, audit, revocations, sessions, sites, templates, tokens, usage, workspaces,
 };
@@ -207,16 +208,29 @@ pub async fn healthz(State(o): State<Orchestrator>) -> Result<axum::Json<Health>
     }
 }
 
-/// Prometheus metrics (text format).
+/// Prometheus metrics (text format), for the readers of usage: they name projects, sites and
+/// quotas. A scrape network without tokens gets them on `[metrics] listen` instead.
 #[utoipa::path(
     get, path = "/metrics", operation_id = "metrics", tag = "meta",
     responses(
         (status = 200, description = "Prometheus text exposition", body = String,
             content_type = "application/openmetrics-text; version=1.0.0"),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Not a platform, admin or auditor token", body = ErrorBody),
         (status = 503, description = "The store does not answer", body = ErrorBody),
-    )
+    ),
+    security(("bearer" = []))
 )]
-pub async fn metrics(State(o): State<Orchestrator>) -> Result<Response, ApiError> {
+pub async fn metrics(_: UsageReader, State(o): State<Orchestrator>) -> Result<Response, ApiError> {
+    exposition(&o).await
+}
+
+/// The metrics of `/metrics` on the separate, tokenless listener of `[metrics] listen`.
+pub async fn open_metrics(State(o): State<Orchestrator>) -> Result<Response, ApiError> {
+    exposition(&o).await
+}
+
+async fn exposition(o: &Orchestrator) -> Result<Response, ApiError> {
     let inner = o.inner();
     let counts = inner.store.counts().await?;
     let m = &inner.metrics;

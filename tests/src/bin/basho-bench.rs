@@ -166,6 +166,7 @@ impl Bench {
             tls: None,
             plain_http_on_loopback: true,
             replica: None,
+            metrics: Default::default(),
         };
         let orch = basho_orchestrator::Orchestrator::open(config).await?;
         let cancel = CancellationToken::new();
