@@ -25,6 +25,9 @@ pub struct Capabilities {
     pub gpus: bool,
     /// Read-only dataset mounts are recursive (submounts read-only too).
     pub recursive_readonly: bool,
+    /// `/work` and `/results` are the agent's own host directories (so it can quarantine them);
+    /// not on Kubernetes, whose volumes the agent does not reach.
+    pub host_dirs: bool,
 }
 
 /// A dataset bound into the workspace at `/data/<id>`, read-only.
@@ -56,7 +59,8 @@ pub struct LaunchSpec {
     pub command: Vec<String>,
     /// Approved datasets only.
     pub datasets: Vec<DatasetMount>,
-    /// Host directory bound read-write at `/work` (per project).
+    /// Host directory bound read-write at `/work` (per workspace, or per project where the site
+    /// shares it); on Kubernetes its name is the sub-path of the site's work volume.
     pub work_dir: PathBuf,
     /// Host directory bound read-write at `/results` (per workspace).
     pub results_dir: PathBuf,

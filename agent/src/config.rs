@@ -168,10 +168,16 @@ pub struct CatalogEntry {
 pub struct Paths {
     /// The agent's own state (per-workspace `workspace.json`, journals).
     pub state_dir: PathBuf,
-    /// Parent of the per-project `/work` directories.
+    /// Parent of the `/work` directories: one per workspace, or per project with
+    /// `project_work`.
     pub work_root: PathBuf,
     /// Parent of the per-workspace `/results` directories.
     pub results_root: PathBuf,
+    /// Give the workspaces of a project one shared `/work` (`<work_root>/<project>`) instead of
+    /// one each (`<work_root>/<workspace>`). A member without a dataset's visa then reads what
+    /// another copied there; only for projects whose members all hold the same grants.
+    #[serde(default)]
+    pub project_work: bool,
 }
 
 /// Isolation settings a site may tune (never loosen below the contract's defaults).

@@ -83,6 +83,7 @@ fn site(url: &str) -> Site {
             state_dir: dir.path().join("state"),
             work_root: dir.path().join("work"),
             results_root: dir.path().join("results"),
+            project_work: false,
         },
         isolation: Isolation::default(),
         metrics: None,

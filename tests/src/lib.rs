@@ -84,6 +84,7 @@ pub fn site_paths(base: &std::path::Path) -> basho_agent::config::Paths {
         state_dir: base.join("state"),
         work_root: base.join("work"),
         results_root: base.join("results"),
+        project_work: false,
     }
 }
 

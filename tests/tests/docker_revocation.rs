@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use basho_core::revocation::SITE_CONFIRMED;
 use basho_core::visa::mint::Visa;
+use basho_orchestrator::store::Role;
 use basho_tests::federation::Federation;
+use basho_tests::sessions::{audit, token};
 use basho_tests::wait_for;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -52,6 +54,36 @@ async fn revoke(fed: &Federation, body: Value, expected: &[&String]) -> Value {
             (w["state"] == "revoked" && message.contains(SITE_CONFIRMED)).then_some(())
         })
         .await;
+        // The site kept its /work and /results aside, mounted by nothing, and said so in the
+        // audit chain.
+        let admin = token(fed, Role::Admin, None).await;
+        let entries = wait_for(
+            &format!("{id}'s confirmation audited"),
+            PATIENCE,
+            || async {
+                let e = audit(fed, &admin, id).await;
+                e.iter()
+                    .any(|e| e["action"] == "revocation_confirmed")
+                    .then_some(e)
+            },
+        )
+        .await;
+        let confirmed = entries
+            .iter()
+            .find(|e| e["action"] == "revocation_confirmed")
+            .unwrap_or_else(|| panic!("no revocation_confirmed for {id}"));
+        let said = confirmed["detail"]["message"].as_str().unwrap_or_default();
+        assert!(said.contains("kept in quarantine at the site"), "{said}");
+        let results_root = said
+            .rsplit(", ")
+            .next()
+            .and_then(|p| std::path::Path::new(p).parent())
+            .expect("a quarantine path");
+        assert!(results_root.ends_with(".quarantine"), "{said}");
+        assert!(
+            !results_root.parent().unwrap().join(id.as_str()).exists(),
+            "{id}'s /results is no longer where a workspace would mount it"
+        );
     }
     v
 }

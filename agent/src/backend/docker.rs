@@ -288,6 +288,7 @@ impl Backend for DockerBackend {
         Capabilities {
             gpus: false,
             recursive_readonly: self.recursive_readonly(),
+            host_dirs: true,
         }
     }
 

@@ -160,6 +160,7 @@ impl Backend for FakeBackend {
         Capabilities {
             gpus: true,
             recursive_readonly: true,
+            host_dirs: true,
         }
     }
 

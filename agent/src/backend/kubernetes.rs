@@ -315,6 +315,7 @@ impl Backend for KubernetesBackend {
             gpus: true,
             // `recursiveReadOnly: IfPossible`: submounts are read-only only where the node can.
             recursive_readonly: false,
+            host_dirs: false,
         }
     }
 

@@ -294,6 +294,8 @@ impl Backend for SlurmBackend {
             gpus: self.cfg.runtime == crate::config::Runtime::Apptainer,
             // Datasets are bound without their submounts on every runtime.
             recursive_readonly: false,
+            // The job binds the agent's own directories (a file system the nodes share).
+            host_dirs: true,
         }
     }
 

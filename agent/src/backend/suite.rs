@@ -64,7 +64,7 @@ pub fn example_spec(site: &Ident, workspace: &str) -> LaunchSpec {
         image: format!("sha256:{}", "0".repeat(64)),
         command: vec!["sleep".into(), "3600".into()],
         datasets: Vec::new(),
-        work_dir: tmp.join("work"),
+        work_dir: tmp.join("work").join(workspace),
         results_dir: tmp.join("results").join(workspace),
         workspace_json: PathBuf::from("/dev/null"),
         env: vec![("BASHO_WORKSPACE".into(), workspace.to_owned())],

@@ -343,6 +343,7 @@ mod tests {
                 state_dir: dir.join("state"),
                 work_root: dir.join("work"),
                 results_root: dir.join("results"),
+                project_work: false,
             },
             isolation: Isolation::default(),
             metrics: None,

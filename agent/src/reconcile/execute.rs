@@ -14,7 +14,7 @@ use tracing::{info, info_span, warn};
 
 use super::hostdirs::{HostDirError, HostDirs, Prepared, WorkspaceRecord};
 use super::verify::{Approved, Refusal, verify_assignment};
-use super::{Action, observation_of};
+use super::{Action, StopReason, observation_of};
 use crate::backend::{Backend, BackendError, LaunchSpec, Observed};
 use crate::catalog::Catalog;
 use crate::config::Isolation;
@@ -138,6 +138,7 @@ impl Executor {
     pub async fn execute_one(&self, actions: Vec<Action>, now: DateTime<Utc>) -> Outcome {
         let mut out = Outcome::default();
         let mut not_stopped = BTreeSet::new();
+        let mut quarantined: BTreeMap<String, Vec<std::path::PathBuf>> = BTreeMap::new();
         for action in actions {
             match action {
                 Action::Launch(a) => match self.launch(&a, now).await {
@@ -156,14 +157,31 @@ impl Executor {
                         warn!(workspace = %a.id, error = %e, "launch failed; retrying next pass");
                     }
                 },
-                Action::Stop { workspace, reason } => match self.stop(&workspace).await {
-                    Ok(()) => info!(workspace = %workspace, ?reason, "stopped"),
-                    Err(e) => {
-                        warn!(workspace = %workspace, ?reason, error = %e, "stop failed; retrying next pass");
-                        not_stopped.insert(workspace);
+                Action::Stop { workspace, reason } => {
+                    match self.stop_for(&workspace, reason, now).await {
+                        Ok(moved) => {
+                            info!(workspace = %workspace, ?reason, quarantined = ?moved, "stopped");
+                            if !moved.is_empty() {
+                                quarantined.insert(workspace, moved);
+                            }
+                        }
+                        Err(e) => {
+                            warn!(workspace = %workspace, ?reason, error = %e, "stop failed; retrying next pass");
+                            not_stopped.insert(workspace);
+                        }
                     }
-                },
-                Action::Report(o) => {
+                }
+                Action::Report(mut o) => {
+                    if let Some(moved) = quarantined.get(&o.workspace) {
+                        let list: Vec<String> =
+                            moved.iter().map(|p| p.display().to_string()).collect();
+                        let message = o.message.get_or_insert_default();
+                        message.push_str(&format!(
+                            "; its /work and /results are kept in quarantine at the site, \
+                             mounted by no workspace: {}",
+                            list.join(", ")
+                        ));
+                    }
                     if !not_stopped.contains(&o.workspace) {
                         out.reports.push(o);
                     }
@@ -286,12 +304,38 @@ impl Executor {
     /// Stops `workspace` on the backend (metering it a last time first), then removes the
     /// agent's own directory of it.
     pub async fn stop(&self, workspace: &str) -> Result<(), ExecuteError> {
+        self.stop_for(workspace, StopReason::NotDesired, Utc::now())
+            .await
+            .map(drop)
+    }
+
+    /// [`Executor::stop`] for `reason`: a workspace stopped as revoked has its `/work` and
+    /// `/results` quarantined before its record goes (where they went, for its report).
+    async fn stop_for(
+        &self,
+        workspace: &str,
+        reason: StopReason,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<std::path::PathBuf>, ExecuteError> {
         if let Some(m) = &self.meter {
             m.sample(workspace).await;
         }
         self.backend.stop(workspace).await?;
         basho_core::crash_point!("agent.stop.removed");
-        self.remove_state(workspace).await
+        // A label is not to be trusted as a path component.
+        let mut moved = Vec::new();
+        if reason == StopReason::Revoked
+            && self.backend.capabilities().host_dirs
+            && basho_core::id::validate(workspace).is_ok()
+        {
+            let dirs = self.dirs.clone();
+            let ws = workspace.to_owned();
+            moved = tokio::task::spawn_blocking(move || dirs.quarantine(&ws, now))
+                .await
+                .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
+        }
+        self.remove_state(workspace).await?;
+        Ok(moved)
     }
 
     async fn remove_state(&self, workspace: &str) -> Result<(), ExecuteError> {

@@ -1,6 +1,7 @@
 //! The host side of a workspace: `<state_dir>/workspaces/<id>/workspace.json` (bound read-only at
-//! `/etc/basho/workspace.json`), `<work_root>/<project>/` (`/work`, kept per project) and
-//! `<results_root>/<id>/` (`/results`), owned by the isolation user. Blocking: call from
+//! `/etc/basho/workspace.json`), `<work_root>/<id>/` (`/work`; `<work_root>/<project>/` where the
+//! site shares it per project) and `<results_root>/<id>/` (`/results`), owned by the isolation
+//! user; a revoked workspace's are moved to `.quarantine/` under their roots. Blocking: call from
 //! `spawn_blocking`.
 
 use std::io;
@@ -86,6 +87,9 @@ fn process_uid() -> Option<u32> {
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
+/// Where revoked workspaces' directories are kept, under `work_root` and `results_root`.
+pub const QUARANTINE: &str = ".quarantine";
+
 /// The agent's host directories.
 #[derive(Debug, Clone)]
 pub struct HostDirs {
@@ -125,7 +129,7 @@ impl HostDirs {
         set_mode(&tmp, 0o644)?;
         std::fs::rename(&tmp, &json).map_err(io_err("write", &json))?;
 
-        let work_dir = self.paths.work_root.join(record.project.as_str());
+        let work_dir = self.work_dir(&record.id, &record.project);
         let results_dir = self.paths.results_root.join(&record.id);
         for dir in [&work_dir, &results_dir] {
             std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
@@ -151,6 +155,45 @@ impl HostDirs {
     }
 
     /// Removes the agent's own directory of workspace `id`; `/work` and `/results` stay.
+    /// Where workspace `id` of `project` has its `/work`.
+    pub fn work_dir(&self, id: &str, project: &Ident) -> PathBuf {
+        if self.paths.project_work {
+            self.paths.work_root.join(project.as_str())
+        } else {
+            self.paths.work_root.join(id)
+        }
+    }
+
+    /// Moves the `/work` and `/results` of a revoked workspace aside, into `.quarantine/` under
+    /// their roots (the same file system, so nothing is copied): kept for the site's admin,
+    /// mounted by no workspace again. A project's shared `/work` goes too: later workspaces of
+    /// the project start with an empty one. Answers where they went. Blocking; call before
+    /// [`HostDirs::remove`], which drops the record naming the project.
+    pub fn quarantine(&self, id: &str, at: DateTime<Utc>) -> Result<Vec<PathBuf>, HostDirError> {
+        let text = std::fs::read(self.state_dir(id).join("workspace.json"));
+        let project = text
+            .ok()
+            .and_then(|t| serde_json::from_slice::<WorkspaceRecord>(&t).ok())
+            .map(|r| r.project);
+        let stamp = at.format("%Y%m%dT%H%M%SZ");
+        let mut moved = Vec::new();
+        let work = project.map(|p| self.work_dir(id, &p));
+        let results = Some(self.paths.results_root.join(id));
+        for dir in [work, results].into_iter().flatten() {
+            if !dir.exists() {
+                continue;
+            }
+            let root = dir.parent().unwrap_or(Path::new("/")).join(QUARANTINE);
+            std::fs::create_dir_all(&root).map_err(io_err("create", &root))?;
+            set_mode(&root, 0o700)?;
+            let name = dir.file_name().unwrap_or_default().to_string_lossy();
+            let to = root.join(format!("{name}-{id}-{stamp}"));
+            std::fs::rename(&dir, &to).map_err(io_err("quarantine", &dir))?;
+            moved.push(to);
+        }
+        Ok(moved)
+    }
+
     pub fn remove(&self, id: &str) -> Result<(), HostDirError> {
         let state = self.state_dir(id);
         match std::fs::remove_dir_all(&state) {
@@ -184,6 +227,7 @@ mod tests {
                 state_dir: root.join("state"),
                 work_root: root.join("work"),
                 results_root: root.join("results"),
+                project_work: false,
             },
             ownership,
         )
@@ -205,7 +249,7 @@ mod tests {
         let d = dirs(root.path(), Ownership::WorldWritable);
         let p = d.prepare(&record()).unwrap();
         assert_eq!(p, d.prepare(&record()).unwrap());
-        assert_eq!(p.work_dir, root.path().join("work/P-0001"));
+        assert_eq!(p.work_dir, root.path().join("work/ws-1"));
         assert_eq!(p.results_dir, root.path().join("results/ws-1"));
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&p.work_dir), 0o777);
@@ -222,6 +266,47 @@ mod tests {
         assert!(p.results_dir.join("out.csv").exists());
         assert!(p.work_dir.exists());
         assert_eq!(d.recorded_expiry("ws-1"), None);
+    }
+
+    #[test]
+    fn work_is_per_workspace_unless_the_site_shares_it_per_project() {
+        let root = tempfile::tempdir().unwrap();
+        let d = dirs(root.path(), Ownership::WorldWritable);
+        let other = WorkspaceRecord {
+            id: "ws-2".into(),
+            ..record()
+        };
+        assert_ne!(
+            d.prepare(&record()).unwrap().work_dir,
+            d.prepare(&other).unwrap().work_dir
+        );
+        let mut paths = d.paths.clone();
+        paths.project_work = true;
+        let shared = HostDirs::new(paths, Ownership::WorldWritable);
+        let a = shared.prepare(&record()).unwrap().work_dir;
+        assert_eq!(a, root.path().join("work/P-0001"));
+        assert_eq!(a, shared.prepare(&other).unwrap().work_dir);
+    }
+
+    #[test]
+    fn a_revoked_workspaces_directories_are_quarantined_not_reused() {
+        let root = tempfile::tempdir().unwrap();
+        let d = dirs(root.path(), Ownership::WorldWritable);
+        let p = d.prepare(&record()).unwrap();
+        std::fs::write(p.work_dir.join("copy.csv"), "rows").unwrap();
+        std::fs::write(p.results_dir.join("out.csv"), "x").unwrap();
+        let moved = d.quarantine("ws-1", t0()).unwrap();
+        assert_eq!(moved.len(), 2);
+        assert!(!p.work_dir.exists() && !p.results_dir.exists());
+        let q = root.path().join("work").join(QUARANTINE);
+        assert_eq!(moved[0], q.join("ws-1-ws-1-20260101T000000Z"));
+        assert_eq!(std::fs::read(moved[0].join("copy.csv")).unwrap(), b"rows");
+        assert!(moved[1].join("out.csv").exists());
+        let mode = std::fs::metadata(&q).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // Nothing there any more: nothing to move, and a new launch starts empty.
+        d.remove("ws-1").unwrap();
+        assert!(d.quarantine("ws-1", t0()).unwrap().is_empty());
     }
 
     #[test]

@@ -149,6 +149,7 @@ mod tests {
     const CAPS: Capabilities = Capabilities {
         gpus: false,
         recursive_readonly: true,
+        host_dirs: true,
     };
 
     fn now() -> DateTime<Utc> {

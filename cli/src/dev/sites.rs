@@ -70,6 +70,7 @@ pub fn site_config(
         state_dir: dir.join("state"),
         work_root: dir.join("work"),
         results_root: dir.join("results"),
+        project_work: false,
     };
     for d in [&paths.state_dir, &paths.work_root, &paths.results_root] {
         fs::create_dir_all(d).map_err(|e| DevError::io(d, e))?;

@@ -163,6 +163,7 @@ state_dir = "{{ include "basho-agent.stateDir" . }}"
 # of every site config.
 work_root = "{{ include "basho-agent.stateDir" . }}/work"
 results_root = "{{ include "basho-agent.stateDir" . }}/results"
+project_work = {{ .Values.workspaces.projectWork | default false }}
 
 [isolation]
 user = {{ .Values.isolation.user | toJson }}

@@ -280,7 +280,16 @@ pub async fn observations(
             && matches!(obs.state, WsState::Revoked | WsState::Stopped)
         {
             let note = basho_core::revocation::SITE_CONFIRMED;
-            o.inner().store.note_revoked(&obs.workspace, note).await?;
+            if o.inner().store.note_revoked(&obs.workspace, note).await? {
+                // What the site did (its quarantine of /work and /results, say), in the chain.
+                o.audit(
+                    &format!("agent:{site}"),
+                    "revocation_confirmed",
+                    &obs.workspace,
+                    serde_json::json!({"state": obs.state.as_str(), "message": obs.message}),
+                )
+                .await;
+            }
             o.inner().metrics.revocation_confirmed(&obs.workspace);
             continue;
         }

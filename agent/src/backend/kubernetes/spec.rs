@@ -216,12 +216,13 @@ pub fn pod(
         mounts.push(m);
     }
     volumes.push(site_volume("work", &cfg.work));
-    mounts.push(mount(
-        "work",
-        "/work",
-        false,
-        Some(spec.project.to_string()),
-    ));
+    // The agent named the workspace's /work (its own, or its project's where the site shares
+    // it): the same name is its sub-path of the site's work volume.
+    let work = spec.work_dir.file_name().map_or_else(
+        || spec.workspace.to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    mounts.push(mount("work", "/work", false, Some(work)));
     volumes.push(site_volume("results", &cfg.results));
     mounts.push(mount(
         "results",

@@ -28,6 +28,7 @@ fn site() -> Site {
             state_dir: root.path().join("state"),
             work_root: root.path().join("work"),
             results_root: root.path().join("results"),
+            project_work: false,
         },
         Ownership::WorldWritable,
     );
@@ -71,7 +72,7 @@ async fn a_verified_launch_hands_the_backend_a_full_spec() {
     let root = s.root.path();
     assert_eq!(spec.image, *crate::fixtures::DEMO_IMAGE);
     assert_eq!(spec.user, "65534:65534");
-    assert_eq!(spec.work_dir, root.join("work/P-0001"));
+    assert_eq!(spec.work_dir, root.join("work/ws-1"));
     assert_eq!(spec.results_dir, root.join("results/ws-1"));
     assert_eq!(
         spec.workspace_json,
@@ -156,7 +157,47 @@ async fn stop_keeps_work_and_results_and_a_failed_stop_reports_nothing() {
     let root = s.root.path();
     assert!(!root.join("state/workspaces/ws-1").exists());
     assert!(root.join("results/ws-1").is_dir());
-    assert!(root.join("work/P-0001").is_dir());
+    assert!(root.join("work/ws-1").is_dir());
+}
+
+#[tokio::test]
+async fn a_revoked_workspaces_work_and_results_go_to_quarantine_and_its_report_says_so() {
+    let s = site();
+    s.exec.launch(&assignment(), Utc::now()).await.unwrap();
+    let root = s.root.path();
+    std::fs::write(root.join("work/ws-1/copy.csv"), "rows").unwrap();
+    let revoked = Observation {
+        workspace: "ws-1".into(),
+        state: State::Revoked,
+        message: Some("stopped by this site: revocation 3".into()),
+        at: Utc::now(),
+    };
+    let stop = Action::Stop {
+        workspace: "ws-1".into(),
+        reason: StopReason::Revoked,
+    };
+    let out = s
+        .exec
+        .execute(vec![stop, Action::Report(revoked)], Utc::now())
+        .await;
+    let message = out.reports[0].message.clone().unwrap();
+    assert!(
+        message.starts_with(
+            "stopped by this site: revocation 3; its /work and /results are kept in quarantine"
+        ),
+        "{message}"
+    );
+    assert!(!root.join("work/ws-1").exists() && !root.join("results/ws-1").exists());
+    let kept: Vec<_> = std::fs::read_dir(root.join("work/.quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert!(
+        message.contains(&kept[0].display().to_string()),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(kept[0].join("copy.csv")).unwrap(), b"rows");
 }
 
 /// A backend that keeps no expiry (as a Slurm job name would not), over the fake.

@@ -32,6 +32,7 @@ fn site(policy: ProofPolicy) -> Site {
             state_dir: root.path().join("state"),
             work_root: root.path().join("work"),
             results_root: root.path().join("results"),
+            project_work: false,
         },
         Ownership::WorldWritable,
     );

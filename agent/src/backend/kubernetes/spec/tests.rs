@@ -47,7 +47,7 @@ fn spec() -> LaunchSpec {
                 }),
             },
         ],
-        work_dir: PathBuf::from("/unused"),
+        work_dir: PathBuf::from("/var/lib/basho-agent/work/ws-1"),
         results_dir: PathBuf::from("/unused"),
         workspace_json: PathBuf::from("/unused"),
         env: vec![("BASHO_WORKSPACE".into(), "ws-1".into())],
