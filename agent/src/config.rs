@@ -180,6 +180,18 @@ pub struct Paths {
     pub project_work: bool,
 }
 
+impl Paths {
+    /// Where workspace `id` of `project` has its `/work`: its own directory, or its project's
+    /// with `project_work`.
+    pub fn work_dir(&self, id: &str, project: &Ident) -> PathBuf {
+        if self.project_work {
+            self.work_root.join(project.as_str())
+        } else {
+            self.work_root.join(id)
+        }
+    }
+}
+
 /// Isolation settings a site may tune (never loosen below the contract's defaults).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

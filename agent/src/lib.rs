@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod revocations;
 pub mod runner;
 pub mod session;
+pub mod site_audit;
 
 #[cfg(test)]
 mod fixtures;
@@ -58,6 +59,9 @@ pub enum Error {
     /// The session recording directory is unusable.
     #[error(transparent)]
     Recording(#[from] session::recording::RecordingDirError),
+    /// The site's own audit log cannot be used.
+    #[error(transparent)]
+    SiteAudit(#[from] site_audit::SiteAuditError),
 }
 
 /// Runs the agent until `shutdown` is cancelled, on the backend the config names. Workspaces keep

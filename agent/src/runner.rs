@@ -147,6 +147,7 @@ pub async fn run(
     }
     let gate = crate::session::proof::Gate::load(&config.sessions, dirs.clone())
         .map_err(Error::Issuers)?;
+    let site_audit = Arc::new(crate::site_audit::SiteAudit::open(&config.paths.state_dir)?);
     let tunnel = crate::session::Tunnel {
         url: config.orchestrator.url.clone(),
         token: token.clone(),
@@ -154,6 +155,7 @@ pub async fn run(
         backend: backend.clone(),
         limits: config.sessions.clone(),
         gate: Arc::new(gate),
+        site_audit: site_audit.clone(),
     };
     let executor = Executor::new(
         site.clone(),
@@ -163,7 +165,8 @@ pub async fn run(
         dirs.clone(),
         config.isolation.clone(),
     )
-    .with_meter(meter.clone());
+    .with_meter(meter.clone())
+    .with_site_audit(site_audit.clone());
     info!(site = %site, backend = executor.backend().kind(), orchestrator = %config.orchestrator.url, "agent starting");
 
     let stop = shutdown.child_token();
@@ -250,6 +253,13 @@ pub async fn run(
                 }
                 let state = fetched.borrow_and_update().as_ref().map(|f| f.state.clone());
                 if let Some(state) = state {
+                    if let Some(cp) = state.checkpoint.clone() {
+                        let log = site_audit.clone();
+                        let kept = tokio::task::spawn_blocking(move || log.checkpoint(&cp)).await;
+                        if let Ok(Err(e)) = kept {
+                            warn!(error = %e, "the orchestrator's audit checkpoint was not kept");
+                        }
+                    }
                     reconciler.learn(&state.revocations).await;
                     desired = Some(state.workspaces);
                     stopping = state.stopping;

@@ -149,6 +149,8 @@ pub struct Tunnel {
     pub limits: SessionsConfig,
     /// Checks each session's proof.
     pub gate: Arc<proof::Gate>,
+    /// Where the site records each session it opens or refuses.
+    pub site_audit: Arc<crate::site_audit::SiteAudit>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -274,10 +276,26 @@ impl Tunnel {
                 Err(r) => {
                     warn!(session = id, workspace = %open.workspace, actor = %open.actor,
                         code = %r.code, why = %r.message, "session refused");
+                    let detail = serde_json::json!({"actor": open.actor, "code": r.code,
+                        "message": r.message});
+                    let _ = self
+                        .record("session_refused", &open.workspace, detail)
+                        .await;
                     refuse(&tx, id, &r.code, &r.message).await;
                     continue;
                 }
             };
+            let detail = serde_json::json!({"actor": open.actor, "kind": open.spec.kind,
+                "argv": open.spec.argv, "port": open.spec.port,
+                "break_glass": open.spec.break_glass,
+                "proven": proven.as_ref().map(ToString::to_string)});
+            if let Err(e) = self.record("session_opened", &open.workspace, detail).await {
+                warn!(session = id, workspace = %open.workspace, error = %e,
+                    "session refused: the site cannot record it");
+                let msg = format!("the site cannot record the session in its audit log: {e}");
+                refuse(&tx, id, "audit_unavailable", &msg).await;
+                continue;
+            }
             let admitted = {
                 let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
                 let n = c.entry(open.workspace.clone()).or_default();
@@ -338,6 +356,23 @@ impl Tunnel {
             warn!("sessions did not end within 20 s of the tunnel closing");
         }
         debug!("tunnel connection finished");
+    }
+}
+
+impl Tunnel {
+    /// Appends to the site's audit log off the async threads.
+    async fn record(
+        &self,
+        action: &'static str,
+        workspace: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), String> {
+        let log = self.site_audit.clone();
+        let ws = workspace.to_owned();
+        tokio::task::spawn_blocking(move || log.append(action, &ws, detail))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 }
 

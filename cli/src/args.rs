@@ -199,8 +199,19 @@ pub struct AuditArgs {
 /// Audit verbs.
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// Check the whole chain; names the first entry altered or deleted (exit 1).
-    Verify,
+    /// Check the whole chain; names the first entry altered or deleted (exit 1). With the
+    /// checkpoint key, also every signed checkpoint in it and in the sites' own audit logs: a
+    /// chain rewritten or cut after a checkpoint fails.
+    Verify {
+        /// The public key checkpoints are signed with (Ed25519, PEM:
+        /// `openssl pkey -in key.pem -pubout`).
+        #[arg(long, value_name = "PEM")]
+        checkpoint_key: Option<std::path::PathBuf>,
+        /// A site's own audit log (`<state_dir>/audit.jsonl`, copied from the site); repeat for
+        /// several sites.
+        #[arg(long = "site-audit", value_name = "FILE")]
+        site_audits: Vec<std::path::PathBuf>,
+    },
     /// List entries, oldest first.
     #[command(alias = "ls")]
     List {

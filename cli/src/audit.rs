@@ -1,7 +1,7 @@
 //! `basho audit verify|list`: reads the whole audit log page by page and checks its hash chain
 //! (`basho_core::audit::verify_chain`), naming the first entry altered or deleted.
 
-use basho_core::audit::{AuditEntry, verify_chain};
+use basho_core::audit::{AuditEntry, checkpoint, verify_chain};
 use serde::Deserialize;
 
 use crate::args::{AuditArgs, AuditCmd};
@@ -50,6 +50,46 @@ pub fn table(entries: &[AuditEntry]) -> String {
 }
 
 /// Runs an audit command.
+fn checkpoint_key_at(path: &std::path::Path) -> Result<jsonwebtoken::DecodingKey, Error> {
+    let pem = std::fs::read(path).map_err(|source| Error::Input {
+        path: path.display().to_string(),
+        source,
+    })?;
+    jsonwebtoken::DecodingKey::from_ed_pem(&pem).map_err(|e| {
+        Error::Usage(format!(
+            "{}: not an Ed25519 public key in PEM ({e})",
+            path.display()
+        ))
+    })
+}
+
+/// How many checkpoints recorded in `log` (the chain's own `audit_checkpoint` entries, a site's
+/// `checkpoint_received`) verify with `key` and still hold in `chain`; the first that does not.
+fn checkpoints_hold(
+    log: &[AuditEntry],
+    chain: &[AuditEntry],
+    key: &jsonwebtoken::DecodingKey,
+    whose: &str,
+) -> Result<usize, Error> {
+    let mut held = 0;
+    for e in log {
+        if !matches!(
+            e.action.as_str(),
+            "audit_checkpoint" | "checkpoint_received"
+        ) {
+            continue;
+        }
+        let jws = e.detail["checkpoint"].as_str().unwrap_or_default();
+        let cp = checkpoint::verify(jws, key).map_err(|why| {
+            Error::AuditMismatch(format!("{whose}, entry {}: a checkpoint that {why}", e.seq))
+        })?;
+        checkpoint::holds(chain, &cp)
+            .map_err(|why| Error::AuditMismatch(format!("{whose}, entry {}: {why}", e.seq)))?;
+        held += 1;
+    }
+    Ok(held)
+}
+
 pub async fn run(args: AuditArgs) -> Result<(), Error> {
     let client = Client::with_ca(
         &args.client.addr,
@@ -57,10 +97,41 @@ pub async fn run(args: AuditArgs) -> Result<(), Error> {
         args.client.ca_file.as_deref(),
     )?;
     match args.cmd {
-        AuditCmd::Verify => {
+        AuditCmd::Verify {
+            checkpoint_key,
+            site_audits,
+        } => {
             let entries = fetch(&client, 0).await?;
             let n = verify_chain(&entries)?;
-            println!("audit chain intact: {n} entries");
+            let key = match &checkpoint_key {
+                Some(path) => Some(checkpoint_key_at(path)?),
+                None if site_audits.is_empty() => None,
+                None => {
+                    return Err(Error::Usage(
+                        "--site-audit needs --checkpoint-key, to tell the orchestrator's \
+                         checkpoints from forged ones"
+                            .into(),
+                    ));
+                }
+            };
+            let Some(key) = key else {
+                println!("audit chain intact: {n} entries");
+                return Ok(());
+            };
+            let mut held = checkpoints_hold(&entries, &entries, &key, "the chain")?;
+            for path in &site_audits {
+                let site = basho_agent::site_audit::read(path)
+                    .map_err(|e| Error::AuditMismatch(e.to_string()))?;
+                verify_chain(&site).map_err(|b| {
+                    Error::AuditMismatch(format!("site audit log {}: {b}", path.display()))
+                })?;
+                held += checkpoints_hold(&site, &entries, &key, &path.display().to_string())?;
+            }
+            println!(
+                "audit chain intact: {n} entries; {held} signed checkpoint(s) hold, from the \
+                 chain and {} site audit log(s)",
+                site_audits.len()
+            );
         }
         AuditCmd::List { after } => {
             let entries = fetch(&client, after).await?;

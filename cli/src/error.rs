@@ -53,6 +53,9 @@ pub enum Error {
     /// `basho audit verify` found the chain broken.
     #[error(transparent)]
     AuditBroken(#[from] basho_core::audit::Broken),
+    /// `basho audit verify` found the chain not holding what was signed or kept at a site.
+    #[error("{0}")]
+    AuditMismatch(String),
     /// An interactive session could not start or was cut off.
     #[error("{0}")]
     Session(String),

@@ -254,7 +254,7 @@ pub fn launch_spec(
     let dirs = HostDirs::new(config.paths.clone(), Ownership::AlreadyOwned);
     // The same paths `HostDirs::prepare` creates (cli/tests/template.rs checks they agree).
     let prepared = Prepared {
-        work_dir: config.paths.work_root.join(ws.project.as_str()),
+        work_dir: config.paths.work_dir(&ws.id, &ws.project),
         results_dir: config.paths.results_root.join(&ws.id),
         workspace_json: dirs.state_dir(&ws.id).join("workspace.json"),
     };

@@ -15,6 +15,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+pub mod checkpoint;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -100,6 +100,10 @@ pub struct DesiredState {
     /// what it runs and launches, also while the orchestrator is unreachable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revocations: Vec<crate::revocation::Revocation>,
+    /// The newest signed checkpoint of the audit chain (a compact JWS, EdDSA), which each site
+    /// keeps in its own audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 /// What the agent saw of one workspace.

@@ -50,6 +50,43 @@ pub struct Config {
     /// `listen` also serves it without one on a separate plain-HTTP listener (a scrape network).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Signed checkpoints of the audit chain.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The `[audit]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The Ed25519 private key (PKCS#8 PEM, `openssl genpkey -algorithm ed25519`) that signs
+    /// checkpoints of the chain's head; none, no checkpoints.
+    #[serde(default)]
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// A checkpoint after this many new entries...
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// ...or once this many seconds have passed since the last one and the chain has grown.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_s: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    100
+}
+
+fn default_checkpoint_interval() -> u64 {
+    60
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_key_file: None,
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval_s: default_checkpoint_interval(),
+        }
+    }
 }
 
 /// The `[metrics]` table.
@@ -203,6 +240,7 @@ impl Config {
             plain_http_on_loopback: true,
             replica: None,
             metrics: Default::default(),
+            audit: Default::default(),
         }
     }
 

@@ -103,6 +103,9 @@ impl Orchestrator {
         let peers = relay::Peers::new(&config).map_err(|problems| ConfigError { problems })?;
         let metrics = Metrics::new();
         metrics.leader.set(i64::from(replicas.is_leader()));
+        let key =
+            audit::checkpoint_key(&config.audit).map_err(|p| ConfigError { problems: vec![p] })?;
+        let audit = audit::AuditWriter::new(&config.audit, key);
         Ok(Orchestrator {
             inner: Arc::new(Inner {
                 config,
@@ -112,7 +115,7 @@ impl Orchestrator {
                 sites,
                 metrics,
                 auth,
-                audit: audit::AuditWriter::default(),
+                audit,
                 closing: CancellationToken::new(),
                 tls: tls.map(tokio_rustls::TlsAcceptor::from),
                 revocations,

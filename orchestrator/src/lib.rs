@@ -94,5 +94,8 @@ pub(crate) fn load_files(config: &Config) -> (Option<Templates>, TrustedIssuers,
     {
         problems.extend(more);
     }
+    if let Err(e) = audit::checkpoint_key(&config.audit) {
+        problems.push(e);
+    }
     (templates, issuers, problems)
 }

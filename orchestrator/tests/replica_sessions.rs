@@ -168,16 +168,43 @@ async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> 
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_session_through_either_replica_reaches_the_site() {
+/// A stand-in agent holding tohoku's tunnel on `base`, once the store names `base` its holder:
+/// the kinds of frame it received, and its task.
+async fn agent_on(
+    base: &str,
+    store: &PostgresStore,
+) -> (Arc<Mutex<Vec<Kind>>>, tokio::task::JoinHandle<()>) {
+    let seen: Arc<Mutex<Vec<Kind>>> = Arc::default();
+    let tohoku = "tohoku".parse().unwrap();
+    let task = tokio::spawn(stand_in_agent(base.to_owned(), seen.clone()));
+    wait_until("the replica holds tohoku's tunnel", async || {
+        store
+            .tunnel_holder(&tohoku)
+            .await
+            .unwrap()
+            .is_some_and(|h| h.url == base)
+    })
+    .await;
+    (seen, task)
+}
+
+/// A fresh database, a directory, an issuer and a config on them.
+async fn fresh() -> (
+    TestDatabase,
+    tempfile::TempDir,
+    Issuer,
+    basho_orchestrator::Config,
+) {
     let db = TestDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::generate(ISSUER);
     let mut config = config(dir.path(), &issuer);
     config.database = Some(db.url.clone());
-    let (a, stop_a) = replica(&config).await;
-    let (b, stop_b) = replica(&config).await;
-    let store = PostgresStore::open_with(&db.url, 2).await.unwrap();
+    (db, dir, issuer, config)
+}
+
+/// A researcher's token and a workspace of theirs running at tohoku, through `base`.
+async fn running_at_tohoku(base: &str, issuer: &Issuer, store: &PostgresStore) -> (String, String) {
     let researcher = NewToken {
         role: Role::Researcher,
         subject: Some("r-1".into()),
@@ -185,16 +212,14 @@ async fn a_session_through_either_replica_reaches_the_site() {
         name: None,
         ttl: None,
     };
-    let alice = create(&store, researcher, "test").await.unwrap().1;
-
-    // A running workspace at tohoku.
+    let alice = create(store, researcher, "test").await.unwrap().1;
     let http = reqwest::Client::new();
     let agent = agent_token("tohoku");
     let reg = registration("tohoku", &["JGAD000101"], 64, 1 << 20);
-    post(&http, format!("{a}/v1/agent/register"), &agent, reg).await;
+    post(&http, format!("{base}/v1/agent/register"), &agent, reg).await;
     let ws = post(
         &http,
-        format!("{a}/v1/workspaces"),
+        format!("{base}/v1/workspaces"),
         PLATFORM,
         json!({"project": "P-1", "template": "shell", "duration_s": 3600,
             "visas": [issuer.mint("r-1", "JGAD000101")]}),
@@ -203,25 +228,58 @@ async fn a_session_through_either_replica_reaches_the_site() {
     let id = ws["id"].as_str().unwrap().to_owned();
     post(
         &http,
-        format!("{a}/v1/agent/observations"),
+        format!("{base}/v1/agent/observations"),
         &agent,
         json!({"site": "tohoku", "observations": [
             {"workspace": id, "state": "running", "at": chrono::Utc::now()}]}),
     )
     .await;
+    (id, alice)
+}
 
-    // The agent's tunnel goes to a, which records itself as the holder.
-    let seen: Arc<Mutex<Vec<Kind>>> = Arc::default();
-    let tohoku = "tohoku".parse().unwrap();
-    let agent_task = tokio::spawn(stand_in_agent(a.clone(), seen.clone()));
-    wait_until("a holds tohoku's tunnel", async || {
-        store
-            .tunnel_holder(&tohoku)
-            .await
-            .unwrap()
-            .is_some_and(|h| h.url == a)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_whose_start_cannot_be_audited_does_not_open() {
+    let (db, _dir, issuer, config) = fresh().await;
+    let (a, stop) = replica(&config).await;
+    let store = PostgresStore::open_with(&db.url, 2).await.unwrap();
+    let (id, alice) = running_at_tohoku(&a, &issuer, &store).await;
+    let (seen, agent_task) = agent_on(&a, &store).await;
+    // The audit table takes no session start (a full disk, a broken database).
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_session_audit() RETURNS trigger AS $$ BEGIN \
+           IF NEW.action = 'session_started' THEN RAISE EXCEPTION 'no space left'; END IF; \
+           RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse_session_audit BEFORE INSERT ON audit FOR EACH ROW \
+           EXECUTE FUNCTION refuse_session_audit();",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let (status, body) = session(&a, &id, &alice, false)
+        .await
+        .expect_err("no session opens");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "audit_unavailable");
+    // The site had started it; it was told to end it at once.
+    wait_until("the agent is told to close", async || {
+        seen.lock().unwrap().contains(&Kind::Close)
     })
     .await;
+    assert_eq!(seen.lock().unwrap().first(), Some(&Kind::Open));
+    stop.cancel();
+    agent_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_through_either_replica_reaches_the_site() {
+    let (db, _dir, issuer, config) = fresh().await;
+    let (a, stop_a) = replica(&config).await;
+    let (b, stop_b) = replica(&config).await;
+    let store = PostgresStore::open_with(&db.url, 2).await.unwrap();
+    let (id, alice) = running_at_tohoku(&a, &issuer, &store).await;
+
+    // The agent's tunnel goes to a, which records itself as the holder.
+    let (seen, agent_task) = agent_on(&a, &store).await;
 
     // Through b: the session reaches the agent and its frames come back.
     let mut s = session(&b, &id, &alice, false)
@@ -278,6 +336,7 @@ async fn a_session_through_either_replica_reaches_the_site() {
     // The tunnel closes: the row goes, and b has nowhere to relay to.
     agent_task.abort();
     wait_until("a's holder row is cleared", async || {
+        let tohoku = "tohoku".parse().unwrap();
         store.tunnel_holder(&tohoku).await.unwrap().is_none()
     })
     .await;

@@ -209,6 +209,7 @@ impl Cluster {
             plain_http_on_loopback: false,
             replica: None,
             metrics: Default::default(),
+            audit: Default::default(),
         };
         let cluster = Cluster {
             tag: tag.clone(),

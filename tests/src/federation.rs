@@ -163,6 +163,7 @@ impl Federation {
             plain_http_on_loopback: true,
             replica: None,
             metrics: Default::default(),
+            audit: Default::default(),
         };
         orchestrator(&mut config);
         let mut fed = Federation {

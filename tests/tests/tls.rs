@@ -70,6 +70,7 @@ async fn world() -> World {
         plain_http_on_loopback: false,
         replica: None,
         metrics: Default::default(),
+        audit: Default::default(),
     };
     let orchestrator = Orchestrator::open(config).await.unwrap();
     let stop = CancellationToken::new();

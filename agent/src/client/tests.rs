@@ -38,6 +38,7 @@ async fn stub() -> (String, Seen) {
                         workspaces: vec![],
                         stopping: vec![],
                         revocations: vec![],
+                        checkpoint: None,
                     })
                 },
             ),

@@ -67,6 +67,7 @@ pub struct Executor {
     dirs: HostDirs,
     isolation: Isolation,
     meter: Option<Arc<crate::meter::Meter>>,
+    site_audit: Option<Arc<crate::site_audit::SiteAudit>>,
 }
 
 impl Executor {
@@ -87,6 +88,7 @@ impl Executor {
             dirs,
             isolation,
             meter: None,
+            site_audit: None,
         }
     }
 
@@ -142,7 +144,19 @@ impl Executor {
         for action in actions {
             match action {
                 Action::Launch(a) => match self.launch(&a, now).await {
-                    Ok(seen) => out.reports.push(observation_of(&seen, now)),
+                    Ok(seen) => {
+                        let visas: Vec<String> = a
+                            .visas
+                            .iter()
+                            .filter_map(|v| {
+                                basho_core::revocation::read_visa(v).map(|(id, _)| id.jti)
+                            })
+                            .collect();
+                        let detail = serde_json::json!({"project": a.project, "owner": a.owner,
+                            "datasets": a.datasets, "visas": visas, "expires_at": a.expires_at});
+                        self.note("workspace_launched", &a.id, detail).await;
+                        out.reports.push(observation_of(&seen, now));
+                    }
                     Err(e) if e.is_permanent() => {
                         warn!(workspace = %a.id, project = %a.project, error = %e, "not launching");
                         out.reports.push(Observation {
@@ -161,6 +175,9 @@ impl Executor {
                     match self.stop_for(&workspace, reason, now).await {
                         Ok(moved) => {
                             info!(workspace = %workspace, ?reason, quarantined = ?moved, "stopped");
+                            let detail = serde_json::json!({"reason": format!("{reason:?}"),
+                                "quarantined": moved});
+                            self.note("workspace_stopped", &workspace, detail).await;
                             if !moved.is_empty() {
                                 quarantined.insert(workspace, moved);
                             }
@@ -299,6 +316,25 @@ impl Executor {
     pub fn with_meter(mut self, meter: Arc<crate::meter::Meter>) -> Self {
         self.meter = Some(meter);
         self
+    }
+
+    /// Records launches and stops in the site's own audit log.
+    pub fn with_site_audit(mut self, log: Arc<crate::site_audit::SiteAudit>) -> Self {
+        self.site_audit = Some(log);
+        self
+    }
+
+    /// Appends to the site's audit log, if there is one; what it records already happened, so
+    /// a failure is logged.
+    async fn note(&self, action: &'static str, workspace: &str, detail: serde_json::Value) {
+        let Some(log) = self.site_audit.clone() else {
+            return;
+        };
+        let ws = workspace.to_owned();
+        let written = tokio::task::spawn_blocking(move || log.append(action, &ws, detail)).await;
+        if let Ok(Err(e)) = written {
+            warn!(workspace, action, error = %e, "not written to the site's audit log");
+        }
     }
 
     /// Stops `workspace` on the backend (metering it a last time first), then removes the

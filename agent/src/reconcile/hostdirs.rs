@@ -157,11 +157,7 @@ impl HostDirs {
     /// Removes the agent's own directory of workspace `id`; `/work` and `/results` stay.
     /// Where workspace `id` of `project` has its `/work`.
     pub fn work_dir(&self, id: &str, project: &Ident) -> PathBuf {
-        if self.paths.project_work {
-            self.paths.work_root.join(project.as_str())
-        } else {
-            self.paths.work_root.join(id)
-        }
+        self.paths.work_dir(id, project)
     }
 
     /// Moves the `/work` and `/results` of a revoked workspace aside, into `.quarantine/` under

@@ -281,6 +281,7 @@ pub async fn run_dev(opts: DevOptions, shutdown: CancellationToken) -> Result<De
         plain_http_on_loopback: true,
         replica: None,
         metrics: Default::default(),
+        audit: Default::default(),
     };
     std::fs::create_dir_all(&config.data_dir).map_err(|e| DevError::io(&config.data_dir, e))?;
     let orchestrator = Orchestrator::open(config).await?;

@@ -208,6 +208,7 @@ pub async fn desired(
         workspaces: live.into_iter().map(assignment).collect(),
         stopping: stopping.into_iter().map(|r| r.workspace.id).collect(),
         revocations,
+        checkpoint: inner.audit.latest_checkpoint(),
     }))
 }
 

@@ -86,7 +86,7 @@ async fn refused(o: &Orchestrator, actor: &str, id: &str, err: ApiError) -> ApiE
         (status = 409, description = "The workspace is not running", body = ErrorBody),
         (status = 429, description = "The site's limit of sessions per workspace is reached", body = ErrorBody),
         (status = 501, description = "The site's backend has no sessions yet", body = ErrorBody),
-        (status = 503, description = "The site's agent holds no tunnel on any replica, or the replica holding it cannot be reached (`site_unreachable`), or the site records every session and cannot record this one (`recording_failed`)", body = ErrorBody),
+        (status = 503, description = "The site's agent holds no tunnel on any replica, or the replica holding it cannot be reached (`site_unreachable`), or the site records every session and cannot record this one (`recording_failed`), or the session's start cannot be audited (`audit_unavailable`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -233,7 +233,17 @@ pub async fn open(
     } else {
         "session_started"
     };
-    o.audit(&actor, action, &id, detail).await;
+    if !o.audit(&actor, action, &id, detail).await {
+        // A session nobody can prove was opened does not open: dropping the link ends it at
+        // the site.
+        drop(link);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the session's start could not be written to the audit chain, so it does not open; \
+             retry, or ask the platform's admin to check the orchestrator's database",
+        ));
+    }
     let meta = Meta {
         actor,
         id,

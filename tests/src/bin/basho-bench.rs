@@ -167,6 +167,7 @@ impl Bench {
             plain_http_on_loopback: true,
             replica: None,
             metrics: Default::default(),
+            audit: Default::default(),
         };
         let orch = basho_orchestrator::Orchestrator::open(config).await?;
         let cancel = CancellationToken::new();
