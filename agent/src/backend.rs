@@ -240,7 +240,8 @@ pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError
         BackendConfig::Docker(docker) => Ok(Arc::new(
             docker::DockerBackend::connect(docker.socket.as_deref(), config.site.clone())
                 .await?
-                .with_namespace(docker.namespace.clone()),
+                .with_namespace(docker.namespace.clone())
+                .with_init(docker.init.clone()),
         )),
         BackendConfig::Slurm(slurm) => Ok(Arc::new(slurm::SlurmBackend::new(
             config.site.clone(),

@@ -589,6 +589,60 @@ async fn exited_workspaces_report_their_code() {
     assert!(b.list_managed().await.unwrap().is_empty());
 }
 
+/// The statically linked `basho-init` (`scripts/build-init`, which `scripts/test` runs), or
+/// `None` (failing under CI) when it was not built.
+fn init_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("BASHO_INIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/basho-init"));
+    if path.is_file() {
+        Some(std::fs::canonicalize(path).unwrap())
+    } else {
+        basho_test_util::unavailable(&format!("no {}: run scripts/build-init", path.display()));
+        None
+    }
+}
+
+#[tokio::test]
+async fn expiry_ends_the_workspace_with_no_agent_running() {
+    let Some((docker, image)) = engine().await else {
+        return;
+    };
+    let Some(init) = init_binary() else {
+        return;
+    };
+    let guard = Cleanup::new("t-init");
+    let dirs = dirs();
+    // Nothing but the engine from here: no agent loop watches the expiry.
+    let b = backend(&guard.site).await.with_init(Some(init));
+    let ws = unique("ws-test");
+    let mut s = spec(&guard.site, &ws, &image, &dirs);
+    s.command = vec!["sh".into(), "-c".into(), "sleep 3600 & sleep 3600".into()];
+    s.expires_at = chrono::Utc::now() + chrono::Duration::seconds(4);
+    b.launch(&s).await.unwrap();
+    let c = b.inspect(&ws).await.unwrap().unwrap().handle;
+    // The workload runs under basho-init, which the workspace can read but not change.
+    let ps = must(&docker, &c, &["ps", "-o", "pid,args"]).await;
+    assert!(ps.contains("/.basho/init --until"), "{ps}");
+    must_fail(&docker, &c, &["sh", "-c", "echo x > /.basho/init"]).await;
+    let state = wait_for(&b, &ws, |s| matches!(s, RunState::Exited(_))).await;
+    assert_eq!(state, RunState::Exited(124), "ended by its expiry");
+    // The engine's stop reaches the workload through basho-init: it ends by that SIGTERM
+    // (128 + 15), not by the SIGKILL the engine sends when a stop is ignored (137).
+    let ws = unique("ws-test");
+    let mut s = spec(&guard.site, &ws, &image, &dirs);
+    s.expires_at = chrono::Utc::now() + chrono::Duration::hours(1);
+    b.launch(&s).await.unwrap();
+    let c = b.inspect(&ws).await.unwrap().unwrap().handle;
+    let stop = bollard::query_parameters::StopContainerOptionsBuilder::default()
+        .t(30)
+        .build();
+    docker.stop_container(&c, Some(stop)).await.unwrap();
+    let state = wait_for(&b, &ws, |s| matches!(s, RunState::Exited(_))).await;
+    assert_eq!(state, RunState::Exited(143));
+    b.stop(&ws).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_created_but_unstarted_container_is_started_on_launch() {
     let Some((docker, image)) = engine().await else {

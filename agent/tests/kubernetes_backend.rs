@@ -600,6 +600,7 @@ fn the_catalog_carries_claims_and_other_backends_refuse_them() {
     cfg.backend = basho_agent::config::BackendConfig::Docker(basho_agent::config::DockerConfig {
         socket: None,
         namespace: None,
+        init: None,
     });
     let problems = basho_agent::check_config(&cfg);
     assert!(

@@ -703,6 +703,7 @@ fn site_config(
         Backend::Docker => BackendConfig::Docker(basho_agent::config::DockerConfig {
             socket: None,
             namespace: None,
+            init: None,
         }),
         Backend::Fake => BackendConfig::Fake(basho_agent::config::FakeConfig {
             start_delay_ms: 200,

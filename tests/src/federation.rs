@@ -426,6 +426,8 @@ fn site_config(
         backend: BackendConfig::Docker(basho_agent::config::DockerConfig {
             socket: None,
             namespace: None,
+            // Every workspace runs under basho-init, as on a site that sets it.
+            init: crate::init_binary(),
         }),
         datasets: datasets
             .iter()

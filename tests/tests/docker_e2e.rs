@@ -82,13 +82,15 @@ async fn workspace_for_two_datasets_runs_isolated_at_the_site_holding_them() {
     assert_eq!(
         mounts,
         vec![
+            ("/.basho/init".into(), false),
             ("/data/JGAD000101".into(), false),
             ("/data/JGAD000102".into(), false),
             ("/etc/basho/workspace.json".into(), false),
             ("/results".into(), true),
             ("/work".into(), true),
         ],
-        "exactly the approved datasets, read-only, plus /work and /results"
+        "exactly the approved datasets, read-only, plus /work and /results, and basho-init \
+         read-only"
     );
 
     let cid = &containers[0];

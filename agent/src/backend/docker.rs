@@ -52,6 +52,8 @@ pub struct DockerBackend {
     api: (usize, usize),
     /// Host paths of engine sockets, refused as mount sources (and their parents).
     sockets: Vec<String>,
+    /// `basho-init` on the host, the first process of every workspace when set.
+    init: Option<std::path::PathBuf>,
 }
 
 impl DockerBackend {
@@ -96,6 +98,7 @@ impl DockerBackend {
             namespace: None,
             api,
             sockets,
+            init: None,
         })
     }
 
@@ -103,6 +106,17 @@ impl DockerBackend {
     /// the ones it creates so; `None` manages every container of the site.
     pub fn with_namespace(mut self, namespace: Option<String>) -> Self {
         self.namespace = namespace;
+        self
+    }
+
+    /// Runs every workspace under `init` (`basho-init`), which ends it at its expiry even while
+    /// no agent runs; `None` leaves expiry to the agent.
+    pub fn with_init(mut self, init: Option<std::path::PathBuf>) -> Self {
+        if init.is_none() {
+            tracing::warn!(site = %self.site, "no backend.init: a workspace outlives its expiry \
+                for as long as the agent is down; set it to basho-init (scripts/build-init)");
+        }
+        self.init = init;
         self
     }
 
@@ -318,6 +332,9 @@ impl Backend for DockerBackend {
             Err(e) => return Err(unavailable("inspect image", e)),
         }
         let mut body = spec::container_body(spec, &checked, self.recursive_readonly());
+        if let Some(init) = &self.init {
+            spec::with_init(&mut body, init, spec.expires_at, &self.sockets).await?;
+        }
         if let (Some(ns), Some(labels)) = (&self.namespace, body.labels.as_mut()) {
             labels.insert(LABEL_NAMESPACE.to_string(), ns.clone());
         }

@@ -460,6 +460,7 @@ mod tests {
         c.backend = BackendConfig::Docker(DockerConfig {
             socket: None,
             namespace: Some("../other".into()),
+            init: None,
         });
         let problems = check(&c);
         assert_eq!(problems.len(), 1, "{problems:#?}");

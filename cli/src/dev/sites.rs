@@ -108,6 +108,7 @@ pub fn site_config(
         backend: BackendConfig::Docker(basho_agent::config::DockerConfig {
             socket: None,
             namespace: Some(namespace(layout)),
+            init: None,
         }),
         datasets,
         images: BTreeMap::from([common.image.clone()]),

@@ -460,6 +460,7 @@ async fn docker_compare(
         BackendConfig::Docker(basho_agent::config::DockerConfig {
             socket: None,
             namespace: None,
+            init: None,
         }),
         image.clone(),
     );

@@ -15,6 +15,11 @@ pub struct DockerConfig {
     /// unset on a production site: the agent then manages every container of its site.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// `basho-init` on the Docker host (`scripts/build-init` makes it, statically linked): bound
+    /// read-only into every workspace as its first process, it ends the workload at the
+    /// workspace's expiry even while no agent runs. Unset, expiry is the agent's alone.
+    #[serde(default)]
+    pub init: Option<std::path::PathBuf>,
 }
 
 impl DockerConfig {
@@ -25,6 +30,19 @@ impl DockerConfig {
             && let Err(e) = basho_core::id::validate(ns)
         {
             p.push(format!("backend.namespace: {e}"));
+        }
+        if let Some(init) = &self.init {
+            if !init.is_absolute() {
+                p.push(format!(
+                    "backend.init {} is not absolute; name basho-init by its absolute path",
+                    init.display()
+                ));
+            } else if !init.is_file() {
+                p.push(format!(
+                    "backend.init {} is not a file; build it with scripts/build-init",
+                    init.display()
+                ));
+            }
         }
         p
     }

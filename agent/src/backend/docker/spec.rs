@@ -21,6 +21,33 @@ pub fn container_name(workspace: &str) -> String {
     format!("basho-{workspace}")
 }
 
+/// Where `basho-init` is bound, read-only, inside every workspace.
+pub const INIT_PATH: &str = "/.basho/init";
+
+/// Makes `init` (`basho-init` on the host) the container's first process: it runs the command
+/// and ends everything at `expires_at`, whether or not an agent runs then.
+pub(super) async fn with_init(
+    body: &mut ContainerCreateBody,
+    init: &Path,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    sockets: &[String],
+) -> Result<(), BackendError> {
+    let sockets = resolve_sockets(sockets).await;
+    let init = resolve("basho-init", init, Kind::File, &sockets).await?;
+    body.host_config
+        .get_or_insert_default()
+        .mounts
+        .get_or_insert_default()
+        .push(bind(&init, INIT_PATH, true, Default::default()));
+    body.entrypoint = Some(vec![
+        INIT_PATH.into(),
+        "--until".into(),
+        expires_at.timestamp().to_string(),
+        "--".into(),
+    ]);
+    Ok(())
+}
+
 /// Host paths of a spec after resolving symlinks, so what is checked is what gets bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Checked {
