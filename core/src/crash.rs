@@ -110,10 +110,10 @@ fn die(why: &str) -> ! {
 #[doc(hidden)]
 pub fn crash(name: &str) -> ! {
     use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "crash point {name}: ending the process (FAILPOINTS)"
-    );
+    // One write: a line written piecemeal interleaves with other processes writing to the same
+    // log, and whoever reads it for this line would not find it.
+    let line = format!("crash point {name}: ending the process (FAILPOINTS)\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
     std::process::abort();
 }
 
