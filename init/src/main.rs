@@ -9,6 +9,9 @@
 use std::process::{Command, ExitCode};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::os::fd::AsFd as _;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -80,8 +83,9 @@ fn main() -> ExitCode {
         }
     };
     // PID 1 has no default action for signals: take them through a descriptor instead.
+    // SIGCHLD too: a child ending wakes the loop at once.
     let mut mask = SigSet::empty();
-    for s in FORWARDED {
+    for s in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
         mask.add(s);
     }
     let signals = mask
@@ -104,8 +108,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
         while let Some(Ok(Some(info))) = signals.as_ref().map(SignalFd::read_signal) {
-            if let Ok(sig) = Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)) {
-                let _ = kill(workload, sig);
+            match Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)) {
+                Ok(sig) if FORWARDED.contains(&sig) => {
+                    let _ = kill(workload, sig);
+                }
+                _ => {}
             }
         }
         let t = now();
@@ -120,6 +127,14 @@ fn main() -> ExitCode {
             Some(since) if t >= since + GRACE.as_secs() => signal_all(Signal::SIGKILL),
             _ => {}
         }
-        std::thread::sleep(Duration::from_millis(200));
+        // Wait for a signal (a child's end among them), at most a second: the clock is looked
+        // at again then.
+        match &signals {
+            Some(fd) => {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(1000u16));
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
     }
 }
