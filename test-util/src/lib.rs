@@ -56,6 +56,19 @@ pub fn unavailable(why: &str) {
     eprintln!("skipping: {why}");
 }
 
+/// The statically linked `basho-init` that `scripts/build-init` makes (`scripts/test` runs it),
+/// or `None`, saying why (and failing under CI), when it was not built.
+pub fn init_binary() -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/basho-init");
+    match std::fs::canonicalize(&path) {
+        Ok(p) => Some(p),
+        Err(_) => {
+            unavailable(&format!("no {}: run scripts/build-init", path.display()));
+            None
+        }
+    }
+}
+
 /// A running workspace `id` of project `P-0001` for `alice` at `tohoku`, with no datasets, one
 /// CPU and 256 MiB, every time at 2026-01-02T03:04:05Z: change what a test is about with
 /// struct update syntax.

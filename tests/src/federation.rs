@@ -427,7 +427,7 @@ fn site_config(
             socket: None,
             namespace: None,
             // Every workspace runs under basho-init, as on a site that sets it.
-            init: crate::init_binary(),
+            init: basho_test_util::init_binary(),
         }),
         datasets: datasets
             .iter()

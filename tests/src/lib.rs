@@ -78,22 +78,6 @@ pub fn pending_records(text: &str) -> usize {
     seqs.iter().filter(|s| **s > acked).count()
 }
 
-/// The statically linked `basho-init` that `scripts/build-init` makes (`scripts/test` runs it),
-/// or `None`, saying why (and failing under CI), when it was not built.
-pub fn init_binary() -> Option<std::path::PathBuf> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/basho-init");
-    match std::fs::canonicalize(&path) {
-        Ok(p) => Some(p),
-        Err(_) => {
-            basho_test_util::unavailable(&format!(
-                "no {}: run scripts/build-init; workspaces run without basho-init",
-                path.display()
-            ));
-            None
-        }
-    }
-}
-
 /// A site's state, work and results directories under `base`.
 pub fn site_paths(base: &std::path::Path) -> basho_agent::config::Paths {
     basho_agent::config::Paths {
