@@ -2,7 +2,7 @@
 //! workspaces, the dataset catalog, the image allow-list and the trusted visa issuers.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use basho_core::Ident;
 use basho_core::protocol::Capacity;
@@ -181,6 +181,16 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// `state/`, `work/` and `results/` under `root`, `/work` per workspace (`basho dev`, tests).
+    pub fn under(root: &Path) -> Self {
+        Self {
+            state_dir: root.join("state"),
+            work_root: root.join("work"),
+            results_root: root.join("results"),
+            project_work: false,
+        }
+    }
+
     /// Where workspace `id` of `project` has its `/work`: its own directory, or its project's
     /// with `project_work`.
     pub fn work_dir(&self, id: &str, project: &Ident) -> PathBuf {

@@ -278,24 +278,15 @@ impl Tunnel {
                         code = %r.code, why = %r.message, "session refused");
                     let detail = serde_json::json!({"actor": open.actor, "code": r.code,
                         "message": r.message});
-                    let _ = self
-                        .record("session_refused", &open.workspace, detail)
-                        .await;
+                    // Written beside the tunnel's reading, which no disk write holds up.
+                    let (log, ws) = (self.site_audit.clone(), open.workspace.clone());
+                    tasks.spawn(async move {
+                        let _ = log.record("session_refused", &ws, detail).await;
+                    });
                     refuse(&tx, id, &r.code, &r.message).await;
                     continue;
                 }
             };
-            let detail = serde_json::json!({"actor": open.actor, "kind": open.spec.kind,
-                "argv": open.spec.argv, "port": open.spec.port,
-                "break_glass": open.spec.break_glass,
-                "proven": proven.as_ref().map(ToString::to_string)});
-            if let Err(e) = self.record("session_opened", &open.workspace, detail).await {
-                warn!(session = id, workspace = %open.workspace, error = %e,
-                    "session refused: the site cannot record it");
-                let msg = format!("the site cannot record the session in its audit log: {e}");
-                refuse(&tx, id, "audit_unavailable", &msg).await;
-                continue;
-            }
             let admitted = {
                 let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
                 let n = c.entry(open.workspace.clone()).or_default();
@@ -315,6 +306,10 @@ impl Tunnel {
                 refuse(&tx, id, "too_many_sessions", &msg).await;
                 continue;
             }
+            let detail = serde_json::json!({"actor": open.actor, "kind": open.spec.kind,
+                "argv": open.spec.argv, "port": open.spec.port,
+                "break_glass": open.spec.break_glass,
+                "proven": proven.as_ref().map(ToString::to_string)});
             let (in_tx, in_rx) = mpsc::unbounded_channel();
             sessions.insert(id, in_tx);
             let span = info_span!("session", id, workspace = %open.workspace, actor = %open.actor,
@@ -330,10 +325,20 @@ impl Tunnel {
             };
             let counts = counts.clone();
             let done = done_tx.clone();
+            let log = self.site_audit.clone();
             tasks.spawn(
                 async move {
                     let workspace = run.open.workspace.clone();
-                    run.run(in_rx).await;
+                    // A session the site cannot record does not open.
+                    match log.record("session_opened", &workspace, detail).await {
+                        Ok(()) => run.run(in_rx).await,
+                        Err(e) => {
+                            warn!(error = %e, "session refused: the site cannot record it");
+                            let msg =
+                                format!("the site cannot record the session in its audit log: {e}");
+                            refuse(&run.tx, id, "audit_unavailable", &msg).await;
+                        }
+                    }
                     if let Some(n) = counts
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -356,23 +361,6 @@ impl Tunnel {
             warn!("sessions did not end within 20 s of the tunnel closing");
         }
         debug!("tunnel connection finished");
-    }
-}
-
-impl Tunnel {
-    /// Appends to the site's audit log off the async threads.
-    async fn record(
-        &self,
-        action: &'static str,
-        workspace: &str,
-        detail: serde_json::Value,
-    ) -> Result<(), String> {
-        let log = self.site_audit.clone();
-        let ws = workspace.to_owned();
-        tokio::task::spawn_blocking(move || log.append(action, &ws, detail))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
     }
 }
 

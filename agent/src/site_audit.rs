@@ -8,7 +8,7 @@
 
 use std::io::{self, BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use basho_core::audit::{AuditEntry, next_entry, verify_chain};
 use chrono::Utc;
@@ -133,6 +133,20 @@ impl SiteAudit {
         f.sync_data().map_err(io)?;
         tail.last = Some((e.seq, e.hash));
         Ok(())
+    }
+
+    /// [`SiteAudit::append`] off the async threads.
+    pub async fn record(
+        self: &Arc<Self>,
+        action: &'static str,
+        workspace: &str,
+        detail: Value,
+    ) -> Result<(), String> {
+        let (log, ws) = (self.clone(), workspace.to_owned());
+        tokio::task::spawn_blocking(move || log.append(action, &ws, detail))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 
     /// Records a checkpoint of the orchestrator's chain, unless it is the one recorded last.

@@ -79,12 +79,7 @@ fn site(url: &str) -> Site {
             issuer: ISS.into(),
             jwks_file: jwks,
         }],
-        paths: Paths {
-            state_dir: dir.path().join("state"),
-            work_root: dir.path().join("work"),
-            results_root: dir.path().join("results"),
-            project_work: false,
-        },
+        paths: Paths::under(dir.path()),
         isolation: Isolation::default(),
         metrics: None,
         metering: Default::default(),

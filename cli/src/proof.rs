@@ -126,15 +126,8 @@ async fn sign_in(issuer: &str, client: Client<'_>, nonce: &str) -> Result<String
         .build()
         .map_err(failed)?;
     let issuer = issuer.trim_end_matches('/');
-    let meta: Discovery = http
-        .get(format!("{issuer}/.well-known/openid-configuration"))
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| failed(format!("the provider's discovery document: {e}")))?
-        .json()
-        .await
-        .map_err(|e| failed(format!("the provider's discovery document: {e}")))?;
+    let discovery = http.get(format!("{issuer}/.well-known/openid-configuration"));
+    let meta: Discovery = answer(discovery, "the provider's discovery document").await?;
     if meta.issuer.trim_end_matches('/') != issuer {
         return Err(failed(format!(
             "the provider at {issuer} calls itself {}; set BASHO_OIDC_ISSUER to that",
@@ -198,19 +191,27 @@ async fn sign_in(issuer: &str, client: Client<'_>, nonce: &str) -> Result<String
     if let Some(secret) = client.secret {
         form.push(("client_secret", secret));
     }
-    let answer: TokenResponse = http
-        .post(&meta.token_endpoint)
-        .form(&form)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| failed(format!("the provider's token endpoint: {e}")))?
-        .json()
-        .await
-        .map_err(|e| failed(format!("the provider's token endpoint: {e}")))?;
+    let token = http.post(&meta.token_endpoint).form(&form);
+    let answer: TokenResponse = answer(token, "the provider's token endpoint").await?;
     answer
         .id_token
         .ok_or_else(|| failed("the provider answered without an id_token"))
+}
+
+/// The JSON `request` answers, or what went wrong with `what`.
+async fn answer<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<T, Error> {
+    let bad = |e: reqwest::Error| failed(format!("{what}: {e}"));
+    request
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(bad)?
+        .json()
+        .await
+        .map_err(bad)
 }
 
 /// The query of the first `GET /callback` the browser makes to `listener`; anything else it

@@ -170,18 +170,22 @@ impl VisaError {
 
 /// Verifies one visa at time `now` (Unix seconds).
 pub fn verify(jwt: &str, trusted: &TrustedIssuers, now: i64) -> Result<Grant, VisaError> {
+    let header = header_of(jwt)?;
+    if header.typ.as_deref() != Some(VISA_TYP) {
+        return Err(VisaError::WrongTyp(header.typ));
+    }
+    let (iss, claims) = signed_with(jwt, header, trusted, false)?;
+    grant_from_claims(&claims, iss, now)
+}
+
+/// The header of a compact JWS no longer than [`MAX_VISA_LEN`].
+fn header_of(jwt: &str) -> Result<jsonwebtoken::Header, VisaError> {
     if jwt.len() > MAX_VISA_LEN {
         return Err(VisaError::Malformed(format!(
             "longer than {MAX_VISA_LEN} bytes"
         )));
     }
-    let header =
-        jsonwebtoken::decode_header(jwt).map_err(|e| VisaError::Malformed(e.to_string()))?;
-    if header.typ.as_deref() != Some(VISA_TYP) {
-        return Err(VisaError::WrongTyp(header.typ));
-    }
-    let (iss, claims) = signed_claims(jwt, trusted, false)?;
-    grant_from_claims(&claims, iss, now)
+    jsonwebtoken::decode_header(jwt).map_err(|e| VisaError::Malformed(e.to_string()))
 }
 
 /// The issuer and claims of a compact JWS signed (ES256 or RS256) by one of `trusted`, the
@@ -193,14 +197,16 @@ pub fn signed_claims(
     trusted: &TrustedIssuers,
     sole_key: bool,
 ) -> Result<(String, serde_json::Value), VisaError> {
+    signed_with(jwt, header_of(jwt)?, trusted, sole_key)
+}
+
+fn signed_with(
+    jwt: &str,
+    header: jsonwebtoken::Header,
+    trusted: &TrustedIssuers,
+    sole_key: bool,
+) -> Result<(String, serde_json::Value), VisaError> {
     crypto::install();
-    if jwt.len() > MAX_VISA_LEN {
-        return Err(VisaError::Malformed(format!(
-            "longer than {MAX_VISA_LEN} bytes"
-        )));
-    }
-    let header =
-        jsonwebtoken::decode_header(jwt).map_err(|e| VisaError::Malformed(e.to_string()))?;
     refuse_critical_extensions(jwt)?;
     if !matches!(header.alg, Algorithm::ES256 | Algorithm::RS256) {
         return Err(VisaError::Algorithm(format!("{:?}", header.alg)));

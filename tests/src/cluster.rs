@@ -739,7 +739,7 @@ fn site_config(
         }],
         images: BTreeMap::from([("basho/demo".to_owned(), image.to_owned())]),
         trusted_issuers: issuers.to_vec(),
-        paths: crate::site_paths(&base),
+        paths: basho_agent::config::Paths::under(&base),
         isolation: Isolation::default(),
         metrics: None,
         metering,

@@ -78,16 +78,6 @@ pub fn pending_records(text: &str) -> usize {
     seqs.iter().filter(|s| **s > acked).count()
 }
 
-/// A site's state, work and results directories under `base`.
-pub fn site_paths(base: &std::path::Path) -> basho_agent::config::Paths {
-    basho_agent::config::Paths {
-        state_dir: base.join("state"),
-        work_root: base.join("work"),
-        results_root: base.join("results"),
-        project_work: false,
-    }
-}
-
 /// A CA named `ca_name` (its certificate in `ca.pem`) and a server certificate it signed for
 /// `hosts` (`server.crt`, `server.key`), written under `dir`: the CA file, the orchestrator's
 /// TLS config and the CA's PEM.

@@ -119,7 +119,7 @@ impl World {
             }],
             images: BTreeMap::from([("basho/demo".into(), format!("sha256:{}", "d".repeat(64)))]),
             trusted_issuers: vec![self.jwks.clone()],
-            paths: basho_tests::site_paths(&base),
+            paths: basho_agent::config::Paths::under(&base),
             isolation: Isolation::default(),
             metrics: None,
             metering: Default::default(),

@@ -339,12 +339,7 @@ mod tests {
                 issuer: "https://dac.test".into(),
                 jwks_file: jwks,
             }],
-            paths: Paths {
-                state_dir: dir.join("state"),
-                work_root: dir.join("work"),
-                results_root: dir.join("results"),
-                project_work: false,
-            },
+            paths: Paths::under(dir),
             isolation: Isolation::default(),
             metrics: None,
             metering: Default::default(),

@@ -327,12 +327,10 @@ impl Executor {
     /// Appends to the site's audit log, if there is one; what it records already happened, so
     /// a failure is logged.
     async fn note(&self, action: &'static str, workspace: &str, detail: serde_json::Value) {
-        let Some(log) = self.site_audit.clone() else {
+        let Some(log) = &self.site_audit else {
             return;
         };
-        let ws = workspace.to_owned();
-        let written = tokio::task::spawn_blocking(move || log.append(action, &ws, detail)).await;
-        if let Ok(Err(e)) = written {
+        if let Err(e) = log.record(action, workspace, detail).await {
             warn!(workspace, action, error = %e, "not written to the site's audit log");
         }
     }

@@ -218,15 +218,7 @@ mod tests {
     use crate::fixtures::{id, t0};
 
     fn dirs(root: &Path, ownership: Ownership) -> HostDirs {
-        HostDirs::new(
-            Paths {
-                state_dir: root.join("state"),
-                work_root: root.join("work"),
-                results_root: root.join("results"),
-                project_work: false,
-            },
-            ownership,
-        )
+        HostDirs::new(Paths::under(root), ownership)
     }
 
     fn record() -> WorkspaceRecord {

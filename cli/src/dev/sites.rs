@@ -66,12 +66,7 @@ pub fn site_config(
     common: &Common,
 ) -> Result<SiteConfig, DevError> {
     let dir = layout.site(site.name);
-    let paths = Paths {
-        state_dir: dir.join("state"),
-        work_root: dir.join("work"),
-        results_root: dir.join("results"),
-        project_work: false,
-    };
+    let paths = Paths::under(&dir);
     for d in [&paths.state_dir, &paths.work_root, &paths.results_root] {
         fs::create_dir_all(d).map_err(|e| DevError::io(d, e))?;
     }

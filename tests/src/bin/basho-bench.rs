@@ -192,7 +192,7 @@ impl Bench {
                 "sha256:".to_string() + &"0".repeat(64),
             );
             if let Some(d) = &bench.sites_dir {
-                cfg.paths = basho_tests::site_paths(&d.path().join(s));
+                cfg.paths = basho_agent::config::Paths::under(&d.path().join(s));
             }
             if run_agents {
                 let c = bench.cancel.child_token();
@@ -244,7 +244,7 @@ impl Bench {
             }],
             images: BTreeMap::from([("basho/demo".to_string(), image)]),
             trusted_issuers: vec![self.jwks.clone()],
-            paths: basho_tests::site_paths(&base),
+            paths: basho_agent::config::Paths::under(&base),
             isolation: Isolation::default(),
             metrics: None,
             metering: Default::default(),

@@ -170,7 +170,7 @@ impl World {
         let orchestrator = dir.join("orchestrator.toml");
         std::fs::write(&orchestrator, toml::to_string(&config).unwrap()).unwrap();
         let mut site = self.fed.site_config("tohoku");
-        site.paths = basho_tests::site_paths(&dir.join("site"));
+        site.paths = basho_agent::config::Paths::under(&dir.join("site"));
         edit(&mut site);
         let agent = dir.join("site.toml");
         std::fs::write(&agent, toml::to_string(&site).unwrap()).unwrap();

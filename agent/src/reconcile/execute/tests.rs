@@ -23,15 +23,7 @@ struct Site {
 fn site() -> Site {
     let root = tempfile::tempdir().unwrap();
     let fake = Arc::new(FakeBackend::seeded(id("sim"), Duration::ZERO, 0.0, 1));
-    let dirs = HostDirs::new(
-        Paths {
-            state_dir: root.path().join("state"),
-            work_root: root.path().join("work"),
-            results_root: root.path().join("results"),
-            project_work: false,
-        },
-        Ownership::WorldWritable,
-    );
+    let dirs = HostDirs::new(Paths::under(root.path()), Ownership::WorldWritable);
     let exec = Executor::new(
         id("sim"),
         fake.clone(),

@@ -27,15 +27,7 @@ fn site(policy: ProofPolicy) -> Site {
     let approver = Issuer::generate("site-admin");
     std::fs::write(root.path().join("idp.json"), idp.jwks_json()).unwrap();
     std::fs::write(root.path().join("admin.json"), approver.jwks_json()).unwrap();
-    let dirs = HostDirs::new(
-        Paths {
-            state_dir: root.path().join("state"),
-            work_root: root.path().join("work"),
-            results_root: root.path().join("results"),
-            project_work: false,
-        },
-        Ownership::WorldWritable,
-    );
+    let dirs = HostDirs::new(Paths::under(root.path()), Ownership::WorldWritable);
     let grants = Grants {
         project: crate::fixtures::id("P-0001"),
         owner: "alice".into(),
@@ -85,6 +77,16 @@ fn open(ws: &str, proof: Option<Proof>, break_glass: Option<&str>) -> Open {
 }
 
 impl Site {
+    /// Why the gate refuses `o`; it must.
+    fn refused(&self, o: &Open) -> Refusal {
+        self.gate.check(o, self.now).unwrap_err()
+    }
+
+    /// What the gate proved of `o`; it must open it.
+    fn proven(&self, o: &Open) -> Proven {
+        self.gate.check(o, self.now).unwrap().unwrap()
+    }
+
     fn id_token(&self, sub: &str, ws: &str) -> Proof {
         let seed = fresh_seed();
         let claims = json!({"iss": IDP, "sub": sub, "aud": "basho-cli", "iat": self.now,
@@ -99,7 +101,7 @@ impl Site {
 #[test]
 fn a_forged_open_without_proof_is_refused() {
     let s = site(ProofPolicy::Required);
-    let r = s.gate.check(&open("ws-1", None, None), s.now).unwrap_err();
+    let r = s.refused(&open("ws-1", None, None));
     assert_eq!(r.code, "proof_required");
     assert!(r.message.contains("BASHO_OIDC_ISSUER"), "{}", r.message);
     // A site that trusts the orchestrator opens it, and says it proved nothing.
@@ -111,17 +113,10 @@ fn a_forged_open_without_proof_is_refused() {
 fn the_owners_token_opens_one_session_only() {
     let s = site(ProofPolicy::Required);
     let proof = s.id_token("alice", "ws-1");
-    let p = s
-        .gate
-        .check(&open("ws-1", Some(proof.clone()), None), s.now)
-        .unwrap()
-        .unwrap();
+    let p = s.proven(&open("ws-1", Some(proof.clone()), None));
     assert_eq!(p.who, "alice");
     // Replayed: refused, though every claim still holds.
-    let r = s
-        .gate
-        .check(&open("ws-1", Some(proof), None), s.now)
-        .unwrap_err();
+    let r = s.refused(&open("ws-1", Some(proof), None));
     assert_eq!(r.code, "proof_refused");
     assert!(
         r.message.contains("opened a session already"),
@@ -133,29 +128,11 @@ fn the_owners_token_opens_one_session_only() {
 #[test]
 fn another_subject_workspace_or_unlaunched_workspace_is_refused() {
     let s = site(ProofPolicy::Required);
-    let r = s
-        .gate
-        .check(
-            &open("ws-1", Some(s.id_token("mallory", "ws-1")), None),
-            s.now,
-        )
-        .unwrap_err();
+    let r = s.refused(&open("ws-1", Some(s.id_token("mallory", "ws-1")), None));
     assert!(r.message.contains("belongs to \"alice\""), "{}", r.message);
-    let r = s
-        .gate
-        .check(
-            &open("ws-1", Some(s.id_token("alice", "ws-2")), None),
-            s.now,
-        )
-        .unwrap_err();
+    let r = s.refused(&open("ws-1", Some(s.id_token("alice", "ws-2")), None));
     assert!(r.message.contains("nonce"), "{}", r.message);
-    let r = s
-        .gate
-        .check(
-            &open("ws-2", Some(s.id_token("alice", "ws-2")), None),
-            s.now,
-        )
-        .unwrap_err();
+    let r = s.refused(&open("ws-2", Some(s.id_token("alice", "ws-2")), None));
     assert!(
         r.message.contains("no record of who owns ws-2"),
         "{}",
@@ -168,10 +145,7 @@ fn another_subject_workspace_or_unlaunched_workspace_is_refused() {
             .sign_claims(&json!({"iss": IDP, "sub": "alice"}), Some("JWT")),
         seed: "x".into(),
     };
-    let r = s
-        .gate
-        .check(&open("ws-1", Some(forged), None), s.now)
-        .unwrap_err();
+    let r = s.refused(&open("ws-1", Some(forged), None));
     assert!(r.message.contains("does not verify"), "{}", r.message);
 }
 
@@ -181,20 +155,10 @@ fn a_signed_approval_lets_an_administrator_in_once() {
     let claims = approval_claims("site-admin", "dave", "ws-1", "incident 7", s.now, 600);
     let token = s.approver.sign_claims(&claims, Some(APPROVAL_TYP));
     let approval = Proof::Approval { token };
-    let p = s
-        .gate
-        .check(
-            &open("ws-1", Some(approval.clone()), Some("incident 7")),
-            s.now,
-        )
-        .unwrap()
-        .unwrap();
+    let p = s.proven(&open("ws-1", Some(approval.clone()), Some("incident 7")));
     assert!(p.break_glass);
     assert_eq!(p.who, "dave");
-    let r = s
-        .gate
-        .check(&open("ws-1", Some(approval), Some("incident 7")), s.now)
-        .unwrap_err();
+    let r = s.refused(&open("ws-1", Some(approval), Some("incident 7")));
     assert!(
         r.message.contains("opened a session already"),
         "{}",
@@ -202,13 +166,11 @@ fn a_signed_approval_lets_an_administrator_in_once() {
     );
     // The identity provider cannot sign approvals.
     let token = s.idp.sign_claims(&claims, Some(APPROVAL_TYP));
-    let r = s
-        .gate
-        .check(
-            &open("ws-1", Some(Proof::Approval { token }), Some("incident 7")),
-            s.now,
-        )
-        .unwrap_err();
+    let r = s.refused(&open(
+        "ws-1",
+        Some(Proof::Approval { token }),
+        Some("incident 7"),
+    ));
     assert!(r.message.contains("does not verify"), "{}", r.message);
 }
 
@@ -233,17 +195,10 @@ fn a_rotated_provider_key_is_read_from_the_jwks_file() {
         })
     };
     // Keys were read just now: the unknown key is refused until ten seconds have passed.
-    let r = s
-        .gate
-        .check(&open("ws-1", proof(), None), s.now)
-        .unwrap_err();
+    let r = s.refused(&open("ws-1", proof(), None));
     assert!(r.message.contains("lacks"), "{}", r.message);
     s.gate.keys.lock().unwrap().loaded = Instant::now() - RELOAD_EVERY;
-    let p = s
-        .gate
-        .check(&open("ws-1", proof(), None), s.now)
-        .unwrap()
-        .unwrap();
+    let p = s.proven(&open("ws-1", proof(), None));
     assert_eq!(p.who, "alice");
 }
 
@@ -265,10 +220,7 @@ fn a_port_forwards_proof_opens_more_connections_to_that_port_only() {
         "{}",
         r.message
     );
-    let r = s
-        .gate
-        .check(&open("ws-1", Some(proof), None), s.now)
-        .unwrap_err();
+    let r = s.refused(&open("ws-1", Some(proof), None));
     assert!(
         r.message.contains("opened a session already"),
         "{}",
