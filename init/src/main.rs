@@ -107,13 +107,20 @@ fn main() -> ExitCode {
             }
             return ExitCode::from(code);
         }
+        // A child that ended after the reap above was announced by a SIGCHLD read here: reap
+        // again before waiting, or the wait would sleep through its end.
+        let mut ended = false;
         while let Some(Ok(Some(info))) = signals.as_ref().map(SignalFd::read_signal) {
             match Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)) {
                 Ok(sig) if FORWARDED.contains(&sig) => {
                     let _ = kill(workload, sig);
                 }
+                Ok(Signal::SIGCHLD) => ended = true,
                 _ => {}
             }
+        }
+        if ended {
+            continue;
         }
         let t = now();
         match ending {
