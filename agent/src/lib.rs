@@ -62,6 +62,23 @@ pub enum Error {
     /// The site's own audit log cannot be used.
     #[error(transparent)]
     SiteAudit(#[from] site_audit::SiteAuditError),
+    /// The site's session key cannot be read or made.
+    #[error("the session key {path}: {source} (sessions.key_file)")]
+    SessionKey {
+        /// Where it is kept.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The site's session key ([`basho_core::e2e`]), made on first use.
+pub fn session_key(config: &config::SiteConfig) -> Result<basho_core::e2e::KeyPair, Error> {
+    let path = config.sessions.key_path(&config.paths.state_dir);
+    basho_core::e2e::KeyPair::load_or_create(&path).map_err(|source| Error::SessionKey {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Runs the agent until `shutdown` is cancelled, on the backend the config names. Workspaces keep

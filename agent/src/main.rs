@@ -32,6 +32,13 @@ enum Command {
         #[arg(long, short, env = "BASHO_AGENT_CONFIG")]
         config: PathBuf,
     },
+    /// Prints the site's session key (made when missing): the key researchers' command lines
+    /// pin, to give them (`basho site trust SITE --key KEY`) or to confirm its fingerprint.
+    SessionKey {
+        /// The site config.
+        #[arg(long, short, env = "BASHO_AGENT_CONFIG")]
+        config: PathBuf,
+    },
     /// Makes a break-glass approver's key: `<dir>/<name>.pem` (0600, kept by the approver) and
     /// `<dir>/<name>.jwks.json` (for the site config's `[[sessions.approvers]]`).
     ApproverKey {
@@ -75,6 +82,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check(&config),
         Command::Run { config } => run(&config),
+        Command::SessionKey { config } => session_key(&config),
         Command::ApproverKey { name, dir } => approver_key(&name, &dir),
         Command::Approve {
             key,
@@ -90,6 +98,27 @@ fn main() -> ExitCode {
 fn fail(why: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {why}");
     ExitCode::from(1)
+}
+
+fn session_key(path: &std::path::Path) -> ExitCode {
+    let config = match basho_agent::load_config(path) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    match basho_agent::session_key(&config) {
+        Ok(key) => {
+            println!(
+                "site {}: session key {} {}\nresearchers pin it with: basho site trust {} --key {}",
+                config.site,
+                basho_core::e2e::encode_key(&key.public),
+                basho_core::e2e::fingerprint(&key.public),
+                config.site,
+                basho_core::e2e::encode_key(&key.public)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 fn approver_key(name: &str, dir: &std::path::Path) -> ExitCode {

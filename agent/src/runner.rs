@@ -125,6 +125,7 @@ pub async fn run(
             "agent is not root: /work and /results directories are made world-writable instead of \
              being chowned to the workspace user; run the agent as root on a real site");
     }
+    let key = Arc::new(crate::session_key(&config)?);
     let registration = Registration {
         site: site.clone(),
         backend: backend.kind().to_owned(),
@@ -133,6 +134,7 @@ pub async fn run(
         capacity: config.capacity,
         images: catalog.image_names(),
         start_timeout_s: config.reconcile.start_timeout_s,
+        session_key: Some(basho_core::e2e::encode_key(&key.public)),
     };
     let dirs = HostDirs::new(config.paths.clone(), ownership);
     let meter = Arc::new(Meter::open(
@@ -156,6 +158,7 @@ pub async fn run(
         limits: config.sessions.clone(),
         gate: Arc::new(gate),
         site_audit: site_audit.clone(),
+        key,
     };
     let executor = Executor::new(
         site.clone(),

@@ -25,6 +25,7 @@ pub mod dial;
 pub mod proof;
 mod pump;
 pub mod recording;
+pub mod seal;
 
 /// The `[sessions]` table of the site config: limits on interactive sessions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +67,16 @@ pub struct SessionsConfig {
     /// An identity token older than this (by `iat`) opens no session.
     #[serde(default = "default_proof_age")]
     pub max_proof_age_s: u64,
+    /// `required` (the default): every session is encrypted end to end between basho's
+    /// command line and the agent, so the orchestrator relays ciphertext only; `optional`:
+    /// clients that predate encryption may also open sessions in clear.
+    #[serde(default)]
+    pub encryption: seal::Encryption,
+    /// The site's session key (X25519, made at first start, mode 0600); default
+    /// `<state_dir>/session.key`. Its public half goes out in the registration, and
+    /// `basho-agent session-key` prints it for researchers to check.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 fn default_proof_age() -> u64 {
@@ -130,7 +141,18 @@ impl Default for SessionsConfig {
             identity_issuers: Vec::new(),
             approvers: Vec::new(),
             max_proof_age_s: default_proof_age(),
+            encryption: seal::Encryption::default(),
+            key_file: None,
         }
+    }
+}
+
+impl SessionsConfig {
+    /// Where the site's session key is kept.
+    pub fn key_path(&self, state_dir: &std::path::Path) -> std::path::PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| state_dir.join("session.key"))
     }
 }
 
@@ -151,6 +173,8 @@ pub struct Tunnel {
     pub gate: Arc<proof::Gate>,
     /// Where the site records each session it opens or refuses.
     pub site_audit: Arc<crate::site_audit::SiteAudit>,
+    /// The site's session key, which opens sessions sealed for it.
+    pub key: Arc<basho_core::e2e::KeyPair>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -271,8 +295,14 @@ impl Tunnel {
                 refuse(&tx, id, "invalid", "session id already in use").await;
                 continue;
             }
-            let proven = match self.gate.check(&open, chrono::Utc::now().timestamp()) {
-                Ok(p) => p,
+            let checked = seal::unseal(open.clone(), &self.key, self.limits.encryption).and_then(
+                |(inner, accepted)| {
+                    let proven = self.gate.check(&inner, chrono::Utc::now().timestamp())?;
+                    Ok((inner, accepted, proven))
+                },
+            );
+            let (open, accepted, proven) = match checked {
+                Ok(a) => a,
                 Err(r) => {
                     warn!(session = id, workspace = %open.workspace, actor = %open.actor,
                         code = %r.code, why = %r.message, "session refused");
@@ -309,6 +339,7 @@ impl Tunnel {
             let detail = serde_json::json!({"actor": open.actor, "kind": open.spec.kind,
                 "argv": open.spec.argv, "port": open.spec.port,
                 "break_glass": open.spec.break_glass,
+                "encrypted": accepted.is_some(),
                 "proven": proven.as_ref().map(ToString::to_string)});
             let (in_tx, in_rx) = mpsc::unbounded_channel();
             sessions.insert(id, in_tx);
@@ -318,6 +349,7 @@ impl Tunnel {
                 id,
                 open,
                 proven: proven.map(|p| p.to_string()),
+                accepted,
                 backend: self.backend.clone(),
                 tx: tx.clone(),
                 limits: self.limits.clone(),

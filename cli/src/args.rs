@@ -183,6 +183,26 @@ pub enum SiteCmd {
     /// List the sites.
     #[command(alias = "ls")]
     List,
+    /// Show the session key the orchestrator reports for a site, and the one pinned here.
+    Key {
+        /// The site.
+        site: String,
+    },
+    /// Pin a site's session key after checking it with the site's admin
+    /// (`basho-agent session-key` prints it), replacing any key pinned before.
+    Trust {
+        /// The site.
+        site: String,
+        /// The key, base64.
+        #[arg(long)]
+        key: String,
+    },
+    /// Forget the key pinned for a site; the next session there pins the one the orchestrator
+    /// reports.
+    Forget {
+        /// The site.
+        site: String,
+    },
 }
 
 /// `basho audit ...`.

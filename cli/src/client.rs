@@ -224,6 +224,12 @@ impl Client {
         self.send(self.request(Method::GET, "/v1/sites")).await
     }
 
+    /// `GET /v1/sites/{id}/session-key`.
+    pub async fn site_session_key(&self, site: &str) -> Result<Answer, ApiError> {
+        let path = format!("/v1/sites/{}/session-key", path_segment(site));
+        self.send(self.request(Method::GET, &path)).await
+    }
+
     /// `GET /v1/audit?after=&limit=`.
     pub async fn audit_page(&self, after: i64, limit: u32) -> Result<Answer, ApiError> {
         let query = [("after", after.to_string()), ("limit", limit.to_string())];

@@ -7,6 +7,7 @@ pub mod client;
 pub mod dev;
 pub mod error;
 pub mod output;
+pub mod pins;
 pub mod proof;
 pub mod revoke;
 pub mod session;

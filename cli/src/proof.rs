@@ -49,9 +49,10 @@ fn failed(why: impl std::fmt::Display) -> Error {
 }
 
 impl ProofArgs {
-    /// The proof for one session in `workspace`; `None` when nothing is configured (a site that
+    /// The proof for sessions in `workspace` whose handshake key has `seed`
+    /// ([`crate::session::Sealing::seed`]); `None` when nothing is configured (a site that
     /// requires proof then says so).
-    pub async fn obtain(&self, workspace: &str) -> Result<Option<Proof>, Error> {
+    pub async fn obtain(&self, workspace: &str, seed: &str) -> Result<Option<Proof>, Error> {
         if let Some(path) = &self.approval {
             let token = std::fs::read_to_string(path).map_err(|source| Error::Input {
                 path: path.display().to_string(),
@@ -61,7 +62,7 @@ impl ProofArgs {
                 token: token.trim().to_owned(),
             }));
         }
-        let seed = fresh_seed();
+        let seed = seed.to_owned();
         let nonce = session_nonce(workspace, &seed);
         let token = if let Some(cmd) = &self.id_token_command {
             command_token(cmd, workspace, &nonce).await?

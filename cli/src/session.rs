@@ -8,11 +8,16 @@
 //! exits with the process's code, `128 + n` when a signal ended it; a second Ctrl-C within a
 //! second closes the session outright. With a terminal, Ctrl-C is a byte the remote terminal
 //! turns into a signal.
+//!
+//! Every session is sealed end to end with the workspace's site ([`basho_core::e2e`]): basho
+//! asks the orchestrator for the site's key, checks it against the one pinned in
+//! `known_sites` ([`crate::pins`]), and the orchestrator relays ciphertext it cannot read.
 
 use std::net::SocketAddr;
 
 use basho_agent::client::TlsPolicy;
 use basho_agent::session::dial::{self, DialError, Socket};
+use basho_core::e2e::{Channel, Hello, Initiator, KeyPair, Opener, Sealer, fingerprint, parse_key};
 use basho_core::tunnel::{
     Exit, Frame, Kind, MAX_CHUNK, Ready, Refusal, SessionKind, SessionSpec, Signal, WINDOW,
 };
@@ -23,7 +28,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::args::ClientArgs;
+use crate::client::Client;
 use crate::error::Error;
+use crate::pins::{Pinned, Pins};
 use crate::proof::ProofArgs;
 
 /// `basho exec WORKSPACE -- CMD ...`.
@@ -94,17 +101,199 @@ fn base(client: &ClientArgs) -> String {
     }
 }
 
-/// Opens a session: the socket after the orchestrator's `Ready`.
+/// A session the command line opened: its socket, what the site said, and the keys that seal
+/// its data (none for a session in clear).
+pub struct Opened {
+    /// The WebSocket to the orchestrator.
+    pub ws: Socket,
+    /// What the `Ready` said.
+    pub ready: Ready,
+    sealer: Option<Sealer>,
+    opener: Option<Opener>,
+}
+
+impl Opened {
+    /// A session whose frames go in clear (only to sites that allow it).
+    pub fn clear(ws: Socket, ready: Ready) -> Opened {
+        Opened {
+            ws,
+            ready,
+            sealer: None,
+            opener: None,
+        }
+    }
+
+    fn sealed_with(ws: Socket, ready: Ready, channel: Channel) -> Opened {
+        let (sealer, opener) = channel.split();
+        Opened {
+            ws,
+            ready,
+            sealer: Some(sealer),
+            opener: Some(opener),
+        }
+    }
+
+    /// Whether its data is sealed end to end.
+    pub fn sealed(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// Sends one frame of `kind`, its payload sealed when the kind carries data.
+    pub async fn send(&mut self, kind: Kind, payload: &[u8]) -> Result<(), Error> {
+        let payload = if basho_core::e2e::sealed(kind) {
+            seal(&mut self.sealer, payload)
+        } else {
+            payload.to_vec()
+        };
+        self.ws
+            .send(Message::Binary(
+                Frame::new(0, kind, payload).encode().into(),
+            ))
+            .await
+            .map_err(|e| Error::Session(format!("the session's connection failed: {e}")))
+    }
+
+    /// The next frame, its data opened; none when the connection ends.
+    pub async fn recv(&mut self) -> Option<Result<Frame, Error>> {
+        let mut f = next_frame(&mut self.ws).await?;
+        Some(unseal(&mut self.opener, &mut f).map(|()| f))
+    }
+}
+
+/// Opens `f`'s payload in place when its kind carries data in an encrypted session.
+fn unseal(opener: &mut Option<Opener>, f: &mut Frame) -> Result<(), Error> {
+    if basho_core::e2e::sealed(f.kind)
+        && let Some(o) = opener.as_mut()
+    {
+        f.payload = o
+            .open(&f.payload)
+            .map_err(|e| Error::Session(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// What sessions in one workspace are sealed with: its site's pinned key and this command's
+/// own key, whose [`seed`](Sealing::seed) the identity token's nonce carries.
+pub struct Sealing {
+    site: String,
+    site_key: [u8; 32],
+    keys: KeyPair,
+}
+
+impl Sealing {
+    /// Learns `workspace`'s site and its session key from the orchestrator and checks the key
+    /// against `pins`, pinning it when the site has none yet.
+    pub async fn prepare(
+        client: &ClientArgs,
+        workspace: &str,
+        pins: &Pins,
+    ) -> Result<Sealing, Error> {
+        // Like every other failure to open a session, exit 255.
+        let failed = |e: crate::client::ApiError| {
+            Error::Session(format!("cannot open a session in {workspace}: {e}"))
+        };
+        let api = Client::with_ca(
+            &client.addr,
+            client.token.clone(),
+            client.ca_file.as_deref(),
+        )
+        .map_err(failed)?;
+        let ws: serde_json::Value = api
+            .get_workspace(workspace)
+            .await
+            .and_then(|a| a.parse(&api, "a workspace"))
+            .map_err(failed)?;
+        let site = ws["site"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                Error::Session(format!(
+                    "workspace {workspace} is at no site yet; a session opens once it runs"
+                ))
+            })?
+            .to_owned();
+        let answer: serde_json::Value = api
+            .site_session_key(&site)
+            .await
+            .and_then(|a| a.parse(&api, "a site's session key"))
+            .map_err(failed)?;
+        let site_key = parse_key(answer["key"].as_str().unwrap_or_default())
+            .map_err(|e| Error::Session(format!("site {site}'s session key: {e}")))?;
+        if pins.check(&site, &site_key)? == Pinned::New {
+            eprintln!(
+                "basho: pinned site {site}'s session key {} in {} (first session there); its                  admin can confirm it with `basho-agent session-key`",
+                fingerprint(&site_key),
+                pins.path().display()
+            );
+        }
+        Ok(Sealing {
+            site,
+            site_key,
+            keys: KeyPair::generate(),
+        })
+    }
+
+    /// The seed of the identity token's nonce: the token opens only sessions this command's
+    /// key completes.
+    pub fn seed(&self) -> String {
+        basho_core::e2e::seed(&self.keys.public)
+    }
+
+    /// The site.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// Opens a session sealed for the site: `spec` (with its proof) travels inside the
+    /// handshake, and the session opens only when the site's answer completes it.
+    pub async fn open(
+        &self,
+        client: &ClientArgs,
+        workspace: &str,
+        spec: &SessionSpec,
+    ) -> Result<Opened, Error> {
+        let mut outer = spec.clone();
+        outer.proof = None;
+        outer.handshake = None;
+        let hello = Hello {
+            workspace: workspace.to_owned(),
+            spec: outer.clone(),
+            proof: spec.proof.clone(),
+        };
+        let (init, first) = Initiator::start(&self.keys, &self.site_key, &hello)
+            .map_err(|e| Error::Session(e.to_string()))?;
+        outer.handshake = Some(first);
+        let (ws, ready) = open(client, workspace, &outer).await?;
+        let answer = ready.handshake.as_deref().ok_or_else(|| {
+            Error::Session(format!(
+                "the session opened without site {}'s answer to its handshake, so it was not                  the site that answered; nothing was sent",
+                self.site
+            ))
+        })?;
+        let channel = init
+            .finish(answer)
+            .map_err(|e| Error::Session(format!("site {}: {e}; nothing was sent", self.site)))?;
+        Ok(Opened::sealed_with(ws, ready, channel))
+    }
+}
+
+/// Opens a sealed session in `workspace` with a proof from `proof`: the common path of every
+/// command.
 pub async fn connect(
     client: &ClientArgs,
     workspace: &str,
     spec: &SessionSpec,
-) -> Result<Socket, Error> {
-    open(client, workspace, spec).await.map(|(ws, _)| ws)
+    proof: &ProofArgs,
+) -> Result<Opened, Error> {
+    let sealing = Sealing::prepare(client, workspace, &Pins::user()?).await?;
+    let mut spec = spec.clone();
+    spec.proof = proof.obtain(workspace, &sealing.seed()).await?;
+    sealing.open(client, workspace, &spec).await
 }
 
-/// Opens a session: the socket and what the `Ready` said (an older orchestrator's says
-/// nothing, so no signals).
+/// Opens a session as the spec says, in clear: the socket and what the `Ready` said (an older
+/// orchestrator's says nothing, so no signals). Sites refuse it unless they allow sessions in
+/// clear; [`Sealing::open`] seals one.
 pub async fn open(
     client: &ClientArgs,
     workspace: &str,
@@ -220,14 +409,15 @@ fn catch_signals() -> mpsc::UnboundedReceiver<Signal> {
 /// Carries a session: `input` to the process (with `resize` frames from `resizes`), its output
 /// to `stdout`/`stderr`, each written before credit goes back.
 pub async fn pump(
-    ws: Socket,
+    session: Opened,
     mut input: impl AsyncRead + Unpin + Send + 'static,
     mut stdout: impl AsyncWrite + Unpin + Send,
     mut stderr: impl AsyncWrite + Unpin + Send,
     mut resizes: mpsc::UnboundedReceiver<(u16, u16)>,
     mut signals: Signals,
 ) -> Ended {
-    let (mut sink, mut stream) = ws.split();
+    let (mut sink, mut stream) = session.ws.split();
+    let (mut sealer, mut opener) = (session.sealer, session.opener);
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
     let credit = std::sync::Arc::new(Semaphore::new(WINDOW as usize));
     let reader_credit = credit.clone();
@@ -247,7 +437,7 @@ pub async fn pump(
                 Err(_) => break,
             }
             if reader_tx
-                .send(Frame::new(0, Kind::Stdin, buf[..n].to_vec()))
+                .send(Frame::new(0, Kind::Stdin, seal(&mut sealer, &buf[..n])))
                 .is_err()
             {
                 break;
@@ -315,7 +505,15 @@ pub async fn pump(
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => continue,
         };
-        let Ok(f) = Frame::decode(&bytes) else { break };
+        let Ok(mut f) = Frame::decode(&bytes) else {
+            break;
+        };
+        if let Err(e) = unseal(&mut opener, &mut f) {
+            let why = e.to_string();
+            let _ = credit_tx.send(Frame::new(0, Kind::Close, why.clone().into_bytes()));
+            ended.reason = Some(why);
+            break;
+        }
         match f.kind {
             Kind::Stdout | Kind::Stderr => {
                 let out: &mut (dyn AsyncWrite + Unpin + Send) = if f.kind == Kind::Stdout {
@@ -372,6 +570,14 @@ pub async fn pump(
     ended
 }
 
+/// `plain` as a data frame carries it: sealed in an encrypted session.
+fn seal(sealer: &mut Option<Sealer>, plain: &[u8]) -> Vec<u8> {
+    match sealer {
+        Some(s) => s.seal(plain),
+        None => plain.to_vec(),
+    }
+}
+
 fn finish(ended: Ended) -> Result<(), Error> {
     match (ended.code, ended.reason) {
         (Some(0), _) => Ok(()),
@@ -394,29 +600,25 @@ fn finish(ended: Ended) -> Result<(), Error> {
 /// `basho exec`: runs the command and exits with its exit code; stdout and stderr stay apart.
 pub async fn exec(a: ExecArgs) -> Result<(), Error> {
     let spec = SessionSpec {
-        kind: SessionKind::Exec,
-        argv: a.argv,
         tty: a.tty,
-        cols: 0,
-        rows: 0,
-        port: 0,
         break_glass: a.break_glass,
-        proof: a.proof.obtain(&a.workspace).await?,
+        ..SessionSpec::exec(a.argv)
     };
     // Caught from the start: one that arrives while the session opens ends basho as it would
     // have ended it uncaught (the orchestrator then ends whatever the agent started).
     let mut caught = (!a.tty).then(catch_signals);
-    let (ws, ready) = match caught.as_mut() {
+    let session = match caught.as_mut() {
         Some(rx) => tokio::select! {
-            r = open(&a.client, &a.workspace, &spec) => r?,
+            r = connect(&a.client, &a.workspace, &spec, &a.proof) => r?,
             Some(sig) = rx.recv() => return Err(Error::Exited(128 + i64::from(sig.number()))),
         },
-        None => open(&a.client, &a.workspace, &spec).await?,
+        None => connect(&a.client, &a.workspace, &spec, &a.proof).await?,
     };
+    let forwarded = session.ready.signals();
     let (_keep, resizes) = mpsc::unbounded_channel();
     let ended = if a.tty {
         pump(
-            ws,
+            session,
             tokio::io::stdin(),
             tokio::io::stdout(),
             tokio::io::stderr(),
@@ -427,11 +629,11 @@ pub async fn exec(a: ExecArgs) -> Result<(), Error> {
     } else {
         let signals = Signals {
             rx: caught.expect("caught without a terminal"),
-            forwarded: ready.signals(),
+            forwarded,
         };
         // Like `docker exec` without `-i`... but a pipe is worth forwarding.
         pump(
-            ws,
+            session,
             stdin_unless_terminal(),
             tokio::io::stdout(),
             tokio::io::stderr(),
@@ -488,17 +690,14 @@ pub async fn shell(a: ShellArgs) -> Result<(), Error> {
     use std::io::IsTerminal as _;
     let (cols, rows) = terminal_size().unwrap_or((80, 24));
     let spec = SessionSpec {
-        kind: SessionKind::Exec,
-        argv: vec![a.shell.clone(), "-i".into()],
         tty: true,
         cols,
         rows,
-        port: 0,
         break_glass: a.break_glass,
-        proof: a.proof.obtain(&a.workspace).await?,
+        ..SessionSpec::exec(vec![a.shell.clone(), "-i".into()])
     };
-    let (ws, ready) = open(&a.client, &a.workspace, &spec).await?;
-    if ready.recording.is_some() {
+    let session = connect(&a.client, &a.workspace, &spec, &a.proof).await?;
+    if session.ready.recording.is_some() {
         eprintln!("basho: the site records this session");
     }
     let saved = if std::io::stdin().is_terminal() {
@@ -525,7 +724,7 @@ pub async fn shell(a: ShellArgs) -> Result<(), Error> {
         }
     });
     let ended = pump(
-        ws,
+        session,
         tokio::io::stdin(),
         tokio::io::stdout(),
         tokio::io::stderr(),
@@ -572,16 +771,16 @@ pub async fn port_forward(a: PortForwardArgs) -> Result<(), Error> {
     );
     let spec = SessionSpec {
         kind: SessionKind::Forward,
-        argv: Vec::new(),
-        tty: false,
-        cols: 0,
-        rows: 0,
         port: remote,
         break_glass: a.break_glass.clone(),
-        // One proof for every connection: the site lets it open connections to this port
-        // until it expires.
-        proof: a.proof.obtain(&a.workspace).await?,
+        ..SessionSpec::exec(Vec::<String>::new())
     };
+    // One key and one proof for every connection: the site lets the proof open connections
+    // to this port until it expires, each sealed by a handshake of its own with this key.
+    let sealing =
+        std::sync::Arc::new(Sealing::prepare(&a.client, &a.workspace, &Pins::user()?).await?);
+    let mut spec = spec;
+    spec.proof = a.proof.obtain(&a.workspace, &sealing.seed()).await?;
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
@@ -591,12 +790,14 @@ pub async fn port_forward(a: PortForwardArgs) -> Result<(), Error> {
         let client = a.client.clone();
         let workspace = a.workspace.clone();
         let spec = spec.clone();
+        let sealing = sealing.clone();
         tokio::spawn(async move {
-            match connect(&client, &workspace, &spec).await {
-                Ok(ws) => {
+            match sealing.open(&client, &workspace, &spec).await {
+                Ok(session) => {
                     let (r, w) = conn.into_split();
                     let (_keep, resizes) = mpsc::unbounded_channel();
-                    let ended = pump(ws, r, w, tokio::io::sink(), resizes, Signals::none()).await;
+                    let ended =
+                        pump(session, r, w, tokio::io::sink(), resizes, Signals::none()).await;
                     if let Some(reason) = ended.reason {
                         eprintln!("connection from {peer} ended: {reason}");
                     }

@@ -1,5 +1,6 @@
-//! `basho site list`.
+//! `basho site list`, and the sites' session keys: `basho site key|trust|forget`.
 
+use basho_core::e2e::{fingerprint, parse_key};
 use basho_core::protocol::Site;
 
 use crate::args::{SiteArgs, SiteCmd};
@@ -10,6 +11,24 @@ use crate::workspace::{parse_list, print_raw};
 
 /// Runs a site command.
 pub async fn run(args: SiteArgs) -> Result<(), Error> {
+    let pins = crate::pins::Pins::user()?;
+    match &args.cmd {
+        SiteCmd::Trust { site, key } => {
+            let key = parse_key(key).map_err(|e| Error::Usage(e.to_string()))?;
+            pins.pin(site, &key)?;
+            println!("pinned site {site}'s session key {}", fingerprint(&key));
+            return Ok(());
+        }
+        SiteCmd::Forget { site } => {
+            if pins.forget(site)? {
+                println!("forgot site {site}'s session key");
+            } else {
+                println!("no session key was pinned for site {site}");
+            }
+            return Ok(());
+        }
+        SiteCmd::List | SiteCmd::Key { .. } => {}
+    }
     let client = Client::with_ca(
         &args.client.addr,
         args.client.token.clone(),
@@ -26,6 +45,28 @@ pub async fn run(args: SiteArgs) -> Result<(), Error> {
                 }
             }
         }
+        SiteCmd::Key { site } => {
+            let answer = client.site_session_key(&site).await?;
+            let v: serde_json::Value = answer.parse(&client, "a site's session key")?;
+            let key = parse_key(v["key"].as_str().unwrap_or_default())
+                .map_err(|e| Error::Session(format!("site {site}'s session key: {e}")))?;
+            let pinned = match pins.get(&site)? {
+                None => "nothing pinned yet".to_owned(),
+                Some(p) if p == key => "the same is pinned".to_owned(),
+                Some(p) => format!("DIFFERENT: pinned {}", fingerprint(&p)),
+            };
+            match args.client.output {
+                Output::Json => print_raw(&answer.body),
+                Output::Table => println!(
+                    "{site} {} {}\n{pinned} ({})",
+                    v["key"].as_str().unwrap_or_default(),
+                    fingerprint(&key),
+                    pins.path().display()
+                ),
+            }
+        }
+        // Answered above, without the orchestrator.
+        SiteCmd::Trust { .. } | SiteCmd::Forget { .. } => {}
     }
     Ok(())
 }

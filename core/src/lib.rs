@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod crash;
 pub mod duration;
+pub mod e2e;
 pub mod error;
 pub mod id;
 #[cfg(feature = "logging")]

@@ -51,6 +51,10 @@ pub struct Registration {
     /// site's `[reconcile] start_timeout_s`; an agent that does not send it gets the default.
     #[serde(default = "default_start_timeout_s")]
     pub start_timeout_s: u64,
+    /// The public half of the site's session key (X25519, base64): the command line seals
+    /// sessions for it ([`crate::e2e`]) and pins it. None from agents that predate encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
 }
 
 /// Two minutes: a launch on Docker takes under a second and an idle Slurm queue a few.

@@ -298,6 +298,28 @@ pub struct SessionSpec {
     /// passes it on untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<crate::proof::Proof>,
+    /// The first message of the end-to-end handshake ([`crate::e2e`], base64), which carries
+    /// this spec again and the proof, sealed for the site; the proof is then not sent here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<String>,
+}
+
+impl SessionSpec {
+    /// An exec of `argv` without a terminal, proof or handshake: the fields a caller changes
+    /// are set after.
+    pub fn exec<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> SessionSpec {
+        SessionSpec {
+            kind: SessionKind::Exec,
+            argv: argv.into_iter().map(Into::into).collect(),
+            tty: false,
+            cols: 0,
+            rows: 0,
+            port: 0,
+            break_glass: None,
+            proof: None,
+            handshake: None,
+        }
+    }
 }
 
 /// What the orchestrator asks an agent to open.
@@ -336,6 +358,10 @@ pub struct Ready {
     /// https://idp.example`), none when the site trusts the orchestrator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proven: Option<String>,
+    /// The site's answer to the end-to-end handshake (base64): from here on the session's data
+    /// frames are sealed ([`crate::e2e`]). None for a session in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<String>,
 }
 
 impl Ready {
@@ -412,6 +438,7 @@ mod tests {
             features: vec![FEATURE_SIGNAL.into()],
             recording: Some("/var/lib/basho/recordings/ws-1/a-1.cast".into()),
             proven: None,
+            handshake: None,
         };
         assert!(Ready::of(&Frame::json(1, Kind::Ready, &r)).signals());
         let old: Exit = serde_json::from_str(r#"{"code":3,"reason":null}"#).unwrap();

@@ -237,6 +237,7 @@ pub fn router(o: Orchestrator) -> Router {
         .route("/v1/workspaces/{id}/session", get(sessions::open))
         .route("/v1/agent/tunnel", get(agent::tunnel))
         .route("/v1/sites", get(sites::list))
+        .route("/v1/sites/{id}/session-key", get(sites::session_key))
         .route("/v1/templates", get(templates::list))
         .route("/v1/revocations", post(revocations::revoke))
         .route("/v1/audit", get(audit::list))

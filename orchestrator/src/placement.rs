@@ -348,6 +348,14 @@ impl SiteCache {
             .collect()
     }
 
+    /// What `site`'s agent registered last.
+    pub fn registration(&self, site: &str) -> Option<Registration> {
+        self.lock()
+            .iter()
+            .find(|(name, _)| name.as_str() == site)
+            .map(|(_, e)| e.registration.clone())
+    }
+
     /// Every site as `GET /v1/sites` shows it.
     pub fn list(&self) -> Vec<Site> {
         self.lock()
@@ -388,6 +396,7 @@ mod tests {
                 capacity: Capacity::default(),
                 images: vec![],
                 start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
+                session_key: None,
             },
             t0,
         );
@@ -414,6 +423,7 @@ mod tests {
             },
             images: vec![],
             start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
+            session_key: None,
         }
     }
 

@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use basho_core::tunnel::{Exit, Frame, Kind, Ready, SessionKind, SessionSpec};
+use basho_core::tunnel::{Exit, Frame, Kind, Ready, SessionSpec};
 use basho_core::visa::mint::Issuer;
 use basho_orchestrator::Orchestrator;
 use basho_orchestrator::config::ReplicaConfig;
@@ -89,14 +89,9 @@ async fn session(
     relayed: bool,
 ) -> Result<Client, (StatusCode, Value)> {
     let spec = SessionSpec {
-        kind: SessionKind::Exec,
-        argv: vec!["cat".into()],
-        tty: false,
         cols: 80,
         rows: 24,
-        port: 0,
-        break_glass: None,
-        proof: None,
+        ..SessionSpec::exec(["cat"])
     };
     let url = reqwest::Url::parse_with_params(
         &format!(

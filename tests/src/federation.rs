@@ -200,12 +200,47 @@ impl Federation {
         )
     }
 
-    /// A proof of `subject` for one session in `workspace`, as `basho` would send it.
-    pub fn id_proof(&self, subject: &str, workspace: &str) -> basho_core::proof::Proof {
-        let seed = basho_core::proof::fresh_seed();
-        let nonce = basho_core::proof::session_nonce(workspace, &seed);
+    /// A proof of `subject` for sessions in `workspace` sealed with the key whose seed is
+    /// `seed`, as `basho` would send it.
+    pub fn id_proof(&self, subject: &str, workspace: &str, seed: &str) -> basho_core::proof::Proof {
+        let nonce = basho_core::proof::session_nonce(workspace, seed);
         let token = basho_cli::dev::issuer::id_token(&self.identity, subject, &nonce);
-        basho_core::proof::Proof::IdToken { token, seed }
+        basho_core::proof::Proof::IdToken {
+            token,
+            seed: seed.to_owned(),
+        }
+    }
+
+    /// Where `basho` pins the federation's site keys.
+    pub fn pins(&self) -> basho_cli::pins::Pins {
+        basho_cli::pins::Pins::at(self.dir.path().join("known_sites"))
+    }
+
+    /// A session sealed for `workspace`'s site, opened as `basho` with `token` would open it,
+    /// with `subject`'s identity token as its proof.
+    pub async fn session(
+        &self,
+        token: &str,
+        subject: &str,
+        workspace: &str,
+        spec: &basho_core::tunnel::SessionSpec,
+    ) -> Result<basho_cli::session::Opened, basho_cli::error::Error> {
+        let client = self.client(token);
+        let sealing =
+            basho_cli::session::Sealing::prepare(&client, workspace, &self.pins()).await?;
+        let mut spec = spec.clone();
+        spec.proof = Some(self.id_proof(subject, workspace, &sealing.seed()));
+        sealing.open(&client, workspace, &spec).await
+    }
+
+    /// `basho`'s connection settings for this federation with `token`.
+    pub fn client(&self, token: &str) -> basho_cli::args::ClientArgs {
+        basho_cli::args::ClientArgs {
+            addr: self.api.base.clone(),
+            token: Some(token.to_owned()),
+            ca_file: None,
+            output: basho_cli::output::Output::Table,
+        }
     }
 
     /// A file holding a break-glass approval letting `who` into `workspace` for `reason`.

@@ -39,8 +39,10 @@ pub async fn token(fed: &Federation, role: Role, subject: Option<&str>) -> Strin
 }
 
 /// The environment that lets `basho` with `token` prove its researcher to the federation's
-/// sites: `BASHO_ID_TOKEN_COMMAND`, for a researcher's token.
+/// sites (`BASHO_ID_TOKEN_COMMAND`, for a researcher's token) and pin their keys in the
+/// federation's own file.
 fn prove(c: &mut Command, fed: &Federation, token: &str) {
+    c.env("BASHO_KNOWN_SITES", fed.pins().path());
     if let Some(sub) = SUBJECTS.lock().unwrap().get(token) {
         c.env("BASHO_ID_TOKEN_COMMAND", fed.id_token_command(sub));
     }

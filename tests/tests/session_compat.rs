@@ -10,9 +10,7 @@ use std::time::Duration;
 use basho_cli::args::ClientArgs;
 use basho_cli::output::Output as Format;
 use basho_core::Ident;
-use basho_core::tunnel::{
-    Exit, FEATURE_SIGNAL, Frame, Kind, Ready, Refusal, SessionKind, SessionSpec,
-};
+use basho_core::tunnel::{Exit, FEATURE_SIGNAL, Frame, Kind, Ready, Refusal, SessionSpec};
 use basho_core::visa::IssuerRef;
 use basho_core::visa::mint::Issuer;
 use basho_orchestrator::config::{AgentAuth, Config};
@@ -61,6 +59,7 @@ async fn stand_in_agent(base: String, seen: Seen) {
                         features: vec![FEATURE_SIGNAL.into()],
                         recording: None,
                         proven: None,
+                        handshake: None,
                     };
                     Frame::json(f.session, Kind::Ready, &r)
                 }
@@ -200,16 +199,7 @@ async fn signals_reach_only_agents_that_take_them() {
         ca_file: None,
         output: Format::Table,
     };
-    let spec = SessionSpec {
-        kind: SessionKind::Exec,
-        argv: vec!["sleep".into(), "60".into()],
-        tty: false,
-        cols: 0,
-        rows: 0,
-        port: 0,
-        break_glass: None,
-        proof: None,
-    };
+    let spec = SessionSpec::exec(["sleep", "60"]);
     let open = || async {
         basho_tests::wait_for("the session to open", Duration::from_secs(20), || async {
             basho_cli::session::open(&client, &id, &spec).await.ok()

@@ -7,10 +7,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use basho_cli::args::ClientArgs;
-use basho_cli::output::Output;
-use basho_core::proof::{IdentityIssuer, Proof, fresh_seed, session_nonce};
-use basho_core::tunnel::{SessionKind, SessionSpec};
+use basho_cli::session::Sealing;
+use basho_core::proof::{IdentityIssuer, Proof, session_nonce};
+use basho_core::tunnel::SessionSpec;
 use basho_orchestrator::store::Role;
 use basho_tests::federation::Federation;
 use basho_tests::sessions::{text, token};
@@ -148,9 +147,10 @@ async fn exec_signing_in_as(
     out
 }
 
-/// An identity token for one session in `id`, got from the provider by the test itself.
-async fn token_for(p: &Provider, id: &str, subject: &str) -> Proof {
-    let seed = fresh_seed();
+/// An identity token for sessions in `id` sealed with the key of `seed`, got from the provider
+/// by the test itself.
+async fn token_for(p: &Provider, id: &str, subject: &str, seed: &str) -> Proof {
+    let seed = seed.to_owned();
     let mut url = reqwest::Url::parse(&format!("{}/oauth2/authorize", p.issuer)).unwrap();
     let redirect = "http://127.0.0.1:1/callback";
     url.query_pairs_mut()
@@ -235,50 +235,62 @@ async fn a_session_opens_only_with_the_owners_token_from_the_sites_provider() {
     );
 
     // No proof at all, as a compromised orchestrator would send: refused.
-    let client = ClientArgs {
-        addr: fed.api.base.clone(),
-        token: Some(alice.clone()),
-        ca_file: None,
-        output: Output::Table,
-    };
+    let client = fed.client(&alice);
     let spec = |proof: Option<Proof>| SessionSpec {
-        kind: SessionKind::Exec,
-        argv: vec!["true".into()],
-        tty: false,
-        cols: 0,
-        rows: 0,
-        port: 0,
         break_glass: None,
         proof,
+        ..SessionSpec::exec(["true"])
     };
-    let e = basho_cli::session::open(&client, &id, &spec(None))
+    let sealing = Sealing::prepare(&client, &id, &fed.pins()).await.unwrap();
+    let e = sealing
+        .open(&client, &id, &spec(None))
         .await
         .err()
         .expect("refused");
     assert!(e.to_string().contains("proof_required"), "{e}");
+    // Nor does a session in clear, which the orchestrator could read, open at all.
+    let proof = token_for(&p, &id, "alice", &sealing.seed()).await;
+    let e = basho_cli::session::open(&client, &id, &spec(Some(proof.clone())))
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("encryption_required"), "{e}");
 
     // A token the provider issued for one session opens it, and only it: replayed, refused.
-    let proof = token_for(&p, &id, "alice").await;
-    let (ws_, ready) = basho_cli::session::open(&client, &id, &spec(Some(proof.clone())))
+    let opened = sealing
+        .open(&client, &id, &spec(Some(proof.clone())))
         .await
         .expect("the first use opens the session");
+    assert!(opened.sealed());
     assert!(
-        ready
+        opened
+            .ready
             .proven
             .as_deref()
             .is_some_and(|w| w == format!("identity token of alice from {}", p.issuer)),
-        "{ready:?}"
+        "{:?}",
+        opened.ready
     );
-    drop(ws_);
-    let e = basho_cli::session::open(&client, &id, &spec(Some(proof)))
+    drop(opened);
+    let e = sealing
+        .open(&client, &id, &spec(Some(proof.clone())))
         .await
         .err()
         .expect("a replay is refused");
     assert!(e.to_string().contains("opened a session already"), "{e}");
+    // Copied into a handshake of another key (as whoever saw it would), it opens nothing.
+    let thief = Sealing::prepare(&client, &id, &fed.pins()).await.unwrap();
+    let e = thief
+        .open(&client, &id, &spec(Some(proof)))
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("another session's key"), "{e}");
 
     // A token for another workspace of hers opens nothing here.
-    let other = token_for(&p, "ws-other", "alice").await;
-    let e = basho_cli::session::open(&client, &id, &spec(Some(other)))
+    let other = token_for(&p, "ws-other", "alice", &sealing.seed()).await;
+    let e = sealing
+        .open(&client, &id, &spec(Some(other)))
         .await
         .err()
         .expect("refused");

@@ -8,17 +8,13 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use basho_cli::args::ClientArgs;
-use basho_cli::output::Output as Format;
-use basho_core::tunnel::{Exit, Frame, Kind, Refusal, SessionKind, SessionSpec};
+use basho_core::tunnel::{Exit, Frame, Kind, Refusal, SessionSpec};
 use basho_orchestrator::store::Role;
 use basho_tests::exec;
 use basho_tests::federation::Federation;
 use basho_tests::sessions::{self, audit, text, token};
-use futures::{SinkExt as _, StreamExt as _};
 use sha2::{Digest as _, Sha256};
 use tokio::process::Command;
-use tokio_tungstenite::tungstenite::Message;
 
 /// The `basho` client, its output captured.
 fn basho(fed: &Federation, token: &str) -> Command {
@@ -245,35 +241,16 @@ async fn exec_forwards_signals_and_exits_as_the_process_did() {
     .await;
 
     // A signal off the allow-list is refused, and the session goes on.
-    let client = ClientArgs {
-        addr: fed.api.base.clone(),
-        token: Some(alice.clone()),
-        ca_file: None,
-        output: Format::Table,
-    };
-    let spec = SessionSpec {
-        kind: SessionKind::Exec,
-        argv: vec!["sh".into(), "-c".into(), "read x; echo got-$x".into()],
-        tty: false,
-        cols: 0,
-        rows: 0,
-        port: 0,
-        break_glass: None,
-        proof: Some(fed.id_proof("alice", &id)),
-    };
-    let (mut ws_, ready) = basho_cli::session::open(&client, &id, &spec).await.unwrap();
-    assert!(ready.signals(), "a current agent takes signals");
-    let send = |f: Frame| Message::Binary(f.encode().into());
-    ws_.send(send(Frame::new(0, Kind::Signal, b"STOP".to_vec())))
-        .await
-        .unwrap();
+    let spec = SessionSpec::exec(["sh", "-c", "read x; echo got-$x"]);
+    let mut ws_ = fed.session(&alice, "alice", &id, &spec).await.unwrap();
+    assert!(ws_.sealed());
+    assert!(ws_.ready.signals(), "a current agent takes signals");
+    ws_.send(Kind::Signal, b"STOP").await.unwrap();
     let refused = next(&mut ws_, Kind::Refused).await;
     let r: Refusal = refused.parse().unwrap();
     assert_eq!(r.code, "invalid_signal");
     assert!(r.message.contains("allowed: HUP"), "{}", r.message);
-    ws_.send(send(Frame::new(0, Kind::Stdin, b"ok\n".to_vec())))
-        .await
-        .unwrap();
+    ws_.send(Kind::Stdin, b"ok\n").await.unwrap();
     let out = next(&mut ws_, Kind::Stdout).await;
     assert_eq!(out.payload, b"got-ok\n");
     let exit: Exit = next(&mut ws_, Kind::Exit).await.parse().unwrap();
@@ -295,12 +272,11 @@ async fn exec_forwards_signals_and_exits_as_the_process_did() {
 }
 
 /// The next frame of `kind`, skipping credit.
-async fn next(ws: &mut basho_agent::session::dial::Socket, kind: Kind) -> Frame {
+async fn next(ws: &mut basho_cli::session::Opened, kind: Kind) -> Frame {
     let f = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            match ws.next().await {
-                Some(Ok(Message::Binary(b))) => {
-                    let f = Frame::decode(&b).unwrap();
+            match ws.recv().await {
+                Some(Ok(f)) => {
                     if f.kind == kind {
                         return Some(f);
                     }
@@ -311,7 +287,6 @@ async fn next(ws: &mut basho_agent::session::dial::Socket, kind: Kind) -> Frame 
                         String::from_utf8_lossy(&f.payload)
                     );
                 }
-                Some(Ok(_)) => continue,
                 _ => return None,
             }
         }

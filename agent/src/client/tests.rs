@@ -68,6 +68,7 @@ fn registration() -> Registration {
         capacity: Capacity::default(),
         images: vec![],
         start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
+        session_key: None,
     }
 }
 

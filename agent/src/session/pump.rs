@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use basho_core::e2e::{Accepted, Channel, Sealer};
 use basho_core::tunnel::{
     Exit, FEATURE_SIGNAL, Frame, Kind, MAX_CHUNK, Open, Ready, Refusal, SessionKind, Signal, WINDOW,
 };
@@ -28,6 +29,9 @@ pub(super) struct Session {
     pub(super) open: Open,
     /// What the site verified before opening it, for the `Ready`.
     pub(super) proven: Option<String>,
+    /// The end-to-end handshake the site read, answered in the `Ready`; none for a session in
+    /// clear.
+    pub(super) accepted: Option<Accepted>,
     pub(super) backend: Arc<dyn Backend>,
     pub(super) tx: mpsc::Sender<Frame>,
     pub(super) limits: SessionsConfig,
@@ -69,7 +73,7 @@ fn refusal(e: &BackendError) -> Refusal {
 }
 
 impl Session {
-    pub(super) async fn run(self, mut inbox: mpsc::UnboundedReceiver<Frame>) {
+    pub(super) async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Frame>) {
         let id = self.id;
         let req = match request(&self.open) {
             Ok(r) => r,
@@ -117,6 +121,20 @@ impl Session {
             },
             _ => None,
         };
+        let (handshake, channel) = match self.accepted.take().map(Accepted::answer) {
+            None => (None, None),
+            Some(Ok((answer, channel))) => (Some(answer), Some(channel)),
+            Some(Err(e)) => {
+                let _ = io.control.kill().await;
+                let r = Refusal {
+                    code: "handshake_refused".into(),
+                    message: e.to_string(),
+                };
+                let _ = self.tx.send(Frame::json(id, Kind::Refused, &r)).await;
+                return;
+            }
+        };
+        let (sealer, mut opener) = channel.map(Channel::split).unzip();
         let recorder = recording.as_ref().map(Recording::recorder);
         let recording_failed = recording.as_ref().map(Recording::failed);
         info!(kind = ?self.open.spec.kind, tty = req.tty,
@@ -125,6 +143,7 @@ impl Session {
             features: vec![FEATURE_SIGNAL.into()],
             recording: recording.as_ref().map(|r| r.path.display().to_string()),
             proven: self.proven.clone(),
+            handshake,
         };
         let _ = self.tx.send(Frame::json(id, Kind::Ready, &ready)).await;
         let started = Instant::now();
@@ -138,6 +157,7 @@ impl Session {
             activity.clone(),
             started,
             recorder.clone(),
+            sealer,
         ));
         // Stdin bytes received and not yet written: never more than the credit granted.
         let pending = Arc::new(AtomicI64::new(0));
@@ -175,15 +195,20 @@ impl Session {
                     let Some(f) = f else { break Some("the tunnel closed".into()) };
                     match f.kind {
                         Kind::Stdin => {
-                            let n = f.payload.len() as i64;
+                            let payload = match opener.as_mut().map(|o| o.open(&f.payload)) {
+                                None => f.payload,
+                                Some(Ok(plain)) => plain,
+                                Some(Err(e)) => break Some(e.to_string()),
+                            };
+                            let n = payload.len() as i64;
                             if pending.fetch_add(n, Ordering::AcqRel) + n > i64::from(WINDOW) {
                                 break Some("the client sent input beyond its credit".into());
                             }
                             activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                             if let Some(r) = &input_recorder {
-                                r.record(Event::Input(f.payload.clone())).await;
+                                r.record(Event::Input(payload.clone())).await;
                             }
-                            let _ = in_tx.send(Some(f.payload));
+                            let _ = in_tx.send(Some(payload));
                         }
                         Kind::StdinEof => {
                             let _ = in_tx.send(None);
@@ -275,7 +300,9 @@ impl Session {
     }
 }
 
-/// Sends the process's output, `MAX_CHUNK` at a time, each chunk only against credit.
+/// Sends the process's output, `MAX_CHUNK` at a time, each chunk only against credit (and
+/// sealed, in an encrypted session).
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     id: u32,
     mut output: futures::stream::BoxStream<'static, Result<ExecOutput, BackendError>>,
@@ -284,6 +311,7 @@ async fn pump(
     activity: Arc<AtomicU64>,
     started: Instant,
     recorder: Option<Recorder>,
+    mut sealer: Option<Sealer>,
 ) {
     while let Some(item) = output.next().await {
         let (kind, bytes) = match item {
@@ -308,7 +336,11 @@ async fn pump(
                 Err(_) => return,
             }
             activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-            if tx.send(Frame::new(id, kind, chunk.to_vec())).await.is_err() {
+            let payload = match sealer.as_mut() {
+                Some(s) => s.seal(chunk),
+                None => chunk.to_vec(),
+            };
+            if tx.send(Frame::new(id, kind, payload)).await.is_err() {
                 return;
             }
         }
@@ -404,13 +436,8 @@ mod tests {
             workspace: "ws-1".into(),
             spec: SessionSpec {
                 kind,
-                argv: argv.iter().map(|s| s.to_string()).collect(),
-                tty: false,
-                cols: 0,
-                rows: 0,
                 port,
-                break_glass: None,
-                proof: None,
+                ..SessionSpec::exec(argv.iter().copied())
             },
             actor: "researcher:alice".into(),
         }
@@ -484,6 +511,7 @@ mod tests {
             id: 7,
             open: open(SessionKind::Exec, &["id"], 0),
             proven: None,
+            accepted: None,
             backend,
             tx,
             limits: SessionsConfig::default(),

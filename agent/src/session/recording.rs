@@ -444,7 +444,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use basho_core::tunnel::{SessionKind, SessionSpec};
+    use basho_core::tunnel::SessionSpec;
 
     use super::*;
 
@@ -461,14 +461,10 @@ mod tests {
         Open {
             workspace: "ws-1".into(),
             spec: SessionSpec {
-                kind: SessionKind::Exec,
-                argv: vec!["sh".into(), "-c".into(), "echo 'hi' there".into()],
                 tty,
                 cols: 120,
                 rows: 40,
-                port: 0,
-                break_glass: None,
-                proof: None,
+                ..SessionSpec::exec(["sh", "-c", "echo 'hi' there"])
             },
             actor: "researcher:alice".into(),
         }

@@ -142,6 +142,7 @@ jwks_file = "/etc/basho/issuers/issuer-{{ $i }}.jwks.json"
 [sessions]
 proof = {{ .Values.sessions.proof | default "required" | toJson }}
 max_proof_age_s = {{ .Values.sessions.maxProofAgeS | default 300 | int64 }}
+encryption = {{ .Values.sessions.encryption | default "required" | toJson }}
 {{- range $i, $idp := .Values.sessions.identityIssuers }}
 
 [[sessions.identity_issuers]]

@@ -135,7 +135,7 @@ impl Modify for ContractShape {
     ),
     paths(
         workspaces::create, workspaces::list, workspaces::show, workspaces::delete,
-        sites::list, templates::list,
+        sites::list, sites::session_key, templates::list,
         revocations::revoke,
         agent::register, agent::desired, agent::observations, agent::tunnel,
         sessions::open,
@@ -148,7 +148,7 @@ impl Modify for ContractShape {
         ErrorBody, ErrorDetail, CreateWorkspace, Workspace, Resources, WsState, Site, Capacity,
         basho_core::template::Template,
         DatasetEntry, Registration, DesiredState, Assignment, Observation, ObservationBatch,
-        agent::Registered, agent::Applied, basho_core::revocation::Revoked,
+        agent::Registered, agent::Applied, sites::SessionKey, basho_core::revocation::Revoked,
         basho_core::revocation::RevocationRequest, basho_core::revocation::Revocation,
         basho_core::revocation::Reason, Health, audit::AuditPage, AuditEntry,
         tokens::TokenInfo, tokens::CreateToken, tokens::CreatedToken,

@@ -74,14 +74,14 @@ async fn refused(o: &Orchestrator, actor: &str, id: &str, err: ApiError) -> ApiE
     get, path = "/v1/workspaces/{id}/session", operation_id = "openSession", tag = "sessions",
     params(
         ("id" = String, Path, description = "Workspace id (`ws-...`)", max_length = 64),
-        ("spec" = String, Query, description = "What to run, as JSON: `{\"kind\": \"exec\"|\"forward\", \"argv\": [..], \"tty\", \"cols\", \"rows\", \"port\", \"break_glass\", \"proof\"}`; `proof` is `{\"kind\": \"id_token\", \"token\", \"seed\"}` or `{\"kind\": \"approval\", \"token\"}`, checked by the site, never by the orchestrator"),
+        ("spec" = String, Query, description = "What to run, as JSON: `{\"kind\": \"exec\"|\"forward\", \"argv\": [..], \"tty\", \"cols\", \"rows\", \"port\", \"break_glass\", \"proof\"}`; `proof` is `{\"kind\": \"id_token\", \"token\", \"seed\"}` or `{\"kind\": \"approval\", \"token\"}`, checked by the site, never by the orchestrator; `handshake` is the first message of the end-to-end handshake with the site (base64), which carries the spec again and the proof, sealed for the site (GET /v1/sites/{id}/session-key)"),
     ),
     responses(
         (status = 101, description = "A WebSocket carrying the session's binary frames (docs/architecture.md, \"Researchers get in\")"),
         (status = 400, description = "No `spec` in the query (`bad_request`), or not a WebSocket upgrade (`websocket_required`)", body = ErrorBody),
         (status = 422, description = "The spec is not a session spec (`invalid_request`)", body = ErrorBody),
         (status = 401, description = "No or unknown token", body = ErrorBody),
-        (status = 403, description = "Not the owner's researcher token (`forbidden`), or an admin without a break-glass reason (`break_glass_required`), or the site found no proof it accepts (`proof_required`, `proof_refused`)", body = ErrorBody),
+        (status = 403, description = "Not the owner's researcher token (`forbidden`), or an admin without a break-glass reason (`break_glass_required`), or the site found no proof it accepts (`proof_required`, `proof_refused`), or the site opens only sessions encrypted end to end (`encryption_required`) and this handshake is not for its key or its request was changed on the way (`handshake_refused`)", body = ErrorBody),
         (status = 404, description = "No such workspace (or another researcher's)", body = ErrorBody),
         (status = 409, description = "The workspace is not running", body = ErrorBody),
         (status = 429, description = "The site's limit of sessions per workspace is reached", body = ErrorBody),
@@ -201,7 +201,10 @@ pub async fn open(
                 "not_running" => StatusCode::CONFLICT,
                 "invalid" => StatusCode::UNPROCESSABLE_ENTITY,
                 "recording_failed" => StatusCode::SERVICE_UNAVAILABLE,
-                "proof_required" | "proof_refused" => StatusCode::FORBIDDEN,
+                "proof_required"
+                | "proof_refused"
+                | "encryption_required"
+                | "handshake_refused" => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_GATEWAY,
             };
             let e = ApiError::new(status, &r.code, format!("site {}: {}", ws_.site, r.message));
@@ -227,6 +230,7 @@ pub async fn open(
         "break_glass": break_glass,
         "recording": ready.recording,
         "proven": ready.proven,
+        "encrypted": ready.handshake.is_some(),
     });
     let action = if break_glass.is_some() {
         "session_break_glass"
@@ -248,6 +252,7 @@ pub async fn open(
         actor,
         id,
         kind: spec.kind,
+        sealed: ready.handshake.is_some(),
         ready,
     };
     // The session outlives the request: its task carries who, where and what.
@@ -311,8 +316,17 @@ struct Meta {
     actor: String,
     id: String,
     kind: SessionKind,
+    /// Whether its data frames are sealed end to end (each carries a tag the byte counts
+    /// leave out).
+    sealed: bool,
     /// What the agent said when the session started.
     ready: Ready,
+}
+
+/// The bytes of data a frame carries for the process, without a sealed frame's tag.
+fn data_len(meta: &Meta, f: &Frame) -> u64 {
+    let tag = if meta.sealed { basho_core::e2e::TAG } else { 0 };
+    f.payload.len().saturating_sub(tag) as u64
 }
 
 /// Carries frames between the client and the agent until the agent's `Exit`, the client going
@@ -357,7 +371,7 @@ async fn relay(o: Orchestrator, mut link: SessionLink, socket: WebSocket, meta: 
                     break;
                 };
                 match f.kind {
-                    Kind::Stdout | Kind::Stderr => bytes_out += f.payload.len() as u64,
+                    Kind::Stdout | Kind::Stderr => bytes_out += data_len(&meta, &f),
                     Kind::Exit => {
                         link.ended();
                         exit = f.parse().ok();
@@ -417,7 +431,7 @@ async fn relay(o: Orchestrator, mut link: SessionLink, socket: WebSocket, meta: 
                     }
                     Kind::Stdin | Kind::StdinEof | Kind::Resize | Kind::Credit | Kind::Close => {
                         if f.kind == Kind::Stdin {
-                            bytes_in += f.payload.len() as u64;
+                            bytes_in += data_len(&meta, &f);
                         }
                         if f.kind == Kind::Close {
                             deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));

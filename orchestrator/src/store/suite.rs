@@ -381,10 +381,13 @@ pub(crate) async fn sites_upsert_and_touch(s: Arc<dyn Store>) {
         },
         images: vec!["basho/demo".into()],
         start_timeout_s: 120,
+        session_key: None,
     };
     s.upsert_site(&reg, t0).await.unwrap();
+    assert_eq!(s.sites().await.unwrap()[0].registration, reg);
     reg.capacity.cpus = 16;
     reg.start_timeout_s = 900;
+    reg.session_key = Some(basho_core::e2e::encode_key(&[7; 32]));
     s.upsert_site(&reg, t0).await.unwrap();
     let t1 = t0 + TimeDelta::seconds(5);
     s.touch_site(&id("tohoku"), t1).await.unwrap();

@@ -1,7 +1,8 @@
 //! basho-bench-tunnel: what the session tunnel costs, on real Docker through an in-process
 //! federation (orchestrator + three Docker agents on loopback): a keystroke's round trip through
 //! a terminal session, `basho exec cat` throughput of a 100 MiB file, and the agent's
-//! create-to-running latency with and without 20 busy sessions on the same site.
+//! create-to-running latency with and without 20 busy sessions on the same site. Every session
+//! is sealed end to end, as `basho` opens them.
 //!
 //!     cargo run --release -p basho-tests --bin basho-bench-tunnel -- [--keystrokes 500]
 //!         [--mib 100] [--busy 20] [--creates 5]
@@ -9,17 +10,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use basho_cli::args::ClientArgs;
-use basho_cli::output::Output;
-use basho_cli::session::connect;
-use basho_core::tunnel::{Frame, Kind, SessionKind, SessionSpec};
+use basho_core::tunnel::{Kind, SessionSpec};
 use basho_orchestrator::store::Role;
 use basho_orchestrator::tokens::{NewToken, create, open_store};
 use basho_tests::bench::{Figure, Report};
 use basho_tests::federation::Federation;
 use clap::Parser;
-use futures::{SinkExt as _, StreamExt as _};
-use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser)]
 struct Args {
@@ -55,17 +51,13 @@ fn timed(argv: &[&str], env: &[(&str, &str)]) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// A session of `argv` in `id`, with alice's proof for the site.
-fn spec(fed: &Federation, id: &str, argv: &[&str], tty: bool) -> SessionSpec {
+/// A session of `argv` (alice's proof is added as the session is sealed).
+fn spec(argv: &[&str], tty: bool) -> SessionSpec {
     SessionSpec {
-        kind: SessionKind::Exec,
-        argv: argv.iter().map(|s| s.to_string()).collect(),
         tty,
         cols: 80,
         rows: 24,
-        port: 0,
-        break_glass: None,
-        proof: Some(fed.id_proof("alice", id)),
+        ..SessionSpec::exec(argv.iter().copied())
     }
 }
 
@@ -117,33 +109,24 @@ async fn main() -> Result<()> {
         ttl: None,
     };
     let token = create(&*store, new, "bench").await?.1;
-    let client = ClientArgs {
-        addr: fed.api.base.clone(),
-        token: Some(token.clone()),
-        ca_file: None,
-        output: Output::Table,
-    };
 
     // A keystroke's round trip: one byte into a terminal running `cat`, until its echo returns.
-    let mut ws_ = connect(&client, &id, &spec(&fed, &id, &["cat"], true)).await?;
+    let mut ws_ = fed
+        .session(&token, "alice", &id, &spec(&["cat"], true))
+        .await?;
     let mut rtts = Vec::with_capacity(args.keystrokes as usize);
     for i in 0..args.keystrokes {
         let key = [b'a' + (i % 26) as u8];
         let started = Instant::now();
-        ws_.send(Message::Binary(
-            Frame::new(0, Kind::Stdin, key.to_vec()).encode().into(),
-        ))
-        .await?;
+        ws_.send(Kind::Stdin, &key).await?;
         loop {
-            let Some(Ok(Message::Binary(b))) = ws_.next().await else {
+            let Some(f) = ws_.recv().await else {
                 bail!("session ended")
             };
-            let f = Frame::decode(&b)?;
+            let f = f?;
             if f.kind == Kind::Stdout && f.payload.contains(&key[0]) {
-                ws_.send(Message::Binary(
-                    Frame::credit(0, f.payload.len() as u32).encode().into(),
-                ))
-                .await?;
+                let credit = (f.payload.len() as u32).to_be_bytes();
+                ws_.send(Kind::Credit, &credit).await?;
                 break;
             }
         }
@@ -180,7 +163,9 @@ async fn main() -> Result<()> {
     let basho = basho_tests::binary("basho");
     let basho = basho.to_str().context("binary path")?;
     let prove = fed.id_token_command("alice");
+    let pins = fed.pins().path().to_owned();
     let env = [
+        ("BASHO_KNOWN_SITES", pins.to_str().context("pin file path")?),
         ("BASHO_ADDR", fed.api.base.as_str()),
         ("BASHO_TOKEN", token.as_str()),
         ("BASHO_ID_TOKEN_COMMAND", prove.as_str()),
@@ -212,28 +197,28 @@ async fn main() -> Result<()> {
     let mut tasks = Vec::new();
     let stop = tokio_util::sync::CancellationToken::new();
     for _ in 0..args.busy {
-        let mut s = connect(&client, &id, &spec(&fed, &id, &["cat", "/dev/zero"], false)).await?;
+        let mut s = fed
+            .session(&token, "alice", &id, &spec(&["cat", "/dev/zero"], false))
+            .await?;
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut bytes = 0u64;
             loop {
                 let m = tokio::select! {
                     _ = stop.cancelled() => break,
-                    m = s.next() => m,
+                    m = s.recv() => m,
                 };
-                let Some(Ok(Message::Binary(b))) = m else {
+                let Some(Ok(f)) = m else {
                     break;
                 };
-                let Ok(f) = Frame::decode(&b) else { break };
                 if f.kind == Kind::Stdout {
                     bytes += f.payload.len() as u64;
-                    let c = Frame::credit(0, f.payload.len() as u32);
-                    if s.send(Message::Binary(c.encode().into())).await.is_err() {
+                    let credit = (f.payload.len() as u32).to_be_bytes();
+                    if s.send(Kind::Credit, &credit).await.is_err() {
                         break;
                     }
                 }
             }
-            let _ = s.close(None).await;
             bytes
         }));
     }

@@ -63,14 +63,9 @@ fn open(ws: &str, proof: Option<Proof>, break_glass: Option<&str>) -> Open {
     Open {
         workspace: ws.into(),
         spec: SessionSpec {
-            kind: SessionKind::Exec,
-            argv: vec!["id".into()],
-            tty: false,
-            cols: 0,
-            rows: 0,
-            port: 0,
             break_glass: break_glass.map(str::to_owned),
             proof,
+            ..SessionSpec::exec(["id"])
         },
         actor: "researcher:alice".into(),
     }
