@@ -1,6 +1,7 @@
 //! basho-core: the types the orchestrator, the agents and the CLI share, and the pure logic on
 //! them (identifier rules, the workspace state machine, GA4GH visa verification). No I/O.
 
+pub mod airlock;
 pub mod audit;
 pub mod crash;
 pub mod duration;

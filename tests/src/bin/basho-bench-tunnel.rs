@@ -2,7 +2,9 @@
 //! federation (orchestrator + three Docker agents on loopback): a keystroke's round trip through
 //! a terminal session, `basho exec cat` throughput of a 100 MiB file, and the agent's
 //! create-to-running latency with and without 20 busy sessions on the same site. Every session
-//! is sealed end to end, as `basho` opens them.
+//! is sealed end to end, as `basho` opens them; the keystroke and an in-process `cat` of the
+//! same file are also measured in clear (the sites allow it here), so encryption's cost is read
+//! from one run.
 //!
 //!     cargo run --release -p basho-tests --bin basho-bench-tunnel -- [--keystrokes 500]
 //!         [--mib 100] [--busy 20] [--creates 5]
@@ -10,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use basho_cli::session::Opened;
 use basho_core::tunnel::{Kind, SessionSpec};
 use basho_orchestrator::store::Role;
 use basho_orchestrator::tokens::{NewToken, create, open_store};
@@ -51,6 +54,22 @@ fn timed(argv: &[&str], env: &[(&str, &str)]) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// A session in clear (only where the site allows it), with alice's proof.
+async fn clear_session(
+    fed: &Federation,
+    token: &str,
+    id: &str,
+    mut spec: SessionSpec,
+) -> Result<Opened> {
+    spec.proof = Some(fed.id_proof("alice", id, &basho_core::proof::fresh_seed()));
+    let (ws, ready) = basho_cli::session::open(&fed.client(token), id, &spec).await?;
+    anyhow::ensure!(
+        ready.handshake.is_none(),
+        "a clear session came back sealed"
+    );
+    Ok(Opened::clear(ws, ready))
+}
+
 /// A session of `argv` (alice's proof is added as the session is sealed).
 fn spec(argv: &[&str], tty: bool) -> SessionSpec {
     SessionSpec {
@@ -59,6 +78,53 @@ fn spec(argv: &[&str], tty: bool) -> SessionSpec {
         rows: 24,
         ..SessionSpec::exec(argv.iter().copied())
     }
+}
+
+/// Keystroke round trips (ms, sorted): one byte into a terminal running `cat`, until its echo
+/// returns.
+async fn keystrokes(session: &mut Opened, n: u64) -> Result<Vec<f64>> {
+    let mut rtts = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let key = [b'a' + (i % 26) as u8];
+        let started = Instant::now();
+        session.send(Kind::Stdin, &key).await?;
+        loop {
+            let Some(f) = session.recv().await else {
+                bail!("session ended")
+            };
+            let f = f?;
+            if f.kind == Kind::Stdout && f.payload.contains(&key[0]) {
+                let credit = (f.payload.len() as u32).to_be_bytes();
+                session.send(Kind::Credit, &credit).await?;
+                break;
+            }
+        }
+        rtts.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    rtts.sort_by(f64::total_cmp);
+    Ok(rtts)
+}
+
+/// MiB/s of a session's output, read and credited as fast as it comes, until its exit.
+async fn drain(mut session: Opened) -> Result<f64> {
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    loop {
+        let Some(f) = session.recv().await else {
+            bail!("session ended without its exit")
+        };
+        let f = f?;
+        match f.kind {
+            Kind::Stdout => {
+                bytes += f.payload.len() as u64;
+                let credit = (f.payload.len() as u32).to_be_bytes();
+                session.send(Kind::Credit, &credit).await?;
+            }
+            Kind::Exit => break,
+            _ => {}
+        }
+    }
+    Ok(bytes as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64())
 }
 
 async fn create_to_running(fed: &Federation, n: usize, tag: &str) -> Result<Vec<f64>> {
@@ -88,6 +154,8 @@ async fn main() -> Result<()> {
     let busy = args.busy as usize;
     let Some(fed) = Federation::start_with(move |_, c| {
         c.sessions.max_per_workspace = busy + 4;
+        // Sessions in clear too, only to measure what sealing costs.
+        c.sessions.encryption = basho_agent::session::seal::Encryption::Optional;
         c.capacity.cpus = 64;
         c.capacity.memory_mib = 65536;
     })
@@ -111,42 +179,33 @@ async fn main() -> Result<()> {
     let token = create(&*store, new, "bench").await?.1;
 
     // A keystroke's round trip: one byte into a terminal running `cat`, until its echo returns.
-    let mut ws_ = fed
+    let mut sealed = fed
         .session(&token, "alice", &id, &spec(&["cat"], true))
         .await?;
-    let mut rtts = Vec::with_capacity(args.keystrokes as usize);
-    for i in 0..args.keystrokes {
-        let key = [b'a' + (i % 26) as u8];
-        let started = Instant::now();
-        ws_.send(Kind::Stdin, &key).await?;
-        loop {
-            let Some(f) = ws_.recv().await else {
-                bail!("session ended")
-            };
-            let f = f?;
-            if f.kind == Kind::Stdout && f.payload.contains(&key[0]) {
-                let credit = (f.payload.len() as u32).to_be_bytes();
-                ws_.send(Kind::Credit, &credit).await?;
-                break;
-            }
-        }
-        rtts.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    drop(ws_);
-    rtts.sort_by(f64::total_cmp);
+    let rtts = keystrokes(&mut sealed, args.keystrokes).await?;
+    drop(sealed);
+    let mut clear = clear_session(&fed, &token, &id, spec(&["cat"], true)).await?;
+    let clear_rtts = keystrokes(&mut clear, args.keystrokes).await?;
+    drop(clear);
     println!("keystroke round trip (tty, cat echo), {} keys:", rtts.len());
-    report.figure(Figure::lower(
-        "keystroke_p50",
-        "keystroke round trip p50",
-        pct(&rtts, 0.5),
-        "ms",
-    ));
-    report.figure(Figure::lower(
-        "keystroke_p99",
-        "keystroke round trip p99",
-        pct(&rtts, 0.99),
-        "ms",
-    ));
+    report.figure(
+        Figure::lower(
+            "keystroke_p50",
+            "keystroke round trip p50",
+            pct(&rtts, 0.5),
+            "ms",
+        )
+        .peer("in clear", pct(&clear_rtts, 0.5)),
+    );
+    report.figure(
+        Figure::lower(
+            "keystroke_p99",
+            "keystroke round trip p99",
+            pct(&rtts, 0.99),
+            "ms",
+        )
+        .peer("in clear", pct(&clear_rtts, 0.99)),
+    );
 
     // `basho exec cat` of a large file, output to /dev/null.
     let container = fed
@@ -181,6 +240,23 @@ async fn main() -> Result<()> {
         args.mib
     );
     let mib = args.mib as f64;
+    // The same file through a session read in this process, sealed and in clear.
+    let cat = spec(&["cat", "/work/bench.bin"], false);
+    let sealed = drain(fed.session(&token, "alice", &id, &cat).await?).await?;
+    let clear = drain(clear_session(&fed, &token, &id, cat).await?).await?;
+    println!(
+        "a session's cat of {} MiB: {sealed:.0} MiB/s sealed, {clear:.0} in clear",
+        args.mib
+    );
+    report.figure(
+        Figure::higher(
+            "session_cat_mib_s",
+            "session cat throughput (in process)",
+            sealed,
+            "MiB/s",
+        )
+        .peer("in clear", clear),
+    );
     report.figure(
         Figure::higher(
             "exec_cat_mib_s",
