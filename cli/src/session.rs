@@ -221,7 +221,8 @@ impl Sealing {
             .map_err(|e| Error::Session(format!("site {site}'s session key: {e}")))?;
         if pins.check(&site, &site_key)? == Pinned::New {
             eprintln!(
-                "basho: pinned site {site}'s session key {} in {} (first session there); its                  admin can confirm it with `basho-agent session-key`",
+                "basho: pinned site {site}'s session key {} in {} (first session there); its \
+                 admin can confirm it with `basho-agent session-key`",
                 fingerprint(&site_key),
                 pins.path().display()
             );
@@ -266,7 +267,8 @@ impl Sealing {
         let (ws, ready) = open(client, workspace, &outer).await?;
         let answer = ready.handshake.as_deref().ok_or_else(|| {
             Error::Session(format!(
-                "the session opened without site {}'s answer to its handshake, so it was not                  the site that answered; nothing was sent",
+                "the session opened without site {}'s answer to its handshake, so it was not \
+                 the site that answered; nothing was sent",
                 self.site
             ))
         })?;
