@@ -57,6 +57,9 @@ pub struct SiteConfig {
     /// Limits on interactive sessions (shell, exec, port-forward).
     #[serde(default)]
     pub sessions: crate::session::SessionsConfig,
+    /// The results airlock: limits of a release request and the automated checks.
+    #[serde(default)]
+    pub airlock: crate::airlock::AirlockConfig,
     /// How the agent carries out what it decides.
     #[serde(default)]
     pub reconcile: Reconcile,

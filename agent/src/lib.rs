@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub mod airlock;
 pub mod backend;
 pub mod catalog;
 pub mod client;

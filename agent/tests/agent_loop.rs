@@ -84,6 +84,7 @@ fn site(url: &str) -> Site {
         metrics: None,
         metering: Default::default(),
         sessions: Default::default(),
+        airlock: Default::default(),
         reconcile: Default::default(),
     };
     assert_eq!(basho_agent::check_config(&config), Vec::<String>::new());

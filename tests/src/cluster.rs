@@ -744,6 +744,7 @@ fn site_config(
         metrics: None,
         metering,
         sessions: Default::default(),
+        airlock: Default::default(),
         reconcile: Default::default(),
     }
 }

@@ -482,6 +482,7 @@ fn site_config(
         metrics: None,
         metering: Default::default(),
         sessions: Default::default(),
+        airlock: Default::default(),
         reconcile: Default::default(),
     }
 }

@@ -124,6 +124,7 @@ impl World {
             metrics: None,
             metering: Default::default(),
             sessions: Default::default(),
+            airlock: Default::default(),
             reconcile: Default::default(),
         }
     }

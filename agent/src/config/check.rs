@@ -28,6 +28,7 @@ pub fn check(config: &SiteConfig) -> Vec<String> {
     check_issuers(config, &mut p);
     check_paths(config, &mut p);
     p.extend(config.sessions.problems());
+    p.extend(config.airlock.problems());
     p.extend(config.backend.check());
     if let Err(e) = config.isolation.ids() {
         p.push(e.to_string());
@@ -344,6 +345,7 @@ mod tests {
             metrics: None,
             metering: Default::default(),
             sessions: Default::default(),
+            airlock: Default::default(),
             reconcile: Default::default(),
         }
     }

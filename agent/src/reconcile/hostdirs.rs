@@ -154,7 +154,6 @@ impl HostDirs {
         }
     }
 
-    /// Removes the agent's own directory of workspace `id`; `/work` and `/results` stay.
     /// Where workspace `id` of `project` has its `/work`.
     pub fn work_dir(&self, id: &str, project: &Ident) -> PathBuf {
         self.paths.work_dir(id, project)
@@ -190,6 +189,7 @@ impl HostDirs {
         Ok(moved)
     }
 
+    /// Removes the agent's own directory of workspace `id`; `/work` and `/results` stay.
     pub fn remove(&self, id: &str) -> Result<(), HostDirError> {
         let state = self.state_dir(id);
         match std::fs::remove_dir_all(&state) {

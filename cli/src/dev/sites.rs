@@ -117,6 +117,7 @@ pub fn site_config(
             identity_issuers: vec![layout.issuer().identity_issuer()],
             ..Default::default()
         },
+        airlock: Default::default(),
         reconcile: Default::default(),
     })
 }

@@ -249,6 +249,7 @@ impl Bench {
             metrics: None,
             metering: Default::default(),
             sessions: Default::default(),
+            airlock: Default::default(),
             reconcile: Default::default(),
         }
     }
