@@ -31,9 +31,17 @@ pub struct AirlockConfig {
     /// Where the store keeps the copies (mode 0700); default `<state_dir>/airlock`.
     #[serde(default)]
     pub store_dir: Option<PathBuf>,
+    /// Most bytes of the workspace's own datasets read to find copied records, per request;
+    /// tables past it are not compared, and the answer says how many.
+    #[serde(default = "default_max_index_bytes")]
+    pub max_index_bytes: u64,
     /// The automated checks ([`basho_core::airlock::Rules`]).
     #[serde(default)]
     pub checks: Rules,
+}
+
+fn default_max_index_bytes() -> u64 {
+    1 << 30
 }
 
 fn default_max_files() -> usize {
@@ -50,6 +58,7 @@ impl Default for AirlockConfig {
             max_files: default_max_files(),
             max_bytes: default_max_bytes(),
             store_dir: None,
+            max_index_bytes: default_max_index_bytes(),
             checks: Rules::default(),
         }
     }
@@ -119,6 +128,9 @@ pub enum IntakeError {
     /// The same file named twice.
     #[error("{0:?} is named twice")]
     Duplicate(String),
+    /// A workspace the site did not launch, or no longer holds.
+    #[error("{0}")]
+    Unknown(String),
     /// The disk failed.
     #[error("the site's airlock store failed at {path}: {source}")]
     Io {
@@ -138,6 +150,7 @@ impl IntakeError {
             IntakeError::Missing { .. } => "no_such_file",
             IntakeError::TooLarge(_) => "too_large",
             IntakeError::Duplicate(_) => "invalid_path",
+            IntakeError::Unknown(_) => "unknown_workspace",
             IntakeError::Io { .. } => "airlock_unavailable",
         }
     }
@@ -460,6 +473,8 @@ pub fn take(
     }
     Ok(taken)
 }
+
+pub mod desk;
 
 #[cfg(test)]
 mod tests;

@@ -130,7 +130,7 @@ impl HostDirs {
         std::fs::rename(&tmp, &json).map_err(io_err("write", &json))?;
 
         let work_dir = self.work_dir(&record.id, &record.project);
-        let results_dir = self.paths.results_root.join(&record.id);
+        let results_dir = self.results_dir(&record.id);
         for dir in [&work_dir, &results_dir] {
             std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
             self.hand_over(dir)?;
@@ -154,6 +154,11 @@ impl HostDirs {
         }
     }
 
+    /// Where workspace `id` has its `/results`.
+    pub fn results_dir(&self, id: &str) -> PathBuf {
+        self.paths.results_root.join(id)
+    }
+
     /// Where workspace `id` of `project` has its `/work`.
     pub fn work_dir(&self, id: &str, project: &Ident) -> PathBuf {
         self.paths.work_dir(id, project)
@@ -173,7 +178,7 @@ impl HostDirs {
         let stamp = at.format("%Y%m%dT%H%M%SZ");
         let mut moved = Vec::new();
         let work = project.map(|p| self.work_dir(id, &p));
-        let results = Some(self.paths.results_root.join(id));
+        let results = Some(self.results_dir(id));
         for dir in [work, results].into_iter().flatten() {
             if !dir.exists() {
                 continue;

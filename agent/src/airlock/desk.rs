@@ -1,0 +1,274 @@
+//! The site's airlock desk: a release request for one of its workspaces, taken from that
+//! workspace's own `/results` and compared with the rows of the datasets the site itself mounted
+//! in it (its `grants.json`, never the orchestrator's word).
+
+use std::path::{Path, PathBuf};
+
+use basho_core::Ident;
+use basho_core::airlock::RowIndex;
+use serde::{Deserialize, Serialize};
+
+use super::{AirlockConfig, IntakeError, Store, Taken, take};
+use crate::catalog::Catalog;
+use crate::reconcile::hostdirs::HostDirs;
+use crate::revocations::recorded_grants;
+
+/// What the desk answers for a request it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intake {
+    /// The files, as stored and checked.
+    pub files: Vec<Taken>,
+    /// What the copied-record check compared them with.
+    pub compared: Compared,
+}
+
+/// The dataset tables the copied-record check read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compared {
+    /// Tables read.
+    pub tables: u64,
+    /// Their rows.
+    pub rows: u64,
+    /// Tables not read: past `[airlock] max_index_bytes`, or unreadable.
+    pub skipped: u64,
+}
+
+/// Takes release requests for the site's workspaces.
+#[derive(Debug, Clone)]
+pub struct Desk {
+    dirs: HostDirs,
+    catalog: Catalog,
+    config: AirlockConfig,
+    store: Store,
+}
+
+/// How deep the dataset directories are searched for tables.
+const MAX_DEPTH: usize = 8;
+
+impl Desk {
+    /// The desk of a site: its directories, catalog, airlock settings and store.
+    pub fn new(dirs: HostDirs, catalog: Catalog, config: AirlockConfig, store: Store) -> Desk {
+        Desk {
+            dirs,
+            catalog,
+            config,
+            store,
+        }
+    }
+
+    /// The store the desk keeps copies in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Takes `names` from `workspace`'s `/results`. Blocking: run it off the runtime's threads.
+    pub fn request(&self, workspace: &str, names: &[String]) -> Result<Intake, IntakeError> {
+        let grants = recorded_grants(&self.dirs.state_dir(workspace)).ok_or_else(|| {
+            IntakeError::Unknown(format!(
+                "the site has no record of workspace {workspace}; it takes release requests \
+                 only from workspaces it launched and still holds"
+            ))
+        })?;
+        let results = self.dirs.results_dir(workspace);
+        if !results.is_dir() {
+            return Err(IntakeError::Unknown(format!(
+                "workspace {workspace} has no /results at this site any more (stopped, expired \
+                 or revoked); nothing more can be asked for release from it"
+            )));
+        }
+        let (index, compared) = self.index(&grants.datasets);
+        let files = take(&results, names, &self.config, &self.store, &index)?;
+        Ok(Intake { files, compared })
+    }
+
+    /// The rows of `datasets`' CSV and TSV tables, up to the site's byte budget.
+    fn index(&self, datasets: &[Ident]) -> (RowIndex, Compared) {
+        let mut index = RowIndex::new();
+        let mut compared = Compared::default();
+        let mut budget = self.config.max_index_bytes;
+        for id in datasets {
+            let Ok(dataset) = self.catalog.dataset(id) else {
+                continue;
+            };
+            for (path, delimiter) in tables(&dataset.path) {
+                let size = std::fs::metadata(&path)
+                    .map(|m| m.len())
+                    .unwrap_or(u64::MAX);
+                if size > budget {
+                    compared.skipped += 1;
+                    continue;
+                }
+                let added = std::fs::File::open(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|f| {
+                        index
+                            .add_table(std::io::BufReader::new(f), delimiter)
+                            .map_err(|e| e.to_string())
+                    });
+                match added {
+                    Ok(rows) => {
+                        budget -= size;
+                        compared.tables += 1;
+                        compared.rows += rows;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e,
+                            "a dataset table could not be read for the copied-record check");
+                        compared.skipped += 1;
+                    }
+                }
+            }
+        }
+        (index, compared)
+    }
+}
+
+/// The CSV (`,`) and TSV (tab) files under `root`, by name, in a stable order; links are not
+/// followed.
+fn tables(root: &Path) -> Vec<(PathBuf, u8)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![(root.to_owned(), 0usize)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() && depth < MAX_DEPTH {
+                dirs.push((path, depth + 1));
+            } else if kind.is_file() {
+                let ext = path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .map(str::to_ascii_lowercase);
+                match ext.as_deref() {
+                    Some("csv") => out.push((path, b',')),
+                    Some("tsv") => out.push((path, b'\t')),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use basho_core::airlock::Check;
+
+    use super::*;
+    use crate::config::Paths;
+    use crate::reconcile::hostdirs::Ownership;
+
+    struct Site {
+        _dir: tempfile::TempDir,
+        desk: Desk,
+        dirs: HostDirs,
+    }
+
+    /// A site holding JGAD000101 (a CSV of two records and a TSV) and a launched workspace
+    /// `ws-1` granted it.
+    fn site(config: AirlockConfig) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data/JGAD000101");
+        std::fs::create_dir_all(data.join("nested")).unwrap();
+        std::fs::write(
+            data.join("records.csv"),
+            "id,age,icd10\nP1,40,E11\nP2,57,I10\n",
+        )
+        .unwrap();
+        std::fs::write(data.join("nested/more.tsv"), "id\tage\tsex\nP3\t33\tF\n").unwrap();
+        std::fs::write(data.join("readme.txt"), "not a table\n").unwrap();
+        let paths = Paths::under(&dir.path().join("site"));
+        let dirs = HostDirs::new(paths, Ownership::AlreadyOwned);
+        let state = dirs.state_dir("ws-1");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(
+            state.join(crate::revocations::GRANTS_FILE),
+            r#"{"project":"P-0001","owner":"alice","datasets":["JGAD000101"],"visas":[]}"#,
+        )
+        .unwrap();
+        std::fs::create_dir_all(dirs.results_dir("ws-1")).unwrap();
+        let catalog = Catalog::default().with_dataset(
+            Ident::parse("JGAD000101").unwrap(),
+            &data,
+            None,
+            &["https://dac.example"],
+        );
+        let store = Store::open(&dir.path().join("airlock")).unwrap();
+        Site {
+            desk: Desk::new(dirs.clone(), catalog, config, store),
+            dirs,
+            _dir: dir,
+        }
+    }
+
+    #[test]
+    fn a_copied_record_and_a_small_cell_are_flagged_against_the_workspaces_own_datasets() {
+        let s = site(AirlockConfig::default());
+        let results = s.dirs.results_dir("ws-1");
+        std::fs::write(
+            results.join("table.csv"),
+            "band,count\n40-49,3\n50-59,120\n",
+        )
+        .unwrap();
+        std::fs::write(results.join("leak.csv"), "who,age,code\nP2, 57 ,I10\n").unwrap();
+        std::fs::write(results.join("leak.tsv"), "a\tb\tc\nP3\t33\tF\n").unwrap();
+        let names = ["table.csv", "leak.csv", "leak.tsv"].map(String::from);
+        let intake = s.desk.request("ws-1", &names).unwrap();
+        assert_eq!(
+            intake.compared,
+            Compared {
+                tables: 2,
+                rows: 3,
+                skipped: 0
+            }
+        );
+        let checks = |i: usize| -> Vec<Check> {
+            intake.files[i]
+                .checked
+                .findings
+                .iter()
+                .map(|f| f.check)
+                .collect()
+        };
+        assert_eq!(checks(0), [Check::SmallCell]);
+        assert!(
+            checks(1).contains(&Check::RecordCopy),
+            "{:?}",
+            intake.files[1]
+        );
+        assert!(
+            checks(2).contains(&Check::RecordCopy),
+            "{:?}",
+            intake.files[2]
+        );
+    }
+
+    #[test]
+    fn tables_past_the_budget_are_not_compared_and_said_so() {
+        let s = site(AirlockConfig {
+            max_index_bytes: 40,
+            ..AirlockConfig::default()
+        });
+        let results = s.dirs.results_dir("ws-1");
+        std::fs::write(results.join("leak.csv"), "who,age,code\nP2,57,I10\n").unwrap();
+        let intake = s.desk.request("ws-1", &["leak.csv".into()]).unwrap();
+        assert_eq!((intake.compared.tables, intake.compared.skipped), (1, 1));
+    }
+
+    #[test]
+    fn workspaces_the_site_did_not_launch_or_no_longer_holds_are_refused() {
+        let s = site(AirlockConfig::default());
+        let e = s.desk.request("ws-2", &["x.csv".into()]).unwrap_err();
+        assert_eq!(e.code(), "unknown_workspace");
+        assert!(e.to_string().contains("no record of workspace ws-2"), "{e}");
+        std::fs::remove_dir_all(s.dirs.results_dir("ws-1")).unwrap();
+        let e = s.desk.request("ws-1", &["x.csv".into()]).unwrap_err();
+        assert!(e.to_string().contains("no /results"), "{e}");
+    }
+}
