@@ -80,29 +80,23 @@ fn spec(argv: &[&str], tty: bool) -> SessionSpec {
     }
 }
 
-/// Keystroke round trips (ms, sorted): one byte into a terminal running `cat`, until its echo
+/// One keystroke's round trip (ms): one byte into a terminal running `cat`, until its echo
 /// returns.
-async fn keystrokes(session: &mut Opened, n: u64) -> Result<Vec<f64>> {
-    let mut rtts = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let key = [b'a' + (i % 26) as u8];
-        let started = Instant::now();
-        session.send(Kind::Stdin, &key).await?;
-        loop {
-            let Some(f) = session.recv().await else {
-                bail!("session ended")
-            };
-            let f = f?;
-            if f.kind == Kind::Stdout && f.payload.contains(&key[0]) {
-                let credit = (f.payload.len() as u32).to_be_bytes();
-                session.send(Kind::Credit, &credit).await?;
-                break;
-            }
+async fn keystroke(session: &mut Opened, i: u64) -> Result<f64> {
+    let key = [b'a' + (i % 26) as u8];
+    let started = Instant::now();
+    session.send(Kind::Stdin, &key).await?;
+    loop {
+        let Some(f) = session.recv().await else {
+            bail!("session ended")
+        };
+        let f = f?;
+        if f.kind == Kind::Stdout && f.payload.contains(&key[0]) {
+            let credit = (f.payload.len() as u32).to_be_bytes();
+            session.send(Kind::Credit, &credit).await?;
+            return Ok(started.elapsed().as_secs_f64() * 1000.0);
         }
-        rtts.push(started.elapsed().as_secs_f64() * 1000.0);
     }
-    rtts.sort_by(f64::total_cmp);
-    Ok(rtts)
 }
 
 /// MiB/s of a session's output, read and credited as fast as it comes, until its exit.
@@ -179,14 +173,19 @@ async fn main() -> Result<()> {
     let token = create(&*store, new, "bench").await?.1;
 
     // A keystroke's round trip: one byte into a terminal running `cat`, until its echo returns.
+    // Both open at once and taken in turns, so neither gets the quieter moments.
     let mut sealed = fed
         .session(&token, "alice", &id, &spec(&["cat"], true))
         .await?;
-    let rtts = keystrokes(&mut sealed, args.keystrokes).await?;
-    drop(sealed);
     let mut clear = clear_session(&fed, &token, &id, spec(&["cat"], true)).await?;
-    let clear_rtts = keystrokes(&mut clear, args.keystrokes).await?;
-    drop(clear);
+    let (mut rtts, mut clear_rtts) = (Vec::new(), Vec::new());
+    for i in 0..args.keystrokes {
+        rtts.push(keystroke(&mut sealed, i).await?);
+        clear_rtts.push(keystroke(&mut clear, i).await?);
+    }
+    drop((sealed, clear));
+    rtts.sort_by(f64::total_cmp);
+    clear_rtts.sort_by(f64::total_cmp);
     println!("keystroke round trip (tty, cat echo), {} keys:", rtts.len());
     report.figure(
         Figure::lower(
