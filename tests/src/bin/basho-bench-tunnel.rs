@@ -240,9 +240,16 @@ async fn main() -> Result<()> {
     );
     let mib = args.mib as f64;
     // The same file through a session read in this process, sealed and in clear.
+    // Three of each, in turns; the medians.
     let cat = spec(&["cat", "/work/bench.bin"], false);
-    let sealed = drain(fed.session(&token, "alice", &id, &cat).await?).await?;
-    let clear = drain(clear_session(&fed, &token, &id, cat).await?).await?;
+    let (mut sealed, mut clear) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        sealed.push(drain(fed.session(&token, "alice", &id, &cat).await?).await?);
+        clear.push(drain(clear_session(&fed, &token, &id, cat.clone()).await?).await?);
+    }
+    sealed.sort_by(f64::total_cmp);
+    clear.sort_by(f64::total_cmp);
+    let (sealed, clear) = (sealed[1], clear[1]);
     println!(
         "a session's cat of {} MiB: {sealed:.0} MiB/s sealed, {clear:.0} in clear",
         args.mib
