@@ -234,6 +234,18 @@ impl SiteCache {
         })
     }
 
+    /// Learns from the store that `site`'s live workspaces hold at least `held` (another replica
+    /// placed there since this view was loaded); the periodic reload settles the exact figure.
+    pub fn learn_held(&self, site: &Ident, held: &StateCount) {
+        if let Some(e) = self.lock().get_mut(site) {
+            let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            e.allocated.cpus = e.allocated.cpus.max(clamp(held.cpus));
+            e.allocated.memory_mib = e.allocated.memory_mib.max(held.memory_mib);
+            e.allocated.gpus = e.allocated.gpus.max(clamp(held.gpus));
+            e.workspaces = e.workspaces.max(clamp(held.count));
+        }
+    }
+
     /// Returns compute a workspace held (it ended, or its create was not stored).
     pub fn release(&self, site: &Ident, r: &Resources) {
         if let Some(e) = self.lock().get_mut(site) {

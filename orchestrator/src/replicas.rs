@@ -13,8 +13,9 @@
 //! - the deny-list: the same, as a revocation is announced too; until then a replica's create
 //!   check and desired-state answers lack the new revocation;
 //! - a site registered through another replica, and the compute held at each site (placement's
-//!   view): at most [`REFRESH_EVERY`], so two replicas may place onto one site's last free
-//!   capacity within that window;
+//!   view): at most [`REFRESH_EVERY`]. Placement may rank sites on a stale view, but the insert
+//!   checks the site's capacity again in the database under the site's turn, so two replicas
+//!   never overbook a site;
 //! - leadership: a leader whose lock connection breaks stops starting loop passes within
 //!   [`LEADER_CHECK`]; a follower tries for the lock every [`LEADER_RETRY`]. A pass that
 //!   straddles the hand-over is harmless: transitions lock their row, so a workspace is expired

@@ -113,6 +113,10 @@ pub enum Created {
     New(WorkspaceRecord),
     /// The idempotency key had already created this workspace with the same request.
     Replayed(WorkspaceRecord),
+    /// Nothing was written: the site's live workspaces hold this much, and the new one does not
+    /// fit beside them in the capacity the site registered (another replica placed there first,
+    /// or the site is not registered).
+    Full(StateCount),
 }
 
 /// What [`Store::transition`] did.
@@ -176,7 +180,9 @@ pub trait Store:
 
     /// Inserts a workspace (its `revision` is assigned here). With a key, atomically: a key seen
     /// before with the same hash returns the first workspace; with another hash,
-    /// [`StoreError::IdempotencyKeyReused`]. Never two workspaces for one key.
+    /// [`StoreError::IdempotencyKeyReused`]. Never two workspaces for one key. Creates at one
+    /// site take turns, and one that would take the site's live workspaces past its registered
+    /// capacity writes nothing and answers [`Created::Full`]: replicas never overbook a site.
     async fn create_workspace(
         &self,
         record: &WorkspaceRecord,

@@ -25,6 +25,12 @@ pub enum CreateError {
     /// The project's quota cannot cover the workspace's whole life.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// Every site placement chose was filled by other creates first, each time.
+    #[error(
+        "the sites that fit this workspace were filled by other requests while it was placed; \
+         retry"
+    )]
+    Busy,
     /// The store failed, or the idempotency key was used for another request.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -77,33 +83,48 @@ pub async fn create(
         sites: &inner.sites,
         agent_silent_s: inner.config.limits.agent_silent_s,
     };
-    let (rec, reservation) = admit(&admission, req, now)?;
-    crate::revocations::refuse_revoked(&inner.revocations.all(), &rec)?;
-    admit_quota(o, &rec.workspace, now).await?;
-    basho_core::crash_point!("orchestrator.create.admitted");
-    match inner.store.create_workspace(&rec, key).await? {
-        Created::New(stored) => {
-            reservation.commit();
-            basho_core::crash_point!("orchestrator.create.committed");
-            let site = &stored.workspace.site;
-            inner.sites.publish(site, stored.revision);
-            inner.metrics.workspaces_created.inc();
-            let labels = crate::metrics::SiteLabels {
-                site: site.to_string(),
-            };
-            inner.metrics.placements.get_or_create(&labels).inc();
-            let w = &stored.workspace;
-            tracing::info!(workspace = %w.id, project = %w.project, %site, "workspace created");
-            audit_creation(o, actor, &stored, false).await;
-            basho_core::crash_point!("orchestrator.create.audited");
-            Ok(Creation {
-                workspace: stored.workspace,
-                replayed: false,
-            })
+    // Placement uses this replica's view of what each site holds; the store checks it again
+    // under the site's turn. When another replica took the capacity first, the view learns what
+    // the site holds and placement runs again: elsewhere, or refused.
+    for _ in 0..PLACEMENT_ATTEMPTS {
+        let (rec, reservation) = admit(&admission, req, now)?;
+        crate::revocations::refuse_revoked(&inner.revocations.all(), &rec)?;
+        admit_quota(o, &rec.workspace, now).await?;
+        basho_core::crash_point!("orchestrator.create.admitted");
+        match inner.store.create_workspace(&rec, key).await? {
+            Created::New(stored) => {
+                reservation.commit();
+                basho_core::crash_point!("orchestrator.create.committed");
+                let site = &stored.workspace.site;
+                inner.sites.publish(site, stored.revision);
+                inner.metrics.workspaces_created.inc();
+                let labels = crate::metrics::SiteLabels {
+                    site: site.to_string(),
+                };
+                inner.metrics.placements.get_or_create(&labels).inc();
+                let w = &stored.workspace;
+                tracing::info!(workspace = %w.id, project = %w.project, %site, "workspace created");
+                audit_creation(o, actor, &stored, false).await;
+                basho_core::crash_point!("orchestrator.create.audited");
+                return Ok(Creation {
+                    workspace: stored.workspace,
+                    replayed: false,
+                });
+            }
+            Created::Replayed(first) => return Ok(replayed(o, actor, first).await),
+            Created::Full(held) => {
+                let site = rec.workspace.site;
+                drop(reservation);
+                tracing::info!(%site, "site filled up meanwhile; placing again");
+                inner.sites.learn_held(&site, &held);
+            }
         }
-        Created::Replayed(first) => Ok(replayed(o, actor, first).await),
     }
+    Err(CreateError::Busy)
 }
+
+/// How many times a create is placed again after the store found its site full.
+const PLACEMENT_ATTEMPTS: usize = 4;
 
 async fn replayed(o: &Orchestrator, actor: &str, first: WorkspaceRecord) -> Creation {
     audit_creation(o, actor, &first, true).await;

@@ -94,6 +94,10 @@ async fn call(
     )
 }
 
+async fn get(http: &reqwest::Client, url: String, token: &str) -> (StatusCode, Value) {
+    call(http, reqwest::Method::GET, url, token, None, None).await
+}
+
 async fn wait_until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !check().await {
@@ -160,15 +164,7 @@ async fn two_replicas_serve_one_leads_and_failover_loses_and_repeats_nothing() {
     .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let site_lag = wait_until("b knows the site", Duration::from_secs(10), async || {
-        let (_, sites) = call(
-            &http,
-            reqwest::Method::GET,
-            format!("{}/v1/sites", b.base),
-            PLATFORM,
-            None,
-            None,
-        )
-        .await;
+        let (_, sites) = get(&http, format!("{}/v1/sites", b.base), PLATFORM).await;
         sites
             .as_array()
             .is_some_and(|l| l.iter().any(|s| s["name"] == "tohoku"))
@@ -207,15 +203,7 @@ async fn two_replicas_serve_one_leads_and_failover_loses_and_repeats_nothing() {
     for (k, ids) in &by_key {
         assert!(ids.iter().all(|id| *id == ids[0]), "key {k} made {ids:?}");
     }
-    let (_, listed) = call(
-        &http,
-        reqwest::Method::GET,
-        format!("{}/v1/workspaces", b.base),
-        PLATFORM,
-        None,
-        None,
-    )
-    .await;
+    let (_, listed) = get(&http, format!("{}/v1/workspaces", b.base), PLATFORM).await;
     assert_eq!(
         listed.as_array().unwrap().len(),
         20,
@@ -224,27 +212,17 @@ async fn two_replicas_serve_one_leads_and_failover_loses_and_repeats_nothing() {
     // Either replica reads what the other wrote.
     for ids in by_key.values() {
         for base in [&a.base, &b.base] {
-            let (status, _) = call(
-                &http,
-                reqwest::Method::GET,
-                format!("{base}/v1/workspaces/{}", ids[0]),
-                PLATFORM,
-                None,
-                None,
-            )
-            .await;
+            let (status, _) =
+                get(&http, format!("{base}/v1/workspaces/{}", ids[0]), PLATFORM).await;
             assert_eq!(status, StatusCode::OK);
         }
     }
 
     // A long-poll on b wakes when a changes the site's desired state.
-    let (_, now) = call(
+    let (_, now) = get(
         &http,
-        reqwest::Method::GET,
         format!("{}/v1/agent/desired?site=tohoku", b.base),
         &agent,
-        None,
-        None,
     )
     .await;
     let rev = now["revision"].as_i64().unwrap();
@@ -252,13 +230,10 @@ async fn two_replicas_serve_one_leads_and_failover_loses_and_repeats_nothing() {
         let (http, base, agent) = (http.clone(), b.base.clone(), agent.clone());
         tokio::spawn(async move {
             let t = Instant::now();
-            let (_, v) = call(
+            let (_, v) = get(
                 &http,
-                reqwest::Method::GET,
                 format!("{base}/v1/agent/desired?site=tohoku&after={rev}&wait_s=25"),
                 &agent,
-                None,
-                None,
             )
             .await;
             (t.elapsed(), v)
@@ -307,13 +282,10 @@ async fn two_replicas_serve_one_leads_and_failover_loses_and_repeats_nothing() {
         "b's deny-list has a's revocation",
         Duration::from_secs(10),
         async || {
-            let (_, d) = call(
+            let (_, d) = get(
                 &http,
-                reqwest::Method::GET,
                 format!("{}/v1/agent/desired?site=tohoku", b.base),
                 &agent,
-                None,
-                None,
             )
             .await;
             d["revocations"].as_array().is_some_and(|r| r.len() == 1)
@@ -338,13 +310,10 @@ async fn two_replicas_serve_one_leads_and_failover_loses_and_repeats_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let expired_list = async |base: &str| {
-        let (_, l) = call(
+        let (_, l) = get(
             &http,
-            reqwest::Method::GET,
             format!("{base}/v1/workspaces?state=expired"),
             PLATFORM,
-            None,
-            None,
         )
         .await;
         l.as_array().map_or(0, Vec::len)
@@ -362,13 +331,10 @@ async fn two_replicas_serve_one_leads_and_failover_loses_and_repeats_nothing() {
         "every expiring workspace expired",
         Duration::from_secs(15),
         async || {
-            let (_, l) = call(
+            let (_, l) = get(
                 &http,
-                reqwest::Method::GET,
                 format!("{}/v1/workspaces?state=expired", b.base),
                 PLATFORM,
-                None,
-                None,
             )
             .await;
             l.as_array().is_some_and(|l| l.len() == expiring.len())
@@ -386,15 +352,7 @@ async fn two_replicas_serve_one_leads_and_failover_loses_and_repeats_nothing() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (_, all) = call(
-        &http,
-        reqwest::Method::GET,
-        format!("{}/v1/workspaces", b.base),
-        PLATFORM,
-        None,
-        None,
-    )
-    .await;
+    let (_, all) = get(&http, format!("{}/v1/workspaces", b.base), PLATFORM).await;
     let all = all.as_array().unwrap().len();
     assert_eq!(all, 20 + 1 + 10 + 1, "lost: none");
     b.kill().await;
@@ -478,6 +436,80 @@ async fn a_leader_that_loses_its_lock_connection_steps_down() {
         "lock connection cut: stepped down after {stepped_down:?}, one leader again after {new_leader:?}"
     );
     admin.close().await;
+    a.kill().await;
+    b.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_never_overbook_a_site() {
+    let bed = bed(TestDatabase::create().await);
+    let http = reqwest::Client::new();
+    let a = Replica::start("a", bed.config.clone()).await;
+    let b = Replica::start("b", bed.config.clone()).await;
+    // Room for three workspaces of 2 cpus at tohoku and one at ncbn, both holding the dataset.
+    for (site, cpus) in [("tohoku", 6), ("ncbn", 2)] {
+        let reg = registration(site, &["JGAD000101"], cpus, 1 << 20);
+        let (status, v) = call(
+            &http,
+            reqwest::Method::POST,
+            format!("{}/v1/agent/register", a.base),
+            &agent_token(site),
+            None,
+            Some(&reg),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    wait_until("b knows both sites", Duration::from_secs(10), async || {
+        let (_, sites) = get(&http, format!("{}/v1/sites", b.base), PLATFORM).await;
+        sites.as_array().is_some_and(|l| l.len() == 2)
+    })
+    .await;
+
+    // Twelve creates, half through each replica, released together: each replica alone sees
+    // room for four.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(12));
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let base = if i % 2 == 0 { &a.base } else { &b.base }.clone();
+        let (http, start) = (http.clone(), start.clone());
+        let mut request = body(&bed.issuer, 3600);
+        request["resources"] = json!({"cpus": 2, "memory_mib": 512, "gpus": 0});
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            call(
+                &http,
+                reqwest::Method::POST,
+                format!("{base}/v1/workspaces"),
+                PLATFORM,
+                None,
+                Some(&request),
+            )
+            .await
+        }));
+    }
+    let mut placed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut refused = 0;
+    for t in tasks {
+        let got = t.await.unwrap();
+        if got.0.is_success() {
+            *placed
+                .entry(got.1["site"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        } else {
+            assert_error(&got, StatusCode::CONFLICT, "insufficient_capacity");
+            refused += 1;
+        }
+    }
+    let expected = BTreeMap::from([("ncbn".to_owned(), 1), ("tohoku".to_owned(), 3)]);
+    assert_eq!(placed, expected, "placed exactly what fits");
+    assert_eq!(refused, 8);
+    let (_, listed) = get(&http, format!("{}/v1/workspaces", a.base), PLATFORM).await;
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        4,
+        "nothing else was stored"
+    );
     a.kill().await;
     b.kill().await;
 }

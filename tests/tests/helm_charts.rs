@@ -238,8 +238,11 @@ fn every_pod_is_hardened_like_a_workspace() {
         for r in renderings(chart) {
             let deployment = r.one("Deployment");
             let l = &r.label;
-            assert_eq!(deployment["spec"]["replicas"], 1, "{l}");
-            assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate", "{l}");
+            if chart == "basho-agent" {
+                // One agent per site: it owns the site's containers and state.
+                assert_eq!(deployment["spec"]["replicas"], 1, "{l}");
+                assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate", "{l}");
+            }
             let pod = &deployment["spec"]["template"]["spec"];
             let psc = &pod["securityContext"];
             assert_eq!(psc["runAsNonRoot"], true, "{l}");
@@ -578,4 +581,72 @@ fn the_service_monitor_scrapes_with_a_token() {
     assert!(seen > 0, "no rendering makes a ServiceMonitor");
     let e = render_with("basho-orchestrator", &["serviceMonitor.enabled=true"]).unwrap_err();
     assert!(e.contains("serviceMonitor.tokenSecret.name"), "{e}");
+}
+
+#[test]
+fn orchestrator_replicas_need_postgres_and_advertise_their_peer_address() {
+    let mut replicated = 0;
+    for r in renderings("basho-orchestrator") {
+        let deployment = r.one("Deployment");
+        let spec = &deployment["spec"];
+        let pod = &spec["template"]["spec"];
+        let env = &pod["containers"][0]["env"];
+        let advertise = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "BASHO_ADVERTISE_URL");
+        if spec["replicas"] == 1 {
+            assert_eq!(spec["strategy"]["type"], "Recreate", "{}", r.label);
+            assert!(advertise.is_none(), "{}", r.label);
+            continue;
+        }
+        replicated += 1;
+        assert!(
+            env.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "BASHO_DATABASE"),
+            "{}: replicas without PostgreSQL",
+            r.label
+        );
+        assert_eq!(spec["strategy"]["type"], "RollingUpdate", "{}", r.label);
+        assert_eq!(r.of_kind("PersistentVolumeClaim").count(), 0, "{}", r.label);
+        // The pod's subdomain is a headless Service selecting these pods, and the advertised URL
+        // is the pod's name under it: what DNS answers for a pod with a subdomain.
+        let subdomain = pod["subdomain"].as_str().expect("a subdomain");
+        let peers = r
+            .of_kind("Service")
+            .find(|s| s["metadata"]["name"] == subdomain)
+            .unwrap_or_else(|| panic!("{}: no Service {subdomain}", r.label));
+        assert_eq!(peers["spec"]["clusterIP"], "None", "{}", r.label);
+        assert_eq!(
+            peers["spec"]["selector"], spec["selector"]["matchLabels"],
+            "{}",
+            r.label
+        );
+        let url = advertise.expect("BASHO_ADVERTISE_URL")["value"]
+            .as_str()
+            .unwrap();
+        let port = pod["containers"][0]["ports"][0]["containerPort"].clone();
+        assert_eq!(
+            url,
+            format!("https://$(POD_NAME).{subdomain}.{RELEASE_NAMESPACE}.svc:{port}"),
+            "{}",
+            r.label
+        );
+        let pod_name = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "POD_NAME")
+            .expect("POD_NAME");
+        assert_eq!(
+            pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+    }
+    assert!(replicated > 0, "no ci example runs several replicas");
+    let e = render_with("basho-orchestrator", &["replicaCount=2"]).unwrap_err();
+    assert!(e.contains("database.postgres.existingSecret"), "{e}");
 }

@@ -96,3 +96,17 @@ agent_silent_s = {{ .Values.limits.agentSilentS | int64 }}
 {{ . }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Several replicas: PostgreSQL is required; the headless Service their sessions relay through.
+*/}}
+{{- define "basho-orchestrator.replicated" -}}
+{{- if gt (int .Values.replicaCount) 1 -}}
+{{- $_ := required "replicaCount > 1 needs the PostgreSQL store: set database.postgres.existingSecret (SQLite has one writer)" .Values.database.postgres.existingSecret -}}
+true
+{{- end -}}
+{{- end }}
+
+{{- define "basho-orchestrator.peersName" -}}
+{{ include "basho-orchestrator.fullname" . }}-peers
+{{- end }}

@@ -32,6 +32,9 @@ impl From<CreateError> for ApiError {
             CreateError::QuotaExceeded(m) => {
                 ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", m)
             }
+            CreateError::Busy => {
+                ApiError::new(StatusCode::CONFLICT, "insufficient_capacity", e.to_string())
+            }
             CreateError::Store(e) => e.into(),
         }
     }

@@ -119,18 +119,16 @@ impl Dialect for Postgres {
         tx: &mut Transaction<'static, Self>,
         turn: Turn<'_>,
     ) -> Result<(), sqlx::Error> {
+        let keyed = |key: String| {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key)
+        };
         let q = match turn {
             Turn::Audit => sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
                 .bind(LOCK_NAMESPACE)
                 .bind(LOCK_AUDIT),
-            Turn::Idempotency(key) => {
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                    .bind(format!("idempotency:{key}"))
-            }
-            Turn::Usage(site) => {
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                    .bind(format!("usage:{site}"))
-            }
+            Turn::Idempotency(key) => keyed(format!("idempotency:{key}")),
+            Turn::Usage(site) => keyed(format!("usage:{site}")),
+            Turn::Placement(site) => keyed(format!("placement:{site}")),
         };
         q.execute(&mut **tx).await?;
         Ok(())

@@ -74,6 +74,8 @@ pub enum Turn<'a> {
     Idempotency(&'a str),
     /// Ingesting this site's usage, so its acknowledgement has no gap.
     Usage(&'a str),
+    /// Placing a workspace at this site, so two creates never both take its last capacity.
+    Placement(&'a str),
 }
 
 /// A committed change the other replicas must hear of.

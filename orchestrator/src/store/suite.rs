@@ -38,6 +38,7 @@ macro_rules! every_case {
             transitions_follow_the_state_machine,
             idempotency_keys,
             concurrent_creates_with_one_key_make_one_workspace,
+            creates_never_overbook_a_site,
             desired_lists_what_wants_a_container,
             filters_and_counts,
             sites_upsert_and_touch,
@@ -130,11 +131,102 @@ pub(crate) fn key(k: &str, hash: &str) -> IdempotencyKey {
 pub(crate) fn new(c: Created) -> WorkspaceRecord {
     match c {
         Created::New(r) => r,
-        Created::Replayed(_) => panic!("expected a new workspace"),
+        other => panic!("expected a new workspace, got {other:?}"),
     }
 }
 
+/// A site registration holding `JGAD000101`, with `cpus` cores and 1 GiB per core.
+pub(crate) fn registration(site: &str, cpus: u32) -> Registration {
+    Registration {
+        site: id(site),
+        backend: "fake".into(),
+        version: "0.1.0".into(),
+        datasets: vec![DatasetEntry {
+            id: id("JGAD000101"),
+            grant_url: "https://x/JGAD000101".into(),
+        }],
+        capacity: Capacity {
+            cpus,
+            memory_mib: u64::from(cpus) * 1024,
+            gpus: 0,
+        },
+        images: vec!["basho/demo".into()],
+        start_timeout_s: 120,
+        session_key: None,
+    }
+}
+
+/// Registers the sites the cases place at, with room for every workspace they make.
+pub(crate) async fn open_sites(s: &dyn Store) {
+    for site in ["tohoku", "ncbn"] {
+        s.upsert_site(&registration(site, 1024), Utc::now())
+            .await
+            .unwrap();
+    }
+}
+
+pub(crate) async fn creates_never_overbook_a_site(s: Arc<dyn Store>) {
+    // Unregistered: nothing fits.
+    let full = s
+        .create_workspace(&rec("ws-x", "tohoku"), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(full, Created::Full(held) if held.count == 0),
+        "{full:?}"
+    );
+    // Room for three workspaces of 2 cpus; sixteen creates race for it, released together.
+    s.upsert_site(&registration("tohoku", 6), Utc::now())
+        .await
+        .unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(16));
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (s, start) = (s.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            s.create_workspace(&rec(&format!("ws-{i}"), "tohoku"), None)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut made = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Created::New(_) => made += 1,
+            Created::Full(held) => {
+                assert_eq!((held.count, held.cpus), (3, 6), "refused only when full")
+            }
+            Created::Replayed(r) => panic!("no key, yet replayed {r:?}"),
+        }
+    }
+    assert_eq!(made, 3, "exactly the site's capacity is placed");
+    // Memory counts too: 6 GiB registered and, once one has ended, 2 × 512 MiB held; 2 cpus are
+    // free, but 5.5 GiB are not.
+    let ended = s
+        .list_workspaces(&WorkspaceFilter::default())
+        .await
+        .unwrap()
+        .remove(0);
+    let id_ended = ended.workspace.id.clone();
+    s.transition(&id_ended, Failed, None, Utc::now())
+        .await
+        .unwrap();
+    let mut big = rec("ws-big", "tohoku");
+    big.workspace.resources.memory_mib = 5 * 1024 + 512;
+    assert!(matches!(
+        s.create_workspace(&big, None).await.unwrap(),
+        Created::Full(_)
+    ));
+    // An ended workspace gives its compute back.
+    new(s
+        .create_workspace(&rec("ws-after", "tohoku"), None)
+        .await
+        .unwrap());
+}
+
 pub(crate) async fn round_trips_a_workspace(s: Arc<dyn Store>) {
+    open_sites(&*s).await;
     let stored = new(s
         .create_workspace(&rec("ws-1", "tohoku"), None)
         .await
@@ -146,6 +238,7 @@ pub(crate) async fn round_trips_a_workspace(s: Arc<dyn Store>) {
 }
 
 pub(crate) async fn transitions_follow_the_state_machine(s: Arc<dyn Store>) {
+    open_sites(&*s).await;
     let first = new(s
         .create_workspace(&rec("ws-1", "tohoku"), None)
         .await
@@ -204,6 +297,7 @@ pub(crate) async fn transitions_follow_the_state_machine(s: Arc<dyn Store>) {
 }
 
 pub(crate) async fn idempotency_keys(s: Arc<dyn Store>) {
+    open_sites(&*s).await;
     let a = new(s
         .create_workspace(&rec("ws-1", "tohoku"), Some(&key("k1", "h1")))
         .await
@@ -236,6 +330,7 @@ pub(crate) async fn idempotency_keys(s: Arc<dyn Store>) {
 }
 
 pub(crate) async fn concurrent_creates(s: Arc<dyn Store>) {
+    open_sites(&*s).await;
     let mut tasks = Vec::new();
     for i in 0..16 {
         let s = s.clone();
@@ -256,6 +351,7 @@ pub(crate) async fn concurrent_creates(s: Arc<dyn Store>) {
             Created::Replayed(r) => {
                 ids.insert(r.workspace.id);
             }
+            Created::Full(held) => panic!("the site has room, yet full: {held:?}"),
         }
     }
     assert_eq!(fresh, 1);
@@ -276,6 +372,7 @@ pub(crate) async fn concurrent_creates_with_one_key_make_one_workspace(s: Arc<dy
 }
 
 pub(crate) async fn desired_lists_what_wants_a_container(s: Arc<dyn Store>) {
+    open_sites(&*s).await;
     let now = Utc::now();
     for (ws, site) in [("ws-a", "tohoku"), ("ws-b", "tohoku"), ("ws-c", "ncbn")] {
         s.create_workspace(&rec(ws, site), None).await.unwrap();
@@ -306,6 +403,7 @@ pub(crate) async fn desired_lists_what_wants_a_container(s: Arc<dyn Store>) {
 }
 
 pub(crate) async fn filters_and_counts(s: Arc<dyn Store>) {
+    open_sites(&*s).await;
     let now = Utc::now();
     for (ws, site) in [("ws-a", "tohoku"), ("ws-b", "tohoku"), ("ws-c", "ncbn")] {
         s.create_workspace(&rec(ws, site), None).await.unwrap();
@@ -366,23 +464,7 @@ pub(crate) async fn filters_and_counts(s: Arc<dyn Store>) {
 
 pub(crate) async fn sites_upsert_and_touch(s: Arc<dyn Store>) {
     let t0 = to_millis(Utc::now());
-    let mut reg = Registration {
-        site: id("tohoku"),
-        backend: "fake".into(),
-        version: "0.1.0".into(),
-        datasets: vec![DatasetEntry {
-            id: id("JGAD000101"),
-            grant_url: "https://x/JGAD000101".into(),
-        }],
-        capacity: Capacity {
-            cpus: 8,
-            memory_mib: 8192,
-            gpus: 0,
-        },
-        images: vec!["basho/demo".into()],
-        start_timeout_s: 120,
-        session_key: None,
-    };
+    let mut reg = registration("tohoku", 8);
     s.upsert_site(&reg, t0).await.unwrap();
     assert_eq!(s.sites().await.unwrap()[0].registration, reg);
     reg.capacity.cpus = 16;
@@ -489,6 +571,7 @@ pub(crate) async fn revocations_are_kept_in_order_and_move_every_site_revision(
 }
 
 pub(crate) async fn revoked_notes_are_appended_once(s: Arc<dyn Store>) {
+    open_sites(&*s).await;
     s.create_workspace(&rec("ws-1", "tohoku"), None)
         .await
         .unwrap();
@@ -523,6 +606,7 @@ fn usage(seq: u64, ws: &str) -> UsageRecord {
 }
 
 pub(crate) async fn usage_is_stored_once_and_acked_without_gaps(s: Arc<dyn Store>) {
+    open_sites(&*s).await;
     let tohoku = id("tohoku");
     s.create_workspace(&rec("ws-1", "tohoku"), None)
         .await
@@ -650,6 +734,7 @@ pub(crate) async fn tokens_round_trip(s: Arc<dyn Store>) {
 }
 
 pub(crate) async fn concurrent_transitions_apply_once(s: Arc<dyn Store>) {
+    open_sites(&*s).await;
     for i in 0..8 {
         s.create_workspace(&rec(&format!("ws-{i}"), "tohoku"), None)
             .await

@@ -3,7 +3,7 @@
 //! IMMEDIATE`), PostgreSQL's rows (`FOR UPDATE`, the revision row) and advisory locks.
 
 use async_trait::async_trait;
-use basho_core::protocol::Registration;
+use basho_core::protocol::{Capacity, Registration};
 use basho_core::{Ident, State};
 use chrono::{DateTime, Utc};
 use sqlx::{Row as _, Transaction};
@@ -39,6 +39,58 @@ async fn fetch_one_ws(
     row.as_ref().map(record).transpose()
 }
 
+/// What `w`'s site's live workspaces hold, when `w` does not fit beside them in the capacity the
+/// site registered (none registered: nothing fits); `None` when it fits.
+async fn overbooked(
+    tx: &mut Transaction<'static, Db>,
+    w: &basho_core::Workspace,
+) -> Result<Option<StateCount>, StoreError> {
+    let capacity = sqlx::query(Db::sql("SELECT capacity FROM sites WHERE name = $1"))
+        .bind(w.site.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|row| parse::<Capacity>(&row, "capacity"))
+        .transpose()?
+        .unwrap_or_default();
+    let live = State::ALL
+        .iter()
+        .filter(|s| !s.is_terminal())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sum = |member| Db::sum_json_int("resources", member);
+    let sql = format!(
+        "SELECT COUNT(*) AS n, {} AS cpus, {} AS mem, {} AS gpus FROM workspaces \
+         WHERE site = $1 AND state IN ({live})",
+        sum("cpus"),
+        sum("memory_mib"),
+        sum("gpus")
+    );
+    let row = sqlx::query(Db::sql(sql))
+        .bind(w.site.as_str())
+        .fetch_one(&mut **tx)
+        .await?;
+    let held = state_count(&row)?;
+    let r = &w.resources;
+    let fits = held.cpus + u64::from(r.cpus) <= u64::from(capacity.cpus)
+        && held.memory_mib + r.memory_mib <= capacity.memory_mib
+        && held.gpus + u64::from(r.gpus) <= u64::from(capacity.gpus);
+    Ok((!fits).then_some(held))
+}
+
+/// The `n`, `cpus`, `mem` and `gpus` columns of `row`.
+fn state_count(row: &Row) -> Result<StateCount, StoreError> {
+    let int = |col: &str| -> Result<u64, StoreError> {
+        Ok(u64::try_from(row.try_get::<i64, _>(col)?).unwrap_or(0))
+    };
+    Ok(StateCount {
+        count: int("n")?,
+        cpus: int("cpus")?,
+        memory_mib: int("mem")?,
+        gpus: int("gpus")?,
+    })
+}
+
 #[async_trait]
 impl Store for SqlStore<Db> {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -72,8 +124,12 @@ impl Store for SqlStore<Db> {
                 return Ok(Created::Replayed(first));
             }
         }
-        let revision = next_revision(&mut tx).await?;
         let w = &rec.workspace;
+        Db::take_turn(&mut tx, Turn::Placement(w.site.as_str())).await?;
+        if let Some(held) = overbooked(&mut tx, w).await? {
+            return Ok(Created::Full(held));
+        }
+        let revision = next_revision(&mut tx).await?;
         let sql = format!(
             "INSERT INTO workspaces ({COLUMNS}) VALUES ({})",
             marks(1, 17)
@@ -286,22 +342,8 @@ impl Store for SqlStore<Db> {
             sum("gpus")
         );
         let rows = sqlx::query(Db::sql(sql)).fetch_all(&self.pool).await?;
-        let int = |row: &Row, col: &str| -> Result<u64, StoreError> {
-            Ok(u64::try_from(row.try_get::<i64, _>(col)?).unwrap_or(0))
-        };
         rows.iter()
-            .map(|row| {
-                Ok((
-                    ident(row, "site")?,
-                    state(row)?,
-                    StateCount {
-                        count: int(row, "n")?,
-                        cpus: int(row, "cpus")?,
-                        memory_mib: int(row, "mem")?,
-                        gpus: int(row, "gpus")?,
-                    },
-                ))
-            })
+            .map(|row| Ok((ident(row, "site")?, state(row)?, state_count(row)?)))
             .collect()
     }
 
