@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Component, Path, PathBuf};
 
-use basho_core::airlock::{Checked, RowIndex, Rules, check_file};
+use basho_core::airlock::{RowIndex, Rules, check_file};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -163,18 +163,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> IntakeError + '_ {
     }
 }
 
-/// One file taken into the store, and what the checks found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Taken {
-    /// Its name under `/results`.
-    pub name: String,
-    /// Its size in bytes.
-    pub size: u64,
-    /// The SHA-256 of its bytes, hex: its name in the store.
-    pub sha256: String,
-    /// What the site's checks found.
-    pub checked: Checked,
-}
+pub use basho_core::release::Taken;
 
 /// The content-addressed store: `<root>/sha256/<first two hex>/<hex>`, each file 0444.
 #[derive(Debug, Clone)]
@@ -475,6 +464,7 @@ pub fn take(
 }
 
 pub mod desk;
+pub mod serve;
 
 #[cfg(test)]
 mod tests;

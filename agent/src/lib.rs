@@ -63,6 +63,9 @@ pub enum Error {
     /// The site's own audit log cannot be used.
     #[error(transparent)]
     SiteAudit(#[from] site_audit::SiteAuditError),
+    /// The results airlock's store cannot be made.
+    #[error("the results airlock's store: {0} (airlock.store_dir)")]
+    Airlock(String),
     /// The site's session key cannot be read or made.
     #[error("the session key {path}: {source} (sessions.key_file)")]
     SessionKey {

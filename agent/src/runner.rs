@@ -135,6 +135,7 @@ pub async fn run(
         images: catalog.image_names(),
         start_timeout_s: config.reconcile.start_timeout_s,
         session_key: Some(basho_core::e2e::encode_key(&key.public)),
+        features: vec![basho_core::release::FEATURE_AIRLOCK.to_owned()],
     };
     let dirs = HostDirs::new(config.paths.clone(), ownership);
     let meter = Arc::new(Meter::open(
@@ -150,15 +151,30 @@ pub async fn run(
     let gate = crate::session::proof::Gate::load(&config.sessions, dirs.clone())
         .map_err(Error::Issuers)?;
     let site_audit = Arc::new(crate::site_audit::SiteAudit::open(&config.paths.state_dir)?);
+    let gate = Arc::new(gate);
+    let store = crate::airlock::Store::open(&config.airlock.store_path(&config.paths.state_dir))
+        .map_err(|e| Error::Airlock(e.to_string()))?;
+    let desk = crate::airlock::desk::Desk::new(
+        dirs.clone(),
+        catalog.clone(),
+        config.airlock.clone(),
+        store,
+    );
+    let counter = Arc::new(crate::airlock::serve::Counter {
+        desk: Some(Arc::new(desk)),
+        gate: gate.clone(),
+        audit: site_audit.clone(),
+    });
     let tunnel = crate::session::Tunnel {
         url: config.orchestrator.url.clone(),
         token: token.clone(),
         tls: config.orchestrator.tls_policy(),
         backend: backend.clone(),
         limits: config.sessions.clone(),
-        gate: Arc::new(gate),
+        gate,
         site_audit: site_audit.clone(),
         key,
+        counter,
     };
     let executor = Executor::new(
         site.clone(),

@@ -175,6 +175,8 @@ pub struct Tunnel {
     pub site_audit: Arc<crate::site_audit::SiteAudit>,
     /// The site's session key, which opens sessions sealed for it.
     pub key: Arc<basho_core::e2e::KeyPair>,
+    /// Serves the airlock's calls.
+    pub counter: Arc<crate::airlock::serve::Counter>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -277,6 +279,36 @@ impl Tunnel {
                     break;
                 }
             };
+            if frame.kind == Kind::Call {
+                let id = frame.session;
+                let call = match frame.parse::<basho_core::release::Call>() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        refuse(&tx, id, "invalid", &e.to_string()).await;
+                        continue;
+                    }
+                };
+                if sessions.contains_key(&id) {
+                    refuse(&tx, id, "invalid", "session id already in use").await;
+                    continue;
+                }
+                let (in_tx, in_rx) = mpsc::unbounded_channel();
+                sessions.insert(id, in_tx);
+                let (counter, tx, done, cancel) = (
+                    self.counter.clone(),
+                    tx.clone(),
+                    done_tx.clone(),
+                    conn.child_token(),
+                );
+                tasks.spawn(
+                    async move {
+                        counter.serve(id, call, tx, in_rx, cancel).await;
+                        let _ = done.send(id);
+                    }
+                    .instrument(info_span!("airlock", id)),
+                );
+                continue;
+            }
             if frame.kind != Kind::Open {
                 if let Some(s) = sessions.get(&frame.session) {
                     let _ = s.send(frame);

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proof;
 pub mod protocol;
+pub mod release;
 pub mod revocation;
 pub mod role;
 pub mod template;

@@ -55,6 +55,9 @@ pub struct Registration {
     /// sessions for it ([`crate::e2e`]) and pins it. None from agents that predate encryption.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_key: Option<String>,
+    /// What the agent serves beyond sessions ([`crate::release::FEATURE_AIRLOCK`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// Two minutes: a launch on Docker takes under a second and an idle Slurm queue a few.

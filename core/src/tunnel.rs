@@ -50,6 +50,12 @@ pub enum Kind {
     /// An agent that predates this kind closes the tunnel on it, so the orchestrator sends it
     /// only to agents that announce [`FEATURE_SIGNAL`].
     Signal = 12,
+    /// Orchestrator → agent: a request to the site's airlock desk
+    /// ([`crate::release::Call`] as JSON), on a session id of its own. Sent only to agents whose
+    /// registration lists [`crate::release::FEATURE_AIRLOCK`].
+    Call = 13,
+    /// Agent → orchestrator: the desk's answer to a `Call` ([`crate::release::Answer`]).
+    Answer = 14,
 }
 
 impl Kind {
@@ -67,6 +73,8 @@ impl Kind {
             10 => Kind::Credit,
             11 => Kind::Close,
             12 => Kind::Signal,
+            13 => Kind::Call,
+            14 => Kind::Answer,
             _ => return None,
         })
     }

@@ -409,6 +409,7 @@ mod tests {
                 images: vec![],
                 start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
                 session_key: None,
+                features: Vec::new(),
             },
             t0,
         );
@@ -436,6 +437,7 @@ mod tests {
             images: vec![],
             start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
             session_key: None,
+            features: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod audit;
 pub mod postgres;
+pub mod releases;
 pub mod revocations;
 pub mod sql;
 pub mod sqlite;
@@ -22,6 +23,7 @@ pub mod usage;
 
 pub use audit::{AuditEvent, AuditStore};
 pub use postgres::PostgresStore;
+pub use releases::{ReleaseFilter, ReleaseStore};
 pub use revocations::{NewRevocation, RevocationStore};
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
@@ -173,7 +175,15 @@ pub struct StateCount {
 /// The orchestrator's persistent state.
 #[async_trait]
 pub trait Store:
-    AuditStore + TokenStore + RevocationStore + UsageStore + TunnelStore + Send + Sync + 'static
+    AuditStore
+    + TokenStore
+    + RevocationStore
+    + UsageStore
+    + TunnelStore
+    + ReleaseStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -6,32 +6,13 @@ use std::path::{Path, PathBuf};
 
 use basho_core::Ident;
 use basho_core::airlock::RowIndex;
-use serde::{Deserialize, Serialize};
 
-use super::{AirlockConfig, IntakeError, Store, Taken, take};
+use basho_core::release::{Compared, Intake};
+
+use super::{AirlockConfig, IntakeError, Store, take};
 use crate::catalog::Catalog;
 use crate::reconcile::hostdirs::HostDirs;
 use crate::revocations::recorded_grants;
-
-/// What the desk answers for a request it took.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Intake {
-    /// The files, as stored and checked.
-    pub files: Vec<Taken>,
-    /// What the copied-record check compared them with.
-    pub compared: Compared,
-}
-
-/// The dataset tables the copied-record check read.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Compared {
-    /// Tables read.
-    pub tables: u64,
-    /// Their rows.
-    pub rows: u64,
-    /// Tables not read: past `[airlock] max_index_bytes`, or unreadable.
-    pub skipped: u64,
-}
 
 /// Takes release requests for the site's workspaces.
 #[derive(Debug, Clone)]

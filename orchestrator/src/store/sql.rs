@@ -18,6 +18,7 @@ pub(super) mod on_sqlite {
     type Db = sqlx::Sqlite;
 
     mod audit;
+    mod releases;
     mod revocations;
     pub(in crate::store) mod rows;
     mod tokens;
@@ -36,6 +37,7 @@ pub(super) mod on_postgres {
     type Db = sqlx::Postgres;
 
     mod audit;
+    mod releases;
     mod revocations;
     pub(in crate::store) mod rows;
     mod tokens;

@@ -153,6 +153,7 @@ pub(crate) fn registration(site: &str, cpus: u32) -> Registration {
         images: vec!["basho/demo".into()],
         start_timeout_s: 120,
         session_key: None,
+        features: Vec::new(),
     }
 }
 

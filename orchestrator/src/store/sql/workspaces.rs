@@ -352,13 +352,14 @@ impl Store for SqlStore<Db> {
         let mut tx = Db::begin_write(&self.writer).await?;
         sqlx::query(Db::sql(
             "INSERT INTO sites (name, backend, version, datasets, capacity, images, \
-               registered_at, last_contact, start_timeout_s, session_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+               registered_at, last_contact, start_timeout_s, session_key, features) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (name) DO UPDATE SET backend = excluded.backend, \
                version = excluded.version, datasets = excluded.datasets, \
                capacity = excluded.capacity, images = excluded.images, \
                registered_at = excluded.registered_at, last_contact = excluded.last_contact, \
-               start_timeout_s = excluded.start_timeout_s, session_key = excluded.session_key",
+               start_timeout_s = excluded.start_timeout_s, session_key = excluded.session_key, \
+               features = excluded.features",
         ))
         .bind(reg.site.as_str())
         .bind(&reg.backend)
@@ -370,6 +371,7 @@ impl Store for SqlStore<Db> {
         .bind(now)
         .bind(i64::try_from(reg.start_timeout_s).unwrap_or(i64::MAX))
         .bind(reg.session_key.as_deref())
+        .bind(json(&reg.features))
         .execute(&mut *tx)
         .await?;
         Db::announce(&mut tx, News::Site(reg.site.as_str())).await?;
@@ -393,7 +395,7 @@ impl Store for SqlStore<Db> {
     async fn sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT name, backend, version, datasets, capacity, images, last_contact, \
-               start_timeout_s, session_key \
+               start_timeout_s, session_key, features \
              FROM sites ORDER BY name",
         )
         .fetch_all(&self.pool)
@@ -411,6 +413,7 @@ impl Store for SqlStore<Db> {
                         start_timeout_s: u64::try_from(row.try_get::<i64, _>("start_timeout_s")?)
                             .unwrap_or(0),
                         session_key: row.try_get("session_key")?,
+                        features: parse(row, "features")?,
                     },
                     last_contact: from_millis(row.try_get("last_contact")?),
                 })
