@@ -16,16 +16,19 @@ pub enum Role {
     Agent,
     /// A visa `sub`: reads its own workspaces only.
     Researcher,
+    /// Reviews release requests of the results airlock (never their own workspaces').
+    OutputChecker,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Platform,
         Role::Admin,
         Role::Auditor,
         Role::Agent,
         Role::Researcher,
+        Role::OutputChecker,
     ];
 
     /// The name used in the database, on the command line and in audit entries.
@@ -36,6 +39,7 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Agent => "agent",
             Role::Researcher => "researcher",
+            Role::OutputChecker => "output_checker",
         }
     }
 

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod placement;
 pub mod quota;
 pub mod relay;
+pub mod releases;
 pub mod replicas;
 pub mod revocations;
 pub mod scheduler;

@@ -58,7 +58,9 @@ pub const MAX_TTL: Duration = Duration::from_secs(3 * 365 * 24 * 3600);
 pub fn default_ttl(role: Role) -> Duration {
     match role {
         Role::Platform | Role::Agent => Duration::from_secs(90 * 24 * 3600),
-        Role::Admin | Role::Auditor | Role::Researcher => Duration::from_secs(12 * 3600),
+        Role::Admin | Role::Auditor | Role::Researcher | Role::OutputChecker => {
+            Duration::from_secs(12 * 3600)
+        }
     }
 }
 
@@ -84,9 +86,18 @@ pub async fn create(
                 "an agent token needs --site, the site the agent speaks for".into(),
             ));
         }
-        (Role::Researcher, _, Some(_)) | (Role::Agent, Some(_), _) => {
+        (Role::OutputChecker, None, _) => {
             return Err(TokenError::Usage(
-                "--subject is for researcher tokens and --site for agent tokens only".into(),
+                "an output_checker token needs --subject, the checker's own name: it stands \
+                 beside every decision in the audit log, and two approvals need two names"
+                    .into(),
+            ));
+        }
+        (Role::Researcher | Role::OutputChecker, _, Some(_)) | (Role::Agent, Some(_), _) => {
+            return Err(TokenError::Usage(
+                "--subject is for researcher and output_checker tokens and --site for agent \
+                 tokens only"
+                    .into(),
             ));
         }
         (Role::Platform | Role::Admin | Role::Auditor, s, t) if s.is_some() || t.is_some() => {
@@ -217,6 +228,8 @@ pub enum Principal {
     Agent(Ident),
     /// A researcher: the visa `sub` their workspaces carry as owner.
     Researcher(String),
+    /// An output checker, by their own name (the token's subject).
+    OutputChecker(String),
 }
 
 impl Principal {
@@ -229,6 +242,7 @@ impl Principal {
             Principal::Auditor(id) => format!("auditor:{id}"),
             Principal::Agent(site) => format!("agent:{site}"),
             Principal::Researcher(sub) => format!("researcher:{sub}"),
+            Principal::OutputChecker(sub) => format!("output_checker:{sub}"),
         }
     }
 
@@ -240,6 +254,7 @@ impl Principal {
             Principal::Auditor(_) => Role::Auditor,
             Principal::Agent(_) => Role::Agent,
             Principal::Researcher(_) => Role::Researcher,
+            Principal::OutputChecker(_) => Role::OutputChecker,
         }
     }
 
@@ -254,6 +269,7 @@ impl Principal {
             Role::Auditor => Principal::Auditor(t.id.clone()),
             Role::Agent => Principal::Agent(t.site.clone()?),
             Role::Researcher => Principal::Researcher(t.subject.clone()?),
+            Role::OutputChecker => Principal::OutputChecker(t.subject.clone()?),
         })
     }
 }

@@ -96,6 +96,11 @@ impl Tunnels {
     /// Opens a session on `site`'s tunnel and sends `open` (an `Open` frame's JSON); `None` when
     /// the site has no tunnel.
     pub async fn open(&self, site: &Ident, open: Vec<u8>) -> Option<SessionLink> {
+        self.open_as(site, Kind::Open, open).await
+    }
+
+    /// Opens a session with a first frame of `kind` (`Open`, or an airlock `Call`).
+    pub async fn open_as(&self, site: &Ident, kind: Kind, first: Vec<u8>) -> Option<SessionLink> {
         let link = self
             .links
             .lock()
@@ -114,7 +119,7 @@ impl Tunnels {
             link,
             ended: false,
         };
-        s.send(Kind::Open, open).await.then_some(s)
+        s.send(kind, first).await.then_some(s)
     }
 
     /// Whether `site` has a live tunnel.

@@ -92,7 +92,8 @@ impl Counter {
         proof: Option<basho_core::proof::Proof>,
     ) -> Result<(), Refusal> {
         // The owner's proof, checked as for a session that would read the same files.
-        let mut spec = SessionSpec::exec(std::iter::once("release".to_owned()).chain(files.clone()));
+        let mut spec =
+            SessionSpec::exec(std::iter::once("release".to_owned()).chain(files.clone()));
         spec.proof = proof;
         let open = Open {
             workspace: workspace.clone(),
@@ -110,8 +111,10 @@ impl Counter {
         let digests: Vec<_> = intake
             .files
             .iter()
-            .map(|f| json!({"name": f.name, "size": f.size, "sha256": f.sha256,
-                "passed": f.checked.passed(), "refused": f.checked.refused}))
+            .map(|f| {
+                json!({"name": f.name, "size": f.size, "sha256": f.sha256,
+                "passed": f.checked.passed(), "refused": f.checked.refused})
+            })
             .collect();
         let detail = json!({"request": request, "actor": actor, "files": digests,
             "proven": proven.as_ref().map(ToString::to_string)});

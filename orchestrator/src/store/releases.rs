@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use basho_core::release::{ReleaseRequest, ReleaseState};
 
 use super::StoreError;
+use crate::releases::Refused;
 
 /// Which release requests to list. Empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,7 +20,7 @@ pub struct ReleaseFilter {
 
 /// A change to a release request, decided on the request as stored: `Ok` keeps the changed
 /// request, `Err` writes nothing and is handed back.
-pub type Change<'a, E> = &'a (dyn Fn(&mut ReleaseRequest) -> Result<(), E> + Send + Sync);
+pub type Change<'a> = &'a (dyn Fn(&mut ReleaseRequest) -> Result<(), Refused> + Send + Sync);
 
 /// Release requests kept in the database.
 #[async_trait]
@@ -41,6 +42,6 @@ pub trait ReleaseStore: Send + Sync + 'static {
     async fn change_release(
         &self,
         id: &str,
-        change: Change<'_, String>,
-    ) -> Result<Option<Result<ReleaseRequest, String>>, StoreError>;
+        change: Change<'_>,
+    ) -> Result<Option<Result<ReleaseRequest, Refused>>, StoreError>;
 }

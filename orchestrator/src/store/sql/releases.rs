@@ -5,9 +5,10 @@ use basho_core::release::ReleaseRequest;
 
 use super::Db;
 use super::rows::{Row, parse};
+use crate::releases::Refused;
+use crate::store::StoreError;
 use crate::store::releases::{Change, ReleaseFilter, ReleaseStore};
 use crate::store::sql::{Dialect, SqlStore, json};
-use crate::store::StoreError;
 
 fn request(row: &Row) -> Result<ReleaseRequest, StoreError> {
     parse(row, "body")
@@ -98,8 +99,8 @@ impl ReleaseStore for SqlStore<Db> {
     async fn change_release(
         &self,
         id: &str,
-        change: Change<'_, String>,
-    ) -> Result<Option<Result<ReleaseRequest, String>>, StoreError> {
+        change: Change<'_>,
+    ) -> Result<Option<Result<ReleaseRequest, Refused>>, StoreError> {
         let mut tx = Db::begin_write(&self.writer).await?;
         let sql = format!(
             "SELECT body FROM release_requests WHERE id = $1{}",
