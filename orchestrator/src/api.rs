@@ -19,6 +19,7 @@ pub mod audit;
 pub mod auth;
 pub mod extract;
 pub mod meta;
+pub mod releases;
 pub mod revocations;
 pub mod sessions;
 pub mod sites;
@@ -236,6 +237,22 @@ pub fn router(o: Orchestrator) -> Router {
         )
         .route("/v1/workspaces/{id}/session", get(sessions::open))
         .route("/v1/agent/tunnel", get(agent::tunnel))
+        .route(
+            "/v1/workspaces/{id}/release-requests",
+            post(releases::create),
+        )
+        .route("/v1/release-requests", get(releases::list))
+        .route("/v1/release-requests/{id}", get(releases::get))
+        .route("/v1/release-requests/{id}/reviews", post(releases::review))
+        .route("/v1/release-requests/{id}/submit", post(releases::submit))
+        .route(
+            "/v1/release-requests/{id}/withdraw",
+            post(releases::withdraw),
+        )
+        .route(
+            "/v1/release-requests/{id}/files/{*name}",
+            get(releases::download),
+        )
         .route("/v1/sites", get(sites::list))
         .route("/v1/sites/{id}/session-key", get(sites::session_key))
         .route("/v1/templates", get(templates::list))

@@ -20,7 +20,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::UsageReader;
 use super::{
-    ApiError, agent, audit, revocations, sessions, sites, templates, tokens, usage, workspaces,
+    ApiError, agent, audit, releases, revocations, sessions, sites, templates, tokens, usage,
+    workspaces,
 };
 use crate::Orchestrator;
 use crate::metrics::{SiteLabels, SiteStateLabels};
@@ -142,6 +143,8 @@ impl Modify for ContractShape {
         audit::list,
         tokens::create, tokens::list, tokens::revoke,
         usage::ingest, usage::report, usage::set_quota, usage::get_quota,
+        releases::create, releases::list, releases::get, releases::review, releases::submit,
+        releases::withdraw, releases::download,
         healthz, metrics, openapi,
     ),
     components(schemas(
@@ -155,6 +158,12 @@ impl Modify for ContractShape {
         basho_core::usage::UsageRecord, basho_core::usage::UsageBatch,
         basho_core::usage::UsageAck, basho_core::usage::UsageReport, basho_core::usage::Totals, basho_core::usage::SiteUsage,
         basho_core::usage::WorkspaceUsage, usage::QuotaStatus, crate::quota::Balance, crate::store::Quota,
+        basho_core::release::ReleaseRequest, basho_core::release::ReleaseFile,
+        basho_core::release::ReleaseState, basho_core::release::Review,
+        basho_core::release::Verdict, basho_core::release::CreateRelease,
+        basho_core::release::ReviewBody, basho_core::release::Compared, releases::SubmitBody,
+        basho_core::airlock::Checked, basho_core::airlock::Finding, basho_core::airlock::Check,
+        basho_core::airlock::FileType,
     )),
     modifiers(&BearerAuth, &ContractShape),
     tags(
@@ -167,6 +176,7 @@ impl Modify for ContractShape {
         (name = "audit", description = "The hash-chained audit log (auditor or admin token)"),
         (name = "tokens", description = "Stored API tokens (admin token)"),
         (name = "usage", description = "Usage reports (platform, admin or auditor token) and quotas (set with a platform or admin token)"),
+        (name = "airlock", description = "The results airlock: release requests from a workspace's /results (its owner's researcher token, or the platform), reviewed by output checkers (output_checker token), downloaded by the owner or the platform once two checkers approve"),
         (name = "meta", description = "Liveness, metrics and this document (no token)"),
     )
 )]
