@@ -46,6 +46,8 @@ pub enum Command {
     Shell(crate::session::ShellArgs),
     /// Reach a port on your workspace's own loopback (Jupyter, RStudio, code-server).
     PortForward(crate::session::PortForwardArgs),
+    /// The results airlock: ask for files to leave, review, download what was approved.
+    Results(crate::results::ResultsArgs),
 }
 
 /// Where the orchestrator is, how to authenticate, how to print.

@@ -260,6 +260,44 @@ impl Client {
         self.send(self.request(Method::GET, &path)).await
     }
 
+    /// `GET path` with `query`.
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Answer, ApiError> {
+        self.send(self.request(Method::GET, path).query(query))
+            .await
+    }
+
+    /// `POST path` with a JSON body, waiting up to `timeout` (the site may copy and check files
+    /// meanwhile).
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        timeout: Duration,
+    ) -> Result<Answer, ApiError> {
+        let req = self.request(Method::POST, path).json(body).timeout(timeout);
+        self.send(req).await
+    }
+
+    /// `GET path`, answered as a stream of bytes (no overall timeout: the caller watches
+    /// progress); an error answer is read and returned as an error.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, ApiError> {
+        let req = self
+            .request(Method::GET, path)
+            .timeout(Duration::from_secs(24 * 3600));
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.map_err(|e| self.transport_error(e))?;
+        Err(self.api_error(status, &body))
+    }
+
+    /// A transport failure in the middle of an answer.
+    pub fn broken(&self, e: reqwest::Error) -> ApiError {
+        self.transport_error(e)
+    }
+
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let req = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {
@@ -345,7 +383,7 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Escapes a path segment; workspace ids are `ws-<uuid>`, but a mistyped id must not change the
 /// path it is sent to.
-fn path_segment(s: &str) -> String {
+pub fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod output;
 pub mod pins;
 pub mod proof;
+pub mod results;
 pub mod revoke;
 pub mod session;
 pub mod site;
@@ -34,5 +35,6 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         args::Command::Exec(a) => session::exec(a).await,
         args::Command::Shell(a) => session::shell(a).await,
         args::Command::PortForward(a) => session::port_forward(a).await,
+        args::Command::Results(a) => results::run(a).await,
     }
 }

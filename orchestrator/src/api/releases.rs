@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use super::sessions::Caller;
 use super::extract::{ApiJson, ApiQuery};
+use super::sessions::Caller;
 use super::{ApiError, ApiResult};
 use crate::Orchestrator;
 use crate::releases::{self, DeskError, Refused};
@@ -654,80 +654,92 @@ impl Relay {
     }
 
     async fn next(&mut self) -> Result<Option<Vec<u8>>, std::io::Error> {
-        let broken = |m: String| std::io::Error::other(m);
-        match self.link.rx.recv().await {
-            Some(f) if f.kind == Kind::Stdout => {
-                self.sent += f.payload.len() as u64;
-                if self.sent > self.size {
-                    return Err(broken(
-                        "the site sent more bytes than the file holds".into(),
-                    ));
+        if self.sent == self.size && self.size > 0 {
+            return Ok(None);
+        }
+        loop {
+            match self.link.rx.recv().await {
+                Some(f) if f.kind == Kind::Stdout => {
+                    if f.payload.is_empty() {
+                        continue;
+                    }
+                    self.sent += f.payload.len() as u64;
+                    if self.sent > self.size {
+                        return Err(broken("the site sent more bytes than the file holds"));
+                    }
+                    self.hasher.update(&f.payload);
+                    let credit = (f.payload.len() as u32).to_be_bytes().to_vec();
+                    let _ = self.link.send(Kind::Credit, credit).await;
+                    if self.sent == self.size {
+                        // The last bytes go out only once the whole file matched its digest,
+                        // so a file that does not match never arrives whole.
+                        self.finish().await?;
+                    }
+                    return Ok(Some(f.payload));
                 }
-                self.hasher.update(&f.payload);
-                let _ = self
-                    .link
-                    .send(
-                        Kind::Credit,
-                        (f.payload.len() as u32).to_be_bytes().to_vec(),
-                    )
-                    .await;
-                Ok(Some(f.payload))
-            }
-            Some(f) if f.kind == Kind::Exit => {
-                self.link.ended();
-                let exit: Exit = f.parse().unwrap_or_default();
-                let got = hex(&std::mem::take(&mut self.hasher).finalize());
-                if exit.code != Some(0) || self.sent != self.size {
-                    return Err(broken(format!(
+                Some(f) if f.kind == Kind::Exit && self.size == 0 => {
+                    self.link.ended();
+                    self.finish().await?;
+                    return Ok(None);
+                }
+                Some(f) if f.kind == Kind::Exit => {
+                    self.link.ended();
+                    let exit: Exit = f.parse().unwrap_or_default();
+                    return Err(broken(&format!(
                         "the site stopped after {} of {} bytes: {}",
                         self.sent,
                         self.size,
                         exit.reason.unwrap_or_default()
                     )));
                 }
-                if got != self.expected {
-                    self.o
-                        .audit(
-                            &self.actor,
-                            "release_digest_mismatch",
-                            &self.request,
-                            json!({"file": self.name, "expected": self.expected, "got": got}),
-                        )
-                        .await;
-                    return Err(broken(format!(
-                        "{} does not match the reviewed digest (got {got}); discard it",
-                        self.name
+                Some(f) if f.kind == Kind::Refused => {
+                    return Err(broken(&format!(
+                        "the site refused: {}",
+                        String::from_utf8_lossy(&f.payload)
                     )));
                 }
-                let now = Utc::now();
-                let r = self
-                    .o
-                    .inner()
-                    .store
-                    .change_release(&self.request, &|r: &mut ReleaseRequest| {
-                        releases::downloaded(r, now)
-                    })
-                    .await;
-                if let Ok(Some(Ok(r))) = r {
-                    let _ = audited(
-                        &self.o,
-                        &self.actor,
-                        "release_downloaded",
-                        &r,
-                        json!({"file": self.name, "sha256": got, "bytes": self.sent}),
-                    )
-                    .await;
-                }
-                Ok(None)
+                Some(_) => continue,
+                None => return Err(broken("the site's tunnel closed mid-file")),
             }
-            Some(f) if f.kind == Kind::Refused => Err(broken(format!(
-                "the site refused: {}",
-                String::from_utf8_lossy(&f.payload)
-            ))),
-            Some(_) => Ok(Some(Vec::new())),
-            None => Err(broken("the site's tunnel closed mid-file".into())),
         }
     }
+
+    /// Checks the whole file's digest, then records the download.
+    async fn finish(&mut self) -> Result<(), std::io::Error> {
+        let got = hex(&std::mem::take(&mut self.hasher).finalize());
+        if got != self.expected {
+            self.o
+                .audit(
+                    &self.actor,
+                    "release_digest_mismatch",
+                    &self.request,
+                    json!({"file": self.name, "expected": self.expected, "got": got}),
+                )
+                .await;
+            return Err(broken(&format!(
+                "{} does not match the reviewed digest (got {got}); nothing was released",
+                self.name
+            )));
+        }
+        let now = Utc::now();
+        let changed = self
+            .o
+            .inner()
+            .store
+            .change_release(&self.request, &|r: &mut ReleaseRequest| {
+                releases::downloaded(r, now)
+            })
+            .await;
+        if let Ok(Some(Ok(r))) = changed {
+            let detail = json!({"file": self.name, "sha256": got, "bytes": self.sent});
+            let _ = audited(&self.o, &self.actor, "release_downloaded", &r, detail).await;
+        }
+        Ok(())
+    }
+}
+
+fn broken(m: &str) -> std::io::Error {
+    std::io::Error::other(m.to_owned())
 }
 
 fn hex(bytes: &[u8]) -> String {
