@@ -72,11 +72,23 @@ pub struct SessionsConfig {
     /// clients that predate encryption may also open sessions in clear.
     #[serde(default)]
     pub encryption: seal::Encryption,
+    /// Port-forwards open (the default); `false` refuses every one with `forward_disabled`, so
+    /// the only bulk way out of a workspace is the results airlock's review.
+    #[serde(default = "default_true")]
+    pub allow_port_forward: bool,
+    /// Most bytes an exec session's process may send out (stdout and stderr together); the
+    /// session ends, its processes killed, when it reaches them. Absent: no limit.
+    #[serde(default)]
+    pub exec_output_limit_bytes: Option<u64>,
     /// The site's session key (X25519, made at first start, mode 0600); default
     /// `<state_dir>/session.key`. Its public half goes out in the registration, and
     /// `basho-agent session-key` prints it for researchers to check.
     #[serde(default)]
     pub key_file: Option<std::path::PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_proof_age() -> u64 {
@@ -114,6 +126,13 @@ impl SessionsConfig {
                 ));
             }
         }
+        if self.exec_output_limit_bytes == Some(0) {
+            p.push(
+                "sessions.exec_output_limit_bytes is 0: every exec would end at once; remove it \
+                 for no limit"
+                    .into(),
+            );
+        }
         if self.max_proof_age_s == 0 {
             p.push("sessions.max_proof_age_s is 0: no token would be fresh enough".into());
         }
@@ -142,6 +161,8 @@ impl Default for SessionsConfig {
             approvers: Vec::new(),
             max_proof_age_s: default_proof_age(),
             encryption: seal::Encryption::default(),
+            allow_port_forward: true,
+            exec_output_limit_bytes: None,
             key_file: None,
         }
     }
@@ -349,6 +370,14 @@ impl Tunnel {
                     continue;
                 }
             };
+            if open.spec.kind == basho_core::tunnel::SessionKind::Forward
+                && !self.limits.allow_port_forward
+            {
+                let msg = "this site opens no port-forwards (sessions.allow_port_forward = \
+                           false); results leave through the airlock (basho results request)";
+                refuse(&tx, id, "forward_disabled", msg).await;
+                continue;
+            }
             let admitted = {
                 let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
                 let n = c.entry(open.workspace.clone()).or_default();
@@ -454,5 +483,13 @@ mod tests {
                 .unwrap();
         assert!(c.problems().is_empty());
         assert!(c.record_input && !c.recording_required);
+        let c: SessionsConfig =
+            toml::from_str("allow_port_forward = false\nexec_output_limit_bytes = 0\n").unwrap();
+        assert!(!c.allow_port_forward);
+        assert!(
+            c.problems()[0].contains("exec_output_limit_bytes is 0"),
+            "{:?}",
+            c.problems()
+        );
     }
 }

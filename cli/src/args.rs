@@ -241,6 +241,13 @@ pub enum AuditCmd {
         #[arg(long, default_value_t = 0)]
         after: i64,
     },
+    /// What left each workspace: session bytes (exec, port-forwards) beside the files released
+    /// through the airlock.
+    Egress {
+        /// Only this workspace.
+        #[arg(long)]
+        workspace: Option<String>,
+    },
 }
 
 /// `basho dev [visa|token]`.

@@ -49,6 +49,95 @@ pub fn table(entries: &[AuditEntry]) -> String {
     s
 }
 
+/// What left each workspace: session bytes (the owner saw them) beside released files (checkers
+/// approved them), from the audit log.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Egress {
+    /// The workspace.
+    pub workspace: String,
+    /// Exec sessions ended.
+    pub sessions: u64,
+    /// Port-forward connections ended.
+    pub forwards: u64,
+    /// Bytes sessions and forwards sent out of the workspace.
+    pub session_bytes_out: u64,
+    /// Release requests made.
+    pub release_requests: u64,
+    /// Files downloaded through the airlock.
+    pub released_files: u64,
+    /// Their bytes.
+    pub released_bytes: u64,
+}
+
+/// Sums [`Egress`] per workspace from `entries`, optionally for one workspace only.
+pub fn egress(entries: &[AuditEntry], only: Option<&str>) -> Vec<Egress> {
+    let mut by: std::collections::BTreeMap<String, Egress> = std::collections::BTreeMap::new();
+    for e in entries {
+        let d = &e.detail;
+        let workspace = match e.action.as_str() {
+            "session_ended" => e.target.clone(),
+            "release_requested" | "release_downloaded" => match d["workspace"].as_str() {
+                Some(w) => w.to_owned(),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if only.is_some_and(|o| o != workspace) {
+            continue;
+        }
+        let row = by.entry(workspace.clone()).or_insert_with(|| Egress {
+            workspace,
+            ..Egress::default()
+        });
+        match e.action.as_str() {
+            "session_ended" => {
+                if d["kind"] == "forward" {
+                    row.forwards += 1;
+                } else {
+                    row.sessions += 1;
+                }
+                row.session_bytes_out += d["bytes_out"].as_u64().unwrap_or(0);
+            }
+            "release_requested" => row.release_requests += 1,
+            _ => {
+                row.released_files += 1;
+                row.released_bytes += d["bytes"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    by.into_values().collect()
+}
+
+/// [`egress`] for people.
+pub fn egress_table(rows: &[Egress]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.workspace.clone(),
+                r.sessions.to_string(),
+                r.forwards.to_string(),
+                r.session_bytes_out.to_string(),
+                r.release_requests.to_string(),
+                r.released_files.to_string(),
+                r.released_bytes.to_string(),
+            ]
+        })
+        .collect();
+    crate::output::table(
+        &[
+            "WORKSPACE",
+            "SESSIONS",
+            "FORWARDS",
+            "SESSION_BYTES_OUT",
+            "RELEASE_REQUESTS",
+            "RELEASED_FILES",
+            "RELEASED_BYTES",
+        ],
+        &rows,
+    )
+}
+
 /// Runs an audit command.
 fn checkpoint_key_at(path: &std::path::Path) -> Result<jsonwebtoken::DecodingKey, Error> {
     let pem = std::fs::read(path).map_err(|source| Error::Input {
@@ -141,6 +230,16 @@ pub async fn run(args: AuditArgs) -> Result<(), Error> {
                     serde_json::to_string_pretty(&entries).expect("entries serialize")
                 ),
                 Output::Table => print!("{}", table(&entries)),
+            }
+        }
+        AuditCmd::Egress { workspace } => {
+            let rows = egress(&fetch(&client, 0).await?, workspace.as_deref());
+            match args.client.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).expect("rows serialize")
+                ),
+                Output::Table => print!("{}", egress_table(&rows)),
             }
         }
     }

@@ -306,6 +306,15 @@ async fn flagged_returned_fixed_approved_twice_and_downloaded_as_reviewed() {
     assert!(site_log.contains("release_intake") && site_log.contains(&digest));
     assert!(site_log.contains("release_fetch"));
 
+    // `basho audit egress` puts what the owner read in sessions beside what the airlock released.
+    let mut c = sessions::basho(&fed, &admin);
+    c.args(["audit", "egress", "--workspace", &id, "--output", "json"]);
+    let egress = json_of(&sessions::run(c).await);
+    assert_eq!(egress[0]["workspace"], id.as_str());
+    assert_eq!(egress[0]["release_requests"], 2);
+    assert_eq!(egress[0]["released_files"], 1);
+    assert_eq!(egress[0]["released_bytes"], fixed.len());
+
     // Once the workspace has ended, nothing more is asked; what was released stays released.
     let (s, _) = api
         .call(Method::DELETE, &format!("/v1/workspaces/{id}"), None)
@@ -330,4 +339,68 @@ fn site_audit_path(fed: &Federation) -> std::path::PathBuf {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_can_close_port_forwards_and_cap_what_an_exec_prints() {
+    let Some(fed) = Federation::start_with(|_, c| {
+        c.sessions.allow_port_forward = false;
+        c.sessions.exec_output_limit_bytes = Some(1000);
+    })
+    .await
+    else {
+        return;
+    };
+    let ws = fed.create_running("P-0142", &["JGAD000101"]).await;
+    let id = ws["id"].as_str().unwrap().to_owned();
+    let alice = token(&fed, Role::Researcher, Some("alice")).await;
+
+    // 5000 bytes asked for, 1000 printed, and the session says why it ended.
+    let mut c = sessions::basho(&fed, &alice);
+    c.args([
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "head -c 5000 /dev/zero | tr '\\0' x",
+    ]);
+    let out = sessions::run(c).await;
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 1000);
+    assert!(
+        text(&out.stderr).contains("exec output limit"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Under the limit, nothing changes.
+    let mut c = sessions::basho(&fed, &alice);
+    c.args(["exec", &id, "--", "echo", "fine"]);
+    let out = sessions::run(c).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "fine");
+
+    // A port-forward is refused before anything runs.
+    let spec = basho_core::tunnel::SessionSpec {
+        kind: basho_core::tunnel::SessionKind::Forward,
+        port: 8000,
+        ..basho_core::tunnel::SessionSpec::exec(Vec::<String>::new())
+    };
+    let err = fed
+        .session(&alice, "alice", &id, &spec)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("forward_disabled"), "{err}");
+
+    // The audit log counts what the sessions sent out.
+    let admin = token(&fed, Role::Admin, None).await;
+    let mut c = sessions::basho(&fed, &admin);
+    c.args(["audit", "egress", "--workspace", &id, "--output", "json"]);
+    let egress = json_of(&sessions::run(c).await);
+    assert_eq!(egress[0]["sessions"], 2);
+    assert_eq!(egress[0]["forwards"], 0, "a refused forward sent nothing");
+    let out = egress[0]["session_bytes_out"].as_u64().unwrap();
+    assert!((1000..1100).contains(&out), "{out}");
+    fed.shutdown().await;
 }

@@ -158,6 +158,9 @@ impl Session {
             started,
             recorder.clone(),
             sealer,
+            self.limits
+                .exec_output_limit_bytes
+                .filter(|_| self.open.spec.kind == basho_core::tunnel::SessionKind::Exec),
         ));
         // Stdin bytes received and not yet written: never more than the credit granted.
         let pending = Arc::new(AtomicI64::new(0));
@@ -190,7 +193,7 @@ impl Session {
                         break Some("idle timeout".into());
                     }
                 }
-                _ = &mut pump => break None,
+                ended = &mut pump => break ended.ok().flatten(),
                 f = inbox.recv() => {
                     let Some(f) = f else { break Some("the tunnel closed".into()) };
                     match f.kind {
@@ -263,9 +266,13 @@ impl Session {
             Some(reason) => {
                 // Close the exec's stream before killing: the engine finishes an exec only once
                 // its output is delivered, and a kill exec waits behind that on the same container.
+                // (A pump that ended the session itself, at the output limit, is done already.)
+                let pump_done = pump.is_finished();
                 pump.abort();
                 writer.abort();
-                let _ = (&mut pump).await;
+                if !pump_done {
+                    let _ = (&mut pump).await;
+                }
                 let _ = (&mut writer).await;
                 if let Err(e) = control.kill().await {
                     info!(error = %e, "could not end the session's processes");
@@ -312,7 +319,9 @@ async fn pump(
     started: Instant,
     recorder: Option<Recorder>,
     mut sealer: Option<Sealer>,
-) {
+    limit: Option<u64>,
+) -> Option<String> {
+    let mut sent = 0u64;
     while let Some(item) = output.next().await {
         let (kind, bytes) = match item {
             Ok(ExecOutput::Stdout(b)) => (Kind::Stdout, b),
@@ -330,21 +339,33 @@ async fn pump(
             };
             r.record(ev).await;
         }
+        let room = limit.map_or(u64::MAX, |l| l.saturating_sub(sent));
+        let over = bytes.len() as u64 > room;
+        let bytes = &bytes[..bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
         for chunk in bytes.chunks(MAX_CHUNK) {
             match credit.acquire_many(chunk.len() as u32).await {
                 Ok(p) => p.forget(),
-                Err(_) => return,
+                Err(_) => return None,
             }
+            sent += chunk.len() as u64;
             activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
             let payload = match sealer.as_mut() {
                 Some(s) => s.seal(chunk),
                 None => chunk.to_vec(),
             };
             if tx.send(Frame::new(id, kind, payload)).await.is_err() {
-                return;
+                return None;
             }
         }
+        if over {
+            return Some(format!(
+                "the site's exec output limit ({} bytes, sessions.exec_output_limit_bytes) was \
+                 reached; results leave through the airlock (basho results request)",
+                limit.unwrap_or_default()
+            ));
+        }
     }
+    None
 }
 
 /// Delivers the signal a `Signal` frame names; a name off the allow-list or a backend that

@@ -204,7 +204,8 @@ pub async fn open(
                 "proof_required"
                 | "proof_refused"
                 | "encryption_required"
-                | "handshake_refused" => StatusCode::FORBIDDEN,
+                | "handshake_refused"
+                | "forward_disabled" => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_GATEWAY,
             };
             let e = ApiError::new(status, &r.code, format!("site {}: {}", ws_.site, r.message));
