@@ -4,7 +4,9 @@
 //! create-to-running latency with and without 20 busy sessions on the same site. Every session
 //! is sealed end to end, as `basho` opens them; the keystroke and an in-process `cat` of the
 //! same file are also measured in clear (the sites allow it here), so encryption's cost is read
-//! from one run.
+//! from one run. The results airlock in the same run: the time from `basho results request` of
+//! a table of the same size to its checked answer, and `basho results download` of it after two
+//! approvals, beside `basho exec cat` of the same file.
 //!
 //!     cargo run --release -p basho-tests --bin basho-bench-tunnel -- [--keystrokes 500]
 //!         [--mib 100] [--busy 20] [--creates 5]
@@ -171,6 +173,17 @@ async fn main() -> Result<()> {
         ttl: None,
     };
     let token = create(&*store, new, "bench").await?.1;
+    let mut checkers = Vec::new();
+    for name in ["carol", "dave"] {
+        let new = NewToken {
+            role: Role::OutputChecker,
+            subject: Some(name.into()),
+            site: None,
+            name: None,
+            ttl: None,
+        };
+        checkers.push(create(&*store, new, "bench").await?.1);
+    }
 
     // A keystroke's round trip: one byte into a terminal running `cat`, until its echo returns.
     // Both open at once and taken in turns, so neither gets the quieter moments.
@@ -272,6 +285,82 @@ async fn main() -> Result<()> {
         )
         .peer("docker exec cat", mib / plain)
         .at_least(250.0),
+    );
+
+    // The airlock: a table of the same size asked for release, approved twice, downloaded; and
+    // `basho exec cat` of that very file, in turns.
+    let rows = (args.mib << 20) / 18;
+    let make = format!("yes 40-49,25,F,Miyagi | head -n {rows} > /results/bench.csv");
+    let (code, out) = basho_tests::exec(&fed.docker, &container, &["sh", "-c", &make]).await;
+    if code != 0 {
+        bail!("making the table: {out}");
+    }
+    let started = Instant::now();
+    let answer = std::process::Command::new(basho)
+        .args([
+            "results",
+            "request",
+            &id,
+            "bench.csv",
+            "--justification",
+            "bench",
+        ])
+        .args(["--output", "json"])
+        .envs(env.iter().copied())
+        .output()?;
+    let checked = started.elapsed().as_secs_f64();
+    if !answer.status.success() {
+        bail!(
+            "results request: {}",
+            String::from_utf8_lossy(&answer.stderr)
+        );
+    }
+    let r: serde_json::Value = serde_json::from_slice(&answer.stdout)?;
+    let rr = r["id"].as_str().context("request id")?.to_owned();
+    let size = r["files"][0]["size"].as_u64().context("size")?;
+    for checker in &checkers {
+        let api = basho_tests::api::Api::new(fed.api.base.clone(), checker.clone());
+        let body = serde_json::json!({"verdict": "approve"});
+        let path = format!("/v1/release-requests/{rr}/reviews");
+        let (s, v) = api.call(reqwest::Method::POST, &path, Some(&body)).await;
+        if !s.is_success() {
+            bail!("review: {v}");
+        }
+    }
+    let out_dir = fed.dir.path().join("released");
+    std::fs::create_dir_all(&out_dir)?;
+    let out_dir = out_dir.to_str().context("path")?.to_owned();
+    let (mut downloads, mut cats) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let download = ["results", "download", rr.as_str(), "-o", out_dir.as_str()];
+        downloads.push(timed(&[&[basho][..], &download[..]].concat(), &env)?);
+        cats.push(timed(
+            &[basho, "exec", &id, "--", "cat", "/results/bench.csv"],
+            &env,
+        )?);
+    }
+    downloads.sort_by(f64::total_cmp);
+    cats.sort_by(f64::total_cmp);
+    let table_mib = size as f64 / (1 << 20) as f64;
+    println!(
+        "airlock, a {table_mib:.0} MiB table: request to checked {checked:.2} s; download \
+         {:.2} s, basho exec cat {:.2} s (medians of 3)",
+        downloads[1], cats[1]
+    );
+    report.figure(Figure::lower(
+        "airlock_request_s",
+        "release request to checked answer",
+        checked,
+        "s",
+    ));
+    report.figure(
+        Figure::higher(
+            "airlock_download_mib_s",
+            "airlock download throughput",
+            table_mib / downloads[1],
+            "MiB/s",
+        )
+        .peer("basho exec cat of the same file", table_mib / cats[1]),
     );
 
     // The control loop with and without busy sessions on the same site.
