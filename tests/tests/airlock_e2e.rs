@@ -10,7 +10,7 @@ use basho_orchestrator::store::Role;
 use basho_tests::federation::Federation;
 use basho_tests::sessions::{self, text, token};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 /// `basho results ARGS --output json` with `token`.
@@ -180,7 +180,9 @@ async fn flagged_returned_fixed_approved_twice_and_downloaded_as_reviewed() {
     );
     assert_eq!(r["state"], "approved");
 
-    // Another researcher sees nothing; the owner downloads the reviewed bytes.
+    // Another researcher sees nothing; the owner downloads the reviewed bytes, whatever
+    // /results holds by now.
+    write(&fed, &container, "table.csv", "age_band,count\n40-49,3\n").await;
     failed_with(&results(&fed, &bob, &["show", &rr]).await, "not_found");
     failed_with(
         &results(&fed, &bob, &["download", &rr, "-o", dl]).await,
@@ -402,5 +404,359 @@ async fn a_site_can_close_port_forwards_and_cap_what_an_exec_prints() {
     assert_eq!(egress[0]["forwards"], 0, "a refused forward sent nothing");
     let out = egress[0]["session_bytes_out"].as_u64().unwrap();
     assert!((1000..1100).contains(&out), "{out}");
+    fed.shutdown().await;
+}
+
+/// Each bad request: the status and code it answers.
+async fn expect(
+    api: &basho_tests::api::Api,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    status: u16,
+    code: &str,
+) {
+    let (s, v) = api.call(method.clone(), path, body.as_ref()).await;
+    assert_eq!(
+        (s.as_u16(), v["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{method} {path}: {v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_and_reviews_get_a_code_and_the_site_keeps_nothing() {
+    let Some(fed) = Federation::start_with(|_, c| {
+        c.airlock.max_files = 3;
+        c.airlock.max_bytes = 4096;
+    })
+    .await
+    else {
+        return;
+    };
+    let ws = fed.create_running("P-0143", &["JGAD000101"]).await;
+    let id = ws["id"].as_str().unwrap().to_owned();
+    let container = fed.containers(&id).await.remove(0);
+    let tok = async |role, sub: Option<&str>| {
+        basho_tests::api::Api::new(fed.api.base.clone(), token(&fed, role, sub).await)
+    };
+    let alice = tok(Role::Researcher, Some("alice")).await;
+    let bob = tok(Role::Researcher, Some("bob")).await;
+    let carol = tok(Role::OutputChecker, Some("carol")).await;
+    let dave = tok(Role::OutputChecker, Some("dave")).await;
+    let auditor = tok(Role::Auditor, None).await;
+    let platform = &fed.api;
+    let setup = "printf 'age_band,count\\n40-49,25\\n' > /results/good.csv && \
+                 printf 'PK\\003\\004\\024\\000\\000\\000' > /results/x.zip && \
+                 mkdir -p /results/sub && head -c 5000 /dev/zero | tr '\\0' a > /results/big.txt";
+    let (code, out) = basho_tests::exec(&fed.docker, &container, &["sh", "-c", setup]).await;
+    assert_eq!(code, 0, "{out}");
+    let create = format!("/v1/workspaces/{id}/release-requests");
+    let proof = |sub: &str| fed.id_proof(sub, &id, &basho_core::proof::fresh_seed());
+    let ask = |files: Value| {
+        Some(json!({"files": files, "justification": "why", "proof": proof("alice")}))
+    };
+    let before = stored(&fed);
+
+    // Asking: who, what and how much.
+    for (api, path, body, status, code) in [
+        (
+            &alice,
+            create.clone(),
+            Some(json!({"files": ["good.csv"], "justification": "why"})),
+            403,
+            "proof_required",
+        ),
+        (
+            platform,
+            create.clone(),
+            Some(json!({"files": ["good.csv"], "justification": "why", "proof": proof("bob")})),
+            403,
+            "proof_refused",
+        ),
+        (
+            &alice,
+            "/v1/workspaces/ws-nope/release-requests".to_owned(),
+            ask(json!(["good.csv"])),
+            404,
+            "not_found",
+        ),
+        (
+            &bob,
+            create.clone(),
+            ask(json!(["good.csv"])),
+            404,
+            "not_found",
+        ),
+        (
+            &carol,
+            create.clone(),
+            ask(json!(["good.csv"])),
+            403,
+            "forbidden",
+        ),
+        (
+            &auditor,
+            create.clone(),
+            ask(json!(["good.csv"])),
+            403,
+            "forbidden",
+        ),
+        (
+            &alice,
+            create.clone(),
+            Some(json!({"files": ["good.csv"], "justification": "x", "extra": 1})),
+            422,
+            "invalid_request",
+        ),
+        (
+            &alice,
+            create.clone(),
+            ask(json!([])),
+            422,
+            "invalid_request",
+        ),
+        (
+            &alice,
+            create.clone(),
+            ask(json!(["good.csv", "good.csv"])),
+            422,
+            "invalid_request",
+        ),
+        (
+            &alice,
+            create.clone(),
+            ask(json!(
+                (0..1001).map(|i| format!("f{i}")).collect::<Vec<_>>()
+            )),
+            422,
+            "invalid_request",
+        ),
+        (
+            &alice,
+            create.clone(),
+            Some(json!({"files": ["good.csv"], "justification": "x".repeat(4001)})),
+            422,
+            "invalid_request",
+        ),
+        (
+            &alice,
+            create.clone(),
+            ask(json!(["a\u{0}b.csv"])),
+            422,
+            "invalid_path",
+        ),
+        (
+            &alice,
+            create.clone(),
+            ask(json!(["sub"])),
+            422,
+            "not_a_file",
+        ),
+        (
+            &alice,
+            create.clone(),
+            ask(json!(["sub/../good.csv"])),
+            422,
+            "invalid_path",
+        ),
+        (
+            &alice,
+            create.clone(),
+            ask(json!(["big.txt"])),
+            422,
+            "too_large",
+        ),
+        (
+            &alice,
+            create.clone(),
+            ask(json!(["good.csv", "x.zip", "big.txt", "sub"])),
+            422,
+            "too_large",
+        ),
+        (
+            &alice,
+            create.clone(),
+            ask(json!(["good.csv", "missing.csv"])),
+            422,
+            "no_such_file",
+        ),
+    ] {
+        expect(api, Method::POST, &path, body, status, code).await;
+    }
+    assert_eq!(
+        stored(&fed),
+        before,
+        "a refused request keeps nothing at the site"
+    );
+
+    // A request with a refused archive beside a good table.
+    let (s, r) = alice
+        .call(
+            Method::POST,
+            &create,
+            ask(json!(["good.csv", "x.zip"])).as_ref(),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{r}");
+    assert_eq!(r["files"][1]["checked"]["refused"], true, "{r}");
+    let rr = r["id"].as_str().unwrap().to_owned();
+    let one = format!("/v1/release-requests/{rr}");
+    let reviews = format!("{one}/reviews");
+    let approve = Some(json!({"verdict": "approve"}));
+    for (api, method, path, body, status, code) in [
+        (
+            &alice,
+            Method::GET,
+            "/v1/release-requests?state=bogus".to_owned(),
+            None,
+            422,
+            "invalid_request",
+        ),
+        (
+            &alice,
+            Method::GET,
+            "/v1/release-requests/rr-nope".to_owned(),
+            None,
+            404,
+            "not_found",
+        ),
+        (&bob, Method::GET, one.clone(), None, 404, "not_found"),
+        (
+            &alice,
+            Method::POST,
+            reviews.clone(),
+            approve.clone(),
+            403,
+            "forbidden",
+        ),
+        (
+            platform,
+            Method::POST,
+            reviews.clone(),
+            approve.clone(),
+            403,
+            "forbidden",
+        ),
+        (
+            &carol,
+            Method::POST,
+            reviews.clone(),
+            Some(json!({"verdict": "maybe"})),
+            422,
+            "invalid_request",
+        ),
+        (
+            &carol,
+            Method::POST,
+            reviews.clone(),
+            Some(json!({"verdict": "approve", "file": "nope.csv"})),
+            422,
+            "no_such_file",
+        ),
+        (
+            &carol,
+            Method::POST,
+            reviews.clone(),
+            Some(json!({"verdict": "approve", "file": "x.zip"})),
+            422,
+            "invalid_request",
+        ),
+        (
+            &carol,
+            Method::POST,
+            reviews.clone(),
+            Some(json!({"verdict": "reject"})),
+            422,
+            "comment_required",
+        ),
+        (
+            &alice,
+            Method::POST,
+            format!("{one}/submit"),
+            Some(json!({})),
+            409,
+            "not_resubmittable",
+        ),
+        (
+            &alice,
+            Method::GET,
+            format!("{one}/files/good.csv"),
+            None,
+            409,
+            "not_approved",
+        ),
+    ] {
+        expect(api, method, &path, body, status, code).await;
+    }
+    for api in [&carol, &dave] {
+        let (s, v) = api.call(Method::POST, &reviews, approve.as_ref()).await;
+        assert!(s.is_success(), "{v}");
+    }
+    for (api, path, status, code) in [
+        (&alice, format!("{one}/files/x.zip"), 409, "not_approved"),
+        (&alice, format!("{one}/files/nope.csv"), 404, "not_found"),
+        (
+            &alice,
+            format!("{one}/files/..%2F..%2Fetc%2Fpasswd"),
+            404,
+            "not_found",
+        ),
+        (&carol, format!("{one}/files/good.csv"), 403, "forbidden"),
+        (&bob, format!("{one}/files/good.csv"), 404, "not_found"),
+    ] {
+        expect(api, Method::GET, &path, None, status, code).await;
+    }
+    expect(
+        &carol,
+        Method::POST,
+        &reviews,
+        approve.clone(),
+        409,
+        "not_reviewable",
+    )
+    .await;
+    expect(
+        &alice,
+        Method::POST,
+        &format!("{one}/withdraw"),
+        None,
+        409,
+        "not_withdrawable",
+    )
+    .await;
+    // The platform downloads on the owner's behalf.
+    let (s, _) = platform
+        .call(Method::GET, &format!("{one}/files/good.csv"), None)
+        .await;
+    assert!(s.is_success());
+
+    // A withdrawn request is reviewed no more.
+    let (_, r2) = alice
+        .call(Method::POST, &create, ask(json!(["good.csv"])).as_ref())
+        .await;
+    let two = format!("/v1/release-requests/{}", r2["id"].as_str().unwrap());
+    let (s, _) = alice
+        .call(Method::POST, &format!("{two}/withdraw"), None)
+        .await;
+    assert!(s.is_success());
+    expect(
+        &alice,
+        Method::POST,
+        &format!("{two}/withdraw"),
+        None,
+        409,
+        "not_withdrawable",
+    )
+    .await;
+    expect(
+        &carol,
+        Method::POST,
+        &format!("{two}/reviews"),
+        approve,
+        409,
+        "not_reviewable",
+    )
+    .await;
     fed.shutdown().await;
 }
