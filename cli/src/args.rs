@@ -301,10 +301,11 @@ pub enum DevCmd {
     },
     /// Print a dev token for a role.
     Token {
-        /// platform (the token `basho dev` uses), admin, auditor or researcher.
+        /// platform (the token `basho dev` uses), admin, auditor, researcher or output_checker.
         #[arg(long)]
         role: String,
-        /// The researcher's visa `sub` (researcher tokens).
+        /// The researcher's visa `sub` (researcher tokens), or the checker's own name
+        /// (output_checker tokens).
         #[arg(long)]
         subject: Option<String>,
     },

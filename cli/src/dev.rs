@@ -54,8 +54,9 @@ pub enum DevError {
     Config(String),
     /// `basho dev token` was asked for a role it does not make.
     #[error(
-        "there is no dev token for role {0:?}; use platform, admin, auditor or researcher \
-         (with --subject); each dev agent's token is in its site directory"
+        "there is no dev token for role {0:?}; use platform, admin, auditor, researcher or \
+         output_checker (the last two with --subject); each dev agent's token is in its site \
+         directory"
     )]
     Role(String),
     /// The API address cannot be bound.
@@ -339,6 +340,12 @@ mod tests {
         assert_eq!(r.len(), 64);
         let a = token(dir.path(), "auditor", None).await.unwrap();
         assert_ne!(a, r);
+        let c = token(dir.path(), "output_checker", Some("carol".into()))
+            .await
+            .unwrap();
+        assert_eq!(c.len(), 64);
+        let e = token(dir.path(), "output_checker", None).await.unwrap_err();
+        assert!(e.to_string().contains("--subject"), "{e}");
         let e = token(dir.path(), "researcher", None).await.unwrap_err();
         assert!(e.to_string().contains("--subject"), "{e}");
         for bad in ["agent", "root"] {
