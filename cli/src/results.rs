@@ -389,6 +389,10 @@ async fn download(
             })
             .collect::<Result<_, _>>()?
     };
+    std::fs::create_dir_all(dir).map_err(|source| Error::Input {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let mut saved = Vec::new();
     for f in files {
         let path = target(dir, &f.name)?;
@@ -424,13 +428,22 @@ async fn download(
 /// Downloads one file into `path` (written aside, renamed once its digest matches the one
 /// reviewed), showing progress on stderr.
 async fn fetch(client: &Client, url: &str, f: &ReleaseFile, path: &Path) -> Result<(), Error> {
-    let resp = client.stream(url).await?;
-    let part = path.with_extension("basho-part");
+    let mut part_name = path.as_os_str().to_owned();
+    part_name.push(".basho-part");
+    let part = PathBuf::from(part_name);
     let io = |source| Error::Input {
         path: part.display().to_string(),
         source,
     };
+    // Where it goes is checked before anything is asked for.
     let mut file = std::fs::File::create(&part).map_err(io)?;
+    let resp = match client.stream(url).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            return Err(e.into());
+        }
+    };
     let mut hasher = Sha256::new();
     let mut got = 0u64;
     let mut resp = resp;

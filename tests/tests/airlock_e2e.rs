@@ -160,7 +160,9 @@ async fn flagged_returned_fixed_approved_twice_and_downloaded_as_reviewed() {
 
     // Not downloadable before two approvals; one checker twice is one approval.
     let dir = tempfile::tempdir().unwrap();
-    let dl = dir.path().to_str().unwrap();
+    // A directory that does not exist yet is made.
+    let out_dir = dir.path().join("out/nested");
+    let dl = out_dir.to_str().unwrap();
     failed_with(
         &results(&fed, &alice, &["download", &rr, "-o", dl]).await,
         "not_approved",
@@ -191,7 +193,7 @@ async fn flagged_returned_fixed_approved_twice_and_downloaded_as_reviewed() {
     let saved = json_of(&results(&fed, &alice, &["download", &rr, "-o", dl]).await);
     assert_eq!(saved[0]["sha256"], digest);
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("table.csv")).unwrap(),
+        std::fs::read_to_string(out_dir.join("table.csv")).unwrap(),
         fixed
     );
     let r = json_of(&results(&fed, &alice, &["show", &rr]).await);

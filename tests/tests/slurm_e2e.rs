@@ -296,3 +296,73 @@ async fn slurm_metering_agrees_with_sacct() {
     );
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn results_leave_a_slurm_job_through_the_airlock() {
+    use basho_orchestrator::store::Role;
+    use basho_tests::api::Api;
+    use basho_tests::sessions::token;
+    use reqwest::Method;
+    use serde_json::json;
+
+    let (fed, _testbed) = federation(Runtime::Docker).await;
+    let mut jobs = Jobs(Vec::new());
+    let id = create(&fed, &mut jobs, &["JGAD000101"]).await;
+    let cid = container(&fed, &id).await;
+    // The job writes its result to /results, on the file system the agent shares with the node.
+    let table = "age_band,count\n40-49,3\n50-59,41\n";
+    let write = format!(
+        "printf '{}' > /results/table.csv",
+        table.replace('\n', "\\n")
+    );
+    let (code, out) = basho_tests::exec(&fed.docker, &cid, &["sh", "-c", &write]).await;
+    assert_eq!(code, 0, "{out}");
+
+    let api =
+        async |role, sub: &str| Api::new(fed.api.base.clone(), token(&fed, role, Some(sub)).await);
+    let alice = api(Role::Researcher, "alice").await;
+    let proof = fed.id_proof("alice", &id, &basho_core::proof::fresh_seed());
+    let body = json!({"files": ["table.csv"], "justification": "counts", "proof": proof});
+    let (s, r) = alice
+        .call(
+            Method::POST,
+            &format!("/v1/workspaces/{id}/release-requests"),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let findings = r["files"][0]["checked"]["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["check"] == "small_cell" && f["row"] == 1),
+        "the 3 is flagged: {r}"
+    );
+    let rr = r["id"].as_str().unwrap().to_owned();
+    for checker in ["carol", "dave"] {
+        let (s, v) = api(Role::OutputChecker, checker)
+            .await
+            .call(
+                Method::POST,
+                &format!("/v1/release-requests/{rr}/reviews"),
+                Some(&json!({"verdict": "approve", "comment": "a 3 of 44 in an age band is fine here"})),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+    }
+    let res = alice
+        .http()
+        .get(format!(
+            "{}/v1/release-requests/{rr}/files/table.csv",
+            fed.api.base
+        ))
+        .bearer_auth(token(&fed, Role::Researcher, Some("alice")).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let digest = res.headers()["x-basho-sha256"].to_str().unwrap().to_owned();
+    assert_eq!(res.bytes().await.unwrap(), table.as_bytes());
+    assert_eq!(digest, r["files"][0]["sha256"]);
+    fed.shutdown().await;
+}
