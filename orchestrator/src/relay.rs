@@ -172,6 +172,43 @@ impl Peers {
     }
 }
 
+impl Peers {
+    /// Sends a plain HTTP request (an airlock call the holder must make at its site) to `base`
+    /// with the caller's `path_and_query`, `authorization` and JSON `body`, marked as relayed;
+    /// the holder's answer, whatever its status, comes back as it is.
+    pub async fn forward(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path_and_query: &str,
+        authorization: &HeaderValue,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, RelayError> {
+        let unreachable = |why: String| RelayError::Unreachable(format!("{base}: {why}"));
+        crate::config::check_advertise_url(base).map_err(unreachable)?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(DIAL_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none());
+        if base.starts_with("https://") {
+            let config = self.tls.clone().ok_or_else(|| {
+                unreachable(
+                    "no CA to verify it with; set [replica] ca_file or [tls] cert_file".into(),
+                )
+            })?;
+            builder = builder.use_preconfigured_tls((*config).clone());
+        }
+        let client = builder.build().map_err(|e| unreachable(e.to_string()))?;
+        let mut req = client
+            .request(method, format!("{base}{path_and_query}"))
+            .header("authorization", authorization.clone())
+            .header(RELAYED, &self.id);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        req.send().await.map_err(|e| unreachable(e.to_string()))
+    }
+}
+
 /// The holder's error answer as the caller's.
 fn answered(status: u16, body: &[u8]) -> RelayError {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);

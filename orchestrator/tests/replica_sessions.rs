@@ -42,8 +42,66 @@ async fn replica(config: &basho_orchestrator::Config) -> (String, CancellationTo
     (base, stop)
 }
 
+/// What the stand-in site's airlock holds: one table.
+const TABLE: &[u8] = b"age_band,count\n40-49,25\n";
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// The stand-in desk's answers to an airlock `Call`.
+fn desk(session: u32, payload: &[u8]) -> Vec<Frame> {
+    use basho_core::release::{Answer, Call, Compared, Intake, Taken};
+    match serde_json::from_slice::<Call>(payload).unwrap() {
+        Call::Intake { files, .. } => {
+            let taken = files
+                .iter()
+                .map(|name| Taken {
+                    name: name.clone(),
+                    size: TABLE.len() as u64,
+                    sha256: sha256_hex(TABLE),
+                    checked: basho_core::airlock::check_file(
+                        name,
+                        TABLE,
+                        &Default::default(),
+                        &Default::default(),
+                    )
+                    .unwrap(),
+                })
+                .collect();
+            let intake = Intake {
+                files: taken,
+                compared: Compared::default(),
+            };
+            vec![Frame::json(session, Kind::Answer, &Answer::Intake(intake))]
+        }
+        Call::Fetch { .. } => vec![
+            Frame::json(
+                session,
+                Kind::Answer,
+                &Answer::Fetch {
+                    size: TABLE.len() as u64,
+                },
+            ),
+            Frame::new(session, Kind::Stdout, TABLE.to_vec()),
+            Frame::json(
+                session,
+                Kind::Exit,
+                &Exit {
+                    code: Some(0),
+                    ..Exit::default()
+                },
+            ),
+        ],
+    }
+}
+
 /// Holds tohoku's tunnel on `base`: answers `Open` with `Ready`, echoes `Stdin` as `Stdout` and
-/// then exits 0; records the kinds it received.
+/// then exits 0, answers airlock calls from [`desk`]; records the kinds it received.
 async fn stand_in_agent(base: String, seen: Arc<Mutex<Vec<Kind>>>) {
     let url = format!("{}/v1/agent/tunnel", base.replace("http://", "ws://"));
     let mut req = url.into_client_request().unwrap();
@@ -59,6 +117,7 @@ async fn stand_in_agent(base: String, seen: Arc<Mutex<Vec<Kind>>>) {
         seen.lock().unwrap().push(f.kind);
         let answers = match f.kind {
             Kind::Open => vec![Frame::json(f.session, Kind::Ready, &Ready::default())],
+            Kind::Call => desk(f.session, &f.payload),
             Kind::Stdin => vec![
                 Frame::new(f.session, Kind::Stdout, f.payload),
                 Frame::json(
@@ -210,7 +269,8 @@ async fn running_at_tohoku(base: &str, issuer: &Issuer, store: &PostgresStore) -
     let alice = create(store, researcher, "test").await.unwrap().1;
     let http = reqwest::Client::new();
     let agent = agent_token("tohoku");
-    let reg = registration("tohoku", &["JGAD000101"], 64, 1 << 20);
+    let mut reg = registration("tohoku", &["JGAD000101"], 64, 1 << 20);
+    reg["features"] = json!(["airlock"]);
     post(&http, format!("{base}/v1/agent/register"), &agent, reg).await;
     let ws = post(
         &http,
@@ -346,6 +406,109 @@ async fn a_session_through_either_replica_reaches_the_site() {
         "{v}"
     );
     assert_eq!(count("session_started").await, 1);
+    stop_a.cancel();
+    stop_b.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn release_requests_and_downloads_through_either_replica_reach_the_site() {
+    let (db, _dir, issuer, config) = fresh().await;
+    let (a, stop_a) = replica(&config).await;
+    let (b, stop_b) = replica(&config).await;
+    let store = PostgresStore::open_with(&db.url, 2).await.unwrap();
+    let (seen, agent_task) = agent_on(&a, &store).await;
+    let (id, alice) = running_at_tohoku(&a, &issuer, &store).await;
+    let http = reqwest::Client::new();
+    let send = async |method: reqwest::Method,
+                      url: String,
+                      token: &str,
+                      body: Option<Value>,
+                      relayed: bool| {
+        let mut req = http.request(method, url).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if relayed {
+            req = req.header("x-basho-relayed", "another-replica");
+        }
+        req.send().await.unwrap()
+    };
+    let ask = json!({"files": ["t.csv"], "justification": "counts"});
+
+    // Asked of b, which holds no tunnel: a takes it to the site.
+    let res = send(
+        reqwest::Method::POST,
+        format!("{b}/v1/workspaces/{id}/release-requests"),
+        &alice,
+        Some(ask.clone()),
+        false,
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let r: Value = res.json().await.unwrap();
+    assert_eq!(r["files"][0]["sha256"], sha256_hex(TABLE));
+    assert!(seen.lock().unwrap().contains(&Kind::Call));
+    let rr = r["id"].as_str().unwrap().to_owned();
+    // A relayed request is not relayed again.
+    let res = send(
+        reqwest::Method::POST,
+        format!("{b}/v1/workspaces/{id}/release-requests"),
+        &alice,
+        Some(ask),
+        true,
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    for checker in ["carol", "dave"] {
+        let new = NewToken {
+            role: Role::OutputChecker,
+            subject: Some(checker.into()),
+            site: None,
+            name: None,
+            ttl: None,
+        };
+        let token = create(&store, new, "test").await.unwrap().1;
+        let res = send(
+            reqwest::Method::POST,
+            format!("{b}/v1/release-requests/{rr}/reviews"),
+            &token,
+            Some(json!({"verdict": "approve"})),
+            false,
+        )
+        .await;
+        assert!(res.status().is_success());
+    }
+    // Downloaded through b: the bytes come from the site through a, with the reviewed digest.
+    let res = send(
+        reqwest::Method::GET,
+        format!("{b}/v1/release-requests/{rr}/files/t.csv"),
+        &alice,
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-basho-sha256"], sha256_hex(TABLE).as_str());
+    assert_eq!(res.bytes().await.unwrap(), TABLE);
+    let res = send(
+        reqwest::Method::GET,
+        format!("{a}/v1/release-requests/{rr}"),
+        &alice,
+        None,
+        false,
+    )
+    .await;
+    let r: Value = res.json().await.unwrap();
+    assert_eq!(r["state"], "released");
+    // Each step is audited once, by the replica that did it.
+    let entries = store.audit_page(0, 1000).await.unwrap();
+    let requested = entries
+        .iter()
+        .filter(|e| e.action == "release_requested")
+        .count();
+    assert_eq!(requested, 1);
+    agent_task.abort();
     stop_a.cancel();
     stop_b.cancel();
 }

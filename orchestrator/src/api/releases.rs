@@ -244,11 +244,16 @@ pub async fn create(
     Caller(who): Caller,
     State(o): State<Orchestrator>,
     Path(id): Path<String>,
+    original: Original,
     ApiJson(body): ApiJson<CreateRelease>,
-) -> ApiResult<(StatusCode, Json<ReleaseRequest>)> {
+) -> ApiResult<Response> {
     let actor = who.actor();
     let rec = source(&o, &who, &id).await?;
     releases::check_request(&body.files, &body.justification)?;
+    let bytes = serde_json::to_vec(&body).expect("requests serialize");
+    if let Some(answer) = via_holder(&o, &rec.workspace.site, &original, Some(bytes)).await {
+        return answer;
+    }
     let request = format!("rr-{}", uuid::Uuid::now_v7());
     let taken = intake(&o, &rec, &request, body.files, &actor, body.proof).await?;
     let r = releases::New {
@@ -270,7 +275,107 @@ pub async fn create(
     )
     .await?;
     o.inner().store.insert_release(&r).await?;
-    Ok((StatusCode::CREATED, Json(r)))
+    Ok((StatusCode::CREATED, Json(r)).into_response())
+}
+
+/// The original request, for passing it to the replica that holds the site's tunnel.
+pub struct Original {
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Original {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let uri = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| parts.uri.clone(), |u| u.0.clone());
+        Ok(Original {
+            method: parts.method.clone(),
+            uri,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+/// When another replica holds `site`'s tunnel (and this one holds none), that replica's answer
+/// to the same request: it authorizes, calls the site, stores and audits as if asked directly.
+async fn via_holder(
+    o: &Orchestrator,
+    site: &basho_core::Ident,
+    original: &Original,
+    body: Option<Vec<u8>>,
+) -> Option<ApiResult<Response>> {
+    let inner = o.inner();
+    if inner.tunnels.is_up(site) || original.headers.contains_key(crate::relay::RELAYED) {
+        return None;
+    }
+    let holder = match inner.store.tunnel_holder(site).await {
+        Ok(Some(h)) if h.replica != inner.peers.id() => h,
+        _ => return None,
+    };
+    let authorization = original.headers.get(header::AUTHORIZATION)?;
+    let path = original.uri.path_and_query().map_or("/", |p| p.as_str());
+    let method = reqwest::Method::from_bytes(original.method.as_str().as_bytes()).ok()?;
+    let answer = inner
+        .peers
+        .forward(&holder.url, method, path, authorization, body)
+        .await;
+    Some(match answer {
+        Ok(res) => Ok(passed_on(res)),
+        Err(e) => {
+            let why = match e {
+                crate::relay::RelayError::Unreachable(why) => why,
+                crate::relay::RelayError::Answered { body, .. } => body.error.message,
+            };
+            tracing::warn!(%site, peer = %holder.url, %why, "the replica holding the tunnel is unreachable");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "site_unreachable",
+                format!(
+                    "site {site}: the replica holding its tunnel cannot be reached ({why}); retry"
+                ),
+            ))
+        }
+    })
+}
+
+/// A peer's answer as this replica's, its body streamed through.
+fn passed_on(res: reqwest::Response) -> Response {
+    let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut headers = axum::http::HeaderMap::new();
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_DISPOSITION,
+        axum::http::HeaderName::from_static(SHA256_HEADER),
+    ] {
+        let value = res
+            .headers()
+            .get(name.as_str())
+            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+        if let Some(v) = value {
+            headers.insert(name, v);
+        }
+    }
+    let body = futures::stream::unfold(Some(res), |res| async move {
+        let mut res = res?;
+        match res.chunk().await {
+            Ok(Some(c)) => Some((Ok(c.to_vec()), Some(res))),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    });
+    let mut out = Response::new(Body::from_stream(body));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
 }
 
 /// The requester recorded: the researcher, or the owner the platform asks for.
@@ -416,14 +521,14 @@ pub async fn review(
 
 /// `POST /v1/release-requests/{id}/submit`: a draft as it is, or a returned request with its
 /// files taken again.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     /// Take these files again from `/results` (required after a return).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<String>>,
     /// A new justification.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
     /// The site's proof that the owner asks.
     #[serde(default)]
@@ -448,8 +553,9 @@ pub async fn submit(
     Caller(who): Caller,
     State(o): State<Orchestrator>,
     Path(id): Path<String>,
+    original: Original,
     ApiJson(body): ApiJson<SubmitBody>,
-) -> ApiResult<Json<ReleaseRequest>> {
+) -> ApiResult<Response> {
     let actor = who.actor();
     let before = readable(&o, &who, &id).await?;
     if !may_request(&who, &before.owner) {
@@ -458,10 +564,15 @@ pub async fn submit(
     if let Some(j) = &body.justification {
         releases::check_request(&["-".into()], j)?;
     }
+    let bytes = serde_json::to_vec(&body).expect("requests serialize");
     let taken = match body.files {
         Some(files) => {
             releases::check_request(&files, &before.justification)?;
             let rec = source(&o, &who, &before.workspace).await?;
+            if let Some(answer) = via_holder(&o, &rec.workspace.site, &original, Some(bytes)).await
+            {
+                return answer;
+            }
             Some(intake(&o, &rec, &id, files, &actor, body.proof).await?)
         }
         None => None,
@@ -472,7 +583,7 @@ pub async fn submit(
     };
     let r = change(&o, &id, &apply).await?;
     audited(&o, &actor, "release_submitted", &r, json!({})).await?;
-    Ok(Json(r))
+    Ok(Json(r).into_response())
 }
 
 /// Withdraws a request before a decision.
@@ -527,6 +638,7 @@ pub async fn download(
     Caller(who): Caller,
     State(o): State<Orchestrator>,
     Path((id, name)): Path<(String, String)>,
+    original: Original,
 ) -> ApiResult<Response> {
     let actor = who.actor();
     let r = readable(&o, &who, &id).await?;
@@ -558,6 +670,9 @@ pub async fn download(
             "not_approved",
             format!("{name} was rejected by a checker or refused by the site's checks"),
         ));
+    }
+    if let Some(answer) = via_holder(&o, &r.site, &original, None).await {
+        return answer;
     }
     let call = Call::Fetch {
         workspace: r.workspace.clone(),
