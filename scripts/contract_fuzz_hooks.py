@@ -22,13 +22,14 @@ import sys
 PUBLIC = ["healthz", "openapi", "metrics"]
 ROLES = {
     "platform": ["createWorkspace", "listWorkspaces", "getWorkspace", "deleteWorkspace",
-                 "listSites", "listTemplates", "revoke", "projectUsage", "getQuota", "setQuota"],
+                 "listSites", "listTemplates", "revoke", "projectUsage", "getQuota", "setQuota",
+                 "listReleaseRequests"],
     "admin": ["createWorkspace", "listWorkspaces", "getWorkspace", "deleteWorkspace",
               "listSites", "listTemplates", "revoke", "projectUsage", "getQuota", "setQuota",
               "listAudit",
-              "createToken", "listTokens", "revokeToken"],
-    "auditor": ["listAudit", "projectUsage", "getQuota"],
-    "researcher": ["listWorkspaces", "getWorkspace", "openSession"],
+              "createToken", "listTokens", "revokeToken", "listReleaseRequests"],
+    "auditor": ["listAudit", "projectUsage", "getQuota", "listReleaseRequests"],
+    "researcher": ["listWorkspaces", "getWorkspace", "openSession", "listReleaseRequests"],
     "agent": ["agentRegister", "agentDesired", "agentObservations", "agentUsage", "agentTunnel"],
 }
 DEMO_PROJECT = "P-0001"

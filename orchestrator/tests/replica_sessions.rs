@@ -434,6 +434,24 @@ async fn release_requests_and_downloads_through_either_replica_reach_the_site() 
         req.send().await.unwrap()
     };
     let ask = json!({"files": ["t.csv"], "justification": "counts"});
+    // b learns of the site (and that it serves the airlock) from a's announcement.
+    wait_until("b knows tohoku", async || {
+        let sites: Value = send(
+            reqwest::Method::GET,
+            format!("{b}/v1/sites"),
+            PLATFORM,
+            None,
+            false,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        sites
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s["name"] == "tohoku"))
+    })
+    .await;
 
     // Asked of b, which holds no tunnel: a takes it to the site.
     let res = send(

@@ -231,6 +231,7 @@ async fn audited(
     params(("id" = String, Path, description = "Workspace id (`ws-...`)", max_length = 64)),
     request_body = CreateRelease,
     responses(
+        (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
         (status = 201, description = "Taken and checked at the site", body = ReleaseRequest),
         (status = 403, description = "Not the owner, or the site refused the proof", body = basho_core::ErrorBody),
         (status = 404, description = "No such workspace (or another researcher's)", body = basho_core::ErrorBody),
@@ -388,11 +389,13 @@ fn requester(who: &Principal, owner: &str) -> String {
 
 /// Filters of `GET /v1/release-requests`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this workspace's.
     pub workspace: Option<String>,
     /// Only requests in this state.
-    pub state: Option<String>,
+    pub state: Option<ReleaseState>,
 }
 
 /// Lists release requests: a researcher sees their own workspaces', checkers, auditors and the
@@ -401,6 +404,8 @@ pub struct ListQuery {
     get, path = "/v1/release-requests", operation_id = "listReleaseRequests", tag = "airlock",
     params(ListQuery),
     responses(
+        (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
+        (status = 403, description = "A token of a role that may not do this", body = basho_core::ErrorBody),
         (status = 200, description = "Oldest first", body = [ReleaseRequest]),
         (status = 422, description = "Unknown state", body = basho_core::ErrorBody),
     ),
@@ -411,15 +416,7 @@ pub async fn list(
     State(o): State<Orchestrator>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<ReleaseRequest>>> {
-    let states = match q.state.as_deref() {
-        None => Vec::new(),
-        Some(s) => vec![ReleaseState::parse(s).ok_or_else(|| {
-            ApiError::invalid(format!(
-                "state {s:?} is not one of {}",
-                ReleaseState::ALL.map(ReleaseState::as_str).join(", ")
-            ))
-        })?],
-    };
+    let states: Vec<ReleaseState> = q.state.into_iter().collect();
     let owner = match &who {
         Principal::Researcher(sub) => Some(sub.clone()),
         Principal::Platform(_)
@@ -447,6 +444,8 @@ pub async fn list(
     get, path = "/v1/release-requests/{id}", operation_id = "getReleaseRequest", tag = "airlock",
     params(("id" = String, Path, description = "Release request id (`rr-...`)", max_length = 64)),
     responses(
+        (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
+        (status = 403, description = "A token of a role that may not do this", body = basho_core::ErrorBody),
         (status = 200, description = "The request", body = ReleaseRequest),
         (status = 404, description = "No such request (or one the caller may not see)", body = basho_core::ErrorBody),
     ),
@@ -480,6 +479,7 @@ async fn change(
     params(("id" = String, Path, description = "Release request id (`rr-...`)", max_length = 64)),
     request_body = ReviewBody,
     responses(
+        (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
         (status = 200, description = "Recorded; the request as it now stands", body = ReleaseRequest),
         (status = 403, description = "Not an output checker, or a party to the request", body = basho_core::ErrorBody),
         (status = 404, description = "No such request", body = basho_core::ErrorBody),
@@ -543,6 +543,8 @@ pub struct SubmitBody {
     params(("id" = String, Path, description = "Release request id (`rr-...`)", max_length = 64)),
     request_body = SubmitBody,
     responses(
+        (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
+        (status = 403, description = "A token of a role that may not do this", body = basho_core::ErrorBody),
         (status = 200, description = "Submitted", body = ReleaseRequest),
         (status = 404, description = "No such request", body = basho_core::ErrorBody),
         (status = 409, description = "Not a draft or returned request", body = basho_core::ErrorBody),
@@ -592,6 +594,8 @@ pub async fn submit(
     tag = "airlock",
     params(("id" = String, Path, description = "Release request id (`rr-...`)", max_length = 64)),
     responses(
+        (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
+        (status = 403, description = "A token of a role that may not do this", body = basho_core::ErrorBody),
         (status = 200, description = "Withdrawn", body = ReleaseRequest),
         (status = 404, description = "No such request", body = basho_core::ErrorBody),
         (status = 409, description = "Already decided", body = basho_core::ErrorBody),
@@ -627,6 +631,8 @@ pub async fn withdraw(
         ("name" = String, Path, description = "The file's name under /results"),
     ),
     responses(
+        (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
+        (status = 403, description = "A token of a role that may not do this", body = basho_core::ErrorBody),
         (status = 200, description = "The file's bytes; `x-basho-sha256` is the reviewed digest", content_type = "application/octet-stream"),
         (status = 404, description = "No such request or file", body = basho_core::ErrorBody),
         (status = 409, description = "Not approved, or the file was rejected or refused", body = basho_core::ErrorBody),
