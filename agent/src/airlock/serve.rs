@@ -100,7 +100,19 @@ impl Counter {
             spec,
             actor: actor.clone(),
         };
-        let proven = self.gate.check(&open, chrono::Utc::now().timestamp())?;
+        let proven = self
+            .gate
+            .check(&open, chrono::Utc::now().timestamp())
+            .map_err(|mut r| {
+                if r.code == "proof_required" {
+                    r.message = "this site takes files for release only with proof it checks \
+                                 itself: the workspace owner's identity token (basho reads \
+                                 BASHO_OIDC_ISSUER, or BASHO_ID_TOKEN_COMMAND), or a break-glass \
+                                 approval signed by a site approver"
+                        .into();
+                }
+                r
+            })?;
         let taken = {
             let (desk, workspace, files) = (desk.clone(), workspace.clone(), files.clone());
             tokio::task::spawn_blocking(move || desk.request(&workspace, &files))
