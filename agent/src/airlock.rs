@@ -9,6 +9,7 @@
 //! swaps a path for a link while the request is taken gets a refusal, never a file from
 //! elsewhere. A request that is refused leaves nothing in the store.
 
+use basho_core::digest::hex;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
@@ -248,10 +249,6 @@ impl Store {
             }
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `name` as plain components under `/results`, or why not.

@@ -469,11 +469,7 @@ async fn fetch(client: &Client, url: &str, f: &ReleaseFile, path: &Path) -> Resu
     progress(&f.name, got, f.size, started);
     eprintln!();
     file.sync_all().map_err(io)?;
-    let digest: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = basho_core::digest::hex(&hasher.finalize());
     if got != f.size || digest != f.sha256 {
         let _ = std::fs::remove_file(&part);
         return Err(Error::Session(format!(

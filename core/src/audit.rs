@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 
 pub mod checkpoint;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// The `prev_hash` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -89,10 +88,7 @@ pub fn entry_hash(prev_hash: &str, entry: &AuditEntry) -> String {
         prev_hash,
     };
     let bytes = serde_json::to_vec(&h).expect("a JSON value and strings serialize");
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digest::sha256_hex(&bytes)
 }
 
 /// Builds the next entry after `prev` (or the first, when `prev` is `None`), hash included.

@@ -4,6 +4,7 @@
 pub mod airlock;
 pub mod audit;
 pub mod crash;
+pub mod digest;
 pub mod duration;
 pub mod e2e;
 pub mod error;

@@ -6,6 +6,7 @@
 //! made by another process (the `token revoke` command) takes effect within that time, and one
 //! made through this process at once.
 
+use basho_core::digest::hex;
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -62,10 +63,6 @@ pub fn default_ttl(role: Role) -> Duration {
             Duration::from_secs(12 * 3600)
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Makes and stores a token; answers its record and the token itself (not kept anywhere).
@@ -208,7 +205,7 @@ fn digest(token: &str) -> Hash {
 
 /// SHA-256 of `token`, lowercase hex: how the store keeps tokens.
 pub fn token_hash(token: &str) -> String {
-    digest(token).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&digest(token))
 }
 
 fn ct_eq(a: &Hash, b: &Hash) -> bool {

@@ -52,7 +52,7 @@ pub fn idempotency_key(key: &str, req: &CreateWorkspace) -> IdempotencyKey {
     let hash = Sha256::digest(&canonical);
     IdempotencyKey {
         key: key.to_owned(),
-        request_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
+        request_hash: basho_core::digest::hex(&hash),
     }
 }
 

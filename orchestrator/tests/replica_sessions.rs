@@ -45,13 +45,7 @@ async fn replica(config: &basho_orchestrator::Config) -> (String, CancellationTo
 /// What the stand-in site's airlock holds: one table.
 const TABLE: &[u8] = b"age_band,count\n40-49,25\n";
 
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
+use basho_core::digest::sha256_hex;
 
 /// The stand-in desk's answers to an airlock `Call`.
 fn desk(session: u32, payload: &[u8]) -> Vec<Frame> {

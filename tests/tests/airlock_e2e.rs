@@ -11,7 +11,6 @@ use basho_tests::federation::Federation;
 use basho_tests::sessions::{self, text, token};
 use reqwest::Method;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
 /// `basho results ARGS --output json` with `token`.
 async fn results(fed: &Federation, token: &str, args: &[&str]) -> Output {
@@ -155,7 +154,7 @@ async fn flagged_returned_fixed_approved_twice_and_downloaded_as_reviewed() {
         (Some("submitted"), Some(2))
     );
     assert_eq!(checks(&r["files"][0]), Vec::<String>::new(), "{r}");
-    let digest = hex(&Sha256::digest(fixed.as_bytes()));
+    let digest = basho_core::digest::sha256_hex(fixed.as_bytes());
     assert_eq!(r["files"][0]["sha256"], digest);
 
     // Not downloadable before two approvals; one checker twice is one approval.
@@ -339,10 +338,6 @@ async fn flagged_returned_fixed_approved_twice_and_downloaded_as_reviewed() {
 fn site_audit_path(fed: &Federation) -> std::path::PathBuf {
     let c = fed.site_config("tohoku");
     c.paths.state_dir.join(basho_agent::site_audit::FILE)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,6 @@ use basho_orchestrator::store::Role;
 use basho_tests::exec;
 use basho_tests::federation::Federation;
 use basho_tests::sessions::{self, audit, text, token};
-use sha2::{Digest as _, Sha256};
 use tokio::process::Command;
 
 /// The `basho` client, its output captured.
@@ -137,10 +136,7 @@ async fn a_shell_is_recorded_at_the_site() {
     assert_eq!(ended["detail"]["recording"], path.to_str().unwrap());
     assert_eq!(ended["detail"]["exit_code"], 4);
     // ... and the SHA-256 of the file as written, so a later change to it shows.
-    let digest: String = Sha256::digest(cast.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = basho_core::digest::sha256_hex(cast.as_bytes());
     assert_eq!(ended["detail"]["recording_sha256"], digest.as_str());
     let started = entries
         .iter()

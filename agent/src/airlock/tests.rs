@@ -70,7 +70,7 @@ fn files_are_copied_read_only_by_digest_and_checked() {
     assert_eq!(taken[1].name, "tables/summary.txt");
     let bytes = std::fs::read(f.results.join("counts.csv")).unwrap();
     assert_eq!(csv.size, bytes.len() as u64);
-    assert_eq!(csv.sha256, hex(&Sha256::digest(&bytes)));
+    assert_eq!(csv.sha256, basho_core::digest::sha256_hex(&bytes));
     let copy = f.store.path(&csv.sha256).unwrap();
     assert_eq!(std::fs::read(&copy).unwrap(), bytes);
     assert_eq!(

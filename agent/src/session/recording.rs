@@ -7,6 +7,7 @@
 //! A recording written whole ends with the SHA-256 of its bytes, which the `Exit` frame carries
 //! into the audit log: an auditor can tell later whether the file at the site was changed.
 
+use basho_core::digest::hex;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -438,10 +439,6 @@ async fn write(
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use basho_core::tunnel::SessionSpec;
@@ -593,7 +590,7 @@ mod tests {
         // The digest is of the file's bytes, header to last line.
         assert_eq!(
             done.sha256.as_deref(),
-            Some(hex(&Sha256::digest(text.as_bytes())).as_str())
+            Some(basho_core::digest::sha256_hex(text.as_bytes()).as_str())
         );
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");

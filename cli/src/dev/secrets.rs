@@ -12,7 +12,7 @@ use rand::RngCore;
 pub fn generate_token() -> String {
     let mut b = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    basho_core::digest::hex(&b)
 }
 
 /// Reads the token saved at `path`, or generates and saves one.

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use basho_core::digest::hex;
 use basho_core::release::{
     Answer, Call, CreateRelease, Intake, ReleaseRequest, ReleaseState, ReviewBody,
 };
@@ -861,8 +862,4 @@ impl Relay {
 
 fn broken(m: &str) -> std::io::Error {
     std::io::Error::other(m.to_owned())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -214,7 +214,7 @@ pub fn outcome(s: &Status) -> Outcome {
 fn random_token() -> String {
     let mut b = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    basho_core::digest::hex(&b)
 }
 
 /// Maps an error of a `pods/exec` call.
