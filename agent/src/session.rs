@@ -302,17 +302,10 @@ impl Tunnel {
             };
             if frame.kind == Kind::Call {
                 let id = frame.session;
-                let call = match frame.parse::<basho_core::release::Call>() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        refuse(&tx, id, "invalid", &e.to_string()).await;
-                        continue;
-                    }
-                };
-                if sessions.contains_key(&id) {
-                    refuse(&tx, id, "invalid", "session id already in use").await;
+                let Some(call) = first::<basho_core::release::Call>(&frame, &sessions, &tx).await
+                else {
                     continue;
-                }
+                };
                 let (in_tx, in_rx) = mpsc::unbounded_channel();
                 sessions.insert(id, in_tx);
                 let (counter, tx, done, cancel) = (
@@ -337,17 +330,9 @@ impl Tunnel {
                 continue;
             }
             let id = frame.session;
-            let open: Open = match frame.parse() {
-                Ok(o) => o,
-                Err(e) => {
-                    refuse(&tx, id, "invalid", &e.to_string()).await;
-                    continue;
-                }
-            };
-            if sessions.contains_key(&id) {
-                refuse(&tx, id, "invalid", "session id already in use").await;
+            let Some(open) = first::<Open>(&frame, &sessions, &tx).await else {
                 continue;
-            }
+            };
             let checked = seal::unseal(open.clone(), &self.key, self.limits.encryption).and_then(
                 |(inner, accepted)| {
                     let proven = self.gate.check(&inner, chrono::Utc::now().timestamp())?;
@@ -455,6 +440,24 @@ impl Tunnel {
         }
         debug!("tunnel connection finished");
     }
+}
+
+/// The message of a frame that starts something on a new session id (a session's `Open`, an
+/// airlock `Call`); refused, and `None`, when it does not parse or the id is taken.
+async fn first<T: serde::de::DeserializeOwned>(
+    frame: &Frame,
+    sessions: &HashMap<u32, mpsc::UnboundedSender<Frame>>,
+    tx: &mpsc::Sender<Frame>,
+) -> Option<T> {
+    let id = frame.session;
+    match frame.parse() {
+        Err(e) => refuse(tx, id, "invalid", &e.to_string()).await,
+        Ok(_) if sessions.contains_key(&id) => {
+            refuse(tx, id, "invalid", "session id already in use").await;
+        }
+        Ok(m) => return Some(m),
+    }
+    None
 }
 
 async fn refuse(tx: &mpsc::Sender<Frame>, id: u32, code: &str, message: &str) {

@@ -72,17 +72,17 @@ pub fn check_request(files: &[String], justification: &str) -> Result<(), Refuse
             format!("files names {f:?} twice; name each file once"),
         ));
     }
-    check_text("justification", justification, true)
+    check_justification(justification)
 }
 
-fn check_text(what: &str, text: &str, required: bool) -> Result<(), Refused> {
-    if required && text.trim().is_empty() {
+/// Checks a justification or comment: at most [`MAX_TEXT`] characters and, when `empty` names
+/// the code to refuse it with, not blank.
+fn check_text(what: &str, text: &str, empty: Option<&'static str>) -> Result<(), Refused> {
+    if let Some(code) = empty
+        && text.trim().is_empty()
+    {
         return Err(refused(
-            if what == "comment" {
-                "comment_required"
-            } else {
-                "invalid_request"
-            },
+            code,
             format!("{what} is empty; say why, for the record"),
         ));
     }
@@ -93,6 +93,11 @@ fn check_text(what: &str, text: &str, required: bool) -> Result<(), Refused> {
         ));
     }
     Ok(())
+}
+
+/// Checks a new justification.
+pub fn check_justification(text: &str) -> Result<(), Refused> {
+    check_text("justification", text, Some("invalid_request"))
 }
 
 /// A new request from what the site took.
@@ -195,7 +200,7 @@ pub fn review(
             "a checker never reviews a request they made or one from their own workspace",
         ));
     }
-    let needs_comment = verdict != Verdict::Approve;
+    let needs_comment = (verdict != Verdict::Approve).then_some("comment_required");
     check_text("comment", comment, needs_comment)?;
     if let Some(name) = file {
         let Some(f) = r.files.iter().find(|f| f.name == name) else {

@@ -3,19 +3,21 @@
 //! ([`crate::releases`]). Every step is in the audit chain with the files' digests.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use basho_core::digest::hex;
 use basho_core::release::{
     Answer, Call, CreateRelease, Intake, ReleaseRequest, ReleaseState, ReviewBody,
 };
-use basho_core::tunnel::{Exit, Kind};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
+
+mod download;
+mod holder;
+
+pub use download::{__path_download, download};
+use holder::{Original, via_holder};
 
 use super::extract::{ApiJson, ApiQuery};
 use super::sessions::Caller;
@@ -280,106 +282,6 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(r)).into_response())
 }
 
-/// The original request, for passing it to the replica that holds the site's tunnel.
-pub struct Original {
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-}
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Original {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let uri = parts
-            .extensions
-            .get::<axum::extract::OriginalUri>()
-            .map_or_else(|| parts.uri.clone(), |u| u.0.clone());
-        Ok(Original {
-            method: parts.method.clone(),
-            uri,
-            headers: parts.headers.clone(),
-        })
-    }
-}
-
-/// When another replica holds `site`'s tunnel (and this one holds none), that replica's answer
-/// to the same request: it authorizes, calls the site, stores and audits as if asked directly.
-async fn via_holder(
-    o: &Orchestrator,
-    site: &basho_core::Ident,
-    original: &Original,
-    body: Option<Vec<u8>>,
-) -> Option<ApiResult<Response>> {
-    let inner = o.inner();
-    if inner.tunnels.is_up(site) || original.headers.contains_key(crate::relay::RELAYED) {
-        return None;
-    }
-    let holder = match inner.store.tunnel_holder(site).await {
-        Ok(Some(h)) if h.replica != inner.peers.id() => h,
-        _ => return None,
-    };
-    let authorization = original.headers.get(header::AUTHORIZATION)?;
-    let path = original.uri.path_and_query().map_or("/", |p| p.as_str());
-    let method = reqwest::Method::from_bytes(original.method.as_str().as_bytes()).ok()?;
-    let answer = inner
-        .peers
-        .forward(&holder.url, method, path, authorization, body)
-        .await;
-    Some(match answer {
-        Ok(res) => Ok(passed_on(res)),
-        Err(e) => {
-            let why = match e {
-                crate::relay::RelayError::Unreachable(why) => why,
-                crate::relay::RelayError::Answered { body, .. } => body.error.message,
-            };
-            tracing::warn!(%site, peer = %holder.url, %why, "the replica holding the tunnel is unreachable");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "site_unreachable",
-                format!(
-                    "site {site}: the replica holding its tunnel cannot be reached ({why}); retry"
-                ),
-            ))
-        }
-    })
-}
-
-/// A peer's answer as this replica's, its body streamed through.
-fn passed_on(res: reqwest::Response) -> Response {
-    let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut headers = axum::http::HeaderMap::new();
-    for name in [
-        header::CONTENT_TYPE,
-        header::CONTENT_LENGTH,
-        header::CONTENT_DISPOSITION,
-        axum::http::HeaderName::from_static(SHA256_HEADER),
-    ] {
-        let value = res
-            .headers()
-            .get(name.as_str())
-            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-        if let Some(v) = value {
-            headers.insert(name, v);
-        }
-    }
-    let body = futures::stream::unfold(Some(res), |res| async move {
-        let mut res = res?;
-        match res.chunk().await {
-            Ok(Some(c)) => Some((Ok(c.to_vec()), Some(res))),
-            Ok(None) => None,
-            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
-        }
-    });
-    let mut out = Response::new(Body::from_stream(body));
-    *out.status_mut() = status;
-    *out.headers_mut() = headers;
-    out
-}
-
 /// The requester recorded: the researcher, or the owner the platform asks for.
 fn requester(who: &Principal, owner: &str) -> String {
     match who {
@@ -565,18 +467,19 @@ pub async fn submit(
         return Err(missing_request(&id));
     }
     if let Some(j) = &body.justification {
-        releases::check_request(&["-".into()], j)?;
+        releases::check_justification(j)?;
     }
-    let bytes = serde_json::to_vec(&body).expect("requests serialize");
-    let taken = match body.files {
+    let taken = match &body.files {
         Some(files) => {
-            releases::check_request(&files, &before.justification)?;
+            releases::check_request(files, &before.justification)?;
             let rec = source(&o, &who, &before.workspace).await?;
+            let bytes = serde_json::to_vec(&body).expect("requests serialize");
             if let Some(answer) = via_holder(&o, &rec.workspace.site, &original, Some(bytes)).await
             {
                 return answer;
             }
-            Some(intake(&o, &rec, &id, files, &actor, body.proof).await?)
+            let (files, proof) = (files.clone(), body.proof.clone());
+            Some(intake(&o, &rec, &id, files, &actor, proof).await?)
         }
         None => None,
     };
@@ -619,247 +522,4 @@ pub async fn withdraw(
     .await?;
     audited(&o, &who.actor(), "release_withdrawn", &r, json!({})).await?;
     Ok(Json(r))
-}
-
-/// Downloads an approved file from the site's airlock store, streamed through the site's tunnel
-/// and checked against the reviewed digest on the way: a mismatch ends the download with an
-/// error, never a file.
-#[utoipa::path(
-    get, path = "/v1/release-requests/{id}/files/{name}", operation_id = "downloadReleasedFile",
-    tag = "airlock",
-    params(
-        ("id" = String, Path, description = "Release request id (`rr-...`)", max_length = 64),
-        ("name" = String, Path, description = "The file's name under /results"),
-    ),
-    responses(
-        (status = 401, description = "No or unknown token", body = basho_core::ErrorBody),
-        (status = 403, description = "A token of a role that may not do this", body = basho_core::ErrorBody),
-        (status = 200, description = "The file's bytes; `x-basho-sha256` is the reviewed digest", content_type = "application/octet-stream"),
-        (status = 404, description = "No such request or file", body = basho_core::ErrorBody),
-        (status = 409, description = "Not approved, or the file was rejected or refused", body = basho_core::ErrorBody),
-        (status = 503, description = "The site cannot be reached", body = basho_core::ErrorBody),
-    ),
-    security(("bearer" = [])),
-)]
-pub async fn download(
-    Caller(who): Caller,
-    State(o): State<Orchestrator>,
-    Path((id, name)): Path<(String, String)>,
-    original: Original,
-) -> ApiResult<Response> {
-    let actor = who.actor();
-    let r = readable(&o, &who, &id).await?;
-    if !may_request(&who, &r.owner) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only the workspace's owner and the platform download released files",
-        ));
-    }
-    let Some(file) = r.files.iter().find(|f| f.name == name).cloned() else {
-        return Err(ApiError::not_found(format!(
-            "release request {id} has no file {name:?}"
-        )));
-    };
-    if !matches!(r.state, ReleaseState::Approved | ReleaseState::Released) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_approved",
-            format!(
-                "release request {id} is {}; only approved files leave",
-                r.state
-            ),
-        ));
-    }
-    if !file.releasable() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_approved",
-            format!("{name} was rejected by a checker or refused by the site's checks"),
-        ));
-    }
-    if let Some(answer) = via_holder(&o, &r.site, &original, None).await {
-        return answer;
-    }
-    let call = Call::Fetch {
-        workspace: r.workspace.clone(),
-        request: id.clone(),
-        sha256: file.sha256.clone(),
-        actor: actor.clone(),
-    };
-    let (link, answer) =
-        releases::call(&o.inner().tunnels, &r.site, &call, releases::FETCH_TIMEOUT)
-            .await
-            .map_err(|e| desk_error(&r.site, e))?;
-    let size = match answer {
-        Answer::Fetch { size } if size == file.size => size,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "digest_mismatch",
-                format!(
-                    "site {} holds a different {name} than the one reviewed",
-                    r.site
-                ),
-            ));
-        }
-    };
-    audited(
-        &o,
-        &actor,
-        "release_download_started",
-        &r,
-        json!({"file": name, "sha256": file.sha256}),
-    )
-    .await?;
-    let stream = Relay {
-        link,
-        o: o.clone(),
-        actor,
-        request: id,
-        name: name.clone(),
-        expected: file.sha256.clone(),
-        hasher: Sha256::new(),
-        sent: 0,
-        size,
-        done: false,
-    }
-    .into_stream();
-    let mut res = Response::new(Body::from_stream(stream));
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    if let Ok(v) = HeaderValue::from_str(&file.sha256) {
-        h.insert(SHA256_HEADER, v);
-    }
-    let base = name.rsplit('/').next().unwrap_or(&name).replace('"', "");
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{base}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(res.into_response())
-}
-
-/// A file on its way from the site: bytes are passed on as they come, credit is returned for
-/// each chunk, and the digest is checked at the end.
-struct Relay {
-    link: crate::tunnel::SessionLink,
-    o: Orchestrator,
-    actor: String,
-    request: String,
-    name: String,
-    expected: String,
-    hasher: Sha256,
-    sent: u64,
-    size: u64,
-    done: bool,
-}
-
-impl Relay {
-    fn into_stream(self) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send {
-        futures::stream::unfold(self, |mut s| async move {
-            if s.done {
-                return None;
-            }
-            let item = s.next().await;
-            if !matches!(item, Ok(Some(_))) {
-                s.done = true;
-            }
-            match item {
-                Ok(Some(bytes)) => Some((Ok(bytes), s)),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), s)),
-            }
-        })
-    }
-
-    async fn next(&mut self) -> Result<Option<Vec<u8>>, std::io::Error> {
-        if self.sent == self.size && self.size > 0 {
-            return Ok(None);
-        }
-        loop {
-            match self.link.rx.recv().await {
-                Some(f) if f.kind == Kind::Stdout => {
-                    if f.payload.is_empty() {
-                        continue;
-                    }
-                    self.sent += f.payload.len() as u64;
-                    if self.sent > self.size {
-                        return Err(broken("the site sent more bytes than the file holds"));
-                    }
-                    self.hasher.update(&f.payload);
-                    let credit = (f.payload.len() as u32).to_be_bytes().to_vec();
-                    let _ = self.link.send(Kind::Credit, credit).await;
-                    if self.sent == self.size {
-                        // The last bytes go out only once the whole file matched its digest,
-                        // so a file that does not match never arrives whole.
-                        self.finish().await?;
-                    }
-                    return Ok(Some(f.payload));
-                }
-                Some(f) if f.kind == Kind::Exit && self.size == 0 => {
-                    self.link.ended();
-                    self.finish().await?;
-                    return Ok(None);
-                }
-                Some(f) if f.kind == Kind::Exit => {
-                    self.link.ended();
-                    let exit: Exit = f.parse().unwrap_or_default();
-                    return Err(broken(&format!(
-                        "the site stopped after {} of {} bytes: {}",
-                        self.sent,
-                        self.size,
-                        exit.reason.unwrap_or_default()
-                    )));
-                }
-                Some(f) if f.kind == Kind::Refused => {
-                    return Err(broken(&format!(
-                        "the site refused: {}",
-                        String::from_utf8_lossy(&f.payload)
-                    )));
-                }
-                Some(_) => continue,
-                None => return Err(broken("the site's tunnel closed mid-file")),
-            }
-        }
-    }
-
-    /// Checks the whole file's digest, then records the download.
-    async fn finish(&mut self) -> Result<(), std::io::Error> {
-        let got = hex(&std::mem::take(&mut self.hasher).finalize());
-        if got != self.expected {
-            self.o
-                .audit(
-                    &self.actor,
-                    "release_digest_mismatch",
-                    &self.request,
-                    json!({"file": self.name, "expected": self.expected, "got": got}),
-                )
-                .await;
-            return Err(broken(&format!(
-                "{} does not match the reviewed digest (got {got}); nothing was released",
-                self.name
-            )));
-        }
-        let now = Utc::now();
-        let changed = self
-            .o
-            .inner()
-            .store
-            .change_release(&self.request, &|r: &mut ReleaseRequest| {
-                releases::downloaded(r, now)
-            })
-            .await;
-        if let Ok(Some(Ok(r))) = changed {
-            let detail = json!({"file": self.name, "sha256": got, "bytes": self.sent});
-            let _ = audited(&self.o, &self.actor, "release_downloaded", &r, detail).await;
-        }
-        Ok(())
-    }
-}
-
-fn broken(m: &str) -> std::io::Error {
-    std::io::Error::other(m.to_owned())
 }

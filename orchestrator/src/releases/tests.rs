@@ -1,6 +1,5 @@
 use basho_core::airlock::{Check, Checked, FileType, Finding};
 use basho_core::release::{Compared, Taken};
-use basho_core::{Ident, Resources, State, Workspace};
 
 use super::*;
 
@@ -27,32 +26,10 @@ fn taken(name: &str, refused: bool) -> Taken {
     }
 }
 
-fn workspace() -> Workspace {
-    let now = Utc::now();
-    Workspace {
-        id: "ws-1".into(),
-        project: Ident::parse("P-0001").unwrap(),
-        owner: "alice".into(),
-        template: Ident::parse("shell").unwrap(),
-        site: Ident::parse("tohoku").unwrap(),
-        state: State::Running,
-        message: None,
-        datasets: vec![],
-        resources: Resources {
-            cpus: 1,
-            memory_mib: 256,
-            gpus: 0,
-        },
-        created_at: now,
-        expires_at: now,
-        updated_at: now,
-    }
-}
-
 fn request(files: Vec<Taken>, draft: bool) -> ReleaseRequest {
     New {
         id: "rr-1".into(),
-        workspace: &workspace(),
+        workspace: &basho_test_util::workspace("ws-1"),
         requester: "alice".into(),
         justification: "counts for the paper".into(),
         draft,
