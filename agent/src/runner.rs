@@ -161,7 +161,7 @@ pub async fn run(
         store,
     );
     let counter = Arc::new(crate::airlock::serve::Counter {
-        desk: Some(Arc::new(desk)),
+        desk: Arc::new(desk),
         gate: gate.clone(),
         audit: site_audit.clone(),
     });

@@ -271,14 +271,7 @@ fn file_state(r: &ReleaseRequest, f: &ReleaseFile) -> String {
     if f.rejected {
         return "rejected".into();
     }
-    let n = r
-        .reviews
-        .iter()
-        .filter(|v| v.round == r.round && v.verdict == Verdict::Approve)
-        .filter(|v| v.file.as_deref().is_none_or(|n| n == f.name))
-        .map(|v| v.checker.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
+    let n = r.approvers(&f.name).len();
     match (r.state, f.checked.passed()) {
         (ReleaseState::Approved | ReleaseState::Released, _) => "approved".into(),
         (_, true) => format!("checks passed, {n} approval(s)"),

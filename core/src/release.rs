@@ -281,6 +281,19 @@ pub struct ReleaseRequest {
     pub updated_at: DateTime<Utc>,
 }
 
+impl ReleaseRequest {
+    /// The checkers who approved `file` in the request's current round (directly, or by
+    /// approving the whole request).
+    pub fn approvers(&self, file: &str) -> std::collections::BTreeSet<&str> {
+        self.reviews
+            .iter()
+            .filter(|v| v.round == self.round && v.verdict == Verdict::Approve)
+            .filter(|v| v.file.as_deref().is_none_or(|f| f == file))
+            .map(|v| v.checker.as_str())
+            .collect()
+    }
+}
+
 /// `POST /v1/workspaces/{id}/release-requests`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -165,17 +165,6 @@ pub fn is_party(r: &ReleaseRequest, who: &str) -> bool {
     r.requester == who || r.owner == who
 }
 
-/// The checkers who approved `file` in the request's current round (directly, or by approving
-/// the whole request).
-pub fn approvers<'a>(r: &'a ReleaseRequest, file: &str) -> BTreeSet<&'a str> {
-    r.reviews
-        .iter()
-        .filter(|v| v.round == r.round && v.verdict == Verdict::Approve)
-        .filter(|v| v.file.as_deref().is_none_or(|f| f == file))
-        .map(|v| v.checker.as_str())
-        .collect()
-}
-
 /// Applies `checker`'s review to `r` at `now`.
 pub fn review(
     r: &mut ReleaseRequest,
@@ -263,7 +252,7 @@ pub fn review(
         if !releasable.is_empty()
             && releasable
                 .iter()
-                .all(|f| approvers(r, &f.name).len() >= APPROVALS)
+                .all(|f| r.approvers(&f.name).len() >= APPROVALS)
         {
             r.state = ReleaseState::Approved;
         }

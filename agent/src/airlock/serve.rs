@@ -18,8 +18,8 @@ use crate::site_audit::SiteAudit;
 
 /// What a call needs at the site.
 pub struct Counter {
-    /// The desk, when the site serves the airlock.
-    pub desk: Option<Arc<Desk>>,
+    /// The site's desk.
+    pub desk: Arc<Desk>,
     /// Checks the proof of an intake, as a session's.
     pub gate: Arc<Gate>,
     /// The site's own audit log.
@@ -45,33 +45,28 @@ impl Counter {
         cancel: CancellationToken,
     ) {
         let workspace = call.workspace().to_owned();
-        let result = match &self.desk {
-            None => Err(refusal(
-                "airlock_unavailable",
-                "this site does not serve the results airlock",
-            )),
-            Some(desk) => match call {
-                Call::Intake {
-                    workspace,
-                    request,
-                    files,
-                    actor,
-                    proof,
-                } => {
-                    self.intake(desk, id, &tx, workspace, request, files, actor, proof)
-                        .await
-                }
-                Call::Fetch {
-                    workspace,
-                    request,
-                    sha256,
-                    actor,
-                } => {
-                    let detail = json!({"request": request, "sha256": sha256, "actor": actor});
-                    self.fetch(desk, id, &tx, rx, cancel, &workspace, &sha256, detail)
-                        .await
-                }
-            },
+        let desk = &self.desk;
+        let result = match call {
+            Call::Intake {
+                workspace,
+                request,
+                files,
+                actor,
+                proof,
+            } => {
+                self.intake(desk, id, &tx, workspace, request, files, actor, proof)
+                    .await
+            }
+            Call::Fetch {
+                workspace,
+                request,
+                sha256,
+                actor,
+            } => {
+                let detail = json!({"request": request, "sha256": sha256, "actor": actor});
+                self.fetch(desk, id, &tx, rx, cancel, &workspace, &sha256, detail)
+                    .await
+            }
         };
         if let Err(r) = result {
             warn!(session = id, %workspace, code = %r.code, why = %r.message, "airlock call refused");

@@ -52,21 +52,24 @@ async fn overbooked(
         .map(|row| parse::<Capacity>(&row, "capacity"))
         .transpose()?
         .unwrap_or_default();
-    let live = State::ALL
-        .iter()
-        .filter(|s| !s.is_terminal())
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sum = |member| Db::sum_json_int("resources", member);
-    let sql = format!(
-        "SELECT COUNT(*) AS n, {} AS cpus, {} AS mem, {} AS gpus FROM workspaces \
-         WHERE site = $1 AND state IN ({live})",
-        sum("cpus"),
-        sum("memory_mib"),
-        sum("gpus")
-    );
-    let row = sqlx::query(Db::sql(sql))
+    // Built once: every create at every site runs it.
+    static HELD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let live = State::ALL
+            .iter()
+            .filter(|s| !s.is_terminal())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sum = |member| Db::sum_json_int("resources", member);
+        format!(
+            "SELECT COUNT(*) AS n, {} AS cpus, {} AS mem, {} AS gpus FROM workspaces \
+             WHERE site = $1 AND state IN ({live})",
+            sum("cpus"),
+            sum("memory_mib"),
+            sum("gpus")
+        )
+    });
+    let row = sqlx::query(Db::sql(HELD.as_str()))
         .bind(w.site.as_str())
         .fetch_one(&mut **tx)
         .await?;
