@@ -30,6 +30,23 @@ pub const RELAYED: &str = "x-basho-relayed";
 /// How long dialling a peer may take, connect and handshake together.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a client has to answer our Close with its own.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Reads what a client still sends, and drops it, until its Close answers ours (or
+/// [`CLOSE_GRACE`] passes). A socket dropped with bytes unread is reset, and a client whose
+/// credit meets the reset fails before it reads the `Exit` already sent to it.
+pub(crate) async fn until_closed(rx: &mut futures::stream::SplitStream<WebSocket>) {
+    let answered = async {
+        while let Some(Ok(m)) = rx.next().await {
+            if matches!(m, ws::Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, answered).await;
+}
+
 /// A byte stream: TCP, or TLS over TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -279,10 +296,14 @@ pub async fn pipe(client: WebSocket, peer: PeerSocket, closing: CancellationToke
         }
         let _ = client_tx.close().await;
     };
-    // Whichever side ends first ends the other.
-    tokio::select! {
-        () = up => {}
-        () = down => {}
-        () = closing.cancelled() => {}
+    // Whichever side ends first ends the other; a holder that ended first has its client's
+    // Close awaited, so what the client sent meanwhile cannot reset it.
+    let holder_ended = tokio::select! {
+        () = up => false,
+        () = down => true,
+        () = closing.cancelled() => false,
+    };
+    if holder_ended {
+        until_closed(&mut client_rx).await;
     }
 }

@@ -2,7 +2,8 @@
 //! An agent whose `Ready` does not list `signal` (one that predates the frame, and would close
 //! its whole tunnel on it) never receives a `Signal`: the orchestrator answers the client with a
 //! `Refused` frame and the session goes on. An agent that lists it receives the signal, and the
-//! session's audit entry names it.
+//! session's audit entry names it. A client whose credit crosses its session's end still reads
+//! its `Exit`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -271,6 +272,31 @@ async fn signals_reach_only_agents_that_take_them() {
         })
         .await;
     assert_eq!(signals, [json!([]), json!(["USR1"])]);
+
+    // A client still returning credit as its session ends: the orchestrator reads it until the
+    // client answers its Close, so the client's writes are not met by a reset and its `Exit`
+    // is still there to read.
+    let (mut late, _) = open().await;
+    late.send(Message::Binary(
+        Frame::new(0, Kind::Close, Vec::new()).encode().into(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..20 {
+        late.send(Message::Binary(Frame::credit(0, 4096).encode().into()))
+            .await
+            .unwrap_or_else(|e| panic!("credit {i} after the session ended: {e}"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    next(&mut late, Kind::Exit).await;
+    // Reading on answers the orchestrator's Close, which ends the socket.
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = late.next().await {}
+    });
+    ended
+        .await
+        .expect("the socket ends once its Close is answered");
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }

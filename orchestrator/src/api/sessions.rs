@@ -504,4 +504,5 @@ async fn relay(o: Orchestrator, mut link: SessionLink, socket: WebSocket, meta: 
         }),
     )
     .await;
+    relay::until_closed(&mut stream).await;
 }
