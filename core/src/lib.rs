@@ -19,6 +19,7 @@ pub mod release;
 pub mod revocation;
 pub mod role;
 pub mod template;
+pub mod tes;
 pub mod tunnel;
 pub mod usage;
 pub mod visa;

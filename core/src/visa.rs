@@ -259,7 +259,7 @@ fn signed_with(
 }
 
 /// The JSON object in segment `index` of a compact JWS (0: header, 1: payload), unverified.
-fn segment(jwt: &str, index: usize, name: &str) -> Result<serde_json::Value, VisaError> {
+pub(crate) fn segment(jwt: &str, index: usize, name: &str) -> Result<serde_json::Value, VisaError> {
     let part = jwt
         .split('.')
         .nth(index)
