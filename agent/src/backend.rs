@@ -57,6 +57,8 @@ pub struct LaunchSpec {
     pub image: String,
     /// Command to run.
     pub command: Vec<String>,
+    /// Its working directory; `/work` when none.
+    pub workdir: Option<String>,
     /// Approved datasets only.
     pub datasets: Vec<DatasetMount>,
     /// Host directory bound read-write at `/work` (per workspace, or per project where the site
@@ -66,7 +68,7 @@ pub struct LaunchSpec {
     pub results_dir: PathBuf,
     /// Host file bound read-only at `/etc/basho/workspace.json`.
     pub workspace_json: PathBuf,
-    /// `BASHO_WORKSPACE`, `BASHO_PROJECT`, `BASHO_DATASETS`.
+    /// `BASHO_WORKSPACE`, `BASHO_PROJECT`, `BASHO_DATASETS`, then a batch workspace's own.
     pub env: Vec<(String, String)>,
     /// CPU, memory, GPU limits.
     pub resources: Resources,

@@ -73,6 +73,7 @@ impl AssignmentExt for Assignment {
             },
             expires_at: t0() + Duration::hours(1),
             visas: Vec::new(),
+            launch: None,
         }
     }
 

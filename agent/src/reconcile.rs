@@ -32,7 +32,7 @@ pub enum StopReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Verify, prepare and start this workspace.
-    Launch(Assignment),
+    Launch(Box<Assignment>),
     /// Stop and remove this workspace. Reports that follow for it are sent only if it succeeds.
     Stop {
         /// Workspace id.
@@ -144,8 +144,10 @@ pub fn plan(
             continue;
         }
         match present {
-            None => actions.push(Action::Launch(a.clone())),
-            Some(o) if o.state == RunState::Created => actions.push(Action::Launch(a.clone())),
+            None => actions.push(Action::Launch(Box::new(a.clone()))),
+            Some(o) if o.state == RunState::Created => {
+                actions.push(Action::Launch(Box::new(a.clone())))
+            }
             Some(o) => actions.push(Action::Report(observation_of(o, now))),
         }
     }

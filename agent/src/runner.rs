@@ -387,7 +387,7 @@ impl Reconciler {
             None => plan_before_sync(&screened.actual, now),
         });
         actions.retain(|a| match a {
-            Action::Launch(a) => self.refused.get(&a.id) != Some(a),
+            Action::Launch(a) => self.refused.get(&a.id) != Some(&**a),
             _ => true,
         });
         // What the backend showed of a workspace with a task under way is already stale.

@@ -114,6 +114,7 @@ impl Site {
             },
             expires_at: Utc::now() + lifetime,
             visas: vec![self.issuer.mint("alice", "JGAD000101")],
+            launch: None,
         }
     }
 

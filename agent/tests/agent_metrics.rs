@@ -95,6 +95,7 @@ fn assignment(issuer: &Issuer) -> Assignment {
         },
         expires_at: Utc::now() + chrono::Duration::hours(1),
         visas: vec![issuer.mint("alice", "JGAD000101")],
+        launch: None,
     }
 }
 

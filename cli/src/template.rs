@@ -243,6 +243,7 @@ pub fn launch_spec(
         resources: ws.resources,
         expires_at: ws.expires_at,
         visas: Vec::new(),
+        launch: None,
     };
     let approved = Approved {
         workspace: basho_core::WorkspaceId::parse(&ws.id).map_err(|e| e.to_string())?,

@@ -90,6 +90,22 @@ pub struct Assignment {
     pub expires_at: DateTime<Utc>,
     /// The original visa JWTs, so the site can verify the grants for itself.
     pub visas: Vec<String>,
+    /// How a batch workspace's command runs beyond its image and argv (a TES task's executor);
+    /// none for an interactive one. The site checks it as it checks the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Launch>,
+}
+
+/// A batch workspace's working directory and environment.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Launch {
+    /// The command's working directory (absolute); `/work` when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Variables beside the site's `BASHO_*` ones, which they may not name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// `GET /v1/agent/desired?after=REV&wait_s=N`: the full desired set for the site.

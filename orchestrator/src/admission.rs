@@ -247,6 +247,7 @@ pub(crate) fn admit<'a>(
         image: template.image.clone(),
         command: template.command.clone(),
         revision: 0,
+        launch: None,
     };
     Ok((record, reservation))
 }

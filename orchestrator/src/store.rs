@@ -17,6 +17,7 @@ pub mod sql;
 pub mod sqlite;
 #[cfg(test)]
 mod suite;
+pub mod tasks;
 pub mod tokens;
 pub mod tunnels;
 pub mod usage;
@@ -27,6 +28,7 @@ pub use releases::{ReleaseFilter, ReleaseStore};
 pub use revocations::{NewRevocation, RevocationStore};
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
+pub use tasks::{Cancel, NewTask, TaskFilter, TaskRow, TaskStore};
 pub use tokens::{Role, TokenRecord, TokenStore};
 pub use tunnels::{TunnelHolder, TunnelStore};
 pub use usage::{Quota, UsageStore};
@@ -95,6 +97,8 @@ pub struct WorkspaceRecord {
     pub image: String,
     /// Command from the template at create time.
     pub command: Vec<String>,
+    /// A batch workspace's working directory and environment.
+    pub launch: Option<basho_core::protocol::Launch>,
     /// The revision of its last change.
     pub revision: i64,
 }
@@ -181,6 +185,7 @@ pub trait Store:
     + UsageStore
     + TunnelStore
     + ReleaseStore
+    + TaskStore
     + Send
     + Sync
     + 'static

@@ -63,6 +63,7 @@ pub fn example_spec(site: &Ident, workspace: &str) -> LaunchSpec {
         site: site.clone(),
         image: format!("sha256:{}", "0".repeat(64)),
         command: vec!["sleep".into(), "3600".into()],
+        workdir: None,
         datasets: Vec::new(),
         work_dir: tmp.join("work").join(workspace),
         results_dir: tmp.join("results").join(workspace),

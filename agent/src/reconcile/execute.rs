@@ -165,7 +165,7 @@ impl Executor {
                             message: Some(e.to_string()),
                             at: now,
                         });
-                        out.refused.push(a);
+                        out.refused.push(*a);
                     }
                     Err(e) => {
                         warn!(workspace = %a.id, error = %e, "launch failed; retrying next pass");
@@ -295,15 +295,19 @@ impl Executor {
             site: self.site.clone(),
             image: approved.image,
             command: a.command.clone(),
+            workdir: a.launch.as_ref().and_then(|l| l.workdir.clone()),
             datasets: approved.datasets,
             work_dir: prepared.work_dir,
             results_dir: prepared.results_dir,
             workspace_json: prepared.workspace_json,
-            env: vec![
+            env: [
                 ("BASHO_WORKSPACE".into(), a.id.clone()),
                 ("BASHO_PROJECT".into(), a.project.to_string()),
                 ("BASHO_DATASETS".into(), datasets),
-            ],
+            ]
+            .into_iter()
+            .chain(a.launch.iter().flat_map(|l| l.env.clone()))
+            .collect(),
             resources: a.resources,
             expires_at: approved.expires_at,
             user: self.isolation.user.clone(),

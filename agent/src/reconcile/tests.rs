@@ -42,7 +42,7 @@ fn stops(actions: &[Action]) -> Vec<(String, StopReason)> {
 fn missing_is_launched() {
     let a = Assignment::test("ws-1");
     let actions = plan(std::slice::from_ref(&a), &[], &[], t0());
-    assert_eq!(actions, vec![Action::Launch(a)]);
+    assert_eq!(actions, vec![Action::Launch(Box::new(a))]);
 }
 
 #[test]

@@ -75,6 +75,42 @@ pub enum Refusal {
     /// GPUs asked of a backend that cannot give them.
     #[error("the workspace asks for {0} GPUs but this site's backend cannot pass GPUs")]
     NoGpus(u32),
+    /// A batch workspace's working directory or environment is not one this site runs.
+    #[error("{0}")]
+    Launch(String),
+}
+
+/// Refuses a working directory that is not a plain absolute path, and variables that are not
+/// plain names, name the site's own `BASHO_*` ones or carry NUL: the orchestrator is not
+/// trusted to have checked.
+fn check_launch(launch: &basho_core::protocol::Launch) -> Result<(), Refusal> {
+    if let Some(w) = &launch.workdir {
+        let plain = w.starts_with('/')
+            && !w.contains('\0')
+            && w.split('/')
+                .skip(1)
+                .all(|s| !s.is_empty() && s != "." && s != "..");
+        if !plain {
+            return Err(Refusal::Launch(format!(
+                "working directory {w:?} is not a plain absolute path"
+            )));
+        }
+    }
+    for (k, v) in &launch.env {
+        let name = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !name || v.contains('\0') {
+            return Err(Refusal::Launch(format!(
+                "environment variable {k:?} is not a plain name with a value"
+            )));
+        }
+        if k.starts_with("BASHO_") {
+            return Err(Refusal::Launch(format!(
+                "environment variable {k} is the site's to set"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks `a` at `now` against the site's own issuers, catalog and allow-list.
@@ -122,6 +158,9 @@ pub fn verify_assignment(
         });
     }
     let image = catalog.image(&a.image)?.to_owned();
+    if let Some(launch) = &a.launch {
+        check_launch(launch)?;
+    }
     if a.resources.gpus > 0 && !capabilities.gpus {
         return Err(Refusal::NoGpus(a.resources.gpus));
     }
@@ -356,5 +395,28 @@ mod tests {
         let mut a = assignment();
         a.resources.gpus = 1;
         assert_eq!(check(&a), Err(Refusal::NoGpus(1)));
+    }
+
+    #[test]
+    fn refuses_a_launch_the_site_would_not_run() {
+        use basho_core::protocol::Launch;
+        let launch = |workdir: &str, var: &str| Launch {
+            workdir: Some(workdir.into()),
+            env: [(var.to_owned(), "x".to_owned())].into(),
+        };
+        let mut a = assignment();
+        a.launch = Some(launch("/work/run", "LANG"));
+        assert!(check(&a).is_ok());
+        for bad in [
+            launch("work", "LANG"),
+            launch("/work/../etc", "LANG"),
+            launch("/work//x", "LANG"),
+            launch("/work", "BASHO_DATASETS"),
+            launch("/work", "A=B"),
+            launch("/work", "1A"),
+        ] {
+            a.launch = Some(bad.clone());
+            assert!(matches!(check(&a), Err(Refusal::Launch(_))), "{bad:?}");
+        }
     }
 }

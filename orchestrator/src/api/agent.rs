@@ -149,6 +149,7 @@ fn assignment(r: WorkspaceRecord) -> Assignment {
         resources: w.resources,
         expires_at: w.expires_at,
         visas: r.visas,
+        launch: r.launch,
     }
 }
 

@@ -21,6 +21,7 @@ pub(super) mod on_sqlite {
     mod releases;
     mod revocations;
     pub(in crate::store) mod rows;
+    mod tasks;
     mod tokens;
     mod usage;
     mod workspaces;
@@ -40,6 +41,7 @@ pub(super) mod on_postgres {
     mod releases;
     mod revocations;
     pub(in crate::store) mod rows;
+    mod tasks;
     mod tokens;
     mod usage;
     mod workspaces;
@@ -169,7 +171,8 @@ pub(crate) fn marks(first: usize, n: usize) -> String {
 
 /// The columns of `workspaces`, in the order the insert binds them.
 pub(crate) const COLUMNS: &str = "id, project, owner, template, site, state, message, datasets, \
-     resources, visas, visa_refs, image, command, created_at, updated_at, expires_at, revision";
+     resources, visas, visa_refs, image, command, created_at, updated_at, expires_at, revision, \
+     launch";
 
 /// `v` as the JSON text a column keeps.
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {

@@ -20,10 +20,12 @@ use super::{
 mod audit;
 mod ledger;
 mod releases;
+mod tasks;
 
 pub(crate) use audit::*;
 pub(crate) use ledger::*;
 pub(crate) use releases::*;
+pub(crate) use tasks::*;
 
 /// Defines one `#[tokio::test]` per case, each on a store from `$make` (an async expression
 /// giving `(Arc<dyn Store>, guard)`; the guard lives until the test ends).
@@ -60,6 +62,7 @@ macro_rules! every_case {
             concurrent_transitions_apply_once,
             tunnel_holders_are_released_only_by_their_replica,
             release_requests_change_under_their_lock,
+            tasks_are_listed_filtered_and_canceled,
         );
     };
 }
@@ -127,6 +130,7 @@ pub(crate) fn rec(ws: &str, site: &str) -> WorkspaceRecord {
         image: "basho/demo".into(),
         command: vec!["sh".into()],
         revision: 0,
+        launch: None,
     }
 }
 

@@ -357,7 +357,7 @@ pub(super) fn container_body(
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(labels),
         user: Some(spec.user.clone()),
-        working_dir: Some("/work".into()),
+        working_dir: Some(spec.workdir.clone().unwrap_or_else(|| "/work".into())),
         host_config: Some(host_config),
         ..Default::default()
     }
@@ -384,6 +384,7 @@ mod tests {
             site: Ident::parse("tohoku").unwrap(),
             image: ID.into(),
             command: vec!["sleep".into(), "60".into()],
+            workdir: None,
             datasets: vec![DatasetMount {
                 id: Ident::parse("JGAD000101").unwrap(),
                 host_path: ds,

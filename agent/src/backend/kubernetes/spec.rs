@@ -275,7 +275,7 @@ pub fn pod(
                 })
                 .collect(),
         ),
-        working_dir: Some("/work".into()),
+        working_dir: Some(spec.workdir.clone().unwrap_or_else(|| "/work".into())),
         resources: Some(ResourceRequirements {
             limits: Some(quantities.clone()),
             requests: Some(quantities),

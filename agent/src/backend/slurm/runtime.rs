@@ -19,6 +19,11 @@ use crate::config::Runtime;
 
 /// Where the contract puts things inside the container (design §4, "Inside the container").
 const WORK: &str = "/work";
+
+/// Where the command starts: a batch workspace's own directory, or `/work`.
+fn workdir(spec: &LaunchSpec) -> String {
+    spec.workdir.clone().unwrap_or_else(|| WORK.into())
+}
 const RESULTS: &str = "/results";
 const WORKSPACE_JSON: &str = "/etc/basho/workspace.json";
 
@@ -217,7 +222,7 @@ fn apptainer(program: &str, spec: &LaunchSpec) -> Result<Vec<String>, BackendErr
         "--bind".into(),
         format!("{json}:{WORKSPACE_JSON}:ro"),
         "--pwd".into(),
-        WORK.into(),
+        workdir(spec),
     ]);
     for (k, v) in &spec.env {
         // --env is a key=value map flag: with exactly one '=' the value is taken as is (only
@@ -298,7 +303,7 @@ fn engine(runtime: Runtime, program: &str, spec: &LaunchSpec) -> Result<Vec<Stri
         "--user".into(),
         spec.user.clone(),
         "--workdir".into(),
-        WORK.into(),
+        workdir(spec),
     ]);
     for d in &spec.datasets {
         let src = mount_path(&format!("dataset {}", d.id), &d.host_path)?;

@@ -55,7 +55,7 @@ async fn a_verified_launch_hands_the_backend_a_full_spec() {
     let a = assignment();
     let out = s
         .exec
-        .execute(vec![Action::Launch(a.clone())], Utc::now())
+        .execute(vec![Action::Launch(Box::new(a.clone()))], Utc::now())
         .await;
     assert_eq!(states(&out), vec![("ws-1".into(), State::Running)]);
     assert!(out.refused.is_empty());
@@ -91,7 +91,7 @@ async fn a_refused_launch_reports_failed_and_starts_nothing() {
     a.visas.pop(); // JGAD000102 is no longer covered
     let out = s
         .exec
-        .execute(vec![Action::Launch(a.clone())], Utc::now())
+        .execute(vec![Action::Launch(Box::new(a.clone()))], Utc::now())
         .await;
     assert_eq!(states(&out), vec![("ws-1".into(), State::Failed)]);
     let msg = out.reports[0].message.as_deref().unwrap();
@@ -107,7 +107,7 @@ async fn an_unavailable_backend_is_retried_not_failed() {
     s.fake.set_unavailable(true);
     let out = s
         .exec
-        .execute(vec![Action::Launch(assignment())], Utc::now())
+        .execute(vec![Action::Launch(Box::new(assignment()))], Utc::now())
         .await;
     assert!(out.reports.is_empty(), "{:?}", out.reports);
     assert!(out.refused.is_empty());

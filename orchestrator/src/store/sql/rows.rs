@@ -13,7 +13,9 @@ pub(crate) type Row = <Db as Database>::Row;
 
 /// JSON text column `col`.
 pub(crate) fn parse<T: DeserializeOwned>(row: &Row, col: &'static str) -> Result<T, StoreError> {
-    let text: String = row.try_get(col)?;
+    // NULL reads as JSON null: an optional column parses to `None`.
+    let text: Option<String> = row.try_get(col)?;
+    let text = text.unwrap_or_else(|| "null".into());
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
         what: col,
         message: e.to_string(),
@@ -47,30 +49,40 @@ pub(crate) fn state(row: &Row) -> Result<State, StoreError> {
     })
 }
 
-/// A row of [`COLUMNS`](crate::store::sql::COLUMNS).
-pub(crate) fn record(row: &Row) -> Result<WorkspaceRecord, StoreError> {
+/// The columns of `workspaces` the API shows, as [`WORKSPACE_COLUMNS`] names them.
+pub(crate) fn workspace(row: &Row) -> Result<Workspace, StoreError> {
     let ms = |col: &'static str| -> Result<DateTime<Utc>, StoreError> {
         Ok(from_millis(row.try_get::<i64, _>(col)?))
     };
+    Ok(Workspace {
+        id: row.try_get("id")?,
+        project: ident(row, "project")?,
+        owner: row.try_get("owner")?,
+        template: ident(row, "template")?,
+        site: ident(row, "site")?,
+        state: state(row)?,
+        message: row.try_get("message")?,
+        datasets: parse(row, "datasets")?,
+        resources: parse(row, "resources")?,
+        created_at: ms("created_at")?,
+        expires_at: ms("expires_at")?,
+        updated_at: ms("updated_at")?,
+    })
+}
+
+/// What [`workspace`] reads, of a `workspaces` table named `w`.
+pub(crate) const WORKSPACE_COLUMNS: &str = "w.id, w.project, w.owner, w.template, w.site, \
+     w.state, w.message, w.datasets, w.resources, w.created_at, w.updated_at, w.expires_at";
+
+/// A row of [`COLUMNS`](crate::store::sql::COLUMNS).
+pub(crate) fn record(row: &Row) -> Result<WorkspaceRecord, StoreError> {
     Ok(WorkspaceRecord {
-        workspace: Workspace {
-            id: row.try_get("id")?,
-            project: ident(row, "project")?,
-            owner: row.try_get("owner")?,
-            template: ident(row, "template")?,
-            site: ident(row, "site")?,
-            state: state(row)?,
-            message: row.try_get("message")?,
-            datasets: parse(row, "datasets")?,
-            resources: parse(row, "resources")?,
-            created_at: ms("created_at")?,
-            expires_at: ms("expires_at")?,
-            updated_at: ms("updated_at")?,
-        },
+        workspace: workspace(row)?,
         visas: parse(row, "visas")?,
         visa_refs: parse(row, "visa_refs")?,
         image: row.try_get("image")?,
         command: parse(row, "command")?,
         revision: row.try_get("revision")?,
+        launch: parse(row, "launch")?,
     })
 }

@@ -12,7 +12,7 @@ use super::Db;
 use super::rows::{Row, ident, parse, record, state};
 use crate::store::sql::{COLUMNS, Dialect, News, SqlStore, Turn, json, marks};
 use crate::store::{
-    Created, IdempotencyKey, SiteRecord, StateCount, Store, StoreError, Transition,
+    Created, IdempotencyKey, NewTask, SiteRecord, StateCount, Store, StoreError, Transition,
     WorkspaceFilter, WorkspaceRecord, from_millis, to_millis,
 };
 
@@ -94,6 +94,89 @@ fn state_count(row: &Row) -> Result<StateCount, StoreError> {
     })
 }
 
+/// Inserts `rec`, and `task` with it when there is one, as [`Store::create_workspace`] says.
+pub(super) async fn create(
+    store: &SqlStore<Db>,
+    rec: &WorkspaceRecord,
+    key: Option<&IdempotencyKey>,
+    task: Option<&NewTask>,
+) -> Result<Created, StoreError> {
+    let mut tx = Db::begin_write(&store.writer).await?;
+    if let Some(key) = key {
+        // Requests carrying one key, on any replica, take turns: the second sees the first's
+        // committed workspace instead of racing it to the primary key.
+        Db::take_turn(&mut tx, Turn::Idempotency(&key.key)).await?;
+        let seen: Option<(String, String)> = sqlx::query_as(Db::sql(
+            "SELECT request_hash, workspace_id FROM idempotency_keys WHERE key = $1",
+        ))
+        .bind(&key.key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((hash, id)) = seen {
+            if hash != key.request_hash {
+                return Err(StoreError::IdempotencyKeyReused { workspace: id });
+            }
+            let first = fetch_one_ws(&mut tx, &id, false)
+                .await?
+                .ok_or(StoreError::NotFound(id))?;
+            return Ok(Created::Replayed(first));
+        }
+    }
+    let w = &rec.workspace;
+    Db::take_turn(&mut tx, Turn::Placement(w.site.as_str())).await?;
+    if let Some(held) = overbooked(&mut tx, w).await? {
+        return Ok(Created::Full(held));
+    }
+    let revision = next_revision(&mut tx).await?;
+    let sql = format!(
+        "INSERT INTO workspaces ({COLUMNS}) VALUES ({})",
+        marks(1, 18)
+    );
+    sqlx::query(Db::sql(sql))
+        .bind(&w.id)
+        .bind(w.project.as_str())
+        .bind(&w.owner)
+        .bind(w.template.as_str())
+        .bind(w.site.as_str())
+        .bind(w.state.as_str())
+        .bind(&w.message)
+        .bind(json(&w.datasets))
+        .bind(json(&w.resources))
+        .bind(json(&rec.visas))
+        .bind(json(&rec.visa_refs))
+        .bind(&rec.image)
+        .bind(json(&rec.command))
+        .bind(w.created_at.timestamp_millis())
+        .bind(w.updated_at.timestamp_millis())
+        .bind(w.expires_at.timestamp_millis())
+        .bind(revision)
+        .bind(rec.launch.as_ref().map(json))
+        .execute(&mut *tx)
+        .await?;
+    if let Some(key) = key {
+        sqlx::query(Db::sql(
+            "INSERT INTO idempotency_keys (key, request_hash, workspace_id, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        ))
+        .bind(&key.key)
+        .bind(&key.request_hash)
+        .bind(&w.id)
+        .bind(w.created_at.timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Some(task) = task {
+        super::tasks::insert(&mut tx, rec, task).await?;
+    }
+    let site = w.site.as_str();
+    Db::announce(&mut tx, News::Revision { site, revision }).await?;
+    basho_core::crash_point!("orchestrator.create.inserted");
+    tx.commit().await?;
+    let mut stored = rec.clone();
+    stored.revision = revision;
+    Ok(Created::New(stored))
+}
+
 #[async_trait]
 impl Store for SqlStore<Db> {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -106,76 +189,7 @@ impl Store for SqlStore<Db> {
         rec: &WorkspaceRecord,
         key: Option<&IdempotencyKey>,
     ) -> Result<Created, StoreError> {
-        let mut tx = Db::begin_write(&self.writer).await?;
-        if let Some(key) = key {
-            // Requests carrying one key, on any replica, take turns: the second sees the first's
-            // committed workspace instead of racing it to the primary key.
-            Db::take_turn(&mut tx, Turn::Idempotency(&key.key)).await?;
-            let seen: Option<(String, String)> = sqlx::query_as(Db::sql(
-                "SELECT request_hash, workspace_id FROM idempotency_keys WHERE key = $1",
-            ))
-            .bind(&key.key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some((hash, id)) = seen {
-                if hash != key.request_hash {
-                    return Err(StoreError::IdempotencyKeyReused { workspace: id });
-                }
-                let first = fetch_one_ws(&mut tx, &id, false)
-                    .await?
-                    .ok_or(StoreError::NotFound(id))?;
-                return Ok(Created::Replayed(first));
-            }
-        }
-        let w = &rec.workspace;
-        Db::take_turn(&mut tx, Turn::Placement(w.site.as_str())).await?;
-        if let Some(held) = overbooked(&mut tx, w).await? {
-            return Ok(Created::Full(held));
-        }
-        let revision = next_revision(&mut tx).await?;
-        let sql = format!(
-            "INSERT INTO workspaces ({COLUMNS}) VALUES ({})",
-            marks(1, 17)
-        );
-        sqlx::query(Db::sql(sql))
-            .bind(&w.id)
-            .bind(w.project.as_str())
-            .bind(&w.owner)
-            .bind(w.template.as_str())
-            .bind(w.site.as_str())
-            .bind(w.state.as_str())
-            .bind(&w.message)
-            .bind(json(&w.datasets))
-            .bind(json(&w.resources))
-            .bind(json(&rec.visas))
-            .bind(json(&rec.visa_refs))
-            .bind(&rec.image)
-            .bind(json(&rec.command))
-            .bind(w.created_at.timestamp_millis())
-            .bind(w.updated_at.timestamp_millis())
-            .bind(w.expires_at.timestamp_millis())
-            .bind(revision)
-            .execute(&mut *tx)
-            .await?;
-        if let Some(key) = key {
-            sqlx::query(Db::sql(
-                "INSERT INTO idempotency_keys (key, request_hash, workspace_id, created_at) \
-                 VALUES ($1, $2, $3, $4)",
-            ))
-            .bind(&key.key)
-            .bind(&key.request_hash)
-            .bind(&w.id)
-            .bind(w.created_at.timestamp_millis())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let site = w.site.as_str();
-        Db::announce(&mut tx, News::Revision { site, revision }).await?;
-        basho_core::crash_point!("orchestrator.create.inserted");
-        tx.commit().await?;
-        let mut stored = rec.clone();
-        stored.revision = revision;
-        Ok(Created::New(stored))
+        create(self, rec, key, None).await
     }
 
     async fn idempotent_workspace(

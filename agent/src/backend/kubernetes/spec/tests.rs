@@ -32,6 +32,7 @@ fn spec() -> LaunchSpec {
         site: Ident::parse("k8s").unwrap(),
         image: format!("registry.example/basho/demo@sha256:{}", "a".repeat(64)),
         command: vec!["sleep".into(), "60".into()],
+        workdir: None,
         datasets: vec![
             DatasetMount {
                 id: Ident::parse("JGAD000101").unwrap(),

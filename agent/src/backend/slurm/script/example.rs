@@ -41,6 +41,7 @@ pub fn example_spec(runtime: Runtime) -> LaunchSpec {
         site: ident("tohoku"),
         image,
         command: vec!["sleep".into(), "60".into()],
+        workdir: None,
         datasets: vec![DatasetMount {
             id: ident("JGAD000101"),
             host_path: PathBuf::from("/srv/jga/JGAD000101"),
