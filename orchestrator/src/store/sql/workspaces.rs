@@ -45,13 +45,6 @@ async fn overbooked(
     tx: &mut Transaction<'static, Db>,
     w: &basho_core::Workspace,
 ) -> Result<Option<StateCount>, StoreError> {
-    let capacity = sqlx::query(Db::sql("SELECT capacity FROM sites WHERE name = $1"))
-        .bind(w.site.as_str())
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|row| parse::<Capacity>(&row, "capacity"))
-        .transpose()?
-        .unwrap_or_default();
     // Built once: every create at every site runs it.
     static HELD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let live = State::ALL
@@ -61,8 +54,10 @@ async fn overbooked(
             .collect::<Vec<_>>()
             .join(", ");
         let sum = |member| Db::sum_json_int("resources", member);
+        // One statement: the site's registered capacity beside what its live workspaces hold.
         format!(
-            "SELECT COUNT(*) AS n, {} AS cpus, {} AS mem, {} AS gpus FROM workspaces \
+            "SELECT (SELECT capacity FROM sites WHERE name = $1) AS capacity, \
+             COUNT(*) AS n, {} AS cpus, {} AS mem, {} AS gpus FROM workspaces \
              WHERE site = $1 AND state IN ({live})",
             sum("cpus"),
             sum("memory_mib"),
@@ -74,6 +69,7 @@ async fn overbooked(
         .fetch_one(&mut **tx)
         .await?;
     let held = state_count(&row)?;
+    let capacity: Capacity = parse::<Option<Capacity>>(&row, "capacity")?.unwrap_or_default();
     let r = &w.resources;
     let fits = held.cpus + u64::from(r.cpus) <= u64::from(capacity.cpus)
         && held.memory_mib + r.memory_mib <= capacity.memory_mib
