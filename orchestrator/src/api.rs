@@ -24,6 +24,7 @@ pub mod revocations;
 pub mod sessions;
 pub mod sites;
 pub mod templates;
+pub mod tes;
 pub mod tokens;
 pub mod usage;
 pub mod workspaces;
@@ -253,6 +254,9 @@ pub fn router(o: Orchestrator) -> Router {
             "/v1/release-requests/{id}/files/{*name}",
             get(releases::download),
         )
+        .route("/ga4gh/tes/v1/service-info", get(tes::service_info))
+        .route("/ga4gh/tes/v1/tasks", post(tes::create).get(tes::list))
+        .route("/ga4gh/tes/v1/tasks/{id}", get(tes::get).post(tes::cancel))
         .route("/v1/sites", get(sites::list))
         .route("/v1/sites/{id}/session-key", get(sites::session_key))
         .route("/v1/templates", get(templates::list))

@@ -53,6 +53,51 @@ pub struct Config {
     /// Signed checkpoints of the audit chain.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The GA4GH TES endpoint.
+    #[serde(default)]
+    pub tes: TesConfig,
+}
+
+/// The `[tes]` table: how tasks at `/ga4gh/tes/v1` become batch workspaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TesConfig {
+    /// The workspace template whose resources and longest duration tasks take when they name
+    /// none; its image and command are the task's executor's instead.
+    #[serde(default = "default_tes_template")]
+    pub template: basho_core::Ident,
+    /// The project of a task without a `basho_project` tag; none: the tag is required.
+    #[serde(default)]
+    pub project: Option<basho_core::Ident>,
+    /// Who runs this service, as service-info names them.
+    #[serde(default = "default_organization_name")]
+    pub organization_name: String,
+    /// Their web address (or another URI), as service-info names it.
+    #[serde(default = "default_organization_url")]
+    pub organization_url: String,
+}
+
+impl Default for TesConfig {
+    fn default() -> Self {
+        Self {
+            template: default_tes_template(),
+            project: None,
+            organization_name: default_organization_name(),
+            organization_url: default_organization_url(),
+        }
+    }
+}
+
+fn default_organization_name() -> String {
+    "basho".into()
+}
+
+fn default_organization_url() -> String {
+    "urn:basho:tes".into()
+}
+
+fn default_tes_template() -> basho_core::Ident {
+    basho_core::Ident::parse("batch").expect("a plain identifier")
 }
 
 /// The `[audit]` table.
@@ -241,6 +286,7 @@ impl Config {
             replica: None,
             metrics: Default::default(),
             audit: Default::default(),
+            tes: Default::default(),
         }
     }
 

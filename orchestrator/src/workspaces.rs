@@ -2,6 +2,7 @@
 //! insert), deleting one, and every change of state, which keeps the site cache in step and
 //! writes who made it to the audit log. The HTTP handlers in `api/workspaces.rs` only translate.
 
+use basho_core::protocol::Launch;
 use basho_core::{CreateWorkspace, State, Workspace};
 use chrono::Utc;
 use serde_json::json;
@@ -10,7 +11,9 @@ use sha2::{Digest, Sha256};
 use crate::Orchestrator;
 use crate::admission::{Admission, AdmissionError, admit};
 use crate::revocations::Refused;
-use crate::store::{AuditEvent, Created, IdempotencyKey, StoreError, Transition, WorkspaceRecord};
+use crate::store::{
+    AuditEvent, Created, IdempotencyKey, NewTask, StoreError, Transition, WorkspaceRecord,
+};
 
 /// Why a create was refused. Nothing is stored and no compute stays reserved when one is
 /// returned.
@@ -25,6 +28,19 @@ pub enum CreateError {
     /// The project's quota cannot cover the workspace's whole life.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// A batch workspace's image is not on the allow-list of the site its datasets placed it at.
+    #[error(
+        "image {image} is not on site {site}'s allow-list (it lists {listed}); ask its admin, or \
+         use one of those"
+    )]
+    Image {
+        /// The image name asked for.
+        image: String,
+        /// The site placement chose.
+        site: basho_core::Ident,
+        /// What the site lists, comma-separated.
+        listed: String,
+    },
     /// Every site placement chose was filled by other creates first, each time.
     #[error(
         "the sites that fit this workspace were filled by other requests while it was placed; \
@@ -56,14 +72,40 @@ pub fn idempotency_key(key: &str, req: &CreateWorkspace) -> IdempotencyKey {
     }
 }
 
+/// What makes a batch workspace (a TES task's) other than its template's: the executor's image
+/// name and argv, its working directory and environment, and the task stored with it.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The image name; the site resolves it through its allow-list as any other.
+    pub image: String,
+    /// The argv.
+    pub command: Vec<String>,
+    /// Working directory and environment.
+    pub launch: Launch,
+    /// The task, written with the workspace.
+    pub task: NewTask,
+}
+
 /// Creates the workspace `req` asks for, in `actor`'s name. Everything is checked before anything
 /// is written; a key seen before answers the workspace it made.
-#[tracing::instrument(name = "create", skip_all, fields(project = %req.project))]
 pub async fn create(
     o: &Orchestrator,
     actor: &str,
     req: &CreateWorkspace,
     key: Option<&IdempotencyKey>,
+) -> Result<Creation, CreateError> {
+    create_with(o, actor, req, key, None).await
+}
+
+/// Creates a workspace as [`create`] does; a batch one runs `batch`'s executor and stores its
+/// task in the same insert.
+#[tracing::instrument(name = "create", skip_all, fields(project = %req.project))]
+pub async fn create_with(
+    o: &Orchestrator,
+    actor: &str,
+    req: &CreateWorkspace,
+    key: Option<&IdempotencyKey>,
+    batch: Option<&Batch>,
 ) -> Result<Creation, CreateError> {
     let inner = o.inner();
     // Fast path for retries; the store decides atomically again at insert time.
@@ -87,11 +129,33 @@ pub async fn create(
     // under the site's turn. When another replica took the capacity first, the view learns what
     // the site holds and placement runs again: elsewhere, or refused.
     for _ in 0..PLACEMENT_ATTEMPTS {
-        let (rec, reservation) = admit(&admission, req, now)?;
+        let (mut rec, reservation) = admit(&admission, req, now)?;
         crate::revocations::refuse_revoked(&inner.revocations.all(), &rec)?;
         admit_quota(o, &rec.workspace, now).await?;
         basho_core::crash_point!("orchestrator.create.admitted");
-        match inner.store.create_workspace(&rec, key).await? {
+        let created = match batch {
+            Some(b) => {
+                let site = &rec.workspace.site;
+                let listed = inner
+                    .sites
+                    .registration(site.as_str())
+                    .map(|r| r.images)
+                    .unwrap_or_default();
+                if !listed.contains(&b.image) {
+                    return Err(CreateError::Image {
+                        image: b.image.clone(),
+                        site: site.clone(),
+                        listed: listed.join(", "),
+                    });
+                }
+                rec.image.clone_from(&b.image);
+                rec.command.clone_from(&b.command);
+                rec.launch = Some(b.launch.clone());
+                inner.store.create_task(&rec, &b.task, key).await?
+            }
+            None => inner.store.create_workspace(&rec, key).await?,
+        };
+        match created {
             Created::New(stored) => {
                 reservation.commit();
                 basho_core::crash_point!("orchestrator.create.committed");

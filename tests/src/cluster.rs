@@ -210,6 +210,7 @@ impl Cluster {
             replica: None,
             metrics: Default::default(),
             audit: Default::default(),
+            tes: Default::default(),
         };
         let cluster = Cluster {
             tag: tag.clone(),

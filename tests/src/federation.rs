@@ -164,6 +164,7 @@ impl Federation {
             replica: None,
             metrics: Default::default(),
             audit: Default::default(),
+            tes: Default::default(),
         };
         orchestrator(&mut config);
         let mut fed = Federation {

@@ -71,6 +71,7 @@ async fn world() -> World {
         replica: None,
         metrics: Default::default(),
         audit: Default::default(),
+        tes: Default::default(),
     };
     let orchestrator = Orchestrator::open(config).await.unwrap();
     let stop = CancellationToken::new();

@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::UsageReader;
 use super::{
-    ApiError, agent, audit, releases, revocations, sessions, sites, templates, tokens, usage,
+    ApiError, agent, audit, releases, revocations, sessions, sites, templates, tes, tokens, usage,
     workspaces,
 };
 use crate::Orchestrator;
@@ -145,6 +145,7 @@ impl Modify for ContractShape {
         usage::ingest, usage::report, usage::set_quota, usage::get_quota,
         releases::create, releases::list, releases::get, releases::review, releases::submit,
         releases::withdraw, releases::download,
+        tes::service_info, tes::create, tes::list, tes::get, tes::cancel,
         healthz, metrics, openapi,
     ),
     components(schemas(
@@ -164,6 +165,10 @@ impl Modify for ContractShape {
         basho_core::release::ReviewBody, basho_core::release::Compared, releases::SubmitBody,
         basho_core::airlock::Checked, basho_core::airlock::Finding, basho_core::airlock::Check,
         basho_core::airlock::FileType,
+        basho_core::tes::TesTask, basho_core::tes::TesState, basho_core::tes::TesExecutor,
+        basho_core::tes::TesInput, basho_core::tes::TesOutput, basho_core::tes::TesResources,
+        basho_core::tes::TesTaskLog, basho_core::tes::TesExecutorLog,
+        basho_core::tes::TesOutputFileLog, basho_core::tes::FileType, tes::TesErrorBody,
     )),
     modifiers(&BearerAuth, &ContractShape),
     tags(
@@ -177,6 +182,7 @@ impl Modify for ContractShape {
         (name = "tokens", description = "Stored API tokens (admin token)"),
         (name = "usage", description = "Usage reports (platform, admin or auditor token) and quotas (set with a platform or admin token)"),
         (name = "airlock", description = "The results airlock: release requests from a workspace's /results (its owner's researcher token, or the platform), reviewed by output checkers (output_checker token), downloaded by the owner or the platform once two checkers approve"),
+        (name = "tes", description = "GA4GH Task Execution Service 1.1 (platform token, or a researcher's own with that researcher's visas; admin and auditor tokens read). Errors here answer `{\"msg\", \"status_code\"}` as TES clients expect"),
         (name = "meta", description = "Liveness, metrics and this document (no token)"),
     )
 )]

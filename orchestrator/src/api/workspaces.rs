@@ -32,6 +32,11 @@ impl From<CreateError> for ApiError {
             CreateError::QuotaExceeded(m) => {
                 ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", m)
             }
+            CreateError::Image { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "image_not_allowed",
+                e.to_string(),
+            ),
             CreateError::Busy => {
                 ApiError::new(StatusCode::CONFLICT, "insufficient_capacity", e.to_string())
             }

@@ -168,6 +168,7 @@ impl Bench {
             replica: None,
             metrics: Default::default(),
             audit: Default::default(),
+            tes: Default::default(),
         };
         let orch = basho_orchestrator::Orchestrator::open(config).await?;
         let cancel = CancellationToken::new();
