@@ -212,14 +212,14 @@ pub async fn service_info(State(o): State<Orchestrator>) -> Json<Value> {
             "Tasks run as batch workspaces where their datasets are, each grant verified again \
              at the site. Inputs name datasets by ID ({}<DATASET>/<path>), mounted read-only at \
              /data/<DATASET>; outputs stay under /results until released through the results \
-             airlock. {LOGS_NOTE}.",
-            tes::DATASET_URL
+             airlock. {LOGS_NOTE}. Backends of the registered sites: {}.",
+            tes::DATASET_URL,
+            if backends.is_empty() { "none yet".to_owned() } else { backends.join(", ") }
         ),
         "organization": {"name": c.organization_name, "url": c.organization_url},
         "version": env!("CARGO_PKG_VERSION"),
         "storage": [tes::DATASET_URL],
         "tesResources_backend_parameters": [],
-        "basho_backends": backends,
     }))
 }
 
