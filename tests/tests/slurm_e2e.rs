@@ -366,3 +366,58 @@ async fn results_leave_a_slurm_job_through_the_airlock() {
     assert_eq!(digest, r["files"][0]["sha256"]);
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tes_tasks_run_as_slurm_jobs_to_their_end() {
+    use reqwest::Method;
+    use serde_json::{Value, json};
+
+    let (fed, _testbed) = federation(Runtime::Docker).await;
+    let mut jobs = Jobs(Vec::new());
+    let visa = fed.issuer.mint("alice", "JGAD000101");
+    let mut submit = async |script: &str| {
+        let body = json!({
+            "inputs": [{"url": "basho://datasets/JGAD000101/records.csv",
+                        "path": "/data/JGAD000101/records.csv"}],
+            "executors": [{"image": "basho/demo", "command": ["sh", "-c", script],
+                           "workdir": "/tmp", "env": {"GREETING": "hello"}}],
+            "tags": {"basho_project": "P-SLURM", "basho_visas": visa},
+        });
+        let (s, v) = fed
+            .api
+            .call(Method::POST, "/ga4gh/tes/v1/tasks", Some(&body))
+            .await;
+        assert!(s.is_success(), "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        jobs.0.push(id.clone());
+        id
+    };
+    let check = r#"test "$(pwd)" = /tmp && test "$GREETING" = hello \
+        && test "$(wc -l < /data/JGAD000101/records.csv)" = 6"#;
+    let ok = submit(check).await;
+    let failing = submit("exit 3").await;
+    let ended = async |id: &str| -> Value {
+        basho_tests::wait_for("the task to end", Duration::from_secs(120), || async {
+            let (_, t) = fed
+                .api
+                .call(
+                    Method::GET,
+                    &format!("/ga4gh/tes/v1/tasks/{id}?view=FULL"),
+                    None,
+                )
+                .await;
+            let state = t["state"].as_str().unwrap_or("");
+            ["COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"]
+                .contains(&state)
+                .then_some(t)
+        })
+        .await
+    };
+    let t = ended(&ok).await;
+    assert_eq!(t["state"], "COMPLETE", "{t}");
+    assert_eq!(t["logs"][0]["metadata"]["site"], fed.site("tohoku"));
+    let t = ended(&failing).await;
+    assert_eq!(t["state"], "EXECUTOR_ERROR", "{t}");
+    assert_eq!(t["logs"][0]["logs"][0]["exit_code"], 3, "{t}");
+    fed.shutdown().await;
+}

@@ -159,10 +159,21 @@ impl SlurmBackend {
             argv.push(&by_name);
         }
         let out = self.query(&argv).await?;
-        Ok(state::squeue(&out)
+        let mut jobs: Vec<Job> = state::squeue(&out)
             .into_iter()
             .filter(|j| j.site.as_deref() == Some(self.site.as_str()))
-            .collect())
+            .collect();
+        // squeue shows no exit code, and accounting may not have the end yet: a job that failed
+        // takes the script's code from the controller.
+        for j in jobs
+            .iter_mut()
+            .filter(|j| matches!(j.state, JobState::Ended(_)))
+        {
+            if let Some(code) = self.controller_exit_code(j.id).await? {
+                j.exit_code = code;
+            }
+        }
+        Ok(jobs)
     }
 
     /// The workspace's latest job in accounting (any state), if accounting runs and has one.
@@ -198,6 +209,15 @@ impl SlurmBackend {
             )));
         }
         Ok(state::sacct(&out.stdout).into_iter().max_by_key(|j| j.id))
+    }
+
+    /// Job `id`'s exit code as the controller remembers it (`scontrol show job`), when it does.
+    async fn controller_exit_code(&self, id: u64) -> Result<Option<i64>, BackendError> {
+        let id = id.to_string();
+        let out = self
+            .query(&["scontrol", "--oneliner", "show", "job", &id])
+            .await?;
+        Ok(state::scontrol_exit_code(&out))
     }
 
     /// The workspace's live job (pending, running or ending), if any.

@@ -182,6 +182,21 @@ pub fn sacct(out: &str) -> Vec<Job> {
         .collect()
 }
 
+/// The `ExitCode=CODE:SIGNAL` of `scontrol --oneliner show job` output, as [`sacct`] reads it:
+/// a signal without a code is 128 + the signal.
+pub fn scontrol_exit_code(out: &str) -> Option<i64> {
+    let field = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ExitCode="))?;
+    let (code, signal) = field.split_once(':')?;
+    let (code, signal): (i64, i64) = (code.parse().ok()?, signal.parse().ok()?);
+    Some(if code == 0 && signal != 0 {
+        128 + signal
+    } else {
+        code
+    })
+}
+
 /// `sacct` saying that accounting is not set up (so it can give no evidence either way).
 pub fn accounting_disabled(stderr: &str) -> bool {
     stderr.contains("accounting storage is disabled")
@@ -357,6 +372,18 @@ mod tests {
         assert_eq!(jobs[2].site, None);
         assert_eq!(jobs[3].state, JobState::Running);
         assert_eq!(jobs[3].expires_at, None);
+    }
+
+    #[test]
+    fn scontrol_exit_codes() {
+        let line = "JobId=2 JobName=basho-ws-1 UserId=basho(1000) JobState=FAILED Reason=NonZeroExitCode \
+                    Dependency=(null) Requeue=0 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=3:0 RunTime=00:00:01";
+        assert_eq!(scontrol_exit_code(line), Some(3));
+        assert_eq!(scontrol_exit_code("JobId=3 ExitCode=0:9"), Some(137));
+        assert_eq!(
+            scontrol_exit_code("slurm_load_jobs error: Invalid job id specified"),
+            None
+        );
     }
 
     #[test]
