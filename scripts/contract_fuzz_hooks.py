@@ -1,10 +1,12 @@
 """schemathesis hooks and helpers for scripts/contract-fuzz.
 
-As hooks (SCHEMATHESIS_HOOKS=contract_fuzz_hooks): a create is sent half the time as one the
+As hooks (SCHEMATHESIS_HOOKS=contract_fuzz_hooks): a create (of a workspace or a TES task) is
+sent half the time as one the
 federation can place (the demo project and template, a dataset a site holds, its visa from the
 dev issuer), so the fuzzer gets past the grant checks into placement and its stateful runs have
 workspaces to follow; workspace and project ids in paths are half the time a real workspace
-(BASHO_FUZZ_WORKSPACE, made for the researcher before the runs) and the demo project (quotas
+(BASHO_FUZZ_WORKSPACE, made for the researcher before the runs; a task likewise,
+BASHO_FUZZ_TASK) and the demo project (quotas
 another one, so a fuzzed quota never refuses the creates), so reads are reached with data.
 
 As a command: `namespace DATA_DIR` prints the Docker namespace `basho dev` gives a data dir's
@@ -23,13 +25,16 @@ PUBLIC = ["healthz", "openapi", "metrics"]
 ROLES = {
     "platform": ["createWorkspace", "listWorkspaces", "getWorkspace", "deleteWorkspace",
                  "listSites", "listTemplates", "revoke", "projectUsage", "getQuota", "setQuota",
-                 "listReleaseRequests"],
+                 "listReleaseRequests", "GetServiceInfo", "CreateTask", "ListTasks", "GetTask",
+                 "CancelTask"],
     "admin": ["createWorkspace", "listWorkspaces", "getWorkspace", "deleteWorkspace",
               "listSites", "listTemplates", "revoke", "projectUsage", "getQuota", "setQuota",
               "listAudit",
               "createToken", "listTokens", "revokeToken", "listReleaseRequests"],
-    "auditor": ["listAudit", "projectUsage", "getQuota", "listReleaseRequests"],
-    "researcher": ["listWorkspaces", "getWorkspace", "openSession", "listReleaseRequests"],
+    "auditor": ["listAudit", "projectUsage", "getQuota", "listReleaseRequests", "ListTasks",
+                "GetTask"],
+    "researcher": ["listWorkspaces", "getWorkspace", "openSession", "listReleaseRequests",
+                   "ListTasks", "GetTask"],
     "agent": ["agentRegister", "agentDesired", "agentObservations", "agentUsage", "agentTunnel"],
 }
 DEMO_PROJECT = "P-0001"
@@ -98,6 +103,17 @@ def valid_create(body, dataset):
     return body
 
 
+def valid_task(body, dataset):
+    """`body` made a TES task the federation can place: one executor of the demo image, one
+    input from a dataset a site holds, the demo project and its visa in the tags; the fuzzed
+    name and description stay."""
+    body = body if isinstance(body, dict) else {}
+    kept = {k: body[k] for k in ("name", "description") if k in body}
+    return {**kept, "executors": [{"image": "basho/demo", "command": ["true"]}],
+            "inputs": [{"url": f"basho://datasets/{dataset}/x", "path": f"/data/{dataset}/x"}],
+            "tags": {"basho_project": DEMO_PROJECT, "basho_visas": visa(dataset)}}
+
+
 def with_body(case, body):
     case.body = body
     return case
@@ -107,10 +123,11 @@ def with_body(case, body):
 def flatmap_case(ctx, case):
     # Only cases meant to be valid: a negative case made valid would be a false "accepted".
     negative = case.meta is None or case.meta.generation.mode.is_negative
-    if ctx.operation.label != "POST /v1/workspaces" or negative:
+    make = {"POST /v1/workspaces": valid_create,
+            "POST /ga4gh/tes/v1/tasks": valid_task}.get(ctx.operation.label)
+    if make is None or negative:
         return st.just(case)
-    valid = st.sampled_from(demo_datasets()).map(
-        lambda d: with_body(case, valid_create(case.body, d)))
+    valid = st.sampled_from(demo_datasets()).map(lambda d: with_body(case, make(case.body, d)))
     return st.one_of(st.just(case), valid)
 
 
@@ -127,6 +144,9 @@ def flatmap_path_parameters(ctx, params):
     known = os.environ.get("BASHO_FUZZ_WORKSPACE")
     if known and ctx.operation.path.startswith("/v1/workspaces/"):
         return st.sampled_from([params, {**params, "id": known}])
+    task = os.environ.get("BASHO_FUZZ_TASK")
+    if task and ctx.operation.path.startswith("/ga4gh/tes/v1/tasks/"):
+        return st.sampled_from([params, {**params, "id": task}])
     return st.just(params)
 
 

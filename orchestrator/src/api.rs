@@ -224,8 +224,31 @@ async fn record_metrics(State(o): State<Orchestrator>, req: Request, next: Next)
     res
 }
 
+/// TES names its cancel `POST /tasks/{id}:cancel`, a suffix inside a path segment, which the
+/// router cannot match: that path is routed as `/tasks/{id}/cancel`.
+fn tes_cancel_path(mut req: axum::extract::Request) -> axum::extract::Request {
+    let uri = req.uri();
+    let cancel = uri
+        .path()
+        .strip_prefix("/ga4gh/tes/v1/tasks/")
+        .and_then(|rest| rest.strip_suffix(":cancel"))
+        .filter(|id| !id.is_empty() && !id.contains('/'));
+    if let Some(id) = cancel {
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        if let Ok(to) = format!("/ga4gh/tes/v1/tasks/{id}/cancel{query}").parse() {
+            *req.uri_mut() = to;
+        }
+    }
+    req
+}
+
 /// Every route, with auth, the body limit, metrics and the contract's error fallbacks.
 pub fn router(o: Orchestrator) -> Router {
+    let routes = routes(o);
+    Router::new().fallback_service(tower::ServiceExt::map_request(routes, tes_cancel_path))
+}
+
+fn routes(o: Orchestrator) -> Router {
     let limit = o.inner().config.limits.max_body_bytes;
     Router::new()
         .route(
@@ -256,7 +279,8 @@ pub fn router(o: Orchestrator) -> Router {
         )
         .route("/ga4gh/tes/v1/service-info", get(tes::service_info))
         .route("/ga4gh/tes/v1/tasks", post(tes::create).get(tes::list))
-        .route("/ga4gh/tes/v1/tasks/{id}", get(tes::get).post(tes::cancel))
+        .route("/ga4gh/tes/v1/tasks/{id}", get(tes::get))
+        .route("/ga4gh/tes/v1/tasks/{id}/cancel", post(tes::cancel))
         .route("/v1/sites", get(sites::list))
         .route("/v1/sites/{id}/session-key", get(sites::session_key))
         .route("/v1/templates", get(templates::list))

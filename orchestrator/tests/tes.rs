@@ -481,13 +481,6 @@ async fn bad_requests_get_a_tes_error_and_create_nothing() {
             StatusCode::NOT_FOUND,
             "no task",
         ),
-        (
-            Method::POST,
-            "/tasks/ws-none:stop".into(),
-            &PLATFORM.to_owned(),
-            StatusCode::NOT_FOUND,
-            ":cancel",
-        ),
     ];
     for (method, path, token, status, says) in others {
         let got = h.call(method, &format!("{BASE}{path}"), token, None).await;

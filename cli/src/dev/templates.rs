@@ -1,5 +1,6 @@
 //! Which workspace templates `basho dev` serves: `--templates DIR`, else the repository's
-//! `templates/workspaces`, else the built-in `shell` template written under the data dir.
+//! `templates/workspaces`, else the built-in `shell` and `batch` templates written under the data
+//! dir.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,12 @@ use super::DevError;
 
 /// The `shell` template, built in so `basho dev` works from an installed binary too.
 pub const BUILTIN_SHELL: &str = include_str!("../../../templates/workspaces/shell.toml");
+
+/// The `batch` template GA4GH TES tasks use, built in for the same reason.
+pub const BUILTIN_BATCH: &str = include_str!("../../../templates/workspaces/batch.toml");
+
+/// Every built-in template: its file name and text.
+const BUILTIN: [(&str, &str); 2] = [("shell.toml", BUILTIN_SHELL), ("batch.toml", BUILTIN_BATCH)];
 
 const REPO_TEMPLATES: &str = "templates/workspaces";
 
@@ -46,9 +53,11 @@ pub fn resolve_from(
     }
     let dir = data_dir.join("templates");
     fs::create_dir_all(&dir).map_err(|e| DevError::io(&dir, e))?;
-    let file = dir.join("shell.toml");
-    if !file.exists() {
-        fs::write(&file, BUILTIN_SHELL).map_err(|e| DevError::io(&file, e))?;
+    for (name, text) in BUILTIN {
+        let file = dir.join(name);
+        if !file.exists() {
+            fs::write(&file, text).map_err(|e| DevError::io(&file, e))?;
+        }
     }
     Ok(dir)
 }
@@ -58,10 +67,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_template_is_valid() {
-        let t: basho_core::template::Template = toml::from_str(BUILTIN_SHELL).unwrap();
-        t.validate("shell").unwrap();
-        assert_eq!(t.image, "basho/demo");
+    fn builtin_templates_are_valid() {
+        for (file, text) in BUILTIN {
+            let t: basho_core::template::Template = toml::from_str(text).unwrap();
+            t.validate(file.trim_end_matches(".toml")).unwrap();
+            assert_eq!(t.image, "basho/demo");
+        }
     }
 
     #[test]
@@ -82,10 +93,9 @@ mod tests {
 
         let builtin = resolve_from(None, Some(&nowhere), None, &data).unwrap();
         assert_eq!(builtin, data.join("templates"));
-        assert_eq!(
-            fs::read_to_string(builtin.join("shell.toml")).unwrap(),
-            BUILTIN_SHELL
-        );
+        for (file, text) in BUILTIN {
+            assert_eq!(fs::read_to_string(builtin.join(file)).unwrap(), text);
+        }
 
         let explicit = resolve_from(Some(&nowhere), Some(&repo), None, &data).unwrap();
         assert_eq!(explicit, fs::canonicalize(&nowhere).unwrap());

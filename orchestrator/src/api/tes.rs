@@ -489,16 +489,9 @@ pub async fn get(
 pub async fn cancel(
     TesCaller(who): TesCaller,
     State(o): State<Orchestrator>,
-    Path(action): Path<String>,
+    Path(id): Path<String>,
 ) -> TesResult<Json<Value>> {
-    let Some(id) = action.strip_suffix(":cancel") else {
-        return Err(TesError(
-            StatusCode::NOT_FOUND,
-            format!(
-                "POST /ga4gh/tes/v1/tasks/{action} is not an endpoint; cancel with POST /ga4gh/tes/v1/tasks/<id>:cancel"
-            ),
-        ));
-    };
+    let id = id.as_str();
     let row = visible(&o, &who, id).await?;
     if matches!(who, Principal::Auditor(_)) {
         return Err(TesError(
