@@ -521,6 +521,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_launch_sets_its_working_directory_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path());
+        let c = check(&s, &[]).await.unwrap();
+        assert_eq!(
+            container_body(&s, &c, false).working_dir.as_deref(),
+            Some("/work")
+        );
+        s.workdir = Some("/tmp/run".into());
+        s.env.push(("LANG".into(), "C".into()));
+        let body = container_body(&s, &c, false);
+        assert_eq!(body.working_dir.as_deref(), Some("/tmp/run"));
+        assert!(body.env.unwrap().contains(&"LANG=C".to_string()));
+    }
+
+    #[tokio::test]
     async fn body_carries_every_isolation_default() {
         let dir = tempfile::tempdir().unwrap();
         let s = spec(dir.path());

@@ -117,6 +117,22 @@ fn refuses_what_a_cluster_cannot_run_safely() {
 }
 
 #[test]
+fn a_batch_launch_sets_its_working_directory_and_environment() {
+    let mut s = spec();
+    s.workdir = Some("/tmp/run".into());
+    s.env.push(("LANG".into(), "C".into()));
+    let c = check(&s, now()).unwrap();
+    let p = pod(&s, &cfg(), &c, "{}");
+    let container = &p.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.working_dir.as_deref(), Some("/tmp/run"));
+    let env = container.env.as_ref().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "LANG" && e.value.as_deref() == Some("C"))
+    );
+}
+
+#[test]
 fn the_pod_carries_every_isolation_default() {
     let s = spec();
     let c = check(&s, now()).unwrap();

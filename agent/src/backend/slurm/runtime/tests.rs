@@ -27,6 +27,22 @@ fn command_lines_match_the_golden_files() {
 }
 
 #[test]
+fn a_batch_launch_starts_in_its_working_directory() {
+    for (runtime, flag) in [
+        (Runtime::Apptainer, "--pwd"),
+        (Runtime::Docker, "--workdir"),
+        (Runtime::Podman, "--workdir"),
+    ] {
+        let mut spec = example_spec(runtime);
+        let joined = argv(runtime, &spec).unwrap().join(" ");
+        assert!(joined.contains(&format!("{flag} /work ")), "{joined}");
+        spec.workdir = Some("/tmp/run".into());
+        let joined = argv(runtime, &spec).unwrap().join(" ");
+        assert!(joined.contains(&format!("{flag} /tmp/run ")), "{joined}");
+    }
+}
+
+#[test]
 fn engines_carry_every_isolation_default() {
     for runtime in [Runtime::Docker, Runtime::Podman] {
         let a = argv(runtime, &example_spec(runtime)).unwrap();
