@@ -220,6 +220,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Ends what the backend runs in the background (a watch, a connection), when the agent
     /// stops: part of the agent's shutdown, bounded by it. Workspaces keep running.
     async fn close(&self) {}
+    /// Resolves when the backend has seen one of the site's workspaces change by itself (a
+    /// container exited), so the agent looks again at once instead of at its next recheck. The
+    /// default never resolves: such a backend is looked at every
+    /// [`RECHECK`](crate::runner::RECHECK).
+    async fn changed(&self) {
+        std::future::pending::<()>().await;
+    }
     /// Starts `req` inside the running workspace as its user, for an interactive session. The
     /// default says the backend cannot yet.
     async fn exec(

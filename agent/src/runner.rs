@@ -285,6 +285,8 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {}
+            // A workspace changed by itself (a container exited): look now.
+            () = backend.changed() => {}
         }
         let span = info_span!("reconcile", site = %site);
         let started = std::time::Instant::now();

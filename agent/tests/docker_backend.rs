@@ -113,6 +113,44 @@ async fn relaunch_readoption_and_site_separation() {
     b.stop("ws-never-existed").await.unwrap();
 }
 
+/// A container of the site that exits wakes whoever waits on `changed`, and the list then says
+/// it exited; one of another site does not.
+#[tokio::test]
+async fn an_exit_is_announced_by_changed() {
+    let Some((_docker, image)) = engine().await else {
+        return;
+    };
+    let guard = Cleanup::new("t-changed");
+    let other = Cleanup::new("t-changed-other");
+    let dirs = dirs();
+    let b = backend(&guard.site).await;
+    let elsewhere = backend(&other.site).await;
+    // The watch runs from the first wait on it.
+    let woken = tokio::spawn({
+        let b = b.clone();
+        async move { b.changed().await }
+    });
+    let quiet = tokio::spawn({
+        let b = elsewhere.clone();
+        async move { b.changed().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let ws = unique("ws-test");
+    let mut s = spec(&guard.site, &ws, &image, &dirs);
+    s.command = vec!["sh".into(), "-c".into(), "exit 4".into()];
+    b.launch(&s).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), woken)
+        .await
+        .expect("changed resolves once the container exits")
+        .unwrap();
+    let state = wait_for(&b, &ws, |s| matches!(s, RunState::Exited(_))).await;
+    assert_eq!(state, RunState::Exited(4));
+    assert!(!quiet.is_finished(), "another site's backend was woken");
+    quiet.abort();
+    b.close().await;
+    b.stop(&ws).await.unwrap();
+}
+
 #[tokio::test]
 async fn exited_workspaces_report_their_code() {
     let Some((_docker, image)) = engine().await else {

@@ -161,3 +161,36 @@ pub fn pct_ms(sorted: &[std::time::Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
 }
+
+/// The flags a plain `docker run` is given to compare with basho's launch: the isolation basho
+/// applies (docs/design.md), the demo's resources, and `data` bound read-only where a dataset
+/// is mounted.
+pub fn plain_isolation(data: &std::path::Path) -> Vec<String> {
+    [
+        "--network",
+        "none",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,noexec,nosuid,size=64m",
+        "--user",
+        "65534:65534",
+        "--pids-limit",
+        "256",
+        "--memory",
+        "128m",
+        "--cpus",
+        "1",
+        "--mount",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([format!(
+        "type=bind,source={},target=/data/JGAD000101,readonly",
+        data.display()
+    )])
+    .collect()
+}

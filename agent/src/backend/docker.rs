@@ -8,6 +8,7 @@ mod error;
 mod exec;
 pub(crate) mod spec;
 mod state;
+mod watch;
 
 use std::collections::HashMap;
 
@@ -54,6 +55,8 @@ pub struct DockerBackend {
     sockets: Vec<String>,
     /// `basho-init` on the host, the first process of every workspace when set.
     init: Option<std::path::PathBuf>,
+    /// The engine's events of this site's containers, watched from the first `changed`.
+    watch: watch::Watch,
 }
 
 impl DockerBackend {
@@ -99,6 +102,7 @@ impl DockerBackend {
             api,
             sockets,
             init: None,
+            watch: watch::Watch::default(),
         })
     }
 
@@ -410,6 +414,14 @@ impl Backend for DockerBackend {
     }
 
     #[instrument(skip(self), fields(site = %self.site))]
+    async fn changed(&self) {
+        self.watch.changed(&self.docker, &self.site).await;
+    }
+
+    async fn close(&self) {
+        self.watch.close();
+    }
+
     async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError> {
         let Some(summary) = self.find_one(workspace).await? else {
             return Ok(None);

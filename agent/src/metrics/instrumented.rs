@@ -96,6 +96,10 @@ impl Backend for InstrumentedBackend {
     async fn close(&self) {
         self.inner.close().await;
     }
+
+    async fn changed(&self) {
+        self.inner.changed().await;
+    }
 }
 
 #[cfg(test)]

@@ -628,30 +628,7 @@ fn plain_start(image: &str, data: &std::path::Path, tag: &str) -> Result<(String
     let t = Instant::now();
     let out = std::process::Command::new("docker")
         .args(["run", "-d", "--name", &name])
-        .args([
-            "--network",
-            "none",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
-            "--read-only",
-            "--tmpfs",
-            "/tmp:rw,noexec,nosuid,size=64m",
-            "--user",
-            "65534:65534",
-            "--pids-limit",
-            "256",
-            "--memory",
-            "128m",
-            "--cpus",
-            "1",
-        ])
-        .arg("--mount")
-        .arg(format!(
-            "type=bind,source={},target=/data/JGAD000101,readonly",
-            data.display()
-        ))
+        .args(basho_tests::bench::plain_isolation(data))
         .args([
             image,
             "sh",
