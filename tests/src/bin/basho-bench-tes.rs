@@ -8,8 +8,10 @@
 //! - `GET /tasks?view=MINIMAL` paged through a store holding `--stored` tasks, 256 a page: the
 //!   latency of each page.
 //!
-//!     cargo run --release -p basho-tests --bin basho-bench-tes -- [--runs 10]
-//!         [--creates 1000] [--clients 16] [--stored 100000]
+//! ```text
+//! cargo run --release -p basho-tests --bin basho-bench-tes -- [--runs 10] [--creates 1000]
+//!     [--clients 16] [--stored 100000]
+//! ```
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -192,24 +194,15 @@ async fn main() -> Result<()> {
                 ours.len()
             );
             let peer = "plain `docker run --rm`, same flags";
-            report.figure(
-                Figure::lower(
-                    "complete_p50",
-                    "submit -> COMPLETE p50",
-                    pct_ms(&ours, 0.5),
-                    "ms",
-                )
-                .peer(peer, pct_ms(&plain, 0.5)),
-            );
-            report.figure(
-                Figure::lower(
-                    "complete_max",
-                    "submit -> COMPLETE max",
-                    pct_ms(&ours, 1.0),
-                    "ms",
-                )
-                .peer(peer, pct_ms(&plain, 1.0)),
-            );
+            for (name, label, p) in [
+                ("complete_p50", "submit -> COMPLETE p50", 0.5),
+                ("complete_max", "submit -> COMPLETE max", 1.0),
+            ] {
+                report.figure(
+                    Figure::lower(name, label, pct_ms(&ours, p), "ms")
+                        .peer(peer, pct_ms(&plain, p)),
+                );
+            }
             report.figure(
                 Figure::lower(
                     "complete_ratio",
