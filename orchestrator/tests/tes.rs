@@ -167,6 +167,54 @@ async fn a_task_is_a_batch_workspace_where_its_data_is() {
     assert_eq!(get("").await.1["state"], "EXECUTOR_ERROR");
 }
 
+/// Visas in the `GA4GH-Passport` header: a passport embedding them, or the visas themselves.
+#[tokio::test]
+async fn visas_come_in_the_passport_header_too() {
+    use base64::Engine as _;
+    let (h, _) = harness().await;
+    let visa = h.visa("r-1", "JGAD000201");
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    // The broker's signature on the passport is not what grants: each visa is verified itself.
+    let passport = format!(
+        "{}.{}.unsigned",
+        b64(json!({"alg": "RS256", "typ": "JWT"})),
+        b64(json!({"iss": "https://broker.example", "sub": "r-1", "ga4gh_passport_v1": [visa]}))
+    );
+    let mut body = task(&h, "r-1", "JGAD000201", "from-header");
+    body["tags"].as_object_mut().unwrap().remove("basho_visas");
+    for header in [passport.as_str(), visa.as_str()] {
+        let (s, made) = h
+            .raw(
+                Method::POST,
+                &format!("{BASE}/tasks"),
+                Some(PLATFORM),
+                &[("GA4GH-Passport", header)],
+                body.to_string().into_bytes(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{made}");
+        let id = made["id"].as_str().unwrap();
+        let (_, w) = h.get(&format!("/v1/workspaces/{id}")).await;
+        assert_eq!(
+            (w["site"].as_str(), w["owner"].as_str()),
+            (Some("ncbn"), Some("r-1"))
+        );
+    }
+    // A passport whose visa does not verify places nothing.
+    let forged = h.issuer.mint("r-1", "JGAD000201").replace('.', ".x");
+    let got = h
+        .raw(
+            Method::POST,
+            &format!("{BASE}/tasks"),
+            Some(PLATFORM),
+            &[("GA4GH-Passport", forged.as_str())],
+            body.to_string().into_bytes(),
+        )
+        .await;
+    assert!(got.0.is_client_error(), "{}", got.1);
+    assert_eq!(h.workspaces().await.len(), 2);
+}
+
 #[tokio::test]
 async fn a_canceled_task_is_stopped_by_its_site() {
     let (h, store) = harness().await;
