@@ -33,6 +33,11 @@ pub const LOGS_NOTE: &str = "executor stdout and stderr are not returned through
     research environment must not leak records through logs. Write them under /results and \
     name them as outputs; they leave through the results airlock once two checkers approve";
 
+/// Where a container may write: its stdout and stderr files go under one of these.
+const WRITABLE: [&str; 3] = ["/work/", "/results/", "/tmp/"];
+/// The variables that carry an executor's stdin, stdout and stderr files to its wrapper.
+const REDIRECTS: [&str; 3] = ["TES_STDIN", "TES_STDOUT", "TES_STDERR"];
+
 const MAX_TAGS: usize = 64;
 const MAX_ENV: usize = 128;
 const MAX_NAME: usize = 256;
@@ -195,13 +200,13 @@ pub struct TesExecutor {
     /// The working directory, absolute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
-    /// Not supported yet.
+    /// A file (absolute path) piped to the command's stdin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
-    /// Not supported yet.
+    /// A file under `/work`, `/results` or `/tmp` its stdout goes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout: Option<String>,
-    /// Not supported yet.
+    /// A file under `/work`, `/results` or `/tmp` its stderr goes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
     /// Environment variables (names not starting with `BASHO_`).
@@ -507,16 +512,19 @@ pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
     if let Some(w) = &executor.workdir {
         container_path("executors[0].workdir", w)?;
     }
-    for (what, p) in [
-        ("stdin", &executor.stdin),
-        ("stdout", &executor.stdout),
-        ("stderr", &executor.stderr),
-    ] {
-        if p.is_some() {
-            return Err(format!(
-                "executors[0].{what} is not supported yet; read and write files under /work \
-                 and /results from the command"
-            ));
+    if let Some(p) = &executor.stdin {
+        container_path("executors[0].stdin", p)?;
+    }
+    for (what, p) in [("stdout", &executor.stdout), ("stderr", &executor.stderr)] {
+        if let Some(p) = p {
+            container_path(&format!("executors[0].{what}"), p)?;
+            if !WRITABLE.iter().any(|dir| p.starts_with(dir)) {
+                return Err(format!(
+                    "executors[0].{what} is {p:?}; the container's root is read-only, so name a \
+                     file under {}",
+                    WRITABLE.join(", ")
+                ));
+            }
         }
     }
     if executor.env.len() > MAX_ENV {
@@ -534,9 +542,11 @@ pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
                  starting with a digit; no NUL in its value)"
             ));
         }
-        if k.starts_with("BASHO_") {
+        if k.starts_with("BASHO_") || REDIRECTS.contains(&k.as_str()) {
             return Err(format!(
-                "executors[0].env {k:?}: BASHO_ variables are set by the site"
+                "executors[0].env {k:?}: BASHO_ variables are set by the site, and {} carry the \
+                 executor's redirections",
+                REDIRECTS.join(", ")
             ));
         }
         too_long("an env value", v, MAX_TEXT)?;
@@ -685,6 +695,34 @@ pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
         warnings,
         stored: task,
     })
+}
+
+/// The argv and environment that run `e`. An executor with `stdin`, `stdout` or `stderr` files is
+/// run by `/bin/sh` in the image, as `exec "$@"` with only those redirections, its own argv as
+/// the positional parameters and the paths in `TES_STDIN`, `TES_STDOUT`, `TES_STDERR`: nothing
+/// of the task is ever parsed by the shell. One without runs its argv as it is.
+pub fn executor_argv(e: &TesExecutor) -> (Vec<String>, BTreeMap<String, String>) {
+    let mut env = e.env.clone();
+    let mut script = String::from("exec \"$@\"");
+    for ((file, var), redirect) in [&e.stdin, &e.stdout, &e.stderr]
+        .into_iter()
+        .zip(REDIRECTS)
+        .zip(["<", ">", "2>"])
+    {
+        if let Some(path) = file {
+            env.insert(var.to_owned(), path.clone());
+            script.push_str(&format!(" {redirect}\"${var}\""));
+        }
+    }
+    if env.len() == e.env.len() {
+        return (e.command.clone(), env);
+    }
+    let argv = ["/bin/sh", "-c", &script, "tes-executor"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(e.command.iter().cloned())
+        .collect();
+    (argv, env)
 }
 
 /// The visas a `GA4GH-Passport` header carries: passports (their `ga4gh_passport_v1` visas) or

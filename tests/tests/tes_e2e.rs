@@ -1,7 +1,8 @@
 //! GA4GH TES tasks on the real Docker engine, through the in-process federation: a task reading
 //! a dataset file runs where the dataset is, in its working directory with its environment, and
-//! ends COMPLETE; one whose executor exits 3 ends EXECUTOR_ERROR with that exit code; a running
-//! one is canceled and its container goes.
+//! ends COMPLETE; one whose executor exits 3 ends EXECUTOR_ERROR with that exit code; one reads
+//! its stdin from a dataset file and writes its stdout and stderr to files; a running one is
+//! canceled and its container goes.
 
 use std::time::Duration;
 
@@ -53,6 +54,13 @@ async fn tes_tasks_run_to_their_end_on_docker() {
     let ok = submit(&fed, &task(&fed, "count", check)).await;
     let failing = submit(&fed, &task(&fed, "fails", "exit 3")).await;
     let long = submit(&fed, &task(&fed, "long", "sleep 600")).await;
+    // stdin from the dataset, stdout and stderr to files: `cat` runs as its argv, the redirections
+    // by a wrapper in the image's shell.
+    let mut piped = task(&fed, "piped", "");
+    piped["executors"][0] = json!({"image": "basho/demo", "command": ["cat", "-", "/nonexistent"],
+        "stdin": "/data/JGAD000201/records.csv", "stdout": "/results/copy.csv",
+        "stderr": "/results/err.txt"});
+    let piped = submit(&fed, &piped).await;
 
     let t = wait_for(&fed, &ok, &["COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"]).await;
     assert_eq!(t["state"], "COMPLETE", "{t}");
@@ -66,6 +74,21 @@ async fn tes_tasks_run_to_their_end_on_docker() {
     .await;
     assert_eq!(t["state"], "EXECUTOR_ERROR", "{t}");
     assert_eq!(t["logs"][0]["logs"][0]["exit_code"], 3);
+
+    // `cat` copied stdin and failed on the missing file: exit 1, both files written.
+    let t = wait_for(
+        &fed,
+        &piped,
+        &["COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"],
+    )
+    .await;
+    assert_eq!(t["logs"][0]["logs"][0]["exit_code"], 1, "{t}");
+    let results = fed.site_config("ncbn").paths.results_root.join(&piped);
+    let copy = std::fs::read_to_string(results.join("copy.csv")).unwrap();
+    assert_eq!(copy.lines().count(), 6, "{copy}");
+    assert!(copy.starts_with("record_id,"), "{copy}");
+    let err = std::fs::read_to_string(results.join("err.txt")).unwrap();
+    assert!(err.contains("/nonexistent"), "{err}");
 
     wait_for(&fed, &long, &["RUNNING"]).await;
     assert_eq!(fed.containers(&long).await.len(), 1);

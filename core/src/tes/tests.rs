@@ -113,19 +113,24 @@ fn bad_tasks_are_refused_saying_why() {
             "..",
         ),
         (
-            "stdin",
-            Box::new(|v| v["executors"][0]["stdin"] = json!("/work/in")),
-            "stdin",
+            "relative stdin",
+            Box::new(|v| v["executors"][0]["stdin"] = json!("in")),
+            "absolute",
         ),
         (
-            "stdout",
-            Box::new(|v| v["executors"][0]["stdout"] = json!("/results/o")),
-            "stdout",
+            "stdout on the root",
+            Box::new(|v| v["executors"][0]["stdout"] = json!("/etc/o")),
+            "read-only",
         ),
         (
-            "stderr",
-            Box::new(|v| v["executors"][0]["stderr"] = json!("/results/e")),
-            "stderr",
+            "stderr with ..",
+            Box::new(|v| v["executors"][0]["stderr"] = json!("/results/../e")),
+            "..",
+        ),
+        (
+            "TES_ env",
+            Box::new(|v| v["executors"][0]["env"] = json!({"TES_STDOUT": "x"})),
+            "redirections",
         ),
         (
             "env name",
@@ -272,6 +277,39 @@ fn bad_tasks_are_refused_saying_why() {
         let e = accept(task(v)).expect_err(what);
         assert!(e.contains(why), "{what}: {e:?} does not say {why:?}");
     }
+}
+
+#[test]
+fn redirections_run_through_a_wrapper_that_parses_nothing_of_the_task() {
+    let mut e: TesExecutor = serde_json::from_value(json!({
+        "image": "basho/demo", "command": ["wc", "-l", "$(rm -rf /)"], "env": {"LANG": "C"},
+    }))
+    .unwrap();
+    let (argv, env) = executor_argv(&e);
+    assert_eq!(
+        (argv, env.len()),
+        (e.command.clone(), 1),
+        "no redirection: the argv as it is"
+    );
+    e.stdin = Some("/data/JGAD000101/a b.csv".into());
+    e.stderr = Some("/results/err.txt".into());
+    let (argv, env) = executor_argv(&e);
+    assert_eq!(
+        argv,
+        [
+            "/bin/sh",
+            "-c",
+            r#"exec "$@" <"$TES_STDIN" 2>"$TES_STDERR""#,
+            "tes-executor",
+            "wc",
+            "-l",
+            "$(rm -rf /)"
+        ]
+    );
+    assert_eq!(env["TES_STDIN"], "/data/JGAD000101/a b.csv");
+    assert_eq!(env["TES_STDERR"], "/results/err.txt");
+    assert!(!env.contains_key("TES_STDOUT"));
+    assert_eq!(env["LANG"], "C");
 }
 
 #[test]

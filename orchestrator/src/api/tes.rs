@@ -322,12 +322,13 @@ pub async fn create(
         duration_s: None,
         site,
     };
+    let (command, env) = tes::executor_argv(&executor);
     let batch = Batch {
         image: executor.image,
-        command: executor.command,
+        command,
         launch: basho_core::protocol::Launch {
             workdir: executor.workdir,
-            env: executor.env,
+            env,
         },
         task: NewTask {
             body: stored,
