@@ -108,6 +108,49 @@ pub struct Launch {
     pub env: std::collections::BTreeMap<String, String>,
 }
 
+impl Launch {
+    /// Refuses a working directory that is not a [plain absolute path](plain_absolute_path),
+    /// and variables that are not [plain names](plain_variable), carry NUL in their value or
+    /// name the site's own `BASHO_*` ones. Checked where a task is accepted and again at the
+    /// site, which does not trust the orchestrator to have.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(w) = &self.workdir
+            && !plain_absolute_path(w)
+        {
+            return Err(format!(
+                "working directory {w:?} is not a plain absolute path"
+            ));
+        }
+        for (k, v) in &self.env {
+            if !plain_variable(k) || v.contains('\0') {
+                return Err(format!(
+                    "environment variable {k:?} is not a plain name (letters, digits and _, not \
+                     starting with a digit) with a value without NUL"
+                ));
+            }
+            if k.starts_with("BASHO_") {
+                return Err(format!("environment variable {k} is the site's to set"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Absolute, without NUL and without empty, `.` or `..` segments (so not ending in `/`).
+pub fn plain_absolute_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.contains('\0')
+        && p.split('/')
+            .skip(1)
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
+/// Letters, digits and `_`, not starting with a digit: a name every shell and runtime takes.
+pub fn plain_variable(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// `GET /v1/agent/desired?after=REV&wait_s=N`: the full desired set for the site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DesiredState {

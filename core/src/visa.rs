@@ -213,7 +213,7 @@ fn signed_with(
     }
     // The issuer picks the key set, so read it before the signature is checked; nothing else from
     // the unverified payload is trusted.
-    let iss = unverified_issuer(jwt)?;
+    let iss = unverified_claim(jwt, "iss")?;
     let set = trusted
         .issuers
         .get(&iss)
@@ -281,13 +281,15 @@ fn refuse_critical_extensions(jwt: &str) -> Result<(), VisaError> {
     Ok(())
 }
 
-fn unverified_issuer(jwt: &str) -> Result<String, VisaError> {
+/// String claim `name` of a JWT, unverified: for choosing a key, or refusing early what
+/// verification would refuse anyway.
+pub fn unverified_claim(jwt: &str, name: &'static str) -> Result<String, VisaError> {
     let claims = segment(jwt, 1, "payload")?;
     claims
-        .get("iss")
+        .get(name)
         .and_then(|v| v.as_str())
         .map(str::to_owned)
-        .ok_or(VisaError::MissingClaim("iss"))
+        .ok_or(VisaError::MissingClaim(name))
 }
 
 fn grant_from_claims(c: &serde_json::Value, iss: String, now: i64) -> Result<Grant, VisaError> {

@@ -80,39 +80,6 @@ pub enum Refusal {
     Launch(String),
 }
 
-/// Refuses a working directory that is not a plain absolute path, and variables that are not
-/// plain names, name the site's own `BASHO_*` ones or carry NUL: the orchestrator is not
-/// trusted to have checked.
-fn check_launch(launch: &basho_core::protocol::Launch) -> Result<(), Refusal> {
-    if let Some(w) = &launch.workdir {
-        let plain = w.starts_with('/')
-            && !w.contains('\0')
-            && w.split('/')
-                .skip(1)
-                .all(|s| !s.is_empty() && s != "." && s != "..");
-        if !plain {
-            return Err(Refusal::Launch(format!(
-                "working directory {w:?} is not a plain absolute path"
-            )));
-        }
-    }
-    for (k, v) in &launch.env {
-        let name = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !name || v.contains('\0') {
-            return Err(Refusal::Launch(format!(
-                "environment variable {k:?} is not a plain name with a value"
-            )));
-        }
-        if k.starts_with("BASHO_") {
-            return Err(Refusal::Launch(format!(
-                "environment variable {k} is the site's to set"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Checks `a` at `now` against the site's own issuers, catalog and allow-list.
 pub fn verify_assignment(
     a: &Assignment,
@@ -159,7 +126,7 @@ pub fn verify_assignment(
     }
     let image = catalog.image(&a.image)?.to_owned();
     if let Some(launch) = &a.launch {
-        check_launch(launch)?;
+        launch.check().map_err(Refusal::Launch)?;
     }
     if a.resources.gpus > 0 && !capabilities.gpus {
         return Err(Refusal::NoGpus(a.resources.gpus));

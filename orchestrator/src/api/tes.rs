@@ -195,12 +195,8 @@ fn shown(row: TaskRow, view: View) -> TesTask {
 )]
 pub async fn service_info(State(o): State<Orchestrator>) -> Json<Value> {
     let inner = o.inner();
-    let mut backends: Vec<String> = inner
-        .store
-        .sites()
-        .await
-        .map(|sites| sites.into_iter().map(|s| s.registration.backend).collect())
-        .unwrap_or_default();
+    // The replica's view of the sites: no query for a page every client reads first.
+    let mut backends: Vec<String> = inner.sites.list().into_iter().map(|s| s.backend).collect();
     backends.sort();
     backends.dedup();
     let c = &inner.config.tes;
@@ -268,7 +264,7 @@ pub async fn create(
     if let Principal::Researcher(sub) = &who
         && visas
             .iter()
-            .any(|v| tes::unverified_subject(v).as_deref() != Some(sub))
+            .any(|v| basho_core::visa::unverified_claim(v, "sub").ok().as_ref() != Some(sub))
     {
         return Err(TesError(
             StatusCode::FORBIDDEN,

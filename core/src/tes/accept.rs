@@ -1,0 +1,354 @@
+//! What basho accepts of a task document, and what a workspace for it is made of: its
+//! executor's argv (with any redirections) and the visas a `GA4GH-Passport` header carries.
+
+use std::collections::BTreeMap;
+
+use super::{DATASET_URL, MAX_EXECUTORS, TAG_PROJECT, TAG_VISAS, TesExecutor, TesTask};
+use crate::Ident;
+use crate::protocol::{plain_absolute_path, plain_variable};
+use crate::workspace::{MAX_CPUS, MAX_MEMORY_MIB, MAX_VISAS};
+
+/// Where a container may write: its stdout and stderr files go under one of these.
+const WRITABLE: [&str; 3] = ["/work/", "/results/", "/tmp/"];
+/// The variables that carry an executor's stdin, stdout and stderr files to its wrapper.
+const REDIRECTS: [&str; 3] = ["TES_STDIN", "TES_STDOUT", "TES_STDERR"];
+
+const MAX_TAGS: usize = 64;
+const MAX_ENV: usize = 128;
+const MAX_NAME: usize = 256;
+const MAX_TEXT: usize = 4096;
+const MAX_FILES: usize = 256;
+
+/// What a workspace for an accepted task is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The `basho_project` tag.
+    pub project: Option<Ident>,
+    /// The visas of the `basho_visas` tag.
+    pub visas: Vec<String>,
+    /// Datasets its inputs name, to mount.
+    pub datasets: Vec<Ident>,
+    /// CPU cores asked for.
+    pub cpus: Option<u32>,
+    /// Memory asked for, MiB.
+    pub memory_mib: Option<u64>,
+    /// The site its one zone names.
+    pub site: Option<Ident>,
+    /// The executor's image name, command, working directory and environment.
+    pub executor: TesExecutor,
+    /// Said of the task as it was accepted (parameters dropped).
+    pub warnings: Vec<String>,
+    /// The task as stored: read-only fields cleared, visas taken out of its tags, dropped
+    /// backend parameters gone.
+    pub stored: TesTask,
+}
+
+fn too_long(what: &str, s: &str, max: usize) -> Result<(), String> {
+    if s.len() > max {
+        return Err(format!("{what} is {} bytes; at most {max}", s.len()));
+    }
+    Ok(())
+}
+
+/// Refuses a path that is not absolute, has `..` or `.` segments, NUL, or ends in `/`.
+fn container_path(what: &str, p: &str) -> Result<(), String> {
+    if !plain_absolute_path(p) {
+        return Err(format!(
+            "{what} is {p:?}; name an absolute path without empty, . or .. segments"
+        ));
+    }
+    too_long(what, p, MAX_TEXT)
+}
+
+/// The dataset and path in it a `basho://datasets/<DATASET>/<path>` URL names.
+fn dataset_url(url: &str) -> Result<(Ident, &str), String> {
+    let Some(rest) = url.strip_prefix(DATASET_URL) else {
+        return Err(format!(
+            "input url {url:?} is not a dataset; name one by ID as \
+             {DATASET_URL}<DATASET>/<path> (this platform fetches nothing from outside, and \
+             inline content is not supported yet)"
+        ));
+    };
+    let (id, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let id = Ident::parse(id).map_err(|e| format!("input url {url:?}: dataset {e}"))?;
+    if !path.is_empty() {
+        container_path("input url's path", &format!("/{path}"))?;
+    }
+    Ok((id, path))
+}
+
+/// What basho makes of `task`: the checks a TES request meets before anything is stored.
+pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
+    let mut warnings = Vec::new();
+    if let Some(name) = &task.name {
+        too_long("name", name, MAX_NAME)?;
+    }
+    if let Some(d) = &task.description {
+        too_long("description", d, MAX_TEXT)?;
+    }
+    match task.executors.len() {
+        0 => return Err("executors is empty; a task runs at least one".into()),
+        n if n > MAX_EXECUTORS => {
+            return Err(format!(
+                "{n} executors; this server runs {MAX_EXECUTORS} per task today"
+            ));
+        }
+        _ => {}
+    }
+    let executor = task.executors[0].clone();
+    if executor.image.trim().is_empty() {
+        return Err("executors[0].image is empty; name an image the site allows".into());
+    }
+    too_long("executors[0].image", &executor.image, MAX_NAME)?;
+    if executor.command.is_empty() || executor.command[0].is_empty() {
+        return Err("executors[0].command is empty; give the argv to run".into());
+    }
+    if executor.command.iter().any(|a| a.contains('\0')) {
+        return Err("executors[0].command has a NUL byte".into());
+    }
+    if let Some(w) = &executor.workdir {
+        container_path("executors[0].workdir", w)?;
+    }
+    if let Some(p) = &executor.stdin {
+        container_path("executors[0].stdin", p)?;
+    }
+    for (what, p) in [("stdout", &executor.stdout), ("stderr", &executor.stderr)] {
+        if let Some(p) = p {
+            container_path(&format!("executors[0].{what}"), p)?;
+            if !WRITABLE.iter().any(|dir| p.starts_with(dir)) {
+                return Err(format!(
+                    "executors[0].{what} is {p:?}; the container's root is read-only, so name a \
+                     file under {}",
+                    WRITABLE.join(", ")
+                ));
+            }
+        }
+    }
+    if executor.env.len() > MAX_ENV {
+        return Err(format!(
+            "executors[0].env has {} variables; at most {MAX_ENV}",
+            executor.env.len()
+        ));
+    }
+    for (k, v) in &executor.env {
+        if !plain_variable(k) || v.contains('\0') {
+            return Err(format!(
+                "executors[0].env {k:?} is not a valid variable (letters, digits and _, not \
+                 starting with a digit; no NUL in its value)"
+            ));
+        }
+        if k.starts_with("BASHO_") || REDIRECTS.contains(&k.as_str()) {
+            return Err(format!(
+                "executors[0].env {k:?}: BASHO_ variables are set by the site, and {} carry the \
+                 executor's redirections",
+                REDIRECTS.join(", ")
+            ));
+        }
+        too_long("an env value", v, MAX_TEXT)?;
+    }
+    if task.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(
+            "volumes are not supported yet; with one executor, /work is its scratch space".into(),
+        );
+    }
+    let mut datasets: Vec<Ident> = Vec::new();
+    let inputs = task.inputs.get_or_insert_with(Vec::new);
+    if inputs.len() > MAX_FILES {
+        return Err(format!("{} inputs; at most {MAX_FILES}", inputs.len()));
+    }
+    for (i, input) in inputs.iter().enumerate() {
+        container_path(&format!("inputs[{i}].path"), &input.path)?;
+        if input.content.is_some() {
+            return Err(format!(
+                "inputs[{i}].content: inline content is not supported yet; name a dataset's \
+                 file as {DATASET_URL}<DATASET>/<path>"
+            ));
+        }
+        let Some(url) = &input.url else {
+            return Err(format!("inputs[{i}] has neither url nor content"));
+        };
+        let (id, path) = dataset_url(url).map_err(|e| format!("inputs[{i}]: {e}"))?;
+        let mounted = if path.is_empty() {
+            format!("/data/{id}")
+        } else {
+            format!("/data/{id}/{path}")
+        };
+        if input.path != mounted {
+            return Err(format!(
+                "inputs[{i}].path is {:?}; dataset {id} is mounted read-only, never copied, so \
+                 its file is at {mounted:?}",
+                input.path
+            ));
+        }
+        if !datasets.contains(&id) {
+            datasets.push(id);
+        }
+    }
+    let outputs = task.outputs.get_or_insert_with(Vec::new);
+    if outputs.len() > MAX_FILES {
+        return Err(format!("{} outputs; at most {MAX_FILES}", outputs.len()));
+    }
+    for (i, output) in outputs.iter().enumerate() {
+        container_path(&format!("outputs[{i}].path"), &output.path)?;
+        if !output.path.starts_with("/results/") {
+            return Err(format!(
+                "outputs[{i}].path is {:?}; outputs leave only from under /results, through \
+                 the results airlock",
+                output.path
+            ));
+        }
+        if output.path.contains(['*', '?', '[']) || output.path_prefix.is_some() {
+            return Err(format!(
+                "outputs[{i}].path: wildcards are not supported yet; name each file"
+            ));
+        }
+        too_long(&format!("outputs[{i}].url"), &output.url, MAX_TEXT)?;
+    }
+    let (mut cpus, mut memory_mib, mut site) = (None, None, None);
+    if let Some(r) = task.resources.as_mut() {
+        if let Some(c) = r.cpu_cores {
+            if c < 1 || c > i64::from(MAX_CPUS) {
+                return Err(format!(
+                    "resources.cpu_cores is {c}; ask for 1 to {MAX_CPUS}"
+                ));
+            }
+            cpus = Some(c as u32);
+        }
+        if let Some(gb) = r.ram_gb {
+            let mib = (gb * 1024.0).ceil();
+            if !gb.is_finite() || gb <= 0.0 || mib > MAX_MEMORY_MIB as f64 {
+                return Err(format!(
+                    "resources.ram_gb is {gb}; ask for more than 0 and at most {} GB",
+                    MAX_MEMORY_MIB / 1024
+                ));
+            }
+            memory_mib = Some((mib as u64).max(16));
+        }
+        if let Some(gb) = r.disk_gb {
+            if !gb.is_finite() || gb < 0.0 {
+                return Err(format!("resources.disk_gb is {gb}; ask for 0 or more"));
+            }
+            warnings.push("resources.disk_gb is not applied: /work is sized by the site".into());
+        }
+        match r.zones.as_slice() {
+            [] => {}
+            [zone] => {
+                site = Some(Ident::parse(zone).map_err(|e| format!("resources.zones: {e}"))?);
+            }
+            _ => return Err("resources.zones names more than one site; name one, or none".into()),
+        }
+        if !r.backend_parameters.is_empty() {
+            let keys: Vec<_> = r.backend_parameters.keys().cloned().collect();
+            if r.backend_parameters_strict == Some(true) {
+                return Err(format!(
+                    "resources.backend_parameters {keys:?} are not supported (this server \
+                     supports none) and backend_parameters_strict is set"
+                ));
+            }
+            warnings.push(format!(
+                "resources.backend_parameters {keys:?} are not supported and were dropped"
+            ));
+            r.backend_parameters.clear();
+        }
+    }
+    let mut visas = Vec::new();
+    let mut project = None;
+    if let Some(tags) = task.tags.as_mut() {
+        if let Some(list) = tags.remove(TAG_VISAS) {
+            visas = list
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if tags.len() > MAX_TAGS {
+            return Err(format!("{} tags; at most {MAX_TAGS}", tags.len()));
+        }
+        for (k, v) in tags.iter() {
+            too_long("a tag key", k, MAX_NAME)?;
+            too_long("a tag value", v, MAX_TEXT)?;
+        }
+        if let Some(p) = tags.get(TAG_PROJECT) {
+            project = Some(Ident::parse(p).map_err(|e| format!("tag {TAG_PROJECT}: {e}"))?);
+        }
+    }
+    if visas.len() > MAX_VISAS {
+        return Err(format!("{} visas; at most {MAX_VISAS}", visas.len()));
+    }
+    task.id = None;
+    task.state = None;
+    task.logs = None;
+    task.creation_time = None;
+    Ok(Accepted {
+        project,
+        visas,
+        datasets,
+        cpus,
+        memory_mib,
+        site,
+        executor,
+        warnings,
+        stored: task,
+    })
+}
+
+/// The argv and environment that run `e`. An executor with `stdin`, `stdout` or `stderr` files is
+/// run by `/bin/sh` in the image, as `exec "$@"` with only those redirections, its own argv as
+/// the positional parameters and the paths in `TES_STDIN`, `TES_STDOUT`, `TES_STDERR`: nothing
+/// of the task is ever parsed by the shell. One without runs its argv as it is.
+pub fn executor_argv(e: &TesExecutor) -> (Vec<String>, BTreeMap<String, String>) {
+    let mut env = e.env.clone();
+    let mut script = String::from("exec \"$@\"");
+    for ((file, var), redirect) in [&e.stdin, &e.stdout, &e.stderr]
+        .into_iter()
+        .zip(REDIRECTS)
+        .zip(["<", ">", "2>"])
+    {
+        if let Some(path) = file {
+            env.insert(var.to_owned(), path.clone());
+            script.push_str(&format!(" {redirect}\"${var}\""));
+        }
+    }
+    if env.len() == e.env.len() {
+        return (e.command.clone(), env);
+    }
+    let argv = ["/bin/sh", "-c", &script, "tes-executor"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(e.command.iter().cloned())
+        .collect();
+    (argv, env)
+}
+
+/// The visas a `GA4GH-Passport` header carries: passports (their `ga4gh_passport_v1` visas) or
+/// visas themselves, separated by commas or white space. Each visa is verified where it is used;
+/// a passport's own signature adds nothing to that and is not checked.
+pub fn passport_visas(header: &str) -> Result<Vec<String>, String> {
+    let mut visas = Vec::new();
+    for jwt in header
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+    {
+        let claims = crate::visa::segment(jwt, 1, "payload")
+            .map_err(|e| format!("the GA4GH-Passport header: {e}"))?;
+        if let Some(list) = claims.get("ga4gh_passport_v1") {
+            let list = list
+                .as_array()
+                .ok_or("the GA4GH-Passport header: ga4gh_passport_v1 is not a list of visas")?;
+            for v in list {
+                let v = v.as_str().ok_or(
+                    "the GA4GH-Passport header: ga4gh_passport_v1 holds something not a JWT",
+                )?;
+                visas.push(v.to_owned());
+            }
+        } else if claims.get("ga4gh_visa_v1").is_some() {
+            visas.push(jwt.to_owned());
+        } else {
+            return Err(
+                "the GA4GH-Passport header holds a JWT that is neither a passport nor a visa"
+                    .into(),
+            );
+        }
+    }
+    Ok(visas)
+}
