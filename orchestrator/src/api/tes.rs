@@ -151,9 +151,18 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 /// its workspace, and its log.
 fn shown(row: TaskRow, view: View) -> TesTask {
     let w = &row.workspace;
+    let state = task_state(w.state, w.message.as_deref(), row.canceled);
+    if view == View::Minimal {
+        // A list's usual view: nothing else is built only to be left out.
+        return TesTask {
+            id: Some(w.id.clone()),
+            state: Some(state),
+            ..TesTask::default()
+        };
+    }
     let mut t = row.body;
     t.id = Some(w.id.clone());
-    t.state = Some(task_state(w.state, w.message.as_deref(), row.canceled));
+    t.state = Some(state);
     t.creation_time = Some(rfc3339(w.created_at));
     let ended = w.state.is_terminal().then(|| rfc3339(w.updated_at));
     let mut system_logs = row.warnings;
