@@ -29,7 +29,7 @@ pub enum StopReason {
 }
 
 /// One step of a reconcile pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Verify, prepare and start this workspace.
     Launch(Box<Assignment>),
@@ -85,6 +85,7 @@ fn report(
         state,
         message,
         at: now,
+        outputs: None,
     }
 }
 

@@ -297,6 +297,7 @@ fn observation(workspace: &str, state: State, message: String, now: DateTime<Utc
         state,
         message: Some(message),
         at: now,
+        outputs: None,
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use basho_core::State;
-use basho_core::protocol::{Assignment, Observation, Registration};
+use basho_core::protocol::{Assignment, Observation, Registration, TaskOutputs};
 use basho_core::revocation::Revocation;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, watch};
@@ -160,8 +160,9 @@ pub async fn run(
         config.airlock.clone(),
         store,
     );
+    let desk = Arc::new(desk);
     let counter = Arc::new(crate::airlock::serve::Counter {
-        desk: Arc::new(desk),
+        desk: desk.clone(),
         gate: gate.clone(),
         audit: site_audit.clone(),
     });
@@ -252,6 +253,9 @@ pub async fn run(
         deny_unsaved: false,
         dirs,
         accounted: false,
+        desk,
+        outputs: BTreeMap::new(),
+        site_audit: site_audit.clone(),
     };
     let mut tick = tokio::time::interval(RECHECK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -348,6 +352,11 @@ struct Reconciler {
     dirs: HostDirs,
     /// The first pass that knew the desired state has said, per workspace, what it found.
     accounted: bool,
+    /// Takes an ended batch workspace's outputs into the airlock store.
+    desk: Arc<crate::airlock::desk::Desk>,
+    /// The outputs of each desired batch workspace that names some.
+    outputs: BTreeMap<String, Vec<String>>,
+    site_audit: Arc<crate::site_audit::SiteAudit>,
 }
 
 impl Reconciler {
@@ -405,6 +414,28 @@ impl Reconciler {
             busy = self.busy_ids.len(),
             "reconciling"
         );
+        // A batch workspace that ended by itself is reported once its outputs are taken.
+        if let Some(d) = screened.desired.as_deref() {
+            self.outputs = d
+                .iter()
+                .filter_map(|a| Some((a.id.clone(), a.launch.as_ref()?.outputs.clone())))
+                .filter(|(_, o)| !o.is_empty())
+                .collect();
+        }
+        let mut taking = Vec::new();
+        actions.retain(|a| match a {
+            Action::Report(o) => match self.outputs_to_take(o) {
+                Some(names) => {
+                    taking.push((o.clone(), names));
+                    false
+                }
+                None => true,
+            },
+            _ => true,
+        });
+        for (report, names) in taking {
+            self.take_outputs(report, names);
+        }
         let mut reports = Vec::new();
         for (workspace, steps) in by_workspace(actions) {
             if !steps.iter().any(Action::changes) {
@@ -467,6 +498,65 @@ impl Reconciler {
         self.busy_ids.insert(key, task.id());
     }
 
+    /// The outputs to take before `report` is sent: those of a batch workspace it says ended by
+    /// itself, unless they were taken or that end was already reported.
+    fn outputs_to_take(&self, report: &Observation) -> Option<Vec<String>> {
+        if report.outputs.is_some() || !matches!(report.state, State::Stopped | State::Failed) {
+            return None;
+        }
+        if self
+            .outbox
+            .latest(&report.workspace)
+            .is_some_and(|l| l.state == report.state)
+        {
+            return None;
+        }
+        self.outputs.get(&report.workspace).cloned()
+    }
+
+    /// Takes `names` of an ended batch workspace's `/results` into the airlock store, in the site's
+    /// audit log, then reports `report` with them.
+    fn take_outputs(&mut self, mut report: Observation, names: Vec<String>) {
+        let (desk, audit) = (self.desk.clone(), self.site_audit.clone());
+        let key = report.workspace.clone();
+        let span = info_span!("outputs", workspace = %key);
+        let task = self.busy.spawn(
+            async move {
+                let ws = report.workspace.clone();
+                let taken = {
+                    let ws = ws.clone();
+                    tokio::task::spawn_blocking(move || desk.outputs(&ws, &names)).await
+                };
+                let mut outputs = taken.unwrap_or_else(|e| TaskOutputs {
+                    intake: None,
+                    missing: Vec::new(),
+                    error: Some(format!("taking the outputs failed: {e}")),
+                });
+                let files = outputs.intake.as_ref().map(crate::airlock::serve::digests);
+                let detail = serde_json::json!({"files": files, "missing": outputs.missing,
+                    "error": outputs.error});
+                if let Err(e) = audit.record("task_outputs_taken", &ws, detail).await {
+                    warn!(error = %e, "the outputs taken could not be written to the site's audit log");
+                    outputs.intake = None;
+                    outputs.error = Some("the site's audit log could not record them".into());
+                }
+                info!(
+                    files = outputs.intake.as_ref().map_or(0, |i| i.files.len()),
+                    missing = outputs.missing.len(),
+                    "outputs taken"
+                );
+                report.outputs = Some(outputs);
+                let out = Outcome {
+                    reports: vec![report],
+                    refused: Vec::new(),
+                };
+                (ws, out)
+            }
+            .instrument(span),
+        );
+        self.busy_ids.insert(key, task.id());
+    }
+
     /// Takes in what a finished task reports.
     fn finished(&mut self, done: Result<(String, Outcome), tokio::task::JoinError>) {
         let (workspace, out) = match done {
@@ -482,7 +572,15 @@ impl Reconciler {
         for a in out.refused {
             self.refused.insert(a.id.clone(), a);
         }
-        self.outbox.record(out.reports);
+        // A launch that saw its batch workspace end already: its outputs first.
+        let mut reports = Vec::new();
+        for r in out.reports {
+            match self.outputs_to_take(&r) {
+                Some(names) => self.take_outputs(r, names),
+                None => reports.push(r),
+            }
+        }
+        self.outbox.record(reports);
     }
 
     /// Adds what the orchestrator sent to the deny-list and saves it when it grew.
@@ -566,6 +664,7 @@ impl Reconciler {
                 state: State::Unknown,
                 message: Some(e.to_string()),
                 at: now,
+                outputs: None,
             })
             .collect();
         self.outbox.record(unknown);

@@ -106,6 +106,10 @@ pub struct Launch {
     /// Variables beside the site's `BASHO_*` ones, which they may not name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub env: std::collections::BTreeMap<String, String>,
+    /// Files under `/results` (names relative to it) the site takes into its airlock store
+    /// when the workspace ends by itself: they become its release request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
 }
 
 impl Launch {
@@ -131,6 +135,13 @@ impl Launch {
             if k.starts_with("BASHO_") {
                 return Err(format!("environment variable {k} is the site's to set"));
             }
+        }
+        if let Some(o) = self
+            .outputs
+            .iter()
+            .find(|o| !plain_absolute_path(&format!("/{o}")))
+        {
+            return Err(format!("output {o:?} is not a plain path under /results"));
         }
         Ok(())
     }
@@ -173,7 +184,7 @@ pub struct DesiredState {
 }
 
 /// What the agent saw of one workspace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Observation {
     /// Workspace id.
@@ -185,10 +196,30 @@ pub struct Observation {
     pub message: Option<String>,
     /// When the agent saw it.
     pub at: DateTime<Utc>,
+    /// A batch workspace that ended by itself: what the site took of its outputs into its
+    /// airlock store, before its container goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<TaskOutputs>,
+}
+
+/// What the site took of an ended batch workspace's outputs, checked as any release request's
+/// files are; the orchestrator makes them the task's release request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskOutputs {
+    /// The files taken (those of the outputs that exist), as stored and checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intake: Option<crate::release::Intake>,
+    /// Outputs that were not files under `/results` when the workspace ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// Why the site took none of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `POST /v1/agent/observations`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObservationBatch {
     /// The site; must match the agent's token.

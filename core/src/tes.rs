@@ -12,13 +12,15 @@ use crate::State;
 mod accept;
 mod document;
 mod page;
+mod runner;
 
-pub use accept::{Accepted, accept, executor_argv, passport_visas};
+pub use accept::{Accepted, accept, passport_visas};
 pub use document::{
     FileType, TesExecutor, TesExecutorLog, TesInput, TesOutput, TesOutputFileLog, TesResources,
     TesTask, TesTaskLog,
 };
 pub use page::{page_size, page_token, parse_page_token};
+pub use runner::{Inline, RUNNER, RUNNER_NAME, task_argv};
 
 /// The specification version served (`type.version` in service-info).
 pub const SPEC_VERSION: &str = "1.1.0";
@@ -26,8 +28,8 @@ pub const SPEC_VERSION: &str = "1.1.0";
 pub const MAX_PAGE_SIZE: u64 = 2048;
 /// `page_size` when a request names none.
 pub const DEFAULT_PAGE_SIZE: u64 = 256;
-/// Executors in one task today.
-pub const MAX_EXECUTORS: usize = 1;
+/// Most executors in one task.
+pub const MAX_EXECUTORS: usize = 32;
 /// The tag naming the task's project.
 pub const TAG_PROJECT: &str = "basho_project";
 /// The tag carrying visa JWTs (separated by commas or white space); never stored or shown.
@@ -107,9 +109,11 @@ impl TesState {
     }
 }
 
-/// The exit code a workspace's message reports (`exited with code N`), as the agent words it.
+/// The exit code a workspace's message reports (`exited with code N`, maybe followed by `; ` and
+/// a note), as the agent words it.
 pub fn exit_code(message: Option<&str>) -> Option<i32> {
-    message?.strip_prefix("exited with code ")?.parse().ok()
+    let rest = message?.strip_prefix("exited with code ")?;
+    rest.split(';').next()?.parse().ok()
 }
 
 /// The TES state of a task whose workspace is in `state` with `message`; `canceled` when its
@@ -144,6 +148,10 @@ pub fn state_log(state: State, message: Option<&str>) -> Option<String> {
             Some(format!("the task could not run{why}"))
         }
         State::Unknown => Some(format!("its site cannot tell the task's state{why}")),
+        // What its site said beside the exit: outputs not found, say.
+        State::Stopped | State::Failed => message
+            .and_then(|m| m.split_once("; "))
+            .map(|(_, note)| note.to_owned()),
         _ => None,
     }
 }

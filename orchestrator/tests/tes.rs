@@ -115,7 +115,8 @@ async fn a_task_is_a_batch_workspace_where_its_data_is() {
     );
     assert_eq!(
         a["launch"],
-        json!({"workdir": "/work", "env": {"LANG": "C"}})
+        json!({"workdir": "/work", "env": {"LANG": "C"}, "outputs": ["count.txt"]}),
+        "the site takes the outputs into its airlock store as the task ends"
     );
 
     // Views.

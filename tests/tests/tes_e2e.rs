@@ -2,7 +2,8 @@
 //! a dataset file runs where the dataset is, in its working directory with its environment, and
 //! ends COMPLETE; one whose executor exits 3 ends EXECUTOR_ERROR with that exit code; one reads
 //! its stdin from a dataset file and writes its stdout and stderr to files; a running one is
-//! canceled and its container goes.
+//! canceled and its container goes; one runs four executors in order after writing an inline input,
+//! and its outputs become its release request as it ends.
 
 use std::time::Duration;
 
@@ -21,6 +22,11 @@ fn task(fed: &Federation, name: &str, script: &str) -> Value {
                        "workdir": "/tmp", "env": {"GREETING": "hello"}}],
         "tags": {"basho_project": "P-TES", "basho_visas": fed.issuer.mint("alice", "JGAD000201")},
     })
+}
+
+/// The release request a task's outputs become.
+fn release_of(task: &str) -> String {
+    format!("rr-{}", task.strip_prefix("ws-").unwrap())
 }
 
 async fn submit(fed: &Federation, body: &Value) -> String {
@@ -61,6 +67,27 @@ async fn tes_tasks_run_to_their_end_on_docker() {
         "stdin": "/data/JGAD000201/records.csv", "stdout": "/results/copy.csv",
         "stderr": "/results/err.txt"});
     let piped = submit(&fed, &piped).await;
+    // Executors in order in one container, an inline input written first, an ignored error,
+    // and outputs that become the task's release request as it ends.
+    let mut pipeline = task(&fed, "pipeline", "");
+    pipeline["inputs"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"path": "/work/in/note.txt", "content": "note $(not run)\n"}));
+    pipeline["executors"] = json!([
+        {"image": "basho/demo", "command": ["cut", "-d,", "-f1", "/data/JGAD000201/records.csv"],
+         "stdout": "/work/ids.txt"},
+        {"image": "basho/demo", "command": ["sh", "-c", "test \"$N\" = 5 && wc -l < ids.txt"],
+         "workdir": "/work", "env": {"N": "5"}, "stdout": "/results/count.txt"},
+        {"image": "basho/demo", "command": ["false"], "ignore_error": true},
+        {"image": "basho/demo", "command": ["cp", "/work/in/note.txt", "/results/note.txt"]},
+    ]);
+    pipeline["outputs"] = json!([
+        {"path": "/results/count.txt", "url": "s3://ignored/count.txt"},
+        {"path": "/results/note.txt", "url": "s3://ignored/note.txt"},
+        {"path": "/results/absent.txt", "url": "s3://ignored/absent.txt"},
+    ]);
+    let pipeline = submit(&fed, &pipeline).await;
 
     let t = wait_for(&fed, &ok, &["COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"]).await;
     assert_eq!(t["state"], "COMPLETE", "{t}");
@@ -89,6 +116,82 @@ async fn tes_tasks_run_to_their_end_on_docker() {
     assert!(copy.starts_with("record_id,"), "{copy}");
     let err = std::fs::read_to_string(results.join("err.txt")).unwrap();
     assert!(err.contains("/nonexistent"), "{err}");
+
+    // The piped task's stdout and stderr files are outputs too: its release request holds them.
+    let (_, r) = fed
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/release-requests/{}", release_of(&piped)),
+            None,
+        )
+        .await;
+    let names: Vec<&str> = r["files"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["copy.csv", "err.txt"], "{r}");
+
+    let t = wait_for(
+        &fed,
+        &pipeline,
+        &["COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"],
+    )
+    .await;
+    assert_eq!(t["state"], "COMPLETE", "{t}");
+    let results = fed.site_config("ncbn").paths.results_root.join(&pipeline);
+    assert_eq!(
+        std::fs::read_to_string(results.join("count.txt"))
+            .unwrap()
+            .trim(),
+        "6"
+    );
+    assert_eq!(
+        std::fs::read_to_string(results.join("note.txt")).unwrap(),
+        "note $(not run)\n"
+    );
+    let rr = release_of(&pipeline);
+    let logs = &t["logs"][0];
+    let urls: Vec<&str> = logs["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            format!("/v1/release-requests/{rr}/files/count.txt"),
+            format!("/v1/release-requests/{rr}/files/note.txt")
+        ],
+        "{t}"
+    );
+    assert_eq!(
+        t["outputs"][0]["url"], urls[0],
+        "the output's url is its release file"
+    );
+    assert_eq!(t["outputs"][2]["url"], "s3://ignored/absent.txt");
+    let system = logs["system_logs"].to_string();
+    assert!(
+        system.contains("absent.txt") && system.contains(&rr),
+        "{system}"
+    );
+    let (s, r) = fed
+        .api
+        .call(Method::GET, &format!("/v1/release-requests/{rr}"), None)
+        .await;
+    assert!(s.is_success(), "{r}");
+    assert_eq!(r["workspace"], pipeline.as_str());
+    assert_eq!(r["requester"], "alice", "{r}");
+    for f in r["files"].as_array().unwrap() {
+        let bytes = std::fs::read(results.join(f["name"].as_str().unwrap())).unwrap();
+        assert_eq!(f["sha256"], basho_core::digest::sha256_hex(&bytes), "{r}");
+    }
+    // Downloading waits for two approvals.
+    let (s, _) = fed.api.call(Method::GET, urls[0], None).await;
+    assert_eq!(s.as_u16(), 409);
 
     wait_for(&fed, &long, &["RUNNING"]).await;
     assert_eq!(fed.containers(&long).await.len(), 1);

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use basho_core::Ident;
 use basho_core::airlock::RowIndex;
 
+use basho_core::protocol::TaskOutputs;
 use basho_core::release::{Compared, Intake};
 
 use super::{AirlockConfig, IntakeError, Store, take};
@@ -60,6 +61,28 @@ impl Desk {
         let (index, compared) = self.index(&grants.datasets);
         let files = take(&results, names, &self.config, &self.store, &index)?;
         Ok(Intake { files, compared })
+    }
+
+    /// Takes what an ended batch workspace named as its `outputs`: those that are files (not
+    /// links) under its `/results`; the others are reported missing. Blocking.
+    pub fn outputs(&self, workspace: &str, names: &[String]) -> TaskOutputs {
+        let results = self.dirs.results_dir(workspace);
+        let (present, missing): (Vec<String>, Vec<String>) = names
+            .iter()
+            .cloned()
+            .partition(|n| std::fs::symlink_metadata(results.join(n)).is_ok_and(|m| m.is_file()));
+        let mut out = TaskOutputs {
+            intake: None,
+            missing,
+            error: None,
+        };
+        if !present.is_empty() {
+            match self.request(workspace, &present) {
+                Ok(intake) => out.intake = Some(intake),
+                Err(e) => out.error = Some(e.to_string()),
+            }
+        }
+        out
     }
 
     /// The rows of `datasets`' CSV and TSV tables, up to the site's byte budget.

@@ -115,15 +115,7 @@ impl Counter {
                 .map_err(|e| refusal("internal", e.to_string()))?
         };
         let intake = taken.map_err(|e| refusal(e.code(), e.to_string()))?;
-        let digests: Vec<_> = intake
-            .files
-            .iter()
-            .map(|f| {
-                json!({"name": f.name, "size": f.size, "sha256": f.sha256,
-                "passed": f.checked.passed(), "refused": f.checked.refused})
-            })
-            .collect();
-        let detail = json!({"request": request, "actor": actor, "files": digests,
+        let detail = json!({"request": request, "actor": actor, "files": digests(&intake),
             "proven": proven.as_ref().map(ToString::to_string)});
         self.audit
             .record("release_intake", &workspace, detail)
@@ -227,4 +219,16 @@ impl Counter {
         let _ = tx.send(Frame::json(id, Kind::Exit, &exit)).await;
         Ok(())
     }
+}
+
+/// What the site's audit log records of the files a request took.
+pub fn digests(intake: &basho_core::release::Intake) -> serde_json::Value {
+    intake
+        .files
+        .iter()
+        .map(|f| {
+            json!({"name": f.name, "size": f.size, "sha256": f.sha256,
+            "passed": f.checked.passed(), "refused": f.checked.refused})
+        })
+        .collect()
 }

@@ -164,6 +164,7 @@ impl Executor {
                             state: State::Failed,
                             message: Some(e.to_string()),
                             at: now,
+                            outputs: None,
                         });
                         out.refused.push(*a);
                     }

@@ -370,6 +370,7 @@ mod tests {
         let launch = |workdir: &str, var: &str| Launch {
             workdir: Some(workdir.into()),
             env: [(var.to_owned(), "x".to_owned())].into(),
+            outputs: vec!["out/counts.csv".into()],
         };
         let mut a = assignment();
         a.launch = Some(launch("/work/run", "LANG"));
@@ -381,6 +382,14 @@ mod tests {
             launch("/work", "BASHO_DATASETS"),
             launch("/work", "A=B"),
             launch("/work", "1A"),
+            Launch {
+                outputs: vec!["../../etc/shadow".into()],
+                ..Launch::default()
+            },
+            Launch {
+                outputs: vec!["/etc/shadow".into()],
+                ..Launch::default()
+            },
         ] {
             a.launch = Some(bad.clone());
             assert!(matches!(check(&a), Err(Refusal::Launch(_))), "{bad:?}");

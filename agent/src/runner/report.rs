@@ -193,6 +193,7 @@ mod tests {
             state,
             message: None,
             at: t0() + Duration::seconds(secs),
+            outputs: None,
         }
     }
 

@@ -1,17 +1,18 @@
-//! What basho accepts of a task document, and what a workspace for it is made of: its
-//! executor's argv (with any redirections) and the visas a `GA4GH-Passport` header carries.
+//! What basho accepts of a task document, and what a workspace for it is made of: the argv
+//! that runs its executors and the visas a `GA4GH-Passport` header carries.
 
-use std::collections::BTreeMap;
-
+use super::runner::{Inline, task_argv};
 use super::{DATASET_URL, MAX_EXECUTORS, TAG_PROJECT, TAG_VISAS, TesExecutor, TesTask};
 use crate::Ident;
-use crate::protocol::{plain_absolute_path, plain_variable};
+use crate::protocol::{Launch, plain_absolute_path, plain_variable};
 use crate::workspace::{MAX_CPUS, MAX_MEMORY_MIB, MAX_VISAS};
 
 /// Where a container may write: its stdout and stderr files go under one of these.
 const WRITABLE: [&str; 3] = ["/work/", "/results/", "/tmp/"];
-/// The variables that carry an executor's stdin, stdout and stderr files to its wrapper.
-const REDIRECTS: [&str; 3] = ["TES_STDIN", "TES_STDOUT", "TES_STDERR"];
+/// Largest inline input, bytes: it reaches the container as one argument.
+const MAX_CONTENT: usize = 64 * 1024;
+/// Largest sum of a task's inline inputs, bytes.
+const MAX_CONTENTS: usize = 128 * 1024;
 
 const MAX_TAGS: usize = 64;
 const MAX_ENV: usize = 128;
@@ -34,8 +35,12 @@ pub struct Accepted {
     pub memory_mib: Option<u64>,
     /// The site its one zone names.
     pub site: Option<Ident>,
-    /// The executor's image name, command, working directory and environment.
-    pub executor: TesExecutor,
+    /// The image every executor names.
+    pub image: String,
+    /// The argv that runs the executors in order (see [`super::runner`]).
+    pub command: Vec<String>,
+    /// The working directory and variables of a task run without the runner.
+    pub launch: Launch,
     /// Said of the task as it was accepted (parameters dropped).
     pub warnings: Vec<String>,
     /// The task as stored: read-only fields cleared, visas taken out of its tags, dropped
@@ -65,8 +70,8 @@ fn dataset_url(url: &str) -> Result<(Ident, &str), String> {
     let Some(rest) = url.strip_prefix(DATASET_URL) else {
         return Err(format!(
             "input url {url:?} is not a dataset; name one by ID as \
-             {DATASET_URL}<DATASET>/<path> (this platform fetches nothing from outside, and \
-             inline content is not supported yet)"
+             {DATASET_URL}<DATASET>/<path>, or give its content inline (this platform fetches \
+             nothing from outside)"
         ));
     };
     let (id, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -75,6 +80,69 @@ fn dataset_url(url: &str) -> Result<(Ident, &str), String> {
         container_path("input url's path", &format!("/{path}"))?;
     }
     Ok((id, path))
+}
+
+/// Refuses an executor basho does not run: no image or argv, a path that is not plain, a
+/// stdout or stderr file outside where a container writes, a variable that is not plain or is
+/// one of the site's own.
+fn check_executor(i: usize, e: &TesExecutor) -> Result<(), String> {
+    let at = format!("executors[{i}]");
+    if e.image.trim().is_empty() {
+        return Err(format!(
+            "{at}.image is empty; name an image the site allows"
+        ));
+    }
+    too_long(&format!("{at}.image"), &e.image, MAX_NAME)?;
+    if e.command.is_empty() || e.command[0].is_empty() {
+        return Err(format!("{at}.command is empty; give the argv to run"));
+    }
+    if e.command.iter().any(|a| a.contains('\0')) {
+        return Err(format!("{at}.command has a NUL byte"));
+    }
+    if let Some(w) = &e.workdir {
+        container_path(&format!("{at}.workdir"), w)?;
+    }
+    if let Some(p) = &e.stdin {
+        container_path(&format!("{at}.stdin"), p)?;
+    }
+    for (what, p) in [("stdout", &e.stdout), ("stderr", &e.stderr)] {
+        if let Some(p) = p {
+            writable(&format!("{at}.{what}"), p)?;
+        }
+    }
+    if e.env.len() > MAX_ENV {
+        return Err(format!(
+            "{at}.env has {} variables; at most {MAX_ENV}",
+            e.env.len()
+        ));
+    }
+    for (k, v) in &e.env {
+        if !plain_variable(k) || v.contains('\0') {
+            return Err(format!(
+                "{at}.env {k:?} is not a valid variable (letters, digits and _, not starting \
+                 with a digit; no NUL in its value)"
+            ));
+        }
+        if k.starts_with("BASHO_") {
+            return Err(format!(
+                "{at}.env {k:?}: BASHO_ variables are set by the site"
+            ));
+        }
+        too_long("an env value", v, MAX_TEXT)?;
+    }
+    Ok(())
+}
+
+/// Refuses a file a container cannot write: its root is read-only.
+fn writable(what: &str, p: &str) -> Result<(), String> {
+    container_path(what, p)?;
+    if !WRITABLE.iter().any(|dir| p.starts_with(dir)) {
+        return Err(format!(
+            "{what} is {p:?}; the container's root is read-only, so name a file under {}",
+            WRITABLE.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// What basho makes of `task`: the checks a TES request meets before anything is stored.
@@ -90,65 +158,25 @@ pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
         0 => return Err("executors is empty; a task runs at least one".into()),
         n if n > MAX_EXECUTORS => {
             return Err(format!(
-                "{n} executors; this server runs {MAX_EXECUTORS} per task today"
+                "{n} executors; at most {MAX_EXECUTORS} in one task"
             ));
         }
         _ => {}
     }
-    let executor = task.executors[0].clone();
-    if executor.image.trim().is_empty() {
-        return Err("executors[0].image is empty; name an image the site allows".into());
+    for (i, e) in task.executors.iter().enumerate() {
+        check_executor(i, e)?;
     }
-    too_long("executors[0].image", &executor.image, MAX_NAME)?;
-    if executor.command.is_empty() || executor.command[0].is_empty() {
-        return Err("executors[0].command is empty; give the argv to run".into());
-    }
-    if executor.command.iter().any(|a| a.contains('\0')) {
-        return Err("executors[0].command has a NUL byte".into());
-    }
-    if let Some(w) = &executor.workdir {
-        container_path("executors[0].workdir", w)?;
-    }
-    if let Some(p) = &executor.stdin {
-        container_path("executors[0].stdin", p)?;
-    }
-    for (what, p) in [("stdout", &executor.stdout), ("stderr", &executor.stderr)] {
-        if let Some(p) = p {
-            container_path(&format!("executors[0].{what}"), p)?;
-            if !WRITABLE.iter().any(|dir| p.starts_with(dir)) {
-                return Err(format!(
-                    "executors[0].{what} is {p:?}; the container's root is read-only, so name a \
-                     file under {}",
-                    WRITABLE.join(", ")
-                ));
-            }
-        }
-    }
-    if executor.env.len() > MAX_ENV {
+    let image = task.executors[0].image.clone();
+    if let Some(e) = task.executors.iter().find(|e| e.image != image) {
         return Err(format!(
-            "executors[0].env has {} variables; at most {MAX_ENV}",
-            executor.env.len()
+            "executors name images {image:?} and {:?}; a task's executors run in order in one \
+             container here, so they share one image",
+            e.image
         ));
-    }
-    for (k, v) in &executor.env {
-        if !plain_variable(k) || v.contains('\0') {
-            return Err(format!(
-                "executors[0].env {k:?} is not a valid variable (letters, digits and _, not \
-                 starting with a digit; no NUL in its value)"
-            ));
-        }
-        if k.starts_with("BASHO_") || REDIRECTS.contains(&k.as_str()) {
-            return Err(format!(
-                "executors[0].env {k:?}: BASHO_ variables are set by the site, and {} carry the \
-                 executor's redirections",
-                REDIRECTS.join(", ")
-            ));
-        }
-        too_long("an env value", v, MAX_TEXT)?;
     }
     if task.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
         return Err(
-            "volumes are not supported yet; with one executor, /work is its scratch space".into(),
+            "volumes are not supported yet; /work is the executors' shared scratch space".into(),
         );
     }
     let mut datasets: Vec<Ident> = Vec::new();
@@ -156,13 +184,28 @@ pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
     if inputs.len() > MAX_FILES {
         return Err(format!("{} inputs; at most {MAX_FILES}", inputs.len()));
     }
+    let mut inline = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
         container_path(&format!("inputs[{i}].path"), &input.path)?;
-        if input.content.is_some() {
-            return Err(format!(
-                "inputs[{i}].content: inline content is not supported yet; name a dataset's \
-                 file as {DATASET_URL}<DATASET>/<path>"
-            ));
+        if let Some(content) = &input.content {
+            if input.url.is_some() {
+                return Err(format!("inputs[{i}] has both url and content; give one"));
+            }
+            writable(&format!("inputs[{i}].path"), &input.path)?;
+            if content.len() > MAX_CONTENT {
+                return Err(format!(
+                    "inputs[{i}].content is {} bytes; inline content is at most {MAX_CONTENT}",
+                    content.len()
+                ));
+            }
+            if content.contains('\0') {
+                return Err(format!("inputs[{i}].content has a NUL byte"));
+            }
+            inline.push(Inline {
+                path: input.path.clone(),
+                content: content.clone(),
+            });
+            continue;
         }
         let Some(url) = &input.url else {
             return Err(format!("inputs[{i}] has neither url nor content"));
@@ -183,6 +226,13 @@ pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
         if !datasets.contains(&id) {
             datasets.push(id);
         }
+    }
+    let total: usize = inline.iter().map(|f| f.content.len()).sum();
+    if total > MAX_CONTENTS {
+        return Err(format!(
+            "inline inputs hold {total} bytes; at most {MAX_CONTENTS} in one task (larger files \
+             come from a dataset)"
+        ));
     }
     let outputs = task.outputs.get_or_insert_with(Vec::new);
     if outputs.len() > MAX_FILES {
@@ -275,6 +325,27 @@ pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
     if visas.len() > MAX_VISAS {
         return Err(format!("{} visas; at most {MAX_VISAS}", visas.len()));
     }
+    let (command, mut launch) = task_argv(&task.executors, &inline);
+    // What leaves when the task ends: its outputs, and executors' stdout and stderr under
+    // /results, which are outputs too.
+    let streams = task
+        .executors
+        .iter()
+        .flat_map(|e| [&e.stdout, &e.stderr])
+        .flatten();
+    for path in task
+        .outputs
+        .iter()
+        .flatten()
+        .map(|o| &o.path)
+        .chain(streams)
+    {
+        if let Some(name) = path.strip_prefix("/results/")
+            && !launch.outputs.iter().any(|o| o == name)
+        {
+            launch.outputs.push(name.to_owned());
+        }
+    }
     task.id = None;
     task.state = None;
     task.logs = None;
@@ -286,38 +357,12 @@ pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
         cpus,
         memory_mib,
         site,
-        executor,
+        image,
+        command,
+        launch,
         warnings,
         stored: task,
     })
-}
-
-/// The argv and environment that run `e`. An executor with `stdin`, `stdout` or `stderr` files is
-/// run by `/bin/sh` in the image, as `exec "$@"` with only those redirections, its own argv as
-/// the positional parameters and the paths in `TES_STDIN`, `TES_STDOUT`, `TES_STDERR`: nothing
-/// of the task is ever parsed by the shell. One without runs its argv as it is.
-pub fn executor_argv(e: &TesExecutor) -> (Vec<String>, BTreeMap<String, String>) {
-    let mut env = e.env.clone();
-    let mut script = String::from("exec \"$@\"");
-    for ((file, var), redirect) in [&e.stdin, &e.stdout, &e.stderr]
-        .into_iter()
-        .zip(REDIRECTS)
-        .zip(["<", ">", "2>"])
-    {
-        if let Some(path) = file {
-            env.insert(var.to_owned(), path.clone());
-            script.push_str(&format!(" {redirect}\"${var}\""));
-        }
-    }
-    if env.len() == e.env.len() {
-        return (e.command.clone(), env);
-    }
-    let argv = ["/bin/sh", "-c", &script, "tes-executor"]
-        .into_iter()
-        .map(str::to_owned)
-        .chain(e.command.iter().cloned())
-        .collect();
-    (argv, env)
 }
 
 /// The visas a `GA4GH-Passport` header carries: passports (their `ga4gh_passport_v1` visas) or

@@ -30,7 +30,10 @@ fn a_task_reads_as_its_workspace() {
     assert_eq!(a.cpus, Some(2));
     assert_eq!(a.memory_mib, Some(1536));
     assert_eq!(a.site.unwrap().as_str(), "tohoku");
-    assert_eq!(a.executor.command[0], "wc");
+    assert_eq!(
+        (a.image.as_str(), a.command[0].as_str()),
+        ("basho/demo", "wc")
+    );
     assert!(a.warnings.is_empty(), "{:?}", a.warnings);
     // The visas never stay in the stored task; the other tags do.
     let tags = a.stored.tags.unwrap();
@@ -76,12 +79,30 @@ fn bad_tasks_are_refused_saying_why() {
             "at least one",
         ),
         (
-            "two executors",
+            "too many executors",
             Box::new(|v| {
                 let e = v["executors"][0].clone();
-                v["executors"] = json!([e.clone(), e]);
+                v["executors"] = json!(vec![e; MAX_EXECUTORS + 1]);
             }),
-            "per task today",
+            "at most",
+        ),
+        (
+            "executors of two images",
+            Box::new(|v| {
+                let mut e = v["executors"][0].clone();
+                e["image"] = json!("basho/other");
+                v["executors"].as_array_mut().unwrap().push(e);
+            }),
+            "share one image",
+        ),
+        (
+            "a second executor's bad stdout",
+            Box::new(|v| {
+                let mut e = v["executors"][0].clone();
+                e["stdout"] = json!("/etc/passwd");
+                v["executors"].as_array_mut().unwrap().push(e);
+            }),
+            "executors[1].stdout",
         ),
         (
             "empty image",
@@ -129,9 +150,9 @@ fn bad_tasks_are_refused_saying_why() {
             "..",
         ),
         (
-            "TES_ env",
-            Box::new(|v| v["executors"][0]["env"] = json!({"TES_STDOUT": "x"})),
-            "redirections",
+            "env value with NUL",
+            Box::new(|v| v["executors"][0]["env"] = json!({"A": "x\u{0}y"})),
+            "valid variable",
         ),
         (
             "env name",
@@ -196,9 +217,29 @@ fn bad_tasks_are_refused_saying_why() {
             "neither",
         ),
         (
-            "inline content",
+            "both url and content",
             Box::new(|v| v["inputs"][0]["content"] = json!("hello")),
-            "content",
+            "both url and content",
+        ),
+        (
+            "inline content on the read-only root",
+            Box::new(|v| v["inputs"][0] = json!({"path": "/etc/x", "content": "hello"})),
+            "read-only",
+        ),
+        (
+            "inline content too large",
+            Box::new(|v| {
+                v["inputs"][0] = json!({"path": "/work/x", "content": "a".repeat(64 * 1024 + 1)})
+            }),
+            "at most",
+        ),
+        (
+            "inline contents too large together",
+            Box::new(|v| {
+                let f = |p: &str| json!({"path": p, "content": "a".repeat(50 * 1024)});
+                v["inputs"] = json!([f("/work/a"), f("/work/b"), f("/tmp/c")]);
+            }),
+            "in one task",
         ),
         (
             "output outside /results",
@@ -281,36 +322,98 @@ fn bad_tasks_are_refused_saying_why() {
 }
 
 #[test]
-fn redirections_run_through_a_wrapper_that_parses_nothing_of_the_task() {
-    let mut e: TesExecutor = serde_json::from_value(json!({
+fn one_plain_executor_runs_its_argv_as_it_is() {
+    let e: TesExecutor = serde_json::from_value(json!({
         "image": "basho/demo", "command": ["wc", "-l", "$(rm -rf /)"], "env": {"LANG": "C"},
+        "workdir": "/work/w",
     }))
     .unwrap();
-    let (argv, env) = executor_argv(&e);
-    assert_eq!(
-        (argv, env.len()),
-        (e.command.clone(), 1),
-        "no redirection: the argv as it is"
+    let (argv, launch) = task_argv(std::slice::from_ref(&e), &[]);
+    assert_eq!(argv, e.command);
+    assert_eq!(launch.workdir.as_deref(), Some("/work/w"));
+    assert_eq!(launch.env["LANG"], "C");
+}
+
+/// Runs the runner the way a container does, with `/bin/sh`, in `dir`.
+fn run(executors: Value, inline: &[Inline], dir: &std::path::Path) -> i32 {
+    let executors: Vec<TesExecutor> = serde_json::from_value(executors).unwrap();
+    let (argv, launch) = task_argv(&executors, inline);
+    assert_eq!(&argv[..4], ["/bin/sh", "-c", RUNNER, RUNNER_NAME]);
+    assert_eq!(launch, crate::protocol::Launch::default());
+    std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .current_dir(dir)
+        .env_remove("A")
+        .status()
+        .expect("/bin/sh runs")
+        .code()
+        .expect("an exit code")
+}
+
+#[test]
+fn the_runner_runs_executors_in_order_and_parses_nothing_of_the_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let read = |name: &str| std::fs::read_to_string(tmp.path().join(name)).unwrap();
+    let hostile = "$(touch pwned) `touch pwned2` 'q' \"d\" ; touch pwned3\nx";
+    let inline = [Inline {
+        path: format!("{d}/in/deep/input.txt"),
+        content: format!("{hostile}\n"),
+    }];
+    let code = run(
+        json!([
+            {"image": "i", "command": ["printf", "%s|", hostile, "a b", ""],
+             "stdout": format!("{d}/args.txt")},
+            {"image": "i", "command": ["cat"], "stdin": format!("{d}/in/deep/input.txt"),
+             "stdout": format!("{d}/copy.txt"), "stderr": format!("{d}/err.txt")},
+            {"image": "i", "command": ["sh", "-c", "printf '%s|' \"$A\" \"$(pwd)\" >seen.txt"],
+             "env": {"A": hostile}, "workdir": format!("{d}/in")},
+            {"image": "i", "command": ["false"], "ignore_error": true},
+            {"image": "i", "command": ["sh", "-c", "touch after-ignored"]},
+        ]),
+        &inline,
+        tmp.path(),
     );
-    e.stdin = Some("/data/JGAD000101/a b.csv".into());
-    e.stderr = Some("/results/err.txt".into());
-    let (argv, env) = executor_argv(&e);
-    assert_eq!(
-        argv,
-        [
-            "/bin/sh",
-            "-c",
-            r#"exec "$@" <"$TES_STDIN" 2>"$TES_STDERR""#,
-            "tes-executor",
-            "wc",
-            "-l",
-            "$(rm -rf /)"
-        ]
+    assert_eq!(code, 0, "an ignored error does not end the task");
+    assert_eq!(read("args.txt"), format!("{hostile}|a b||"));
+    assert_eq!(read("copy.txt"), format!("{hostile}\n"));
+    assert_eq!(read("in/seen.txt"), format!("{hostile}|{d}/in|"));
+    assert!(tmp.path().join("after-ignored").exists());
+    for f in ["pwned", "pwned2", "pwned3"] {
+        assert!(
+            !tmp.path().join(f).exists(),
+            "{f}: the shell parsed the task"
+        );
+    }
+}
+
+#[test]
+fn the_first_failing_executor_ends_the_task_with_its_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let code = run(
+        json!([
+            {"image": "i", "command": ["sh", "-c", "touch first"]},
+            {"image": "i", "command": ["sh", "-c", "exit 7"]},
+            {"image": "i", "command": ["sh", "-c", "touch third"]},
+        ]),
+        &[],
+        tmp.path(),
     );
-    assert_eq!(env["TES_STDIN"], "/data/JGAD000101/a b.csv");
-    assert_eq!(env["TES_STDERR"], "/results/err.txt");
-    assert!(!env.contains_key("TES_STDOUT"));
-    assert_eq!(env["LANG"], "C");
+    assert_eq!(code, 7);
+    assert!(tmp.path().join("first").exists());
+    assert!(!tmp.path().join("third").exists(), "nothing runs after it");
+    let code = run(
+        json!([{"image": "i", "command": ["true"], "stdin": "/nonexistent/in"}]),
+        &[],
+        tmp.path(),
+    );
+    assert_ne!(code, 0, "a missing stdin file fails the executor");
+    let code = run(
+        json!([{"image": "i", "command": ["/nonexistent/program"], "stdout": "/dev/null"}]),
+        &[],
+        tmp.path(),
+    );
+    assert_eq!(code, 127, "a program that is not there");
 }
 
 #[test]
@@ -365,6 +468,17 @@ fn every_workspace_state_reads_as_a_tes_state() {
             .contains("revoked")
     );
     assert!(state_log(Stopped, None).is_none());
+    assert!(state_log(Stopped, Some("exited with code 0")).is_none());
+    let note = "exited with code 2; outputs not found as files under /results: a.csv";
+    assert_eq!(exit_code(Some(note)), Some(2));
+    assert_eq!(
+        task_state(Failed, Some(note), false),
+        TesState::ExecutorError
+    );
+    assert_eq!(
+        state_log(Failed, Some(note)).as_deref(),
+        Some("outputs not found as files under /results: a.csv")
+    );
     for s in TesState::ALL {
         assert_eq!(TesState::parse(s.as_str()), Some(s));
         assert_eq!(serde_json::to_value(s).unwrap(), json!(s.as_str()));

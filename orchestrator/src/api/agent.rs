@@ -301,7 +301,7 @@ pub async fn observations(
             continue;
         }
         // Why it was stopped (deletion, quota) stays on the workspace beside the site's word.
-        let message = match (&rec.workspace.message, &obs.message) {
+        let mut message = match (&rec.workspace.message, &obs.message) {
             (Some(why), Some(seen))
                 if rec.workspace.state == WsState::Stopping && obs.state == WsState::Stopped =>
             {
@@ -309,6 +309,18 @@ pub async fn observations(
             }
             _ => obs.message.clone(),
         };
+        // A batch workspace that ended by itself: what its site took of its outputs becomes
+        // its task's release request before it leaves the desired set.
+        if let Some(outputs) = &obs.outputs
+            && matches!(obs.state, WsState::Stopped | WsState::Failed)
+            && rec.workspace.state.wants_container()
+            && let Some(note) = super::tes::outputs_taken(&o, site, &rec.workspace, outputs).await?
+        {
+            message = Some(match message {
+                Some(m) => format!("{m}; {note}"),
+                None => note,
+            });
+        }
         match o
             .transition_as(
                 &format!("agent:{site}"),

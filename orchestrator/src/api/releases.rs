@@ -204,7 +204,7 @@ fn digests(r: &ReleaseRequest) -> serde_json::Value {
 
 /// Audits a step; a request whose step cannot be recorded is answered 503, as the rest of the
 /// API does for what grants access.
-async fn audited(
+pub(crate) async fn audited(
     o: &Orchestrator,
     actor: &str,
     action: &str,

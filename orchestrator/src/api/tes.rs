@@ -9,6 +9,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use basho_core::release::ReleaseRequest;
 use basho_core::tes::{
     self, Accepted, LOGS_NOTE, TesExecutorLog, TesState, TesTask, TesTaskLog, View, task_state,
 };
@@ -23,6 +24,10 @@ use crate::Orchestrator;
 use crate::store::{Cancel, NewTask, TaskFilter, TaskRow};
 use crate::tokens::Principal;
 use crate::workspaces::{Batch, create_with};
+
+mod outputs;
+
+pub use outputs::{release_id, taken as outputs_taken};
 
 /// Where the TES API is served.
 pub const BASE: &str = "/ga4gh/tes/v1";
@@ -149,7 +154,7 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// The task a row shows in `view`: the document as accepted, with its id, its state read from
 /// its workspace, and its log.
-fn shown(row: TaskRow, view: View) -> TesTask {
+fn shown(row: TaskRow, view: View, release: Option<&ReleaseRequest>) -> TesTask {
     let w = &row.workspace;
     let state = task_state(w.state, w.message.as_deref(), row.canceled);
     if view == View::Minimal {
@@ -170,6 +175,11 @@ fn shown(row: TaskRow, view: View) -> TesTask {
         system_logs.push("canceled by its caller".into());
     }
     system_logs.extend(tes::state_log(w.state, w.message.as_deref()));
+    let files = release.map(|r| {
+        let (files, note) = outputs::shown(&mut t, r);
+        system_logs.push(note);
+        files
+    });
     system_logs.push(LOGS_NOTE.into());
     let logs = tes::exit_code(w.message.as_deref())
         .map(|exit_code| TesExecutorLog {
@@ -191,7 +201,7 @@ fn shown(row: TaskRow, view: View) -> TesTask {
         metadata,
         start_time: None,
         end_time: ended,
-        outputs: Vec::new(),
+        outputs: files.unwrap_or_default(),
         system_logs: Some(system_logs),
     }]);
     t.in_view(view)
@@ -307,7 +317,9 @@ pub async fn create(
         cpus,
         memory_mib,
         site,
-        executor,
+        image,
+        command,
+        launch,
         warnings,
         stored,
         ..
@@ -327,14 +339,10 @@ pub async fn create(
         duration_s: None,
         site,
     };
-    let (command, env) = tes::executor_argv(&executor);
     let batch = Batch {
-        image: executor.image,
+        image,
         command,
-        launch: basho_core::protocol::Launch {
-            workdir: executor.workdir,
-            env,
-        },
+        launch,
         task: NewTask {
             body: stored,
             warnings,
@@ -436,12 +444,31 @@ pub async fn list(
     let more = rows.len() as u64 > size;
     rows.truncate(size as usize);
     let next = more.then(|| tes::page_token(rows.last().map_or(1, |r| r.seq)));
-    let tasks: Vec<TesTask> = rows.into_iter().map(|r| shown(r, view)).collect();
+    let mut tasks = Vec::with_capacity(rows.len());
+    for row in rows {
+        let release = outputs_release(&o, &row, view).await?;
+        tasks.push(shown(row, view, release.as_ref()));
+    }
     let mut answer = json!({"tasks": tasks});
     if let Some(next) = next {
         answer["next_page_token"] = json!(next);
     }
     Ok(Json(answer))
+}
+
+/// The release request of an ended task's outputs, for views that show them.
+async fn outputs_release(
+    o: &Orchestrator,
+    row: &TaskRow,
+    view: View,
+) -> TesResult<Option<ReleaseRequest>> {
+    if view == View::Minimal || !row.workspace.state.is_terminal() {
+        return Ok(None);
+    }
+    Ok(o.inner()
+        .store
+        .release(&release_id(&row.workspace.id))
+        .await?)
 }
 
 /// A task this caller may see.
@@ -476,7 +503,8 @@ pub async fn get(
     let pairs = query_pairs(&uri, &["view"])?;
     let view = view(&pairs)?;
     let row = visible(&o, &who, &id).await?;
-    Ok(Json(shown(row, view)))
+    let release = outputs_release(&o, &row, view).await?;
+    Ok(Json(shown(row, view, release.as_ref())))
 }
 
 /// `POST /tasks/{id}:cancel`: stops a task that has not ended.

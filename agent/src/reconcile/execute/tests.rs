@@ -122,6 +122,7 @@ async fn stop_keeps_work_and_results_and_a_failed_stop_reports_nothing() {
         state: State::Stopped,
         message: None,
         at: Utc::now(),
+        outputs: None,
     };
     let stop = || Action::Stop {
         workspace: "ws-1".into(),
@@ -163,6 +164,7 @@ async fn a_revoked_workspaces_work_and_results_go_to_quarantine_and_its_report_s
         state: State::Revoked,
         message: Some("stopped by this site: revocation 3".into()),
         at: Utc::now(),
+        outputs: None,
     };
     let stop = Action::Stop {
         workspace: "ws-1".into(),
