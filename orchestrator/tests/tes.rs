@@ -267,6 +267,108 @@ async fn a_canceled_task_is_stopped_by_its_site() {
 }
 
 #[tokio::test]
+async fn an_ended_tasks_outputs_become_its_release_request() {
+    let (h, store) = harness().await;
+    let alice = token(&store, Role::Researcher, Some("r-1")).await;
+    let (_, made) = post_task(&h, &alice, task(&h, "r-1", "JGAD000101", "count")).await;
+    let id = made["id"].as_str().unwrap().to_owned();
+    let rr = format!("rr-{}", id.strip_prefix("ws-").unwrap());
+    h.observe("tohoku", &[(&id, "running", None)]).await;
+    let ended = ("stopped", "exited with code 0");
+    let (s, v) = h
+        .end_task("tohoku", &id, ended, &["count.txt"], &["absent.txt"])
+        .await;
+    assert_eq!((s, v["applied"].clone()), (StatusCode::OK, json!(1)), "{v}");
+
+    // The release request: the task's owner's, submitted for review, in the audit chain.
+    let release = async |id: &str| {
+        let path = format!(
+            "/v1/release-requests/rr-{}",
+            id.strip_prefix("ws-").unwrap()
+        );
+        h.call(Method::GET, &path, &alice, None).await
+    };
+    let (s, r) = release(&id).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        (&r["workspace"], &r["requester"], &r["state"]),
+        (&json!(id), &json!("r-1"), &json!("submitted")),
+        "{r}"
+    );
+    assert_eq!(r["files"][0]["name"], "count.txt");
+    let auditor = token(&store, Role::Auditor, None).await;
+    let (_, chain) = h
+        .call(Method::GET, "/v1/audit?limit=1000", &auditor, None)
+        .await;
+    let entries = chain["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{chain}"));
+    let e = entries
+        .iter()
+        .find(|e| e["target"] == rr.as_str())
+        .unwrap_or_else(|| panic!("no entry for {rr}: {chain}"));
+    assert_eq!(
+        (&e["actor"], &e["action"], &e["detail"]["automatic"]),
+        (
+            &json!("agent:tohoku"),
+            &json!("release_requested"),
+            &json!(true)
+        ),
+        "{e}"
+    );
+
+    // The task: COMPLETE, its output pointing at the release file, the absent one said.
+    let (_, t) = h
+        .call(
+            Method::GET,
+            &format!("{BASE}/tasks/{id}?view=FULL"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(t["state"], "COMPLETE", "{t}");
+    let url = format!("/v1/release-requests/{rr}/files/count.txt");
+    assert_eq!(t["outputs"][0]["url"], url.as_str(), "{t}");
+    assert_eq!(
+        t["logs"][0]["outputs"],
+        json!([{"url": url, "path": "/results/count.txt", "size_bytes": "9"}])
+    );
+    let system = t["logs"][0]["system_logs"].to_string();
+    assert!(
+        system.contains("absent.txt") && system.contains(&rr),
+        "{system}"
+    );
+    assert_eq!(t["logs"][0]["logs"][0]["exit_code"], 0, "{t}");
+    // Not downloadable before two checkers approve.
+    let (s, _) = h.call(Method::GET, &url, &alice, None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+
+    // The same report again changes nothing; a canceled task's end releases nothing.
+    let (_, v) = h.end_task("tohoku", &id, ended, &["other.txt"], &[]).await;
+    assert_eq!(v["applied"], 0, "{v}");
+    let (_, r2) = release(&id).await;
+    assert_eq!(r2["files"], r["files"]);
+    let (_, made) = post_task(&h, &alice, task(&h, "r-1", "JGAD000101", "canceled")).await;
+    let other = made["id"].as_str().unwrap().to_owned();
+    h.observe("tohoku", &[(&other, "running", None)]).await;
+    let cancel = format!("{BASE}/tasks/{other}:cancel");
+    assert_eq!(
+        h.call(Method::POST, &cancel, &alice, None).await.0,
+        StatusCode::OK
+    );
+    h.end_task(
+        "tohoku",
+        &other,
+        ("stopped", "exited with code 143"),
+        &["count.txt"],
+        &[],
+    )
+    .await;
+    let (s, _) = release(&other).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn tasks_are_listed_in_pages_newest_first_and_filtered() {
     let (h, store) = harness().await;
     let alice = token(&store, Role::Researcher, Some("r-1")).await;

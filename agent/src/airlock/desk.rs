@@ -63,14 +63,21 @@ impl Desk {
         Ok(Intake { files, compared })
     }
 
-    /// Takes what an ended batch workspace named as its `outputs`: those that are files (not
-    /// links) under its `/results`; the others are reported missing. Blocking.
+    /// Takes what an ended batch workspace named as its `outputs`: those that are files under
+    /// its `/results`, and the files under those that are directories (links are never
+    /// followed); the others are reported missing. Blocking.
     pub fn outputs(&self, workspace: &str, names: &[String]) -> TaskOutputs {
         let results = self.dirs.results_dir(workspace);
-        let (present, missing): (Vec<String>, Vec<String>) = names
-            .iter()
-            .cloned()
-            .partition(|n| std::fs::symlink_metadata(results.join(n)).is_ok_and(|m| m.is_file()));
+        let (mut present, mut missing) = (Vec::new(), Vec::new());
+        for name in names {
+            match std::fs::symlink_metadata(results.join(name)) {
+                Ok(m) if m.is_file() => present.push(name.clone()),
+                Ok(m) if m.is_dir() => files_under(&results, name, &mut present),
+                _ => missing.push(name.clone()),
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        present.retain(|n| seen.insert(n.clone()));
         let mut out = TaskOutputs {
             intake: None,
             missing,
@@ -124,6 +131,30 @@ impl Desk {
             }
         }
         (index, compared)
+    }
+}
+
+/// The regular files under `results`/`dir`, by name relative to `results`, in a stable order;
+/// links are not followed.
+fn files_under(results: &Path, dir: &str, out: &mut Vec<String>) {
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(results.join(&dir)) else {
+            continue;
+        };
+        let mut names: Vec<(String, std::fs::FileType)> = entries
+            .flatten()
+            .filter_map(|e| Some((e.file_name().into_string().ok()?, e.file_type().ok()?)))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, kind) in names {
+            let path = format!("{dir}/{name}");
+            if kind.is_file() {
+                out.push(path);
+            } else if kind.is_dir() {
+                dirs.push(path);
+            }
+        }
     }
 }
 
@@ -274,5 +305,46 @@ mod tests {
         std::fs::remove_dir_all(s.dirs.results_dir("ws-1")).unwrap();
         let e = s.desk.request("ws-1", &["x.csv".into()]).unwrap_err();
         assert!(e.to_string().contains("no /results"), "{e}");
+    }
+
+    #[test]
+    fn an_ended_tasks_outputs_are_its_files_and_directories_never_links() {
+        let s = site(AirlockConfig::default());
+        let results = s.dirs.results_dir("ws-1");
+        std::fs::create_dir_all(results.join("plots/deep")).unwrap();
+        std::fs::write(results.join("counts.csv"), "band,count\n40-49,120\n").unwrap();
+        std::fs::write(results.join("plots/b.txt"), "b\n").unwrap();
+        std::fs::write(results.join("plots/deep/a.txt"), "a\n").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", results.join("plots/passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", results.join("link.txt")).unwrap();
+        let names = [
+            "counts.csv",
+            "plots",
+            "link.txt",
+            "absent.txt",
+            "plots/b.txt",
+        ];
+        let out = s.desk.outputs("ws-1", &names.map(String::from));
+        let taken: Vec<&str> = out
+            .intake
+            .as_ref()
+            .unwrap()
+            .files
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(
+            taken,
+            ["counts.csv", "plots/b.txt", "plots/deep/a.txt"],
+            "each file once, links left behind"
+        );
+        assert_eq!(out.missing, ["link.txt", "absent.txt"]);
+        assert_eq!(out.error, None);
+        // Nothing there: nothing taken, nothing asked of the store.
+        let out = s.desk.outputs("ws-1", &["nothing.txt".into()]);
+        assert_eq!((out.intake, out.missing.len()), (None, 1));
+        // A workspace the site does not hold: why, not a panic.
+        let out = s.desk.outputs("ws-2", &["counts.csv".into()]);
+        assert_eq!(out.missing, ["counts.csv"]);
     }
 }

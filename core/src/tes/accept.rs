@@ -185,6 +185,10 @@ pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
         return Err(format!("{} inputs; at most {MAX_FILES}", inputs.len()));
     }
     let mut inline = Vec::new();
+    for input in inputs.iter_mut() {
+        // The specification's default, said in the task as stored.
+        input.kind.get_or_insert_default();
+    }
     for (i, input) in inputs.iter().enumerate() {
         container_path(&format!("inputs[{i}].path"), &input.path)?;
         if let Some(content) = &input.content {
@@ -192,6 +196,11 @@ pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
                 return Err(format!("inputs[{i}] has both url and content; give one"));
             }
             writable(&format!("inputs[{i}].path"), &input.path)?;
+            if input.kind == Some(super::FileType::Directory) {
+                return Err(format!(
+                    "inputs[{i}] is a DIRECTORY with content; inline content is one file"
+                ));
+            }
             if content.len() > MAX_CONTENT {
                 return Err(format!(
                     "inputs[{i}].content is {} bytes; inline content is at most {MAX_CONTENT}",
@@ -237,6 +246,9 @@ pub fn accept(mut task: TesTask) -> Result<Accepted, String> {
     let outputs = task.outputs.get_or_insert_with(Vec::new);
     if outputs.len() > MAX_FILES {
         return Err(format!("{} outputs; at most {MAX_FILES}", outputs.len()));
+    }
+    for output in outputs.iter_mut() {
+        output.kind.get_or_insert_default();
     }
     for (i, output) in outputs.iter().enumerate() {
         container_path(&format!("outputs[{i}].path"), &output.path)?;

@@ -59,12 +59,13 @@ pub struct TesInput {
     /// `basho://datasets/<DATASET>/<path>`: a dataset's file, by ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Where the executor sees it: `/data/<DATASET>/<path>`, where the dataset is mounted.
+    /// Where the executor sees it: `/data/<DATASET>/<path>`, where the dataset is mounted, or
+    /// where inline content is written.
     pub path: String,
     /// File or directory.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<FileType>,
-    /// Inline content; not supported yet.
+    /// Inline content, written to `path` (under `/work` or `/tmp`) before the first executor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     /// Ignored: datasets are mounted, never copied.
