@@ -218,6 +218,10 @@ pub struct Isolation {
     /// Size of `/tmp`, MiB.
     #[serde(default = "default_tmp")]
     pub tmp_size_mib: u64,
+    /// Run batch tasks that mount no dataset and so carry no visa (TES tasks with only inline
+    /// inputs); `false` refuses every assignment without a visa.
+    #[serde(default = "crate::session::default_true")]
+    pub tasks_without_visas: bool,
 }
 
 fn default_user() -> String {
@@ -236,6 +240,7 @@ impl Default for Isolation {
             user: default_user(),
             pids_limit: default_pids(),
             tmp_size_mib: default_tmp(),
+            tasks_without_visas: true,
         }
     }
 }

@@ -87,7 +87,7 @@ pub struct SessionsConfig {
     pub key_file: Option<std::path::PathBuf>,
 }
 
-fn default_true() -> bool {
+pub(crate) fn default_true() -> bool {
     true
 }
 

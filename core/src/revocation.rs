@@ -249,7 +249,8 @@ impl Revocation {
         if let Some(j) = &self.visa_jti {
             return h.visas.iter().any(|v| &v.jti == j);
         }
-        if self.subject.is_some() || self.dataset.is_some() {
+        // A task that reads no dataset holds no visa: its owner's revocation stops it outright.
+        if (self.subject.is_some() || self.dataset.is_some()) && !h.visas.is_empty() {
             let at = self.at.timestamp();
             return h
                 .visas
@@ -378,6 +379,10 @@ mod tests {
             ..holder(&ds, &old)
         };
         assert!(!r.matches(bob));
+        // A task that reads no dataset holds no visa: nothing newer to weigh, it is stopped.
+        assert!(r.matches(holder(&[], &[])));
+        let d = rev(|r| r.dataset = Some(id("D1")));
+        assert!(!d.matches(holder(&[], &[])), "it mounts no dataset");
     }
 
     #[test]

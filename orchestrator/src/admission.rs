@@ -117,10 +117,14 @@ fn granted_datasets(sites: &SiteCache, values: &BTreeSet<String>) -> BTreeSet<Id
 
 /// Checks `req` and places it: the record to store, and its compute reserved at the record's
 /// site until the reservation is committed or dropped.
+///
+/// `unlicensed` is the owner of a batch task that carries no visa because it reads no dataset:
+/// it mounts none, and only such a request may come without visas.
 pub(crate) fn admit<'a>(
     ctx: &Admission<'a>,
     req: &CreateWorkspace,
     now: DateTime<Utc>,
+    unlicensed: Option<&str>,
 ) -> Result<(WorkspaceRecord, Reservation<'a>), AdmissionError> {
     let now = to_millis(now);
     let template = ctx.templates.get(req.template.as_str()).ok_or_else(|| {
@@ -146,7 +150,7 @@ pub(crate) fn admit<'a>(
             max: template.max_duration_s,
         });
     }
-    if req.visas.is_empty() {
+    if req.visas.is_empty() && unlicensed.is_none() {
         return Err(AdmissionError::InvalidRequest(
             "visas is empty; send at least one ControlledAccessGrants visa (a JWT) from the DAC"
                 .into(),
@@ -163,6 +167,13 @@ pub(crate) fn admit<'a>(
     let values: BTreeSet<String> = grants.iter().map(|g| g.value.clone()).collect();
 
     let datasets: Vec<Ident> = match &req.datasets {
+        // Only a task that reads no dataset comes without visas.
+        Some(list) if req.visas.is_empty() && !list.is_empty() => {
+            return Err(AdmissionError::InvalidRequest(
+                "datasets are named without visas; send the visas that grant them".into(),
+            ));
+        }
+        _ if req.visas.is_empty() => Vec::new(),
         Some(list) => {
             if list.is_empty() {
                 return Err(AdmissionError::InvalidRequest(
@@ -210,7 +221,11 @@ pub(crate) fn admit<'a>(
     let workspace = Workspace {
         id: format!("ws-{}", uuid::Uuid::now_v7()),
         project: req.project.clone(),
-        owner: grants[0].sub.clone(),
+        owner: grants
+            .first()
+            .map(|g| g.sub.clone())
+            .or(unlicensed.map(str::to_owned))
+            .unwrap_or_default(),
         template: template.name.clone(),
         site: reservation.site().clone(),
         state: State::Placed,

@@ -84,6 +84,9 @@ pub struct Batch {
     pub launch: Launch,
     /// The task, written with the workspace.
     pub task: NewTask,
+    /// The owner of a task that reads no dataset and so carries no visa (a researcher creating
+    /// it with their own token).
+    pub owner: Option<String>,
 }
 
 /// Creates the workspace `req` asks for, in `actor`'s name. Everything is checked before anything
@@ -129,7 +132,8 @@ pub async fn create_with(
     // under the site's turn. When another replica took the capacity first, the view learns what
     // the site holds and placement runs again: elsewhere, or refused.
     for _ in 0..PLACEMENT_ATTEMPTS {
-        let (mut rec, reservation) = admit(&admission, req, now)?;
+        let unlicensed = batch.and_then(|b| b.owner.as_deref());
+        let (mut rec, reservation) = admit(&admission, req, now, unlicensed)?;
         crate::revocations::refuse_revoked(&inner.revocations.all(), &rec)?;
         admit_quota(o, &rec.workspace, now).await?;
         basho_core::crash_point!("orchestrator.create.admitted");

@@ -369,6 +369,47 @@ async fn an_ended_tasks_outputs_become_its_release_request() {
 }
 
 #[tokio::test]
+async fn a_task_reading_no_dataset_needs_no_visa() {
+    let (h, store) = harness().await;
+    let alice = token(&store, Role::Researcher, Some("r-1")).await;
+    let body = json!({
+        "name": "no-data",
+        "inputs": [{"path": "/work/run.sh", "content": "echo hi > /results/hi.txt\n"}],
+        "executors": [{"image": "basho/demo", "command": ["sh", "/work/run.sh"]}],
+        "tags": {"basho_project": "P-0001"},
+    });
+    let (s, made) = post_task(&h, &alice, body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    let (_, w) = h.get(&format!("/v1/workspaces/{id}")).await;
+    assert_eq!(
+        (&w["owner"], &w["datasets"]),
+        (&json!("r-1"), &json!([])),
+        "{w}"
+    );
+    // The site is sent no visa and mounts nothing; its own check lets only this kind through.
+    let site = w["site"].as_str().unwrap().to_owned();
+    let (_, desired) = h
+        .call(Method::GET, "/v1/agent/desired", &agent_token(&site), None)
+        .await;
+    let a = &desired["workspaces"][0];
+    assert_eq!(
+        (&a["visas"], &a["datasets"]),
+        (&json!([]), &json!([])),
+        "{a}"
+    );
+    // Revoking its owner ends it, and refuses the next.
+    let revoke = json!({"subject": "r-1", "reason": "consent-withdrawn"});
+    let (s, v) = h
+        .call(Method::POST, "/v1/revocations", PLATFORM, Some(revoke))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["affected"], json!([id]), "{v}");
+    let got = post_task(&h, &alice, body).await;
+    assert_tes_error(&got, StatusCode::FORBIDDEN, "revoked");
+}
+
+#[tokio::test]
 async fn tasks_are_listed_in_pages_newest_first_and_filtered() {
     let (h, store) = harness().await;
     let alice = token(&store, Role::Researcher, Some("r-1")).await;
@@ -504,6 +545,25 @@ async fn bad_requests_get_a_tes_error_and_create_nothing() {
             }),
             StatusCode::BAD_REQUEST,
             "no visas",
+        ),
+        (
+            "no visas from a researcher, reading a dataset",
+            alice.as_str(),
+            with(&|t| {
+                t["tags"].as_object_mut().unwrap().remove("basho_visas");
+            }),
+            StatusCode::BAD_REQUEST,
+            "no visas",
+        ),
+        (
+            "no visas and no dataset, from the platform: no owner",
+            PLATFORM,
+            with(&|t| {
+                t["tags"].as_object_mut().unwrap().remove("basho_visas");
+                t.as_object_mut().unwrap().remove("inputs");
+            }),
+            StatusCode::BAD_REQUEST,
+            "researcher token",
         ),
         (
             "forged visa",

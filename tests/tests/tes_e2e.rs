@@ -3,10 +3,12 @@
 //! ends COMPLETE; one whose executor exits 3 ends EXECUTOR_ERROR with that exit code; one reads
 //! its stdin from a dataset file and writes its stdout and stderr to files; a running one is
 //! canceled and its container goes; one runs four executors in order after writing an inline input,
-//! and its outputs become its release request as it ends.
+//! and its outputs become its release request as it ends; one reading no dataset runs without a
+//! visa, created with its researcher's own token.
 
 use std::time::Duration;
 
+use basho_orchestrator::store::Role;
 use basho_tests::federation::Federation;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -88,6 +90,22 @@ async fn tes_tasks_run_to_their_end_on_docker() {
         {"path": "/results/absent.txt", "url": "s3://ignored/absent.txt"},
     ]);
     let pipeline = submit(&fed, &pipeline).await;
+    // A task that reads no dataset needs no visa: its researcher creates it with their own
+    // token, and it runs where there is room, mounting nothing.
+    let alice = basho_tests::api::Api::new(
+        fed.api.base.clone(),
+        basho_tests::sessions::token(&fed, Role::Researcher, Some("alice")).await,
+    );
+    let unlicensed = json!({
+        "name": "no-data",
+        "inputs": [{"path": "/work/run.sh", "content": "ls /data | wc -l > /results/seen.txt\n"}],
+        "outputs": [{"path": "/results/seen.txt", "url": "s3://ignored/seen.txt"}],
+        "executors": [{"image": "basho/demo", "command": ["sh", "/work/run.sh"]}],
+        "tags": {"basho_project": "P-TES"},
+    });
+    let (s, v) = alice.call(Method::POST, TASKS, Some(&unlicensed)).await;
+    assert!(s.is_success(), "{v}");
+    let unlicensed = v["id"].as_str().unwrap().to_owned();
 
     let t = wait_for(&fed, &ok, &["COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"]).await;
     assert_eq!(t["state"], "COMPLETE", "{t}");
@@ -192,6 +210,39 @@ async fn tes_tasks_run_to_their_end_on_docker() {
     // Downloading waits for two approvals.
     let (s, _) = fed.api.call(Method::GET, urls[0], None).await;
     assert_eq!(s.as_u16(), 409);
+
+    let t = wait_for(
+        &fed,
+        &unlicensed,
+        &["COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"],
+    )
+    .await;
+    assert_eq!(t["state"], "COMPLETE", "{t}");
+    let (_, w) = fed
+        .api
+        .call(Method::GET, &format!("/v1/workspaces/{unlicensed}"), None)
+        .await;
+    assert_eq!(
+        (&w["owner"], &w["datasets"]),
+        (&json!("alice"), &json!([])),
+        "{w}"
+    );
+    let site = ["tohoku", "ncbn", "bbj"]
+        .into_iter()
+        .find(|s| fed.site(s) == w["site"].as_str().unwrap())
+        .unwrap();
+    let seen = fed.site_config(site).paths.results_root.join(&unlicensed);
+    let seen = std::fs::read_to_string(seen.join("seen.txt")).unwrap();
+    assert_eq!(seen.trim(), "0", "no dataset is mounted");
+    let (s, r) = alice
+        .call(
+            Method::GET,
+            &format!("/v1/release-requests/{}", release_of(&unlicensed)),
+            None,
+        )
+        .await;
+    assert!(s.is_success(), "{r}");
+    assert_eq!(r["files"][0]["name"], "seen.txt");
 
     wait_for(&fed, &long, &["RUNNING"]).await;
     assert_eq!(fed.containers(&long).await.len(), 1);

@@ -215,6 +215,9 @@ impl Executor {
         a: &Assignment,
         now: DateTime<Utc>,
     ) -> Result<Observed, ExecuteError> {
+        if a.visas.is_empty() && !self.isolation.tasks_without_visas {
+            return Err(Refusal::NoVisa.into());
+        }
         let approved = info_span!("verify").in_scope(|| {
             verify_assignment(
                 a,

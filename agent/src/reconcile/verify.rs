@@ -34,7 +34,7 @@ pub enum Refusal {
     /// Past its expiry.
     #[error("workspace expired at {0}; an expired workspace is never launched")]
     Expired(DateTime<Utc>),
-    /// No visa came with the assignment.
+    /// No visa came with an assignment that needs one (all but a batch task mounting nothing).
     #[error("the assignment carries no visa; this site verifies every grant itself")]
     NoVisa,
     /// A visa does not verify against the site's trusted issuers.
@@ -92,7 +92,9 @@ pub fn verify_assignment(
     if a.expires_at <= now {
         return Err(Refusal::Expired(a.expires_at));
     }
-    if a.visas.is_empty() {
+    // Only a batch task that mounts no dataset comes without a visa (the site may refuse even
+    // those: `[isolation] tasks_without_visas`).
+    if a.visas.is_empty() && (!a.datasets.is_empty() || a.launch.is_none()) {
         return Err(Refusal::NoVisa);
     }
     let grants = verify_all(&a.visas, trusted, now.timestamp())
@@ -247,10 +249,21 @@ mod tests {
     }
 
     #[test]
-    fn refuses_no_visa() {
+    fn refuses_no_visa_unless_a_batch_task_that_mounts_nothing() {
         let mut a = assignment();
         a.visas.clear();
         assert_eq!(check(&a), Err(Refusal::NoVisa));
+        a.launch = Some(basho_core::protocol::Launch::default());
+        assert_eq!(
+            check(&a),
+            Err(Refusal::NoVisa),
+            "a batch task with a dataset"
+        );
+        a.datasets.clear();
+        let approved = check(&a).expect("a batch task that reads no dataset");
+        assert!(approved.grants.is_empty() && approved.datasets.is_empty());
+        a.launch = None;
+        assert_eq!(check(&a), Err(Refusal::NoVisa), "an interactive workspace");
     }
 
     #[test]

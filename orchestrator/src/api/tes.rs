@@ -274,12 +274,24 @@ pub async fn create(
             .map_err(|_| TesError::bad("the GA4GH-Passport header is not text"))?;
         visas.extend(tes::passport_visas(h).map_err(TesError::bad)?);
     }
-    if visas.is_empty() {
-        return Err(TesError::bad(format!(
-            "no visas: send them in the GA4GH-Passport header or the {} tag",
-            tes::TAG_VISAS
-        )));
-    }
+    // A task that reads no dataset needs no visa; its owner is the researcher whose token
+    // creates it.
+    let owner = match (&who, visas.is_empty()) {
+        (_, false) => None,
+        (Principal::Researcher(sub), true) if accepted.datasets.is_empty() => Some(sub.clone()),
+        (_, true) if accepted.datasets.is_empty() => {
+            return Err(TesError::bad(
+                "no visas: a task that reads no dataset needs none, but is created with its \
+                 owner's own researcher token",
+            ));
+        }
+        _ => {
+            return Err(TesError::bad(format!(
+                "no visas: send them in the GA4GH-Passport header or the {} tag",
+                tes::TAG_VISAS
+            )));
+        }
+    };
     if let Principal::Researcher(sub) = &who
         && visas
             .iter()
@@ -347,6 +359,7 @@ pub async fn create(
             body: stored,
             warnings,
         },
+        owner,
     };
     let made = create_with(&o, &who.actor(), &req, None, Some(&batch))
         .await

@@ -102,6 +102,23 @@ async fn a_refused_launch_reports_failed_and_starts_nothing() {
 }
 
 #[tokio::test]
+async fn a_task_without_visas_runs_only_where_the_site_allows_it() {
+    let mut a = Assignment::test("ws-1").expiring(Utc::now() + chrono::Duration::minutes(10));
+    a.launch = Some(basho_core::protocol::Launch::default());
+    let launch = vec![Action::Launch(Box::new(a))];
+    let s = site();
+    let out = s.exec.execute(launch.clone(), Utc::now()).await;
+    assert_eq!(states(&out), vec![("ws-1".into(), State::Running)]);
+    let mut refusing = site();
+    refusing.exec.isolation.tasks_without_visas = false;
+    let out = refusing.exec.execute(launch, Utc::now()).await;
+    assert_eq!(states(&out), vec![("ws-1".into(), State::Failed)]);
+    let msg = out.reports[0].message.as_deref().unwrap();
+    assert!(msg.contains("carries no visa"), "{msg}");
+    assert_eq!(refusing.fake.launch_count(), 0);
+}
+
+#[tokio::test]
 async fn an_unavailable_backend_is_retried_not_failed() {
     let s = site();
     s.fake.set_unavailable(true);
