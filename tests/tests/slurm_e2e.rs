@@ -375,12 +375,13 @@ async fn tes_tasks_run_as_slurm_jobs_to_their_end() {
     let (fed, _testbed) = federation(Runtime::Docker).await;
     let mut jobs = Jobs(Vec::new());
     let visa = fed.issuer.mint("alice", "JGAD000101");
-    let mut submit = async |script: &str| {
+    let mut submit = async |executors: Value, outputs: Value| {
         let body = json!({
             "inputs": [{"url": "basho://datasets/JGAD000101/records.csv",
-                        "path": "/data/JGAD000101/records.csv"}],
-            "executors": [{"image": "basho/demo", "command": ["sh", "-c", script],
-                           "workdir": "/tmp", "env": {"GREETING": "hello"}}],
+                        "path": "/data/JGAD000101/records.csv"},
+                       {"path": "/work/note.txt", "content": "from the task\n"}],
+            "executors": executors,
+            "outputs": outputs,
             "tags": {"basho_project": "P-SLURM", "basho_visas": visa},
         });
         let (s, v) = fed
@@ -394,8 +395,23 @@ async fn tes_tasks_run_as_slurm_jobs_to_their_end() {
     };
     let check = r#"test "$(pwd)" = /tmp && test "$GREETING" = hello \
         && test "$(wc -l < /data/JGAD000101/records.csv)" = 6"#;
-    let ok = submit(check).await;
-    let failing = submit("exit 3").await;
+    let one = |script: &str| {
+        json!([{"image": "basho/demo", "command": ["sh", "-c", script],
+                "workdir": "/tmp", "env": {"GREETING": "hello"}}])
+    };
+    let ok = submit(one(check), json!([])).await;
+    let failing = submit(one("exit 3"), json!([])).await;
+    // Executors in order in the one job, after the inline input; the outputs leave through the
+    // airlock as a release request.
+    let steps = json!([
+        {"image": "basho/demo", "command": ["wc", "-l", "/data/JGAD000101/records.csv"],
+         "stdout": "/work/count.txt"},
+        {"image": "basho/demo", "command": ["false"], "ignore_error": true},
+        {"image": "basho/demo", "command": ["cat", "/work/count.txt", "/work/note.txt"],
+         "stdout": "/results/summary.txt"},
+    ]);
+    let outputs = json!([{"path": "/results/summary.txt", "url": "s3://ignored/summary.txt"}]);
+    let pipeline = submit(steps, outputs).await;
     let ended = async |id: &str| -> Value {
         basho_tests::wait_for("the task to end", Duration::from_secs(120), || async {
             let (_, t) = fed
@@ -419,5 +435,33 @@ async fn tes_tasks_run_as_slurm_jobs_to_their_end() {
     let t = ended(&failing).await;
     assert_eq!(t["state"], "EXECUTOR_ERROR", "{t}");
     assert_eq!(t["logs"][0]["logs"][0]["exit_code"], 3, "{t}");
+    let t = ended(&pipeline).await;
+    assert_eq!(t["state"], "COMPLETE", "{t}");
+    let rr = format!("rr-{}", pipeline.strip_prefix("ws-").unwrap());
+    assert_eq!(
+        t["logs"][0]["outputs"][0]["url"],
+        format!("/v1/release-requests/{rr}/files/summary.txt"),
+        "{t}"
+    );
+    let (_, r) = fed
+        .api
+        .call(Method::GET, &format!("/v1/release-requests/{rr}"), None)
+        .await;
+    let summary = fed
+        .site_config("tohoku")
+        .paths
+        .results_root
+        .join(&pipeline)
+        .join("summary.txt");
+    let bytes = std::fs::read(&summary).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&bytes),
+        "6 /data/JGAD000101/records.csv\nfrom the task\n"
+    );
+    assert_eq!(
+        r["files"][0]["sha256"],
+        basho_core::digest::sha256_hex(&bytes),
+        "{r}"
+    );
     fed.shutdown().await;
 }
