@@ -1,9 +1,9 @@
 //! GA4GH Task Execution Service 1.1: the task document as the specification's OpenAPI
 //! description defines it, what basho accepts of it, and how a workspace's state reads as a TES
-//! state (docs/architecture.md, "Tasks through TES"). A task is a batch workspace: its
-//! executor is the workspace's image and command, placed, verified at the site, metered and
-//! revoked as every workspace is. The document's types are in `document`, what is accepted of
-//! it in `accept`, page tokens in `page`.
+//! state (docs/architecture.md, "Batch tasks: GA4GH TES"). A task is a batch workspace: its
+//! executors run in order in the workspace's one container, placed, verified at the site,
+//! metered and revoked as every workspace is. The document's types are in `document`, what is
+//! accepted of it in `accept`, how its executors run in `runner`, page tokens in `page`.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,8 +38,9 @@ pub const TAG_VISAS: &str = "basho_visas";
 pub const DATASET_URL: &str = "basho://datasets/";
 /// Where executor logs go, in every task's system logs and in service-info.
 pub const LOGS_NOTE: &str = "executor stdout and stderr are not returned through TES: a trusted \
-    research environment must not leak records through logs. Write them under /results and \
-    name them as outputs; they leave through the results airlock once two checkers approve";
+    research environment must not leak records through logs. Give an executor stdout or stderr \
+    files under /results: they are outputs, and leave through the results airlock once two \
+    checkers approve";
 
 /// Task state as defined by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

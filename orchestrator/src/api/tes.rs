@@ -1,5 +1,5 @@
-//! GA4GH Task Execution Service 1.1 at `/ga4gh/tes/v1`. A task is a batch workspace: its one
-//! executor is the workspace's image and argv, placed where the task's datasets are, verified
+//! GA4GH Task Execution Service 1.1 at `/ga4gh/tes/v1`. A task is a batch workspace: its
+//! executors are the workspace's image and argv, placed where the task's datasets are, verified
 //! again at the site, metered and revoked as every workspace is ([`basho_core::tes`] says what
 //! is accepted and how states map). Errors answer `{"msg", "status_code"}`.
 
@@ -226,8 +226,10 @@ pub async fn service_info(State(o): State<Orchestrator>) -> Json<Value> {
         "description": format!(
             "Tasks run as batch workspaces where their datasets are, each grant verified again \
              at the site. Inputs name datasets by ID ({}<DATASET>/<path>), mounted read-only at \
-             /data/<DATASET>; outputs stay under /results until released through the results \
-             airlock. {LOGS_NOTE}. Backends of the registered sites: {}.",
+             /data/<DATASET>, or come inline; executors run in order in one container and share \
+             one image. Outputs (files under /results) become the task's release request when \
+             it ends, downloadable once released through the results airlock. {LOGS_NOTE}. \
+             Backends of the registered sites: {}.",
             tes::DATASET_URL,
             if backends.is_empty() { "none yet".to_owned() } else { backends.join(", ") }
         ),
