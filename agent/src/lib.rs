@@ -12,6 +12,7 @@ pub mod backend;
 pub mod catalog;
 pub mod client;
 pub mod config;
+pub mod consent;
 pub mod meter;
 pub mod metrics;
 pub mod reconcile;

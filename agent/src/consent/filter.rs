@@ -1,0 +1,325 @@
+//! Making a release without withdrawn participants, file by file: tables lose their rows, VCF
+//! files their samples (`bcftools`), other files go through the dataset's filter command or are
+//! linked unchanged.
+
+use std::collections::BTreeSet;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest as _, Sha256};
+
+use super::Source;
+
+/// Why a file could not be filtered.
+#[derive(Debug)]
+pub enum Error {
+    /// Reading or writing.
+    Io(io::Error),
+    /// A tool failed, with what it said.
+    Tool(String),
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<csv::Error> for Error {
+    fn from(e: csv::Error) -> Self {
+        Error::Io(io::Error::other(e))
+    }
+}
+
+/// What a release holds.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// SHA-256 over each file's name and digest, hex.
+    pub digest: String,
+    /// Files.
+    pub files: u64,
+    /// Table rows.
+    pub rows: u64,
+    /// Distinct participants in participant columns and VCF samples.
+    pub participants: u64,
+    /// Rows and samples removed.
+    pub removed: u64,
+}
+
+/// What a file is, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A table with this delimiter.
+    Table(u8),
+    /// A VCF, plain or bgzipped.
+    Vcf,
+    /// Anything else.
+    Other,
+}
+
+/// The kind of the file named `name`.
+pub fn kind(name: &str) -> Kind {
+    if name.ends_with(".csv") {
+        Kind::Table(b',')
+    } else if name.ends_with(".tsv") {
+        Kind::Table(b'\t')
+    } else if name.ends_with(".vcf") || name.ends_with(".vcf.gz") {
+        Kind::Vcf
+    } else {
+        Kind::Other
+    }
+}
+
+/// The regular files under `root`, relative to it, sorted; a link anywhere is refused (a
+/// release holds its files, never a way out of it).
+pub fn files(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        for entry in std::fs::read_dir(root.join(&rel))? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = rel.join(entry.file_name());
+            if kind.is_dir() {
+                dirs.push(path);
+            } else if kind.is_file() {
+                out.push(path);
+            } else {
+                return Err(io::Error::other(format!(
+                    "{} is a link or special file; a dataset release holds only files and \
+                     directories",
+                    path.display()
+                )));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The samples of a VCF, from `bcftools query -l`.
+pub fn vcf_samples(path: &Path) -> Result<Vec<String>, Error> {
+    let out = Command::new("bcftools")
+        .arg("query")
+        .arg("-l")
+        .arg(path)
+        .output()
+        .map_err(|e| Error::Tool(format!("bcftools could not run: {e}; install bcftools")))?;
+    if !out.status.success() {
+        return Err(Error::Tool(format!(
+            "bcftools query -l {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The participant column's index in a table's header, when it has one.
+fn column(header: &csv::ByteRecord, name: Option<&str>) -> Option<usize> {
+    let name = name?.as_bytes();
+    header.iter().position(|h| h == name)
+}
+
+fn reader(bytes: &[u8], delimiter: u8) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(bytes)
+}
+
+/// Every participant the release in `dir` names: its tables' participant columns and its VCF
+/// samples.
+pub fn participants(dir: &Path, source: &Source<'_>) -> Result<BTreeSet<String>, Error> {
+    let mut seen = BTreeSet::new();
+    for rel in files(dir)? {
+        let path = dir.join(&rel);
+        match kind(&rel.to_string_lossy()) {
+            Kind::Table(d) => {
+                let bytes = std::fs::read(&path)?;
+                let mut r = reader(&bytes, d);
+                let Some(col) = column(r.byte_headers()?, source.participant_column) else {
+                    continue;
+                };
+                for rec in r.byte_records() {
+                    if let Some(id) = rec?.get(col) {
+                        seen.insert(String::from_utf8_lossy(id).trim().to_owned());
+                    }
+                }
+            }
+            Kind::Vcf => seen.extend(vcf_samples(&path)?),
+            Kind::Other => {}
+        }
+    }
+    Ok(seen)
+}
+
+/// Copies the release in `from` to `to` without `withdrawn`, and says what the copy holds.
+pub fn copy_without(
+    from: &Path,
+    to: &Path,
+    source: &Source<'_>,
+    withdrawn: &BTreeSet<String>,
+) -> Result<Stats, Error> {
+    std::fs::create_dir_all(to)?;
+    let mut stats = Stats::default();
+    let mut participants = BTreeSet::new();
+    let mut digest = Sha256::new();
+    let ids_file = to.with_extension("withdrawn");
+    for rel in files(from)? {
+        let (input, output) = (from.join(&rel), to.join(&rel));
+        if let Some(parent) = output.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match kind(&rel.to_string_lossy()) {
+            Kind::Table(d) => {
+                let t = table(&input, &output, d, source.participant_column, withdrawn)?;
+                stats.rows += t.kept;
+                stats.removed += t.removed;
+                participants.extend(t.participants);
+            }
+            Kind::Vcf => {
+                let samples = vcf_samples(&input)?;
+                let (gone, kept): (Vec<String>, Vec<String>) =
+                    samples.into_iter().partition(|s| withdrawn.contains(s));
+                if gone.is_empty() {
+                    link_or_copy(&input, &output)?;
+                } else {
+                    vcf(&input, &output, &gone)?;
+                }
+                stats.removed += gone.len() as u64;
+                participants.extend(kept);
+            }
+            Kind::Other if !source.filter_command.is_empty() => {
+                let list: String = withdrawn.iter().map(|i| format!("{i}\n")).collect();
+                std::fs::write(&ids_file, list)?;
+                let run = command(source.filter_command, &ids_file, &input, &output);
+                let _ = std::fs::remove_file(&ids_file);
+                run?;
+            }
+            Kind::Other => link_or_copy(&input, &output)?,
+        }
+        stats.files += 1;
+        let sha = basho_core::digest::hex(&file_digest(&output)?);
+        digest.update(format!("{}\0{sha}\n", rel.display()).as_bytes());
+    }
+    stats.participants = participants.len() as u64;
+    stats.digest = basho_core::digest::hex(&digest.finalize());
+    Ok(stats)
+}
+
+/// A hard link when the release directory is on the same file system, a copy otherwise.
+fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(_) => std::fs::copy(from, to).map(drop),
+    }
+}
+
+fn file_digest(path: &Path) -> io::Result<Vec<u8>> {
+    let mut h = Sha256::new();
+    io::copy(&mut std::fs::File::open(path)?, &mut h)?;
+    Ok(h.finalize().to_vec())
+}
+
+struct Table {
+    kept: u64,
+    removed: u64,
+    participants: BTreeSet<String>,
+}
+
+/// Writes `input` to `output` without the rows whose participant column names a withdrawn
+/// participant; every other byte (quoting, line ends, the header) is kept as it was.
+fn table(
+    input: &Path,
+    output: &Path,
+    delimiter: u8,
+    column_name: Option<&str>,
+    withdrawn: &BTreeSet<String>,
+) -> Result<Table, Error> {
+    let bytes = std::fs::read(input)?;
+    let mut r = reader(&bytes, delimiter);
+    let col = column(r.byte_headers()?, column_name);
+    let mut t = Table {
+        kept: 0,
+        removed: 0,
+        participants: BTreeSet::new(),
+    };
+    let Some(col) = col else {
+        t.kept = r.byte_records().count() as u64;
+        link_or_copy(input, output)?;
+        return Ok(t);
+    };
+    let mut out = io::BufWriter::new(std::fs::File::create(output)?);
+    let mut start = r.position().byte() as usize;
+    out.write_all(&bytes[..start])?;
+    let mut rec = csv::ByteRecord::new();
+    while r.read_byte_record(&mut rec)? {
+        let end = (r.position().byte() as usize).min(bytes.len());
+        let id = String::from_utf8_lossy(rec.get(col).unwrap_or_default())
+            .trim()
+            .to_owned();
+        if withdrawn.contains(&id) {
+            t.removed += 1;
+        } else {
+            out.write_all(&bytes[start..end])?;
+            t.kept += 1;
+            t.participants.insert(id);
+        }
+        start = end;
+    }
+    out.write_all(&bytes[start..])?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(t)
+}
+
+/// `bcftools view -s ^gone`, keeping the compression.
+fn vcf(input: &Path, output: &Path, gone: &[String]) -> Result<(), Error> {
+    let format = if input.to_string_lossy().ends_with(".gz") {
+        "z"
+    } else {
+        "v"
+    };
+    let out = Command::new("bcftools")
+        .args(["view", "--no-version", "-O", format, "-s"])
+        .arg(format!("^{}", gone.join(",")))
+        .arg("-o")
+        .arg(output)
+        .arg(input)
+        .output()
+        .map_err(|e| Error::Tool(format!("bcftools could not run: {e}; install bcftools")))?;
+    if !out.status.success() {
+        return Err(Error::Tool(format!(
+            "bcftools view {}: {}",
+            input.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The dataset's filter command: `argv... WITHDRAWN_FILE INPUT OUTPUT`, which must write OUTPUT.
+fn command(argv: &[String], ids: &Path, input: &Path, output: &Path) -> Result<(), Error> {
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .arg(ids)
+        .arg(input)
+        .arg(output)
+        .output()
+        .map_err(|e| Error::Tool(format!("filter command {:?} could not run: {e}", argv[0])))?;
+    if !out.status.success() || !output.is_file() {
+        return Err(Error::Tool(format!(
+            "filter command {:?} on {} failed ({}): {}",
+            argv[0],
+            input.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! Releases made on real files: rows and samples removed (VCF with the real `bcftools`),
+//! every other byte kept, a withdrawn ID left anywhere stops the release, and the current
+//! release only ever changes to a complete one.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::*;
+
+struct Site {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    releases: PathBuf,
+    id: Ident,
+}
+
+fn site() -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("tables")).unwrap();
+    std::fs::write(
+        data.join("tables/records.csv"),
+        "participant_id,age,note\r\nP1,40,\"a, b\"\r\nP2,57,x\r\nP20,33,\"multi\nline\"\r\n",
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("visits.tsv"),
+        "visit\tparticipant_id\nV1\tP2\nV2\tP1\n",
+    )
+    .unwrap();
+    std::fs::write(data.join("README.txt"), "synthetic cohort\n").unwrap();
+    Site {
+        releases: dir.path().join("releases"),
+        data,
+        id: Ident::parse("JGAD000101").unwrap(),
+        _dir: dir,
+    }
+}
+
+impl Site {
+    fn source(&self) -> Source<'_> {
+        Source {
+            id: &self.id,
+            original: &self.data,
+            participant_column: Some("participant_id"),
+            filter_command: &[],
+        }
+    }
+
+    fn releases(&self) -> Releases {
+        Releases::new(&self.releases, &self.id)
+    }
+}
+
+fn ids(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn a_withdrawal_makes_the_next_release_without_the_participants_rows() {
+    let s = site();
+    let r = s.releases();
+    assert_eq!(
+        r.current(&s.data),
+        (1, s.data.clone()),
+        "release 1 is the catalog's path"
+    );
+    let out = r
+        .withdraw(
+            &s.source(),
+            &ids(&["P2", "P9"]),
+            "consent withdrawn",
+            Utc::now(),
+        )
+        .unwrap();
+    assert_eq!(out.previous, 1);
+    assert_eq!(out.unknown, ["P9"], "reported, the others applied");
+    let m = out.made.unwrap();
+    assert_eq!(
+        (
+            m.release,
+            m.parent,
+            m.files,
+            m.rows,
+            m.removed,
+            m.participants,
+            m.withdrawn
+        ),
+        (2, 1, 3, 3, 2, 2, 1)
+    );
+    assert_eq!(m.withdrawal_digest, ids_digest(&ids(&["P2", "P9"])));
+    let (n, dir) = r.current(&s.data);
+    assert_eq!(n, 2);
+    // Every byte of the rows kept, as it was: quoting, CRLF, a quoted newline.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("tables/records.csv")).unwrap(),
+        "participant_id,age,note\r\nP1,40,\"a, b\"\r\nP20,33,\"multi\nline\"\r\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("visits.tsv")).unwrap(),
+        "visit\tparticipant_id\nV2\tP1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("README.txt")).unwrap(),
+        "synthetic cohort\n"
+    );
+    // Release 1 is untouched; release 2 is read-only and listed.
+    assert!(
+        std::fs::read_to_string(s.data.join("tables/records.csv"))
+            .unwrap()
+            .contains("P2,57")
+    );
+    let mode = std::fs::metadata(dir.join("visits.tsv"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o222, 0, "a release is read-only");
+    assert_eq!(r.manifests(), std::slice::from_ref(&m));
+    assert_eq!(r.withdrawn(), ids(&["P2", "P9"]));
+    // The next withdrawal starts from release 2, and the check covers everyone withdrawn.
+    let out = r
+        .withdraw(&s.source(), &ids(&["P1"]), "second", Utc::now())
+        .unwrap();
+    let m3 = out.made.unwrap();
+    assert_eq!((m3.release, m3.parent, m3.participants), (3, 2, 1));
+    // Nothing of the IDs is in what the manifests say.
+    let manifests = std::fs::read_to_string(r.root.join("3.json")).unwrap();
+    assert!(!manifests.contains("\"P1\""), "{manifests}");
+}
+
+#[test]
+fn ids_none_of_which_are_held_make_no_release() {
+    let s = site();
+    let out = s
+        .releases()
+        .withdraw(&s.source(), &ids(&["P404"]), "x", Utc::now())
+        .unwrap();
+    assert_eq!((out.made, out.unknown.len()), (None, 1));
+    assert_eq!(s.releases().current(&s.data).0, 1);
+}
+
+#[test]
+fn an_id_left_anywhere_stops_the_release_and_the_current_one_stays() {
+    let s = site();
+    // A note naming P2 outside the participant column: the check finds it.
+    std::fs::write(s.data.join("notes.txt"), "follow up with P2 next week\n").unwrap();
+    let e = s
+        .releases()
+        .withdraw(&s.source(), &ids(&["P2"]), "x", Utc::now())
+        .unwrap_err();
+    assert!(
+        matches!(e, ConsentError::Remains(ref at) if at.contains("notes.txt")),
+        "{e}"
+    );
+    assert!(
+        !e.to_string().contains("P2"),
+        "the message names where, not who: {e}"
+    );
+    assert_eq!(s.releases().current(&s.data).0, 1);
+    let left: Vec<_> = std::fs::read_dir(&s.releases().root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["withdrawn"], "nothing half-made is left");
+    // A file named by the participant is found by its name.
+    std::fs::remove_file(s.data.join("notes.txt")).unwrap();
+    std::fs::write(s.data.join("P2.bam"), "reads").unwrap();
+    let e = s
+        .releases()
+        .withdraw(&s.source(), &ids(&["P2"]), "x", Utc::now())
+        .unwrap_err();
+    assert!(e.to_string().contains("name of P2.bam"), "{e}");
+}
+
+#[test]
+fn a_filter_command_handles_other_formats_and_its_failure_keeps_the_release() {
+    let s = site();
+    std::fs::write(s.data.join("notes.txt"), "P2 called\nP1 called\n").unwrap();
+    // grep -v -w -F -f WITHDRAWN INPUT > OUTPUT, through sh for the redirection.
+    let cmd: Vec<String> = [
+        "sh",
+        "-c",
+        "grep -v -w -F -f \"$1\" \"$2\" > \"$3\"; test -f \"$3\"",
+        "filter",
+    ]
+    .map(String::from)
+    .to_vec();
+    let source = Source {
+        filter_command: &cmd,
+        ..s.source()
+    };
+    let m = s
+        .releases()
+        .withdraw(&source, &ids(&["P2"]), "x", Utc::now())
+        .unwrap()
+        .made
+        .unwrap();
+    let (_, dir) = s.releases().current(&s.data);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "P1 called\n"
+    );
+    assert_eq!(m.release, 2);
+    let failing: Vec<String> = ["false"].map(String::from).to_vec();
+    let source = Source {
+        filter_command: &failing,
+        ..s.source()
+    };
+    let e = s
+        .releases()
+        .withdraw(&source, &ids(&["P1"]), "x", Utc::now())
+        .unwrap_err();
+    assert!(matches!(e, ConsentError::Filter(_)), "{e}");
+    assert_eq!(s.releases().current(&s.data).0, 2);
+}
+
+#[test]
+fn a_release_made_again_after_a_crash_replaces_the_half_made_one() {
+    let s = site();
+    let r = s.releases();
+    std::fs::create_dir_all(r.root.join(".building-2/tables")).unwrap();
+    std::fs::write(r.root.join(".building-2/tables/records.csv"), "half").unwrap();
+    let m = r
+        .withdraw(&s.source(), &ids(&["P2"]), "x", Utc::now())
+        .unwrap()
+        .made
+        .unwrap();
+    assert_eq!(m.release, 2);
+    let (_, dir) = r.current(&s.data);
+    assert!(
+        std::fs::read_to_string(dir.join("tables/records.csv"))
+            .unwrap()
+            .starts_with("participant_id")
+    );
+    assert!(!r.root.join(".building-2").exists());
+}
+
+#[test]
+fn malformed_id_lists_are_refused() {
+    for bad in [
+        vec![],
+        vec!["".to_owned()],
+        vec!["P 1".to_owned()],
+        vec!["P1,P2".to_owned()],
+    ] {
+        assert!(check_ids(&bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(check_ids(&["P1".into(), "P1".into()]).unwrap().len(), 1);
+}
+
+/// Writes a small VCF with samples `samples` to `path` with bcftools (bgzipped for `.gz`).
+fn vcf(path: &Path, samples: &[&str]) {
+    let mut text = String::from("##fileformat=VCFv4.2\n##contig=<ID=1,length=1000>\n");
+    text.push_str("##FORMAT=<ID=GT,Number=1,Type=String,Description=\"Genotype\">\n");
+    text.push_str("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT");
+    for s in samples {
+        text.push('\t');
+        text.push_str(s);
+    }
+    text.push_str("\n1\t100\t.\tA\tG\t.\tPASS\t.\tGT");
+    for _ in samples {
+        text.push_str("\t0|1");
+    }
+    text.push('\n');
+    let plain = path.with_extension("src.vcf");
+    std::fs::write(&plain, text).unwrap();
+    let format = if path.to_string_lossy().ends_with(".gz") {
+        "z"
+    } else {
+        "v"
+    };
+    let ok = std::process::Command::new("bcftools")
+        .args(["view", "-O", format, "-o"])
+        .arg(path)
+        .arg(&plain)
+        .status()
+        .expect("bcftools runs (scripts/setup installs it)");
+    assert!(ok.success());
+    std::fs::remove_file(plain).unwrap();
+}
+
+#[test]
+fn vcf_samples_are_removed_with_bcftools() {
+    let s = site();
+    std::fs::create_dir_all(s.data.join("vcf")).unwrap();
+    vcf(&s.data.join("vcf/cohort.vcf.gz"), &["P1", "P2", "P3"]);
+    vcf(&s.data.join("vcf/other.vcf"), &["P3", "P4"]);
+    let m = s
+        .releases()
+        .withdraw(&s.source(), &ids(&["P2", "P4"]), "x", Utc::now())
+        .unwrap()
+        .made
+        .unwrap();
+    let (_, dir) = s.releases().current(&s.data);
+    let samples = |f: &str| filter::vcf_samples(&dir.join(f)).ok().unwrap();
+    assert_eq!(samples("vcf/cohort.vcf.gz"), ["P1", "P3"]);
+    assert_eq!(samples("vcf/other.vcf"), ["P3"]);
+    // Rows: P2's two; samples: two.
+    assert_eq!(m.removed, 2 + 2);
+}
