@@ -35,8 +35,11 @@ pub struct Capabilities {
 pub struct DatasetMount {
     /// Dataset ID.
     pub id: Ident,
-    /// Where the site keeps it (from the site catalog, never from the orchestrator).
+    /// Where the site keeps it (from the site catalog, never from the orchestrator): the
+    /// directory of its current release.
     pub host_path: PathBuf,
+    /// That release's number (1: the catalog's own path).
+    pub release: u32,
     /// The catalog's PersistentVolumeClaim for it, used instead of `host_path` by the Kubernetes
     /// backend (the other backends only bind `host_path`).
     pub claim: Option<ClaimSource>,

@@ -24,6 +24,10 @@ pub struct Dataset {
     pub issuers: Vec<String>,
     /// The DAC a granting visa's `source` must name, when the site binds one.
     pub source: Option<String>,
+    /// The participant ID column of its tables.
+    pub participant_column: Option<String>,
+    /// The filter command for its other files.
+    pub filter_command: Vec<String>,
 }
 
 impl Dataset {
@@ -57,6 +61,8 @@ pub enum CatalogError {
 pub struct Catalog {
     datasets: BTreeMap<Ident, Dataset>,
     images: BTreeMap<String, String>,
+    /// Where the datasets' later releases are; none: every dataset is its release 1.
+    releases_dir: Option<PathBuf>,
 }
 
 impl Catalog {
@@ -84,11 +90,36 @@ impl Catalog {
                     d.issuers.clone()
                 },
                 source: d.source.clone(),
+                participant_column: d.participant_column.clone(),
+                filter_command: d.filter_command.clone(),
             });
         }
         Self {
             datasets,
             images: config.images.clone(),
+            releases_dir: Some(config.releases_dir()),
+        }
+    }
+
+    /// Keeps the datasets' later releases under `dir` (builder).
+    pub fn with_releases(mut self, dir: &Path) -> Self {
+        self.releases_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// The releases of dataset `id` (kept under the site's releases directory).
+    pub fn releases(&self, id: &Ident) -> Option<crate::consent::Releases> {
+        Some(crate::consent::Releases::new(
+            self.releases_dir.as_deref()?,
+            id,
+        ))
+    }
+
+    /// The release of `id` a workspace launched now mounts, and where it is.
+    pub fn current_release(&self, id: &Ident, d: &Dataset) -> (u32, PathBuf) {
+        match self.releases(id) {
+            Some(r) => r.current(&d.path),
+            None => (1, d.path.clone()),
         }
     }
 
@@ -111,6 +142,8 @@ impl Catalog {
                 grant_url,
                 issuers: issuers.iter().map(|i| (*i).to_owned()).collect(),
                 source: None,
+                participant_column: None,
+                filter_command: Vec::new(),
             },
         );
         self
@@ -120,6 +153,13 @@ impl Catalog {
     pub fn bind_source(&mut self, id: &Ident, source: &str) {
         if let Some(d) = self.datasets.get_mut(id) {
             d.source = Some(source.to_owned());
+        }
+    }
+
+    /// Names dataset `id`'s participant ID column (for tests and embedders).
+    pub fn set_participant_column(&mut self, id: &Ident, column: &str) {
+        if let Some(d) = self.datasets.get_mut(id) {
+            d.participant_column = Some(column.to_owned());
         }
     }
 

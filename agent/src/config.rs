@@ -63,6 +63,9 @@ pub struct SiteConfig {
     /// How the agent carries out what it decides.
     #[serde(default)]
     pub reconcile: Reconcile,
+    /// `[consent]`: where the site keeps its datasets' releases.
+    #[serde(default)]
+    pub consent: Consent,
 }
 
 /// How the agent reaches the orchestrator (it always dials out).
@@ -163,6 +166,15 @@ pub struct CatalogEntry {
     /// When set, a granting visa's `ga4gh_visa_v1.source` (the DAC) must be exactly this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The CSV/TSV column holding the pseudonymous participant ID: a withdrawal removes the rows
+    /// it names (`basho-agent withdraw`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_column: Option<String>,
+    /// For files that are neither tables nor VCF: run as `argv... WITHDRAWN_FILE INPUT OUTPUT`
+    /// to write INPUT without the withdrawn participants to OUTPUT. None: such files are kept
+    /// as they are (and a withdrawn ID left in one stops the release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_command: Vec<String>,
 }
 
 /// The agent's directories.
@@ -242,6 +254,27 @@ impl Default for Isolation {
             tmp_size_mib: default_tmp(),
             tasks_without_visas: true,
         }
+    }
+}
+
+/// `[consent]`: consent withdrawal's releases of the site's datasets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consent {
+    /// Where each dataset's releases after the first are made (`<dir>/<DATASET>/<n>/`); on the
+    /// same file system as the datasets, files not changed are hard links. Default
+    /// `<state_dir>/releases`; on Slurm and Kubernetes sites a directory the nodes see too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub releases_dir: Option<PathBuf>,
+}
+
+impl SiteConfig {
+    /// Where the datasets' releases are made.
+    pub fn releases_dir(&self) -> PathBuf {
+        self.consent
+            .releases_dir
+            .clone()
+            .unwrap_or_else(|| self.paths.state_dir.join("releases"))
     }
 }
 

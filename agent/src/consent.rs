@@ -27,6 +27,7 @@ use basho_core::Ident;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod desk;
 mod filter;
 mod scan;
 
@@ -193,14 +194,7 @@ impl Releases {
 
     /// The manifests of the releases made, oldest first.
     pub fn manifests(&self) -> Vec<Manifest> {
-        let Ok(entries) = std::fs::read_dir(&self.root) else {
-            return Vec::new();
-        };
-        let mut out: Vec<Manifest> = entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
-            .collect();
+        let mut out: Vec<Manifest> = json_files(&self.root);
         out.sort_by_key(|m| m.release);
         out
     }
@@ -313,6 +307,18 @@ impl Releases {
         }
         Ok(stats)
     }
+}
+
+/// The `*.json` files in `dir` that parse as `T`, in no order; none when it is missing.
+fn json_files<T: serde::de::DeserializeOwned>(dir: &Path) -> Vec<T> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .collect()
 }
 
 /// Writes `bytes` to `path` through a synced temporary file renamed over it.

@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+#[path = "main/consent.rs"]
+mod consent_cmd;
+
 /// Exit code for a config that cannot be used (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
@@ -71,6 +74,38 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = basho_core::duration::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// Records a consent withdrawal and waits for the running agent to make the dataset's next
+    /// release without those participants (new workspaces mount it). Exit 75 when the agent did
+    /// not apply it in time: it stays recorded and is applied when the agent runs.
+    Withdraw {
+        /// The site config.
+        #[arg(long, short, env = "BASHO_AGENT_CONFIG")]
+        config: PathBuf,
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+        /// A pseudonymous participant ID (repeatable).
+        #[arg(long = "participant")]
+        participants: Vec<String>,
+        /// A file of participant IDs, one per line (`#` comments and blank lines skipped).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Why, for the site's record.
+        #[arg(long)]
+        reason: String,
+        /// How long to wait for the agent, seconds.
+        #[arg(long, default_value_t = 120)]
+        wait_s: u64,
+    },
+    /// Lists a dataset's releases: which is current, what each removed (counts, never IDs).
+    Releases {
+        /// The site config.
+        #[arg(long, short, env = "BASHO_AGENT_CONFIG")]
+        config: PathBuf,
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -92,10 +127,19 @@ fn main() -> ExitCode {
             reason,
             ttl,
         } => approve(&key, &name, &workspace, &who, &reason, ttl),
+        Command::Withdraw {
+            config,
+            dataset,
+            participants,
+            file,
+            reason,
+            wait_s,
+        } => consent_cmd::withdraw(&config, &dataset, participants, file, &reason, wait_s),
+        Command::Releases { config, dataset } => consent_cmd::releases(&config, &dataset),
     }
 }
 
-fn fail(why: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(why: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {why}");
     ExitCode::from(1)
 }

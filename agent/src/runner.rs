@@ -177,6 +177,7 @@ pub async fn run(
         key,
         counter,
     };
+    let consent_catalog = catalog.clone();
     let executor = Executor::new(
         site.clone(),
         backend.clone(),
@@ -236,6 +237,16 @@ pub async fn run(
         tunnel
             .run(stop.clone())
             .instrument(info_span!("tunnel", site = %site)),
+    );
+    tasks.spawn(
+        crate::consent::desk::apply_loop(
+            crate::consent::desk::Spool::new(&config.releases_dir()),
+            consent_catalog,
+            config.paths.state_dir.join("workspaces"),
+            site_audit.clone(),
+            stop.clone(),
+        )
+        .instrument(info_span!("consent", site = %site)),
     );
     tasks.close();
 

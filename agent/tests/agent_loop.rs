@@ -48,6 +48,7 @@ fn site(url: &str) -> Site {
     let data = dir.path().join("data/JGAD000101");
     std::fs::create_dir_all(&data).unwrap();
     let config = SiteConfig {
+        consent: Default::default(),
         site: id("sim"),
         orchestrator: OrchestratorLink {
             url: url.to_owned(),
@@ -67,6 +68,8 @@ fn site(url: &str) -> Site {
             failure_rate: 0.0,
         }),
         datasets: vec![CatalogEntry {
+            participant_column: None,
+            filter_command: Vec::new(),
             id: id("JGAD000101"),
             path: data,
             claim: None,

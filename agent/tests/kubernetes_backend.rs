@@ -54,11 +54,13 @@ fn spec(dir: &Path, workspace: &str) -> LaunchSpec {
 fn with_datasets(mut s: LaunchSpec) -> LaunchSpec {
     s.datasets = vec![
         DatasetMount {
+            release: 1,
             id: Ident::parse("JGAD000101").unwrap(),
             host_path: PathBuf::from("/srv/jga/JGAD000101"),
             claim: None,
         },
         DatasetMount {
+            release: 1,
             id: Ident::parse("JGAD000102").unwrap(),
             host_path: PathBuf::new(),
             claim: Some(ClaimSource {

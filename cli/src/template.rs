@@ -224,10 +224,14 @@ pub fn launch_spec(
         .datasets
         .iter()
         .map(|id| {
-            catalog.dataset(id).map(|d| DatasetMount {
-                id: id.clone(),
-                host_path: d.path.clone(),
-                claim: d.claim.clone(),
+            catalog.dataset(id).map(|d| {
+                let (release, host_path) = catalog.current_release(id, d);
+                DatasetMount {
+                    id: id.clone(),
+                    host_path,
+                    release,
+                    claim: d.claim.clone(),
+                }
             })
         })
         .collect::<Result<Vec<_>, _>>()

@@ -203,6 +203,7 @@ fn render_puts_host_directories_where_the_agent_prepares_them() {
             owner: ws.owner.clone(),
             datasets: ws.datasets.clone(),
             expires_at: ws.expires_at,
+            releases: Default::default(),
         })
         .unwrap();
     assert_eq!(spec.work_dir, prepared.work_dir);

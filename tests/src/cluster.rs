@@ -715,6 +715,7 @@ fn site_config(
         interval_s: spec.metering_interval_s,
     };
     SiteConfig {
+        consent: Default::default(),
         site: Ident::parse(site).unwrap(),
         orchestrator: OrchestratorLink {
             url: format!("https://{ORCHESTRATOR_HOST}:{PORT}"),
@@ -731,6 +732,8 @@ fn site_config(
         },
         backend,
         datasets: vec![CatalogEntry {
+            participant_column: None,
+            filter_command: Vec::new(),
             id: Ident::parse(dataset).unwrap(),
             path: crate::federation::write_dataset(root, dataset),
             claim: None,

@@ -445,6 +445,7 @@ fn site_config(
 ) -> SiteConfig {
     let base = root.join("sites").join(site);
     SiteConfig {
+        consent: Default::default(),
         site: Ident::parse(site).unwrap(),
         orchestrator: OrchestratorLink {
             url: format!("http://{listen}"),
@@ -468,6 +469,9 @@ fn site_config(
         datasets: datasets
             .iter()
             .map(|d| CatalogEntry {
+                // One row per participant, as in `basho dev`: a withdrawal names record IDs.
+                participant_column: Some("record_id".into()),
+                filter_command: Vec::new(),
                 id: Ident::parse(d).unwrap(),
                 path: write_dataset(root, d),
                 claim: None,

@@ -162,6 +162,7 @@ async fn sessions_enter_the_running_container_of_a_slurm_job() {
     // The container's user (nobody) reads the dataset and the work directory.
     readable(dir.path());
     spec.datasets.push(DatasetMount {
+        release: 1,
         id: Ident::parse("JGAD000101").unwrap(),
         host_path: data,
         claim: None,

@@ -92,6 +92,7 @@ impl World {
         let data = base.join("data/JGAD000101");
         std::fs::create_dir_all(&data).unwrap();
         SiteConfig {
+            consent: Default::default(),
             site: Ident::parse(SITE).unwrap(),
             orchestrator: OrchestratorLink {
                 url,
@@ -111,6 +112,8 @@ impl World {
                 failure_rate: 0.0,
             }),
             datasets: vec![CatalogEntry {
+                participant_column: None,
+                filter_command: Vec::new(),
                 id: Ident::parse("JGAD000101").unwrap(),
                 path: data,
                 claim: None,

@@ -309,6 +309,7 @@ mod tests {
         let jwks = dir.join("dac.jwks.json");
         std::fs::write(&jwks, Issuer::generate("https://dac.test").jwks_json()).unwrap();
         SiteConfig {
+            consent: Default::default(),
             site: Ident::parse("sim").unwrap(),
             orchestrator: OrchestratorLink {
                 url: "http://127.0.0.1:8080".into(),
@@ -328,6 +329,8 @@ mod tests {
                 failure_rate: 0.1,
             }),
             datasets: vec![CatalogEntry {
+                participant_column: None,
+                filter_command: Vec::new(),
                 id: Ident::parse("JGAD000101").unwrap(),
                 path: data,
                 claim: None,
@@ -367,6 +370,8 @@ mod tests {
         std::fs::create_dir_all(with_socket.join("sub")).unwrap();
         let _listener = UnixListener::bind(with_socket.join("sub/docker.sock")).unwrap();
         let dataset = |id: &str, path: PathBuf| CatalogEntry {
+            participant_column: None,
+            filter_command: Vec::new(),
             id: Ident::parse(id).unwrap(),
             path,
             claim: None,

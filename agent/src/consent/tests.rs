@@ -299,3 +299,91 @@ fn vcf_samples_are_removed_with_bcftools() {
     // Rows: P2's two; samples: two.
     assert_eq!(m.removed, 2 + 2);
 }
+
+#[test]
+fn a_recorded_withdrawal_is_applied_answered_and_audited_without_its_ids() {
+    let s = site();
+    let catalog = crate::catalog::Catalog::default()
+        .with_dataset(s.id.clone(), &s.data, None, &["https://dac.example"])
+        .with_releases(&s.releases);
+    let mut catalog = catalog;
+    catalog.set_participant_column(&s.id, "participant_id");
+    let spool = desk::Spool::new(&s.releases);
+    // Bad input is refused before anything is recorded.
+    let unknown = Ident::parse("JGAD999999").unwrap();
+    for (dataset, ids, reason) in [
+        (&unknown, vec!["P1".to_owned()], "x"),
+        (&s.id, vec![], "x"),
+        (&s.id, vec!["P 1".to_owned()], "x"),
+        (&s.id, vec!["P1".to_owned()], " "),
+    ] {
+        assert!(
+            spool
+                .record(&catalog, dataset, &ids, reason, Utc::now())
+                .is_err()
+        );
+    }
+    assert!(spool.pending().is_empty());
+    // A workspace launched on release 1 is said to be on an older one.
+    let workspaces = s.releases.parent().unwrap().join("workspaces");
+    std::fs::create_dir_all(workspaces.join("ws-1")).unwrap();
+    let record = crate::reconcile::hostdirs::WorkspaceRecord {
+        id: "ws-1".into(),
+        project: Ident::parse("P-0001").unwrap(),
+        owner: "alice".into(),
+        datasets: vec![s.id.clone()],
+        expires_at: Utc::now(),
+        releases: [(s.id.clone(), 1)].into(),
+    };
+    std::fs::write(
+        workspaces.join("ws-1/workspace.json"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+
+    let r = spool
+        .record(
+            &catalog,
+            &s.id,
+            &["P2".into(), "P9".into()],
+            "consent withdrawn",
+            Utc::now(),
+        )
+        .unwrap();
+    let mode = std::fs::metadata(s.releases.join(".requests").join(format!("{}.json", r.id)))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the request holds IDs: the site's eyes only"
+    );
+    assert_eq!(spool.pending(), std::slice::from_ref(&r));
+    let a = spool.apply(&r, &catalog, &workspaces);
+    assert_eq!(spool.answer(&r.id), Some(a.clone()));
+    assert!(spool.pending().is_empty());
+    assert_eq!((a.previous, a.made.as_ref().unwrap().release), (1, 2));
+    assert_eq!(
+        (a.unknown.as_slice(), a.on_older.as_slice()),
+        (&["P9".to_owned()][..], &["ws-1".to_owned()][..])
+    );
+    let detail = desk::audit_detail(&r, &a).to_string();
+    assert!(
+        !detail.contains("\"P2\"") && !detail.contains("P9"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&ids_digest(&ids(&["P2", "P9"]))),
+        "{detail}"
+    );
+    // New launches mount release 2.
+    let d = catalog.dataset(&s.id).unwrap();
+    let (n, path) = catalog.current_release(&s.id, d);
+    assert_eq!(n, 2);
+    assert!(
+        !std::fs::read_to_string(path.join("visits.tsv"))
+            .unwrap()
+            .contains("P2")
+    );
+}

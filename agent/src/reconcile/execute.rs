@@ -237,6 +237,11 @@ impl Executor {
             owner: a.owner.clone(),
             datasets: a.datasets.clone(),
             expires_at: approved.expires_at,
+            releases: approved
+                .datasets
+                .iter()
+                .map(|d| (d.id.clone(), d.release))
+                .collect(),
         };
         let grants = Grants {
             project: a.project.clone(),

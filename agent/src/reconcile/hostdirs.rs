@@ -47,6 +47,10 @@ pub struct WorkspaceRecord {
     pub datasets: Vec<Ident>,
     /// When the site ends it.
     pub expires_at: DateTime<Utc>,
+    /// The release of each dataset it mounts (1: the catalog's path; later ones are made by
+    /// consent withdrawals).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub releases: std::collections::BTreeMap<Ident, u32>,
 }
 
 /// Where a prepared workspace's directories are.
@@ -228,6 +232,7 @@ mod tests {
 
     fn record() -> WorkspaceRecord {
         WorkspaceRecord {
+            releases: [(id("JGAD000101"), 2)].into(),
             id: "ws-1".into(),
             project: id("P-0001"),
             owner: "alice".into(),

@@ -120,9 +120,11 @@ pub fn verify_assignment(
                     .unwrap_or_default(),
             });
         }
+        let (release, host_path) = catalog.current_release(id, d);
         datasets.push(DatasetMount {
             id: id.clone(),
-            host_path: d.path.clone(),
+            host_path,
+            release,
             claim: d.claim.clone(),
         });
     }

@@ -114,6 +114,7 @@ pub fn dirs() -> Dirs {
         chmod(&path, 0o755);
         chmod(&path.join("file"), 0o644);
         datasets.push(DatasetMount {
+            release: 1,
             id: Ident::parse(id).unwrap(),
             host_path: path,
             claim: None,

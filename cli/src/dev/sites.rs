@@ -86,10 +86,15 @@ pub fn site_config(
                     .map(|t| t.issuer.clone())
                     .collect(),
                 source: None,
+                // One row per participant: its record ID is the pseudonymous participant ID a
+                // withdrawal names (`basho-agent withdraw`).
+                participant_column: Some("record_id".into()),
+                filter_command: Vec::new(),
             })
         })
         .collect::<Result<Vec<_>, DevError>>()?;
     Ok(SiteConfig {
+        consent: Default::default(),
         site: ident(site.name)?,
         orchestrator: OrchestratorLink {
             url: common.api_url.clone(),

@@ -220,6 +220,7 @@ impl Bench {
         let data = self.dir.path().join("datasets/JGAD000101");
         std::fs::create_dir_all(&data).unwrap();
         SiteConfig {
+            consent: Default::default(),
             site: Ident::parse(site).unwrap(),
             orchestrator: OrchestratorLink {
                 url: format!("http://{}", self.listen),
@@ -236,6 +237,8 @@ impl Bench {
             },
             backend,
             datasets: vec![CatalogEntry {
+                participant_column: None,
+                filter_command: Vec::new(),
                 id: Ident::parse("JGAD000101").unwrap(),
                 path: data,
                 claim: None,

@@ -386,6 +386,7 @@ mod tests {
             command: vec!["sleep".into(), "60".into()],
             workdir: None,
             datasets: vec![DatasetMount {
+                release: 1,
                 id: Ident::parse("JGAD000101").unwrap(),
                 host_path: ds,
                 claim: None,

@@ -35,11 +35,13 @@ fn spec() -> LaunchSpec {
         workdir: None,
         datasets: vec![
             DatasetMount {
+                release: 1,
                 id: Ident::parse("JGAD000101").unwrap(),
                 host_path: PathBuf::from("/srv/jga/JGAD000101"),
                 claim: None,
             },
             DatasetMount {
+                release: 1,
                 id: Ident::parse("JGAD000102").unwrap(),
                 host_path: PathBuf::new(),
                 claim: Some(ClaimSource {

@@ -43,6 +43,7 @@ pub fn example_spec(runtime: Runtime) -> LaunchSpec {
         command: vec!["sleep".into(), "60".into()],
         workdir: None,
         datasets: vec![DatasetMount {
+            release: 1,
             id: ident("JGAD000101"),
             host_path: PathBuf::from("/srv/jga/JGAD000101"),
             claim: None,

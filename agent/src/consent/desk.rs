@@ -1,0 +1,258 @@
+//! Withdrawals recorded at the site and applied by its agent: `basho-agent withdraw` writes a
+//! request into the releases directory, the running agent (which owns the site's audit log)
+//! makes the release, records it and answers; a request written while the agent is down is
+//! applied when it starts.
+//!
+//! ```text
+//! <releases_dir>/.requests/<id>.json   waiting (0600: it holds the IDs)
+//! <releases_dir>/.answers/<id>.json    what became of it (0600)
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use basho_core::Ident;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{ConsentError, Manifest, Source, check_ids, ids_digest, json_files, write_atomically};
+use crate::catalog::Catalog;
+use crate::reconcile::hostdirs::WorkspaceRecord;
+
+const REQUESTS: &str = ".requests";
+const ANSWERS: &str = ".answers";
+
+/// A withdrawal the site recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// `wd-...`, ordered by time.
+    pub id: String,
+    /// The dataset.
+    pub dataset: Ident,
+    /// The pseudonymous participant IDs.
+    pub participants: Vec<String>,
+    /// Why, for the record.
+    pub reason: String,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// What became of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The request's id.
+    pub id: String,
+    /// The dataset.
+    pub dataset: Ident,
+    /// The release made current, if one was.
+    pub made: Option<Manifest>,
+    /// The release current before.
+    pub previous: u32,
+    /// IDs the current release did not hold.
+    pub unknown: Vec<String>,
+    /// Why no release was made, when that failed.
+    pub error: Option<String>,
+    /// Workspaces at the site still mounting an older release.
+    pub on_older: Vec<String>,
+}
+
+/// Where requests and answers are kept.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+impl Spool {
+    /// The spool of the site whose releases are under `releases_dir`.
+    pub fn new(releases_dir: &Path) -> Spool {
+        Spool {
+            root: releases_dir.to_owned(),
+        }
+    }
+
+    /// Checks and records a withdrawal of `participants` from `dataset`, which `catalog` must hold.
+    pub fn record(
+        &self,
+        catalog: &Catalog,
+        dataset: &Ident,
+        participants: &[String],
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Request, ConsentError> {
+        catalog
+            .dataset(dataset)
+            .map_err(|e| ConsentError::Invalid(e.to_string()))?;
+        let ids = check_ids(participants)?;
+        if reason.trim().is_empty() {
+            return Err(ConsentError::Invalid(
+                "the reason is empty; say why, for the record".into(),
+            ));
+        }
+        let request = Request {
+            id: format!("wd-{}", uuid::Uuid::now_v7()),
+            dataset: dataset.clone(),
+            participants: ids.into_iter().collect(),
+            reason: reason.to_owned(),
+            at: now,
+        };
+        let dir = self.root.join(REQUESTS);
+        let io = |e: std::io::Error| ConsentError::Invalid(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let json = serde_json::to_vec(&request).expect("a request serializes");
+        write_atomically(&dir.join(format!("{}.json", request.id)), &json, 0o600).map_err(io)?;
+        Ok(request)
+    }
+
+    /// The answer to request `id`, once there is one.
+    pub fn answer(&self, id: &str) -> Option<Answer> {
+        let bytes = std::fs::read(self.root.join(ANSWERS).join(format!("{id}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The requests waiting, oldest first.
+    pub fn pending(&self) -> Vec<Request> {
+        let mut out: Vec<Request> = json_files(&self.root.join(REQUESTS));
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Applies `r` to `catalog`'s dataset, answers it and removes it; `workspaces` is the site's
+    /// directory of workspace records, to say which still mount an older release. Blocking.
+    pub fn apply(&self, r: &Request, catalog: &Catalog, workspaces: &Path) -> Answer {
+        let made = match (catalog.dataset(&r.dataset), catalog.releases(&r.dataset)) {
+            (Ok(d), Some(releases)) => {
+                let source = Source {
+                    id: &r.dataset,
+                    original: &d.path,
+                    participant_column: d.participant_column.as_deref(),
+                    filter_command: &d.filter_command,
+                };
+                let ids: BTreeSet<String> = r.participants.iter().cloned().collect();
+                let previous = releases.current(&d.path).0;
+                releases
+                    .withdraw(&source, &ids, &r.reason, Utc::now())
+                    .map_err(|e| (previous, e.to_string()))
+            }
+            (Err(e), _) => Err((0, e.to_string())),
+            (_, None) => Err((0, "this site keeps no releases".into())),
+        };
+        let mut answer = match made {
+            Ok(o) => Answer {
+                id: r.id.clone(),
+                dataset: r.dataset.clone(),
+                made: o.made,
+                previous: o.previous,
+                unknown: o.unknown,
+                error: None,
+                on_older: Vec::new(),
+            },
+            Err((previous, why)) => Answer {
+                id: r.id.clone(),
+                dataset: r.dataset.clone(),
+                made: None,
+                previous,
+                unknown: Vec::new(),
+                error: Some(why),
+                on_older: Vec::new(),
+            },
+        };
+        let current = answer.made.as_ref().map_or(answer.previous, |m| m.release);
+        answer.on_older = on_older(workspaces, &r.dataset, current);
+        let dir = self.root.join(ANSWERS);
+        let json = serde_json::to_vec_pretty(&answer).expect("an answer serializes");
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| write_atomically(&dir.join(format!("{}.json", r.id)), &json, 0o600));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, request = %r.id, "the withdrawal's answer was not written");
+        }
+        let _ = std::fs::remove_file(self.root.join(REQUESTS).join(format!("{}.json", r.id)));
+        answer
+    }
+}
+
+/// What the site's audit log records of an applied withdrawal: counts and a digest, never IDs.
+pub fn audit_detail(r: &Request, a: &Answer) -> serde_json::Value {
+    let ids: BTreeSet<String> = r.participants.iter().cloned().collect();
+    serde_json::json!({
+        "request": r.id,
+        "dataset": r.dataset,
+        "participants": ids.len(),
+        "participants_sha256": ids_digest(&ids),
+        "unknown": a.unknown.len(),
+        "reason": r.reason,
+        "previous": a.previous,
+        "release": a.made.as_ref().map(|m| m.release),
+        "release_sha256": a.made.as_ref().map(|m| m.digest.clone()),
+        "error": a.error,
+        "on_older": a.on_older,
+    })
+}
+
+/// The workspaces whose records under `workspaces` mount `dataset` at a release before `current`.
+fn on_older(workspaces: &Path, dataset: &Ident, current: u32) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(workspaces) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let bytes = std::fs::read(e.path().join("workspace.json")).ok()?;
+            let w: WorkspaceRecord = serde_json::from_slice(&bytes).ok()?;
+            let release = w.releases.get(dataset).copied().unwrap_or(1);
+            (w.datasets.contains(dataset) && release < current).then_some(w.id)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// How often the agent looks for recorded withdrawals.
+pub const POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Applies recorded withdrawals until `stop`, one at a time, each in the site's audit log.
+pub async fn apply_loop(
+    spool: Spool,
+    catalog: Catalog,
+    workspaces: PathBuf,
+    audit: std::sync::Arc<crate::site_audit::SiteAudit>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        for r in spool.pending() {
+            let (s, c, w, req) = (
+                spool.clone(),
+                catalog.clone(),
+                workspaces.clone(),
+                r.clone(),
+            );
+            let Ok(answer) = tokio::task::spawn_blocking(move || s.apply(&req, &c, &w)).await
+            else {
+                continue;
+            };
+            match (&answer.made, &answer.error) {
+                (Some(m), _) => tracing::info!(dataset = %r.dataset, release = m.release,
+                    removed = m.removed, on_older = answer.on_older.len(),
+                    "withdrawal applied: a new release is current"),
+                (None, Some(e)) => tracing::warn!(dataset = %r.dataset, error = %e,
+                    "withdrawal not applied; the current release stays"),
+                (None, None) => tracing::info!(dataset = %r.dataset,
+                    "withdrawal recorded; none of its participants is in the current release"),
+            }
+            if let Err(e) = audit
+                .record(
+                    "consent_withdrawal",
+                    r.dataset.as_str(),
+                    audit_detail(&r, &answer),
+                )
+                .await
+            {
+                tracing::error!(error = %e, request = %r.id,
+                    "a withdrawal was applied but could not be written to the site's audit log");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}

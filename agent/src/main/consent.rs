@@ -1,0 +1,156 @@
+//! `basho-agent withdraw` and `basho-agent releases`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use basho_agent::catalog::Catalog;
+use basho_agent::consent::desk::{Answer, Spool};
+use basho_core::Ident;
+
+use crate::fail;
+
+/// sysexits EX_TEMPFAIL: recorded, not applied yet.
+const EXIT_NOT_YET: u8 = 75;
+
+fn load(
+    config: &Path,
+    dataset: &str,
+) -> Result<(basho_agent::config::SiteConfig, Ident), ExitCode> {
+    let config = basho_agent::load_config(config).map_err(fail)?;
+    let id = Ident::parse(dataset).map_err(|e| fail(format!("dataset {dataset:?}: {e}")))?;
+    Ok((config, id))
+}
+
+pub fn withdraw(
+    config: &Path,
+    dataset: &str,
+    mut participants: Vec<String>,
+    file: Option<PathBuf>,
+    reason: &str,
+    wait_s: u64,
+) -> ExitCode {
+    let (config, id) = match load(config, dataset) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(f) = file {
+        match std::fs::read_to_string(&f) {
+            Ok(text) => participants.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            ),
+            Err(e) => return fail(format!("cannot read {}: {e}", f.display())),
+        }
+    }
+    let catalog = Catalog::from_config(&config);
+    let spool = Spool::new(&config.releases_dir());
+    let request = match spool.record(&catalog, &id, &participants, reason, chrono::Utc::now()) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    println!(
+        "recorded withdrawal {} of {} participant(s) from {id}; waiting up to {wait_s} s for the agent",
+        request.id,
+        request.participants.len()
+    );
+    let started = Instant::now();
+    let mut said = Instant::now();
+    loop {
+        if let Some(a) = spool.answer(&request.id) {
+            return report(&a);
+        }
+        if started.elapsed() >= Duration::from_secs(wait_s) {
+            println!(
+                "not applied yet: the withdrawal stays recorded and the agent applies it when it \
+                 runs (basho-agent run); check with basho-agent releases --dataset {id}"
+            );
+            return ExitCode::from(EXIT_NOT_YET);
+        }
+        if said.elapsed() >= Duration::from_secs(10) {
+            println!(
+                "still waiting after {} s (the agent looks every {} s; is it running?)",
+                started.elapsed().as_secs(),
+                basho_agent::consent::desk::POLL.as_secs()
+            );
+            said = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn report(a: &Answer) -> ExitCode {
+    if !a.unknown.is_empty() {
+        println!(
+            "not in release {} (withdrawn before, or never in it): {}",
+            a.previous,
+            a.unknown.join(", ")
+        );
+    }
+    if let Some(e) = &a.error {
+        return fail(format!(
+            "no new release of {}: {e}; release {} stays current",
+            a.dataset, a.previous
+        ));
+    }
+    match &a.made {
+        Some(m) => println!(
+            "release {} of {} is current (was {}): {} row(s) and sample(s) removed, {} \
+             participant(s) in it, sha256 {}",
+            m.release, a.dataset, a.previous, m.removed, m.participants, m.digest
+        ),
+        None => println!(
+            "no new release of {}: none of the participants is in release {}",
+            a.dataset, a.previous
+        ),
+    }
+    if !a.on_older.is_empty() {
+        println!(
+            "running workspaces still on an older release (new workspaces get the current one): {}",
+            a.on_older.join(", ")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn releases(config: &Path, dataset: &str) -> ExitCode {
+    let (config, id) = match load(config, dataset) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let catalog = Catalog::from_config(&config);
+    let (Ok(d), Some(releases)) = (catalog.dataset(&id), catalog.releases(&id)) else {
+        return fail(format!("dataset {id} is not in this site's catalog"));
+    };
+    let (current, path) = releases.current(&d.path);
+    println!(
+        "RELEASE  PARENT  FILES  ROWS  PARTICIPANTS  REMOVED  MADE                       SHA256"
+    );
+    println!(
+        "{:<7}  {:<6}  (the catalog's path: {})",
+        1,
+        "-",
+        d.path.display()
+    );
+    for m in releases.manifests() {
+        println!(
+            "{:<7}  {:<6}  {:<5}  {:<4}  {:<12}  {:<7}  {:<25}  {}",
+            m.release,
+            m.parent,
+            m.files,
+            m.rows,
+            m.participants,
+            m.removed,
+            m.made_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            m.digest
+        );
+    }
+    println!(
+        "current: release {current} ({}); {} participant(s) withdrawn in all",
+        path.display(),
+        releases.withdrawn().len()
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,105 @@
+//! Consent withdrawal at a site on the real Docker engine: a withdrawal recorded at the site
+//! (as `basho-agent withdraw` records it) is applied by the running agent, which makes the
+//! dataset's next release without the participant's row; a workspace created afterwards mounts
+//! that release, and the one running before is named as still on the older one.
+
+use std::time::Duration;
+
+use basho_agent::catalog::Catalog;
+use basho_agent::consent::desk::Spool;
+use basho_core::Ident;
+use basho_tests::federation::Federation;
+
+/// The host directory mounted at `/data/<dataset>` in workspace `id`'s container.
+async fn data_mount(fed: &Federation, id: &str, dataset: &str) -> std::path::PathBuf {
+    let containers = fed.containers(id).await;
+    let c = fed
+        .docker
+        .inspect_container(&containers[0], None)
+        .await
+        .unwrap();
+    let target = format!("/data/{dataset}");
+    let m = c
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.destination.as_deref() == Some(target.as_str()))
+        .unwrap_or_else(|| panic!("no mount at {target}"));
+    std::path::PathBuf::from(m.source.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_withdrawal_makes_the_release_new_workspaces_mount() {
+    let Some(fed) = Federation::start().await else {
+        eprintln!("skipped: no Docker engine");
+        return;
+    };
+    const D: &str = "JGAD000201";
+    let before = fed.create_running("P-CONSENT", &[D]).await;
+    let before = before["id"].as_str().unwrap().to_owned();
+    let original = data_mount(&fed, &before, D).await;
+    let gone = format!("{D}-3");
+    assert!(
+        std::fs::read_to_string(original.join("records.csv"))
+            .unwrap()
+            .contains(&gone)
+    );
+
+    let config = fed.site_config("ncbn");
+    let spool = Spool::new(&config.releases_dir());
+    let dataset = Ident::parse(D).unwrap();
+    let request = spool
+        .record(
+            &Catalog::from_config(&config),
+            &dataset,
+            std::slice::from_ref(&gone),
+            "consent withdrawn",
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    let answer = basho_tests::wait_for("the agent's answer", Duration::from_secs(30), || async {
+        spool.answer(&request.id)
+    })
+    .await;
+    assert_eq!(answer.error, None, "{answer:?}");
+    let made = answer.made.clone().unwrap();
+    assert_eq!(
+        (made.release, made.removed, made.rows),
+        (2, 1, 4),
+        "{answer:?}"
+    );
+    assert_eq!(
+        answer.on_older,
+        std::slice::from_ref(&before),
+        "the running one is named"
+    );
+
+    let after = fed.create_running("P-CONSENT", &[D]).await;
+    let after = after["id"].as_str().unwrap().to_owned();
+    let mounted = data_mount(&fed, &after, D).await;
+    assert!(
+        mounted.ends_with(format!("releases/{D}/2")),
+        "{}",
+        mounted.display()
+    );
+    let rows = std::fs::read_to_string(mounted.join("records.csv")).unwrap();
+    assert_eq!(rows.lines().count(), 5, "{rows}");
+    assert!(!rows.contains(&gone), "{rows}");
+    let json = config
+        .paths
+        .state_dir
+        .join("workspaces")
+        .join(&after)
+        .join("workspace.json");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    assert_eq!(record["releases"][D], 2, "{record}");
+    // The site's audit log has the withdrawal: counts and digests, never the ID.
+    let log = std::fs::read_to_string(config.paths.state_dir.join("audit.jsonl")).unwrap();
+    let entry = log
+        .lines()
+        .find(|l| l.contains("consent_withdrawal"))
+        .expect("a consent_withdrawal entry");
+    assert!(!entry.contains(&gone), "{entry}");
+    assert!(entry.contains(&made.digest), "{entry}");
+    fed.shutdown().await;
+}
