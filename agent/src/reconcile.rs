@@ -26,6 +26,9 @@ pub enum StopReason {
     Expired,
     /// Covered by the site's deny-list (`crate::revocations`), whatever the orchestrator says.
     Revoked,
+    /// Mounting an older release of a dataset than the current one (a consent withdrawal made
+    /// a new one): launched again at once on the current release, `/work` and `/results` kept.
+    Moved,
 }
 
 /// One step of a reconcile pass.
@@ -168,6 +171,24 @@ pub fn plan(
         }
     }
     actions
+}
+
+/// Replaces what `actions` planned for each workspace in `stale` (running on an older release
+/// of a dataset) with a stop and a launch of its assignment from `desired`: the launch verifies
+/// its grants again and mounts the current release.
+pub fn move_to_current(
+    actions: &mut Vec<Action>,
+    desired: &[Assignment],
+    stale: &BTreeSet<String>,
+) {
+    actions.retain(|a| !stale.contains(a.workspace()));
+    for a in desired.iter().filter(|a| stale.contains(&a.id)) {
+        actions.push(Action::Stop {
+            workspace: a.id.clone(),
+            reason: StopReason::Moved,
+        });
+        actions.push(Action::Launch(Box::new(a.clone())));
+    }
 }
 
 /// What to do before the first desired state has arrived: nothing is known to be unwanted yet, so

@@ -27,7 +27,7 @@ use crate::meter::{Meter, Metered};
 use crate::metrics::{InstrumentedBackend, Metrics};
 use crate::reconcile::execute::Outcome;
 use crate::reconcile::hostdirs::{HostDirs, Ownership};
-use crate::reconcile::{Action, Executor, by_workspace, plan, plan_before_sync};
+use crate::reconcile::{Action, Executor, by_workspace, move_to_current, plan, plan_before_sync};
 use crate::revocations::{self, DenyList, Grants, recorded_grants};
 
 pub mod poll;
@@ -414,6 +414,15 @@ impl Reconciler {
         });
         // What the backend showed of a workspace with a task under way is already stale.
         actions.retain(|a| !self.busy_ids.contains_key(a.workspace()));
+        // A consent withdrawal made a new release: what runs on an older one moves to it.
+        if let Some(d) = screened.desired.as_deref() {
+            let mut stale = self.executor.on_older_release(d, &screened.actual);
+            stale.retain(|id| !self.busy_ids.contains_key(id));
+            if !stale.is_empty() {
+                info!(workspaces = ?stale, "moving workspaces to their datasets' current release");
+                move_to_current(&mut actions, d, &stale);
+            }
+        }
         if desired.is_some() && !std::mem::replace(&mut self.accounted, true) {
             account_for(&actual, &actions);
         }

@@ -337,6 +337,55 @@ impl Executor {
         self
     }
 
+    /// The running workspaces among `actual` (and `desired`) that mount an older release of a
+    /// dataset than its current one: a consent withdrawal made a new release since they
+    /// launched. Reads their records; only workspaces mounting a dataset past release 1.
+    pub fn on_older_release(
+        &self,
+        desired: &[Assignment],
+        actual: &[Observed],
+    ) -> BTreeSet<String> {
+        let running: BTreeSet<&str> = actual
+            .iter()
+            .filter(|o| o.state == crate::backend::RunState::Running)
+            .map(|o| o.workspace.as_str())
+            .collect();
+        let mut current: BTreeMap<&basho_core::Ident, u32> = BTreeMap::new();
+        let mut stale = BTreeSet::new();
+        for a in desired.iter().filter(|a| running.contains(a.id.as_str())) {
+            let newer: Vec<(&basho_core::Ident, u32)> = a
+                .datasets
+                .iter()
+                .map(|d| {
+                    let n = *current.entry(d).or_insert_with(|| {
+                        self.catalog
+                            .dataset(d)
+                            .map_or(1, |ds| self.catalog.current_release(d, ds).0)
+                    });
+                    (d, n)
+                })
+                .filter(|(_, n)| *n > 1)
+                .collect();
+            if newer.is_empty() || basho_core::id::validate(&a.id).is_err() {
+                continue;
+            }
+            let path = self.dirs.state_dir(&a.id).join("workspace.json");
+            let Some(record) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<WorkspaceRecord>(&b).ok())
+            else {
+                continue;
+            };
+            if newer
+                .iter()
+                .any(|(d, n)| record.releases.get(*d).copied().unwrap_or(1) < *n)
+            {
+                stale.insert(a.id.clone());
+            }
+        }
+        stale
+    }
+
     /// Appends to the site's audit log, if there is one; what it records already happened, so
     /// a failure is logged.
     async fn note(&self, action: &'static str, workspace: &str, detail: serde_json::Value) {

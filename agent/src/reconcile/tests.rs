@@ -269,3 +269,30 @@ fn stopping_and_absent_is_reported_stopped() {
     );
     assert!(launches(&actions).is_empty());
 }
+
+#[test]
+fn a_workspace_on_an_older_release_is_stopped_and_launched_again() {
+    let desired = vec![
+        Assignment::test("ws-1").expiring(t0() + Duration::hours(1)),
+        Assignment::test("ws-2").expiring(t0() + Duration::hours(1)),
+    ];
+    let actual = vec![
+        observed("ws-1", RunState::Running),
+        observed("ws-2", RunState::Running),
+    ];
+    let mut actions = plan(&desired, &[], &actual, t0());
+    let stale = BTreeSet::from(["ws-1".to_owned()]);
+    move_to_current(&mut actions, &desired, &stale);
+    assert_eq!(stops(&actions), vec![("ws-1".into(), StopReason::Moved)]);
+    assert_eq!(launches(&actions), ["ws-1"]);
+    assert_eq!(
+        reports(&actions),
+        vec![("ws-2".into(), State::Running)],
+        "what was planned for it is replaced; the others are left alone"
+    );
+    let stop = actions
+        .iter()
+        .position(|a| matches!(a, Action::Stop { .. }));
+    let launch = actions.iter().position(|a| matches!(a, Action::Launch(_)));
+    assert!(stop < launch, "stopped first");
+}
