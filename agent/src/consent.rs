@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod desk;
 mod filter;
-mod scan;
+pub mod scan;
 
 /// The link to the current release.
 const CURRENT: &str = "current";

@@ -109,11 +109,14 @@ pub enum Check {
     /// The content does not parse as its type (JSON that does not parse, a table the parser
     /// cannot read): the reviewers must look at it themselves.
     Unreadable,
+    /// The ID of a participant who withdrew consent from one of the workspace's datasets: the
+    /// file is refused.
+    Withdrawn,
 }
 
 impl Check {
     /// How many checks there are, to count findings per check.
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 }
 
 /// One thing the checks found, for the reviewers.
@@ -138,6 +141,21 @@ impl Finding {
             row: None,
             column: None,
         }
+    }
+}
+
+impl Checked {
+    /// Refuses the file: the ID of a participant who withdrew consent is in it, at `at` (a
+    /// byte offset, never the ID).
+    pub fn withdrawn(&mut self, at: &str) {
+        self.refused = true;
+        self.findings.push(Finding::file(
+            Check::Withdrawn,
+            format!(
+                "the ID of a participant who withdrew consent is in this file ({at}); remove \
+                 their data and ask again"
+            ),
+        ));
     }
 }
 

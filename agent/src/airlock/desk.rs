@@ -59,7 +59,8 @@ impl Desk {
             )));
         }
         let (index, compared) = self.index(&grants.datasets);
-        let files = take(&results, names, &self.config, &self.store, &index)?;
+        let mut files = take(&results, names, &self.config, &self.store, &index)?;
+        self.refuse_withdrawn(&grants.datasets, &mut files);
         Ok(Intake { files, compared })
     }
 
@@ -90,6 +91,36 @@ impl Desk {
             }
         }
         out
+    }
+
+    /// Refuses the files holding the ID of a participant who withdrew consent from one of
+    /// `datasets` (as a whole token, in the copy the store keeps).
+    fn refuse_withdrawn(&self, datasets: &[Ident], files: &mut [basho_core::release::Taken]) {
+        let withdrawn: std::collections::BTreeSet<String> = datasets
+            .iter()
+            .filter_map(|d| self.catalog.releases(d))
+            .flat_map(|r| r.withdrawn())
+            .collect();
+        let matcher = match crate::consent::scan::Matcher::new(&withdrawn) {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "withdrawn IDs could not be searched for");
+                return;
+            }
+        };
+        for f in files {
+            let bytes = self
+                .store
+                .path(&f.sha256)
+                .and_then(|p| std::fs::read(p).ok());
+            match bytes.map(|b| matcher.find(&b)) {
+                Some(Some(at)) => f.checked.withdrawn(&format!("byte {at}")),
+                Some(None) => {}
+                // Not readable back: refused rather than let through unchecked.
+                None => f.checked.withdrawn("its copy could not be read to check"),
+            }
+        }
     }
 
     /// The rows of `datasets`' CSV and TSV tables, up to the site's byte budget.
@@ -346,5 +377,56 @@ mod tests {
         // A workspace the site does not hold: why, not a panic.
         let out = s.desk.outputs("ws-2", &["counts.csv".into()]);
         assert_eq!(out.missing, ["counts.csv"]);
+    }
+
+    #[test]
+    fn a_file_holding_a_withdrawn_participants_id_is_refused() {
+        let mut s = site(AirlockConfig::default());
+        let id = Ident::parse("JGAD000101").unwrap();
+        let releases = s._dir.path().join("releases");
+        let data = s.desk.catalog.dataset(&id).unwrap().path.clone();
+        s.desk.catalog = s.desk.catalog.clone().with_releases(&releases);
+        s.desk.catalog.set_participant_column(&id, "id");
+        let source = crate::consent::Source {
+            id: &id,
+            original: &data,
+            participant_column: Some("id"),
+            filter_command: &[],
+        };
+        crate::consent::Releases::new(&releases, &id)
+            .withdraw(
+                &source,
+                &["P2".to_owned()].into(),
+                "withdrawn",
+                chrono::Utc::now(),
+            )
+            .unwrap();
+        let results = s.dirs.results_dir("ws-1");
+        std::fs::write(results.join("kept.txt"), "cohort P1 and P20: 2 people\n").unwrap();
+        std::fs::write(results.join("leak.txt"), "see P2 for details\n").unwrap();
+        let names = ["kept.txt", "leak.txt"].map(String::from);
+        let intake = s.desk.request("ws-1", &names).unwrap();
+        let withdrawn = |i: usize| -> bool {
+            intake.files[i]
+                .checked
+                .findings
+                .iter()
+                .any(|f| f.check == Check::Withdrawn)
+        };
+        assert!(
+            !withdrawn(0),
+            "P1 and P20 are not P2: {:?}",
+            intake.files[0]
+        );
+        assert!(
+            withdrawn(1) && intake.files[1].checked.refused,
+            "{:?}",
+            intake.files[1]
+        );
+        let message = &intake.files[1].checked.findings[0].message;
+        assert!(
+            !message.contains("P2"),
+            "the finding names where, not who: {message}"
+        );
     }
 }

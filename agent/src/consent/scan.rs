@@ -14,6 +14,26 @@ fn token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')
 }
 
+/// Finds withdrawn IDs as whole tokens.
+pub struct Matcher(AhoCorasick);
+
+impl Matcher {
+    /// A matcher of `ids`; `None` when there are none.
+    pub fn new(ids: &BTreeSet<String>) -> io::Result<Option<Matcher>> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Matcher(
+            AhoCorasick::new(ids).map_err(io::Error::other)?,
+        )))
+    }
+
+    /// The first place in `hay` one of the IDs starts as a whole token, if any.
+    pub fn find(&self, hay: &[u8]) -> Option<usize> {
+        whole_token(&self.0, hay)
+    }
+}
+
 /// The first place in `hay` a whole-token match of one of `ids` starts, if any.
 fn whole_token(ac: &AhoCorasick, hay: &[u8]) -> Option<usize> {
     ac.find_overlapping_iter(hay)
@@ -28,13 +48,12 @@ fn whole_token(ac: &AhoCorasick, hay: &[u8]) -> Option<usize> {
 /// Where in the release under `root` a withdrawn ID still is (a file, and a byte offset or the
 /// name), never the ID itself; `None` when nowhere.
 pub fn find(root: &Path, withdrawn: &BTreeSet<String>) -> io::Result<Option<String>> {
-    if withdrawn.is_empty() {
+    let Some(m) = Matcher::new(withdrawn)? else {
         return Ok(None);
-    }
-    let ac = AhoCorasick::new(withdrawn).map_err(io::Error::other)?;
+    };
     for rel in filter::files(root)? {
         let name = rel.to_string_lossy();
-        if whole_token(&ac, name.as_bytes()).is_some() {
+        if m.find(name.as_bytes()).is_some() {
             return Ok(Some(format!("in the name of {name}")));
         }
         let path = root.join(&rel);
@@ -51,7 +70,7 @@ pub fn find(root: &Path, withdrawn: &BTreeSet<String>) -> io::Result<Option<Stri
             continue;
         }
         let bytes = std::fs::read(&path)?;
-        if let Some(at) = whole_token(&ac, &bytes) {
+        if let Some(at) = m.find(&bytes) {
             return Ok(Some(format!("{name}, byte {at}")));
         }
     }
