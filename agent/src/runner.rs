@@ -242,7 +242,7 @@ pub async fn run(
         crate::consent::desk::apply_loop(
             crate::consent::desk::Spool::new(&config.releases_dir()),
             consent_catalog,
-            config.paths.state_dir.join("workspaces"),
+            dirs.clone(),
             site_audit.clone(),
             stop.clone(),
         )

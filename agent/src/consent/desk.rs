@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConsentError, Manifest, Source, check_ids, ids_digest, json_files, write_atomically};
 use crate::catalog::Catalog;
-use crate::reconcile::hostdirs::WorkspaceRecord;
+use crate::reconcile::hostdirs::{HostDirs, WorkspaceRecord};
 
 const REQUESTS: &str = ".requests";
 const ANSWERS: &str = ".answers";
@@ -54,6 +54,10 @@ pub struct Answer {
     pub error: Option<String>,
     /// Workspaces at the site still mounting an older release.
     pub on_older: Vec<String>,
+    /// Files in the `/work` and `/results` of the dataset's workspaces that hold a withdrawn
+    /// ID, by workspace (paths as the workspace sees them): for the site admin and the owner.
+    #[serde(default)]
+    pub hits: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Where requests and answers are kept.
@@ -116,9 +120,10 @@ impl Spool {
         out
     }
 
-    /// Applies `r` to `catalog`'s dataset, answers it and removes it; `workspaces` is the site's
-    /// directory of workspace records, to say which still mount an older release. Blocking.
-    pub fn apply(&self, r: &Request, catalog: &Catalog, workspaces: &Path) -> Answer {
+    /// Applies `r` to `catalog`'s dataset, answers it and removes it; `dirs` are the site's
+    /// workspace directories, to say which still mount an older release and which hold a
+    /// withdrawn ID in their `/work` or `/results`. Blocking.
+    pub fn apply(&self, r: &Request, catalog: &Catalog, dirs: &HostDirs) -> Answer {
         let made = match (catalog.dataset(&r.dataset), catalog.releases(&r.dataset)) {
             (Ok(d), Some(releases)) => {
                 let source = Source {
@@ -145,6 +150,7 @@ impl Spool {
                 unknown: o.unknown,
                 error: None,
                 on_older: Vec::new(),
+                hits: Default::default(),
             },
             Err((previous, why)) => Answer {
                 id: r.id.clone(),
@@ -154,10 +160,33 @@ impl Spool {
                 unknown: Vec::new(),
                 error: Some(why),
                 on_older: Vec::new(),
+                hits: Default::default(),
             },
         };
         let current = answer.made.as_ref().map_or(answer.previous, |m| m.release);
-        answer.on_older = on_older(workspaces, &r.dataset, current);
+        let records: Vec<WorkspaceRecord> = dirs
+            .records()
+            .into_iter()
+            .filter(|w| w.datasets.contains(&r.dataset))
+            .collect();
+        answer.on_older = records
+            .iter()
+            .filter(|w| w.releases.get(&r.dataset).copied().unwrap_or(1) < current)
+            .map(|w| w.id.clone())
+            .collect();
+        let withdrawn = catalog
+            .releases(&r.dataset)
+            .map(|rel| rel.withdrawn())
+            .unwrap_or_default();
+        if let Ok(Some(m)) = super::scan::Matcher::new(&withdrawn) {
+            for w in &records {
+                let mut found = copies(&m, &dirs.work_dir(&w.id, &w.project), "/work");
+                found.extend(copies(&m, &dirs.results_dir(&w.id), "/results"));
+                if !found.is_empty() {
+                    answer.hits.insert(w.id.clone(), found);
+                }
+            }
+        }
         let dir = self.root.join(ANSWERS);
         let json = serde_json::to_vec_pretty(&answer).expect("an answer serializes");
         let written = std::fs::create_dir_all(&dir)
@@ -185,23 +214,45 @@ pub fn audit_detail(r: &Request, a: &Answer) -> serde_json::Value {
         "release_sha256": a.made.as_ref().map(|m| m.digest.clone()),
         "error": a.error,
         "on_older": a.on_older,
+        "hits": a.hits,
     })
 }
 
-/// The workspaces whose records under `workspaces` mount `dataset` at a release before `current`.
-fn on_older(workspaces: &Path, dataset: &Ident, current: u32) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(workspaces) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| {
-            let bytes = std::fs::read(e.path().join("workspace.json")).ok()?;
-            let w: WorkspaceRecord = serde_json::from_slice(&bytes).ok()?;
-            let release = w.releases.get(dataset).copied().unwrap_or(1);
-            (w.datasets.contains(dataset) && release < current).then_some(w.id)
-        })
-        .collect();
+/// Largest file searched for withdrawn IDs in a workspace's directories.
+const MAX_SCANNED: u64 = 256 << 20;
+
+/// The files under `root` (links not followed) that hold one of the IDs `m` finds, named as the
+/// workspace sees them (`shown` + the relative path); a file too large to read is named too.
+fn copies(m: &super::scan::Matcher, root: &Path, shown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(kind) = e.file_type() else { continue };
+            let path = e.path();
+            if kind.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            let big = e.metadata().map_or(true, |md| md.len() > MAX_SCANNED);
+            let hit = big || std::fs::read(&path).is_ok_and(|b| m.find(&b).is_some());
+            if hit {
+                let note = if big { " (too large to search)" } else { "" };
+                out.push(format!("{shown}/{rel}{note}"));
+            }
+        }
+    }
     out.sort();
     out
 }
@@ -213,18 +264,13 @@ pub const POLL: std::time::Duration = std::time::Duration::from_secs(2);
 pub async fn apply_loop(
     spool: Spool,
     catalog: Catalog,
-    workspaces: PathBuf,
+    dirs: HostDirs,
     audit: std::sync::Arc<crate::site_audit::SiteAudit>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
         for r in spool.pending() {
-            let (s, c, w, req) = (
-                spool.clone(),
-                catalog.clone(),
-                workspaces.clone(),
-                r.clone(),
-            );
+            let (s, c, w, req) = (spool.clone(), catalog.clone(), dirs.clone(), r.clone());
             let Ok(answer) = tokio::task::spawn_blocking(move || s.apply(&req, &c, &w)).await
             else {
                 continue;

@@ -324,9 +324,13 @@ fn a_recorded_withdrawal_is_applied_answered_and_audited_without_its_ids() {
         );
     }
     assert!(spool.pending().is_empty());
-    // A workspace launched on release 1 is said to be on an older one.
-    let workspaces = s.releases.parent().unwrap().join("workspaces");
-    std::fs::create_dir_all(workspaces.join("ws-1")).unwrap();
+    // A workspace launched on release 1 is said to be on an older one, and a copy of a row it
+    // kept in /results is found.
+    let root = s.releases.parent().unwrap().join("site");
+    let dirs = crate::reconcile::hostdirs::HostDirs::new(
+        crate::config::Paths::under(&root),
+        crate::reconcile::hostdirs::Ownership::WorldWritable,
+    );
     let record = crate::reconcile::hostdirs::WorkspaceRecord {
         id: "ws-1".into(),
         project: Ident::parse("P-0001").unwrap(),
@@ -335,12 +339,10 @@ fn a_recorded_withdrawal_is_applied_answered_and_audited_without_its_ids() {
         expires_at: Utc::now(),
         releases: [(s.id.clone(), 1)].into(),
     };
-    std::fs::write(
-        workspaces.join("ws-1/workspace.json"),
-        serde_json::to_vec(&record).unwrap(),
-    )
-    .unwrap();
-
+    let prepared = dirs.prepare(&record).unwrap();
+    std::fs::create_dir_all(prepared.results_dir.join("sub")).unwrap();
+    std::fs::write(prepared.results_dir.join("sub/copy.csv"), "P2,57,x\n").unwrap();
+    std::fs::write(prepared.work_dir.join("other.csv"), "P20,33\n").unwrap();
     let r = spool
         .record(
             &catalog,
@@ -360,13 +362,17 @@ fn a_recorded_withdrawal_is_applied_answered_and_audited_without_its_ids() {
         "the request holds IDs: the site's eyes only"
     );
     assert_eq!(spool.pending(), std::slice::from_ref(&r));
-    let a = spool.apply(&r, &catalog, &workspaces);
+    let a = spool.apply(&r, &catalog, &dirs);
     assert_eq!(spool.answer(&r.id), Some(a.clone()));
     assert!(spool.pending().is_empty());
     assert_eq!((a.previous, a.made.as_ref().unwrap().release), (1, 2));
     assert_eq!(
         (a.unknown.as_slice(), a.on_older.as_slice()),
         (&["P9".to_owned()][..], &["ws-1".to_owned()][..])
+    );
+    assert_eq!(
+        a.hits,
+        [("ws-1".to_owned(), vec!["/results/sub/copy.csv".to_owned()])].into()
     );
     let detail = desk::audit_detail(&r, &a).to_string();
     assert!(

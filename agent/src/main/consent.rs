@@ -112,6 +112,13 @@ fn report(a: &Answer) -> ExitCode {
             a.on_older.join(", ")
         );
     }
+    for (workspace, files) in &a.hits {
+        println!(
+            "workspace {workspace} holds a withdrawn participant's ID in {} (its files cannot \
+             leave through the airlock; tell its owner)",
+            files.join(", ")
+        );
+    }
     ExitCode::SUCCESS
 }
 

@@ -163,6 +163,22 @@ impl HostDirs {
         self.paths.results_root.join(id)
     }
 
+    /// The records of every workspace the site holds.
+    pub fn records(&self) -> Vec<WorkspaceRecord> {
+        let Ok(entries) = std::fs::read_dir(self.paths.state_dir.join("workspaces")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<WorkspaceRecord> = entries
+            .flatten()
+            .filter_map(|e| {
+                let bytes = std::fs::read(e.path().join("workspace.json")).ok()?;
+                serde_json::from_slice(&bytes).ok()
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
     /// Where workspace `id` of `project` has its `/work`.
     pub fn work_dir(&self, id: &str, project: &Ident) -> PathBuf {
         self.paths.work_dir(id, project)
