@@ -229,34 +229,31 @@ impl Releases {
         write_atomically(&self.root.join(WITHDRAWN), list.as_bytes(), 0o600)
             .map_err(err("record the withdrawn IDs in"))?;
 
-        let present = filter::participants(&current, source).map_err(|e| match e {
-            filter::Error::Io(e) => err("read")(e),
-            filter::Error::Tool(why) => ConsentError::Filter(why),
-        })?;
-        let unknown: Vec<String> = ids
-            .iter()
-            .filter(|i| !present.contains(*i))
-            .cloned()
-            .collect();
-        // Files of other formats may name them too: their filter command decides.
-        if unknown.len() == ids.len() && source.filter_command.is_empty() {
-            return Ok(Outcome {
-                made: None,
-                previous,
-                unknown,
-            });
-        }
         let next = previous + 1;
         let building = self.root.join(format!(".building-{next}"));
         let _ = std::fs::remove_dir_all(&building);
-        let made = self.build(source, &current, &building, &all, previous);
-        let stats = match made {
+        let stats = match self.build(source, &current, &building, &all, previous) {
             Ok(stats) => stats,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&building);
                 return Err(e);
             }
         };
+        let unknown: Vec<String> = ids
+            .iter()
+            .filter(|i| !stats.found.contains(*i))
+            .cloned()
+            .collect();
+        // None of them was in a table or VCF, and no filter command looked at other files:
+        // nothing changed, no release is made.
+        if stats.removed == 0 && source.filter_command.is_empty() {
+            let _ = std::fs::remove_dir_all(&building);
+            return Ok(Outcome {
+                made: None,
+                previous,
+                unknown,
+            });
+        }
         let dir = self.root.join(next.to_string());
         let _ = std::fs::remove_dir_all(&dir);
         seal(&building).map_err(err("make read-only"))?;

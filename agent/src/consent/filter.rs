@@ -45,6 +45,22 @@ pub struct Stats {
     pub participants: u64,
     /// Rows and samples removed.
     pub removed: u64,
+    /// The withdrawn IDs whose rows or samples were removed.
+    pub found: BTreeSet<String>,
+}
+
+/// Distinct participants, counted by a 64-bit hash of their ID: a million of them without a
+/// million strings.
+#[derive(Default)]
+struct Distinct(std::collections::HashSet<u64>);
+
+impl Distinct {
+    fn add(&mut self, id: &[u8]) {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        self.0.insert(h.finish());
+    }
 }
 
 /// What a file is, by its name.
@@ -133,32 +149,6 @@ fn reader(bytes: &[u8], delimiter: u8) -> csv::Reader<&[u8]> {
         .from_reader(bytes)
 }
 
-/// Every participant the release in `dir` names: its tables' participant columns and its VCF
-/// samples.
-pub fn participants(dir: &Path, source: &Source<'_>) -> Result<BTreeSet<String>, Error> {
-    let mut seen = BTreeSet::new();
-    for rel in files(dir)? {
-        let path = dir.join(&rel);
-        match kind(&rel.to_string_lossy()) {
-            Kind::Table(d) => {
-                let bytes = std::fs::read(&path)?;
-                let mut r = reader(&bytes, d);
-                let Some(col) = column(r.byte_headers()?, source.participant_column) else {
-                    continue;
-                };
-                for rec in r.byte_records() {
-                    if let Some(id) = rec?.get(col) {
-                        seen.insert(String::from_utf8_lossy(id).trim().to_owned());
-                    }
-                }
-            }
-            Kind::Vcf => seen.extend(vcf_samples(&path)?),
-            Kind::Other => {}
-        }
-    }
-    Ok(seen)
-}
-
 /// Copies the release in `from` to `to` without `withdrawn`, and says what the copy holds.
 pub fn copy_without(
     from: &Path,
@@ -168,7 +158,8 @@ pub fn copy_without(
 ) -> Result<Stats, Error> {
     std::fs::create_dir_all(to)?;
     let mut stats = Stats::default();
-    let mut participants = BTreeSet::new();
+    let mut participants = Distinct::default();
+    let lookup: std::collections::HashSet<&[u8]> = withdrawn.iter().map(|i| i.as_bytes()).collect();
     let mut digest = Sha256::new();
     let ids_file = to.with_extension("withdrawn");
     for rel in files(from)? {
@@ -176,12 +167,14 @@ pub fn copy_without(
         if let Some(parent) = output.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        match kind(&rel.to_string_lossy()) {
+        let sha = match kind(&rel.to_string_lossy()) {
             Kind::Table(d) => {
-                let t = table(&input, &output, d, source.participant_column, withdrawn)?;
+                let t = table(&input, &output, d, source.participant_column, &lookup)?;
                 stats.rows += t.kept;
                 stats.removed += t.removed;
-                participants.extend(t.participants);
+                stats.found.extend(t.found);
+                participants.0.extend(t.participants.0);
+                t.sha256
             }
             Kind::Vcf => {
                 let samples = vcf_samples(&input)?;
@@ -193,7 +186,9 @@ pub fn copy_without(
                     vcf(&input, &output, &gone)?;
                 }
                 stats.removed += gone.len() as u64;
-                participants.extend(kept);
+                stats.found.extend(gone);
+                kept.iter().for_each(|k| participants.add(k.as_bytes()));
+                file_digest(&output)?
             }
             Kind::Other if !source.filter_command.is_empty() => {
                 let list: String = withdrawn.iter().map(|i| format!("{i}\n")).collect();
@@ -201,14 +196,18 @@ pub fn copy_without(
                 let run = command(source.filter_command, &ids_file, &input, &output);
                 let _ = std::fs::remove_file(&ids_file);
                 run?;
+                file_digest(&output)?
             }
-            Kind::Other => link_or_copy(&input, &output)?,
-        }
+            Kind::Other => {
+                link_or_copy(&input, &output)?;
+                file_digest(&output)?
+            }
+        };
         stats.files += 1;
-        let sha = basho_core::digest::hex(&file_digest(&output)?);
+        let sha = basho_core::digest::hex(&sha);
         digest.update(format!("{}\0{sha}\n", rel.display()).as_bytes());
     }
-    stats.participants = participants.len() as u64;
+    stats.participants = participants.0.len() as u64;
     stats.digest = basho_core::digest::hex(&digest.finalize());
     Ok(stats)
 }
@@ -230,17 +229,20 @@ fn file_digest(path: &Path) -> io::Result<Vec<u8>> {
 struct Table {
     kept: u64,
     removed: u64,
-    participants: BTreeSet<String>,
+    participants: Distinct,
+    found: BTreeSet<String>,
+    sha256: Vec<u8>,
 }
 
 /// Writes `input` to `output` without the rows whose participant column names a withdrawn
-/// participant; every other byte (quoting, line ends, the header) is kept as it was.
+/// participant; every other byte (quoting, line ends, the header) is kept as it was. Hashes
+/// what it writes as it goes.
 fn table(
     input: &Path,
     output: &Path,
     delimiter: u8,
     column_name: Option<&str>,
-    withdrawn: &BTreeSet<String>,
+    withdrawn: &std::collections::HashSet<&[u8]>,
 ) -> Result<Table, Error> {
     let bytes = std::fs::read(input)?;
     let mut r = reader(&bytes, delimiter);
@@ -248,33 +250,41 @@ fn table(
     let mut t = Table {
         kept: 0,
         removed: 0,
-        participants: BTreeSet::new(),
+        participants: Distinct::default(),
+        found: BTreeSet::new(),
+        sha256: Vec::new(),
     };
     let Some(col) = col else {
         t.kept = r.byte_records().count() as u64;
         link_or_copy(input, output)?;
+        t.sha256 = Sha256::digest(&bytes).to_vec();
         return Ok(t);
     };
-    let mut out = io::BufWriter::new(std::fs::File::create(output)?);
+    let mut out = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(output)?);
+    let mut hash = Sha256::new();
     let mut start = r.position().byte() as usize;
-    out.write_all(&bytes[..start])?;
+    let mut kept_from = 0;
     let mut rec = csv::ByteRecord::new();
     while r.read_byte_record(&mut rec)? {
         let end = (r.position().byte() as usize).min(bytes.len());
-        let id = String::from_utf8_lossy(rec.get(col).unwrap_or_default())
-            .trim()
-            .to_owned();
-        if withdrawn.contains(&id) {
+        let id = rec.get(col).unwrap_or_default().trim_ascii();
+        if withdrawn.contains(id) {
+            // What was kept before this row goes out in one piece.
+            out.write_all(&bytes[kept_from..start])?;
+            hash.update(&bytes[kept_from..start]);
+            kept_from = end;
             t.removed += 1;
+            t.found.insert(String::from_utf8_lossy(id).into_owned());
         } else {
-            out.write_all(&bytes[start..end])?;
             t.kept += 1;
-            t.participants.insert(id);
+            t.participants.add(id);
         }
         start = end;
     }
-    out.write_all(&bytes[start..])?;
+    out.write_all(&bytes[kept_from..])?;
+    hash.update(&bytes[kept_from..]);
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    t.sha256 = hash.finalize().to_vec();
     Ok(t)
 }
 
