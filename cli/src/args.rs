@@ -299,6 +299,25 @@ pub enum DevCmd {
         #[arg(long, env = "BASHO_SESSION_NONCE")]
         nonce: String,
     },
+    /// Withdraw participants' consent at a dev site: its agent makes the dataset's next
+    /// release without their rows, new workspaces mount it and running ones move to it.
+    Withdraw {
+        /// The dev site (tohoku, ncbn or bbj).
+        #[arg(long)]
+        site: String,
+        /// The dataset.
+        #[arg(long)]
+        dataset: Ident,
+        /// A participant's pseudonymous ID, its `record_id` in the demo data (repeatable).
+        #[arg(long = "participant", required = true)]
+        participants: Vec<String>,
+        /// Why, for the site's record.
+        #[arg(long)]
+        reason: String,
+        /// How long to wait for `basho dev` to apply it, seconds.
+        #[arg(long, default_value_t = 60)]
+        wait_s: u64,
+    },
     /// Print a dev token for a role.
     Token {
         /// platform (the token `basho dev` uses), admin, auditor, researcher or output_checker.

@@ -262,6 +262,65 @@ fn platform_token(data_dir: &Path) -> Result<String, DevError> {
     }
 }
 
+/// Records a withdrawal at dev site `site` and waits for the running `basho dev` to apply it;
+/// what it did, a line each.
+async fn withdraw(
+    data_dir: &Path,
+    site: &str,
+    dataset: &basho_core::Ident,
+    participants: &[String],
+    reason: &str,
+    wait_s: u64,
+) -> Result<Vec<String>, DevError> {
+    let layout = Layout::new(data_dir);
+    let Some(demo) = data::FEDERATION.iter().find(|s| s.name == site) else {
+        let names: Vec<&str> = data::FEDERATION.iter().map(|s| s.name).collect();
+        return Err(DevError::Config(format!(
+            "no dev site {site:?}; one of {}",
+            names.join(", ")
+        )));
+    };
+    if !demo.datasets.iter().any(|d| d.id == dataset.as_str()) {
+        let held: Vec<&str> = demo.datasets.iter().map(|d| d.id).collect();
+        return Err(DevError::Config(format!(
+            "site {site} does not hold {dataset}; it holds {}",
+            held.join(", ")
+        )));
+    }
+    let state = basho_agent::config::Paths::under(&layout.site(site)).state_dir;
+    let catalog = basho_agent::catalog::Catalog::default().with_dataset(
+        dataset.clone(),
+        &layout.datasets().join(dataset.as_str()),
+        None,
+        &[],
+    );
+    let spool = basho_agent::consent::desk::Spool::new(&state.join("releases"));
+    let request = spool
+        .record(&catalog, dataset, participants, reason, chrono::Utc::now())
+        .map_err(|e| DevError::Config(e.to_string()))?;
+    println!(
+        "recorded withdrawal {} at {site}; waiting up to {wait_s} s for basho dev to apply it",
+        request.id
+    );
+    let id = request.id.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        spool.wait(&id, std::time::Duration::from_secs(wait_s), |t| {
+            println!(
+                "still waiting after {} s (is basho dev running?)",
+                t.as_secs()
+            );
+        })
+    })
+    .await
+    .map_err(|e| DevError::Config(e.to_string()))?;
+    match answer {
+        Some(a) => a.summary().map_err(DevError::Config),
+        None => Err(DevError::Config(format!(
+            "not applied in {wait_s} s: it stays recorded and is applied when basho dev runs"
+        ))),
+    }
+}
+
 /// Runs `basho dev` or one of its helpers.
 pub async fn command(args: DevArgs) -> Result<(), crate::Error> {
     match args.cmd {
@@ -279,6 +338,25 @@ pub async fn command(args: DevArgs) -> Result<(), crate::Error> {
         Some(DevCmd::IdToken { subject, nonce }) => {
             let issuer = Layout::new(&args.data_dir).issuer().load()?;
             println!("{}", issuer::id_token(&issuer, &subject, &nonce));
+            Ok(())
+        }
+        Some(DevCmd::Withdraw {
+            site,
+            dataset,
+            participants,
+            reason,
+            wait_s,
+        }) => {
+            let lines = withdraw(
+                &args.data_dir,
+                &site,
+                &dataset,
+                &participants,
+                &reason,
+                wait_s,
+            )
+            .await?;
+            lines.iter().for_each(|l| println!("{l}"));
             Ok(())
         }
         Some(DevCmd::Token { role, subject }) => {

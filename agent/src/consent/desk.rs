@@ -113,6 +113,31 @@ impl Spool {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Waits up to `timeout` for the answer to request `id`, calling `waiting` with the time
+    /// waited about every 10 s; `None` when there is none yet. Blocking.
+    pub fn wait(
+        &self,
+        id: &str,
+        timeout: std::time::Duration,
+        mut waiting: impl FnMut(std::time::Duration),
+    ) -> Option<Answer> {
+        let started = std::time::Instant::now();
+        let mut said = std::time::Instant::now();
+        loop {
+            if let Some(a) = self.answer(id) {
+                return Some(a);
+            }
+            if started.elapsed() >= timeout {
+                return None;
+            }
+            if said.elapsed() >= std::time::Duration::from_secs(10) {
+                waiting(started.elapsed());
+                said = std::time::Instant::now();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// The requests waiting, oldest first.
     pub fn pending(&self) -> Vec<Request> {
         let mut out: Vec<Request> = json_files(&self.root.join(REQUESTS));
@@ -196,6 +221,52 @@ impl Spool {
         }
         let _ = std::fs::remove_file(self.root.join(REQUESTS).join(format!("{}.json", r.id)));
         answer
+    }
+}
+
+impl Answer {
+    /// What it says, a line each, for the site admin; `Err` when no release could be made.
+    pub fn summary(&self) -> Result<Vec<String>, String> {
+        let mut lines = Vec::new();
+        if !self.unknown.is_empty() {
+            lines.push(format!(
+                "not in release {} (withdrawn before, or never in it): {}",
+                self.previous,
+                self.unknown.join(", ")
+            ));
+        }
+        if let Some(e) = &self.error {
+            return Err(format!(
+                "no new release of {}: {e}; release {} stays current",
+                self.dataset, self.previous
+            ));
+        }
+        lines.push(match &self.made {
+            Some(m) => format!(
+                "release {} of {} is current (was {}): {} row(s) and sample(s) removed, {} \
+                 participant(s) in it, sha256 {}",
+                m.release, self.dataset, self.previous, m.removed, m.participants, m.digest
+            ),
+            None => format!(
+                "no new release of {}: none of the participants is in release {}",
+                self.dataset, self.previous
+            ),
+        });
+        if !self.on_older.is_empty() {
+            lines.push(format!(
+                "moving to the current release (the agent stops and launches them again, /work \
+                 and /results kept): {}",
+                self.on_older.join(", ")
+            ));
+        }
+        for (workspace, files) in &self.hits {
+            lines.push(format!(
+                "workspace {workspace} holds a withdrawn participant's ID in {} (its files \
+                 cannot leave through the airlock; tell its owner)",
+                files.join(", ")
+            ));
+        }
+        Ok(lines)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use basho_agent::catalog::Catalog;
 use basho_agent::consent::desk::{Answer, Spool};
@@ -56,70 +56,33 @@ pub fn withdraw(
         request.id,
         request.participants.len()
     );
-    let started = Instant::now();
-    let mut said = Instant::now();
-    loop {
-        if let Some(a) = spool.answer(&request.id) {
-            return report(&a);
-        }
-        if started.elapsed() >= Duration::from_secs(wait_s) {
+    let waited = spool.wait(&request.id, Duration::from_secs(wait_s), |t| {
+        println!(
+            "still waiting after {} s (the agent looks every {} s; is it running?)",
+            t.as_secs(),
+            basho_agent::consent::desk::POLL.as_secs()
+        );
+    });
+    match waited {
+        Some(a) => report(&a),
+        None => {
             println!(
                 "not applied yet: the withdrawal stays recorded and the agent applies it when it \
                  runs (basho-agent run); check with basho-agent releases --dataset {id}"
             );
-            return ExitCode::from(EXIT_NOT_YET);
+            ExitCode::from(EXIT_NOT_YET)
         }
-        if said.elapsed() >= Duration::from_secs(10) {
-            println!(
-                "still waiting after {} s (the agent looks every {} s; is it running?)",
-                started.elapsed().as_secs(),
-                basho_agent::consent::desk::POLL.as_secs()
-            );
-            said = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 fn report(a: &Answer) -> ExitCode {
-    if !a.unknown.is_empty() {
-        println!(
-            "not in release {} (withdrawn before, or never in it): {}",
-            a.previous,
-            a.unknown.join(", ")
-        );
+    match a.summary() {
+        Ok(lines) => {
+            lines.iter().for_each(|l| println!("{l}"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
-    if let Some(e) = &a.error {
-        return fail(format!(
-            "no new release of {}: {e}; release {} stays current",
-            a.dataset, a.previous
-        ));
-    }
-    match &a.made {
-        Some(m) => println!(
-            "release {} of {} is current (was {}): {} row(s) and sample(s) removed, {} \
-             participant(s) in it, sha256 {}",
-            m.release, a.dataset, a.previous, m.removed, m.participants, m.digest
-        ),
-        None => println!(
-            "no new release of {}: none of the participants is in release {}",
-            a.dataset, a.previous
-        ),
-    }
-    if !a.on_older.is_empty() {
-        println!(
-            "running workspaces still on an older release (new workspaces get the current one): {}",
-            a.on_older.join(", ")
-        );
-    }
-    for (workspace, files) in &a.hits {
-        println!(
-            "workspace {workspace} holds a withdrawn participant's ID in {} (its files cannot \
-             leave through the airlock; tell its owner)",
-            files.join(", ")
-        );
-    }
-    ExitCode::SUCCESS
 }
 
 pub fn releases(config: &Path, dataset: &str) -> ExitCode {
