@@ -8,7 +8,13 @@ use basho_agent::catalog::Catalog;
 use basho_agent::consent::desk::{Answer, Spool};
 use basho_core::Ident;
 
-use crate::fail;
+use crate::{EXIT_CONFIG, fail};
+
+/// Bad input: said, exit 64 (sysexits EX_USAGE), nothing recorded.
+fn usage(why: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {why}");
+    ExitCode::from(EXIT_CONFIG)
+}
 
 /// sysexits EX_TEMPFAIL: recorded, not applied yet.
 const EXIT_NOT_YET: u8 = 75;
@@ -18,7 +24,7 @@ fn load(
     dataset: &str,
 ) -> Result<(basho_agent::config::SiteConfig, Ident), ExitCode> {
     let config = basho_agent::load_config(config).map_err(fail)?;
-    let id = Ident::parse(dataset).map_err(|e| fail(format!("dataset {dataset:?}: {e}")))?;
+    let id = Ident::parse(dataset).map_err(|e| usage(format!("dataset {dataset:?}: {e}")))?;
     Ok((config, id))
 }
 
@@ -42,13 +48,14 @@ pub fn withdraw(
                     .filter(|l| !l.is_empty() && !l.starts_with('#'))
                     .map(str::to_owned),
             ),
-            Err(e) => return fail(format!("cannot read {}: {e}", f.display())),
+            Err(e) => return usage(format!("cannot read {}: {e}", f.display())),
         }
     }
     let catalog = Catalog::from_config(&config);
     let spool = Spool::new(&config.releases_dir());
     let request = match spool.record(&catalog, &id, &participants, reason, chrono::Utc::now()) {
         Ok(r) => r,
+        Err(e @ basho_agent::consent::ConsentError::Invalid(_)) => return usage(e),
         Err(e) => return fail(e),
     };
     println!(
