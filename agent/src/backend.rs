@@ -28,6 +28,10 @@ pub struct Capabilities {
     /// `/work` and `/results` are the agent's own host directories (so it can quarantine them);
     /// not on Kubernetes, whose volumes the agent does not reach.
     pub host_dirs: bool,
+    /// A workspace stopped on purpose can be launched again under the same id (to move it to a
+    /// dataset's new release). Not on Slurm, where a workspace's job runs once (an ended one is
+    /// its end, never submitted again), nor, untested, on Kubernetes.
+    pub relaunch: bool,
 }
 
 /// A dataset bound into the workspace at `/data/<id>`, read-only.

@@ -369,6 +369,32 @@ impl Federation {
             .await
     }
 
+    /// Records a consent withdrawal of `participants` from `dataset` at site `name`, as
+    /// `basho-agent withdraw` does, and waits for its agent's answer.
+    pub async fn withdraw(
+        &self,
+        name: &str,
+        dataset: &str,
+        participants: &[&str],
+    ) -> basho_agent::consent::desk::Answer {
+        let config = self.site_config(name);
+        let spool = basho_agent::consent::desk::Spool::new(&config.releases_dir());
+        let ids: Vec<String> = participants.iter().map(|p| (*p).to_owned()).collect();
+        let request = spool
+            .record(
+                &basho_agent::catalog::Catalog::from_config(&config),
+                &Ident::parse(dataset).unwrap(),
+                &ids,
+                "consent withdrawn",
+                chrono::Utc::now(),
+            )
+            .unwrap();
+        crate::wait_for("the agent's answer", Duration::from_secs(30), || async {
+            spool.answer(&request.id)
+        })
+        .await
+    }
+
     /// Containers of workspace `id` on the engine.
     pub async fn containers(&self, id: &str) -> Vec<String> {
         crate::containers_labelled(&self.docker, basho_core::LABEL_WORKSPACE, id).await

@@ -5,9 +5,6 @@
 
 use std::time::Duration;
 
-use basho_agent::catalog::Catalog;
-use basho_agent::consent::desk::Spool;
-use basho_core::Ident;
 use basho_tests::federation::Federation;
 
 /// The host directory mounted at `/data/<dataset>` in workspace `id`'s container.
@@ -48,21 +45,7 @@ async fn a_withdrawal_makes_the_release_new_workspaces_mount() {
     );
 
     let config = fed.site_config("ncbn");
-    let spool = Spool::new(&config.releases_dir());
-    let dataset = Ident::parse(D).unwrap();
-    let request = spool
-        .record(
-            &Catalog::from_config(&config),
-            &dataset,
-            std::slice::from_ref(&gone),
-            "consent withdrawn",
-            chrono::Utc::now(),
-        )
-        .unwrap();
-    let answer = basho_tests::wait_for("the agent's answer", Duration::from_secs(30), || async {
-        spool.answer(&request.id)
-    })
-    .await;
+    let answer = fed.withdraw("ncbn", D, &[&gone]).await;
     assert_eq!(answer.error, None, "{answer:?}");
     let made = answer.made.clone().unwrap();
     assert_eq!(

@@ -465,3 +465,42 @@ async fn tes_tasks_run_as_slurm_jobs_to_their_end() {
     );
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consent_withdrawal_reaches_new_slurm_jobs_and_names_the_running_one() {
+    let (fed, _testbed) = federation(Runtime::Docker).await;
+    let mut jobs = Jobs(Vec::new());
+    let before = create(&fed, &mut jobs, &["JGAD000101"]).await;
+    let first = running_job(&before);
+    let gone = "JGAD000101-3";
+    let read = async |id: &str| {
+        let cid = container(&fed, id).await;
+        let (code, out) =
+            basho_tests::exec(&fed.docker, &cid, &["cat", "/data/JGAD000101/records.csv"]).await;
+        assert_eq!(code, 0, "{out}");
+        out
+    };
+    assert!(read(&before).await.contains(gone));
+
+    let answer = fed.withdraw("tohoku", "JGAD000101", &[gone]).await;
+    assert_eq!(
+        answer.made.as_ref().map(|m| m.release),
+        Some(2),
+        "{answer:?}"
+    );
+    assert_eq!(
+        answer.on_older,
+        std::slice::from_ref(&before),
+        "the running job is named"
+    );
+
+    // A job runs once on Slurm: the running one keeps its release (it is not cancelled and
+    // submitted again), and the next workspace's job mounts release 2 without the row.
+    let after = create(&fed, &mut jobs, &["JGAD000101"]).await;
+    let rows = read(&after).await;
+    assert!(!rows.contains(gone), "{rows}");
+    assert_eq!(rows.lines().count(), 5, "{rows}");
+    assert_eq!(running_job(&before), first, "the running job is left alone");
+    assert_eq!(jobs_ever(&before), 1);
+    fed.shutdown().await;
+}

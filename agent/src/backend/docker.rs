@@ -307,6 +307,7 @@ impl Backend for DockerBackend {
             gpus: false,
             recursive_readonly: self.recursive_readonly(),
             host_dirs: true,
+            relaunch: true,
         }
     }
 

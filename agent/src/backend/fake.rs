@@ -161,6 +161,7 @@ impl Backend for FakeBackend {
             gpus: true,
             recursive_readonly: true,
             host_dirs: true,
+            relaunch: true,
         }
     }
 

@@ -316,6 +316,7 @@ impl Backend for KubernetesBackend {
             // `recursiveReadOnly: IfPossible`: submounts are read-only only where the node can.
             recursive_readonly: false,
             host_dirs: false,
+            relaunch: false,
         }
     }
 

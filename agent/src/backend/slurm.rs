@@ -316,6 +316,7 @@ impl Backend for SlurmBackend {
             recursive_readonly: false,
             // The job binds the agent's own directories (a file system the nodes share).
             host_dirs: true,
+            relaunch: false,
         }
     }
 

@@ -254,8 +254,9 @@ impl Answer {
         });
         if !self.on_older.is_empty() {
             lines.push(format!(
-                "moving to the current release (the agent stops and launches them again, /work \
-                 and /results kept): {}",
+                "on an older release: {} (launched again on the current one at once, /work and \
+                 /results kept, where the site's backend can; a Slurm job keeps its release \
+                 until it ends)",
                 self.on_older.join(", ")
             ));
         }

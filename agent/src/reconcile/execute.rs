@@ -339,12 +339,17 @@ impl Executor {
 
     /// The running workspaces among `actual` (and `desired`) that mount an older release of a
     /// dataset than its current one: a consent withdrawal made a new release since they
-    /// launched. Reads their records; only workspaces mounting a dataset past release 1.
+    /// launched. Reads their records; only workspaces mounting a dataset past release 1, and
+    /// none on a backend that cannot launch a workspace again (Slurm: they keep their release
+    /// until they end).
     pub fn on_older_release(
         &self,
         desired: &[Assignment],
         actual: &[Observed],
     ) -> BTreeSet<String> {
+        if !self.backend.capabilities().relaunch {
+            return BTreeSet::new();
+        }
         let running: BTreeSet<&str> = actual
             .iter()
             .filter(|o| o.state == crate::backend::RunState::Running)

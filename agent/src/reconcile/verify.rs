@@ -160,6 +160,7 @@ mod tests {
         gpus: false,
         recursive_readonly: true,
         host_dirs: true,
+        relaunch: true,
     };
 
     fn now() -> DateTime<Utc> {
