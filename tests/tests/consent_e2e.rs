@@ -105,3 +105,99 @@ async fn a_withdrawal_makes_the_release_new_workspaces_mount() {
     assert!(entry.contains(&made.digest), "{entry}");
     fed.shutdown().await;
 }
+
+/// `basho-agent withdraw` with the site's config file, its exit code and what it printed.
+fn withdraw_command(config: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(basho_tests::binary("basho-agent"))
+        .arg("withdraw")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("basho-agent runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_site_command_waits_for_the_agent_and_one_recorded_while_it_is_down_applies_later() {
+    let Some(mut fed) = Federation::start().await else {
+        eprintln!("skipped: no Docker engine");
+        return;
+    };
+    let config = fed.dir.path().join("bbj-agent.toml");
+    std::fs::write(&config, toml::to_string(&fed.site_config("bbj")).unwrap()).unwrap();
+    let c = config.as_path();
+    const D: &str = "JGAD000301";
+    // Bad input: exit 64, nothing recorded.
+    for bad in [
+        vec!["--dataset", D, "--participant", "A B", "--reason", "x"],
+        vec![
+            "--dataset",
+            "JGAD000101",
+            "--participant",
+            "A",
+            "--reason",
+            "x",
+        ],
+        vec!["--dataset", D, "--participant", "A", "--reason", " "],
+    ] {
+        let (code, text) = withdraw_command(c, &bad);
+        assert_eq!(code, 64, "{bad:?}: {text}");
+    }
+    // The running agent applies it; the command prints what it did.
+    let (code, text) = withdraw_command(
+        c,
+        &[
+            "--dataset",
+            D,
+            "--participant",
+            &format!("{D}-1"),
+            "--participant",
+            "NOPE",
+            "--reason",
+            "withdrawn",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("release 2 of JGAD000301 is current"),
+        "{text}"
+    );
+    assert!(text.contains("NOPE"), "the unknown one is reported: {text}");
+    // With the agent down it stays recorded (exit 75), and the agent applies it when it starts.
+    fed.stop_agent("bbj").await;
+    let gone = format!("{D}-2");
+    let (code, text) = withdraw_command(
+        c,
+        &[
+            "--dataset",
+            D,
+            "--participant",
+            &gone,
+            "--reason",
+            "withdrawn",
+            "--wait-s",
+            "1",
+        ],
+    );
+    assert_eq!(code, 75, "{text}");
+    fed.start_agent("bbj").await;
+    let site = fed.site_config("bbj");
+    let releases = basho_agent::catalog::Catalog::from_config(&site)
+        .releases(&basho_core::Ident::parse(D).unwrap())
+        .unwrap();
+    basho_tests::wait_for("release 3", Duration::from_secs(30), || async {
+        (releases.manifests().len() == 2).then_some(())
+    })
+    .await;
+    let (n, dir) = releases.current(&site.datasets[0].path);
+    assert_eq!(n, 3);
+    let rows = std::fs::read_to_string(dir.join("records.csv")).unwrap();
+    assert!(!rows.contains(&format!("{gone},")), "{rows}");
+    fed.shutdown().await;
+}
