@@ -68,8 +68,6 @@ pub enum ConsentError {
 /// A dataset as the site's catalog holds it, for making its releases.
 #[derive(Debug, Clone)]
 pub struct Source<'a> {
-    /// Its ID.
-    pub id: &'a Ident,
     /// The catalog's path: release 1.
     pub original: &'a Path,
     /// The CSV/TSV column holding the pseudonymous participant ID.

@@ -388,7 +388,6 @@ mod tests {
         s.desk.catalog = s.desk.catalog.clone().with_releases(&releases);
         s.desk.catalog.set_participant_column(&id, "id");
         let source = crate::consent::Source {
-            id: &id,
             original: &data,
             participant_column: Some("id"),
             filter_command: &[],

@@ -152,7 +152,6 @@ impl Spool {
         let made = match (catalog.dataset(&r.dataset), catalog.releases(&r.dataset)) {
             (Ok(d), Some(releases)) => {
                 let source = Source {
-                    id: &r.dataset,
                     original: &d.path,
                     participant_column: d.participant_column.as_deref(),
                     filter_command: &d.filter_command,

@@ -114,25 +114,27 @@ pub fn files(root: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The samples of a VCF, from `bcftools query -l`.
-pub fn vcf_samples(path: &Path) -> Result<Vec<String>, Error> {
+/// Runs `bcftools args... path` and returns what it printed; `what` names the step in errors.
+fn bcftools(args: &[&std::ffi::OsStr], what: &str, path: &Path) -> Result<String, Error> {
     let out = Command::new("bcftools")
-        .arg("query")
-        .arg("-l")
+        .args(args)
         .arg(path)
         .output()
         .map_err(|e| Error::Tool(format!("bcftools could not run: {e}; install bcftools")))?;
     if !out.status.success() {
         return Err(Error::Tool(format!(
-            "bcftools query -l {}: {}",
+            "bcftools {what} {}: {}",
             path.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The samples of a VCF, from `bcftools query -l`.
+pub fn vcf_samples(path: &Path) -> Result<Vec<String>, Error> {
+    let listed = bcftools(&["query".as_ref(), "-l".as_ref()], "query -l", path)?;
+    Ok(listed.lines().map(str::to_owned).collect())
 }
 
 /// The participant column's index in a table's header, when it has one.
@@ -295,22 +297,18 @@ fn vcf(input: &Path, output: &Path, gone: &[String]) -> Result<(), Error> {
     } else {
         "v"
     };
-    let out = Command::new("bcftools")
-        .args(["view", "--no-version", "-O", format, "-s"])
-        .arg(format!("^{}", gone.join(",")))
-        .arg("-o")
-        .arg(output)
-        .arg(input)
-        .output()
-        .map_err(|e| Error::Tool(format!("bcftools could not run: {e}; install bcftools")))?;
-    if !out.status.success() {
-        return Err(Error::Tool(format!(
-            "bcftools view {}: {}",
-            input.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+    let excluded = format!("^{}", gone.join(","));
+    let args: [&std::ffi::OsStr; 8] = [
+        "view".as_ref(),
+        "--no-version".as_ref(),
+        "-O".as_ref(),
+        format.as_ref(),
+        "-s".as_ref(),
+        excluded.as_ref(),
+        "-o".as_ref(),
+        output.as_os_str(),
+    ];
+    bcftools(&args, "view", input).map(drop)
 }
 
 /// The dataset's filter command: `argv... WITHDRAWN_FILE INPUT OUTPUT`, which must write OUTPUT.

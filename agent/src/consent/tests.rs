@@ -40,7 +40,6 @@ fn site() -> Site {
 impl Site {
     fn source(&self) -> Source<'_> {
         Source {
-            id: &self.id,
             original: &self.data,
             participant_column: Some("participant_id"),
             filter_command: &[],

@@ -68,6 +68,9 @@ pub struct Executor {
     isolation: Isolation,
     meter: Option<Arc<crate::meter::Meter>>,
     site_audit: Option<Arc<crate::site_audit::SiteAudit>>,
+    /// The release of each dataset each workspace mounts, as its record says: learnt at launch
+    /// (or read once from the record), so a reconcile pass reads no file for it.
+    mounted: std::sync::Mutex<BTreeMap<String, BTreeMap<Ident, u32>>>,
 }
 
 impl Executor {
@@ -89,6 +92,7 @@ impl Executor {
             isolation,
             meter: None,
             site_audit: None,
+            mounted: Default::default(),
         }
     }
 
@@ -243,6 +247,8 @@ impl Executor {
                 .map(|d| (d.id.clone(), d.release))
                 .collect(),
         };
+        self.mounted_releases()
+            .insert(a.id.clone(), record.releases.clone());
         let grants = Grants {
             project: a.project.clone(),
             owner: a.owner.clone(),
@@ -374,21 +380,34 @@ impl Executor {
             if newer.is_empty() || basho_core::id::validate(&a.id).is_err() {
                 continue;
             }
-            let path = self.dirs.state_dir(&a.id).join("workspace.json");
-            let Some(record) = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<WorkspaceRecord>(&b).ok())
-            else {
-                continue;
+            let mut mounted = self.mounted_releases();
+            let releases = match mounted.get(&a.id) {
+                Some(r) => r,
+                None => {
+                    let path = self.dirs.state_dir(&a.id).join("workspace.json");
+                    let Some(record) = std::fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<WorkspaceRecord>(&b).ok())
+                    else {
+                        continue;
+                    };
+                    mounted.entry(a.id.clone()).or_insert(record.releases)
+                }
             };
             if newer
                 .iter()
-                .any(|(d, n)| record.releases.get(*d).copied().unwrap_or(1) < *n)
+                .any(|(d, n)| releases.get(*d).copied().unwrap_or(1) < *n)
             {
                 stale.insert(a.id.clone());
             }
         }
         stale
+    }
+
+    fn mounted_releases(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<Ident, u32>>> {
+        self.mounted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Appends to the site's audit log, if there is one; what it records already happened, so
@@ -436,6 +455,7 @@ impl Executor {
                 .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
         }
         self.remove_state(workspace).await?;
+        self.mounted_releases().remove(workspace);
         Ok(moved)
     }
 

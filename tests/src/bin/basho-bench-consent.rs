@@ -161,7 +161,6 @@ fn main() -> Result<()> {
         ids.iter().map(|i| format!("{i}\n")).collect::<String>(),
     )?;
     let source = Source {
-        id: &id,
         original: &data,
         participant_column: Some("participant_id"),
         filter_command: &[],
