@@ -31,6 +31,15 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The dataset as its releases are made from it.
+    pub fn consent_source(&self) -> crate::consent::Source<'_> {
+        crate::consent::Source {
+            original: &self.path,
+            participant_column: self.participant_column.as_deref(),
+            filter_command: &self.filter_command,
+        }
+    }
+
     /// Whether the verified grant `g` grants this dataset: its value is the grant URL, its issuer
     /// one bound to the dataset, and its source the bound one when there is one.
     pub fn granted_by(&self, g: &basho_core::visa::Grant) -> bool {
@@ -183,6 +192,11 @@ impl Catalog {
             .filter(|d| self.datasets.get(*d).is_some_and(&grants))
             .cloned()
             .collect()
+    }
+
+    /// Every dataset, by ID.
+    pub fn entries(&self) -> impl Iterator<Item = (&Ident, &Dataset)> {
+        self.datasets.iter()
     }
 
     /// The pinned reference of image `name`.

@@ -203,6 +203,20 @@ impl Client {
         Ok(a.applied)
     }
 
+    /// `POST /v1/agent/consent`.
+    pub async fn consent(
+        &self,
+        report: &basho_core::consent::ConsentReport,
+    ) -> Result<(), ClientError> {
+        let req = self
+            .http
+            .post(self.url("v1/agent/consent"))
+            .json(report)
+            .timeout(REQUEST_TIMEOUT);
+        let _: basho_core::consent::ConsentAck = self.send(req).await?;
+        Ok(())
+    }
+
     /// `POST /v1/agent/usage`; returns the orchestrator's acknowledgement.
     pub async fn usage(
         &self,

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod desk;
 mod filter;
+pub mod report;
 pub mod scan;
 
 /// The link to the current release.
@@ -190,11 +191,46 @@ impl Releases {
         }
     }
 
-    /// The manifests of the releases made, oldest first.
+    /// The manifests of the releases made (and of release 1 once [`Releases::first`] measured
+    /// it), oldest first.
     pub fn manifests(&self) -> Vec<Manifest> {
         let mut out: Vec<Manifest> = json_files(&self.root);
         out.sort_by_key(|m| m.release);
         out
+    }
+
+    /// Release 1's manifest (the catalog's own path, as it is), measured once and kept beside
+    /// the others; `now` is when. Blocking: it reads the whole dataset the first time.
+    pub fn first(&self, source: &Source<'_>, now: DateTime<Utc>) -> Result<Manifest, ConsentError> {
+        let path = self.root.join("1.json");
+        if let Some(m) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            return Ok(m);
+        }
+        let err = |what| io_err(what, &self.root, 1);
+        let stats = filter::measure(source.original, source).map_err(|e| match e {
+            filter::Error::Io(e) => err("measure")(e),
+            filter::Error::Tool(why) => ConsentError::Filter(why),
+        })?;
+        let manifest = Manifest {
+            release: 1,
+            parent: 0,
+            digest: stats.digest,
+            files: stats.files,
+            rows: stats.rows,
+            participants: stats.participants,
+            removed: 0,
+            withdrawn: 0,
+            withdrawal_digest: String::new(),
+            reason: String::new(),
+            made_at: now,
+        };
+        std::fs::create_dir_all(&self.root).map_err(err("create"))?;
+        let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+        write_atomically(&path, &json, 0o644).map_err(err("write the manifest in"))?;
+        Ok(manifest)
     }
 
     /// Every participant withdrawn so far.
@@ -293,10 +329,11 @@ impl Releases {
         withdrawn: &BTreeSet<String>,
         current: u32,
     ) -> Result<filter::Stats, ConsentError> {
-        let stats = filter::copy_without(from, to, source, withdrawn).map_err(|e| match e {
-            filter::Error::Io(e) => io_err("build", to, current)(e),
-            filter::Error::Tool(why) => ConsentError::Filter(why),
-        })?;
+        let stats =
+            filter::copy_without(from, Some(to), source, withdrawn).map_err(|e| match e {
+                filter::Error::Io(e) => io_err("build", to, current)(e),
+                filter::Error::Tool(why) => ConsentError::Filter(why),
+            })?;
         if let Some(found) = scan::find(to, withdrawn).map_err(io_err("check", to, current))? {
             return Err(ConsentError::Remains(found));
         }

@@ -211,6 +211,7 @@ pub async fn run(
         .instrument(info_span!("poll", site = %site)),
     );
     let client_for_usage = client.clone();
+    let client_for_consent = client.clone();
     tasks.spawn(
         report::post_loop(
             client,
@@ -237,6 +238,18 @@ pub async fn run(
         tunnel
             .run(stop.clone())
             .instrument(info_span!("tunnel", site = %site)),
+    );
+    let (mounted, mounted_rx) = watch::channel(None);
+    tasks.spawn(
+        crate::consent::report::report_loop(
+            client_for_consent,
+            site.clone(),
+            consent_catalog.clone(),
+            crate::consent::desk::Spool::new(&config.releases_dir()),
+            mounted_rx,
+            stop.clone(),
+        )
+        .instrument(info_span!("consent_report", site = %site)),
     );
     tasks.spawn(
         crate::consent::desk::apply_loop(
@@ -267,6 +280,7 @@ pub async fn run(
         desk,
         outputs: BTreeMap::new(),
         site_audit: site_audit.clone(),
+        mounted,
     };
     let mut tick = tokio::time::interval(RECHECK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -368,6 +382,8 @@ struct Reconciler {
     /// The outputs of each desired batch workspace that names some.
     outputs: BTreeMap<String, Vec<String>>,
     site_audit: Arc<crate::site_audit::SiteAudit>,
+    /// The release each running workspace mounts, for the consent report.
+    mounted: watch::Sender<Option<crate::consent::report::Mounted>>,
 }
 
 impl Reconciler {
@@ -481,6 +497,12 @@ impl Reconciler {
         if desired.is_some() {
             let live: BTreeSet<&str> = actual.iter().map(|o| o.workspace.as_str()).collect();
             self.meter.forget_except(&live);
+            let mounted = self.executor.mounted_by(&actual);
+            self.mounted.send_if_modified(|m| {
+                let changed = m.as_ref() != Some(&mounted);
+                *m = Some(mounted);
+                changed
+            });
         }
         if let Some(d) = desired {
             let keep: BTreeSet<&str> = d

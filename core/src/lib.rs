@@ -3,6 +3,7 @@
 
 pub mod airlock;
 pub mod audit;
+pub mod consent;
 pub mod crash;
 pub mod digest;
 pub mod duration;

@@ -108,6 +108,14 @@ pub struct Workspace {
     pub expires_at: DateTime<Utc>,
     /// When its state last changed.
     pub updated_at: DateTime<Utc>,
+    /// The release of each dataset it mounts, as its site last reported (a running workspace,
+    /// shown one at a time). A consent withdrawal makes a new release and moves it there.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub releases: std::collections::BTreeMap<Ident, u32>,
+    /// Files in its `/work` or `/results` that hold the ID of a participant who withdrew
+    /// consent, as its site found them: they cannot leave through the airlock; delete them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn_copies: Vec<String>,
 }
 
 /// Workspace lifecycle states (docs/design.md section 4).

@@ -235,6 +235,8 @@ pub(crate) fn admit<'a>(
         created_at: now,
         expires_at,
         updated_at: now,
+        releases: Default::default(),
+        withdrawn_copies: Vec::new(),
     };
     // Which of the workspace's datasets each visa grants, by the site's grant URLs: a dataset
     // revocation then weighs only the visas for that dataset.

@@ -17,6 +17,7 @@ use crate::store::StoreError;
 pub mod agent;
 pub mod audit;
 pub mod auth;
+pub mod consent;
 pub mod extract;
 pub mod meta;
 pub mod releases;
@@ -283,6 +284,11 @@ fn routes(o: Orchestrator) -> Router {
         .route("/ga4gh/tes/v1/tasks/{id}/cancel", post(tes::cancel))
         .route("/v1/sites", get(sites::list))
         .route("/v1/sites/{id}/session-key", get(sites::session_key))
+        .route(
+            "/v1/sites/{site}/datasets/{id}/releases",
+            get(consent::releases),
+        )
+        .route("/v1/withdrawals/{id}", get(consent::withdrawal))
         .route("/v1/templates", get(templates::list))
         .route("/v1/revocations", post(revocations::revoke))
         .route("/v1/audit", get(audit::list))
@@ -291,6 +297,7 @@ fn routes(o: Orchestrator) -> Router {
         .route("/v1/agent/register", post(agent::register))
         .route("/v1/agent/desired", get(agent::desired))
         .route("/v1/agent/observations", post(agent::observations))
+        .route("/v1/agent/consent", post(consent::ingest))
         .route("/v1/agent/usage", post(usage::ingest))
         .route("/v1/projects/{id}/usage", get(usage::report))
         .route(

@@ -10,6 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod consent;
 pub mod postgres;
 pub mod releases;
 pub mod revocations;
@@ -23,6 +24,7 @@ pub mod tunnels;
 pub mod usage;
 
 pub use audit::{AuditEvent, AuditStore};
+pub use consent::{ConsentRow, ConsentStore};
 pub use postgres::PostgresStore;
 pub use releases::{ReleaseFilter, ReleaseStore};
 pub use revocations::{NewRevocation, RevocationStore};
@@ -186,6 +188,7 @@ pub trait Store:
     + TunnelStore
     + ReleaseStore
     + TaskStore
+    + ConsentStore
     + Send
     + Sync
     + 'static

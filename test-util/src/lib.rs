@@ -91,6 +91,8 @@ pub fn workspace(id: &str) -> Workspace {
         created_at: t,
         expires_at: t,
         updated_at: t,
+        releases: Default::default(),
+        withdrawn_copies: Vec::new(),
     }
 }
 

@@ -384,17 +384,11 @@ mod tests {
         let mut s = site(AirlockConfig::default());
         let id = Ident::parse("JGAD000101").unwrap();
         let releases = s._dir.path().join("releases");
-        let data = s.desk.catalog.dataset(&id).unwrap().path.clone();
         s.desk.catalog = s.desk.catalog.clone().with_releases(&releases);
         s.desk.catalog.set_participant_column(&id, "id");
-        let source = crate::consent::Source {
-            original: &data,
-            participant_column: Some("id"),
-            filter_command: &[],
-        };
         crate::consent::Releases::new(&releases, &id)
             .withdraw(
-                &source,
+                &s.desk.catalog.dataset(&id).unwrap().consent_source(),
                 &["P2".to_owned()].into(),
                 "withdrawn",
                 chrono::Utc::now(),

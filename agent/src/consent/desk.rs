@@ -15,7 +15,7 @@ use basho_core::Ident;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{ConsentError, Manifest, Source, check_ids, ids_digest, json_files, write_atomically};
+use super::{ConsentError, Manifest, check_ids, ids_digest, json_files, write_atomically};
 use crate::catalog::Catalog;
 use crate::reconcile::hostdirs::{HostDirs, WorkspaceRecord};
 
@@ -44,6 +44,15 @@ pub struct Answer {
     pub id: String,
     /// The dataset.
     pub dataset: Ident,
+    /// When the request was recorded.
+    #[serde(default = "Utc::now")]
+    pub at: DateTime<Utc>,
+    /// Participants it named.
+    #[serde(default)]
+    pub participants: u64,
+    /// SHA-256 of their sorted IDs, one per line.
+    #[serde(default)]
+    pub participants_sha256: String,
     /// The release made current, if one was.
     pub made: Option<Manifest>,
     /// The release current before.
@@ -113,6 +122,13 @@ impl Spool {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Every answer given, oldest first.
+    pub fn answers(&self) -> Vec<Answer> {
+        let mut out: Vec<Answer> = json_files(&self.root.join(ANSWERS));
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
     /// Waits up to `timeout` for the answer to request `id`, calling `waiting` with the time
     /// waited about every 10 s; `None` when there is none yet. Blocking.
     pub fn wait(
@@ -149,17 +165,12 @@ impl Spool {
     /// workspace directories, to say which still mount an older release and which hold a
     /// withdrawn ID in their `/work` or `/results`. Blocking.
     pub fn apply(&self, r: &Request, catalog: &Catalog, dirs: &HostDirs) -> Answer {
+        let ids: BTreeSet<String> = r.participants.iter().cloned().collect();
         let made = match (catalog.dataset(&r.dataset), catalog.releases(&r.dataset)) {
             (Ok(d), Some(releases)) => {
-                let source = Source {
-                    original: &d.path,
-                    participant_column: d.participant_column.as_deref(),
-                    filter_command: &d.filter_command,
-                };
-                let ids: BTreeSet<String> = r.participants.iter().cloned().collect();
                 let previous = releases.current(&d.path).0;
                 releases
-                    .withdraw(&source, &ids, &r.reason, Utc::now())
+                    .withdraw(&d.consent_source(), &ids, &r.reason, Utc::now())
                     .map_err(|e| (previous, e.to_string()))
             }
             (Err(e), _) => Err((0, e.to_string())),
@@ -169,6 +180,9 @@ impl Spool {
             Ok(o) => Answer {
                 id: r.id.clone(),
                 dataset: r.dataset.clone(),
+                at: r.at,
+                participants: ids.len() as u64,
+                participants_sha256: ids_digest(&ids),
                 made: o.made,
                 previous: o.previous,
                 unknown: o.unknown,
@@ -179,6 +193,9 @@ impl Spool {
             Err((previous, why)) => Answer {
                 id: r.id.clone(),
                 dataset: r.dataset.clone(),
+                at: r.at,
+                participants: ids.len() as u64,
+                participants_sha256: ids_digest(&ids),
                 made: None,
                 previous,
                 unknown: Vec::new(),

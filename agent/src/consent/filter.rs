@@ -151,27 +151,60 @@ fn reader(bytes: &[u8], delimiter: u8) -> csv::Reader<&[u8]> {
         .from_reader(bytes)
 }
 
-/// Copies the release in `from` to `to` without `withdrawn`, and says what the copy holds.
+/// What the release in `root` holds, reading it and writing nothing: release 1's figures.
+pub fn measure(root: &Path, source: &Source<'_>) -> Result<Stats, Error> {
+    copy_without(root, None, source, &BTreeSet::new())
+}
+
+/// Copies the release in `from` to `to` without `withdrawn`, and says what the copy holds; with
+/// no `to`, only says what `from` holds (`withdrawn` must then be empty).
 pub fn copy_without(
     from: &Path,
-    to: &Path,
+    to: Option<&Path>,
     source: &Source<'_>,
     withdrawn: &BTreeSet<String>,
 ) -> Result<Stats, Error> {
-    std::fs::create_dir_all(to)?;
+    debug_assert!(to.is_some() || withdrawn.is_empty());
+    if let Some(to) = to {
+        std::fs::create_dir_all(to)?;
+    }
     let mut stats = Stats::default();
     let mut participants = Distinct::default();
     let lookup: std::collections::HashSet<&[u8]> = withdrawn.iter().map(|i| i.as_bytes()).collect();
     let mut digest = Sha256::new();
-    let ids_file = to.with_extension("withdrawn");
     for rel in files(from)? {
-        let (input, output) = (from.join(&rel), to.join(&rel));
+        let input = from.join(&rel);
+        let Some((to, output)) = to.map(|to| (to, to.join(&rel))) else {
+            let sha = match kind(&rel.to_string_lossy()) {
+                Kind::Table(d) => {
+                    let t = table(&input, None, d, source.participant_column, &lookup)?;
+                    stats.rows += t.kept;
+                    participants.0.extend(t.participants.0);
+                    t.sha256
+                }
+                Kind::Vcf => {
+                    vcf_samples(&input)?
+                        .iter()
+                        .for_each(|k| participants.add(k.as_bytes()));
+                    file_digest(&input)?
+                }
+                Kind::Other => file_digest(&input)?,
+            };
+            stats.files += 1;
+            digest.update(format!(
+                "{}\0{}\n",
+                rel.display(),
+                basho_core::digest::hex(&sha)
+            ));
+            continue;
+        };
         if let Some(parent) = output.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        let ids_file = to.with_extension("withdrawn");
         let sha = match kind(&rel.to_string_lossy()) {
             Kind::Table(d) => {
-                let t = table(&input, &output, d, source.participant_column, &lookup)?;
+                let t = table(&input, Some(&output), d, source.participant_column, &lookup)?;
                 stats.rows += t.kept;
                 stats.removed += t.removed;
                 stats.found.extend(t.found);
@@ -238,10 +271,10 @@ struct Table {
 
 /// Writes `input` to `output` without the rows whose participant column names a withdrawn
 /// participant; every other byte (quoting, line ends, the header) is kept as it was. Hashes
-/// what it writes as it goes.
+/// what it writes as it goes. Without an `output`, counts and hashes `input` as it is.
 fn table(
     input: &Path,
-    output: &Path,
+    output: Option<&Path>,
     delimiter: u8,
     column_name: Option<&str>,
     withdrawn: &std::collections::HashSet<&[u8]>,
@@ -256,9 +289,17 @@ fn table(
         found: BTreeSet::new(),
         sha256: Vec::new(),
     };
-    let Some(col) = col else {
-        t.kept = r.byte_records().count() as u64;
-        link_or_copy(input, output)?;
+    let (Some(col), Some(output)) = (col, output) else {
+        let mut rec = csv::ByteRecord::new();
+        while r.read_byte_record(&mut rec)? {
+            t.kept += 1;
+            if let Some(id) = col.and_then(|c| rec.get(c)) {
+                t.participants.add(id.trim_ascii());
+            }
+        }
+        if let Some(output) = output {
+            link_or_copy(input, output)?;
+        }
         t.sha256 = Sha256::digest(&bytes).to_vec();
         return Ok(t);
     };

@@ -380,19 +380,8 @@ impl Executor {
             if newer.is_empty() || basho_core::id::validate(&a.id).is_err() {
                 continue;
             }
-            let mut mounted = self.mounted_releases();
-            let releases = match mounted.get(&a.id) {
-                Some(r) => r,
-                None => {
-                    let path = self.dirs.state_dir(&a.id).join("workspace.json");
-                    let Some(record) = std::fs::read(&path)
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<WorkspaceRecord>(&b).ok())
-                    else {
-                        continue;
-                    };
-                    mounted.entry(a.id.clone()).or_insert(record.releases)
-                }
+            let Some(releases) = self.releases_of(&a.id) else {
+                continue;
             };
             if newer
                 .iter()
@@ -402,6 +391,33 @@ impl Executor {
             }
         }
         stale
+    }
+
+    /// The release of each dataset workspace `id` mounts: learnt at its launch, or read once
+    /// from its record; `None` when it has none (not launched by this site, or not a valid id).
+    fn releases_of(&self, id: &str) -> Option<BTreeMap<Ident, u32>> {
+        if let Some(r) = self.mounted_releases().get(id) {
+            return Some(r.clone());
+        }
+        basho_core::id::validate(id).ok()?;
+        let path = self.dirs.state_dir(id).join("workspace.json");
+        let record = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<WorkspaceRecord>(&b).ok())?;
+        self.mounted_releases()
+            .entry(id.to_owned())
+            .or_insert(record.releases)
+            .clone()
+            .into()
+    }
+
+    /// The release of each dataset each of the running workspaces in `actual` mounts.
+    pub fn mounted_by(&self, actual: &[Observed]) -> crate::consent::report::Mounted {
+        actual
+            .iter()
+            .filter(|o| o.state == crate::backend::RunState::Running)
+            .filter_map(|o| Some((o.workspace.clone(), self.releases_of(&o.workspace)?)))
+            .collect()
     }
 
     fn mounted_releases(

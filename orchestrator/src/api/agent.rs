@@ -40,7 +40,7 @@ pub struct Applied {
     pub applied: u32,
 }
 
-async fn touch(o: &Orchestrator, site: &Ident) -> ApiResult<()> {
+pub(super) async fn touch(o: &Orchestrator, site: &Ident) -> ApiResult<()> {
     let now = Utc::now();
     match o.inner().sites.touch(site, now) {
         Touch::Unknown => Err(ApiError::new(

@@ -20,8 +20,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::UsageReader;
 use super::{
-    ApiError, agent, audit, releases, revocations, sessions, sites, templates, tes, tokens, usage,
-    workspaces,
+    ApiError, agent, audit, consent, releases, revocations, sessions, sites, templates, tes,
+    tokens, usage, workspaces,
 };
 use crate::Orchestrator;
 use crate::metrics::{SiteLabels, SiteStateLabels};
@@ -146,6 +146,7 @@ impl Modify for ContractShape {
         releases::create, releases::list, releases::get, releases::review, releases::submit,
         releases::withdraw, releases::download,
         tes::service_info, tes::create, tes::list, tes::get, tes::cancel,
+        consent::ingest, consent::releases, consent::withdrawal,
         healthz, metrics, openapi,
     ),
     components(schemas(
@@ -169,6 +170,11 @@ impl Modify for ContractShape {
         basho_core::tes::TesInput, basho_core::tes::TesOutput, basho_core::tes::TesResources,
         basho_core::tes::TesTaskLog, basho_core::tes::TesExecutorLog,
         basho_core::tes::TesOutputFileLog, basho_core::tes::FileType, tes::TesErrorBody,
+        basho_core::consent::ConsentReport, basho_core::consent::ConsentAck,
+        basho_core::consent::DatasetReleases, basho_core::consent::Release,
+        basho_core::consent::Withdrawal, basho_core::consent::ReleaseList,
+        basho_core::consent::ReleaseUse, basho_core::consent::WithdrawalStatus,
+        basho_core::consent::StillReading,
     )),
     modifiers(&BearerAuth, &ContractShape),
     tags(

@@ -232,7 +232,16 @@ pub async fn show(
     let id = path_id(id)?;
     let rec = o.inner().store.workspace(&id).await?;
     match rec {
-        Some(r) if reader.may_read(&r.workspace.owner) => Ok(Json(r.workspace)),
+        Some(r) if reader.may_read(&r.workspace.owner) => {
+            let mut w = r.workspace;
+            if w.state == basho_core::State::Running
+                && let Some(c) = o.inner().store.consent(&w.site).await?
+            {
+                w.releases = c.report.workspaces.get(&w.id).cloned().unwrap_or_default();
+                w.withdrawn_copies = c.report.copies.get(&w.id).cloned().unwrap_or_default();
+            }
+            Ok(Json(w))
+        }
         Some(r) => {
             // Another researcher's workspace answers like a missing one, so ids cannot be
             // probed; the attempt is recorded for the auditors.

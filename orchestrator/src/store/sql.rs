@@ -18,6 +18,7 @@ pub(super) mod on_sqlite {
     type Db = sqlx::Sqlite;
 
     mod audit;
+    mod consent;
     mod releases;
     mod revocations;
     pub(in crate::store) mod rows;
@@ -38,6 +39,7 @@ pub(super) mod on_postgres {
     type Db = sqlx::Postgres;
 
     mod audit;
+    mod consent;
     mod releases;
     mod revocations;
     pub(in crate::store) mod rows;

@@ -63,6 +63,7 @@ macro_rules! every_case {
             tunnel_holders_are_released_only_by_their_replica,
             release_requests_change_under_their_lock,
             tasks_are_listed_filtered_and_canceled,
+            consent_reports_are_kept_per_site,
         );
     };
 }
@@ -119,6 +120,8 @@ pub(crate) fn rec(ws: &str, site: &str) -> WorkspaceRecord {
             created_at: now,
             expires_at: now + TimeDelta::hours(1),
             updated_at: now,
+            releases: Default::default(),
+            withdrawn_copies: Vec::new(),
         },
         visas: vec!["header.payload.sig".into()],
         visa_refs: vec![VisaRef {
@@ -546,4 +549,48 @@ pub(crate) async fn tunnel_holders_are_released_only_by_their_replica(s: Arc<dyn
     assert_eq!(s.tunnel_holder(&id("ncbn")).await.unwrap(), None);
     assert!(s.release_tunnel(&site, "b").await.unwrap());
     assert_eq!(s.tunnel_holder(&site).await.unwrap(), None);
+}
+
+pub(crate) async fn consent_reports_are_kept_per_site(store: Arc<dyn Store>) {
+    use basho_core::consent::{ConsentReport, DatasetReleases, Release};
+    let id = |s: &str| Ident::parse(s).unwrap();
+    let report = |site: &str, current: u32| ConsentReport {
+        site: id(site),
+        datasets: vec![DatasetReleases {
+            dataset: id("JGAD000101"),
+            current,
+            releases: (1..=current)
+                .map(|n| Release {
+                    release: n,
+                    parent: (n > 1).then(|| n - 1),
+                    digest: Some(format!("{n:064}")),
+                    files: 2,
+                    rows: 100 - u64::from(n),
+                    participants: 50,
+                    removed: u64::from(n > 1),
+                    withdrawal: None,
+                    made_at: None,
+                })
+                .collect(),
+        }],
+        withdrawals: Vec::new(),
+        workspaces: [("ws-1".to_owned(), [(id("JGAD000101"), current)].into())].into(),
+        copies: Default::default(),
+    };
+    assert_eq!(store.consent(&id("tohoku")).await.unwrap(), None);
+    let at = to_millis(Utc::now());
+    store.put_consent(&report("tohoku", 1), at).await.unwrap();
+    store.put_consent(&report("ncbn", 1), at).await.unwrap();
+    let later = at + TimeDelta::seconds(3);
+    store
+        .put_consent(&report("tohoku", 2), later)
+        .await
+        .unwrap();
+    let row = store.consent(&id("tohoku")).await.unwrap().unwrap();
+    assert_eq!(row.report, report("tohoku", 2));
+    assert_eq!(row.reported_at, later);
+    let all = store.consents().await.unwrap();
+    let sites: Vec<&str> = all.iter().map(|r| r.report.site.as_str()).collect();
+    assert_eq!(sites, ["ncbn", "tohoku"]);
+    assert_eq!(all[0].report, report("ncbn", 1));
 }

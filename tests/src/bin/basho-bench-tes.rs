@@ -144,6 +144,8 @@ fn record(i: u64, visa: &str, now: chrono::DateTime<chrono::Utc>) -> (WorkspaceR
             },
             created_at: now,
             updated_at: now,
+            releases: Default::default(),
+            withdrawn_copies: Vec::new(),
             expires_at: now + chrono::Duration::hours(1),
         },
         visas: vec![visa.to_owned()],

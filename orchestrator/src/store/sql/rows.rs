@@ -67,6 +67,8 @@ pub(crate) fn workspace(row: &Row) -> Result<Workspace, StoreError> {
         created_at: ms("created_at")?,
         expires_at: ms("expires_at")?,
         updated_at: ms("updated_at")?,
+        releases: Default::default(),
+        withdrawn_copies: Vec::new(),
     })
 }
 
