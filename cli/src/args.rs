@@ -27,6 +27,8 @@ pub enum Command {
     Workspace(WorkspaceArgs),
     /// The sites, their datasets and capacity.
     Site(SiteArgs),
+    /// A dataset's releases at a site: what consent withdrawals made, and who mounts which.
+    Dataset(DatasetArgs),
     /// Revoke access by dataset, subject, project or visa: the workspaces it covers stop.
     Revoke(crate::revoke::RevokeArgs),
     /// Run the whole system in one process: orchestrator, three site agents on the local Docker
@@ -207,6 +209,31 @@ pub enum SiteCmd {
     },
 }
 
+/// `basho dataset ...`.
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The verb.
+    #[command(subcommand)]
+    pub cmd: DatasetCmd,
+}
+
+/// Dataset verbs.
+#[derive(Debug, Subcommand)]
+pub enum DatasetCmd {
+    /// Each release of a dataset at a site (platform, admin or auditor token): its number,
+    /// digest, rows, participants, and how many running workspaces still mount it.
+    Releases {
+        /// The dataset ID.
+        dataset: String,
+        /// The site that holds it.
+        #[arg(long)]
+        site: String,
+    },
+}
+
 /// `basho audit ...`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -240,6 +267,12 @@ pub enum AuditCmd {
         /// Only entries after this seq.
         #[arg(long, default_value_t = 0)]
         after: i64,
+    },
+    /// Is any workspace still reading data of a consent withdrawal's participants? Prints yes
+    /// or no and which workspaces (on an older release, or holding copies); exits 1 on yes.
+    Withdrawal {
+        /// The withdrawal's id (`wd-...`, as `basho-agent withdraw` printed it).
+        id: String,
     },
     /// What left each workspace: session bytes (exec, port-forwards) beside the files released
     /// through the airlock.

@@ -2,6 +2,7 @@
 //! (`basho_core::audit::verify_chain`), naming the first entry altered or deleted.
 
 use basho_core::audit::{AuditEntry, checkpoint, verify_chain};
+use basho_core::consent::WithdrawalStatus;
 use serde::Deserialize;
 
 use crate::args::{AuditArgs, AuditCmd};
@@ -230,6 +231,26 @@ pub async fn run(args: AuditArgs) -> Result<(), Error> {
                     serde_json::to_string_pretty(&entries).expect("entries serialize")
                 ),
                 Output::Table => print!("{}", table(&entries)),
+            }
+        }
+        AuditCmd::Withdrawal { id } => {
+            let path = format!("/v1/withdrawals/{}", crate::client::path_segment(&id));
+            let answer = client.get(&path, &[]).await?;
+            let status: WithdrawalStatus = answer.parse(&client, "a withdrawal")?;
+            match args.client.output {
+                Output::Json => crate::workspace::print_raw(&answer.body),
+                Output::Table => print!("{}", crate::dataset::withdrawal_text(&status)),
+            }
+            if status.still_reading {
+                let which: Vec<String> = status
+                    .workspaces
+                    .iter()
+                    .map(|w| format!("{} (release {})", w.workspace, w.release))
+                    .collect();
+                return Err(Error::StillReading(format!(
+                    "workspaces still read data of withdrawal {id}: {}",
+                    which.join(", ")
+                )));
             }
         }
         AuditCmd::Egress { workspace } => {

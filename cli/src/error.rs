@@ -56,6 +56,9 @@ pub enum Error {
     /// `basho audit verify` found the chain not holding what was signed or kept at a site.
     #[error("{0}")]
     AuditMismatch(String),
+    /// `basho audit withdrawal` found workspaces still reading withdrawn participants' data.
+    #[error("{0}")]
+    StillReading(String),
     /// An interactive session could not start or was cut off.
     #[error("{0}")]
     Session(String),

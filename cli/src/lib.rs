@@ -4,6 +4,7 @@
 pub mod args;
 pub mod audit;
 pub mod client;
+pub mod dataset;
 pub mod dev;
 pub mod error;
 pub mod output;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         args::Command::Workspace(a) => workspace::run(a).await,
         args::Command::Site(a) => site::run(a).await,
+        args::Command::Dataset(a) => dataset::run(a).await,
         args::Command::Revoke(a) => revoke::run(a).await,
         args::Command::Dev(a) => dev::command(a).await,
         args::Command::Audit(a) => audit::run(a).await,
