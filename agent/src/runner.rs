@@ -281,6 +281,7 @@ pub async fn run(
         outputs: BTreeMap::new(),
         site_audit: site_audit.clone(),
         mounted,
+        running: Vec::new(),
     };
     let mut tick = tokio::time::interval(RECHECK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -384,6 +385,8 @@ struct Reconciler {
     site_audit: Arc<crate::site_audit::SiteAudit>,
     /// The release each running workspace mounts, for the consent report.
     mounted: watch::Sender<Option<crate::consent::report::Mounted>>,
+    /// The workspaces the last pass saw running.
+    running: Vec<String>,
 }
 
 impl Reconciler {
@@ -497,12 +500,12 @@ impl Reconciler {
         if desired.is_some() {
             let live: BTreeSet<&str> = actual.iter().map(|o| o.workspace.as_str()).collect();
             self.meter.forget_except(&live);
-            let mounted = self.executor.mounted_by(&actual);
-            self.mounted.send_if_modified(|m| {
-                let changed = m.as_ref() != Some(&mounted);
-                *m = Some(mounted);
-                changed
-            });
+            self.running = actual
+                .iter()
+                .filter(|o| o.state == crate::backend::RunState::Running)
+                .map(|o| o.workspace.clone())
+                .collect();
+            self.publish_mounted();
         }
         if let Some(d) = desired {
             let keep: BTreeSet<&str> = d
@@ -623,6 +626,21 @@ impl Reconciler {
             }
         }
         self.outbox.record(reports);
+        if self.mounted.borrow().is_some() {
+            self.publish_mounted();
+        }
+    }
+
+    /// Tells the consent reporter which release each workspace mounts, if that changed.
+    fn publish_mounted(&self) {
+        let mounted = self
+            .executor
+            .mounted_by(self.running.iter().map(String::as_str));
+        self.mounted.send_if_modified(|m| {
+            let changed = m.as_ref() != Some(&mounted);
+            *m = Some(mounted);
+            changed
+        });
     }
 
     /// Adds what the orchestrator sent to the deny-list and saves it when it grew.

@@ -44,7 +44,8 @@ pub fn releases_table(l: &ReleaseList) -> String {
         l.dataset,
         l.site,
         l.current,
-        l.reported_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        l.reported_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
     for u in &l.releases {
         let r = &u.release;

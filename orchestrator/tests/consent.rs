@@ -35,7 +35,9 @@ fn release(n: u32, rows: u64) -> Value {
 
 /// `tohoku`'s report: JGAD000101 at `current` (releases 1..=current), `ws` on `on`.
 fn report(current: u32, ws: &str, on: u32) -> Value {
-    let releases: Vec<Value> = (1..=current).map(|n| release(n, 11 - u64::from(n))).collect();
+    let releases: Vec<Value> = (1..=current)
+        .map(|n| release(n, 11 - u64::from(n)))
+        .collect();
     let withdrawals: Vec<Value> = (current > 1)
         .then(|| {
             json!({"id": "wd-0001", "dataset": "JGAD000101", "at": "2026-12-07T10:00:00Z",
@@ -145,7 +147,12 @@ async fn a_withdrawal_is_evidenced_from_the_sites_report_to_the_audit_chain() {
     assert_eq!(wd["copies"], json!([ws]));
     // The owner is told on the workspace itself.
     let (status, seen) = h
-        .call(Method::GET, &format!("/v1/workspaces/{ws}"), &researcher, None)
+        .call(
+            Method::GET,
+            &format!("/v1/workspaces/{ws}"),
+            &researcher,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{seen}");
     assert_eq!(seen["releases"], json!({"JGAD000101": 2}));

@@ -1,6 +1,6 @@
-//! A stub orchestrator for the agent's tests: axum on 127.0.0.1:0 serving the four routes an
-//! agent calls (register, the long-polled desired state, observations, usage) from a world the
-//! test sets, and keeping what the agent sent so the test can assert on it.
+//! A stub orchestrator for the agent's tests: axum on 127.0.0.1:0 serving the routes an agent
+//! calls (register, the long-polled desired state, observations, usage, consent) from a world
+//! the test sets, and keeping what the agent sent so the test can assert on it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +24,7 @@ struct World {
     revocations: Vec<Value>,
     observations: Vec<Observation>,
     registrations: Vec<Registration>,
+    consent: Option<basho_core::consent::ConsentReport>,
     polled_sites: Vec<String>,
     refuse_registrations: u32,
     down: bool,
@@ -73,6 +74,7 @@ impl StubOrchestrator {
             .route("/v1/agent/desired", get(desired))
             .route("/v1/agent/observations", post(observations))
             .route("/v1/agent/usage", post(usage))
+            .route("/v1/agent/consent", post(consent))
             .layer(axum::middleware::from_fn_with_state(stub.clone(), gate))
             .with_state(stub.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -136,6 +138,11 @@ impl StubOrchestrator {
         self.last(ws).and_then(|o| o.message).unwrap_or_default()
     }
 
+    /// The consent report the agent sent last.
+    pub fn consent(&self) -> Option<basho_core::consent::ConsentReport> {
+        self.world.lock().unwrap().consent.clone()
+    }
+
     /// Forgets every observation so far.
     pub fn clear_observations(&self) {
         self.world.lock().unwrap().observations.clear();
@@ -194,6 +201,15 @@ async fn observations(Ax(s): Ax<StubOrchestrator>, Json(b): Json<ObservationBatc
     let n = b.observations.len();
     s.world.lock().unwrap().observations.extend(b.observations);
     Json(json!({"applied": n})).into_response()
+}
+
+/// Keeps the consent report, as the orchestrator does.
+async fn consent(
+    Ax(s): Ax<StubOrchestrator>,
+    Json(r): Json<basho_core::consent::ConsentReport>,
+) -> Response {
+    s.world.lock().unwrap().consent = Some(r);
+    Json(json!({"audited": 0})).into_response()
 }
 
 /// Acknowledges every usage record it is sent.

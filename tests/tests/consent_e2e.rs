@@ -5,7 +5,11 @@
 
 use std::time::Duration;
 
+use basho_orchestrator::store::Role;
 use basho_tests::federation::Federation;
+use basho_tests::sessions::{self, token};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
 /// The host directory mounted at `/data/<dataset>` in workspace `id`'s container.
 async fn data_mount(fed: &Federation, id: &str, dataset: &str) -> std::path::PathBuf {
@@ -94,6 +98,69 @@ async fn a_withdrawal_makes_the_release_new_workspaces_mount() {
     fed.api
         .wait_state(&before, "running", Duration::from_secs(30))
         .await;
+
+    // The orchestrator has the evidence from the site's report: nobody reads release 1 any
+    // more, and no participant ID reached it.
+    let path = format!("/v1/withdrawals/{}", answer.id);
+    let wd = basho_tests::wait_for(
+        "the site's report of the move",
+        Duration::from_secs(30),
+        || async {
+            let moved = fed.api.workspace(&before).await["releases"][D] == 2;
+            let (s, v) = fed.api.call(Method::GET, &path, None).await;
+            (s == StatusCode::OK && moved).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(wd["still_reading"], false, "{wd}");
+    assert_eq!(
+        (&wd["release"], &wd["participants"], &wd["unknown"]),
+        (&json!(2), &json!(1), &json!(0))
+    );
+    let (s, list) = fed
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/sites/{}/datasets/{D}/releases", config.site),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert_eq!(list["current"], 2, "{list}");
+    let uses: Vec<(&Value, &Value)> = list["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (&r["release"], &r["workspaces"]))
+        .collect();
+    assert_eq!(
+        uses,
+        [(&json!(1), &json!(0)), (&json!(2), &json!(2))],
+        "{list}"
+    );
+    assert_eq!(list["releases"][1]["digest"], json!(made.digest));
+    assert_eq!(list["releases"][1]["withdrawal"], json!(answer.id));
+    assert_eq!(fed.api.workspace(&before).await["releases"], json!({D: 2}));
+    for text in [wd.to_string(), list.to_string()] {
+        assert!(!text.contains(&gone), "{text}");
+    }
+    let admin = token(&fed, Role::Admin, None).await;
+    let mut chain = Vec::new();
+    for target in [
+        answer.id.clone(),
+        before.clone(),
+        format!("{}/{D}/2", config.site),
+    ] {
+        for e in sessions::audit(&fed, &admin, &target).await {
+            chain.push(e["action"].as_str().unwrap().to_owned());
+        }
+    }
+    for action in ["consent_withdrawal", "workspace_moved", "dataset_release"] {
+        assert!(
+            chain.iter().any(|a| a == action),
+            "{action} missing from {chain:?}"
+        );
+    }
 
     // The site's audit log has the withdrawal: counts and digests, never the ID.
     let log = std::fs::read_to_string(config.paths.state_dir.join("audit.jsonl")).unwrap();
@@ -192,7 +259,7 @@ async fn the_site_command_waits_for_the_agent_and_one_recorded_while_it_is_down_
         .releases(&basho_core::Ident::parse(D).unwrap())
         .unwrap();
     basho_tests::wait_for("release 3", Duration::from_secs(30), || async {
-        (releases.manifests().len() == 2).then_some(())
+        (releases.current(&site.datasets[0].path).0 == 3).then_some(())
     })
     .await;
     let (n, dir) = releases.current(&site.datasets[0].path);

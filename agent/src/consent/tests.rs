@@ -342,6 +342,7 @@ fn a_recorded_withdrawal_is_applied_answered_and_audited_without_its_ids() {
     std::fs::create_dir_all(prepared.results_dir.join("sub")).unwrap();
     std::fs::write(prepared.results_dir.join("sub/copy.csv"), "P2,57,x\n").unwrap();
     std::fs::write(prepared.work_dir.join("other.csv"), "P20,33\n").unwrap();
+    std::fs::write(prepared.work_dir.join("P2.txt"), "about P2\n").unwrap();
     let r = spool
         .record(
             &catalog,
@@ -371,7 +372,14 @@ fn a_recorded_withdrawal_is_applied_answered_and_audited_without_its_ids() {
     );
     assert_eq!(
         a.hits,
-        [("ws-1".to_owned(), vec!["/results/sub/copy.csv".to_owned()])].into()
+        [(
+            "ws-1".to_owned(),
+            vec![
+                "/work/P2.txt".to_owned(),
+                "/results/sub/copy.csv".to_owned()
+            ]
+        )]
+        .into()
     );
     let detail = desk::audit_detail(&r, &a).to_string();
     assert!(
@@ -391,4 +399,40 @@ fn a_recorded_withdrawal_is_applied_answered_and_audited_without_its_ids() {
             .unwrap()
             .contains("P2")
     );
+
+    // What the orchestrator is told: releases, the withdrawal and the copies, never an ID (not
+    // even in a file's name).
+    let site = Ident::parse("tohoku").unwrap();
+    let mounted = || [("ws-1".to_owned(), [(s.id.clone(), 1)].into())].into();
+    let sent = report::build(&site, &catalog, &spool, mounted());
+    let text = serde_json::to_string(&sent).unwrap();
+    assert!(!text.contains("P2") && !text.contains("P9"), "{text}");
+    let d = &sent.datasets[0];
+    assert_eq!(d.current, 2);
+    let made: Vec<(u32, Option<&str>)> = d
+        .releases
+        .iter()
+        .map(|r| (r.release, r.withdrawal.as_deref()))
+        .collect();
+    assert_eq!(made, [(1, None), (2, Some(r.id.as_str()))]);
+    assert_eq!(d.releases[0].digest, None, "release 1 is not measured yet");
+    let w = &sent.withdrawals[0];
+    assert_eq!(
+        (w.participants, w.unknown, w.previous, w.release),
+        (2, 1, 1, Some(2))
+    );
+    assert_eq!(w.participants_sha256, ids_digest(&ids(&["P2", "P9"])));
+    assert_eq!(
+        sent.copies["ws-1"],
+        [
+            "(a file whose name holds a withdrawn participant's ID)",
+            "/results/sub/copy.csv"
+        ]
+    );
+    // Release 1 measured: its figures are those of the catalog's own files.
+    report::measure_first_releases(&catalog);
+    let first = &report::build(&site, &catalog, &spool, mounted()).datasets[0].releases[0];
+    assert_eq!((first.files, first.rows, first.participants), (3, 5, 3));
+    assert_eq!(first.digest.as_ref().map(String::len), Some(64));
+    assert_eq!((d.releases[1].rows, d.releases[1].participants), (3, 2));
 }

@@ -411,13 +411,21 @@ impl Executor {
             .into()
     }
 
-    /// The release of each dataset each of the running workspaces in `actual` mounts.
-    pub fn mounted_by(&self, actual: &[Observed]) -> crate::consent::report::Mounted {
-        actual
-            .iter()
-            .filter(|o| o.state == crate::backend::RunState::Running)
-            .filter_map(|o| Some((o.workspace.clone(), self.releases_of(&o.workspace)?)))
-            .collect()
+    /// The release of each dataset each workspace mounts: those launched (from the moment
+    /// their launch began until they are stopped) and those of `running`.
+    pub fn mounted_by<'a>(
+        &self,
+        running: impl IntoIterator<Item = &'a str>,
+    ) -> crate::consent::report::Mounted {
+        let mut out = self.mounted_releases().clone();
+        for id in running {
+            if !out.contains_key(id)
+                && let Some(r) = self.releases_of(id)
+            {
+                out.insert(id.to_owned(), r);
+            }
+        }
+        out
     }
 
     fn mounted_releases(
@@ -471,11 +479,11 @@ impl Executor {
                 .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
         }
         self.remove_state(workspace).await?;
-        self.mounted_releases().remove(workspace);
         Ok(moved)
     }
 
     async fn remove_state(&self, workspace: &str) -> Result<(), ExecuteError> {
+        self.mounted_releases().remove(workspace);
         // A label is not to be trusted as a path component.
         if basho_core::id::validate(workspace).is_err() {
             return Ok(());
