@@ -258,7 +258,7 @@ impl Default for Isolation {
 }
 
 /// `[consent]`: consent withdrawal's releases of the site's datasets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Consent {
     /// Where each dataset's releases after the first are made (`<dir>/<DATASET>/<n>/`); on the
@@ -266,6 +266,27 @@ pub struct Consent {
     /// `<state_dir>/releases`; on Slurm and Kubernetes sites a directory the nodes see too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub releases_dir: Option<PathBuf>,
+    /// Longest a running workspace may stay on an older release after a withdrawal made a new
+    /// one. Docker workspaces move within seconds; where the backend cannot launch one again
+    /// (a Slurm job runs once), one still on the older release this long after is stopped.
+    #[serde(default = "default_max_consent_delay_s")]
+    pub max_delay_s: u64,
+}
+
+/// A minute: the longest a workspace reads a withdrawn participant's data by default.
+pub const DEFAULT_MAX_CONSENT_DELAY_S: u64 = 60;
+
+fn default_max_consent_delay_s() -> u64 {
+    DEFAULT_MAX_CONSENT_DELAY_S
+}
+
+impl Default for Consent {
+    fn default() -> Self {
+        Consent {
+            releases_dir: None,
+            max_delay_s: DEFAULT_MAX_CONSENT_DELAY_S,
+        }
+    }
 }
 
 impl SiteConfig {

@@ -29,6 +29,9 @@ pub enum StopReason {
     /// Mounting an older release of a dataset than the current one (a consent withdrawal made
     /// a new one): launched again at once on the current release, `/work` and `/results` kept.
     Moved,
+    /// Still on an older release `[consent] max_delay_s` after a withdrawal, on a backend that
+    /// cannot launch it again: it ends.
+    ConsentOverdue,
 }
 
 /// One step of a reconcile pass.
@@ -188,6 +191,28 @@ pub fn move_to_current(
             reason: StopReason::Moved,
         });
         actions.push(Action::Launch(Box::new(a.clone())));
+    }
+}
+
+/// Replaces what `actions` planned for each workspace in `overdue` with a stop and a report
+/// of `stopped` saying why.
+pub fn end_overdue(
+    actions: &mut Vec<Action>,
+    overdue: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) {
+    actions.retain(|a| !overdue.contains_key(a.workspace()));
+    for (id, why) in overdue {
+        actions.push(Action::Stop {
+            workspace: id.clone(),
+            reason: StopReason::ConsentOverdue,
+        });
+        actions.push(Action::Report(report(
+            id,
+            State::Stopped,
+            Some(why.clone()),
+            now,
+        )));
     }
 }
 

@@ -27,7 +27,9 @@ use crate::meter::{Meter, Metered};
 use crate::metrics::{InstrumentedBackend, Metrics};
 use crate::reconcile::execute::Outcome;
 use crate::reconcile::hostdirs::{HostDirs, Ownership};
-use crate::reconcile::{Action, Executor, by_workspace, move_to_current, plan, plan_before_sync};
+use crate::reconcile::{
+    Action, Executor, by_workspace, end_overdue, move_to_current, plan, plan_before_sync,
+};
 use crate::revocations::{self, DenyList, Grants, recorded_grants};
 
 pub mod poll;
@@ -187,7 +189,8 @@ pub async fn run(
         config.isolation.clone(),
     )
     .with_meter(meter.clone())
-    .with_site_audit(site_audit.clone());
+    .with_site_audit(site_audit.clone())
+    .with_max_consent_delay(Duration::from_secs(config.consent.max_delay_s));
     info!(site = %site, backend = executor.backend().kind(), orchestrator = %config.orchestrator.url, "agent starting");
 
     let stop = shutdown.child_token();
@@ -435,11 +438,23 @@ impl Reconciler {
         actions.retain(|a| !self.busy_ids.contains_key(a.workspace()));
         // A consent withdrawal made a new release: what runs on an older one moves to it.
         if let Some(d) = screened.desired.as_deref() {
-            let mut stale = self.executor.on_older_release(d, &screened.actual);
-            stale.retain(|id| !self.busy_ids.contains_key(id));
-            if !stale.is_empty() {
-                info!(workspaces = ?stale, "moving workspaces to their datasets' current release");
-                move_to_current(&mut actions, d, &stale);
+            let mut older = self.executor.on_older_release(d, &screened.actual, now);
+            older.moves.retain(|id| !self.busy_ids.contains_key(id));
+            older
+                .overdue
+                .retain(|id, _| !self.busy_ids.contains_key(id));
+            if !older.moves.is_empty() {
+                info!(workspaces = ?older.moves, "moving workspaces to their datasets' current release");
+                move_to_current(&mut actions, d, &older.moves);
+            }
+            if !older.overdue.is_empty() {
+                warn!(workspaces = ?older.overdue.keys().collect::<Vec<_>>(),
+                    "stopping workspaces still on an older release past [consent] max_delay_s");
+                end_overdue(&mut actions, &older.overdue, now);
+                // Not launched again while the orchestrator still lists it.
+                for a in d.iter().filter(|a| older.overdue.contains_key(&a.id)) {
+                    self.refused.insert(a.id.clone(), a.clone());
+                }
             }
         }
         if desired.is_some() && !std::mem::replace(&mut self.accounted, true) {

@@ -268,3 +268,102 @@ async fn the_site_command_waits_for_the_agent_and_one_recorded_while_it_is_down_
     assert!(!rows.contains(&format!("{gone},")), "{rows}");
     fed.shutdown().await;
 }
+
+/// What `cat path` prints inside workspace `id`'s container.
+async fn read_inside(fed: &Federation, id: &str, path: &str) -> String {
+    let containers = fed.containers(id).await;
+    let (code, out) = basho_tests::exec(&fed.docker, &containers[0], &["cat", path]).await;
+    assert_eq!(code, 0, "{id}: {out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_withdrawal_reaches_twenty_running_workspaces_and_none_reads_the_row_afterwards() {
+    let Some(fed) = Federation::start_with(|name, cfg| {
+        if name == "ncbn" {
+            cfg.capacity.cpus = 32;
+            cfg.capacity.memory_mib = 32 * 1024;
+        }
+    })
+    .await
+    else {
+        eprintln!("skipped: no Docker engine");
+        return;
+    };
+    const D: &str = "JGAD000201";
+    let gone = format!("{D}-2");
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let (status, ws) = fed
+            .api
+            .create(&fed.create_body("P-CONSENT", "alice", &[D]))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{ws}");
+        ids.push(ws["id"].as_str().unwrap().to_owned());
+    }
+    let config = fed.site_config("ncbn");
+    for id in &ids {
+        fed.api
+            .wait_state(id, "running", Duration::from_secs(120))
+            .await;
+        std::fs::write(config.paths.work_root.join(id).join("mine"), id).unwrap();
+        let rows = read_inside(&fed, id, &format!("/data/{D}/records.csv")).await;
+        assert!(rows.contains(&gone), "{rows}");
+    }
+
+    let started = std::time::Instant::now();
+    let answer = fed.withdraw("ncbn", D, &[&gone]).await;
+    assert_eq!(
+        answer.made.as_ref().map(|m| m.release),
+        Some(2),
+        "{answer:?}"
+    );
+    let delay = Duration::from_secs(config.consent.max_delay_s);
+    basho_tests::wait_for("every workspace on release 2", delay, || async {
+        for id in &ids {
+            let containers = fed.containers(id).await;
+            if containers.len() != 1
+                || !data_mount(&fed, id, D)
+                    .await
+                    .ends_with(format!("releases/{D}/2"))
+            {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let took = started.elapsed();
+    // A reader inside each container: the row is gone, the workspace's own /work is kept.
+    for id in &ids {
+        fed.api
+            .wait_state(id, "running", Duration::from_secs(30))
+            .await;
+        let rows = read_inside(&fed, id, &format!("/data/{D}/records.csv")).await;
+        assert!(!rows.contains(&gone), "{id} still reads the row: {rows}");
+        assert_eq!(rows.lines().count(), 5, "{rows}");
+        assert_eq!(read_inside(&fed, id, "/work/mine").await, *id);
+    }
+    // And the orchestrator, from the site's report, says nobody still reads it.
+    let path = format!("/v1/withdrawals/{}", answer.id);
+    basho_tests::wait_for(
+        "the report of every move",
+        Duration::from_secs(30),
+        || async {
+            let (_, v) = fed.api.call(Method::GET, &path, None).await;
+            let list = fed
+                .api
+                .call(
+                    Method::GET,
+                    &format!("/v1/sites/{}/datasets/{D}/releases", config.site),
+                    None,
+                )
+                .await
+                .1;
+            (v["still_reading"] == false && list["releases"][1]["workspaces"] == 20).then_some(())
+        },
+    )
+    .await;
+    eprintln!("20 workspaces moved to release 2 within {took:?} of the withdrawal");
+    fed.shutdown().await;
+}

@@ -24,12 +24,17 @@ impl Drop for Jobs {
     }
 }
 
+/// The Slurm site's `[consent] max_delay_s`.
+const CONSENT_DELAY_S: u64 = 30;
+
 async fn federation(runtime: Runtime) -> (Federation, Testbed) {
     let testbed = Testbed::load();
     let backend = testbed.backend(runtime);
     let fed = Federation::start_with(|name, cfg| {
         if name == "tohoku" {
             cfg.backend = BackendConfig::Slurm(backend.clone());
+            // A job on an older release after a withdrawal ends this long after it.
+            cfg.consent.max_delay_s = CONSENT_DELAY_S;
         }
     })
     .await
@@ -230,6 +235,8 @@ async fn slurm_metering_agrees_with_sacct() {
         cfg.metering.interval_s = 2;
         if name == "tohoku" {
             cfg.backend = BackendConfig::Slurm(backend.clone());
+            // A job on an older release after a withdrawal ends this long after it.
+            cfg.consent.max_delay_s = CONSENT_DELAY_S;
         }
     })
     .await
@@ -467,7 +474,7 @@ async fn tes_tasks_run_as_slurm_jobs_to_their_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_consent_withdrawal_reaches_new_slurm_jobs_and_names_the_running_one() {
+async fn a_consent_withdrawal_reaches_new_slurm_jobs_and_ends_the_running_one_past_the_delay() {
     let (fed, _testbed) = federation(Runtime::Docker).await;
     let mut jobs = Jobs(Vec::new());
     let before = create(&fed, &mut jobs, &["JGAD000101"]).await;
@@ -494,13 +501,31 @@ async fn a_consent_withdrawal_reaches_new_slurm_jobs_and_names_the_running_one()
         "the running job is named"
     );
 
-    // A job runs once on Slurm: the running one keeps its release (it is not cancelled and
-    // submitted again), and the next workspace's job mounts release 2 without the row.
+    // A job runs once on Slurm: the running one is not cancelled and submitted again, and
+    // the next workspace's job mounts release 2 without the row.
+    assert_eq!(running_job(&before), first, "the running job is left alone");
     let after = create(&fed, &mut jobs, &["JGAD000101"]).await;
     let rows = read(&after).await;
     assert!(!rows.contains(gone), "{rows}");
     assert_eq!(rows.lines().count(), 5, "{rows}");
-    assert_eq!(running_job(&before), first, "the running job is left alone");
+    // Past the site's max_delay_s the one still on release 1 ends, saying why; it was never
+    // submitted again.
+    let ended = fed
+        .api
+        .wait_state(
+            &before,
+            "stopped",
+            Duration::from_secs(CONSENT_DELAY_S + 60),
+        )
+        .await;
+    let why = ended["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("max_delay_s") && why.contains("release 2"),
+        "{ended}"
+    );
     assert_eq!(jobs_ever(&before), 1);
+    fed.api
+        .wait_state(&after, "running", Duration::from_secs(5))
+        .await;
     fed.shutdown().await;
 }

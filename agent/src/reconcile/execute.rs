@@ -71,6 +71,19 @@ pub struct Executor {
     /// The release of each dataset each workspace mounts, as its record says: learnt at launch
     /// (or read once from the record), so a reconcile pass reads no file for it.
     mounted: std::sync::Mutex<BTreeMap<String, BTreeMap<Ident, u32>>>,
+    /// When each release that moved workspaces was made, from its manifest.
+    made: std::sync::Mutex<BTreeMap<(Ident, u32), DateTime<Utc>>>,
+    /// How long a workspace may stay on an older release where it cannot move.
+    max_consent_delay: chrono::TimeDelta,
+}
+
+/// Running workspaces on an older release of a dataset than its current one.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OlderRelease {
+    /// To launch again on the current release now (the backend can).
+    pub moves: BTreeSet<String>,
+    /// Past the site's `max_delay_s` where the backend cannot move them: to end, with why.
+    pub overdue: BTreeMap<String, String>,
 }
 
 impl Executor {
@@ -93,6 +106,10 @@ impl Executor {
             meter: None,
             site_audit: None,
             mounted: Default::default(),
+            made: Default::default(),
+            max_consent_delay: chrono::TimeDelta::seconds(
+                crate::config::DEFAULT_MAX_CONSENT_DELAY_S as i64,
+            ),
         }
     }
 
@@ -345,24 +362,23 @@ impl Executor {
 
     /// The running workspaces among `actual` (and `desired`) that mount an older release of a
     /// dataset than its current one: a consent withdrawal made a new release since they
-    /// launched. Reads their records; only workspaces mounting a dataset past release 1, and
-    /// none on a backend that cannot launch a workspace again (Slurm: they keep their release
-    /// until they end).
+    /// launched. Where the backend can launch a workspace again (Docker) they are to move at
+    /// once; elsewhere (a Slurm job runs once) one still on the older release `max_delay` after
+    /// the newer one was made is overdue, and ends, with why.
     pub fn on_older_release(
         &self,
         desired: &[Assignment],
         actual: &[Observed],
-    ) -> BTreeSet<String> {
-        if !self.backend.capabilities().relaunch {
-            return BTreeSet::new();
-        }
+        now: DateTime<Utc>,
+    ) -> OlderRelease {
+        let mut out = OlderRelease::default();
         let running: BTreeSet<&str> = actual
             .iter()
             .filter(|o| o.state == crate::backend::RunState::Running)
             .map(|o| o.workspace.as_str())
             .collect();
+        let relaunch = self.backend.capabilities().relaunch;
         let mut current: BTreeMap<&basho_core::Ident, u32> = BTreeMap::new();
-        let mut stale = BTreeSet::new();
         for a in desired.iter().filter(|a| running.contains(a.id.as_str())) {
             let newer: Vec<(&basho_core::Ident, u32)> = a
                 .datasets
@@ -383,14 +399,58 @@ impl Executor {
             let Some(releases) = self.releases_of(&a.id) else {
                 continue;
             };
-            if newer
+            let behind: Vec<(&Ident, u32, u32)> = newer
                 .iter()
-                .any(|(d, n)| releases.get(*d).copied().unwrap_or(1) < *n)
-            {
-                stale.insert(a.id.clone());
+                .filter_map(|(d, n)| {
+                    let on = releases.get(*d).copied().unwrap_or(1);
+                    (on < *n).then_some((*d, on, *n))
+                })
+                .collect();
+            let Some(&(d, on, n)) = behind.first() else {
+                continue;
+            };
+            if relaunch {
+                out.moves.insert(a.id.clone());
+                continue;
+            }
+            let made = self.made_at(d, on + 1).unwrap_or(now);
+            if now - made >= self.max_consent_delay {
+                out.overdue.insert(
+                    a.id.clone(),
+                    format!(
+                        "stopped: a consent withdrawal made release {n} of {d}, and this \
+                         workspace, on release {on}, could not move to it within the site's \
+                         max_delay_s ({} s); start a new one to work on release {n}",
+                        self.max_consent_delay.num_seconds()
+                    ),
+                );
             }
         }
-        stale
+        out
+    }
+
+    /// When release `n` of `dataset` was made current, from its manifest (read once).
+    fn made_at(&self, dataset: &Ident, n: u32) -> Option<DateTime<Utc>> {
+        let mut known = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = known.get(&(dataset.clone(), n)) {
+            return Some(*at);
+        }
+        let at = self
+            .catalog
+            .releases(dataset)?
+            .manifests()
+            .into_iter()
+            .find(|m| m.release == n)?
+            .made_at;
+        known.insert((dataset.clone(), n), at);
+        Some(at)
+    }
+
+    /// How long a workspace may stay on an older release where it cannot be moved (builder).
+    pub fn with_max_consent_delay(mut self, delay: std::time::Duration) -> Self {
+        self.max_consent_delay =
+            chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+        self
     }
 
     /// The release of each dataset workspace `id` mounts: learnt at its launch, or read once
