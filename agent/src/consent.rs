@@ -255,6 +255,21 @@ impl Releases {
     ) -> Result<Outcome, ConsentError> {
         let (previous, current) = self.current(source.original);
         let err = |what| io_err(what, &self.root, previous);
+        // Applied again after the agent died between making the release current and answering:
+        // the release this withdrawal made is its answer.
+        let digest = ids_digest(ids);
+        if previous > 1
+            && let Some(m) = self
+                .manifests()
+                .into_iter()
+                .find(|m| m.release == previous && m.withdrawal_digest == digest)
+        {
+            return Ok(Outcome {
+                previous: m.parent,
+                made: Some(m),
+                unknown: Vec::new(),
+            });
+        }
         std::fs::create_dir_all(&self.root).map_err(err("create"))?;
         // Recorded first: a crash later still leaves them withdrawn for the next attempt.
         let mut all = self.withdrawn();
@@ -262,10 +277,11 @@ impl Releases {
         let list: String = all.iter().map(|i| format!("{i}\n")).collect();
         write_atomically(&self.root.join(WITHDRAWN), list.as_bytes(), 0o600)
             .map_err(err("record the withdrawn IDs in"))?;
+        basho_core::crash_point!("agent.consent.recorded");
 
         let next = previous + 1;
         let building = self.root.join(format!(".building-{next}"));
-        let _ = std::fs::remove_dir_all(&building);
+        remove_sealed(&building).map_err(err("remove the unfinished release in"))?;
         let stats = match self.build(source, &current, &building, &all, previous) {
             Ok(stats) => stats,
             Err(e) => {
@@ -288,10 +304,13 @@ impl Releases {
                 unknown,
             });
         }
+        basho_core::crash_point!("agent.consent.built");
+        // One placed by a run that died before making it current is made again.
         let dir = self.root.join(next.to_string());
-        let _ = std::fs::remove_dir_all(&dir);
+        remove_sealed(&dir).map_err(err("remove the unfinished release in"))?;
         seal(&building).map_err(err("make read-only"))?;
         std::fs::rename(&building, &dir).map_err(err("rename into place"))?;
+        basho_core::crash_point!("agent.consent.placed");
         let manifest = Manifest {
             release: next,
             parent: previous,
@@ -301,7 +320,7 @@ impl Releases {
             participants: stats.participants,
             removed: stats.removed,
             withdrawn: (ids.len() - unknown.len()) as u64,
-            withdrawal_digest: ids_digest(ids),
+            withdrawal_digest: digest,
             reason: reason.to_owned(),
             made_at: now,
         };
@@ -367,6 +386,26 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes `dir` (a release, read-only once sealed) when it is there: its directories are made
+/// writable first, so a site whose agent is not root can remove it too.
+fn remove_sealed(dir: &Path) -> io::Result<()> {
+    let Ok(kind) = std::fs::symlink_metadata(dir) else {
+        return Ok(());
+    };
+    if kind.is_dir() {
+        let mut dirs = vec![dir.to_owned()];
+        while let Some(d) = dirs.pop() {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
+            for e in std::fs::read_dir(&d)?.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir)
 }
 
 /// Syncs every file and makes the tree read-only (files 0444, directories 0555), deepest first.

@@ -40,6 +40,12 @@ pub const POINTS: &[&str] = &[
     "agent.stop.reported",
     // agent: revocation
     "agent.revocation.screened",
+    // agent: consent withdrawal (a release made without the participants)
+    "agent.consent.recorded",
+    "agent.consent.built",
+    "agent.consent.placed",
+    "agent.consent.current",
+    "agent.consent.answered",
     // agent: metering
     "agent.usage.appended",
     "agent.usage.delivered",

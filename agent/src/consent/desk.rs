@@ -165,6 +165,11 @@ impl Spool {
     /// workspace directories, to say which still mount an older release and which hold a
     /// withdrawn ID in their `/work` or `/results`. Blocking.
     pub fn apply(&self, r: &Request, catalog: &Catalog, dirs: &HostDirs) -> Answer {
+        // Answered before the agent died, the request not yet removed: the answer stands.
+        if let Some(a) = self.answer(&r.id) {
+            let _ = std::fs::remove_file(self.root.join(REQUESTS).join(format!("{}.json", r.id)));
+            return a;
+        }
         let ids: BTreeSet<String> = r.participants.iter().cloned().collect();
         let made = match (catalog.dataset(&r.dataset), catalog.releases(&r.dataset)) {
             (Ok(d), Some(releases)) => {
@@ -204,6 +209,9 @@ impl Spool {
                 hits: Default::default(),
             },
         };
+        if answer.made.is_some() {
+            basho_core::crash_point!("agent.consent.current");
+        }
         let current = answer.made.as_ref().map_or(answer.previous, |m| m.release);
         let records: Vec<WorkspaceRecord> = dirs
             .records()
@@ -235,6 +243,7 @@ impl Spool {
         if let Err(e) = written {
             tracing::warn!(error = %e, request = %r.id, "the withdrawal's answer was not written");
         }
+        basho_core::crash_point!("agent.consent.answered");
         let _ = std::fs::remove_file(self.root.join(REQUESTS).join(format!("{}.json", r.id)));
         answer
     }

@@ -4,12 +4,19 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use basho_agent::catalog::Catalog;
+use basho_agent::config::SiteConfig;
+use basho_agent::consent::desk::Spool;
+use basho_core::Ident;
 use basho_orchestrator::store::{AuditStore, SqliteStore, UsageStore};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::world::{Backend, World};
 use crate::{DATASET, kube_fake};
+
+/// The participant whose row the withdrawal cases remove.
+const WITHDRAWN: &str = "JGAD000101-3";
 
 impl World {
     pub(crate) async fn create(&self, body: &Value, key: &str) -> Option<(StatusCode, Value)> {
@@ -36,6 +43,88 @@ impl World {
             .try_call_with(Method::POST, "/v1/revocations", Some(&body), &[])
             .await
             .map(|(_, v)| v)
+    }
+
+    /// Records the withdrawal of [`WITHDRAWN`] from [`DATASET`] at `site`, as
+    /// `basho-agent withdraw` does.
+    pub(crate) fn withdraw(&self, site: &SiteConfig) -> Result<(), String> {
+        let spool = Spool::new(&site.releases_dir());
+        spool
+            .record(
+                &Catalog::from_config(site),
+                &Ident::parse(DATASET).unwrap(),
+                &[WITHDRAWN.to_owned()],
+                "consent withdrawn",
+                chrono::Utc::now(),
+            )
+            .map(drop)
+            .map_err(|e| format!("withdrawal not recorded: {e}"))
+    }
+
+    /// [`World::release_made_now`] within 30 s.
+    pub(crate) async fn release_made(&self, site: &SiteConfig, id: &str) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.release_made_now(site, id) {
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// The withdrawal made release 2 current, complete and without the row; nothing half-made
+    /// is left; the request is answered once; workspace `id`, where it still runs, mounts it.
+    fn release_made_now(&self, site: &SiteConfig, id: &str) -> Result<(), String> {
+        let d = Ident::parse(DATASET).unwrap();
+        let catalog = Catalog::from_config(site);
+        let releases = catalog.releases(&d).ok_or("no releases")?;
+        let entry = catalog.dataset(&d).map_err(|e| e.to_string())?;
+        let (n, path) = releases.current(&entry.path);
+        if n != 2 {
+            return Err(format!("release {n} is current, not 2"));
+        }
+        let rows = std::fs::read_to_string(path.join("records.csv")).map_err(|e| e.to_string())?;
+        if rows.contains(&format!("{WITHDRAWN},")) || rows.lines().count() != 5 {
+            return Err(format!(
+                "release 2 is not the dataset without the row: {rows}"
+            ));
+        }
+        let root = site.releases_dir().join(DATASET);
+        for e in std::fs::read_dir(&root)
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                return Err(format!("{name} was left in {}", root.display()));
+            }
+        }
+        let spool = Spool::new(&site.releases_dir());
+        let answers = spool.answers();
+        let made: Vec<Option<u32>> = answers
+            .iter()
+            .map(|a| a.made.as_ref().map(|m| m.release))
+            .collect();
+        if !spool.pending().is_empty() || made != [Some(2)] {
+            return Err(format!(
+                "the request is not answered once with release 2: {answers:?}"
+            ));
+        }
+        let record = site
+            .paths
+            .state_dir
+            .join("workspaces")
+            .join(id)
+            .join("workspace.json");
+        if let Ok(bytes) = std::fs::read(&record) {
+            let r: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            if r["releases"][DATASET] != 2 {
+                return Err(format!("workspace {id} still mounts {}", r["releases"]));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn workspace(&self, id: &str) -> Result<Value, String> {

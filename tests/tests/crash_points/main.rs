@@ -41,13 +41,18 @@ pub(crate) enum Op {
     Revoke,
     /// A running workspace metered (every second) and its records delivered.
     Usage,
+    /// A consent withdrawal recorded at the site while a workspace reads the dataset.
+    Withdraw,
 }
 
 impl Op {
-    fn ends(self) -> &'static str {
+    /// Where the workspace ends on `backend`: a withdrawal moves it where the backend can
+    /// launch it again, and stops it past `[consent] max_delay_s` elsewhere.
+    fn ends(self, backend: world::Backend) -> &'static str {
         match self {
             Op::Create | Op::Usage => "running",
-            Op::Delete => "stopped",
+            Op::Withdraw if backend == world::Backend::Docker => "running",
+            Op::Delete | Op::Withdraw => "stopped",
             Op::Revoke => "revoked",
         }
     }
@@ -72,6 +77,11 @@ const CASES: &[(&str, Op)] = &[
     ("agent.stop.removed", Op::Delete),
     ("agent.stop.reported", Op::Delete),
     ("agent.revocation.screened", Op::Revoke),
+    ("agent.consent.recorded", Op::Withdraw),
+    ("agent.consent.built", Op::Withdraw),
+    ("agent.consent.placed", Op::Withdraw),
+    ("agent.consent.current", Op::Withdraw),
+    ("agent.consent.answered", Op::Withdraw),
     ("agent.usage.appended", Op::Usage),
     ("agent.usage.delivered", Op::Usage),
 ];

@@ -21,6 +21,10 @@ pub(crate) enum Backend {
     Kubernetes,
 }
 
+/// The site's `[consent] max_delay_s` in every case: where a workspace cannot move to a new
+/// release, it ends this long after the release is made.
+const CONSENT_DELAY_S: u64 = 5;
+
 /// One federation's configs, engine and issuer; each case runs its own processes on its own
 /// state directories and site `tohoku` of the federation.
 pub(crate) struct World {
@@ -36,6 +40,7 @@ pub(crate) struct Files {
     pub(crate) orchestrator: std::path::PathBuf,
     pub(crate) agent: std::path::PathBuf,
     pub(crate) log: std::path::PathBuf,
+    pub(crate) site: SiteConfig,
 }
 
 /// What one case ended with, for the table.
@@ -179,6 +184,7 @@ impl World {
             orchestrator,
             agent,
             log: dir.join("processes.log"),
+            site,
         }
     }
 
@@ -188,7 +194,9 @@ impl World {
             orchestrator: orch_toml,
             agent: site_toml,
             log,
-        } = self.files(dir, |_| {});
+            site,
+        } = self.files(dir, |s| s.consent.max_delay_s = CONSENT_DELAY_S);
+        let ends = op.ends(self.backend);
         let armed = format!("{point}=return");
         let in_orchestrator = point.starts_with("orchestrator.");
         let orch =
@@ -226,6 +234,10 @@ impl World {
             Op::Delete => self.delete(id.as_deref().unwrap()).await,
             Op::Revoke => self.revoke().await,
             Op::Usage => None,
+            Op::Withdraw => {
+                self.withdraw(&site)?;
+                None
+            }
         };
         if id.is_none() {
             id = answered
@@ -271,13 +283,13 @@ impl World {
                 Op::Revoke => {
                     self.revoke().await.ok_or("replayed revocation failed")?;
                 }
-                Op::Usage => {}
+                Op::Usage | Op::Withdraw => {}
             }
         } else {
             a = agent(None);
         }
         let id = id.ok_or("no workspace id was ever answered")?;
-        let end = self.wait_state(&id, op.ends()).await?;
+        let end = self.wait_state(&id, ends).await?;
         let converged = restarted.elapsed();
         // A few more passes, so whatever would go wrong next has the time to.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -288,17 +300,20 @@ impl World {
                 end["state"], now["state"]
             ));
         }
-        self.instances(&id, op.ends() == "running").await?;
-        self.capacity(op.ends() == "running").await?;
+        self.instances(&id, ends == "running").await?;
+        self.capacity(ends == "running").await?;
         if op == Op::Usage {
             self.delivered(dir).await?;
+        }
+        if op == Op::Withdraw {
+            self.release_made(&site, &id).await?;
         }
         o.kill();
         a.kill();
         self.ledgers(&config.data_dir, &project, &id).await?;
         Ok(Row {
             point,
-            end: op.ends().to_owned(),
+            end: ends.to_owned(),
             converged,
         })
     }
