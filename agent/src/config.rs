@@ -271,6 +271,14 @@ pub struct Consent {
     /// (a Slurm job runs once), one still on the older release this long after is stopped.
     #[serde(default = "default_max_consent_delay_s")]
     pub max_delay_s: u64,
+    /// Where the agent serves the consent API to the platform's consent service (a loopback
+    /// address, behind the site's own TLS proxy or tunnel); none: withdrawals come only from
+    /// `basho-agent withdraw`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_listen: Option<std::net::SocketAddr>,
+    /// The bearer token the consent service presents (the file's content, trimmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// A minute: the longest a workspace reads a withdrawn participant's data by default.
@@ -285,7 +293,43 @@ impl Default for Consent {
         Consent {
             releases_dir: None,
             max_delay_s: DEFAULT_MAX_CONSENT_DELAY_S,
+            api_listen: None,
+            api_token_file: None,
         }
+    }
+}
+
+impl Consent {
+    /// The consent API's listener and token, when the site serves it; why not, when its
+    /// settings are unusable.
+    pub async fn api(&self) -> Result<Option<(tokio::net::TcpListener, String)>, String> {
+        let Some(addr) = self.api_listen else {
+            return Ok(None);
+        };
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "[consent] api_listen {addr} is not a loopback address: the consent API carries \
+                 participant IDs in plain HTTP; listen on loopback behind the site's own TLS \
+                 proxy or tunnel"
+            ));
+        }
+        let path = self.api_token_file.as_ref().ok_or(
+            "[consent] api_listen needs api_token_file, the token the consent service presents",
+        )?;
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("[consent] api_token_file {}: {e}", path.display()))?
+            .trim()
+            .to_owned();
+        if token.len() < 16 {
+            return Err(format!(
+                "[consent] api_token_file {} holds a token shorter than 16 characters",
+                path.display()
+            ));
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("[consent] api_listen {addr}: {e}"))?;
+        Ok(Some((listener, token)))
     }
 }
 

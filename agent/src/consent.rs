@@ -27,6 +27,7 @@ use basho_core::Ident;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod api;
 pub mod desk;
 mod filter;
 pub mod report;

@@ -64,6 +64,9 @@ pub enum Error {
     /// The site's own audit log cannot be used.
     #[error(transparent)]
     SiteAudit(#[from] site_audit::SiteAuditError),
+    /// The consent API cannot be served as configured.
+    #[error("{0}")]
+    ConsentApi(String),
     /// The results airlock's store cannot be made.
     #[error("the results airlock's store: {0} (airlock.store_dir)")]
     Airlock(String),

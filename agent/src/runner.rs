@@ -109,6 +109,7 @@ pub async fn run(
     let (uid, gid) = config.isolation.ids()?;
     let metrics = Arc::new(Metrics::new(config.site.as_str(), backend.kind()));
     let backend: Arc<dyn Backend> = Arc::new(InstrumentedBackend::new(backend, metrics.clone()));
+    let consent_api = config.consent.api().await.map_err(Error::ConsentApi)?;
     let metrics_listener = match &config.metrics {
         Some(m) => Some(crate::metrics::bind(m).await?),
         None => None,
@@ -242,6 +243,17 @@ pub async fn run(
             .run(stop.clone())
             .instrument(info_span!("tunnel", site = %site)),
     );
+    if let Some((listener, token)) = consent_api {
+        let router = crate::consent::api::router(
+            crate::consent::desk::Spool::new(&config.releases_dir()),
+            consent_catalog.clone(),
+            &token,
+        );
+        tasks.spawn(
+            crate::consent::api::serve(listener, router, stop.clone())
+                .instrument(info_span!("consent_api", site = %site)),
+        );
+    }
     let (mounted, mounted_rx) = watch::channel(None);
     tasks.spawn(
         crate::consent::report::report_loop(

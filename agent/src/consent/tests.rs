@@ -436,3 +436,67 @@ fn a_recorded_withdrawal_is_applied_answered_and_audited_without_its_ids() {
     assert_eq!(first.digest.as_ref().map(String::len), Some(64));
     assert_eq!((d.releases[1].rows, d.releases[1].participants), (3, 2));
 }
+
+#[tokio::test]
+async fn the_consent_api_records_withdrawals_for_the_sites_token_only() {
+    let s = site();
+    let mut catalog = crate::catalog::Catalog::default()
+        .with_dataset(s.id.clone(), &s.data, None, &["https://dac.example"])
+        .with_releases(&s.releases);
+    catalog.set_participant_column(&s.id, "participant_id");
+    let spool = desk::Spool::new(&s.releases);
+    let token = "consent-service-token-0123456789";
+    let router = api::router(spool.clone(), catalog.clone(), token);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/withdrawals", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(api::serve(listener, router, stop.clone()));
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value, bearer: &str| {
+        http.post(format!("{url}?wait_s=0"))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+    };
+    let good = serde_json::json!({"dataset": "JGAD000101", "participants": ["P2", "P9"],
+        "reason": "consent withdrawn"});
+    assert_eq!(post(good.clone(), "wrong").await.unwrap().status(), 401);
+    for bad in [
+        serde_json::json!({"dataset": "JGAD000101", "participants": ["P 2"], "reason": "x"}),
+        serde_json::json!({"dataset": "JGAD999999", "participants": ["P2"], "reason": "x"}),
+        serde_json::json!({"dataset": "JGAD000101", "participants": [], "reason": "x"}),
+        serde_json::json!({"dataset": "JGAD000101", "participants": ["P2"]}),
+    ] {
+        let r = post(bad.clone(), token).await.unwrap();
+        assert_eq!(r.status(), 422, "{bad}");
+    }
+    assert!(spool.pending().is_empty(), "bad input records nothing");
+    let r = post(good, token).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let show = || http.get(format!("{url}/{id}")).bearer_auth(token).send();
+    assert_eq!(show().await.unwrap().status(), 202);
+    let pending = spool.pending();
+    let dirs = crate::reconcile::hostdirs::HostDirs::new(
+        crate::config::Paths::under(&s.releases.parent().unwrap().join("site")),
+        crate::reconcile::hostdirs::Ownership::WorldWritable,
+    );
+    spool.apply(&pending[0], &catalog, &dirs);
+    let r = show().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(answer["release"], 2, "{answer}");
+    assert_eq!(answer["removed"], 2, "{answer}");
+    assert_eq!(answer["unknown"], serde_json::json!(["P9"]), "{answer}");
+    let missing = http
+        .get(format!("{url}/wd-none"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    stop.cancel();
+}

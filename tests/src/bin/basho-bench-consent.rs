@@ -9,9 +9,15 @@
 //!
 //! Each is run `--runs` times in turns with its peer; the medians are compared.
 //!
+//! - Reach: `--workspaces` running Docker workspaces spread over the three demo sites, each
+//!   reading its site's dataset; a withdrawal is recorded at every site at once, `--rounds`
+//!   times; each workspace's time from the withdrawal to its new container on the new release,
+//!   p50, p99 and the last of each round (skipped without a Docker engine).
+//!
 //! ```text
 //! cargo run --release -p basho-tests --bin basho-bench-consent -- [--rows 1000000]
 //!     [--samples 2504] [--variants 2000] [--withdraw 100] [--runs 3]
+//!     [--workspaces 20] [--rounds 3]
 //! ```
 
 use std::collections::BTreeSet;
@@ -43,6 +49,133 @@ struct Args {
     /// Runs of each, in turns with its peer.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     runs: u64,
+    /// Running workspaces a withdrawal must reach, over three sites (0: skip).
+    #[arg(long, default_value_t = 20)]
+    workspaces: u64,
+    /// Withdrawals in turn (each site's synthetic dataset has 5 participants).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=4))]
+    rounds: u64,
+}
+
+/// The demo sites and the dataset each holds.
+const SITES: [(&str, &str); 3] = [
+    ("tohoku", "JGAD000101"),
+    ("ncbn", "JGAD000201"),
+    ("bbj", "JGAD000301"),
+];
+
+/// Withdrawal to move, per workspace: `workspaces` spread over the demo federation's sites.
+async fn reach(report: &Report, workspaces: u64, rounds: u64) -> Result<()> {
+    use basho_tests::federation::Federation;
+    let Some(fed) = Federation::start_with(|_, cfg| {
+        cfg.capacity.cpus = 64;
+        cfg.capacity.memory_mib = 64 * 1024;
+    })
+    .await
+    else {
+        report.skipped("no Docker engine: the reach of a withdrawal was not measured");
+        return Ok(());
+    };
+    let mut ws: Vec<(String, &str)> = Vec::new();
+    for i in 0..workspaces as usize {
+        let d = SITES[i % SITES.len()].1;
+        let (status, w) = fed
+            .api
+            .create(&fed.create_body("P-BENCH", "alice", &[d]))
+            .await;
+        if status != reqwest::StatusCode::CREATED {
+            bail!("create answered {status}: {w}");
+        }
+        ws.push((w["id"].as_str().context("an id")?.to_owned(), d));
+    }
+    for (id, _) in &ws {
+        fed.api
+            .wait_state(id, "running", Duration::from_secs(180))
+            .await;
+    }
+    let mut all = Vec::new();
+    for round in 0..rounds {
+        let mut before = Vec::new();
+        for (id, _) in &ws {
+            before.push(fed.containers(id).await);
+        }
+        let started = Instant::now();
+        for (site, d) in SITES {
+            let config = fed.site_config(site);
+            basho_agent::consent::desk::Spool::new(&config.releases_dir()).record(
+                &basho_agent::catalog::Catalog::from_config(&config),
+                &Ident::parse(d)?,
+                &[format!("{d}-{}", round + 1)],
+                "bench",
+                chrono::Utc::now(),
+            )?;
+        }
+        let mut took: Vec<Option<Duration>> = vec![None; ws.len()];
+        while took.iter().any(Option::is_none) {
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("not every workspace moved within 300 s");
+            }
+            for (i, (id, _)) in ws.iter().enumerate() {
+                if took[i].is_some() {
+                    continue;
+                }
+                let now = fed.containers(id).await;
+                if now.len() == 1 && !before[i].contains(&now[0]) {
+                    took[i] = Some(started.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let last = took.iter().flatten().max().copied().unwrap_or_default();
+        println!(
+            "round {}: {} workspaces on 3 sites moved, the last {:.0} ms after the withdrawal",
+            round + 1,
+            ws.len(),
+            last.as_secs_f64() * 1000.0
+        );
+        all.extend(took.into_iter().flatten());
+    }
+    // Every workspace mounts the last release: the move was to the new one.
+    for (id, d) in &ws {
+        let c = fed.containers(id).await;
+        let out = basho_tests::exec(
+            &fed.docker,
+            &c[0],
+            &["cat", &format!("/data/{d}/records.csv")],
+        )
+        .await
+        .1;
+        if out.contains(&format!("{d}-{rounds},")) {
+            bail!("{id} still reads {d}-{rounds}: {out}");
+        }
+    }
+    all.sort();
+    report.figure(Figure::lower(
+        "reach_p50_ms",
+        &format!(
+            "withdrawal to workspace moved p50 ({} workspaces, 3 sites)",
+            ws.len()
+        ),
+        pct_ms(&all, 0.5),
+        "ms",
+    ));
+    report.figure(
+        Figure::lower(
+            "reach_p99_ms",
+            "withdrawal to workspace moved p99",
+            pct_ms(&all, 0.99),
+            "ms",
+        )
+        .at_most(60_000.0),
+    );
+    report.figure(Figure::lower(
+        "reach_last_ms",
+        "withdrawal to last workspace moved",
+        pct_ms(&all, 1.0),
+        "ms",
+    ));
+    fed.shutdown().await;
+    Ok(())
 }
 
 fn csv(path: &Path, rows: u64) -> Result<()> {
@@ -238,5 +371,12 @@ fn main() -> Result<()> {
         args.runs
     );
     figures(&report, "vcf", "VCF", "bcftools view -s ^", &ours, &plain);
+
+    if args.workspaces > 0 {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(reach(&report, args.workspaces, args.rounds))?;
+    }
     Ok(())
 }
