@@ -32,6 +32,10 @@ pub struct Capabilities {
     /// dataset's new release). Not on Slurm, where a workspace's job runs once (an ended one is
     /// its end, never submitted again), nor, untested, on Kubernetes.
     pub relaunch: bool,
+    /// A running workspace can be started again in place on a dataset's new release
+    /// ([`Backend::requeue`]): its datasets are bound through links in the agent's directory
+    /// of it, re-pointed before the requeue. Slurm (`scontrol requeue`).
+    pub requeue: bool,
 }
 
 /// A dataset bound into the workspace at `/data/<id>`, read-only.
@@ -224,6 +228,15 @@ pub trait Backend: Send + Sync + 'static {
     async fn list_managed(&self) -> Result<Vec<Observed>, BackendError>;
     /// A usage sample, `None` when the workspace is not running.
     async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError>;
+    /// Starts a running workspace again in place (the same job, its `/work` and `/results`),
+    /// so it binds what its dataset links point at now. Only where
+    /// [`Capabilities::requeue`] says so.
+    async fn requeue(&self, workspace: &str) -> Result<(), BackendError> {
+        Err(BackendError::refused(format!(
+            "{} cannot start workspace {workspace} again in place",
+            self.kind()
+        )))
+    }
     /// Ends what the backend runs in the background (a watch, a connection), when the agent
     /// stops: part of the agent's shutdown, bounded by it. Workspaces keep running.
     async fn close(&self) {}

@@ -271,6 +271,11 @@ pub struct Consent {
     /// (a Slurm job runs once), one still on the older release this long after is stopped.
     #[serde(default = "default_max_consent_delay_s")]
     pub max_delay_s: u64,
+    /// Move a running Slurm job to the new release with `scontrol requeue` (its datasets are
+    /// bound through links the agent re-points first); false, or a cluster that refuses
+    /// requeues: it ends past `max_delay_s`.
+    #[serde(default = "default_true")]
+    pub requeue: bool,
     /// Where the agent serves the consent API to the platform's consent service (a loopback
     /// address, behind the site's own TLS proxy or tunnel); none: withdrawals come only from
     /// `basho-agent withdraw`.
@@ -284,6 +289,10 @@ pub struct Consent {
 /// A minute: the longest a workspace reads a withdrawn participant's data by default.
 pub const DEFAULT_MAX_CONSENT_DELAY_S: u64 = 60;
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_max_consent_delay_s() -> u64 {
     DEFAULT_MAX_CONSENT_DELAY_S
 }
@@ -293,6 +302,7 @@ impl Default for Consent {
         Consent {
             releases_dir: None,
             max_delay_s: DEFAULT_MAX_CONSENT_DELAY_S,
+            requeue: true,
             api_listen: None,
             api_token_file: None,
         }

@@ -48,6 +48,9 @@ pub enum Action {
     },
     /// Tell the orchestrator what the site sees.
     Report(Observation),
+    /// Start this running workspace again in place on its datasets' current releases (its
+    /// grants verified again): a consent withdrawal made a new release, and the backend can.
+    Requeue(Box<Assignment>),
 }
 
 impl Action {
@@ -57,6 +60,7 @@ impl Action {
             Action::Launch(a) => &a.id,
             Action::Stop { workspace, .. } => workspace,
             Action::Report(o) => &o.workspace,
+            Action::Requeue(a) => &a.id,
         }
     }
 
@@ -191,6 +195,20 @@ pub fn move_to_current(
             reason: StopReason::Moved,
         });
         actions.push(Action::Launch(Box::new(a.clone())));
+    }
+}
+
+/// Replaces what `actions` planned for each workspace in `requeue` (running on an older release
+/// of a dataset, on a backend that can start it again in place) with a requeue of its
+/// assignment from `desired`.
+pub fn requeue_on_current(
+    actions: &mut Vec<Action>,
+    desired: &[Assignment],
+    requeue: &BTreeSet<String>,
+) {
+    actions.retain(|a| !requeue.contains(a.workspace()));
+    for a in desired.iter().filter(|a| requeue.contains(&a.id)) {
+        actions.push(Action::Requeue(Box::new(a.clone())));
     }
 }
 

@@ -29,6 +29,7 @@ use crate::reconcile::execute::Outcome;
 use crate::reconcile::hostdirs::{HostDirs, Ownership};
 use crate::reconcile::{
     Action, Executor, by_workspace, end_overdue, move_to_current, plan, plan_before_sync,
+    requeue_on_current,
 };
 use crate::revocations::{self, DenyList, Grants, recorded_grants};
 
@@ -40,6 +41,9 @@ use report::Outbox;
 
 /// How often the backend is looked at when nothing else happens.
 pub const RECHECK: Duration = Duration::from_secs(2);
+
+/// Longest a workspace requeued on a new release is shown as still running while Slurm holds it.
+const REQUEUE_GRACE: Duration = Duration::from_secs(15 * 60);
 
 /// Longest the agent's shutdown waits for launches and stops under way, and then for its
 /// background tasks: long enough for a Slurm command's timeout, short enough for a supervisor's
@@ -79,6 +83,7 @@ fn account_for(actual: &[Observed], actions: &[Action]) {
             Action::Launch(_) => "launch (grants verified again)".to_owned(),
             Action::Stop { reason, .. } => format!("stop ({reason:?})"),
             Action::Report(o) => format!("report {}", o.state),
+            Action::Requeue(_) => "requeue on the current release".to_owned(),
         });
     }
     for id in found
@@ -191,7 +196,8 @@ pub async fn run(
     )
     .with_meter(meter.clone())
     .with_site_audit(site_audit.clone())
-    .with_max_consent_delay(Duration::from_secs(config.consent.max_delay_s));
+    .with_max_consent_delay(Duration::from_secs(config.consent.max_delay_s))
+    .with_requeue(config.consent.requeue);
     info!(site = %site, backend = executor.backend().kind(), orchestrator = %config.orchestrator.url, "agent starting");
 
     let stop = shutdown.child_token();
@@ -297,6 +303,7 @@ pub async fn run(
         site_audit: site_audit.clone(),
         mounted,
         running: Vec::new(),
+        requeued: BTreeMap::new(),
     };
     let mut tick = tokio::time::interval(RECHECK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -402,6 +409,8 @@ struct Reconciler {
     mounted: watch::Sender<Option<crate::consent::report::Mounted>>,
     /// The workspaces the last pass saw running.
     running: Vec<String>,
+    /// Workspaces requeued on a new release: when, and whether they have left `running` since.
+    requeued: BTreeMap<String, (std::time::Instant, bool)>,
 }
 
 impl Reconciler {
@@ -455,9 +464,18 @@ impl Reconciler {
             older
                 .overdue
                 .retain(|id, _| !self.busy_ids.contains_key(id));
+            older.requeues.retain(|id| !self.busy_ids.contains_key(id));
             if !older.moves.is_empty() {
                 info!(workspaces = ?older.moves, "moving workspaces to their datasets' current release");
                 move_to_current(&mut actions, d, &older.moves);
+            }
+            if !older.requeues.is_empty() {
+                info!(workspaces = ?older.requeues, "requeueing workspaces on their datasets' current release");
+                requeue_on_current(&mut actions, d, &older.requeues);
+                for id in &older.requeues {
+                    self.requeued
+                        .insert(id.clone(), (std::time::Instant::now(), false));
+                }
             }
             if !older.overdue.is_empty() {
                 warn!(workspaces = ?older.overdue.keys().collect::<Vec<_>>(),
@@ -469,6 +487,27 @@ impl Reconciler {
                 }
             }
         }
+        // A workspace requeued on a new release waits in Slurm's queue (its requeue delay,
+        // about 2 minutes) before it runs again: it is the same workspace, not a new start, so
+        // its `starting` is not reported; once it ran again (or after REQUEUE_GRACE) it is
+        // reported as seen.
+        for o in &screened.actual {
+            if let Some((_, left)) = self.requeued.get_mut(&o.workspace) {
+                if o.state != crate::backend::RunState::Running {
+                    *left = true;
+                } else if *left {
+                    self.requeued.remove(&o.workspace);
+                }
+            }
+        }
+        self.requeued
+            .retain(|_, (at, _)| at.elapsed() < REQUEUE_GRACE);
+        actions.retain(|a| match a {
+            Action::Report(o) => {
+                !(o.state == State::Starting && self.requeued.contains_key(&o.workspace))
+            }
+            _ => true,
+        });
         if desired.is_some() && !std::mem::replace(&mut self.accounted, true) {
             account_for(&actual, &actions);
         }

@@ -235,8 +235,6 @@ async fn slurm_metering_agrees_with_sacct() {
         cfg.metering.interval_s = 2;
         if name == "tohoku" {
             cfg.backend = BackendConfig::Slurm(backend.clone());
-            // A job on an older release after a withdrawal ends this long after it.
-            cfg.consent.max_delay_s = CONSENT_DELAY_S;
         }
     })
     .await
@@ -474,7 +472,7 @@ async fn tes_tasks_run_as_slurm_jobs_to_their_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_consent_withdrawal_reaches_new_slurm_jobs_and_ends_the_running_one_past_the_delay() {
+async fn a_consent_withdrawal_requeues_the_running_slurm_job_on_the_new_release() {
     let (fed, _testbed) = federation(Runtime::Docker).await;
     let mut jobs = Jobs(Vec::new());
     let before = create(&fed, &mut jobs, &["JGAD000101"]).await;
@@ -488,6 +486,9 @@ async fn a_consent_withdrawal_reaches_new_slurm_jobs_and_ends_the_running_one_pa
         out
     };
     assert!(read(&before).await.contains(gone));
+    let old = container(&fed, &before).await;
+    let work = fed.site_config("tohoku").paths.work_root.join(&before);
+    std::fs::write(work.join("notes.txt"), "kept across the requeue\n").unwrap();
 
     let answer = fed.withdraw("tohoku", "JGAD000101", &[gone]).await;
     assert_eq!(
@@ -495,37 +496,41 @@ async fn a_consent_withdrawal_reaches_new_slurm_jobs_and_ends_the_running_one_pa
         Some(2),
         "{answer:?}"
     );
-    assert_eq!(
-        answer.on_older,
-        std::slice::from_ref(&before),
-        "the running job is named"
-    );
-
-    // A job runs once on Slurm: the running one is not cancelled and submitted again, and
-    // the next workspace's job mounts release 2 without the row.
-    assert_eq!(running_job(&before), first, "the running job is left alone");
+    // The next workspace's job mounts release 2 without the row.
     let after = create(&fed, &mut jobs, &["JGAD000101"]).await;
     let rows = read(&after).await;
     assert!(!rows.contains(gone), "{rows}");
     assert_eq!(rows.lines().count(), 5, "{rows}");
-    // Past the site's max_delay_s the one still on release 1 ends, saying why; it was never
-    // submitted again.
-    let ended = fed
-        .api
-        .wait_state(
-            &before,
-            "stopped",
-            Duration::from_secs(CONSENT_DELAY_S + 60),
-        )
-        .await;
-    let why = ended["message"].as_str().unwrap_or_default();
-    assert!(
-        why.contains("max_delay_s") && why.contains("release 2"),
-        "{ended}"
-    );
-    assert_eq!(jobs_ever(&before), 1);
+    // The running one is requeued: the same job, never submitted again, runs again after
+    // Slurm's requeue delay (about 2 minutes) on release 2, its /work kept; the orchestrator
+    // shows it running throughout.
+    let new = basho_tests::wait_for(
+        "the requeued job's new container",
+        Duration::from_secs(CONSENT_DELAY_S + 240),
+        || async {
+            let cs = fed.containers(&before).await;
+            (cs.len() == 1 && cs[0] != old).then(|| cs[0].clone())
+        },
+    )
+    .await;
+    let (code, rows) =
+        basho_tests::exec(&fed.docker, &new, &["cat", "/data/JGAD000101/records.csv"]).await;
+    assert_eq!(code, 0, "{rows}");
+    assert!(!rows.contains(gone), "{rows}");
+    let (_, notes) = basho_tests::exec(&fed.docker, &new, &["cat", "/work/notes.txt"]).await;
+    assert_eq!(notes, "kept across the requeue\n");
     fed.api
-        .wait_state(&after, "running", Duration::from_secs(5))
+        .wait_state(&before, "running", Duration::from_secs(30))
         .await;
+    assert_eq!(running_job(&before), first, "the same job");
+    assert_eq!(jobs_ever(&before), 1);
+    basho_tests::wait_for(
+        "the report of the move",
+        Duration::from_secs(30),
+        || async {
+            (fed.api.workspace(&before).await["releases"]["JGAD000101"] == 2).then_some(())
+        },
+    )
+    .await;
     fed.shutdown().await;
 }

@@ -308,6 +308,7 @@ impl Backend for DockerBackend {
             recursive_readonly: self.recursive_readonly(),
             host_dirs: true,
             relaunch: true,
+            requeue: false,
         }
     }
 

@@ -162,6 +162,7 @@ impl Backend for FakeBackend {
             recursive_readonly: true,
             host_dirs: true,
             relaunch: true,
+            requeue: false,
         }
     }
 

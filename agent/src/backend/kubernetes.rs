@@ -317,6 +317,7 @@ impl Backend for KubernetesBackend {
             recursive_readonly: false,
             host_dirs: false,
             relaunch: false,
+            requeue: false,
         }
     }
 

@@ -317,6 +317,7 @@ impl Backend for SlurmBackend {
             // The job binds the agent's own directories (a file system the nodes share).
             host_dirs: true,
             relaunch: false,
+            requeue: true,
         }
     }
 
@@ -400,6 +401,27 @@ impl Backend for SlurmBackend {
 
     async fn list_managed(&self) -> Result<Vec<Observed>, BackendError> {
         Ok(pick(self.jobs(None, false).await?))
+    }
+
+    async fn requeue(&self, workspace: &str) -> Result<(), BackendError> {
+        let Some(job) = self.live(workspace).await? else {
+            return Err(BackendError::unavailable(format!(
+                "workspace {workspace} has no live job to requeue"
+            )));
+        };
+        let out = self
+            .run(&["scontrol", "requeue", job.handle.as_str()], None)
+            .await?;
+        if out.status != 0 {
+            return Err(BackendError::refused(format!(
+                "scontrol requeue {} on {}: {}",
+                job.handle,
+                self.login.describe(),
+                out.why()
+            )));
+        }
+        tracing::info!(workspace, job = %job.handle, "requeued: it starts again on its datasets' current releases");
+        Ok(())
     }
 
     async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError> {

@@ -85,6 +85,10 @@ impl Backend for InstrumentedBackend {
         self.timed("usage", self.inner.usage(workspace)).await
     }
 
+    async fn requeue(&self, workspace: &str) -> Result<(), BackendError> {
+        self.timed("requeue", self.inner.requeue(workspace)).await
+    }
+
     async fn exec(
         &self,
         workspace: &str,

@@ -75,6 +75,8 @@ pub struct Executor {
     made: std::sync::Mutex<BTreeMap<(Ident, u32), DateTime<Utc>>>,
     /// How long a workspace may stay on an older release where it cannot move.
     max_consent_delay: chrono::TimeDelta,
+    /// Whether the site lets running workspaces move by requeue (`[consent] requeue`).
+    requeue: bool,
 }
 
 /// Running workspaces on an older release of a dataset than its current one.
@@ -82,6 +84,8 @@ pub struct Executor {
 pub struct OlderRelease {
     /// To launch again on the current release now (the backend can).
     pub moves: BTreeSet<String>,
+    /// To start again in place on the current release (the backend can requeue them).
+    pub requeues: BTreeSet<String>,
     /// Past the site's `max_delay_s` where the backend cannot move them: to end, with why.
     pub overdue: BTreeMap<String, String>,
 }
@@ -107,6 +111,7 @@ impl Executor {
             site_audit: None,
             mounted: Default::default(),
             made: Default::default(),
+            requeue: true,
             max_consent_delay: chrono::TimeDelta::seconds(
                 crate::config::DEFAULT_MAX_CONSENT_DELAY_S as i64,
             ),
@@ -210,6 +215,15 @@ impl Executor {
                         }
                     }
                 }
+                Action::Requeue(a) => match self.requeue(&a, now).await {
+                    Ok(releases) => {
+                        info!(workspace = %a.id, ?releases, "requeued on its datasets' current release");
+                    }
+                    Err(e) => {
+                        warn!(workspace = %a.id, error = %e,
+                            "requeue failed; trying again next pass until [consent] max_delay_s");
+                    }
+                },
                 Action::Report(mut o) => {
                     if let Some(moved) = quarantined.get(&o.workspace) {
                         let list: Vec<String> =
@@ -297,6 +311,10 @@ impl Executor {
         .await
         .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
         basho_core::crash_point!("agent.launch.host_dirs");
+        let mut approved = approved;
+        if self.requeues() {
+            self.link_releases(&a.id, &mut approved.datasets).await?;
+        }
         let spec = self.spec(a, approved, prepared);
         match self.backend.launch(&spec).await {
             Ok(seen) => {
@@ -311,6 +329,95 @@ impl Executor {
                 Err(e.into())
             }
         }
+    }
+
+    /// Binds `datasets` of workspace `id` through links in its state directory
+    /// (`<state>/data/<DATASET>` → the release), each replaced atomically, so a requeue starts it
+    /// on what they point at then; each mount's `host_path` becomes its link.
+    async fn link_releases(
+        &self,
+        id: &str,
+        datasets: &mut [crate::backend::DatasetMount],
+    ) -> Result<(), ExecuteError> {
+        let dir = self.dirs.state_dir(id).join("data");
+        let targets: Vec<(Ident, std::path::PathBuf)> = datasets
+            .iter()
+            .map(|d| (d.id.clone(), d.host_path.clone()))
+            .collect();
+        let links = tokio::task::spawn_blocking(move || {
+            let err = |path: &std::path::Path| {
+                let path = path.to_owned();
+                move |source| HostDirError {
+                    action: "link",
+                    path,
+                    source,
+                }
+            };
+            std::fs::create_dir_all(&dir).map_err(err(&dir))?;
+            let mut links = Vec::new();
+            for (d, target) in targets {
+                let link = dir.join(d.as_str());
+                let tmp = dir.join(format!(".{d}.link"));
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(&target, &tmp).map_err(err(&tmp))?;
+                std::fs::rename(&tmp, &link).map_err(err(&link))?;
+                links.push(link);
+            }
+            Ok::<_, HostDirError>(links)
+        })
+        .await
+        .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
+        for (d, link) in datasets.iter_mut().zip(links) {
+            d.host_path = link;
+        }
+        Ok(())
+    }
+
+    /// Starts running workspace `a` again in place on its datasets' current releases: its grants
+    /// verified again, its dataset links re-pointed, the backend's requeue, and only then its
+    /// record (`workspace.json`) and what the agent reports of it. The releases it now mounts.
+    pub async fn requeue(
+        &self,
+        a: &Assignment,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<Ident, u32>, ExecuteError> {
+        basho_core::id::validate(&a.id)
+            .map_err(|e| ExecuteError::Interrupted(format!("workspace id: {e}")))?;
+        let mut approved = verify_assignment(
+            a,
+            &self.trusted,
+            &self.catalog,
+            self.backend.capabilities(),
+            now,
+        )?;
+        self.link_releases(&a.id, &mut approved.datasets).await?;
+        self.backend.requeue(&a.id).await?;
+        let releases: BTreeMap<Ident, u32> = approved
+            .datasets
+            .iter()
+            .map(|d| (d.id.clone(), d.release))
+            .collect();
+        let record = WorkspaceRecord {
+            id: a.id.clone(),
+            project: a.project.clone(),
+            owner: a.owner.clone(),
+            datasets: a.datasets.clone(),
+            expires_at: approved.expires_at,
+            releases: releases.clone(),
+        };
+        let dirs = self.dirs.clone();
+        tokio::task::spawn_blocking(move || dirs.prepare(&record))
+            .await
+            .map_err(|e| ExecuteError::Interrupted(e.to_string()))??;
+        self.mounted_releases()
+            .insert(a.id.clone(), releases.clone());
+        self.note(
+            "workspace_moved",
+            &a.id,
+            serde_json::json!({"releases": releases, "by": "requeue"}),
+        )
+        .await;
+        Ok(releases)
     }
 
     /// The launch spec of a verified, prepared assignment.
@@ -414,7 +521,13 @@ impl Executor {
                 continue;
             }
             let made = self.made_at(d, on + 1).unwrap_or(now);
-            if now - made >= self.max_consent_delay {
+            if now - made < self.max_consent_delay {
+                // Until the deadline, a backend that can start it again in place does; one whose
+                // requeue fails is tried again each pass.
+                if self.requeues() {
+                    out.requeues.insert(a.id.clone());
+                }
+            } else {
                 out.overdue.insert(
                     a.id.clone(),
                     format!(
@@ -444,6 +557,17 @@ impl Executor {
             .made_at;
         known.insert((dataset.clone(), n), at);
         Some(at)
+    }
+
+    /// Whether running workspaces move to a new release by the backend's requeue.
+    fn requeues(&self) -> bool {
+        self.requeue && self.backend.capabilities().requeue
+    }
+
+    /// Moves running workspaces by the backend's requeue where it can (builder; default true).
+    pub fn with_requeue(mut self, requeue: bool) -> Self {
+        self.requeue = requeue;
+        self
     }
 
     /// How long a workspace may stay on an older release where it cannot be moved (builder).

@@ -161,6 +161,7 @@ mod tests {
         recursive_readonly: true,
         host_dirs: true,
         relaunch: true,
+        requeue: false,
     };
 
     fn now() -> DateTime<Utc> {

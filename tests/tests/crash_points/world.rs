@@ -195,7 +195,11 @@ impl World {
             agent: site_toml,
             log,
             site,
-        } = self.files(dir, |s| s.consent.max_delay_s = CONSENT_DELAY_S);
+        } = self.files(dir, |s| {
+            // The stop past the delay is what these cases check; the requeue has its own test.
+            s.consent.max_delay_s = CONSENT_DELAY_S;
+            s.consent.requeue = false;
+        });
         let ends = op.ends(self.backend);
         let armed = format!("{point}=return");
         let in_orchestrator = point.starts_with("orchestrator.");
