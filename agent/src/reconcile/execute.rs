@@ -79,6 +79,22 @@ pub struct Executor {
     requeue: bool,
 }
 
+/// The agent's record of `a` as verified: what `workspace.json` says, releases included.
+fn record_of(a: &Assignment, approved: &Approved) -> WorkspaceRecord {
+    WorkspaceRecord {
+        id: a.id.clone(),
+        project: a.project.clone(),
+        owner: a.owner.clone(),
+        datasets: a.datasets.clone(),
+        expires_at: approved.expires_at,
+        releases: approved
+            .datasets
+            .iter()
+            .map(|d| (d.id.clone(), d.release))
+            .collect(),
+    }
+}
+
 /// Running workspaces on an older release of a dataset than its current one.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct OlderRelease {
@@ -266,18 +282,7 @@ impl Executor {
         info!(workspace = %a.id, project = %a.project, owner = %a.owner, datasets = ?a.datasets,
             visas = ?jtis, expires_at = %approved.expires_at, "grants verified; launching");
         basho_core::crash_point!("agent.launch.verified");
-        let record = WorkspaceRecord {
-            id: a.id.clone(),
-            project: a.project.clone(),
-            owner: a.owner.clone(),
-            datasets: a.datasets.clone(),
-            expires_at: approved.expires_at,
-            releases: approved
-                .datasets
-                .iter()
-                .map(|d| (d.id.clone(), d.release))
-                .collect(),
-        };
+        let record = record_of(a, &approved);
         self.mounted_releases()
             .insert(a.id.clone(), record.releases.clone());
         let grants = Grants {
@@ -392,19 +397,8 @@ impl Executor {
         )?;
         self.link_releases(&a.id, &mut approved.datasets).await?;
         self.backend.requeue(&a.id).await?;
-        let releases: BTreeMap<Ident, u32> = approved
-            .datasets
-            .iter()
-            .map(|d| (d.id.clone(), d.release))
-            .collect();
-        let record = WorkspaceRecord {
-            id: a.id.clone(),
-            project: a.project.clone(),
-            owner: a.owner.clone(),
-            datasets: a.datasets.clone(),
-            expires_at: approved.expires_at,
-            releases: releases.clone(),
-        };
+        let record = record_of(a, &approved);
+        let releases = record.releases.clone();
         let dirs = self.dirs.clone();
         tokio::task::spawn_blocking(move || dirs.prepare(&record))
             .await
