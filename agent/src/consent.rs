@@ -283,7 +283,14 @@ impl Releases {
         let next = previous + 1;
         let building = self.root.join(format!(".building-{next}"));
         remove_sealed(&building).map_err(err("remove the unfinished release in"))?;
-        let stats = match self.build(source, &current, &building, &all, previous) {
+        // The current release's participants, when its manifest says: the new one's are those
+        // less the withdrawn found, not counted again.
+        let known = self
+            .manifests()
+            .into_iter()
+            .find(|m| m.release == previous)
+            .map(|m| m.participants);
+        let stats = match self.build(source, &current, &building, &all, previous, known) {
             Ok(stats) => stats,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&building);
@@ -348,12 +355,14 @@ impl Releases {
         to: &Path,
         withdrawn: &BTreeSet<String>,
         current: u32,
+        known: Option<u64>,
     ) -> Result<filter::Stats, ConsentError> {
-        let stats =
-            filter::copy_without(from, Some(to), source, withdrawn).map_err(|e| match e {
+        let stats = filter::copy_without(from, Some(to), source, withdrawn, known).map_err(
+            |e| match e {
                 filter::Error::Io(e) => io_err("build", to, current)(e),
                 filter::Error::Tool(why) => ConsentError::Filter(why),
-            })?;
+            },
+        )?;
         if let Some(found) = scan::find(to, withdrawn).map_err(io_err("check", to, current))? {
             return Err(ConsentError::Remains(found));
         }

@@ -51,15 +51,34 @@ pub struct Stats {
 
 /// Distinct participants, counted by a 64-bit hash of their ID: a million of them without a
 /// million strings. The site's own data, so a fast hash rather than a keyed one.
+/// Not counting (`off`) when the count is known otherwise: a set of a million IDs is most of
+/// the time a release of a large table takes.
 #[derive(Default)]
-struct Distinct(rustc_hash::FxHashSet<u64>);
+struct Distinct {
+    set: rustc_hash::FxHashSet<u64>,
+    off: bool,
+}
 
 impl Distinct {
+    fn counting(on: bool) -> Distinct {
+        Distinct {
+            set: Default::default(),
+            off: !on,
+        }
+    }
+
     fn add(&mut self, id: &[u8]) {
+        if self.off {
+            return;
+        }
         use std::hash::{Hash as _, Hasher as _};
         let mut h = rustc_hash::FxHasher::default();
         id.hash(&mut h);
-        self.0.insert(h.finish());
+        self.set.insert(h.finish());
+    }
+
+    fn extend(&mut self, other: Distinct) {
+        self.set.extend(other.set);
     }
 }
 
@@ -153,23 +172,27 @@ fn reader(bytes: &[u8], delimiter: u8) -> csv::Reader<&[u8]> {
 
 /// What the release in `root` holds, reading it and writing nothing: release 1's figures.
 pub fn measure(root: &Path, source: &Source<'_>) -> Result<Stats, Error> {
-    copy_without(root, None, source, &BTreeSet::new())
+    copy_without(root, None, source, &BTreeSet::new(), None)
 }
 
 /// Copies the release in `from` to `to` without `withdrawn`, and says what the copy holds; with
-/// no `to`, only says what `from` holds (`withdrawn` must then be empty).
+/// no `to`, only says what `from` holds (`withdrawn` must then be empty). With `from`'s count of
+/// participants known, the copy's is that less the withdrawn ones found (every row and sample of
+/// each goes), and they are not counted again.
 pub fn copy_without(
     from: &Path,
     to: Option<&Path>,
     source: &Source<'_>,
     withdrawn: &BTreeSet<String>,
+    known: Option<u64>,
 ) -> Result<Stats, Error> {
     debug_assert!(to.is_some() || withdrawn.is_empty());
     if let Some(to) = to {
         std::fs::create_dir_all(to)?;
     }
     let mut stats = Stats::default();
-    let mut participants = Distinct::default();
+    let count = known.is_none();
+    let mut participants = Distinct::counting(count);
     let lookup: rustc_hash::FxHashSet<&[u8]> = withdrawn.iter().map(|i| i.as_bytes()).collect();
     let mut digest = Sha256::new();
     for rel in files(from)? {
@@ -177,9 +200,9 @@ pub fn copy_without(
         let Some((to, output)) = to.map(|to| (to, to.join(&rel))) else {
             let sha = match kind(&rel.to_string_lossy()) {
                 Kind::Table(d) => {
-                    let t = table(&input, None, d, source.participant_column, &lookup)?;
+                    let t = table(&input, None, d, source.participant_column, &lookup, true)?;
                     stats.rows += t.kept;
-                    participants.0.extend(t.participants.0);
+                    participants.extend(t.participants);
                     t.sha256
                 }
                 Kind::Vcf => {
@@ -204,11 +227,18 @@ pub fn copy_without(
         let ids_file = to.with_extension("withdrawn");
         let sha = match kind(&rel.to_string_lossy()) {
             Kind::Table(d) => {
-                let t = table(&input, Some(&output), d, source.participant_column, &lookup)?;
+                let t = table(
+                    &input,
+                    Some(&output),
+                    d,
+                    source.participant_column,
+                    &lookup,
+                    count,
+                )?;
                 stats.rows += t.kept;
                 stats.removed += t.removed;
                 stats.found.extend(t.found);
-                participants.0.extend(t.participants.0);
+                participants.extend(t.participants);
                 t.sha256
             }
             Kind::Vcf => {
@@ -242,7 +272,10 @@ pub fn copy_without(
         let sha = basho_core::digest::hex(&sha);
         digest.update(format!("{}\0{sha}\n", rel.display()).as_bytes());
     }
-    stats.participants = participants.0.len() as u64;
+    stats.participants = match known {
+        Some(n) => n.saturating_sub(stats.found.len() as u64),
+        None => participants.set.len() as u64,
+    };
     stats.digest = basho_core::digest::hex(&digest.finalize());
     Ok(stats)
 }
@@ -377,18 +410,23 @@ fn each_row(
 
 /// Writes `input` to `output` without the rows whose participant column names a withdrawn
 /// participant; every other byte (quoting, line ends, the header) is kept as it was. Hashes
-/// what it writes as it goes. Without an `output`, counts and hashes `input` as it is.
+/// what it writes as it goes (and counts distinct participants when `count`). Without an
+/// `output`, counts and hashes `input` as it is.
 fn table(
     input: &Path,
     output: Option<&Path>,
     delimiter: u8,
     column_name: Option<&str>,
     withdrawn: &rustc_hash::FxHashSet<&[u8]>,
+    count: bool,
 ) -> Result<Table, Error> {
     let bytes = std::fs::read(input)?;
     let quoted = memchr::memchr(b'"', &bytes).is_some();
     let col = column_of(&bytes, quoted, delimiter, column_name)?;
-    let mut t = Table::default();
+    let mut t = Table {
+        participants: Distinct::counting(count),
+        ..Table::default()
+    };
     let (Some(c), Some(output)) = (col, output) else {
         each_row(&bytes, quoted, delimiter, col, |_, _, id| {
             t.kept += 1;

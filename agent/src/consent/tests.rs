@@ -500,3 +500,25 @@ async fn the_consent_api_records_withdrawals_for_the_sites_token_only() {
     assert_eq!(missing.status(), 404);
     stop.cancel();
 }
+
+#[test]
+fn a_releases_participants_follow_from_its_parents_when_known() {
+    // Counted afresh (release 1 not measured) and derived from release 1's manifest: the same.
+    let (a, b) = (site(), site());
+    let counted = a
+        .releases()
+        .withdraw(&a.source(), &ids(&["P2"]), "x", Utc::now())
+        .unwrap()
+        .made
+        .unwrap();
+    let first = b.releases().first(&b.source(), Utc::now()).unwrap();
+    assert_eq!(first.participants, 3);
+    let derived = b
+        .releases()
+        .withdraw(&b.source(), &ids(&["P2"]), "x", Utc::now())
+        .unwrap()
+        .made
+        .unwrap();
+    assert_eq!((counted.participants, derived.participants), (2, 2));
+    assert_eq!(counted.digest, derived.digest);
+}

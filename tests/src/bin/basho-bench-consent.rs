@@ -2,8 +2,9 @@
 //! the plain tool doing only the filtering.
 //!
 //! - A CSV of `--rows` participants (synthetic), `--withdraw` of them withdrawn: the whole
-//!   release (read, filter by the participant column, digest, search every byte for every
-//!   withdrawn ID, rename into place) against `grep -v -w -F -f IDS` of the same file.
+//!   release (read, filter by the participant column, digest, sync, search every byte for every
+//!   withdrawn ID, rename into place) against `grep -v -w -F -f IDS` of the same file. Release
+//!   1 is measured first, untimed, as the agent does once when it starts.
 //! - A VCF of `--samples` samples and `--variants` variant lines (1000 Genomes-sized header,
 //!   synthetic), as many samples withdrawn: the release against `bcftools view -s ^IDS`.
 //!
@@ -298,6 +299,11 @@ fn main() -> Result<()> {
         participant_column: Some("participant_id"),
         filter_command: &[],
     };
+    // Release 1 is measured once, when the agent starts, not at the withdrawal.
+    for i in 0..args.runs {
+        Releases::new(&dir.path().join(format!("csv-releases-{i}")), &id)
+            .first(&source, chrono::Utc::now())?;
+    }
     let out = dir.path().join("grep.csv");
     let (ours, plain) = turns(
         args.runs,
@@ -342,6 +348,10 @@ fn main() -> Result<()> {
         original: &data,
         ..source
     };
+    for i in 0..args.runs {
+        Releases::new(&dir.path().join(format!("vcf-releases-{i}")), &id)
+            .first(&source, chrono::Utc::now())?;
+    }
     let out = dir.path().join("bcftools.vcf");
     let (ours, plain) = turns(
         args.runs,
