@@ -474,3 +474,65 @@ async fn a_kept_revocation_stops_a_workspace_after_a_restart_without_the_orchest
     assert_eq!(s.fake.launch_count(), 2);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_partitioned_agent_applies_a_withdrawal_recorded_at_the_site_and_reports_it_later() {
+    let orch = StubOrchestrator::start(TOKEN).await;
+    let mut s = site(orch.url());
+    let data = s.config.datasets[0].path.clone();
+    std::fs::write(
+        data.join("records.csv"),
+        "participant_id,age\nP1,40\nP2,57\n",
+    )
+    .unwrap();
+    s.config.datasets[0].participant_column = Some("participant_id".into());
+    let agent = s.start();
+    wait_for("registered", || async { !orch.registrations().is_empty() }).await;
+    wait_for("the first consent report", || async {
+        orch.consent().is_some()
+    })
+    .await;
+
+    // Cut off from the orchestrator, the site still applies what its admin records.
+    orch.set_down(true);
+    let spool = basho_agent::consent::desk::Spool::new(&s.config.releases_dir());
+    let catalog = basho_agent::catalog::Catalog::from_config(&s.config);
+    let r = spool
+        .record(
+            &catalog,
+            &id("JGAD000101"),
+            &["P2".to_owned()],
+            "consent withdrawn",
+            Utc::now(),
+        )
+        .unwrap();
+    wait_for("the answer while cut off", || async {
+        spool.answer(&r.id).is_some()
+    })
+    .await;
+    let answer = spool.answer(&r.id).unwrap();
+    assert_eq!(
+        answer.made.as_ref().map(|m| m.release),
+        Some(2),
+        "{answer:?}"
+    );
+    let d = catalog.dataset(&id("JGAD000101")).unwrap();
+    let (n, dir) = catalog.current_release(&id("JGAD000101"), d);
+    assert_eq!(n, 2);
+    let rows = std::fs::read_to_string(dir.join("records.csv")).unwrap();
+    assert_eq!(rows, "participant_id,age\nP1,40\n");
+
+    // Back in touch, the orchestrator hears of it: counts and digests, never the ID.
+    orch.set_down(false);
+    wait_for("the report of the withdrawal", || async {
+        orch.consent().is_some_and(|c| {
+            c.withdrawals
+                .iter()
+                .any(|w| w.id == r.id && w.release == Some(2))
+        })
+    })
+    .await;
+    let sent = serde_json::to_string(&orch.consent().unwrap()).unwrap();
+    assert!(!sent.contains("P2"), "{sent}");
+    agent.stop().await;
+}

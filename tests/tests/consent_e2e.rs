@@ -13,20 +13,24 @@ use serde_json::{Value, json};
 
 /// The host directory mounted at `/data/<dataset>` in workspace `id`'s container.
 async fn data_mount(fed: &Federation, id: &str, dataset: &str) -> std::path::PathBuf {
-    let containers = fed.containers(id).await;
-    let c = fed
-        .docker
-        .inspect_container(&containers[0], None)
+    try_data_mount(fed, id, dataset)
         .await
-        .unwrap();
+        .unwrap_or_else(|| panic!("no one container of {id} with /data/{dataset}"))
+}
+
+/// [`data_mount`], `None` while there is not exactly one container (one being moved).
+async fn try_data_mount(fed: &Federation, id: &str, dataset: &str) -> Option<std::path::PathBuf> {
+    let containers = fed.containers(id).await;
+    let [c] = containers.as_slice() else {
+        return None;
+    };
+    let c = fed.docker.inspect_container(c, None).await.ok()?;
     let target = format!("/data/{dataset}");
     let m = c
-        .mounts
-        .unwrap_or_default()
+        .mounts?
         .into_iter()
-        .find(|m| m.destination.as_deref() == Some(target.as_str()))
-        .unwrap_or_else(|| panic!("no mount at {target}"));
-    std::path::PathBuf::from(m.source.unwrap())
+        .find(|m| m.destination.as_deref() == Some(target.as_str()))?;
+    Some(std::path::PathBuf::from(m.source?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -81,12 +85,8 @@ async fn a_withdrawal_makes_the_release_new_workspaces_mount() {
     assert_eq!(record["releases"][D], 2, "{record}");
     // The workspace running before moves to release 2 within seconds, its /work kept.
     basho_tests::wait_for("the move to release 2", Duration::from_secs(30), || async {
-        let containers = fed.containers(&before).await;
-        if containers.len() != 1 {
-            return None;
-        }
-        data_mount(&fed, &before, D)
-            .await
+        try_data_mount(&fed, &before, D)
+            .await?
             .ends_with(format!("releases/{D}/2"))
             .then_some(())
     })
@@ -321,12 +321,8 @@ async fn a_withdrawal_reaches_twenty_running_workspaces_and_none_reads_the_row_a
     let delay = Duration::from_secs(config.consent.max_delay_s);
     basho_tests::wait_for("every workspace on release 2", delay, || async {
         for id in &ids {
-            let containers = fed.containers(id).await;
-            if containers.len() != 1
-                || !data_mount(&fed, id, D)
-                    .await
-                    .ends_with(format!("releases/{D}/2"))
-            {
+            let mount = try_data_mount(&fed, id, D).await?;
+            if !mount.ends_with(format!("releases/{D}/2")) {
                 return None;
             }
         }
