@@ -157,6 +157,8 @@ pub async fn report_loop(
     let measuring = catalog.clone();
     let mut measured = tokio::task::spawn_blocking(move || measure_first_releases(&measuring));
     let mut sent: Option<(ConsentReport, std::time::Instant)> = None;
+    // Said once per cause, not every 2 s (an orchestrator that predates the route, an outage).
+    let mut failing: Option<String> = None;
     loop {
         let workspaces = mounted.borrow_and_update().clone();
         if let Some(workspaces) = workspaces {
@@ -171,9 +173,18 @@ pub async fn report_loop(
                     match client.consent(&report).await {
                         Ok(()) => {
                             debug!(datasets = report.datasets.len(), "consent state reported");
+                            if failing.take().is_some() {
+                                tracing::info!("consent state reported again");
+                            }
                             sent = Some((report, std::time::Instant::now()));
                         }
-                        Err(e) => warn!(error = %e, "consent state not reported; trying again"),
+                        Err(e) => {
+                            let why = e.to_string();
+                            if failing.as_deref() != Some(why.as_str()) {
+                                warn!(error = %why, "consent state not reported; trying again every 2 s");
+                                failing = Some(why);
+                            }
+                        }
                     }
                 }
             }
