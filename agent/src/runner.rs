@@ -27,13 +27,11 @@ use crate::meter::{Meter, Metered};
 use crate::metrics::{InstrumentedBackend, Metrics};
 use crate::reconcile::execute::Outcome;
 use crate::reconcile::hostdirs::{HostDirs, Ownership};
-use crate::reconcile::{
-    Action, Executor, by_workspace, end_overdue, move_to_current, plan, plan_before_sync,
-    requeue_on_current,
-};
+use crate::reconcile::{Action, Executor, by_workspace, plan, plan_before_sync};
 use crate::revocations::{self, DenyList, Grants, recorded_grants};
 
 pub mod poll;
+mod releases;
 pub mod report;
 
 use poll::Fetched;
@@ -41,9 +39,6 @@ use report::Outbox;
 
 /// How often the backend is looked at when nothing else happens.
 pub const RECHECK: Duration = Duration::from_secs(2);
-
-/// Longest a workspace requeued on a new release is shown as still running while Slurm holds it.
-const REQUEUE_GRACE: Duration = Duration::from_secs(15 * 60);
 
 /// Longest the agent's shutdown waits for launches and stops under way, and then for its
 /// background tasks: long enough for a Slurm command's timeout, short enough for a supervisor's
@@ -457,57 +452,10 @@ impl Reconciler {
         });
         // What the backend showed of a workspace with a task under way is already stale.
         actions.retain(|a| !self.busy_ids.contains_key(a.workspace()));
-        // A consent withdrawal made a new release: what runs on an older one moves to it.
         if let Some(d) = screened.desired.as_deref() {
-            let mut older = self.executor.on_older_release(d, &screened.actual, now);
-            older.moves.retain(|id| !self.busy_ids.contains_key(id));
-            older
-                .overdue
-                .retain(|id, _| !self.busy_ids.contains_key(id));
-            older.requeues.retain(|id| !self.busy_ids.contains_key(id));
-            if !older.moves.is_empty() {
-                info!(workspaces = ?older.moves, "moving workspaces to their datasets' current release");
-                move_to_current(&mut actions, d, &older.moves);
-            }
-            if !older.requeues.is_empty() {
-                info!(workspaces = ?older.requeues, "requeueing workspaces on their datasets' current release");
-                requeue_on_current(&mut actions, d, &older.requeues);
-                for id in &older.requeues {
-                    self.requeued
-                        .insert(id.clone(), (std::time::Instant::now(), false));
-                }
-            }
-            if !older.overdue.is_empty() {
-                warn!(workspaces = ?older.overdue.keys().collect::<Vec<_>>(),
-                    "stopping workspaces still on an older release past [consent] max_delay_s");
-                end_overdue(&mut actions, &older.overdue, now);
-                // Not launched again while the orchestrator still lists it.
-                for a in d.iter().filter(|a| older.overdue.contains_key(&a.id)) {
-                    self.refused.insert(a.id.clone(), a.clone());
-                }
-            }
+            self.reach_current_releases(&mut actions, d, &screened.actual, now);
         }
-        // A workspace requeued on a new release waits in Slurm's queue (its requeue delay,
-        // about 2 minutes) before it runs again: it is the same workspace, not a new start, so
-        // its `starting` is not reported; once it ran again (or after REQUEUE_GRACE) it is
-        // reported as seen.
-        for o in &screened.actual {
-            if let Some((_, left)) = self.requeued.get_mut(&o.workspace) {
-                if o.state != crate::backend::RunState::Running {
-                    *left = true;
-                } else if *left {
-                    self.requeued.remove(&o.workspace);
-                }
-            }
-        }
-        self.requeued
-            .retain(|_, (at, _)| at.elapsed() < REQUEUE_GRACE);
-        actions.retain(|a| match a {
-            Action::Report(o) => {
-                !(o.state == State::Starting && self.requeued.contains_key(&o.workspace))
-            }
-            _ => true,
-        });
+        self.hide_requeued_starts(&mut actions, &screened.actual);
         if desired.is_some() && !std::mem::replace(&mut self.accounted, true) {
             account_for(&actual, &actions);
         }
@@ -695,18 +643,6 @@ impl Reconciler {
         if self.mounted.borrow().is_some() {
             self.publish_mounted();
         }
-    }
-
-    /// Tells the consent reporter which release each workspace mounts, if that changed.
-    fn publish_mounted(&self) {
-        let mounted = self
-            .executor
-            .mounted_by(self.running.iter().map(String::as_str));
-        self.mounted.send_if_modified(|m| {
-            let changed = m.as_ref() != Some(&mounted);
-            *m = Some(mounted);
-            changed
-        });
     }
 
     /// Adds what the orchestrator sent to the deny-list and saves it when it grew.
