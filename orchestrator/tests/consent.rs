@@ -7,20 +7,8 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use basho_orchestrator::store::{Role, SqliteStore};
-use basho_orchestrator::tokens::{self, NewToken};
 use common::*;
 use serde_json::{Value, json};
-
-async fn mint(store: &SqliteStore, role: Role, subject: Option<&str>) -> String {
-    let new = NewToken {
-        role,
-        subject: subject.map(str::to_owned),
-        site: None,
-        name: Some("test".into()),
-        ttl: None,
-    };
-    tokens::create(store, new, "operator").await.unwrap().1
-}
 
 fn release(n: u32, rows: u64) -> Value {
     let mut r = json!({"release": n, "digest": format!("{n:064}"), "files": 2, "rows": rows,
@@ -93,8 +81,8 @@ async fn a_withdrawal_is_evidenced_from_the_sites_report_to_the_audit_chain() {
     let (_, w) = h.create(h.body(&["JGAD000101"])).await;
     let ws = w["id"].as_str().unwrap().to_owned();
     h.observe("tohoku", &[(&ws, "running", None)]).await;
-    let auditor = mint(&store, Role::Auditor, None).await;
-    let researcher = mint(&store, Role::Researcher, Some("r-1")).await;
+    let auditor = token(&store, Role::Auditor, None).await;
+    let researcher = token(&store, Role::Researcher, Some("r-1")).await;
     let releases = "/v1/sites/tohoku/datasets/JGAD000101/releases";
 
     // Nothing reported yet.

@@ -7,7 +7,6 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use basho_orchestrator::store::{Role, SqliteStore};
-use basho_orchestrator::tokens::{self, NewToken};
 use common::*;
 use serde_json::{Value, json};
 
@@ -18,17 +17,6 @@ async fn harness() -> (Harness, SqliteStore) {
     let store = SqliteStore::open(None, &h.config.data_dir).await.unwrap();
     h.register_demo().await;
     (h, store)
-}
-
-async fn token(store: &SqliteStore, role: Role, subject: Option<&str>) -> String {
-    let new = NewToken {
-        role,
-        subject: subject.map(str::to_owned),
-        site: None,
-        name: Some("test".into()),
-        ttl: None,
-    };
-    tokens::create(store, new, "operator").await.unwrap().1
 }
 
 /// A task counting rows of one of `dataset`'s files, for `sub`, its visas in the tag.

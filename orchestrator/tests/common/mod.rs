@@ -306,3 +306,22 @@ pub async fn refused(h: &Harness, body: Value, status: StatusCode, code: &str) -
     );
     got.1["error"]["message"].as_str().unwrap().to_owned()
 }
+
+/// A stored token of `role` (for `subject`, a researcher's) minted in `store`: its secret.
+pub async fn token(
+    store: &basho_orchestrator::store::SqliteStore,
+    role: basho_orchestrator::store::Role,
+    subject: Option<&str>,
+) -> String {
+    let new = basho_orchestrator::tokens::NewToken {
+        role,
+        subject: subject.map(str::to_owned),
+        site: None,
+        name: Some("test".into()),
+        ttl: None,
+    };
+    basho_orchestrator::tokens::create(store, new, "operator")
+        .await
+        .unwrap()
+        .1
+}
