@@ -39,6 +39,11 @@ pub struct AirlockConfig {
     /// The automated checks ([`basho_core::airlock::Rules`]).
     #[serde(default)]
     pub checks: Rules,
+    /// A federated job's partial results whose every file passed every automated check leave
+    /// without a checker (the site's own rule releases them); otherwise they wait for review
+    /// as any release request.
+    #[serde(default)]
+    pub auto_release_partials: bool,
 }
 
 fn default_max_index_bytes() -> u64 {
@@ -61,6 +66,7 @@ impl Default for AirlockConfig {
             store_dir: None,
             max_index_bytes: default_max_index_bytes(),
             checks: Rules::default(),
+            auto_release_partials: false,
         }
     }
 }

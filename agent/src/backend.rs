@@ -77,6 +77,9 @@ pub struct LaunchSpec {
     pub work_dir: PathBuf,
     /// Host directory bound read-write at `/results` (per workspace).
     pub results_dir: PathBuf,
+    /// Host directory bound read-only at `/inputs`: a federated job's released partials, one
+    /// directory per site, staged by the agent (an aggregation step, which mounts no dataset).
+    pub inputs_dir: Option<PathBuf>,
     /// Host file bound read-only at `/etc/basho/workspace.json`.
     pub workspace_json: PathBuf,
     /// `BASHO_WORKSPACE`, `BASHO_PROJECT`, `BASHO_DATASETS`, then a batch workspace's own.

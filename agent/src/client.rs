@@ -22,6 +22,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A long-poll may take this much longer than the wait it asked for.
 const LONG_POLL_GRACE: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for one released file to arrive whole.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why a call to the orchestrator failed.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +247,18 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        self.answered(req)
+            .await?
+            .json::<T>()
+            .await
+            .map_err(|e| ClientError::Decode(describe(&e)))
+    }
+
+    /// The answer to `req` sent with the site's token, when it is a success.
+    async fn answered(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
@@ -252,10 +266,7 @@ impl Client {
             .map_err(|e| ClientError::Transport(describe(&e)))?;
         let status = resp.status();
         if status.is_success() {
-            return resp
-                .json::<T>()
-                .await
-                .map_err(|e| ClientError::Decode(describe(&e)));
+            return Ok(resp);
         }
         let text = resp.text().await.unwrap_or_default();
         let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
@@ -276,6 +287,33 @@ impl Client {
             code,
             message,
         })
+    }
+
+    /// `GET /v1/release-requests/{request}/files/{name}`: a released file (a federated job's
+    /// partial this site's aggregation step reads), each chunk handed to `sink` as it comes.
+    pub async fn released_file(
+        &self,
+        request: &str,
+        name: &str,
+        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+    ) -> Result<(), ClientError> {
+        let mut url = self.url("v1/release-requests");
+        url.path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .push(request)
+            .push("files")
+            .extend(name.split('/'));
+        let mut resp = self
+            .answered(self.http.get(url).timeout(DOWNLOAD_TIMEOUT))
+            .await?;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Transport(describe(&e)))?
+        {
+            sink(&chunk).map_err(|e| ClientError::Transport(format!("writing it: {e}")))?;
+        }
+        Ok(())
     }
 }
 

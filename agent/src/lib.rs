@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod consent;
+pub mod inputs;
 pub mod meter;
 pub mod metrics;
 pub mod reconcile;

@@ -138,7 +138,10 @@ pub async fn run(
         images: catalog.image_names(),
         start_timeout_s: config.reconcile.start_timeout_s,
         session_key: Some(basho_core::e2e::encode_key(&key.public)),
-        features: vec![basho_core::release::FEATURE_AIRLOCK.to_owned()],
+        features: vec![
+            basho_core::release::FEATURE_AIRLOCK.to_owned(),
+            basho_core::federated::FEATURE_FEDERATED.to_owned(),
+        ],
     };
     let dirs = HostDirs::new(config.paths.clone(), ownership);
     let meter = Arc::new(Meter::open(
@@ -192,7 +195,8 @@ pub async fn run(
     .with_meter(meter.clone())
     .with_site_audit(site_audit.clone())
     .with_max_consent_delay(Duration::from_secs(config.consent.max_delay_s))
-    .with_requeue(config.consent.requeue);
+    .with_requeue(config.consent.requeue)
+    .with_inputs(client.clone());
     info!(site = %site, backend = executor.backend().kind(), orchestrator = %config.orchestrator.url, "agent starting");
 
     let stop = shutdown.child_token();
@@ -397,8 +401,8 @@ struct Reconciler {
     accounted: bool,
     /// Takes an ended batch workspace's outputs into the airlock store.
     desk: Arc<crate::airlock::desk::Desk>,
-    /// The outputs of each desired batch workspace that names some.
-    outputs: BTreeMap<String, Vec<String>>,
+    /// What each desired batch workspace that has outputs takes of its `/results`.
+    outputs: BTreeMap<String, basho_core::protocol::Launch>,
     site_audit: Arc<crate::site_audit::SiteAudit>,
     /// The release each running workspace mounts, for the consent report.
     mounted: watch::Sender<Option<crate::consent::report::Mounted>>,
@@ -471,8 +475,8 @@ impl Reconciler {
         if let Some(d) = screened.desired.as_deref() {
             self.outputs = d
                 .iter()
-                .filter_map(|a| Some((a.id.clone(), a.launch.as_ref()?.outputs.clone())))
-                .filter(|(_, o)| !o.is_empty())
+                .filter_map(|a| Some((a.id.clone(), a.launch.clone()?)))
+                .filter(|(_, l)| !l.outputs.is_empty() || l.all_results)
                 .collect();
         }
         let mut taking = Vec::new();
@@ -559,7 +563,7 @@ impl Reconciler {
 
     /// The outputs to take before `report` is sent: those of a batch workspace it says ended by
     /// itself, unless they were taken or that end was already reported.
-    fn outputs_to_take(&self, report: &Observation) -> Option<Vec<String>> {
+    fn outputs_to_take(&self, report: &Observation) -> Option<basho_core::protocol::Launch> {
         if report.outputs.is_some() || !matches!(report.state, State::Stopped | State::Failed) {
             return None;
         }
@@ -573,9 +577,9 @@ impl Reconciler {
         self.outputs.get(&report.workspace).cloned()
     }
 
-    /// Takes `names` of an ended batch workspace's `/results` into the airlock store, in the site's
-    /// audit log, then reports `report` with them.
-    fn take_outputs(&mut self, mut report: Observation, names: Vec<String>) {
+    /// Takes what `launch` names of an ended batch workspace's `/results` into the airlock store,
+    /// in the site's audit log, then reports `report` with them.
+    fn take_outputs(&mut self, mut report: Observation, launch: basho_core::protocol::Launch) {
         let (desk, audit) = (self.desk.clone(), self.site_audit.clone());
         let key = report.workspace.clone();
         let span = info_span!("outputs", workspace = %key);
@@ -584,19 +588,21 @@ impl Reconciler {
                 let ws = report.workspace.clone();
                 let taken = {
                     let ws = ws.clone();
-                    tokio::task::spawn_blocking(move || desk.outputs(&ws, &names)).await
+                    tokio::task::spawn_blocking(move || desk.outputs(&ws, &launch)).await
                 };
                 let mut outputs = taken.unwrap_or_else(|e| TaskOutputs {
                     intake: None,
                     missing: Vec::new(),
                     error: Some(format!("taking the outputs failed: {e}")),
+                    released_by: None,
                 });
                 let files = outputs.intake.as_ref().map(crate::airlock::serve::digests);
                 let detail = serde_json::json!({"files": files, "missing": outputs.missing,
-                    "error": outputs.error});
+                    "error": outputs.error, "released_by": outputs.released_by});
                 if let Err(e) = audit.record("task_outputs_taken", &ws, detail).await {
                     warn!(error = %e, "the outputs taken could not be written to the site's audit log");
                     outputs.intake = None;
+                    outputs.released_by = None;
                     outputs.error = Some("the site's audit log could not record them".into());
                 }
                 info!(

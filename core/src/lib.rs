@@ -9,6 +9,7 @@ pub mod digest;
 pub mod duration;
 pub mod e2e;
 pub mod error;
+pub mod federated;
 pub mod id;
 #[cfg(feature = "logging")]
 pub mod logging;

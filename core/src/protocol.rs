@@ -110,6 +110,18 @@ pub struct Launch {
     /// when the workspace ends by itself: they become its release request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<String>,
+    /// Every file under `/results` is an output (a federated job's step), besides `outputs`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_results: bool,
+    /// The outputs are a federated job's partial results: the site releases them itself when
+    /// its `[airlock] auto_release_partials` allows and every automated check passed, and
+    /// refuses them whole when one is a link or anything but a file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    /// Released partials the workspace reads, read-only at `/inputs/<site>/`; a workspace with
+    /// inputs mounts no dataset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<crate::federated::PartialInput>,
 }
 
 impl Launch {
@@ -142,6 +154,18 @@ impl Launch {
             .find(|o| !plain_absolute_path(&format!("/{o}")))
         {
             return Err(format!("output {o:?} is not a plain path under /results"));
+        }
+        for i in &self.inputs {
+            if let Some(f) = i
+                .files
+                .iter()
+                .find(|f| !plain_absolute_path(&format!("/{}", f.name)))
+            {
+                return Err(format!(
+                    "input {:?} of site {} is not a plain path",
+                    f.name, i.site
+                ));
+            }
         }
         Ok(())
     }
@@ -216,6 +240,9 @@ pub struct TaskOutputs {
     /// Why the site took none of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A federated job's partial the site released itself: the rule that did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
 }
 
 /// `POST /v1/agent/observations`.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use basho_core::Ident;
 use basho_core::airlock::RowIndex;
 
-use basho_core::protocol::TaskOutputs;
+use basho_core::protocol::{Launch, TaskOutputs};
 use basho_core::release::{Compared, Intake};
 
 use super::{AirlockConfig, IntakeError, Store, take};
@@ -23,6 +23,10 @@ pub struct Desk {
     config: AirlockConfig,
     store: Store,
 }
+
+/// What a partial the site released itself says released it.
+pub const AUTO_RELEASE_RULE: &str =
+    "the site's rule [airlock] auto_release_partials: every automated check passed";
 
 /// How deep the dataset directories are searched for tables.
 const MAX_DEPTH: usize = 8;
@@ -64,18 +68,24 @@ impl Desk {
         Ok(Intake { files, compared })
     }
 
-    /// Takes what an ended batch workspace named as its `outputs`: those that are files under
-    /// its `/results`, and the files under those that are directories (links are never
-    /// followed); the others are reported missing. Blocking.
-    pub fn outputs(&self, workspace: &str, names: &[String]) -> TaskOutputs {
+    /// Takes what an ended batch workspace's `launch` names as outputs: those of its `outputs`
+    /// that are files under its `/results`, and the files under those that are directories
+    /// (links are never followed), the others reported missing; or, for a federated job's step,
+    /// every file under `/results`. A federated job's partial holding a link or anything but
+    /// files and directories is refused whole; one whose every file passed every automated check
+    /// is released by the site itself where `[airlock] auto_release_partials` says so. Blocking.
+    pub fn outputs(&self, workspace: &str, launch: &Launch) -> TaskOutputs {
         let results = self.dirs.results_dir(workspace);
-        let (mut present, mut missing) = (Vec::new(), Vec::new());
-        for name in names {
+        let (mut present, mut missing, mut odd) = (Vec::new(), Vec::new(), Vec::new());
+        for name in &launch.outputs {
             match std::fs::symlink_metadata(results.join(name)) {
                 Ok(m) if m.is_file() => present.push(name.clone()),
-                Ok(m) if m.is_dir() => files_under(&results, name, &mut present),
+                Ok(m) if m.is_dir() => files_under(&results, name, &mut present, &mut odd),
                 _ => missing.push(name.clone()),
             }
+        }
+        if launch.all_results {
+            files_under(&results, "", &mut present, &mut odd);
         }
         let mut seen = std::collections::BTreeSet::new();
         present.retain(|n| seen.insert(n.clone()));
@@ -83,10 +93,30 @@ impl Desk {
             intake: None,
             missing,
             error: None,
+            released_by: None,
         };
+        if launch.partial {
+            if let Some(o) = odd.first() {
+                out.error = Some(format!(
+                    "the partial results hold {o}, a link or something other than a file; a \
+                     partial is files only, and none of it was taken"
+                ));
+                return out;
+            }
+            if present.is_empty() {
+                out.error = Some("the step wrote no partial results under /results".into());
+                return out;
+            }
+        }
         if !present.is_empty() {
             match self.request(workspace, &present) {
-                Ok(intake) => out.intake = Some(intake),
+                Ok(intake) => {
+                    let clean = intake.files.iter().all(|f| f.checked.passed());
+                    if launch.partial && clean && self.config.auto_release_partials {
+                        out.released_by = Some(AUTO_RELEASE_RULE.into());
+                    }
+                    out.intake = Some(intake);
+                }
                 Err(e) => out.error = Some(e.to_string()),
             }
         }
@@ -165,9 +195,10 @@ impl Desk {
     }
 }
 
-/// The regular files under `results`/`dir`, by name relative to `results`, in a stable order;
-/// links are not followed.
-fn files_under(results: &Path, dir: &str, out: &mut Vec<String>) {
+/// The regular files under `results`/`dir` (`""`: all of it), by name relative to `results`, in
+/// a stable order, into `out`; links are not followed, but named with anything else that is
+/// neither a file nor a directory in `odd`.
+fn files_under(results: &Path, dir: &str, out: &mut Vec<String>, odd: &mut Vec<String>) {
     let mut dirs = vec![dir.to_owned()];
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(results.join(&dir)) else {
@@ -179,11 +210,17 @@ fn files_under(results: &Path, dir: &str, out: &mut Vec<String>) {
             .collect();
         names.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, kind) in names {
-            let path = format!("{dir}/{name}");
+            let path = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
             if kind.is_file() {
                 out.push(path);
             } else if kind.is_dir() {
                 dirs.push(path);
+            } else {
+                odd.push(path);
             }
         }
     }
@@ -355,7 +392,7 @@ mod tests {
             "absent.txt",
             "plots/b.txt",
         ];
-        let out = s.desk.outputs("ws-1", &names.map(String::from));
+        let out = s.desk.outputs("ws-1", &named(&names));
         let taken: Vec<&str> = out
             .intake
             .as_ref()
@@ -372,11 +409,84 @@ mod tests {
         assert_eq!(out.missing, ["link.txt", "absent.txt"]);
         assert_eq!(out.error, None);
         // Nothing there: nothing taken, nothing asked of the store.
-        let out = s.desk.outputs("ws-1", &["nothing.txt".into()]);
+        let out = s.desk.outputs("ws-1", &named(&["nothing.txt"]));
         assert_eq!((out.intake, out.missing.len()), (None, 1));
         // A workspace the site does not hold: why, not a panic.
-        let out = s.desk.outputs("ws-2", &["counts.csv".into()]);
+        let out = s.desk.outputs("ws-2", &named(&["counts.csv"]));
         assert_eq!(out.missing, ["counts.csv"]);
+    }
+
+    fn named(names: &[&str]) -> Launch {
+        Launch {
+            outputs: names.iter().map(|n| n.to_string()).collect(),
+            ..Launch::default()
+        }
+    }
+
+    fn partial() -> Launch {
+        Launch {
+            all_results: true,
+            partial: true,
+            ..Launch::default()
+        }
+    }
+
+    #[test]
+    fn a_partial_is_every_file_under_results_and_the_site_releases_a_clean_one_itself() {
+        let config = AirlockConfig {
+            auto_release_partials: true,
+            ..AirlockConfig::default()
+        };
+        let s = site(config);
+        let results = s.dirs.results_dir("ws-1");
+        std::fs::create_dir_all(results.join("by_site")).unwrap();
+        std::fs::write(results.join("counts.csv"), "band,count\n40-49,120\n").unwrap();
+        std::fs::write(results.join("by_site/n.txt"), "n=120\n").unwrap();
+        let out = s.desk.outputs("ws-1", &partial());
+        let intake = out.intake.as_ref().expect("taken");
+        let names: Vec<&str> = intake.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["counts.csv", "by_site/n.txt"]);
+        assert_eq!(out.released_by.as_deref(), Some(AUTO_RELEASE_RULE));
+        // A small cell: taken with its finding, and left for the checkers.
+        std::fs::write(results.join("counts.csv"), "band,count\n40-49,3\n").unwrap();
+        let out = s.desk.outputs("ws-1", &partial());
+        assert!(out.intake.is_some());
+        assert_eq!(out.released_by, None, "a finding leaves it to the checkers");
+        // Without the site's rule, even a clean one waits.
+        let s = site(AirlockConfig::default());
+        let results = s.dirs.results_dir("ws-1");
+        std::fs::write(results.join("counts.csv"), "band,count\n40-49,120\n").unwrap();
+        let out = s.desk.outputs("ws-1", &partial());
+        assert!(out.intake.is_some() && out.released_by.is_none());
+    }
+
+    #[test]
+    fn a_partial_with_a_link_or_over_the_cap_or_empty_is_refused_whole() {
+        let config = AirlockConfig {
+            auto_release_partials: true,
+            max_bytes: 64,
+            ..AirlockConfig::default()
+        };
+        let s = site(config);
+        let results = s.dirs.results_dir("ws-1");
+        let out = s.desk.outputs("ws-1", &partial());
+        assert!(
+            out.error.as_deref().unwrap().contains("no partial results"),
+            "{out:?}"
+        );
+        std::fs::write(results.join("counts.csv"), "band,count\n40-49,120\n").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", results.join("passwd")).unwrap();
+        let out = s.desk.outputs("ws-1", &partial());
+        assert!(out.intake.is_none() && out.released_by.is_none());
+        assert!(
+            out.error.as_deref().unwrap().contains("passwd, a link"),
+            "{out:?}"
+        );
+        std::fs::remove_file(results.join("passwd")).unwrap();
+        std::fs::write(results.join("big.txt"), "x".repeat(100)).unwrap();
+        let out = s.desk.outputs("ws-1", &partial());
+        assert!(out.intake.is_none() && out.released_by.is_none());
+        assert!(out.error.is_some(), "over the site's cap: {out:?}");
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub fn example_spec(site: &Ident, workspace: &str) -> LaunchSpec {
         datasets: Vec::new(),
         work_dir: tmp.join("work").join(workspace),
         results_dir: tmp.join("results").join(workspace),
+        inputs_dir: None,
         workspace_json: PathBuf::from("/dev/null"),
         env: vec![("BASHO_WORKSPACE".into(), workspace.to_owned())],
         resources: Resources {

@@ -35,6 +35,9 @@ pub enum ExecuteError {
     /// Blocking file work did not finish (the runtime is shutting down).
     #[error("host directory work did not finish: {0}")]
     Interrupted(String),
+    /// A federated job's partials could not be fetched yet.
+    #[error(transparent)]
+    Inputs(#[from] crate::inputs::StageError),
 }
 
 impl ExecuteError {
@@ -44,7 +47,7 @@ impl ExecuteError {
         match self {
             ExecuteError::Refused(_) | ExecuteError::HostDir(_) => true,
             ExecuteError::Backend(e) => !matches!(e, BackendError::Unavailable { .. }),
-            ExecuteError::Interrupted(_) => false,
+            ExecuteError::Interrupted(_) | ExecuteError::Inputs(_) => false,
         }
     }
 }
@@ -77,6 +80,8 @@ pub struct Executor {
     max_consent_delay: chrono::TimeDelta,
     /// Whether the site lets running workspaces move by requeue (`[consent] requeue`).
     requeue: bool,
+    /// Fetches a federated job's released partials for its aggregation step.
+    inputs: Option<crate::client::Client>,
 }
 
 /// The agent's record of `a` as verified: what `workspace.json` says, releases included.
@@ -128,6 +133,7 @@ impl Executor {
             mounted: Default::default(),
             made: Default::default(),
             requeue: true,
+            inputs: None,
             max_consent_delay: chrono::TimeDelta::seconds(
                 crate::config::DEFAULT_MAX_CONSENT_DELAY_S as i64,
             ),
@@ -320,7 +326,8 @@ impl Executor {
         if self.requeues() {
             self.link_releases(&a.id, &mut approved.datasets).await?;
         }
-        let spec = self.spec(a, approved, prepared);
+        let mut spec = self.spec(a, approved, prepared);
+        spec.inputs_dir = self.stage_inputs(a).await?;
         match self.backend.launch(&spec).await {
             Ok(seen) => {
                 basho_core::crash_point!("agent.launch.started");
@@ -334,6 +341,38 @@ impl Executor {
                 Err(e.into())
             }
         }
+    }
+
+    /// Stages the released partials `a` reads (an aggregation step), answering their directory.
+    async fn stage_inputs(
+        &self,
+        a: &Assignment,
+    ) -> Result<Option<std::path::PathBuf>, ExecuteError> {
+        let Some(inputs) = a
+            .launch
+            .as_ref()
+            .map(|l| &l.inputs)
+            .filter(|i| !i.is_empty())
+        else {
+            return Ok(None);
+        };
+        let client = self.inputs.as_ref().ok_or_else(|| {
+            crate::inputs::StageError("this agent fetches no partials (no orchestrator)".into())
+        })?;
+        let dir = crate::inputs::dir(&self.dirs.state_dir(&a.id));
+        let fetched = crate::inputs::stage(client, &dir, inputs).await?;
+        let files: usize = inputs.iter().map(|i| i.files.len()).sum();
+        info!(workspace = %a.id, files, fetched, "partials staged");
+        let sites: Vec<&str> = inputs.iter().map(|i| i.site.as_str()).collect();
+        let releases: Vec<&str> = inputs.iter().map(|i| i.release.as_str()).collect();
+        self.note(
+            "partials_staged",
+            &a.id,
+            serde_json::json!({"sites": sites, "releases": releases, "files": files,
+                "bytes_fetched": fetched}),
+        )
+        .await;
+        Ok(Some(dir))
     }
 
     /// Binds `datasets` of workspace `id` through links in its state directory
@@ -432,6 +471,7 @@ impl Executor {
             datasets: approved.datasets,
             work_dir: prepared.work_dir,
             results_dir: prepared.results_dir,
+            inputs_dir: None,
             workspace_json: prepared.workspace_json,
             env: [
                 ("BASHO_WORKSPACE".into(), a.id.clone()),
@@ -447,6 +487,12 @@ impl Executor {
             pids_limit: self.isolation.pids_limit,
             tmp_size_mib: self.isolation.tmp_size_mib,
         }
+    }
+
+    /// Fetches federated jobs' partials through `client`.
+    pub fn with_inputs(mut self, client: crate::client::Client) -> Self {
+        self.inputs = Some(client);
+        self
     }
 
     /// Meters workspaces once more just before stopping them.

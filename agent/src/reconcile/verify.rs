@@ -131,6 +131,20 @@ pub fn verify_assignment(
     let image = catalog.image(&a.image)?.to_owned();
     if let Some(launch) = &a.launch {
         launch.check().map_err(Refusal::Launch)?;
+        if !launch.inputs.is_empty() && !a.datasets.is_empty() {
+            return Err(Refusal::Launch(
+                "a workspace reading a federated job's partials (an aggregation step) mounts no \
+                 dataset; this one names some"
+                    .into(),
+            ));
+        }
+        if !launch.inputs.is_empty() && !capabilities.host_dirs {
+            return Err(Refusal::Launch(
+                "this site's backend cannot bind a federated job's partials at /inputs; run the \
+                 aggregation step at a Docker or Slurm site"
+                    .into(),
+            ));
+        }
     }
     if a.resources.gpus > 0 && !capabilities.gpus {
         return Err(Refusal::NoGpus(a.resources.gpus));
@@ -388,10 +402,20 @@ mod tests {
             workdir: Some(workdir.into()),
             env: [(var.to_owned(), "x".to_owned())].into(),
             outputs: vec!["out/counts.csv".into()],
+            ..Launch::default()
         };
         let mut a = assignment();
         a.launch = Some(launch("/work/run", "LANG"));
         assert!(check(&a).is_ok());
+        // An aggregation step reads partials, never a dataset.
+        let mut reads_both = a.clone();
+        reads_both.launch.as_mut().unwrap().inputs = vec![basho_core::federated::PartialInput {
+            site: basho_core::Ident::parse("ncbn").unwrap(),
+            release: "rr-1".into(),
+            files: Vec::new(),
+        }];
+        let e = check(&reads_both).unwrap_err();
+        assert!(e.to_string().contains("mounts no dataset"), "{e}");
         for bad in [
             launch("work", "LANG"),
             launch("/work/../etc", "LANG"),

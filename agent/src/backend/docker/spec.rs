@@ -54,6 +54,7 @@ pub(super) struct Checked {
     pub datasets: Vec<(Ident, PathBuf)>,
     pub work_dir: PathBuf,
     pub results_dir: PathBuf,
+    pub inputs_dir: Option<PathBuf>,
     pub workspace_json: PathBuf,
 }
 
@@ -87,8 +88,13 @@ pub(super) async fn check(spec: &LaunchSpec, sockets: &[String]) -> Result<Check
             resolve(&what, &d.host_path, Kind::Dir, &sockets).await?,
         ));
     }
+    let inputs_dir = match &spec.inputs_dir {
+        Some(p) => Some(resolve("inputs directory", p, Kind::Dir, &sockets).await?),
+        None => None,
+    };
     Ok(Checked {
         datasets,
+        inputs_dir,
         work_dir: resolve("work directory", &spec.work_dir, Kind::Dir, &sockets).await?,
         results_dir: resolve("results directory", &spec.results_dir, Kind::Dir, &sockets).await?,
         workspace_json: resolve("workspace.json", &spec.workspace_json, Kind::File, &sockets)
@@ -297,6 +303,14 @@ pub(super) fn mounts(checked: &Checked, recursive_readonly: bool) -> Vec<Mount> 
         false,
         Default::default(),
     ));
+    if let Some(inputs) = &checked.inputs_dir {
+        out.push(bind(
+            inputs,
+            basho_core::federated::INPUTS,
+            true,
+            dataset_options.clone(),
+        ));
+    }
     out.push(bind(
         &checked.workspace_json,
         "/etc/basho/workspace.json",
@@ -393,6 +407,7 @@ mod tests {
             }],
             work_dir: dir.join("work"),
             results_dir: dir.join("results"),
+            inputs_dir: None,
             workspace_json: dir.join("ws.json"),
             env: vec![("BASHO_WORKSPACE".into(), "ws-1".into())],
             resources: Resources {

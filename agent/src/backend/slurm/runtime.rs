@@ -25,6 +25,7 @@ fn workdir(spec: &LaunchSpec) -> String {
     spec.workdir.clone().unwrap_or_else(|| WORK.into())
 }
 const RESULTS: &str = "/results";
+const INPUTS: &str = basho_core::federated::INPUTS;
 const WORKSPACE_JSON: &str = "/etc/basho/workspace.json";
 
 fn refused(msg: impl Into<String>) -> BackendError {
@@ -111,6 +112,9 @@ fn check_common(spec: &LaunchSpec) -> Result<(), BackendError> {
     }
     host_path("work directory", &spec.work_dir)?;
     host_path("results directory", &spec.results_dir)?;
+    if let Some(inputs) = &spec.inputs_dir {
+        host_path("inputs directory", inputs)?;
+    }
     host_path("workspace.json", &spec.workspace_json)?;
     if spec.command.iter().any(|a| a.contains('\0')) {
         return Err(refused("the workspace command has a NUL byte"));
@@ -224,6 +228,10 @@ fn apptainer(program: &str, spec: &LaunchSpec) -> Result<Vec<String>, BackendErr
         "--pwd".into(),
         workdir(spec),
     ]);
+    if let Some(inputs) = &spec.inputs_dir {
+        let src = bind_path("inputs directory", inputs)?;
+        argv.extend(["--bind".into(), format!("{src}:{INPUTS}:ro")]);
+    }
     for (k, v) in &spec.env {
         // --env is a key=value map flag: with exactly one '=' the value is taken as is (only
         // surrounding '"' trimmed); with more it is parsed as CSV. Refuse what either would change.
@@ -328,6 +336,13 @@ fn engine(runtime: Runtime, program: &str, spec: &LaunchSpec) -> Result<Vec<Stri
         "--mount".into(),
         format!("type=bind,src={json},dst={WORKSPACE_JSON},readonly"),
     ]);
+    if let Some(inputs) = &spec.inputs_dir {
+        let src = mount_path("inputs directory", inputs)?;
+        argv.extend([
+            "--mount".into(),
+            format!("type=bind,src={src},dst={INPUTS},readonly"),
+        ]);
+    }
     for (k, v) in &spec.env {
         argv.extend(["--env".into(), format!("{k}={v}")]);
     }

@@ -33,6 +33,7 @@ pub(crate) async fn tasks_are_listed_filtered_and_canceled(s: Arc<dyn Store>) {
         workdir: Some("/work/run".into()),
         env: [("LANG".to_owned(), "C".to_owned())].into(),
         outputs: vec!["counts.csv".into()],
+        ..Launch::default()
     });
     let made = new(s
         .create_task(&first, &task("align-1", &[("run", "7")]), None)

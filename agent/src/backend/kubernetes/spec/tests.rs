@@ -52,6 +52,7 @@ fn spec() -> LaunchSpec {
         ],
         work_dir: PathBuf::from("/var/lib/basho-agent/work/ws-1"),
         results_dir: PathBuf::from("/unused"),
+        inputs_dir: None,
         workspace_json: PathBuf::from("/unused"),
         env: vec![("BASHO_WORKSPACE".into(), "ws-1".into())],
         resources: Resources {

@@ -50,6 +50,7 @@ pub fn example_spec(runtime: Runtime) -> LaunchSpec {
         }],
         work_dir: PathBuf::from("/srv/basho/work/P-0001"),
         results_dir: PathBuf::from("/srv/basho/results/ws-1"),
+        inputs_dir: None,
         workspace_json: PathBuf::from("/var/lib/basho-agent/workspaces/ws-1/workspace.json"),
         env: vec![
             ("BASHO_WORKSPACE".into(), "ws-1".into()),
