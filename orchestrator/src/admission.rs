@@ -102,7 +102,7 @@ pub(crate) struct Admission<'a> {
 
 /// The datasets the grants name: a value a site catalog lists maps to that dataset, else a
 /// value under the default prefix maps to its suffix. Values that map to nothing are skipped.
-fn granted_datasets(sites: &SiteCache, values: &BTreeSet<String>) -> BTreeSet<Ident> {
+pub(crate) fn granted_datasets(sites: &SiteCache, values: &BTreeSet<String>) -> BTreeSet<Ident> {
     let by_url = sites.grant_urls();
     values
         .iter()

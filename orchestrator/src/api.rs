@@ -19,6 +19,7 @@ pub mod audit;
 pub mod auth;
 pub mod consent;
 pub mod extract;
+pub mod federated;
 pub mod meta;
 pub mod releases;
 pub mod revocations;
@@ -282,6 +283,11 @@ fn routes(o: Orchestrator) -> Router {
         .route("/ga4gh/tes/v1/tasks", post(tes::create).get(tes::list))
         .route("/ga4gh/tes/v1/tasks/{id}", get(tes::get))
         .route("/ga4gh/tes/v1/tasks/{id}/cancel", post(tes::cancel))
+        .route(
+            "/v1/federated-jobs",
+            post(federated::create).get(federated::list),
+        )
+        .route("/v1/federated-jobs/{id}", get(federated::get))
         .route("/v1/sites", get(sites::list))
         .route("/v1/sites/{id}/session-key", get(sites::session_key))
         .route(

@@ -56,6 +56,31 @@ pub struct Config {
     /// The GA4GH TES endpoint.
     #[serde(default)]
     pub tes: TesConfig,
+    /// Federated jobs.
+    #[serde(default)]
+    pub federated: FederatedConfig,
+}
+
+/// The `[federated]` table: where federated jobs' steps come from and where they aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederatedConfig {
+    /// The workspace template whose resources and longest duration steps take when they name
+    /// none; its image and command are the step's instead.
+    #[serde(default = "default_tes_template")]
+    pub template: basho_core::Ident,
+    /// Where a job that names no aggregation site aggregates; none: the first of its sites.
+    #[serde(default)]
+    pub aggregation_site: Option<basho_core::Ident>,
+}
+
+impl Default for FederatedConfig {
+    fn default() -> Self {
+        Self {
+            template: default_tes_template(),
+            aggregation_site: None,
+        }
+    }
 }
 
 /// The `[tes]` table: how tasks at `/ga4gh/tes/v1` become batch workspaces.
@@ -287,6 +312,7 @@ impl Config {
             metrics: Default::default(),
             audit: Default::default(),
             tes: Default::default(),
+            federated: Default::default(),
         }
     }
 

@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     pub(crate) replicas: Replicas,
     /// This replica's id and address among its peers, for sessions relayed between them.
     pub(crate) peers: relay::Peers,
+    /// Wakes the federated jobs' driver.
+    pub(crate) federated: crate::federated::Wake,
 }
 
 impl Orchestrator {
@@ -122,6 +124,7 @@ impl Orchestrator {
                 replicas,
                 tunnels: tunnel::Tunnels::default(),
                 peers,
+                federated: Default::default(),
             }),
         })
     }

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod config;
 mod context;
 pub mod expiry;
+pub mod federated;
 pub mod metrics;
 pub mod placement;
 pub mod quota;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod audit;
 pub mod consent;
+pub mod federated;
 pub mod postgres;
 pub mod releases;
 pub mod revocations;
@@ -25,6 +26,7 @@ pub mod usage;
 
 pub use audit::{AuditEvent, AuditStore};
 pub use consent::{ConsentRow, ConsentStore};
+pub use federated::{FederatedStore, JobRow};
 pub use postgres::PostgresStore;
 pub use releases::{ReleaseFilter, ReleaseStore};
 pub use revocations::{NewRevocation, RevocationStore};
@@ -189,6 +191,7 @@ pub trait Store:
     + ReleaseStore
     + TaskStore
     + ConsentStore
+    + FederatedStore
     + Send
     + Sync
     + 'static

@@ -82,8 +82,8 @@ pub struct Batch {
     pub command: Vec<String>,
     /// Working directory and environment.
     pub launch: Launch,
-    /// The task, written with the workspace.
-    pub task: NewTask,
+    /// The TES task, written with the workspace; none for a federated job's step.
+    pub task: Option<NewTask>,
     /// The owner of a task that reads no dataset and so carries no visa (a researcher creating
     /// it with their own token).
     pub owner: Option<String>,
@@ -155,7 +155,10 @@ pub async fn create_with(
                 rec.image.clone_from(&b.image);
                 rec.command.clone_from(&b.command);
                 rec.launch = Some(b.launch.clone());
-                inner.store.create_task(&rec, &b.task, key).await?
+                match &b.task {
+                    Some(task) => inner.store.create_task(&rec, task, key).await?,
+                    None => inner.store.create_workspace(&rec, key).await?,
+                }
             }
             None => inner.store.create_workspace(&rec, key).await?,
         };

@@ -314,7 +314,7 @@ pub async fn observations(
         if let Some(outputs) = &obs.outputs
             && matches!(obs.state, WsState::Stopped | WsState::Failed)
             && rec.workspace.state.wants_container()
-            && let Some(note) = super::tes::outputs_taken(&o, site, &rec.workspace, outputs).await?
+            && let Some(note) = super::tes::outputs_taken(&o, site, &rec, outputs).await?
         {
             message = Some(match message {
                 Some(m) => format!("{m}; {note}"),
@@ -337,6 +337,7 @@ pub async fn observations(
     }
     if applied > 0 {
         basho_core::crash_point!("orchestrator.observation.applied");
+        o.inner().federated.poke();
     }
     Ok(Json(Applied { applied }))
 }

@@ -20,8 +20,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::UsageReader;
 use super::{
-    ApiError, agent, audit, consent, releases, revocations, sessions, sites, templates, tes,
-    tokens, usage, workspaces,
+    ApiError, agent, audit, consent, federated, releases, revocations, sessions, sites, templates,
+    tes, tokens, usage, workspaces,
 };
 use crate::Orchestrator;
 use crate::metrics::{SiteLabels, SiteStateLabels};
@@ -147,6 +147,7 @@ impl Modify for ContractShape {
         releases::withdraw, releases::download,
         tes::service_info, tes::create, tes::list, tes::get, tes::cancel,
         consent::ingest, consent::releases, consent::withdrawal,
+        federated::create, federated::list, federated::get,
         healthz, metrics, openapi,
     ),
     components(schemas(
@@ -175,6 +176,11 @@ impl Modify for ContractShape {
         basho_core::consent::Withdrawal, basho_core::consent::ReleaseList,
         basho_core::consent::ReleaseUse, basho_core::consent::WithdrawalStatus,
         basho_core::consent::StillReading,
+        basho_core::federated::CreateFederatedJob, basho_core::federated::SiteStepSpec,
+        basho_core::federated::AggregationSpec, basho_core::federated::FederatedJob,
+        basho_core::federated::JobState, basho_core::federated::StepState,
+        basho_core::federated::SiteStep, basho_core::federated::AggregationStep,
+        basho_core::federated::PartialInput, basho_core::federated::InputFile,
     )),
     modifiers(&BearerAuth, &ContractShape),
     tags(
@@ -189,6 +195,7 @@ impl Modify for ContractShape {
         (name = "usage", description = "Usage reports (platform, admin or auditor token) and quotas (set with a platform or admin token)"),
         (name = "airlock", description = "The results airlock: release requests from a workspace's /results (its owner's researcher token, or the platform), reviewed by output checkers (output_checker token), downloaded by the owner or the platform once two checkers approve"),
         (name = "tes", description = "GA4GH Task Execution Service 1.1 (platform token, or a researcher's own with that researcher's visas; admin and auditor tokens read). Errors here answer `{\"msg\", \"status_code\"}` as TES clients expect"),
+        (name = "federated", description = "Federated jobs: a site step at every site holding the job's datasets, its partial released through that site's airlock, and an aggregation step over the released partials (platform token, or a researcher's own with that researcher's visas; admin and auditor tokens read)"),
         (name = "meta", description = "Liveness, metrics and this document (no token)"),
     )
 )]

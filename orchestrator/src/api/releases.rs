@@ -419,6 +419,7 @@ pub async fn review(
     let r = change(&o, &id, &apply).await?;
     let extra = json!({"verdict": body.verdict, "file": body.file, "comment": body.comment});
     audited(&o, &who.actor(), "release_reviewed", &r, extra).await?;
+    o.inner().federated.poke();
     Ok(Json(r))
 }
 

@@ -357,10 +357,10 @@ pub async fn create(
         image,
         command,
         launch,
-        task: NewTask {
+        task: Some(NewTask {
             body: stored,
             warnings,
-        },
+        }),
         owner,
     };
     let made = create_with(&o, &who.actor(), &req, None, Some(&batch))

@@ -19,6 +19,7 @@ pub(super) mod on_sqlite {
 
     mod audit;
     mod consent;
+    mod federated;
     mod releases;
     mod revocations;
     pub(in crate::store) mod rows;
@@ -40,6 +41,7 @@ pub(super) mod on_postgres {
 
     mod audit;
     mod consent;
+    mod federated;
     mod releases;
     mod revocations;
     pub(in crate::store) mod rows;

@@ -64,6 +64,7 @@ macro_rules! every_case {
             release_requests_change_under_their_lock,
             tasks_are_listed_filtered_and_canceled,
             consent_reports_are_kept_per_site,
+            federated_jobs_are_kept_and_listed,
         );
     };
 }
@@ -593,4 +594,73 @@ pub(crate) async fn consent_reports_are_kept_per_site(store: Arc<dyn Store>) {
     let sites: Vec<&str> = all.iter().map(|r| r.report.site.as_str()).collect();
     assert_eq!(sites, ["ncbn", "tohoku"]);
     assert_eq!(all[0].report, report("ncbn", 1));
+}
+
+pub(crate) async fn federated_jobs_are_kept_and_listed(store: Arc<dyn Store>) {
+    use crate::store::JobRow;
+    use basho_core::federated::{
+        AggregationSpec, AggregationStep, FederatedJob, JobState, SiteStep, StepState,
+    };
+    let id = |s: &str| Ident::parse(s).unwrap();
+    let at = to_millis(Utc::now());
+    let row = |job: &str, owner: &str, offset: i64| JobRow {
+        job: FederatedJob {
+            id: job.into(),
+            name: Some("icd10 by age band".into()),
+            project: id("P-0001"),
+            owner: owner.into(),
+            state: JobState::Running,
+            message: None,
+            min_sites: 1,
+            sites: vec![SiteStep {
+                site: id("tohoku"),
+                datasets: vec![id("JGAD000101")],
+                workspace: format!("ws-{job}"),
+                state: StepState::Running,
+                workspace_state: State::Placed,
+                message: None,
+                partial: None,
+                released_by: None,
+            }],
+            aggregation: AggregationStep {
+                site: id("bbj"),
+                workspace: None,
+                workspace_state: None,
+                inputs: Vec::new(),
+                result: None,
+            },
+            created_at: at + TimeDelta::seconds(offset),
+            updated_at: at + TimeDelta::seconds(offset),
+        },
+        aggregation: AggregationSpec {
+            image: "counter".into(),
+            command: vec!["sum".into()],
+            site: None,
+            resources: None,
+            duration_s: None,
+            datasets: Vec::new(),
+        },
+    };
+    assert_eq!(store.job("fj-1").await.unwrap(), None);
+    let (a, b, c) = (
+        row("fj-1", "alice", 0),
+        row("fj-2", "bob", 1),
+        row("fj-3", "alice", 2),
+    );
+    for r in [&a, &b, &c] {
+        store.put_job(r).await.unwrap();
+    }
+    let mut done = b.clone();
+    done.job.state = JobState::Completed;
+    done.job.aggregation.result = Some("rr-9".into());
+    store.put_job(&done).await.unwrap();
+    assert_eq!(store.job("fj-2").await.unwrap(), Some(done.clone()));
+    let ids = |rows: Vec<JobRow>| rows.into_iter().map(|r| r.job.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.jobs(None, false).await.unwrap()),
+        ["fj-1", "fj-2", "fj-3"]
+    );
+    assert_eq!(ids(store.jobs(None, true).await.unwrap()), ["fj-1", "fj-3"]);
+    assert_eq!(ids(store.jobs(Some("bob"), false).await.unwrap()), ["fj-2"]);
+    assert!(store.jobs(Some("bob"), true).await.unwrap().is_empty());
 }

@@ -18,6 +18,7 @@ use crate::Orchestrator;
 use crate::api::sessions::Caller;
 use crate::api::{ApiError, ApiResult};
 use crate::releases;
+use crate::tokens::Principal;
 
 /// Downloads an approved file from the site's airlock store, streamed through the site's tunnel
 /// and checked against the reviewed digest on the way: a mismatch ends the download with an
@@ -46,8 +47,19 @@ pub async fn download(
     original: Original,
 ) -> ApiResult<Response> {
     let actor = who.actor();
-    let r = readable(&o, &who, &id).await?;
-    if !may_request(&who, &r.owner) {
+    let r = match &who {
+        // A site's agent fetches only a released partial its own aggregation step reads.
+        Principal::Agent(site) => match o.inner().store.release(&id).await? {
+            Some(r) if crate::federated::feeds(&o, site, &id).await? => r,
+            _ => {
+                return Err(ApiError::not_found(format!(
+                    "no release request {id} feeds an aggregation step at site {site}"
+                )));
+            }
+        },
+        _ => readable(&o, &who, &id).await?,
+    };
+    if !may_request(&who, &r.owner) && !matches!(who, Principal::Agent(_)) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -2,10 +2,10 @@
 //! (the agent's report carries what it took), and they become the task's release request,
 //! reviewed as any other. The task's view points its outputs at that request's files.
 
+use basho_core::Ident;
 use basho_core::protocol::TaskOutputs;
-use basho_core::release::ReleaseRequest;
+use basho_core::release::{ReleaseRequest, ReleaseState, Review, Verdict};
 use basho_core::tes::{TesOutputFileLog, TesTask};
-use basho_core::{Ident, Workspace};
 use chrono::Utc;
 use serde_json::json;
 
@@ -13,6 +13,7 @@ use crate::Orchestrator;
 use crate::api::ApiResult;
 use crate::api::releases::audited;
 use crate::releases::New;
+use crate::store::WorkspaceRecord;
 
 /// The release request a task's outputs become: one per task, named after it.
 pub fn release_id(task: &str) -> String {
@@ -30,9 +31,11 @@ pub fn file_url(r: &ReleaseRequest, name: &str) -> String {
 pub async fn taken(
     o: &Orchestrator,
     site: &Ident,
-    w: &Workspace,
+    rec: &WorkspaceRecord,
     outputs: &TaskOutputs,
 ) -> ApiResult<Option<String>> {
+    let w = &rec.workspace;
+    let partial = rec.launch.as_ref().is_some_and(|l| l.partial);
     let mut notes = Vec::new();
     if !outputs.missing.is_empty() {
         notes.push(format!(
@@ -48,22 +51,48 @@ pub async fn taken(
     };
     let id = release_id(w.id.as_str());
     if o.inner().store.release(&id).await?.is_none() {
-        let r = New {
+        let justification = if partial {
+            format!(
+                "the partial results of a federated job's step at site {site} (workspace {}), \
+                 taken as it ended",
+                w.id
+            )
+        } else {
+            format!(
+                "the outputs of TES task {}, taken by site {site} as the task ended",
+                w.id
+            )
+        };
+        let now = Utc::now();
+        let mut r = New {
             id,
             workspace: w,
             requester: w.owner.clone(),
-            justification: format!(
-                "the outputs of TES task {}, taken by site {site} as the task ended",
-                w.id
-            ),
+            justification,
             draft: false,
             intake,
-            now: Utc::now(),
+            now,
         }
         .request();
         let actor = format!("agent:{site}");
-        let detail = json!({"task": w.id, "automatic": true, "compared": r.compared});
+        let detail = json!({"task": w.id, "automatic": true, "compared": r.compared,
+            "partial": partial});
         audited(o, &actor, "release_requested", &r, detail).await?;
+        // Only a federated job's partial may be released by the site's own rule; the site's
+        // word is not taken for anything else.
+        if let Some(rule) = outputs.released_by.as_ref().filter(|_| partial) {
+            r.reviews.push(Review {
+                checker: format!("{}{site}", crate::federated::SITE_RULE_PREFIX),
+                verdict: Verdict::Approve,
+                file: None,
+                comment: rule.clone(),
+                at: now,
+                round: r.round,
+            });
+            r.state = ReleaseState::Approved;
+            let detail = json!({"verdict": "approve", "rule": rule, "automatic": true});
+            audited(o, &actor, "release_reviewed", &r, detail).await?;
+        }
         o.inner().store.insert_release(&r).await?;
     }
     Ok((!notes.is_empty()).then(|| notes.join("; ")))

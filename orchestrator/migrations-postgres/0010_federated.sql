@@ -1,0 +1,10 @@
+-- Federated jobs: one question answered across several sites. The job as the API shows it and
+-- its aggregation step's spec, as JSON; no visa is kept (each step's workspace holds its own).
+CREATE TABLE federated_jobs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX federated_jobs_state ON federated_jobs (state);

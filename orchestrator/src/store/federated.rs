@@ -1,0 +1,30 @@
+//! Storage of federated jobs: each job as the API shows it and the spec of its aggregation step,
+//! one row per job, rewritten as the job advances.
+
+use async_trait::async_trait;
+use basho_core::federated::{AggregationSpec, FederatedJob};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRow {
+    /// The job as the API shows it.
+    pub job: FederatedJob,
+    /// What its aggregation step runs, once enough partials are released.
+    pub aggregation: AggregationSpec,
+}
+
+/// Federated jobs.
+#[async_trait]
+pub trait FederatedStore: Send + Sync + 'static {
+    /// Keeps `row` under its job's id, replacing what was kept before.
+    async fn put_job(&self, row: &JobRow) -> Result<(), StoreError>;
+
+    /// The job `id`.
+    async fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError>;
+
+    /// Jobs oldest first: of `owner` only when given, and only those not ended when `active`.
+    async fn jobs(&self, owner: Option<&str>, active: bool) -> Result<Vec<JobRow>, StoreError>;
+}
