@@ -28,6 +28,11 @@ impl Api {
         }
     }
 
+    /// The token it authenticates with.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// A client for `base` that authenticates with `token` over `http` (a custom CA, a fixed
     /// address for a name).
     pub fn with_client(

@@ -211,6 +211,7 @@ impl Cluster {
             metrics: Default::default(),
             audit: Default::default(),
             tes: Default::default(),
+            federated: Default::default(),
         };
         let cluster = Cluster {
             tag: tag.clone(),

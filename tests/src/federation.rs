@@ -165,6 +165,7 @@ impl Federation {
             metrics: Default::default(),
             audit: Default::default(),
             tes: Default::default(),
+            federated: Default::default(),
         };
         orchestrator(&mut config);
         let mut fed = Federation {

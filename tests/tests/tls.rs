@@ -72,6 +72,7 @@ async fn world() -> World {
         metrics: Default::default(),
         audit: Default::default(),
         tes: Default::default(),
+        federated: Default::default(),
     };
     let orchestrator = Orchestrator::open(config).await.unwrap();
     let stop = CancellationToken::new();

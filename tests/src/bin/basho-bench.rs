@@ -169,6 +169,7 @@ impl Bench {
             metrics: Default::default(),
             audit: Default::default(),
             tes: Default::default(),
+            federated: Default::default(),
         };
         let orch = basho_orchestrator::Orchestrator::open(config).await?;
         let cancel = CancellationToken::new();

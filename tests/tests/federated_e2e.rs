@@ -1,0 +1,304 @@
+//! Federated jobs on the real Docker engine, through the in-process federation of three sites:
+//! the cross-site count by ICD-10 code and age band, each site counting its own datasets and
+//! suppressing cells under 10, tohoku's and ncbn's partials released by their sites' own rule,
+//! bbj's by two checkers, the aggregation at bbj reading only the released partials (no
+//! `/data`, `/inputs` read-only), its result an ordinary release request; then a job whose
+//! site's dataset is revoked mid-job, finishing on the other sites under `min_sites`, and one
+//! whose aggregation site is down when its partials are released, which waits and completes
+//! once its agent is back.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use basho_orchestrator::store::Role;
+use basho_tests::federation::Federation;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const JOBS: &str = "/v1/federated-jobs";
+
+/// Rows of one ICD-10 code and age band: (code, band, how many).
+type Cells = &'static [(&'static str, &'static str, usize)];
+
+/// Each demo dataset's rows.
+const ROWS: [(&str, Cells); 4] = [
+    (
+        "JGAD000101",
+        &[
+            ("E11", "40-49", 14),
+            ("I10", "50-59", 9),
+            ("C50", "60-69", 3),
+        ],
+    ),
+    ("JGAD000102", &[("E11", "40-49", 6), ("I10", "50-59", 11)]),
+    (
+        "JGAD000201",
+        &[
+            ("E11", "40-49", 12),
+            ("I10", "50-59", 4),
+            ("C50", "60-69", 10),
+        ],
+    ),
+    ("JGAD000301", &[("E11", "40-49", 20), ("C50", "60-69", 5)]),
+];
+
+/// Counts one site's datasets by ICD-10 code and age band, keeping only cells of 10 or more.
+const SITE_STEP: &str = r#"{ echo icd10,age_band,count; awk -F, 'FNR > 1 { n[$5 "," $2]++ }
+END { for (k in n) if (n[k] >= 10) print k "," n[k] }' /data/*/records.csv | sort; } > /results/counts.csv"#;
+
+/// Sums the released partials, keeping only cells of 10 or more; fails if it could read any
+/// dataset or write its inputs.
+const AGGREGATE: &str = r#"test -z "$(ls -A /data 2>/dev/null)" || exit 7
+touch /inputs/x 2>/dev/null && exit 8
+ls /inputs > /results/sites.txt
+{ echo icd10,age_band,count; awk -F, 'FNR > 1 { n[$1 "," $2] += $3 }
+END { for (k in n) if (n[k] >= 10) print k "," n[k] }' /inputs/*/counts.csv | sort; } > /results/counts.csv"#;
+
+/// Writes the rows of [`ROWS`] into the federation's datasets.
+fn write_rows(fed: &Federation) {
+    for (id, rows) in ROWS {
+        let mut csv = String::from("record_id,age_band,sex,prefecture,icd10\n");
+        let mut n = 0;
+        for (code, band, count) in rows {
+            for _ in 0..*count {
+                csv.push_str(&format!("{id}-{n},{band},F,Miyagi,{code}\n"));
+                n += 1;
+            }
+        }
+        let path = fed.dir.path().join("datasets").join(id).join("records.csv");
+        std::fs::write(path, csv).unwrap();
+    }
+}
+
+fn body(fed: &Federation, datasets: &[&str], aggregation_site: &str) -> Value {
+    let visas: Vec<String> = datasets
+        .iter()
+        .map(|d| fed.issuer.mint("alice", d))
+        .collect();
+    json!({
+        "project": "P-FED",
+        "name": "ICD-10 by age band",
+        "visas": visas,
+        "site_step": {"image": "basho/demo", "command": ["sh", "-c", SITE_STEP]},
+        "aggregation": {"image": "basho/demo", "command": ["sh", "-c", AGGREGATE],
+                        "site": fed.site(aggregation_site)},
+    })
+}
+
+async fn job(fed: &Federation, id: &str) -> Value {
+    let (s, j) = fed
+        .api
+        .call(Method::GET, &format!("{JOBS}/{id}"), None)
+        .await;
+    assert!(s.is_success(), "{j}");
+    j
+}
+
+/// The job once its state is one of `states`.
+async fn wait_job(fed: &Federation, id: &str, states: &[&str], within: Duration) -> Value {
+    basho_tests::wait_for("the job's state", within, || async {
+        let j = job(fed, id).await;
+        states
+            .contains(&j["state"].as_str().unwrap_or(""))
+            .then_some(j)
+    })
+    .await
+}
+
+fn step<'a>(fed: &Federation, j: &'a Value, site: &str) -> &'a Value {
+    j["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["site"] == fed.site(site))
+        .unwrap_or_else(|| panic!("no step at {site}: {j}"))
+}
+
+/// Two checkers approve release request `rr`.
+async fn approve(fed: &Federation, rr: &str) {
+    for checker in ["carol", "dave"] {
+        let token = basho_tests::sessions::token(fed, Role::OutputChecker, Some(checker)).await;
+        let api = basho_tests::api::Api::new(fed.api.base.clone(), token);
+        let (s, v) = api
+            .call(
+                Method::POST,
+                &format!("/v1/release-requests/{rr}/reviews"),
+                Some(&json!({"verdict": "approve"})),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+    }
+}
+
+/// The counts a CSV of `icd10,age_band,count` holds.
+fn counts(csv: &str) -> BTreeMap<String, u64> {
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let (k, n) = l.rsplit_once(',').unwrap();
+            (k.to_owned(), n.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cross_site_count_leaves_no_site_but_as_released_aggregates() {
+    // tohoku and ncbn release clean partials by their own rule; bbj leaves them to checkers.
+    let Some(fed) = Federation::start_with(|name, cfg| {
+        cfg.airlock.auto_release_partials = name != "bbj";
+    })
+    .await
+    else {
+        eprintln!("skipped: no Docker engine");
+        return;
+    };
+    write_rows(&fed);
+    let all = ["JGAD000101", "JGAD000102", "JGAD000201", "JGAD000301"];
+    let (s, j) = fed
+        .api
+        .call(Method::POST, JOBS, Some(&body(&fed, &all, "bbj")))
+        .await;
+    assert_eq!(s.as_u16(), 201, "{j}");
+    let id = j["id"].as_str().unwrap().to_owned();
+    assert_eq!(j["state"], "running", "{j}");
+    assert_eq!(j["min_sites"], 3);
+    // Each site's step reads only its own datasets, with only the visas for them.
+    for (site, datasets) in [
+        ("tohoku", json!(["JGAD000101", "JGAD000102"])),
+        ("ncbn", json!(["JGAD000201"])),
+        ("bbj", json!(["JGAD000301"])),
+    ] {
+        let s = step(&fed, &j, site);
+        assert_eq!(s["datasets"], datasets, "{j}");
+        let w = fed.api.workspace(s["workspace"].as_str().unwrap()).await;
+        assert_eq!(
+            (&w["site"], &w["datasets"]),
+            (&json!(fed.site(site)), &datasets)
+        );
+    }
+
+    // bbj's partial waits for two checkers; the others were released by their sites.
+    let j = wait_job(
+        &fed,
+        &id,
+        &["waiting_for_release", "failed"],
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(j["state"], "waiting_for_release", "{j}");
+    for site in ["tohoku", "ncbn"] {
+        let s = step(&fed, &j, site);
+        assert_eq!(s["state"], "released", "{j}");
+        let by = s["released_by"].as_str().unwrap();
+        assert!(
+            by.contains("auto_release_partials") && by.contains("site:"),
+            "{by}"
+        );
+    }
+    let waiting = step(&fed, &j, "bbj");
+    assert_eq!(waiting["state"], "waiting_for_release", "{j}");
+    assert!(
+        j["message"].as_str().unwrap().contains(&fed.site("bbj")),
+        "{j}"
+    );
+    let partial = waiting["partial"].as_str().unwrap().to_owned();
+    approve(&fed, &partial).await;
+
+    let j = wait_job(&fed, &id, &["completed", "failed"], Duration::from_secs(90)).await;
+    assert_eq!(j["state"], "completed", "{j}");
+    assert!(
+        step(&fed, &j, "bbj")["released_by"]
+            .as_str()
+            .unwrap()
+            .contains("carol")
+    );
+    let agg = &j["aggregation"];
+    assert_eq!(agg["site"], fed.site("bbj"));
+    assert_eq!(agg["inputs"].as_array().unwrap().len(), 3, "{j}");
+    let w = fed.api.workspace(agg["workspace"].as_str().unwrap()).await;
+    assert_eq!(
+        w["datasets"],
+        json!([]),
+        "the aggregation mounts no dataset: {w}"
+    );
+
+    // The result is an ordinary release request: two approvals, then the platform downloads it.
+    let result = agg["result"].as_str().unwrap().to_owned();
+    let file = format!("/v1/release-requests/{result}/files/counts.csv");
+    let (s, _) = fed.api.call(Method::GET, &file, None).await;
+    assert_eq!(s.as_u16(), 409, "not released before two checkers approve");
+    approve(&fed, &result).await;
+    let resp = fed
+        .api
+        .http()
+        .get(format!("{}{file}", fed.api.base))
+        .bearer_auth(fed.api.token())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let csv = resp.text().await.unwrap();
+    // Per site, cells under 10 were dropped before anything left: tohoku E11 20 (14+6) and
+    // I10 20 (9+11), ncbn E11 12 and C50 10, bbj E11 20 (C50 5 dropped). Summed: E11 52,
+    // I10 20, C50 10.
+    let expected = BTreeMap::from([
+        ("C50,60-69".to_owned(), 10),
+        ("E11,40-49".to_owned(), 52),
+        ("I10,50-59".to_owned(), 20),
+    ]);
+    assert_eq!(counts(&csv), expected, "{csv}");
+
+    // The audit chain says which site ran what, who released each partial, and which fed it.
+    let admin = basho_tests::sessions::token(&fed, Role::Admin, None).await;
+    let entries = basho_tests::sessions::audit(&fed, &admin, &id).await;
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "federated_job_created",
+        "federated_step",
+        "federated_aggregation_placed",
+        "federated_job_state",
+    ] {
+        assert!(actions.contains(&a), "{a} missing: {actions:?}");
+    }
+    let created = entries
+        .iter()
+        .find(|e| e["action"] == "federated_job_created")
+        .unwrap();
+    assert_eq!(
+        created["detail"]["sites"][fed.site("ncbn")]["datasets"],
+        json!(["JGAD000201"])
+    );
+    let placed = entries
+        .iter()
+        .find(|e| e["action"] == "federated_aggregation_placed")
+        .unwrap();
+    let fed_by: Vec<&str> = placed["detail"]["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["release"].as_str().unwrap())
+        .collect();
+    assert!(fed_by.contains(&partial.as_str()), "{placed}");
+    assert!(
+        placed["detail"]["inputs"][0]["files"][0]["sha256"]
+            .as_str()
+            .is_some_and(|d| d.len() == 64),
+        "{placed}"
+    );
+    let auto = basho_tests::sessions::audit(
+        &fed,
+        &admin,
+        step(&fed, &j, "ncbn")["partial"].as_str().unwrap(),
+    )
+    .await;
+    assert!(
+        auto.iter().any(|e| e["action"] == "release_reviewed"
+            && e["actor"] == format!("agent:{}", fed.site("ncbn"))
+            && e["detail"]["rule"].as_str().is_some()),
+        "{auto:?}"
+    );
+    fed.shutdown().await;
+}
