@@ -302,3 +302,168 @@ async fn the_cross_site_count_leaves_no_site_but_as_released_aggregates() {
     );
     fed.shutdown().await;
 }
+
+/// Counts as [`SITE_STEP`] does, but first sleeps `secs` at the site holding `dataset`.
+fn slow_at(dataset: &str, secs: u32) -> String {
+    format!("case \"$BASHO_DATASETS\" in *{dataset}*) sleep {secs};; esac\n{SITE_STEP}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_site_fails_the_job_unless_min_sites_lets_it_finish_without_it() {
+    let Some(fed) = Federation::start_with(|_, cfg| cfg.airlock.auto_release_partials = true).await
+    else {
+        eprintln!("skipped: no Docker engine");
+        return;
+    };
+    write_rows(&fed);
+    let all = ["JGAD000101", "JGAD000102", "JGAD000201", "JGAD000301"];
+    // bbj's step is still counting when its dataset's grants are revoked.
+    let mut lenient = body(&fed, &all, "ncbn");
+    lenient["site_step"]["command"][2] = json!(slow_at("JGAD000301", 600));
+    lenient["min_sites"] = json!(2);
+    let mut strict = lenient.clone();
+    strict.as_object_mut().unwrap().remove("min_sites");
+    let mut ids = Vec::new();
+    for b in [&lenient, &strict] {
+        let (s, j) = fed.api.call(Method::POST, JOBS, Some(b)).await;
+        assert_eq!(s.as_u16(), 201, "{j}");
+        ids.push(j["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let j = job(&fed, id).await;
+        let ws = step(&fed, &j, "bbj")["workspace"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        fed.api
+            .wait_state(&ws, "running", Duration::from_secs(60))
+            .await;
+    }
+    let (s, v) = fed
+        .api
+        .call(
+            Method::POST,
+            "/v1/revocations",
+            Some(&json!({"dataset": "JGAD000301", "reason": "dac-revoked"})),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+
+    let j = wait_job(
+        &fed,
+        &ids[0],
+        &["completed", "failed"],
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(j["state"], "completed", "{j}");
+    let bbj = step(&fed, &j, "bbj");
+    assert_eq!(bbj["state"], "failed", "{j}");
+    assert!(bbj["message"].as_str().unwrap().contains("revoked"), "{j}");
+    let mut fed_by: Vec<String> = j["aggregation"]["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    fed_by.sort();
+    let mut expected = vec![fed.site("ncbn"), fed.site("tohoku")];
+    expected.sort();
+    assert_eq!(fed_by, expected, "the result says which sites are in it");
+
+    let j = wait_job(
+        &fed,
+        &ids[1],
+        &["completed", "failed"],
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(j["state"], "failed", "{j}");
+    let why = j["message"].as_str().unwrap();
+    assert!(
+        why.contains(&fed.site("bbj")) && why.contains("revoked"),
+        "{why}"
+    );
+    assert!(
+        j["aggregation"]["workspace"].is_null(),
+        "nothing aggregated: {j}"
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_site_agent_down_mid_job_or_at_aggregation_time_makes_the_job_wait_not_fail() {
+    let Some(mut fed) =
+        Federation::start_with(|_, cfg| cfg.airlock.auto_release_partials = true).await
+    else {
+        eprintln!("skipped: no Docker engine");
+        return;
+    };
+    write_rows(&fed);
+    // The aggregation site is down before the partials are released: the job waits, says why.
+    fed.stop_agent("bbj").await;
+    basho_tests::wait_for("bbj silent", Duration::from_secs(30), || async {
+        let (_, sites) = fed.api.call(Method::GET, "/v1/sites", None).await;
+        let bbj = sites
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == fed.site("bbj"))?
+            .clone();
+        let heard = chrono::DateTime::parse_from_rfc3339(bbj["last_contact"].as_str()?).ok()?;
+        (chrono::Utc::now() - heard.to_utc() > chrono::TimeDelta::seconds(11)).then_some(())
+    })
+    .await;
+    // tohoku's step sleeps while its agent is killed and comes back.
+    let mut b = body(&fed, &["JGAD000101", "JGAD000201"], "bbj");
+    b["site_step"]["command"][2] = json!(slow_at("JGAD000101", 6));
+    let (s, j) = fed.api.call(Method::POST, JOBS, Some(&b)).await;
+    assert_eq!(s.as_u16(), 201, "{j}");
+    let id = j["id"].as_str().unwrap().to_owned();
+    let ws = step(&fed, &j, "tohoku")["workspace"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fed.api
+        .wait_state(&ws, "running", Duration::from_secs(60))
+        .await;
+    let before = fed.containers(&ws).await;
+    assert_eq!(before.len(), 1);
+    fed.stop_agent("tohoku").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fed.start_agent("tohoku").await;
+    fed.wait_registered("tohoku").await;
+    let after = fed.containers(&ws).await;
+    assert!(
+        after.is_empty() || after == before,
+        "the step's container was adopted, never launched again: {before:?} then {after:?}"
+    );
+
+    let j = wait_job(
+        &fed,
+        &id,
+        &["waiting_for_release", "failed"],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(j["state"], "waiting_for_release", "{j}");
+    assert_eq!(step(&fed, &j, "tohoku")["state"], "released", "{j}");
+    assert_eq!(step(&fed, &j, "tohoku")["workspace"], ws.as_str());
+    let why = j["message"].as_str().unwrap();
+    assert!(
+        why.contains(&format!("waiting for aggregation site {}", fed.site("bbj"))),
+        "{why}"
+    );
+    assert!(j["aggregation"]["workspace"].is_null(), "{j}");
+
+    fed.start_agent("bbj").await;
+    let j = wait_job(&fed, &id, &["completed", "failed"], Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "completed", "{j}");
+    let admin = basho_tests::sessions::token(&fed, Role::Admin, None).await;
+    let created: Vec<Value> = basho_tests::sessions::audit(&fed, &admin, &ws)
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "workspace_create")
+        .collect();
+    assert_eq!(created.len(), 1, "the step was made once");
+    fed.shutdown().await;
+}
