@@ -42,17 +42,15 @@ const ROWS: [(&str, Cells); 4] = [
     ("JGAD000301", &[("E11", "40-49", 20), ("C50", "60-69", 5)]),
 ];
 
-/// Counts one site's datasets by ICD-10 code and age band, keeping only cells of 10 or more.
-const SITE_STEP: &str = r#"{ echo icd10,age_band,count; awk -F, 'FNR > 1 { n[$5 "," $2]++ }
-END { for (k in n) if (n[k] >= 10) print k "," n[k] }' /data/*/records.csv | sort; } > /results/counts.csv"#;
+/// Counts one site's datasets by ICD-10 code and age band, keeping only cells of 10 or more:
+/// the demo image's own script.
+const SITE_STEP: &str = "count-cells";
 
-/// Sums the released partials, keeping only cells of 10 or more; fails if it could read any
-/// dataset or write its inputs.
+/// Sums the released partials, keeping only cells of 10 or more (the demo image's script);
+/// fails first if it could read any dataset or write its inputs.
 const AGGREGATE: &str = r#"test -z "$(ls -A /data 2>/dev/null)" || exit 7
 touch /inputs/x 2>/dev/null && exit 8
-ls /inputs > /results/sites.txt
-{ echo icd10,age_band,count; awk -F, 'FNR > 1 { n[$1 "," $2] += $3 }
-END { for (k in n) if (n[k] >= 10) print k "," n[k] }' /inputs/*/counts.csv | sort; } > /results/counts.csv"#;
+exec sum-cells"#;
 
 /// Writes the rows of [`ROWS`] into the federation's datasets.
 fn write_rows(fed: &Federation) {

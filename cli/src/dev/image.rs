@@ -1,4 +1,5 @@
-//! The demo image `basho/demo:2`: a static busybox and a few files, assembled in memory and
+//! The demo image `basho/demo:3`: a static busybox, the federated demo's two counting scripts
+//! and a few files, assembled in memory and
 //! imported into the local engine, so `basho dev` runs workspaces without reaching any registry.
 //!
 //! Self-contained on purpose (no `crate::` paths): the agent's Docker tests compile it as well.
@@ -12,7 +13,7 @@ use futures::StreamExt;
 /// The demo image's name, as the shell template and the dev site configs call it.
 pub const DEMO_IMAGE_NAME: &str = "basho/demo";
 /// Its tag; bump it whenever the root filesystem changes.
-pub const DEMO_IMAGE_TAG: &str = "2";
+pub const DEMO_IMAGE_TAG: &str = "3";
 /// Where the static busybox is taken from.
 pub const BUSYBOX_PATH: &str = "/bin/busybox";
 
@@ -78,6 +79,12 @@ pub const APPLETS: &[&str] = &[
     "less",
 ];
 
+/// A federated job's site step in the demo: counts by ICD-10 code and age band, cells under 10
+/// suppressed.
+pub const COUNT_CELLS: &str = include_str!("image/count-cells");
+/// A federated job's aggregation step in the demo: sums the released partials.
+pub const SUM_CELLS: &str = include_str!("image/sum-cells");
+
 /// Fixed modification time of every entry, so the same busybox gives the same layer.
 const MTIME: u64 = 1_700_000_000;
 
@@ -126,12 +133,12 @@ pub enum ImageError {
     NoImageId(String),
 }
 
-/// `basho/demo:2`.
+/// `basho/demo:3`.
 pub fn demo_image_ref() -> String {
     format!("{DEMO_IMAGE_NAME}:{DEMO_IMAGE_TAG}")
 }
 
-/// Makes sure `basho/demo:2` exists on the engine and returns its image ID (`sha256:...`).
+/// Makes sure `basho/demo:3` exists on the engine and returns its image ID (`sha256:...`).
 /// Idempotent. Concurrent callers in one process import once; callers in several processes may
 /// each import, and all of them then return the ID the tag finally points to.
 pub async fn ensure_demo_image(docker: &Docker) -> Result<String, ImageError> {
@@ -282,8 +289,13 @@ pub fn rootfs_tar(busybox: &[u8]) -> std::io::Result<Vec<u8>> {
         let mut h = header(tar::EntryType::Symlink, 0o777, 0);
         tar.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
     }
-    for (path, text) in [("etc/passwd", PASSWD), ("etc/group", GROUP)] {
-        let mut h = header(tar::EntryType::Regular, 0o644, text.len() as u64);
+    for (path, text, mode) in [
+        ("etc/passwd", PASSWD, 0o644),
+        ("etc/group", GROUP, 0o644),
+        ("bin/count-cells", COUNT_CELLS, 0o755),
+        ("bin/sum-cells", SUM_CELLS, 0o755),
+    ] {
+        let mut h = header(tar::EntryType::Regular, mode, text.len() as u64);
         tar.append_data(&mut h, path, text.as_bytes())?;
     }
     tar.into_inner()
