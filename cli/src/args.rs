@@ -50,6 +50,9 @@ pub enum Command {
     PortForward(crate::session::PortForwardArgs),
     /// The results airlock: ask for files to leave, review, download what was approved.
     Results(crate::results::ResultsArgs),
+    /// Federated jobs: one question answered across several sites, only released partials
+    /// aggregated.
+    Federated(crate::federated::FederatedArgs),
 }
 
 /// Where the orchestrator is, how to authenticate, how to print.
@@ -68,6 +71,13 @@ pub struct ClientArgs {
     /// `table` for people, `json` for the API's answer exactly as sent.
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
+}
+
+impl ClientArgs {
+    /// A client of the orchestrator these arguments name.
+    pub fn connect(&self) -> Result<crate::client::Client, crate::client::ApiError> {
+        crate::client::Client::with_ca(&self.addr, self.token.clone(), self.ca_file.as_deref())
+    }
 }
 
 /// `basho workspace ...`.

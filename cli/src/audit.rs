@@ -181,11 +181,7 @@ fn checkpoints_hold(
 }
 
 pub async fn run(args: AuditArgs) -> Result<(), Error> {
-    let client = Client::with_ca(
-        &args.client.addr,
-        args.client.token.clone(),
-        args.client.ca_file.as_deref(),
-    )?;
+    let client = args.client.connect()?;
     match args.cmd {
         AuditCmd::Verify {
             checkpoint_key,

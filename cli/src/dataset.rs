@@ -4,18 +4,14 @@
 use basho_core::consent::{ReleaseList, WithdrawalStatus};
 
 use crate::args::{DatasetArgs, DatasetCmd};
-use crate::client::{Client, path_segment};
+use crate::client::path_segment;
 use crate::error::Error;
 use crate::output::Output;
 use crate::workspace::print_raw;
 
 /// Runs a dataset command.
 pub async fn run(args: DatasetArgs) -> Result<(), Error> {
-    let client = Client::with_ca(
-        &args.client.addr,
-        args.client.token.clone(),
-        args.client.ca_file.as_deref(),
-    )?;
+    let client = args.client.connect()?;
     match args.cmd {
         DatasetCmd::Releases { dataset, site } => {
             let path = format!(

@@ -59,6 +59,9 @@ pub enum Error {
     /// `basho audit withdrawal` found workspaces still reading withdrawn participants' data.
     #[error("{0}")]
     StillReading(String),
+    /// A followed federated job failed, or `--wait` gave up on it.
+    #[error("{0}")]
+    Job(String),
     /// An interactive session could not start or was cut off.
     #[error("{0}")]
     Session(String),

@@ -7,6 +7,7 @@ pub mod client;
 pub mod dataset;
 pub mod dev;
 pub mod error;
+pub mod federated;
 pub mod output;
 pub mod pins;
 pub mod proof;
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         args::Command::Workspace(a) => workspace::run(a).await,
         args::Command::Site(a) => site::run(a).await,
         args::Command::Dataset(a) => dataset::run(a).await,
+        args::Command::Federated(a) => federated::run(a).await,
         args::Command::Revoke(a) => revoke::run(a).await,
         args::Command::Dev(a) => dev::command(a).await,
         args::Command::Audit(a) => audit::run(a).await,

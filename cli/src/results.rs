@@ -125,7 +125,7 @@ fn request_path(id: &str) -> String {
 /// Runs `basho results ...`.
 pub async fn run(args: ResultsArgs) -> Result<(), Error> {
     let c = &args.client;
-    let client = Client::with_ca(&c.addr, c.token.clone(), c.ca_file.as_deref())?;
+    let client = c.connect()?;
     let out = c.output;
     let answer = match args.cmd {
         ResultsCmd::Request {

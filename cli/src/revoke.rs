@@ -60,11 +60,7 @@ pub async fn run(args: RevokeArgs) -> Result<(), Error> {
         reason: args.reason,
     };
     req.validate().map_err(Error::Usage)?;
-    let client = Client::with_ca(
-        &args.client.addr,
-        args.client.token.clone(),
-        args.client.ca_file.as_deref(),
-    )?;
+    let client = args.client.connect()?;
     let answer = client.revoke(&req).await?;
     let revoked: Revoked = answer.parse(&client, "a revocation")?;
     if args.wait {

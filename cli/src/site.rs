@@ -4,7 +4,6 @@ use basho_core::e2e::{fingerprint, parse_key};
 use basho_core::protocol::Site;
 
 use crate::args::{SiteArgs, SiteCmd};
-use crate::client::Client;
 use crate::error::Error;
 use crate::output::{self, Output};
 use crate::workspace::{parse_list, print_raw};
@@ -29,11 +28,7 @@ pub async fn run(args: SiteArgs) -> Result<(), Error> {
         }
         SiteCmd::List | SiteCmd::Key { .. } => {}
     }
-    let client = Client::with_ca(
-        &args.client.addr,
-        args.client.token.clone(),
-        args.client.ca_file.as_deref(),
-    )?;
+    let client = args.client.connect()?;
     match args.cmd {
         SiteCmd::List => {
             let answer = client.list_sites().await?;

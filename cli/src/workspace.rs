@@ -1,7 +1,7 @@
 //! `basho workspace create|list|show|delete`.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use basho_core::{CreateWorkspace, Resources, Workspace};
@@ -19,11 +19,7 @@ const CREATE_ATTEMPTS: u32 = 3;
 
 /// Runs a workspace command.
 pub async fn run(args: WorkspaceArgs) -> Result<(), Error> {
-    let client = Client::with_ca(
-        &args.client.addr,
-        args.client.token.clone(),
-        args.client.ca_file.as_deref(),
-    )?;
+    let client = args.client.connect()?;
     let out = args.client.output;
     match args.cmd {
         WorkspaceCmd::Create(c) => create(&client, out, c).await,
@@ -38,18 +34,7 @@ pub async fn run(args: WorkspaceArgs) -> Result<(), Error> {
 
 /// Builds the create request from the flags (and the visa files they name).
 pub fn create_request(args: &CreateArgs) -> Result<CreateWorkspace, Error> {
-    let mut visas: Vec<String> = args.visas.iter().map(|v| v.trim().to_owned()).collect();
-    for file in &args.visa_files {
-        visas.extend(read_visa_file(file)?);
-    }
-    visas.retain(|v| !v.is_empty());
-    if visas.is_empty() {
-        return Err(Error::Usage(
-            "no visa given: pass --visa JWT (repeatable) or --visa-file FILE; \
-             with `basho dev`, `basho dev visa --dataset ID --subject S` mints one"
-                .into(),
-        ));
-    }
+    let visas = read_visas(&args.visas, &args.visa_files)?;
     let resources = match (args.cpus, args.memory_mib) {
         (Some(cpus), Some(memory_mib)) => {
             let r = Resources {
@@ -82,22 +67,44 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateWorkspace, Error> {
     })
 }
 
-/// Reads visa JWTs from a file (`-`: stdin), one per line; blank lines and `#` comments are
-/// skipped.
-fn read_visa_file(path: &Path) -> Result<Vec<String>, Error> {
+/// The visas of `--visa` flags and then of `--visa-file` files, in order; refused when none.
+pub(crate) fn read_visas(flags: &[String], files: &[PathBuf]) -> Result<Vec<String>, Error> {
+    let mut visas: Vec<String> = flags.iter().map(|v| v.trim().to_owned()).collect();
+    for file in files {
+        visas.extend(read_visa_file(file)?);
+    }
+    visas.retain(|v| !v.is_empty());
+    if visas.is_empty() {
+        return Err(Error::Usage(
+            "no visa given: pass --visa JWT (repeatable) or --visa-file FILE; \
+             with `basho dev`, `basho dev visa --dataset ID --subject S` mints one"
+                .into(),
+        ));
+    }
+    Ok(visas)
+}
+
+/// The text of a file named on the command line (`-`: stdin).
+pub(crate) fn read_input(path: &Path) -> Result<String, Error> {
     let input_error = |source| Error::Input {
         path: path.display().to_string(),
         source,
     };
-    let text = if path == Path::new("-") {
+    if path == Path::new("-") {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
             .map_err(input_error)?;
-        s
+        Ok(s)
     } else {
-        std::fs::read_to_string(path).map_err(input_error)?
-    };
+        std::fs::read_to_string(path).map_err(input_error)
+    }
+}
+
+/// Reads visa JWTs from a file (`-`: stdin), one per line; blank lines and `#` comments are
+/// skipped.
+fn read_visa_file(path: &Path) -> Result<Vec<String>, Error> {
+    let text = read_input(path)?;
     Ok(text
         .lines()
         .map(str::trim)

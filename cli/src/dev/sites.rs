@@ -122,7 +122,12 @@ pub fn site_config(
             identity_issuers: vec![layout.issuer().identity_issuer()],
             ..Default::default()
         },
-        airlock: Default::default(),
+        // The demo's federated jobs: a partial that passes every automated check leaves by the
+        // site's own rule; the aggregate still waits for two checkers.
+        airlock: basho_agent::airlock::AirlockConfig {
+            auto_release_partials: true,
+            ..Default::default()
+        },
         reconcile: Default::default(),
     })
 }
@@ -186,6 +191,7 @@ mod tests {
                 .starts_with(tmp.path().join("sites/tohoku"))
         );
         assert_eq!(tohoku.images["basho/demo"], common.image.1);
+        assert!(tohoku.airlock.auto_release_partials);
         assert_eq!(tohoku.orchestrator.token.as_deref(), Some("tok"));
         let bbj = site_config(&layout, &FEDERATION[2], "t2".into(), &common).unwrap();
         assert_ne!(bbj.paths.state_dir, tohoku.paths.state_dir);
