@@ -6,7 +6,7 @@ federation can place (the demo project and template, a dataset a site holds, its
 dev issuer), so the fuzzer gets past the grant checks into placement and its stateful runs have
 workspaces to follow; workspace and project ids in paths are half the time a real workspace
 (BASHO_FUZZ_WORKSPACE, made for the researcher before the runs; a task likewise,
-BASHO_FUZZ_TASK) and the demo project (quotas
+BASHO_FUZZ_TASK, and a federated job, BASHO_FUZZ_JOB) and the demo project (quotas
 another one, so a fuzzed quota never refuses the creates), so reads are reached with data.
 
 As a command: `namespace DATA_DIR` prints the Docker namespace `basho dev` gives a data dir's
@@ -26,15 +26,16 @@ ROLES = {
     "platform": ["createWorkspace", "listWorkspaces", "getWorkspace", "deleteWorkspace",
                  "listSites", "listTemplates", "revoke", "projectUsage", "getQuota", "setQuota",
                  "listReleaseRequests", "GetServiceInfo", "CreateTask", "ListTasks", "GetTask",
-                 "CancelTask"],
+                 "CancelTask", "createFederatedJob", "listFederatedJobs", "getFederatedJob"],
     "admin": ["createWorkspace", "listWorkspaces", "getWorkspace", "deleteWorkspace",
               "listSites", "listTemplates", "revoke", "projectUsage", "getQuota", "setQuota",
               "listAudit",
-              "createToken", "listTokens", "revokeToken", "listReleaseRequests"],
+              "createToken", "listTokens", "revokeToken", "listReleaseRequests",
+              "listFederatedJobs", "getFederatedJob"],
     "auditor": ["listAudit", "projectUsage", "getQuota", "listReleaseRequests", "ListTasks",
-                "GetTask"],
+                "GetTask", "listFederatedJobs", "getFederatedJob"],
     "researcher": ["listWorkspaces", "getWorkspace", "openSession", "listReleaseRequests",
-                   "ListTasks", "GetTask"],
+                   "ListTasks", "GetTask", "listFederatedJobs", "getFederatedJob"],
     "agent": ["agentRegister", "agentDesired", "agentObservations", "agentUsage", "agentTunnel"],
 }
 DEMO_PROJECT = "P-0001"
@@ -114,6 +115,22 @@ def valid_task(body, dataset):
             "tags": {"basho_project": DEMO_PROJECT, "basho_visas": visa(dataset)}}
 
 
+def valid_job(body, dataset):
+    """`body` made a federated job the federation can start: the demo project, one dataset a
+    site holds and its visa, both steps `true` in the demo image; the fuzzed name, resources,
+    durations and min_sites stay."""
+    body = body if isinstance(body, dict) else {}
+    kept = {k: body[k] for k in ("name", "min_sites") if k in body}
+    step = body.get("site_step") if isinstance(body.get("site_step"), dict) else {}
+    agg = body.get("aggregation") if isinstance(body.get("aggregation"), dict) else {}
+    fuzzed = ("resources", "duration_s")
+    return {**kept, "project": DEMO_PROJECT, "visas": [visa(dataset)],
+            "site_step": {**{k: step[k] for k in fuzzed if k in step},
+                          "image": "basho/demo", "command": ["true"]},
+            "aggregation": {**{k: agg[k] for k in fuzzed if k in agg},
+                            "image": "basho/demo", "command": ["true"]}}
+
+
 def with_body(case, body):
     case.body = body
     return case
@@ -124,7 +141,8 @@ def flatmap_case(ctx, case):
     # Only cases meant to be valid: a negative case made valid would be a false "accepted".
     negative = case.meta is None or case.meta.generation.mode.is_negative
     make = {"POST /v1/workspaces": valid_create,
-            "POST /ga4gh/tes/v1/tasks": valid_task}.get(ctx.operation.label)
+            "POST /ga4gh/tes/v1/tasks": valid_task,
+            "POST /v1/federated-jobs": valid_job}.get(ctx.operation.label)
     if make is None or negative:
         return st.just(case)
     valid = st.sampled_from(demo_datasets()).map(lambda d: with_body(case, make(case.body, d)))
@@ -144,6 +162,9 @@ def flatmap_path_parameters(ctx, params):
     known = os.environ.get("BASHO_FUZZ_WORKSPACE")
     if known and ctx.operation.path.startswith("/v1/workspaces/"):
         return st.sampled_from([params, {**params, "id": known}])
+    job = os.environ.get("BASHO_FUZZ_JOB")
+    if job and ctx.operation.path.startswith("/v1/federated-jobs/"):
+        return st.sampled_from([params, {**params, "id": job}])
     task = os.environ.get("BASHO_FUZZ_TASK")
     if task and ctx.operation.path.startswith("/ga4gh/tes/v1/tasks/"):
         return st.sampled_from([params, {**params, "id": task}])

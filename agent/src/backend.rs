@@ -282,11 +282,14 @@ pub async fn build(config: &SiteConfig) -> Result<Arc<dyn Backend>, BackendError
         BackendConfig::Kubernetes(k8s) => Ok(Arc::new(
             kubernetes::KubernetesBackend::connect(config.site.clone(), k8s.clone()).await?,
         )),
-        BackendConfig::Fake(fake) => Ok(Arc::new(fake::FakeBackend::new(
-            config.site.clone(),
-            Duration::from_millis(fake.start_delay_ms),
-            fake.failure_rate,
-        ))),
+        BackendConfig::Fake(fake) => Ok(Arc::new(
+            fake::FakeBackend::new(
+                config.site.clone(),
+                Duration::from_millis(fake.start_delay_ms),
+                fake.failure_rate,
+            )
+            .with_exit_after(fake.exit_after_ms.map(Duration::from_millis)),
+        )),
     }
 }
 

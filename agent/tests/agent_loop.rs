@@ -66,6 +66,7 @@ fn site(url: &str) -> Site {
         backend: BackendConfig::Fake(basho_agent::config::FakeConfig {
             start_delay_ms: 0,
             failure_rate: 0.0,
+            exit_after_ms: None,
         }),
         datasets: vec![CatalogEntry {
             participant_column: None,

@@ -74,10 +74,15 @@ pub async fn create(
              mounts no dataset, so name none (datasets belong to the site step)",
         ));
     }
-    if req.visas.is_empty() {
+    if req.visas.is_empty() || req.visas.len() > basho_core::workspace::MAX_VISAS {
         return Err(invalid(
             "invalid_request",
-            "visas is empty; send the visas (JWTs) granting the datasets the site steps read",
+            format!(
+                "visas holds {}; send 1 to {} visas (JWTs) granting the datasets the site \
+                 steps read",
+                req.visas.len(),
+                basho_core::workspace::MAX_VISAS
+            ),
         ));
     }
     let grants = verify_all(&req.visas, &inner.issuers, now.timestamp()).map_err(|(i, e)| {

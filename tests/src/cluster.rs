@@ -710,6 +710,7 @@ fn site_config(
         Backend::Fake => BackendConfig::Fake(basho_agent::config::FakeConfig {
             start_delay_ms: 200,
             failure_rate: 0.0,
+            exit_after_ms: None,
         }),
     };
     let metering = basho_agent::meter::MeteringConfig {

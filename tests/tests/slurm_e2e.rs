@@ -31,6 +31,8 @@ async fn federation(runtime: Runtime) -> (Federation, Testbed) {
     let testbed = Testbed::load();
     let backend = testbed.backend(runtime);
     let fed = Federation::start_with(|name, cfg| {
+        // A federated job's clean partials leave by the site's rule.
+        cfg.airlock.auto_release_partials = true;
         if name == "tohoku" {
             cfg.backend = BackendConfig::Slurm(backend.clone());
             // A job on an older release after a withdrawal ends this long after it.
@@ -532,5 +534,86 @@ async fn a_consent_withdrawal_requeues_the_running_slurm_job_on_the_new_release(
         },
     )
     .await;
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_federated_job_counts_and_aggregates_on_the_slurm_site() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    let (fed, _testbed) = federation(Runtime::Docker).await;
+    let mut jobs = Jobs(Vec::new());
+    // 12 records at tohoku (Slurm), 15 at ncbn (Docker), one ICD-10 code and age band.
+    for (dataset, n) in [("JGAD000101", 12), ("JGAD000201", 15)] {
+        let mut csv = String::from("record_id,age_band,sex,prefecture,icd10\n");
+        for i in 0..n {
+            csv.push_str(&format!("{dataset}-{i},40-49,F,Miyagi,E11\n"));
+        }
+        let path = fed
+            .dir
+            .path()
+            .join("datasets")
+            .join(dataset)
+            .join("records.csv");
+        std::fs::write(path, csv).unwrap();
+    }
+    // The aggregation runs at the Slurm site too: its partials bound read-only at /inputs in
+    // the job's container, and no /data.
+    let aggregate = r#"test -z "$(ls -A /data 2>/dev/null)" || exit 7
+touch /inputs/x 2>/dev/null && exit 8
+exec sum-cells"#;
+    let body = json!({
+        "project": "P-SLURM",
+        "visas": [fed.issuer.mint("alice", "JGAD000101"), fed.issuer.mint("alice", "JGAD000201")],
+        "site_step": {"image": "basho/demo", "command": ["count-cells"]},
+        "aggregation": {"image": "basho/demo", "command": ["sh", "-c", aggregate],
+                        "site": fed.site("tohoku")},
+    });
+    let (s, j) = fed
+        .api
+        .call(Method::POST, "/v1/federated-jobs", Some(&body))
+        .await;
+    assert_eq!(s.as_u16(), 201, "{j}");
+    let id = j["id"].as_str().unwrap().to_owned();
+    for step in j["sites"].as_array().unwrap() {
+        jobs.0.push(step["workspace"].as_str().unwrap().to_owned());
+    }
+    let tohoku = j["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["site"] == fed.site("tohoku"))
+        .unwrap()["workspace"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = basho_tests::wait_for("the job to end", Duration::from_secs(180), || async {
+        let (_, j) = fed
+            .api
+            .call(Method::GET, &format!("/v1/federated-jobs/{id}"), None)
+            .await;
+        ["completed", "failed"]
+            .contains(&j["state"].as_str().unwrap_or(""))
+            .then_some(j)
+    })
+    .await;
+    let agg = done["aggregation"]["workspace"].as_str().map(str::to_owned);
+    jobs.0.extend(agg.clone());
+    assert_eq!(done["state"], "completed", "{done}");
+    // Both ran as Slurm jobs, once each.
+    assert_eq!(jobs_ever(&tohoku), 1, "the step at the Slurm site ran once");
+    let agg = agg.unwrap();
+    assert_eq!(jobs_ever(&agg), 1, "the aggregation ran as a Slurm job");
+    let result = fed
+        .site_config("tohoku")
+        .paths
+        .results_root
+        .join(&agg)
+        .join("counts.csv");
+    assert_eq!(
+        std::fs::read_to_string(&result).unwrap(),
+        "icd10,age_band,count\nE11,40-49,27\n"
+    );
     fed.shutdown().await;
 }

@@ -50,7 +50,13 @@ pub struct FakeBackend {
     launches: AtomicU64,
     next_handle: AtomicU64,
     unavailable: AtomicBool,
+    /// Simulated batch commands: how long each runs before it exits 0, its result written.
+    exit_after: Option<Duration>,
 }
+
+/// What a simulated batch command leaves in `/results`: one count cell, above every small-cell
+/// threshold.
+pub const FAKE_RESULT: &str = "icd10,age_band,count\nE11,40-49,12\n";
 
 impl FakeBackend {
     /// A fake backend for `site` whose failures are drawn from the operating system's randomness.
@@ -79,7 +85,15 @@ impl FakeBackend {
             launches: AtomicU64::new(0),
             next_handle: AtomicU64::new(1),
             unavailable: AtomicBool::new(false),
+            exit_after: None,
         }
+    }
+
+    /// Makes every workspace a simulated batch command: it writes [`FAKE_RESULT`] to
+    /// `/results/counts.csv` as it launches and exits 0 `after` it runs.
+    pub fn with_exit_after(mut self, after: Option<Duration>) -> Self {
+        self.exit_after = after;
+        self
     }
 
     /// How many times `launch` was called, including calls that found the workspace already there.
@@ -133,6 +147,11 @@ impl FakeBackend {
         if now.duration_since(sim.launched) < self.start_delay {
             return RunState::Starting;
         }
+        if let Some(after) = self.exit_after
+            && now.duration_since(sim.launched) >= self.start_delay + after
+        {
+            return RunState::Exited(0);
+        }
         if sim.doomed {
             RunState::Exited(1)
         } else {
@@ -179,6 +198,13 @@ impl Backend for FakeBackend {
         let mut inner = self.lock();
         if let Some(sim) = inner.workspaces.get(spec.workspace.as_str()) {
             return Ok(self.observe(&spec.workspace, sim, now));
+        }
+        if self.exit_after.is_some() {
+            std::fs::write(spec.results_dir.join("counts.csv"), FAKE_RESULT).map_err(|e| {
+                BackendError::refused(format!(
+                    "the simulated command cannot write its result: {e}"
+                ))
+            })?;
         }
         let doomed = self.failure_rate > 0.0 && inner.rng.gen_range(0.0..1.0) < self.failure_rate;
         let n = self.next_handle.fetch_add(1, Ordering::SeqCst);

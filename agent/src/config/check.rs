@@ -327,6 +327,7 @@ mod tests {
             backend: BackendConfig::Fake(FakeConfig {
                 start_delay_ms: 0,
                 failure_rate: 0.1,
+                exit_after_ms: None,
             }),
             datasets: vec![CatalogEntry {
                 participant_column: None,
@@ -402,6 +403,7 @@ mod tests {
         c.backend = BackendConfig::Fake(FakeConfig {
             start_delay_ms: 0,
             failure_rate: 1.5,
+            exit_after_ms: None,
         });
         let problems = check(&c);
         let expect = [

@@ -3,13 +3,13 @@
 //! admins and auditors follow it.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use basho_core::ErrorBody;
 use basho_core::federated::{CreateFederatedJob, FederatedJob, JobState};
 use serde::Deserialize;
 
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiQuery};
 use super::sessions::Caller;
 use super::{ApiError, ApiResult};
 use crate::Orchestrator;
@@ -52,8 +52,10 @@ pub async fn create(
 /// Which jobs to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only jobs in this state.
+    #[param(value_type = Option<JobState>)]
     pub state: Option<String>,
 }
 
@@ -85,7 +87,7 @@ fn reader(who: &Principal) -> ApiResult<Option<&str>> {
 pub async fn list(
     Caller(who): Caller,
     State(o): State<Orchestrator>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<FederatedJob>>> {
     let owner = reader(&who)?;
     let state = q

@@ -190,6 +190,7 @@ impl Bench {
                 BackendConfig::Fake(basho_agent::config::FakeConfig {
                     start_delay_ms: 50,
                     failure_rate: 0.0,
+                    exit_after_ms: None,
                 }),
                 "sha256:".to_string() + &"0".repeat(64),
             );
@@ -385,6 +386,7 @@ async fn agent_rss(bench: &Bench, n: usize, report: &Report) -> Result<()> {
         BackendConfig::Fake(basho_agent::config::FakeConfig {
             start_delay_ms: 10,
             failure_rate: 0.0,
+            exit_after_ms: None,
         }),
         "sha256:".to_string() + &"0".repeat(64),
     );

@@ -12,6 +12,10 @@ pub struct FakeConfig {
     /// Share of launches that fail, 0.0 to 1.0.
     #[serde(default)]
     pub failure_rate: f64,
+    /// Simulated batch commands: each workspace writes `counts.csv` (one cell of 12) into its
+    /// `/results` and exits 0 this long after it runs. None: they run until stopped.
+    #[serde(default)]
+    pub exit_after_ms: Option<u64>,
 }
 
 impl FakeConfig {
