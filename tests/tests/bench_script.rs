@@ -151,8 +151,10 @@ fn a_quick_run_writes_a_results_file_with_every_figure() {
     assert_eq!(revoke["sizes"]["revocations"], 30, "quick sizes: {revoke}");
     assert_eq!(
         revoke["command"],
-        "target/release/basho-bench-revoke --revocations 30 --per-site 5 --burst 30"
+        "target/debug/basho-bench-revoke --revocations 30 --per-site 5 --burst 30",
+        "a quick run takes the tests' dev-profile build"
     );
+    assert_eq!(results["profile"], "debug");
     assert_eq!(revoke["figures"][0]["name"], "gone_p99");
     assert_eq!(revoke["figures"][0]["value"], 53.2);
     assert!(
