@@ -128,9 +128,11 @@ pub async fn create(
         sites: &inner.sites,
         agent_silent_s: inner.config.limits.agent_silent_s,
     };
+    // Each admission is a check only: its reservation is dropped at once, the steps reserve
+    // their own as they are made, and the aggregation when it is placed.
     let mut need = (0.0, 0.0);
     for p in &planned {
-        let (rec, _reservation) = admit(&admission, &p.req, now, None)
+        let (rec, _) = admit(&admission, &p.req, now, None)
             .map_err(|e| step_error(&p.site, CreateError::from(e)))?;
         crate::revocations::refuse_revoked(&inner.revocations.all(), &rec)
             .map_err(|e| step_error(&p.site, CreateError::from(e)))?;
@@ -142,7 +144,7 @@ pub async fn create(
     }
     allowed(o, &agg_site, &req.aggregation.image)?;
     let agg = aggregation_request(o, &req.project, &req.aggregation, &agg_site);
-    let (agg_rec, _reservation) = admit(&admission, &agg, now, Some(&subject))
+    let (agg_rec, _) = admit(&admission, &agg, now, Some(&subject))
         .map_err(|e| step_error(&agg_site, CreateError::from(e)))?;
     add(
         &mut need,
@@ -212,11 +214,19 @@ pub async fn create(
                 row.job.sites[i].workspace_state = made.workspace.state;
             }
             Err(e) => {
-                // Filled or revoked since the check: the job fails and its started steps stop.
-                let why = format!("site {}: {}", p.site, ApiError::from(e).body.error.message);
-                driver::fail(o, &mut row, &why).await?;
+                // Filled or revoked since the check: the job is kept failed, its started steps
+                // stop, and the caller hears why.
+                let e = step_error(&p.site, e);
+                driver::fail(o, &mut row, &e.body.error.message).await?;
                 inner.store.put_job(&row).await?;
-                return Ok(row.job);
+                o.audit(
+                    actor,
+                    "federated_job_refused",
+                    &id,
+                    json!({"site": p.site, "why": e.body.error.message}),
+                )
+                .await;
+                return Err(e);
             }
         }
     }
