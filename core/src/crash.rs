@@ -28,6 +28,9 @@ pub const POINTS: &[&str] = &[
     "orchestrator.delete.recorded",
     "orchestrator.revocation.recorded",
     "orchestrator.revocation.applied",
+    // orchestrator: federated jobs (a step made, the aggregation placed)
+    "orchestrator.federated.step_created",
+    "orchestrator.federated.aggregation_placed",
     // agent: launch
     "agent.launch.verified",
     "agent.launch.host_dirs",
@@ -40,6 +43,8 @@ pub const POINTS: &[&str] = &[
     "agent.stop.reported",
     // agent: revocation
     "agent.revocation.screened",
+    // agent: a federated job's partials staged for its aggregation
+    "agent.inputs.staged",
     // agent: consent withdrawal (a release made without the participants)
     "agent.consent.recorded",
     "agent.consent.built",

@@ -21,7 +21,7 @@ use crate::Orchestrator;
 use crate::admission::{Admission, admit, granted_datasets};
 use crate::api::{ApiError, ApiResult};
 use crate::store::JobRow;
-use crate::workspaces::{Batch, CreateError, create_with};
+use crate::workspaces::{Batch, CreateError, create_with, idempotency_key};
 
 pub mod driver;
 
@@ -208,10 +208,14 @@ pub async fn create(
         owner: None,
     };
     for (i, p) in planned.iter().enumerate() {
-        match create_with(o, actor, &p.req, None, Some(&batch)).await {
+        let key = idempotency_key(&step_key(&id, &p.site), &p.req);
+        match create_with(o, actor, &p.req, Some(&key), Some(&batch)).await {
             Ok(made) => {
+                basho_core::crash_point!("orchestrator.federated.step_created");
                 row.job.sites[i].workspace = made.workspace.id;
                 row.job.sites[i].workspace_state = made.workspace.state;
+                // Kept at once: a step made is never one the job does not know.
+                inner.store.put_job(&row).await?;
             }
             Err(e) => {
                 // Filled or revoked since the check: the job is kept failed, its started steps
@@ -230,7 +234,6 @@ pub async fn create(
             }
         }
     }
-    inner.store.put_job(&row).await?;
     let steps: BTreeMap<&str, serde_json::Value> = row
         .job
         .sites
@@ -255,6 +258,12 @@ pub async fn create(
     .await;
     inner.federated.wake();
     Ok(row.job)
+}
+
+/// The idempotency key a job's step at `site` is made with: a step made just before the
+/// orchestrator stopped is found again by it ([`driver`]), never made twice.
+pub(crate) fn step_key(job: &str, site: &Ident) -> String {
+    format!("{job}/step/{site}")
 }
 
 fn add(sum: &mut (f64, f64), more: (f64, f64)) {

@@ -328,6 +328,9 @@ impl Executor {
         }
         let mut spec = self.spec(a, approved, prepared);
         spec.inputs_dir = self.stage_inputs(a).await?;
+        if spec.inputs_dir.is_some() {
+            basho_core::crash_point!("agent.inputs.staged");
+        }
         match self.backend.launch(&spec).await {
             Ok(seen) => {
                 basho_core::crash_point!("agent.launch.started");

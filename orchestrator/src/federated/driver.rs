@@ -23,6 +23,9 @@ use crate::workspaces::{Batch, CreateError, create_with, idempotency_key};
 
 /// How often jobs are looked at without being woken.
 const EVERY: Duration = Duration::from_secs(1);
+/// Longer than any job's creation takes: a step still without a workspace after it was never
+/// made.
+const CREATION_BOUND: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// Wakes the driver: kept in the orchestrator's state.
 #[derive(Debug, Default)]
@@ -97,9 +100,19 @@ pub async fn advance(o: &Orchestrator, mut row: JobRow) -> Result<JobState, Stor
             continue;
         }
         if step.workspace.is_empty() {
-            step.state = StepState::Failed;
-            step.message = Some("its workspace was never made (the job's creation stopped)".into());
-            continue;
+            // Made just before the orchestrator stopped, it is found by its key; one the
+            // creation never reached fails once the creation is surely over.
+            let key = super::step_key(&row.job.id, &step.site);
+            match store.idempotent_workspace(&key).await? {
+                Some((_, rec)) => step.workspace = rec.workspace.id,
+                None if Utc::now() - row.job.created_at > CREATION_BOUND => {
+                    step.state = StepState::Failed;
+                    step.message =
+                        Some("its workspace was never made (the job's creation stopped)".into());
+                    continue;
+                }
+                None => continue,
+            }
         }
         let Some(rec) = store.workspace(&step.workspace).await? else {
             step.state = StepState::Failed;
@@ -319,6 +332,7 @@ async fn aggregate(o: &Orchestrator, row: &mut JobRow) -> Result<(), StoreError>
     let actor = format!("federated:{}", row.job.id);
     match create_with(o, &actor, &req, Some(&key), Some(&batch)).await {
         Ok(made) => {
+            basho_core::crash_point!("orchestrator.federated.aggregation_placed");
             let w = made.workspace;
             row.job.aggregation.workspace = Some(w.id.clone());
             row.job.aggregation.workspace_state = Some(w.state);

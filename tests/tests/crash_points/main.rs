@@ -9,7 +9,8 @@
 //!   `Created` or `Exited`, no second container or job;
 //! - the capacity the orchestrator holds for the site equals its live workspaces;
 //! - usage records are numbered 1..N without a gap or a repeat;
-//! - the audit chain verifies and records the workspace's creation exactly once.
+//! - the audit chain verifies and records the workspace's creation exactly once;
+//! - a federated job completes, its step and its aggregation each made once.
 //!
 //! Orchestrator points run once (the orchestrator does not know backends); agent points run on
 //! each backend here: Docker on the real engine, Slurm on the `scripts/slurm-up` cluster over SSH,
@@ -24,6 +25,7 @@ use std::path::Path;
 use basho_core::crash::POINTS;
 
 mod checks;
+mod federated;
 #[path = "../../../agent/tests/kube_fake/mod.rs"]
 mod kube_fake;
 mod world;
@@ -43,6 +45,8 @@ pub(crate) enum Op {
     Usage,
     /// A consent withdrawal recorded at the site while a workspace reads the dataset.
     Withdraw,
+    /// A federated job over the site, its step and its aggregation both there.
+    Federated,
 }
 
 impl Op {
@@ -51,6 +55,7 @@ impl Op {
     fn ends(self, backend: world::Backend) -> &'static str {
         match self {
             Op::Create | Op::Usage => "running",
+            Op::Federated => "completed",
             Op::Withdraw if backend == world::Backend::Docker => "running",
             Op::Delete | Op::Withdraw => "stopped",
             Op::Revoke => "revoked",
@@ -77,6 +82,9 @@ const CASES: &[(&str, Op)] = &[
     ("agent.stop.removed", Op::Delete),
     ("agent.stop.reported", Op::Delete),
     ("agent.revocation.screened", Op::Revoke),
+    ("orchestrator.federated.step_created", Op::Federated),
+    ("orchestrator.federated.aggregation_placed", Op::Federated),
+    ("agent.inputs.staged", Op::Federated),
     ("agent.consent.recorded", Op::Withdraw),
     ("agent.consent.built", Op::Withdraw),
     ("agent.consent.placed", Op::Withdraw),
@@ -176,10 +184,12 @@ async fn agent_points_converge(backend: Backend) {
     let Some(world) = World::start(backend).await else {
         return;
     };
+    // A Kubernetes site cannot aggregate (its volumes are not the agent's to stage into).
     let agent_points = CASES
         .iter()
         .copied()
-        .filter(|(p, _)| p.starts_with("agent."));
+        .filter(|(p, _)| p.starts_with("agent."))
+        .filter(|(_, op)| !(backend == Backend::Kubernetes && *op == Op::Federated));
     world.run_all(agent_points).await;
     world.fed.shutdown().await;
 }

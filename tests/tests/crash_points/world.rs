@@ -189,6 +189,9 @@ impl World {
     }
 
     pub(crate) async fn run(&self, dir: &Path, point: &'static str, op: Op) -> Result<Row, String> {
+        if op == Op::Federated {
+            return self.run_federated(dir, point).await;
+        }
         let Files {
             config,
             orchestrator: orch_toml,
@@ -237,7 +240,7 @@ impl World {
             Op::Create => self.create(&body, &key).await.map(|(_, ws)| ws),
             Op::Delete => self.delete(id.as_deref().unwrap()).await,
             Op::Revoke => self.revoke().await,
-            Op::Usage => None,
+            Op::Usage | Op::Federated => None,
             Op::Withdraw => {
                 self.withdraw(&site)?;
                 None
@@ -287,7 +290,7 @@ impl World {
                 Op::Revoke => {
                     self.revoke().await.ok_or("replayed revocation failed")?;
                 }
-                Op::Usage | Op::Withdraw => {}
+                Op::Usage | Op::Withdraw | Op::Federated => {}
             }
         } else {
             a = agent(None);
