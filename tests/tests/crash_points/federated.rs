@@ -3,7 +3,6 @@
 //! a federated job's crash point. The job must complete, its step and its aggregation each made
 //! once and both gone from the backend, the site's capacity free again.
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,8 +10,8 @@ use basho_tests::procs::Proc;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::world::{Files, Row, World};
-use crate::{DATASET, SIGABRT};
+use crate::DATASET;
+use crate::world::{Files, Row, World, died_at};
 
 impl World {
     pub(crate) async fn run_federated(
@@ -52,19 +51,7 @@ impl World {
             .api
             .try_call_with(Method::POST, "/v1/federated-jobs", Some(&body), &[])
             .await;
-        let crashed = if in_orchestrator { &mut o } else { &mut a };
-        let status = crashed
-            .exited(Duration::from_secs(60))
-            .await
-            .ok_or_else(|| format!("{point} was never reached"))?;
-        if status.signal() != Some(SIGABRT) {
-            return Err(format!(
-                "the process ended with {status}, not at the crash point"
-            ));
-        }
-        if !crashed.log().contains(&format!("crash point {point}:")) {
-            return Err(format!("the process died, but not at {point}"));
-        }
+        died_at(if in_orchestrator { &mut o } else { &mut a }, point).await?;
 
         // Started again on the same state; the job is never sent again.
         let restarted = Instant::now();

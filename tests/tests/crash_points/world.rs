@@ -251,19 +251,7 @@ impl World {
                 .as_ref()
                 .and_then(|ws| ws["id"].as_str().map(str::to_owned));
         }
-        let crashed = if in_orchestrator { &mut o } else { &mut a };
-        let status = crashed
-            .exited(Duration::from_secs(60))
-            .await
-            .ok_or_else(|| format!("{point} was never reached"))?;
-        if status.signal() != Some(SIGABRT) {
-            return Err(format!(
-                "the process ended with {status}, not at the crash point"
-            ));
-        }
-        if !crashed.log().contains(&format!("crash point {point}:")) {
-            return Err(format!("the process died, but not at {point}"));
-        }
+        died_at(if in_orchestrator { &mut o } else { &mut a }, point).await?;
 
         // Restart on the same state and replay what was never answered.
         let restarted = Instant::now();
@@ -397,4 +385,21 @@ impl World {
         self.ledgers(&files.config.data_dir, &project, &id).await?;
         Ok((timed_out, removed))
     }
+}
+
+/// Waits for `crashed` to end, and checks it was aborted at `point`.
+pub(crate) async fn died_at(crashed: &mut Proc, point: &str) -> Result<(), String> {
+    let status = crashed
+        .exited(Duration::from_secs(60))
+        .await
+        .ok_or_else(|| format!("{point} was never reached"))?;
+    if status.signal() != Some(SIGABRT) {
+        return Err(format!(
+            "the process ended with {status}, not at the crash point"
+        ));
+    }
+    if !crashed.log().contains(&format!("crash point {point}:")) {
+        return Err(format!("the process died, but not at {point}"));
+    }
+    Ok(())
 }
