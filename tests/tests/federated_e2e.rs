@@ -3,9 +3,9 @@
 //! suppressing cells under 10, tohoku's and ncbn's partials released by their sites' own rule,
 //! bbj's by two checkers, the aggregation at bbj reading only the released partials (no
 //! `/data`, `/inputs` read-only), its result an ordinary release request; then a job whose
-//! site's dataset is revoked mid-job, finishing on the other sites under `min_sites`, and one
-//! whose aggregation site is down when its partials are released, which waits and completes
-//! once its agent is back.
+//! site's dataset is revoked mid-job, finishing on the other sites under `min_sites`, one whose
+//! partial holds a link (refused whole), and one whose aggregation site is down when its
+//! partials are released, which waits and completes once its agent is back.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -321,6 +321,12 @@ async fn a_revoked_site_fails_the_job_unless_min_sites_lets_it_finish_without_it
     lenient["min_sites"] = json!(2);
     let mut strict = lenient.clone();
     strict.as_object_mut().unwrap().remove("min_sites");
+    // A step whose partial holds a link to the dataset: refused whole at every site.
+    let mut linked = body(&fed, &["JGAD000201"], "ncbn");
+    linked["site_step"]["command"][2] = json!(format!("{SITE_STEP} && ln -s /data /results/data"));
+    let (s, j) = fed.api.call(Method::POST, JOBS, Some(&linked)).await;
+    assert_eq!(s.as_u16(), 201, "{j}");
+    let linked = j["id"].as_str().unwrap().to_owned();
     let mut ids = Vec::new();
     for b in [&lenient, &strict] {
         let (s, j) = fed.api.call(Method::POST, JOBS, Some(b)).await;
@@ -385,6 +391,21 @@ async fn a_revoked_site_fails_the_job_unless_min_sites_lets_it_finish_without_it
     assert!(
         j["aggregation"]["workspace"].is_null(),
         "nothing aggregated: {j}"
+    );
+
+    let j = wait_job(
+        &fed,
+        &linked,
+        &["completed", "failed"],
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(j["state"], "failed", "{j}");
+    let why = j["message"].as_str().unwrap();
+    assert!(why.contains("data, a link"), "{why}");
+    assert!(
+        step(&fed, &j, "ncbn")["partial"].is_null(),
+        "nothing taken: {j}"
     );
     fed.shutdown().await;
 }
