@@ -48,6 +48,12 @@ pub enum FederatedCmd {
         /// The job (`fj-...`).
         id: String,
     },
+    /// Cancel a job under way: it fails, saying who canceled it, and what of it runs stops
+    /// (its owner, the platform or an admin).
+    Cancel {
+        /// The job (`fj-...`).
+        id: String,
+    },
 }
 
 /// `basho federated run`.
@@ -190,6 +196,14 @@ pub async fn run(args: FederatedArgs) -> Result<(), Error> {
                 .get(&format!("/v1/federated-jobs/{}", path_segment(&id)), &[])
                 .await?;
             let job: FederatedJob = answer.parse(&client, "a federated job")?;
+            show(out, &answer.body, &job)
+        }
+        FederatedCmd::Cancel { id } => {
+            let path = format!("/v1/federated-jobs/{}/cancel", path_segment(&id));
+            let answer = client
+                .post(&path, &serde_json::json!({}), Duration::from_secs(60))
+                .await?;
+            let job: FederatedJob = answer.parse(&client, "the canceled job")?;
             show(out, &answer.body, &job)
         }
     }

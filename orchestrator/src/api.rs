@@ -288,6 +288,7 @@ fn routes(o: Orchestrator) -> Router {
             post(federated::create).get(federated::list),
         )
         .route("/v1/federated-jobs/{id}", get(federated::get))
+        .route("/v1/federated-jobs/{id}/cancel", post(federated::cancel))
         .route("/v1/sites", get(sites::list))
         .route("/v1/sites/{id}/session-key", get(sites::session_key))
         .route(

@@ -210,15 +210,21 @@ fn workspace_at<'a>(j: &'a Value, site: &str) -> &'a str {
         .unwrap()
 }
 
+/// A job over every demo dataset, started with researcher alice's own token: it and its id.
+async fn alice_job(h: &Harness, alice: &str) -> (Value, String) {
+    let (s, j) = h
+        .call(Method::POST, JOBS, alice, Some(job(h, "alice", &ALL)))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{j}");
+    let id = j["id"].as_str().unwrap().to_owned();
+    (j, id)
+}
+
 #[tokio::test]
 async fn a_job_moves_with_its_sites_reports_and_only_its_owner_and_readers_see_it() {
     let (h, store) = harness().await;
     let alice = token(&store, Role::Researcher, Some("alice")).await;
-    let (s, j) = h
-        .call(Method::POST, JOBS, &alice, Some(job(&h, "alice", &ALL)))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{j}");
-    let id = j["id"].as_str().unwrap().to_owned();
+    let (j, id) = alice_job(&h, &alice).await;
     // Each step is a batch workspace at its site, sent only the visas for its datasets.
     let (_, w) = h
         .call(
@@ -349,4 +355,47 @@ async fn a_job_moves_with_its_sites_reports_and_only_its_owner_and_readers_see_i
         .call(Method::GET, &format!("{JOBS}?state=done"), PLATFORM, None)
         .await;
     assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+}
+
+#[tokio::test]
+async fn a_job_is_canceled_by_its_owner_and_stays_canceled() {
+    let (h, store) = harness().await;
+    let alice = token(&store, Role::Researcher, Some("alice")).await;
+    let (_, id) = alice_job(&h, &alice).await;
+    let cancel = format!("{JOBS}/{id}/cancel");
+    let bob = token(&store, Role::Researcher, Some("bob")).await;
+    let got = h.call(Method::POST, &cancel, &bob, None).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "not_found");
+    let auditor = token(&store, Role::Auditor, None).await;
+    let got = h.call(Method::POST, &cancel, &auditor, None).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "forbidden");
+
+    let (s, j) = h.call(Method::POST, &cancel, &alice, None).await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(j["state"], "failed");
+    assert_eq!(j["message"], "canceled by researcher:alice");
+    for step in j["sites"].as_array().unwrap() {
+        assert_eq!(step["state"], "stopped", "{j}");
+        let (_, w) = h
+            .call(
+                Method::GET,
+                &format!("/v1/workspaces/{}", step["workspace"].as_str().unwrap()),
+                PLATFORM,
+                None,
+            )
+            .await;
+        assert_eq!(w["state"], "stopping", "its step is being stopped: {w}");
+    }
+    // The driver's next passes leave it as it ended; a second cancel is refused.
+    for _ in 0..3 {
+        basho_orchestrator::federated::driver::advance_all(&h.orchestrator)
+            .await
+            .unwrap();
+    }
+    let (_, again) = h
+        .call(Method::GET, &format!("{JOBS}/{id}"), PLATFORM, None)
+        .await;
+    assert_eq!(again, j);
+    let got = h.call(Method::POST, &cancel, PLATFORM, None).await;
+    assert_error(&got, StatusCode::CONFLICT, "job_ended");
 }

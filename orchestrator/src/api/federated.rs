@@ -140,3 +140,57 @@ pub async fn get(
         ))),
     }
 }
+
+/// Cancels a job not ended: it fails, saying who canceled it, and its running steps and
+/// aggregation stop.
+#[utoipa::path(
+    post, path = "/v1/federated-jobs/{id}/cancel", operation_id = "cancelFederatedJob",
+    tag = "federated",
+    params(("id" = String, Path, description = "Job id (`fj-...`)", max_length = 64)),
+    responses(
+        (status = 200, description = "The job, failed as canceled", body = FederatedJob),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "A role that may not cancel jobs", body = ErrorBody),
+        (status = 404, description = "No such job this token may see", body = ErrorBody),
+        (status = 409, description = "The job has ended", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn cancel(
+    Caller(who): Caller,
+    State(o): State<Orchestrator>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FederatedJob>> {
+    let owner = match &who {
+        Principal::Researcher(sub) => Some(sub.as_str()),
+        Principal::Platform(_) | Principal::Admin(_) => None,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a job is canceled by its owner, the platform or an admin",
+            ));
+        }
+    };
+    let mut row = match o.inner().store.job(&id).await? {
+        Some(r) if owner.is_none_or(|me| me == r.job.owner) => r,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no federated job {id}; list yours with GET /v1/federated-jobs"
+            )));
+        }
+    };
+    if row.job.state.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_ended",
+            format!(
+                "job {id} is {}; only a job under way is canceled",
+                row.job.state
+            ),
+        ));
+    }
+    let actor = who.actor();
+    crate::federated::driver::cancel(&o, &mut row, &actor).await?;
+    Ok(Json(row.job))
+}

@@ -147,7 +147,7 @@ impl Modify for ContractShape {
         releases::withdraw, releases::download,
         tes::service_info, tes::create, tes::list, tes::get, tes::cancel,
         consent::ingest, consent::releases, consent::withdrawal,
-        federated::create, federated::list, federated::get,
+        federated::create, federated::list, federated::get, federated::cancel,
         healthz, metrics, openapi,
     ),
     components(schemas(

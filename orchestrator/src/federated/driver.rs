@@ -413,6 +413,24 @@ async fn aggregated(o: &Orchestrator, row: &mut JobRow) -> Result<(), StoreError
     Ok(())
 }
 
+/// Cancels `row`'s job in `actor`'s name: failed, saying who, what of it runs stopped, kept and
+/// audited.
+pub async fn cancel(o: &Orchestrator, row: &mut JobRow, actor: &str) -> Result<(), StoreError> {
+    let before = row.job.clone();
+    fail(o, row, &format!("canceled by {actor}")).await?;
+    row.job.updated_at = Utc::now();
+    o.inner().store.put_job(row).await?;
+    o.audit(
+        actor,
+        "federated_job_canceled",
+        &row.job.id,
+        json!({"from": before.state}),
+    )
+    .await;
+    record_changes(o, &before, &row.job).await;
+    Ok(())
+}
+
 /// Fails `row`'s job with `why` and stops what of it still runs.
 pub(super) async fn fail(o: &Orchestrator, row: &mut JobRow, why: &str) -> Result<(), StoreError> {
     let actor = format!("federated:{}", row.job.id);

@@ -19,7 +19,9 @@ pub struct JobRow {
 /// Federated jobs.
 #[async_trait]
 pub trait FederatedStore: Send + Sync + 'static {
-    /// Keeps `row` under its job's id, replacing what was kept before.
+    /// Keeps `row` under its job's id, replacing what was kept before, unless that had ended
+    /// (`completed` or `failed`): an ended job is never written again, so a pass that read it
+    /// before it was canceled cannot bring it back.
     async fn put_job(&self, row: &JobRow) -> Result<(), StoreError>;
 
     /// The job `id`.

@@ -655,6 +655,9 @@ pub(crate) async fn federated_jobs_are_kept_and_listed(store: Arc<dyn Store>) {
     done.job.aggregation.result = Some("rr-9".into());
     store.put_job(&done).await.unwrap();
     assert_eq!(store.job("fj-2").await.unwrap(), Some(done.clone()));
+    // An ended job stays as it ended.
+    store.put_job(&b).await.unwrap();
+    assert_eq!(store.job("fj-2").await.unwrap(), Some(done.clone()));
     let ids = |rows: Vec<JobRow>| rows.into_iter().map(|r| r.job.id).collect::<Vec<_>>();
     assert_eq!(
         ids(store.jobs(None, false).await.unwrap()),

@@ -26,13 +26,16 @@ impl FederatedStore for SqlStore<Db> {
         sqlx::query(Db::sql(
             "INSERT INTO federated_jobs (id, owner, state, body, created_at) \
              VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body \
+             WHERE federated_jobs.state NOT IN ($6, $7)",
         ))
         .bind(&j.id)
         .bind(&j.owner)
         .bind(j.state.as_str())
         .bind(json(row))
         .bind(to_millis(j.created_at).timestamp_millis())
+        .bind(JobState::Completed.as_str())
+        .bind(JobState::Failed.as_str())
         .execute(&self.writer)
         .await?;
         Ok(())
