@@ -474,6 +474,15 @@ pub(crate) fn aggregation_request(
     }
 }
 
+/// Whether `r` holds a federated job's partial (its workspace was made as a job's step).
+pub async fn is_partial(
+    o: &Orchestrator,
+    r: &basho_core::release::ReleaseRequest,
+) -> ApiResult<bool> {
+    let rec = o.inner().store.workspace(&r.workspace).await?;
+    Ok(rec.is_some_and(|rec| rec.launch.is_some_and(|l| l.partial)))
+}
+
 /// Whether `site`'s agent may fetch the released partial `release`: it feeds an aggregation
 /// step placed at that site.
 pub async fn feeds(o: &Orchestrator, site: &Ident, release: &str) -> ApiResult<bool> {

@@ -281,6 +281,13 @@ async fn a_job_moves_with_its_sites_reports_and_only_its_owner_and_readers_see_i
     let partial = j["sites"][2]["partial"].as_str().unwrap();
     let got = fetch(&h, "bbj", partial).await;
     assert_error(&got, StatusCode::NOT_FOUND, "not_found");
+    // Released by its site's rule, a partial still goes nowhere but into the aggregation: not to
+    // its owner, not to the platform.
+    for who in [alice.as_str(), PLATFORM] {
+        let path = format!("/v1/release-requests/{partial}/files/counts.csv");
+        let got = h.call(Method::GET, &path, who, None).await;
+        assert_error(&got, StatusCode::FORBIDDEN, "partial_for_aggregation");
+    }
     let rr = bbj["partial"].as_str().unwrap().to_owned();
     for c in ["carol", "dave"] {
         let t = token(&store, Role::OutputChecker, Some(c)).await;

@@ -66,6 +66,18 @@ pub async fn download(
             "only the workspace's owner and the platform download released files",
         ));
     }
+    // A federated job's partial leaves only into its aggregation: the job's result is what
+    // people download, once two checkers approve it.
+    if !matches!(who, Principal::Agent(_)) && crate::federated::is_partial(&o, &r).await? {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "partial_for_aggregation",
+            format!(
+                "release request {id} is a federated job's partial: it goes only to the job's \
+                 aggregation step; download the job's result once two checkers approve it"
+            ),
+        ));
+    }
     let Some(file) = r.files.iter().find(|f| f.name == name).cloned() else {
         return Err(ApiError::not_found(format!(
             "release request {id} has no file {name:?}"
