@@ -5,6 +5,9 @@ CREATE TABLE federated_jobs (
     owner TEXT NOT NULL,
     state TEXT NOT NULL,
     body TEXT NOT NULL,
-    created_at BIGINT NOT NULL
+    created_at BIGINT NOT NULL,
+    -- The Idempotency-Key of the request that made it, and the SHA-256 of that request.
+    idempotency_key TEXT UNIQUE,
+    request_hash TEXT
 );
 CREATE INDEX federated_jobs_state ON federated_jobs (state);

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::Orchestrator;
 use crate::admission::{Admission, admit, granted_datasets};
 use crate::api::{ApiError, ApiResult};
-use crate::store::JobRow;
+use crate::store::{IdempotencyKey, JobInsert, JobRow};
 use crate::workspaces::{Batch, CreateError, create_with, idempotency_key};
 
 pub mod driver;
@@ -49,16 +49,37 @@ fn step_launch() -> Launch {
     }
 }
 
-/// Checks `req` whole, then starts each site's step; the job as stored. `owner` is the
-/// researcher whose own token asks (their visas only), none for the platform.
+/// A key used before for another request.
+fn key_reused(job: &str) -> ApiError {
+    invalid(
+        "idempotency_key_reused",
+        format!(
+            "this Idempotency-Key already started federated job {job} from a different request; \
+             use a fresh key for a new job, or resend the original body"
+        ),
+    )
+}
+
+/// Checks `req` whole, then starts each site's step; the job as stored, and whether an earlier
+/// request with the same `key` made it (nothing is done again then). `owner` is the researcher
+/// whose own token asks (their visas only), none for the platform.
 pub async fn create(
     o: &Orchestrator,
     actor: &str,
     owner: Option<&str>,
     req: CreateFederatedJob,
-) -> ApiResult<FederatedJob> {
+    key: Option<&IdempotencyKey>,
+) -> ApiResult<(FederatedJob, bool)> {
     let inner = o.inner();
     let now = Utc::now();
+    if let Some(k) = key
+        && let Some((hash, first)) = inner.store.job_by_key(&k.key).await?
+    {
+        return match hash == k.request_hash {
+            true => Ok((first.job, true)),
+            false => Err(key_reused(&first.job.id)),
+        };
+    }
     if let Some(n) = &req.name
         && (n.chars().count() > MAX_NAME || n.chars().any(char::is_control))
     {
@@ -199,7 +220,11 @@ pub async fn create(
         aggregation: req.aggregation.clone(),
     };
     // Kept before any step starts: a step never runs without its job.
-    inner.store.put_job(&row).await?;
+    match inner.store.insert_job(&row, key).await? {
+        JobInsert::New => {}
+        JobInsert::Replayed(first) => return Ok((first.job, true)),
+        JobInsert::KeyReused(job) => return Err(key_reused(&job)),
+    }
     let batch = Batch {
         image: req.site_step.image.clone(),
         command: req.site_step.command.clone(),
@@ -257,7 +282,7 @@ pub async fn create(
     )
     .await;
     inner.federated.wake();
-    Ok(row.job)
+    Ok((row.job, false))
 }
 
 /// The idempotency key a job's step at `site` is made with: a step made just before the

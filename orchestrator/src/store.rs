@@ -26,7 +26,7 @@ pub mod usage;
 
 pub use audit::{AuditEvent, AuditStore};
 pub use consent::{ConsentRow, ConsentStore};
-pub use federated::{FederatedStore, JobRow};
+pub use federated::{FederatedStore, JobInsert, JobRow};
 pub use postgres::PostgresStore;
 pub use releases::{ReleaseFilter, ReleaseStore};
 pub use revocations::{NewRevocation, RevocationStore};

@@ -63,7 +63,7 @@ pub struct Creation {
 
 /// The idempotency key `key` of `req`: the request is hashed as parsed and serialized again, so
 /// formatting and field order do not matter.
-pub fn idempotency_key(key: &str, req: &CreateWorkspace) -> IdempotencyKey {
+pub fn idempotency_key(key: &str, req: &impl serde::Serialize) -> IdempotencyKey {
     let canonical = serde_json::to_vec(req).expect("a parsed request serializes");
     let hash = Sha256::digest(&canonical);
     IdempotencyKey {

@@ -364,6 +364,44 @@ async fn a_job_moves_with_its_sites_reports_and_only_its_owner_and_readers_see_i
     assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
 }
 
+/// `body` started with the platform's token and Idempotency-Key `key`.
+async fn post(h: &Harness, body: Value, key: &str) -> (StatusCode, Value) {
+    let headers = [("idempotency-key", key)];
+    let bytes = serde_json::to_vec(&body).unwrap();
+    h.raw(Method::POST, JOBS, Some(PLATFORM), &headers, bytes)
+        .await
+}
+
+#[tokio::test]
+async fn an_idempotency_key_starts_a_job_once() {
+    let (h, _) = harness().await;
+    let body = job(&h, "alice", &ALL);
+    let (s, first) = post(&h, body.clone(), "job-key-1").await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let (s, again) = post(&h, body.clone(), "job-key-1").await;
+    assert_eq!(
+        (s, &again),
+        (StatusCode::OK, &first),
+        "the retry answers the same job"
+    );
+    let (_, ws) = h.call(Method::GET, "/v1/workspaces", PLATFORM, None).await;
+    assert_eq!(
+        ws.as_array().unwrap().len(),
+        3,
+        "one step per site, once: {ws}"
+    );
+    let mut other = body;
+    other["name"] = json!("another");
+    let got = post(&h, other, "job-key-1").await;
+    assert_error(
+        &got,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
+    let got = post(&h, job(&h, "alice", &ALL), "bad key with spaces").await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+}
+
 #[tokio::test]
 async fn a_job_is_canceled_by_its_owner_and_stays_canceled() {
     let (h, store) = harness().await;

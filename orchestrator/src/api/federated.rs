@@ -17,11 +17,17 @@ use crate::tokens::Principal;
 
 /// Runs a site step at every site holding the job's datasets, then aggregates the released
 /// partials at one site.
+///
+/// With an `Idempotency-Key`, the first request answers 201 and a retry with the same body
+/// answers 200 with the same job (nothing started again); the same key with another body
+/// answers 422 `idempotency_key_reused`.
 #[utoipa::path(
     post, path = "/v1/federated-jobs", operation_id = "createFederatedJob", tag = "federated",
     request_body = CreateFederatedJob,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: 1 to 255 visible ASCII characters (a UUID)")),
     responses(
         (status = 201, description = "Checked whole and started at every site", body = FederatedJob),
+        (status = 200, description = "Started before by a request with the same key and body", body = FederatedJob),
         (status = 401, description = "No or unknown token", body = ErrorBody),
         (status = 403, description = "A role that may not, visas that do not verify or grant, visas of someone else or of mixed subjects, or over the project's quota", body = ErrorBody),
         (status = 409, description = "A site has no room now", body = ErrorBody),
@@ -32,6 +38,7 @@ use crate::tokens::Principal;
 pub async fn create(
     Caller(who): Caller,
     State(o): State<Orchestrator>,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<CreateFederatedJob>,
 ) -> ApiResult<(StatusCode, Json<FederatedJob>)> {
     let owner = match &who {
@@ -45,8 +52,15 @@ pub async fn create(
             ));
         }
     };
-    let job = crate::federated::create(&o, &who.actor(), owner, req).await?;
-    Ok((StatusCode::CREATED, Json(job)))
+    let key = super::workspaces::idempotency_key(&headers, &req)?;
+    let (job, replayed) =
+        crate::federated::create(&o, &who.actor(), owner, req, key.as_ref()).await?;
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(job)))
 }
 
 /// Which jobs to list.

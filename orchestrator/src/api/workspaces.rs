@@ -46,9 +46,9 @@ impl From<CreateError> for ApiError {
 }
 
 /// The request's `Idempotency-Key`, if it sent one.
-fn idempotency_key(
+pub(crate) fn idempotency_key(
     headers: &HeaderMap,
-    req: &CreateWorkspace,
+    req: &impl serde::Serialize,
 ) -> ApiResult<Option<IdempotencyKey>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);

@@ -666,4 +666,41 @@ pub(crate) async fn federated_jobs_are_kept_and_listed(store: Arc<dyn Store>) {
     assert_eq!(ids(store.jobs(None, true).await.unwrap()), ["fj-1", "fj-3"]);
     assert_eq!(ids(store.jobs(Some("bob"), false).await.unwrap()), ["fj-2"]);
     assert!(store.jobs(Some("bob"), true).await.unwrap().is_empty());
+    // Once per Idempotency-Key: the same request answers the first job, another is refused.
+    use crate::store::{IdempotencyKey, JobInsert};
+    let key = |hash: &str| IdempotencyKey {
+        key: "k-1".into(),
+        request_hash: hash.into(),
+    };
+    let first = row("fj-4", "carol", 3);
+    assert_eq!(
+        store.insert_job(&first, Some(&key("h1"))).await.unwrap(),
+        JobInsert::New
+    );
+    assert_eq!(
+        store
+            .insert_job(&row("fj-5", "carol", 4), Some(&key("h1")))
+            .await
+            .unwrap(),
+        JobInsert::Replayed(Box::new(first.clone()))
+    );
+    assert_eq!(
+        store
+            .insert_job(&row("fj-6", "carol", 5), Some(&key("h2")))
+            .await
+            .unwrap(),
+        JobInsert::KeyReused("fj-4".into())
+    );
+    assert_eq!(store.job("fj-5").await.unwrap(), None);
+    assert_eq!(
+        store.job_by_key("k-1").await.unwrap(),
+        Some(("h1".to_owned(), first))
+    );
+    assert_eq!(
+        store
+            .insert_job(&row("fj-7", "carol", 6), None)
+            .await
+            .unwrap(),
+        JobInsert::New
+    );
 }

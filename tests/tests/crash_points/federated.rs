@@ -1,14 +1,15 @@
 //! The federated cases: a job over the world's site (its step and its aggregation both there,
 //! every clean partial released by the site's rule) with the orchestrator or the agent killed at
-//! a federated job's crash point. The job must complete, its step and its aggregation each made
-//! once and both gone from the backend, the site's capacity free again.
+//! a federated job's crash point, the job sent again with its Idempotency-Key when the
+//! orchestrator died. The job must complete, its step and its aggregation each made once and
+//! both gone from the backend, the site's capacity free again.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use basho_tests::procs::Proc;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::DATASET;
 use crate::world::{Files, Row, World, died_at};
@@ -46,25 +47,37 @@ impl World {
             "aggregation": {"image": "basho/demo", "command": ["sum-cells", "1"], "site": site},
         });
         // The job; the armed process dies on the way (its answer may never come).
+        let key = basho_tests::unique("key");
+        let headers = [("Idempotency-Key", key.as_str())];
         let answered = self
             .fed
             .api
-            .try_call_with(Method::POST, "/v1/federated-jobs", Some(&body), &[])
+            .try_call_with(Method::POST, "/v1/federated-jobs", Some(&body), &headers)
             .await;
         died_at(if in_orchestrator { &mut o } else { &mut a }, point).await?;
 
-        // Started again on the same state; the job is never sent again.
+        // Started again on the same state; the job sent again with its key when the
+        // orchestrator died: the same job answers, nothing started twice.
         let restarted = Instant::now();
+        let mut id = answered.and_then(|(_, j)| j["id"].as_str().map(str::to_owned));
         if in_orchestrator {
             o = orch(None);
             self.up(config.listen).await?;
+            let (status, j) = self
+                .fed
+                .api
+                .try_call_with(Method::POST, "/v1/federated-jobs", Some(&body), &headers)
+                .await
+                .ok_or("the replayed job was not answered")?;
+            let replayed = j["id"].as_str().map(str::to_owned);
+            if !status.is_success() || (id.is_some() && replayed != id) {
+                return Err(format!("the replay answered {status}: {j} (first: {id:?})"));
+            }
+            id = replayed;
         } else {
             a = agent(None);
         }
-        let id = match answered.and_then(|(_, j)| j["id"].as_str().map(str::to_owned)) {
-            Some(id) => id,
-            None => self.job_of(&project).await?,
-        };
+        let id = id.ok_or("no job id was ever answered")?;
         let job = self
             .poll("the job to end", Duration::from_secs(90), || async {
                 let (_, j) = self
@@ -127,21 +140,5 @@ impl World {
             end: "completed".into(),
             converged,
         })
-    }
-
-    /// The one job of `project`.
-    async fn job_of(&self, project: &str) -> Result<String, String> {
-        self.poll("the job listed", Duration::from_secs(30), || async {
-            let (_, jobs) = self
-                .fed
-                .api
-                .try_call_with(Method::GET, "/v1/federated-jobs", None, &[])
-                .await?;
-            jobs.as_array()?
-                .iter()
-                .find(|j| j["project"] == project)
-                .and_then(|j: &Value| j["id"].as_str().map(str::to_owned))
-        })
-        .await
     }
 }

@@ -7,9 +7,9 @@ use sqlx::Row as _;
 
 use super::Db;
 use super::rows::Row;
-use crate::store::federated::{FederatedStore, JobRow};
+use crate::store::federated::{FederatedStore, JobInsert, JobRow};
 use crate::store::sql::{Dialect, SqlStore, json};
-use crate::store::{StoreError, to_millis};
+use crate::store::{IdempotencyKey, StoreError, to_millis};
 
 fn job(row: &Row) -> Result<JobRow, StoreError> {
     let body: String = row.try_get("body")?;
@@ -21,6 +21,61 @@ fn job(row: &Row) -> Result<JobRow, StoreError> {
 
 #[async_trait]
 impl FederatedStore for SqlStore<Db> {
+    async fn insert_job(
+        &self,
+        row: &JobRow,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<JobInsert, StoreError> {
+        let j = &row.job;
+        let done = sqlx::query(Db::sql(
+            "INSERT INTO federated_jobs \
+             (id, owner, state, body, created_at, idempotency_key, request_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        ))
+        .bind(&j.id)
+        .bind(&j.owner)
+        .bind(j.state.as_str())
+        .bind(json(row))
+        .bind(to_millis(j.created_at).timestamp_millis())
+        .bind(key.map(|k| k.key.as_str()))
+        .bind(key.map(|k| k.request_hash.as_str()))
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(JobInsert::New);
+        }
+        let Some(key) = key else {
+            return Err(StoreError::Corrupt {
+                what: "federated_jobs.id",
+                message: format!("job {} exists already", j.id),
+            });
+        };
+        match self.job_by_key(&key.key).await? {
+            Some((hash, first)) if hash == key.request_hash => {
+                Ok(JobInsert::Replayed(Box::new(first)))
+            }
+            Some((_, first)) => Ok(JobInsert::KeyReused(first.job.id)),
+            None => Err(StoreError::Corrupt {
+                what: "federated_jobs.id",
+                message: format!("job {} exists already", j.id),
+            }),
+        }
+    }
+
+    async fn job_by_key(&self, key: &str) -> Result<Option<(String, JobRow)>, StoreError> {
+        let Some(row) = sqlx::query(Db::sql(
+            "SELECT body, request_hash FROM federated_jobs WHERE idempotency_key = $1",
+        ))
+        .bind(key)
+        .fetch_optional(&self.writer)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let hash: String = row.try_get("request_hash")?;
+        Ok(Some((hash, job(&row)?)))
+    }
+
     async fn put_job(&self, row: &JobRow) -> Result<(), StoreError> {
         let j = &row.job;
         sqlx::query(Db::sql(
