@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use basho_core::State;
-use basho_core::protocol::{Assignment, Observation, Registration, TaskOutputs};
+use basho_core::protocol::{Assignment, Observation, Registration};
 use basho_core::revocation::Revocation;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, watch};
@@ -30,6 +30,7 @@ use crate::reconcile::hostdirs::{HostDirs, Ownership};
 use crate::reconcile::{Action, Executor, by_workspace, plan, plan_before_sync};
 use crate::revocations::{self, DenyList, Grants, recorded_grants};
 
+mod outputs;
 pub mod poll;
 mod releases;
 pub mod report;
@@ -473,26 +474,9 @@ impl Reconciler {
         );
         // A batch workspace that ended by itself is reported once its outputs are taken.
         if let Some(d) = screened.desired.as_deref() {
-            self.outputs = d
-                .iter()
-                .filter_map(|a| Some((a.id.clone(), a.launch.clone()?)))
-                .filter(|(_, l)| !l.outputs.is_empty() || l.all_results)
-                .collect();
+            self.learn_outputs(d);
         }
-        let mut taking = Vec::new();
-        actions.retain(|a| match a {
-            Action::Report(o) => match self.outputs_to_take(o) {
-                Some(names) => {
-                    taking.push((o.clone(), names));
-                    false
-                }
-                None => true,
-            },
-            _ => true,
-        });
-        for (report, names) in taking {
-            self.take_outputs(report, names);
-        }
+        self.take_ended_outputs(&mut actions);
         let mut reports = Vec::new();
         for (workspace, steps) in by_workspace(actions) {
             if !steps.iter().any(Action::changes) {
@@ -561,67 +545,6 @@ impl Reconciler {
         self.busy_ids.insert(key, task.id());
     }
 
-    /// The outputs to take before `report` is sent: those of a batch workspace it says ended by
-    /// itself, unless they were taken or that end was already reported.
-    fn outputs_to_take(&self, report: &Observation) -> Option<basho_core::protocol::Launch> {
-        if report.outputs.is_some() || !matches!(report.state, State::Stopped | State::Failed) {
-            return None;
-        }
-        if self
-            .outbox
-            .latest(&report.workspace)
-            .is_some_and(|l| l.state == report.state)
-        {
-            return None;
-        }
-        self.outputs.get(&report.workspace).cloned()
-    }
-
-    /// Takes what `launch` names of an ended batch workspace's `/results` into the airlock store,
-    /// in the site's audit log, then reports `report` with them.
-    fn take_outputs(&mut self, mut report: Observation, launch: basho_core::protocol::Launch) {
-        let (desk, audit) = (self.desk.clone(), self.site_audit.clone());
-        let key = report.workspace.clone();
-        let span = info_span!("outputs", workspace = %key);
-        let task = self.busy.spawn(
-            async move {
-                let ws = report.workspace.clone();
-                let taken = {
-                    let ws = ws.clone();
-                    tokio::task::spawn_blocking(move || desk.outputs(&ws, &launch)).await
-                };
-                let mut outputs = taken.unwrap_or_else(|e| TaskOutputs {
-                    intake: None,
-                    missing: Vec::new(),
-                    error: Some(format!("taking the outputs failed: {e}")),
-                    released_by: None,
-                });
-                let files = outputs.intake.as_ref().map(crate::airlock::serve::digests);
-                let detail = serde_json::json!({"files": files, "missing": outputs.missing,
-                    "error": outputs.error, "released_by": outputs.released_by});
-                if let Err(e) = audit.record("task_outputs_taken", &ws, detail).await {
-                    warn!(error = %e, "the outputs taken could not be written to the site's audit log");
-                    outputs.intake = None;
-                    outputs.released_by = None;
-                    outputs.error = Some("the site's audit log could not record them".into());
-                }
-                info!(
-                    files = outputs.intake.as_ref().map_or(0, |i| i.files.len()),
-                    missing = outputs.missing.len(),
-                    "outputs taken"
-                );
-                report.outputs = Some(outputs);
-                let out = Outcome {
-                    reports: vec![report],
-                    refused: Vec::new(),
-                };
-                (ws, out)
-            }
-            .instrument(span),
-        );
-        self.busy_ids.insert(key, task.id());
-    }
-
     /// Takes in what a finished task reports.
     fn finished(&mut self, done: Result<(String, Outcome), tokio::task::JoinError>) {
         let (workspace, out) = match done {
@@ -641,7 +564,7 @@ impl Reconciler {
         let mut reports = Vec::new();
         for r in out.reports {
             match self.outputs_to_take(&r) {
-                Some(names) => self.take_outputs(r, names),
+                Some(launch) => self.take_outputs(r, launch),
                 None => reports.push(r),
             }
         }
