@@ -125,6 +125,7 @@ fn a_quick_run_writes_a_results_file_with_every_figure() {
     );
     let out = fakes.bench(&[
         "--quick",
+        "--dev-build",
         "revoke",
         "slurm",
         "--out",
@@ -152,7 +153,7 @@ fn a_quick_run_writes_a_results_file_with_every_figure() {
     assert_eq!(
         revoke["command"],
         "target/debug/basho-bench-revoke --revocations 30 --per-site 5 --burst 30",
-        "a quick run takes the tests' dev-profile build"
+        "--dev-build takes the tests' dev-profile build"
     );
     assert_eq!(results["profile"], "debug");
     assert_eq!(revoke["figures"][0]["name"], "gone_p99");
