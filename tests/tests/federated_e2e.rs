@@ -103,6 +103,11 @@ async fn wait_job(fed: &Federation, id: &str, states: &[&str], within: Duration)
     .await
 }
 
+/// The job once it completed or failed (within 90 s).
+async fn ended(fed: &Federation, id: &str) -> Value {
+    wait_job(fed, id, &["completed", "failed"], Duration::from_secs(90)).await
+}
+
 fn step<'a>(fed: &Federation, j: &'a Value, site: &str) -> &'a Value {
     j["sites"]
         .as_array()
@@ -202,7 +207,7 @@ async fn the_cross_site_count_leaves_no_site_but_as_released_aggregates() {
     let partial = waiting["partial"].as_str().unwrap().to_owned();
     approve(&fed, &partial).await;
 
-    let j = wait_job(&fed, &id, &["completed", "failed"], Duration::from_secs(90)).await;
+    let j = ended(&fed, &id).await;
     assert_eq!(j["state"], "completed", "{j}");
     assert!(
         step(&fed, &j, "bbj")["released_by"]
@@ -353,13 +358,7 @@ async fn a_revoked_site_fails_the_job_unless_min_sites_lets_it_finish_without_it
         .await;
     assert!(s.is_success(), "{v}");
 
-    let j = wait_job(
-        &fed,
-        &ids[0],
-        &["completed", "failed"],
-        Duration::from_secs(90),
-    )
-    .await;
+    let j = ended(&fed, &ids[0]).await;
     assert_eq!(j["state"], "completed", "{j}");
     let bbj = step(&fed, &j, "bbj");
     assert_eq!(bbj["state"], "failed", "{j}");
@@ -375,13 +374,7 @@ async fn a_revoked_site_fails_the_job_unless_min_sites_lets_it_finish_without_it
     expected.sort();
     assert_eq!(fed_by, expected, "the result says which sites are in it");
 
-    let j = wait_job(
-        &fed,
-        &ids[1],
-        &["completed", "failed"],
-        Duration::from_secs(90),
-    )
-    .await;
+    let j = ended(&fed, &ids[1]).await;
     assert_eq!(j["state"], "failed", "{j}");
     let why = j["message"].as_str().unwrap();
     assert!(
@@ -393,13 +386,7 @@ async fn a_revoked_site_fails_the_job_unless_min_sites_lets_it_finish_without_it
         "nothing aggregated: {j}"
     );
 
-    let j = wait_job(
-        &fed,
-        &linked,
-        &["completed", "failed"],
-        Duration::from_secs(90),
-    )
-    .await;
+    let j = ended(&fed, &linked).await;
     assert_eq!(j["state"], "failed", "{j}");
     let why = j["message"].as_str().unwrap();
     assert!(why.contains("data, a link"), "{why}");
@@ -475,7 +462,7 @@ async fn a_site_agent_down_mid_job_or_at_aggregation_time_makes_the_job_wait_not
     assert!(j["aggregation"]["workspace"].is_null(), "{j}");
 
     fed.start_agent("bbj").await;
-    let j = wait_job(&fed, &id, &["completed", "failed"], Duration::from_secs(60)).await;
+    let j = ended(&fed, &id).await;
     assert_eq!(j["state"], "completed", "{j}");
     let admin = basho_tests::sessions::token(&fed, Role::Admin, None).await;
     let created: Vec<Value> = basho_tests::sessions::audit(&fed, &admin, &ws)

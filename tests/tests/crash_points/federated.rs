@@ -7,12 +7,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use basho_tests::procs::Proc;
 use reqwest::Method;
 use serde_json::json;
 
 use crate::DATASET;
-use crate::world::{Files, Row, World, died_at};
+use crate::world::{Files, Row, World, died_at, starters};
 
 impl World {
     pub(crate) async fn run_federated(
@@ -29,9 +28,7 @@ impl World {
         } = self.files(dir, |s| s.airlock.auto_release_partials = true);
         let armed = format!("{point}=return");
         let in_orchestrator = point.starts_with("orchestrator.");
-        let orch =
-            |armed: Option<&str>| Proc::start_armed("basho-orchestrator", &orch_toml, &log, armed);
-        let agent = |armed: Option<&str>| Proc::start_armed("basho-agent", &site_toml, &log, armed);
+        let (orch, agent) = starters(&orch_toml, &site_toml, &log);
         let mut o = orch(in_orchestrator.then_some(armed.as_str()));
         self.up(config.listen).await?;
         let mut a = agent((!in_orchestrator).then_some(armed.as_str()));

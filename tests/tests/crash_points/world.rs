@@ -206,9 +206,7 @@ impl World {
         let ends = op.ends(self.backend);
         let armed = format!("{point}=return");
         let in_orchestrator = point.starts_with("orchestrator.");
-        let orch =
-            |armed: Option<&str>| Proc::start_armed("basho-orchestrator", &orch_toml, &log, armed);
-        let agent = |armed: Option<&str>| Proc::start_armed("basho-agent", &site_toml, &log, armed);
+        let (orch, agent) = starters(&orch_toml, &site_toml, &log);
         let mut o = orch(in_orchestrator.then_some(armed.as_str()));
         self.up(config.listen).await?;
         // Usage points fire on the meter's first tick, which may come before the workspace is
@@ -402,4 +400,19 @@ pub(crate) async fn died_at(crashed: &mut Proc, point: &str) -> Result<(), Strin
         return Err(format!("the process died, but not at {point}"));
     }
     Ok(())
+}
+
+/// Starts a case's orchestrator and its agent, each armed (`FAILPOINTS`) or not.
+pub(crate) fn starters<'a>(
+    orchestrator: &'a Path,
+    agent: &'a Path,
+    log: &'a Path,
+) -> (
+    impl Fn(Option<&str>) -> Proc + 'a,
+    impl Fn(Option<&str>) -> Proc + 'a,
+) {
+    (
+        move |armed| Proc::start_armed("basho-orchestrator", orchestrator, log, armed),
+        move |armed| Proc::start_armed("basho-agent", agent, log, armed),
+    )
 }
