@@ -46,6 +46,16 @@ pub const RECHECK: Duration = Duration::from_secs(2);
 /// stop timeout.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(60);
 
+/// What the agent serves beyond sessions: the airlock always; a federated job's aggregation only
+/// where the backend binds the agent's own directories (it stages the partials there).
+fn features(capabilities: crate::backend::Capabilities) -> Vec<String> {
+    let mut features = vec![basho_core::release::FEATURE_AIRLOCK.to_owned()];
+    if capabilities.host_dirs {
+        features.push(basho_core::federated::FEATURE_FEDERATED.to_owned());
+    }
+    features
+}
+
 /// Waits for the tasks of `busy`, each handed to `finished`, for at most `grace`; the ones still
 /// running then are aborted. How many were abandoned.
 async fn drain<T: 'static>(
@@ -139,10 +149,7 @@ pub async fn run(
         images: catalog.image_names(),
         start_timeout_s: config.reconcile.start_timeout_s,
         session_key: Some(basho_core::e2e::encode_key(&key.public)),
-        features: vec![
-            basho_core::release::FEATURE_AIRLOCK.to_owned(),
-            basho_core::federated::FEATURE_FEDERATED.to_owned(),
-        ],
+        features: features(backend.capabilities()),
     };
     let dirs = HostDirs::new(config.paths.clone(), ownership);
     let meter = Arc::new(Meter::open(
@@ -670,6 +677,23 @@ mod tests {
     use basho_core::Ident;
 
     use super::*;
+
+    #[test]
+    fn only_a_backend_the_agent_stages_into_offers_to_aggregate() {
+        let caps = |host_dirs| crate::backend::Capabilities {
+            gpus: false,
+            recursive_readonly: true,
+            host_dirs,
+            relaunch: false,
+            requeue: false,
+        };
+        assert_eq!(features(caps(true)), ["airlock", "federated"]);
+        assert_eq!(
+            features(caps(false)),
+            ["airlock"],
+            "Kubernetes: its volumes are not ours"
+        );
+    }
     use crate::backend::fake::FakeBackend;
     use crate::backend::{Capabilities, LaunchSpec, UsageSample};
 
