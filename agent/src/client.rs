@@ -290,30 +290,28 @@ impl Client {
     }
 
     /// `GET /v1/release-requests/{request}/files/{name}`: a released file (a federated job's
-    /// partial this site's aggregation step reads), each chunk handed to `sink` as it comes.
+    /// partial this site's aggregation step reads), its bytes to be read from the answer.
     pub async fn released_file(
         &self,
         request: &str,
         name: &str,
-        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
-    ) -> Result<(), ClientError> {
+    ) -> Result<reqwest::Response, ClientError> {
         let mut url = self.url("v1/release-requests");
         url.path_segments_mut()
             .expect("an http(s) URL has a path")
             .push(request)
             .push("files")
             .extend(name.split('/'));
-        let mut resp = self
-            .answered(self.http.get(url).timeout(DOWNLOAD_TIMEOUT))
-            .await?;
-        while let Some(chunk) = resp
-            .chunk()
+        self.answered(self.http.get(url).timeout(DOWNLOAD_TIMEOUT))
             .await
-            .map_err(|e| ClientError::Transport(describe(&e)))?
-        {
-            sink(&chunk).map_err(|e| ClientError::Transport(format!("writing it: {e}")))?;
-        }
-        Ok(())
+    }
+
+    /// The next chunk of an answer's body; none at its end.
+    pub async fn chunk(resp: &mut reqwest::Response) -> Result<Option<Vec<u8>>, ClientError> {
+        resp.chunk()
+            .await
+            .map(|c| c.map(|b| b.to_vec()))
+            .map_err(|e| ClientError::Transport(describe(&e)))
     }
 }
 

@@ -5,12 +5,12 @@
 //! `/inputs`. A file already there whole is not fetched again, so a restarted agent or a
 //! launch tried again only fetches what is missing.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use basho_core::digest::hex;
 use basho_core::federated::PartialInput;
 use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
 
 use crate::client::Client;
 
@@ -46,25 +46,22 @@ pub async fn stage(
                 ".{}.part",
                 dest.file_name().and_then(|n| n.to_str()).unwrap_or("input")
             ));
-            let file = std::fs::File::create(&part)
-                .map_err(|e| StageError(format!("creating {}: {e}", part.display())))?;
-            let mut writer = std::io::BufWriter::new(file);
+            let writing =
+                |e: std::io::Error| StageError(format!("writing {}: {e}", part.display()));
+            let fetching = |e| StageError(format!("{} of site {}: {e}", f.name, input.site));
+            let mut file = tokio::fs::File::create(&part).await.map_err(writing)?;
+            let mut resp = client
+                .released_file(&input.release, &f.name)
+                .await
+                .map_err(fetching)?;
             let mut hasher = Sha256::new();
             let mut size = 0u64;
-            let mut sink = |chunk: &[u8]| {
-                hasher.update(chunk);
+            while let Some(chunk) = Client::chunk(&mut resp).await.map_err(fetching)? {
+                hasher.update(&chunk);
                 size += chunk.len() as u64;
-                writer.write_all(chunk)
-            };
-            client
-                .released_file(&input.release, &f.name, &mut sink)
-                .await
-                .map_err(|e| StageError(format!("{} of site {}: {e}", f.name, input.site)))?;
-            let file = writer
-                .into_inner()
-                .map_err(|e| StageError(format!("writing {}: {e}", part.display())))?;
-            file.sync_all()
-                .map_err(|e| StageError(format!("writing {}: {e}", part.display())))?;
+                file.write_all(&chunk).await.map_err(writing)?;
+            }
+            file.sync_all().await.map_err(writing)?;
             let got = hex(&hasher.finalize());
             if got != f.sha256 || size != f.size {
                 let _ = std::fs::remove_file(&part);
