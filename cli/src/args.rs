@@ -142,6 +142,10 @@ pub struct CreateArgs {
     /// Pin the workspace to a site.
     #[arg(long)]
     pub site: Option<Ident>,
+    /// How long it may wait in the queue when no site has the compute free (`2h`, up to 7d);
+    /// `0` refuses it at once instead. Default: the orchestrator's (24h).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_queue: Option<Duration>,
     /// Idempotency key; the default is a fresh UUID, reused when the CLI retries the request.
     #[arg(long)]
     pub idempotency_key: Option<String>,

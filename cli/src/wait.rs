@@ -104,6 +104,20 @@ pub fn settle(goal: Goal, ws: &Workspace) -> Option<Result<(), Error>> {
     }
 }
 
+/// A workspace's state and site, and while queued its place and why it waits.
+fn where_(ws: &Workspace) -> String {
+    match (&ws.state, &ws.queue) {
+        (State::Queued, Some(q)) => {
+            format!("queued, {} of {} ({})", q.position, q.length, q.reason)
+        }
+        (State::Queued, None) => format!(
+            "queued ({})",
+            ws.message.as_deref().unwrap_or("waiting for compute")
+        ),
+        _ => format!("{} at {}", ws.state, ws.site),
+    }
+}
+
 /// Progress on stderr.
 struct Progress {
     id: String,
@@ -130,16 +144,15 @@ impl Progress {
             self.frame = (self.frame + 1) % SPINNER.len();
             let _ = write!(
                 err,
-                "\r\x1b[2K{} {}: {} at {} ({}s)",
+                "\r\x1b[2K{} {}: {} ({}s)",
                 SPINNER[self.frame],
                 self.id,
-                ws.state,
-                ws.site,
+                where_(ws),
                 elapsed.as_secs()
             );
             let _ = err.flush();
         } else if self.last != Some(ws.state) {
-            let _ = writeln!(err, "{}: {} at {}", self.id, ws.state, ws.site);
+            let _ = writeln!(err, "{}: {}", self.id, where_(ws));
         }
         self.last = Some(ws.state);
     }

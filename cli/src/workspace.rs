@@ -64,6 +64,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateWorkspace, Error> {
         resources,
         duration_s,
         site: args.site.clone(),
+        max_queue_s: args.max_queue.map(|d| d.as_secs()),
     })
 }
 

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proof;
 pub mod protocol;
+pub mod queue;
 pub mod release;
 pub mod revocation;
 pub mod role;

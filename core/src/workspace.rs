@@ -78,6 +78,11 @@ pub struct CreateWorkspace {
     /// Pin the workspace to one site.
     #[serde(default)]
     pub site: Option<Ident>,
+    /// How long it may wait in the queue when no site has the compute free now (default 24
+    /// hours, at most 7 days); 0 refuses it at once instead (409 `insufficient_capacity`).
+    #[serde(default)]
+    #[schema(maximum = 604800)]
+    pub max_queue_s: Option<u64>,
 }
 
 /// A workspace as the API shows it.
@@ -91,7 +96,7 @@ pub struct Workspace {
     pub owner: String,
     /// The template.
     pub template: Ident,
-    /// The site it was placed at.
+    /// The site it was placed at; while `queued`, the site it waits for first.
     pub site: Ident,
     /// Where it is in its lifecycle.
     pub state: State,
@@ -104,7 +109,9 @@ pub struct Workspace {
     pub resources: Resources,
     /// When the platform asked for it.
     pub created_at: DateTime<Utc>,
-    /// When it ends: the earlier of `duration_s` and the earliest visa `exp`.
+    /// When it ends: the earlier of `duration_s` and the earliest visa `exp`. While `queued`,
+    /// when it leaves the queue unplaced (`max_queue_s`, or a visa expiring first); its
+    /// lifetime counts from its placement.
     pub expires_at: DateTime<Utc>,
     /// When its state last changed.
     pub updated_at: DateTime<Utc>,
@@ -116,6 +123,9 @@ pub struct Workspace {
     /// consent, as its site found them: they cannot leave through the airlock; delete them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub withdrawn_copies: Vec<String>,
+    /// Where it stands while `queued`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<crate::queue::QueueInfo>,
 }
 
 /// Workspace lifecycle states (docs/design.md section 4).
@@ -136,6 +146,8 @@ pub struct Workspace {
 pub enum State {
     /// Accepted, not yet placed.
     Pending,
+    /// Waiting for compute: no site that could run it has enough free now.
+    Queued,
     /// Assigned to a site; its agent has not started it yet.
     Placed,
     /// The site's agent is launching it.
@@ -158,8 +170,9 @@ pub enum State {
 
 impl State {
     /// Every state, in lifecycle order.
-    pub const ALL: [State; 10] = [
+    pub const ALL: [State; 11] = [
         State::Pending,
+        State::Queued,
         State::Placed,
         State::Starting,
         State::Running,
@@ -175,6 +188,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Pending => "pending",
+            State::Queued => "queued",
             State::Placed => "placed",
             State::Starting => "starting",
             State::Running => "running",
@@ -198,6 +212,12 @@ impl State {
             self,
             State::Stopped | State::Failed | State::Expired | State::Revoked
         )
+    }
+
+    /// Whether a workspace in this state holds compute at its site: it is live and not
+    /// waiting in the queue.
+    pub fn holds_compute(self) -> bool {
+        !self.is_terminal() && self != State::Queued
     }
 
     /// Whether the site should keep (or start) a container for a workspace in this state.
@@ -225,7 +245,9 @@ impl State {
         }
         match self {
             Pending => matches!(next, Placed | Failed),
-            Placed | Starting | Running | Unknown => !matches!(next, Pending | Placed),
+            // Deleted while queued it has no container to stop: straight to `stopped`.
+            Queued => matches!(next, Placed | Stopped | Failed | Expired | Revoked),
+            Placed | Starting | Running | Unknown => !matches!(next, Pending | Queued | Placed),
             Stopping => matches!(next, Stopped | Failed | Expired | Revoked | Unknown),
             Stopped | Failed | Expired | Revoked => false,
         }
@@ -273,6 +295,13 @@ mod tests {
         assert!(Starting.can_transition_to(Failed));
         assert!(Placed.can_transition_to(Running));
         assert!(Stopping.can_transition_to(Revoked));
+        assert!(Queued.can_transition_to(Placed));
+        assert!(Queued.can_transition_to(Stopped));
+        assert!(Queued.can_transition_to(Expired));
+        assert!(!Queued.can_transition_to(Running));
+        assert!(!Running.can_transition_to(Queued));
+        assert!(!Queued.wants_container());
+        assert!(Queued.changes_desired(Placed));
     }
 
     #[test]

@@ -4,14 +4,15 @@
 
 use std::collections::BTreeSet;
 
+use basho_core::queue::MAX_QUEUE_S;
 use basho_core::visa::{DEFAULT_GRANT_PREFIX, TrustedIssuers, VisaError, verify_all};
 use basho_core::workspace::MAX_VISAS;
 use basho_core::{CreateWorkspace, Ident, State, Workspace};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::placement::{Reservation, SiteCache};
-use crate::scheduler::{PlacementError, Request};
-use crate::store::{VisaRef, WorkspaceRecord, from_millis, to_millis};
+use crate::scheduler::{Candidate, PlacementError, Request};
+use crate::store::{QueueEntry, VisaRef, WorkspaceRecord, from_millis, to_millis};
 use crate::templates::Templates;
 
 /// Why a create request is refused. Nothing has been written when one is returned.
@@ -122,10 +123,11 @@ pub(crate) fn granted_datasets(sites: &SiteCache, values: &BTreeSet<String>) -> 
 /// it mounts none, and only such a request may come without visas.
 pub(crate) fn admit<'a>(
     ctx: &Admission<'a>,
-    req: &CreateWorkspace,
+    req: &'a CreateWorkspace,
     now: DateTime<Utc>,
-    unlicensed: Option<&str>,
-) -> Result<(WorkspaceRecord, Reservation<'a>), AdmissionError> {
+    unlicensed: Option<&'a str>,
+    queue_s: u64,
+) -> Result<Admitted<'a>, AdmissionError> {
     let now = to_millis(now);
     let template = ctx.templates.get(req.template.as_str()).ok_or_else(|| {
         AdmissionError::UnknownTemplate {
@@ -149,6 +151,13 @@ pub(crate) fn admit<'a>(
             template: template.name.clone(),
             max: template.max_duration_s,
         });
+    }
+    if req.max_queue_s.is_some_and(|q| q > MAX_QUEUE_S) {
+        return Err(AdmissionError::InvalidRequest(format!(
+            "max_queue_s is {}; wait at most {MAX_QUEUE_S} seconds (7 days), or 0 to be refused \
+             at once when no site has the compute free",
+            req.max_queue_s.unwrap_or_default()
+        )));
     }
     if req.visas.is_empty() && unlicensed.is_none() {
         return Err(AdmissionError::InvalidRequest(
@@ -201,70 +210,172 @@ pub(crate) fn admit<'a>(
 
     let online_s = i64::try_from(ctx.agent_silent_s).unwrap_or(i64::MAX);
     let online_since = now - TimeDelta::try_seconds(online_s).unwrap_or(TimeDelta::MAX);
-    let reservation = ctx.sites.place_and_reserve(
+    let placed = ctx.sites.place_and_reserve(
         &Request {
             datasets: &datasets,
             resources,
             site: req.site.as_ref(),
             granted: &values,
+            held_back: None,
         },
         online_since,
-    )?;
-
-    let earliest_exp = grants.iter().map(|g| g.exp).min().unwrap_or(i64::MAX);
-    let by_duration = now.timestamp_millis().saturating_add(
-        i64::try_from(duration_s)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1000),
     );
-    let expires_at = from_millis(by_duration.min(earliest_exp.saturating_mul(1000)));
-    let workspace = Workspace {
-        id: format!("ws-{}", uuid::Uuid::now_v7()),
-        project: req.project.clone(),
-        owner: grants
-            .first()
-            .map(|g| g.sub.clone())
-            .or(unlicensed.map(str::to_owned))
-            .unwrap_or_default(),
-        template: template.name.clone(),
-        site: reservation.site().clone(),
-        state: State::Placed,
-        message: None,
+    let earliest_exp = grants.iter().map(|g| g.exp).min().unwrap_or(i64::MAX);
+    let visa_exp_ms = earliest_exp.saturating_mul(1000);
+    let duration_ms = i64::try_from(duration_s)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    let made = Made {
+        req,
+        template,
+        grants: &grants,
         datasets,
         resources,
-        created_at: now,
-        expires_at,
-        updated_at: now,
-        releases: Default::default(),
-        withdrawn_copies: Vec::new(),
+        unlicensed,
+        now,
     };
-    // Which of the workspace's datasets each visa grants, by the site's grant URLs: a dataset
-    // revocation then weighs only the visas for that dataset.
-    let urls = ctx
-        .sites
-        .site_grant_urls(&workspace.site, &workspace.datasets);
-    let visa_refs = grants
-        .iter()
-        .map(|g| VisaRef {
-            iss: g.iss.clone(),
-            jti: g.jti.clone(),
-            exp: g.exp,
+    match placed {
+        Ok(reservation) => {
+            let until = now.timestamp_millis().saturating_add(duration_ms);
+            let expires_at = from_millis(until.min(visa_exp_ms));
+            let site = reservation.site().clone();
+            let record = made.record(ctx.sites, site, State::Placed, None, expires_at);
+            Ok(Admitted::Placed(record, reservation))
+        }
+        Err(PlacementError::InsufficientCapacity {
+            need, could_hold, ..
+        }) if queue_s > 0 && !could_hold.is_empty() => {
+            let wait_ms = i64::try_from(queue_s)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000);
+            let until = now.timestamp_millis().saturating_add(wait_ms);
+            let expires_at = from_millis(until.min(visa_exp_ms));
+            let reason = queue_reason(&could_hold, need);
+            let site = could_hold[0].site.clone();
+            let record = made.record(ctx.sites, site, State::Queued, Some(reason), expires_at);
+            let entry = QueueEntry {
+                seq: 0,
+                pinned: req.site.clone(),
+                grants: grants.iter().map(|g| g.value.clone()).collect(),
+                duration_ms,
+                visa_exp_ms,
+            };
+            Ok(Admitted::Queued(record, entry))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What [`admit`] decided.
+pub(crate) enum Admitted<'a> {
+    /// Placed now, its compute reserved.
+    Placed(WorkspaceRecord, Reservation<'a>),
+    /// To wait in the queue: no site that could hold it has the compute free now.
+    Queued(WorkspaceRecord, QueueEntry),
+}
+
+impl Admitted<'_> {
+    /// The record, the reservation (if any) dropped: for a check that makes nothing yet.
+    pub(crate) fn into_record(self) -> WorkspaceRecord {
+        match self {
+            Admitted::Placed(rec, _) | Admitted::Queued(rec, _) => rec,
+        }
+    }
+}
+
+/// Why a workspace waits, for its `message` and its place in the queue: what each site that
+/// could hold it lacks now.
+pub(crate) fn queue_reason(could_hold: &[Candidate], need: basho_core::Resources) -> String {
+    let parts: Vec<String> = could_hold.iter().map(|c| c.shortfall(need)).collect();
+    parts.join("; ")
+}
+
+/// The parts of an admitted request its record is made from.
+struct Made<'r> {
+    req: &'r CreateWorkspace,
+    template: &'r basho_core::template::Template,
+    grants: &'r [basho_core::visa::Grant],
+    datasets: Vec<Ident>,
+    resources: basho_core::Resources,
+    unlicensed: Option<&'r str>,
+    now: DateTime<Utc>,
+}
+
+impl Made<'_> {
+    fn record(
+        self,
+        sites: &SiteCache,
+        site: Ident,
+        state: State,
+        message: Option<String>,
+        expires_at: DateTime<Utc>,
+    ) -> WorkspaceRecord {
+        let workspace = Workspace {
+            id: format!("ws-{}", uuid::Uuid::now_v7()),
+            project: self.req.project.clone(),
+            owner: self
+                .grants
+                .first()
+                .map(|g| g.sub.clone())
+                .or(self.unlicensed.map(str::to_owned))
+                .unwrap_or_default(),
+            template: self.template.name.clone(),
+            site,
+            state,
+            message,
+            datasets: self.datasets,
+            resources: self.resources,
+            created_at: self.now,
+            expires_at,
+            updated_at: self.now,
+            releases: Default::default(),
+            withdrawn_copies: Vec::new(),
+            queue: None,
+        };
+        let bare: Vec<VisaRef> = self
+            .grants
+            .iter()
+            .map(|g| VisaRef {
+                iss: g.iss.clone(),
+                jti: g.jti.clone(),
+                exp: g.exp,
+                datasets: None,
+            })
+            .collect();
+        let values: Vec<String> = self.grants.iter().map(|g| g.value.clone()).collect();
+        let visa_refs = visa_refs(sites, &workspace, &bare, &values);
+        WorkspaceRecord {
+            workspace,
+            visas: self.req.visas.clone(),
+            visa_refs,
+            image: self.template.image.clone(),
+            command: self.template.command.clone(),
+            revision: 0,
+            launch: None,
+        }
+    }
+}
+
+/// The visas' references `refs`, each naming which of the workspace's datasets it grants (its
+/// value in `values`, in the same order) by the grant URLs of the workspace's site: a dataset
+/// revocation then weighs only the visas for that dataset.
+pub(crate) fn visa_refs(
+    sites: &SiteCache,
+    w: &Workspace,
+    refs: &[VisaRef],
+    values: &[String],
+) -> Vec<VisaRef> {
+    let urls = sites.site_grant_urls(&w.site, &w.datasets);
+    refs.iter()
+        .zip(values)
+        .map(|(r, value)| VisaRef {
             datasets: Some(
                 urls.iter()
-                    .filter(|(_, url)| *url == g.value)
+                    .filter(|(_, url)| url == value)
                     .map(|(d, _)| d.clone())
                     .collect(),
             ),
+            ..r.clone()
         })
-        .collect();
-    let record = WorkspaceRecord {
-        workspace,
-        visas: req.visas.clone(),
-        visa_refs,
-        image: template.image.clone(),
-        command: template.command.clone(),
-        revision: 0,
-        launch: None,
-    };
-    Ok((record, reservation))
+        .collect()
 }

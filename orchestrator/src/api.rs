@@ -23,6 +23,7 @@ pub mod federated;
 pub mod meta;
 pub mod releases;
 pub mod revocations;
+pub mod scheduling;
 pub mod sessions;
 pub mod sites;
 pub mod templates;
@@ -310,6 +311,10 @@ fn routes(o: Orchestrator) -> Router {
         .route(
             "/v1/projects/{id}/quota",
             get(usage::get_quota).put(usage::set_quota),
+        )
+        .route(
+            "/v1/projects/{id}/scheduling",
+            get(scheduling::get).put(scheduling::set),
         )
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))

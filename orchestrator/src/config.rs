@@ -59,6 +59,46 @@ pub struct Config {
     /// Federated jobs.
     #[serde(default)]
     pub federated: FederatedConfig,
+    /// The queue and fair share.
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+}
+
+/// The `[scheduler]` table: how long workspaces wait and how recent use weighs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// How long a workspace waits in the queue when its request sets no `max_queue_s`.
+    #[serde(default = "default_max_queue_s")]
+    pub max_queue_s: u64,
+    /// Fair share's half-life: use this long ago weighs half as much as use now.
+    #[serde(default = "default_half_life_s")]
+    pub half_life_s: u64,
+    /// How many core-seconds one GPU-second counts as in fair share.
+    #[serde(default = "default_gpu_weight")]
+    pub gpu_weight: f64,
+}
+
+fn default_max_queue_s() -> u64 {
+    basho_core::queue::DEFAULT_QUEUE_S
+}
+
+fn default_half_life_s() -> u64 {
+    7 * 24 * 3600
+}
+
+fn default_gpu_weight() -> f64 {
+    8.0
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_queue_s: default_max_queue_s(),
+            half_life_s: default_half_life_s(),
+            gpu_weight: default_gpu_weight(),
+        }
+    }
 }
 
 /// The `[federated]` table: where federated jobs' steps come from and where they aggregate.
@@ -313,6 +353,7 @@ impl Config {
             audit: Default::default(),
             tes: Default::default(),
             federated: Default::default(),
+            scheduler: Default::default(),
         }
     }
 
@@ -358,6 +399,24 @@ impl Config {
             problems.push(format!(
                 "metrics.listen {m} is the API's own address; give the tokenless listener its own \
                  port, or remove it to scrape the API's /metrics with a token"
+            ));
+        }
+        let q = &self.scheduler;
+        if q.max_queue_s > basho_core::queue::MAX_QUEUE_S {
+            problems.push(format!(
+                "scheduler.max_queue_s is {}; set at most {} (7 days), or 0 to refuse requests no \
+                 site can start at once",
+                q.max_queue_s,
+                basho_core::queue::MAX_QUEUE_S
+            ));
+        }
+        if q.half_life_s == 0 {
+            problems.push("scheduler.half_life_s is 0; set at least 1 second".to_owned());
+        }
+        if !(q.gpu_weight.is_finite() && q.gpu_weight >= 0.0) {
+            problems.push(format!(
+                "scheduler.gpu_weight is {}; set a number of core-seconds of 0 or more",
+                q.gpu_weight
             ));
         }
         if self.platform_tokens.is_empty() {

@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     pub(crate) peers: relay::Peers,
     /// Wakes the federated jobs' driver.
     pub(crate) federated: crate::federated::Wake,
+    /// The queue's scheduler on this replica.
+    pub(crate) queue: crate::queue::Queue,
 }
 
 impl Orchestrator {
@@ -125,6 +127,7 @@ impl Orchestrator {
                 tunnels: tunnel::Tunnels::default(),
                 peers,
                 federated: Default::default(),
+                queue: Default::default(),
             }),
         })
     }

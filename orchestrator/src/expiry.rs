@@ -37,10 +37,21 @@ pub async fn expire_once(o: &Orchestrator) -> Result<usize, StoreError> {
         .await?;
     let mut n = 0;
     for rec in due {
-        let msg = format!(
-            "expired at {}; ask for a new workspace (with fresh visas if they expired)",
-            rec.workspace.expires_at.to_rfc3339()
-        );
+        let w = &rec.workspace;
+        let msg = match w.state {
+            State::Queued => format!(
+                "left the queue unplaced at {} (its max_queue_s, or a visa's expiry): {}; ask \
+                 again with less compute, another site, or a longer max_queue_s",
+                w.expires_at.to_rfc3339(),
+                w.message
+                    .as_deref()
+                    .unwrap_or("no site had the compute free")
+            ),
+            _ => format!(
+                "expired at {}; ask for a new workspace (with fresh visas if they expired)",
+                w.expires_at.to_rfc3339()
+            ),
+        };
         if let Transition::Changed { .. } = o
             .transition_as(
                 crate::audit::SYSTEM,

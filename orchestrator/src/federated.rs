@@ -18,7 +18,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::Orchestrator;
-use crate::admission::{Admission, admit, granted_datasets};
+use crate::admission::{Admission, Admitted, admit, granted_datasets};
 use crate::api::{ApiError, ApiResult};
 use crate::store::{IdempotencyKey, JobInsert, JobRow};
 use crate::workspaces::{Batch, CreateError, create_with, idempotency_key};
@@ -153,7 +153,8 @@ pub async fn create(
     // their own as they are made, and the aggregation when it is placed.
     let mut need = (0.0, 0.0);
     for p in &planned {
-        let (rec, _) = admit(&admission, &p.req, now, None)
+        let rec = admit(&admission, &p.req, now, None, 0)
+            .map(Admitted::into_record)
             .map_err(|e| step_error(&p.site, CreateError::from(e)))?;
         crate::revocations::refuse_revoked(&inner.revocations.all(), &rec)
             .map_err(|e| step_error(&p.site, CreateError::from(e)))?;
@@ -165,7 +166,8 @@ pub async fn create(
     }
     allowed(o, &agg_site, &req.aggregation.image)?;
     let agg = aggregation_request(o, &req.project, &req.aggregation, &agg_site);
-    let (agg_rec, _) = admit(&admission, &agg, now, Some(&subject))
+    let agg_rec = admit(&admission, &agg, now, Some(&subject), 0)
+        .map(Admitted::into_record)
         .map_err(|e| step_error(&agg_site, CreateError::from(e)))?;
     add(
         &mut need,
@@ -437,6 +439,7 @@ fn plan(
                 resources: req.site_step.resources,
                 duration_s: req.site_step.duration_s,
                 site: Some(site.clone()),
+                max_queue_s: None,
             },
             site,
         });
@@ -496,6 +499,7 @@ pub(crate) fn aggregation_request(
         resources: spec.resources,
         duration_s: spec.duration_s,
         site: Some(site.clone()),
+        max_queue_s: None,
     }
 }
 

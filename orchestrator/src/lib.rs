@@ -21,6 +21,7 @@ pub mod expiry;
 pub mod federated;
 pub mod metrics;
 pub mod placement;
+pub mod queue;
 pub mod quota;
 pub mod relay;
 pub mod releases;

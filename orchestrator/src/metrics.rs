@@ -145,6 +145,10 @@ pub struct Metrics {
     pub usage_records: Family<SiteLabels, Counter>,
     /// Share of each project's budget used, by resource.
     pub quota_used_ratio: Family<QuotaLabels, Gauge<f64, AtomicU64>>,
+    /// Workspaces waiting in the queue at the leader's last pass.
+    pub queued: Gauge,
+    /// Time queued workspaces waited, from create to placement.
+    pub queue_wait: Histogram,
 }
 
 impl Default for Metrics {
@@ -280,7 +284,21 @@ impl Metrics {
             "Share of the project's budget used (1 = exhausted), by resource",
             quota_used_ratio.clone(),
         );
+        let queued = Gauge::default();
+        registry.register(
+            "queue_length",
+            "Workspaces waiting in the queue at the leader's last pass",
+            queued.clone(),
+        );
+        let queue_wait = Histogram::new(exponential_buckets(0.05, 2.0, 20));
+        registry.register(
+            "queue_wait_seconds",
+            "Time queued workspaces waited, from create to placement",
+            queue_wait.clone(),
+        );
         Self {
+            queued,
+            queue_wait,
             registry,
             requests,
             request_duration,

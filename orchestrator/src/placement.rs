@@ -81,7 +81,7 @@ fn held(site: &Ident, counts: &[(Ident, State, StateCount)]) -> (Capacity, u32) 
     let mut workspaces = 0u32;
     for (_, _, c) in counts
         .iter()
-        .filter(|(s, st, _)| s == site && !st.is_terminal())
+        .filter(|(s, st, _)| s == site && st.holds_compute())
     {
         allocated.cpus = allocated
             .cpus
@@ -456,6 +456,7 @@ mod tests {
             resources: want,
             site: None,
             granted: &granted,
+            held_back: None,
         };
         let allocated = |c: &SiteCache| c.list()[0].allocated.cpus;
         let since = Utc::now() - chrono::TimeDelta::seconds(60);

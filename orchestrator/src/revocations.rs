@@ -167,7 +167,10 @@ pub async fn revoke(
         timer.expect(revocation.seq, id);
         let t = o.transition_as(actor, id, State::Revoked, Some(&message));
         if let Transition::Changed { .. } = t.await? {
-            if matches!(rec.workspace.state, State::Pending | State::Placed) {
+            if matches!(
+                rec.workspace.state,
+                State::Pending | State::Queued | State::Placed
+            ) {
                 let note = basho_core::revocation::NOTHING_REPORTED;
                 inner.store.note_revoked(id, note).await?;
                 timer.settled(revocation.seq, id);

@@ -49,6 +49,8 @@ pub struct Request<'a> {
     pub site: Option<&'a Ident>,
     /// The grant URLs (visa `value`s) the request's visas carry.
     pub granted: &'a BTreeSet<String>,
+    /// Sites it may not take now: held for queued workspaces ahead of it.
+    pub held_back: Option<&'a BTreeSet<Ident>>,
 }
 
 /// Why no site fits. Every message names the sites and datasets involved.
@@ -109,7 +111,45 @@ pub enum PlacementError {
         need: Resources,
         /// Sites that pass the dataset and grant filters, with their free compute.
         candidates: Vec<(Ident, Capacity)>,
+        /// Those whose whole registered capacity could hold it, most free first: where it
+        /// could wait in the queue.
+        could_hold: Vec<Candidate>,
     },
+}
+
+/// A site a workspace could wait for: its compute free now and in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The site.
+    pub site: Ident,
+    /// Free now.
+    pub free: Capacity,
+    /// Registered.
+    pub capacity: Capacity,
+    /// Held for queued workspaces ahead.
+    pub held_back: bool,
+}
+
+impl Candidate {
+    /// Why `need` does not start here now, naming only what is short: `site tohoku: 0 of 8
+    /// gpus free`.
+    pub fn shortfall(&self, need: Resources) -> String {
+        let (f, c) = (self.free, self.capacity);
+        let mut short = Vec::new();
+        if need.cpus > f.cpus {
+            short.push(format!("{} of {} cpus", f.cpus, c.cpus));
+        }
+        if need.memory_mib > f.memory_mib {
+            short.push(format!("{} of {} MiB memory", f.memory_mib, c.memory_mib));
+        }
+        if need.gpus > f.gpus {
+            short.push(format!("{} of {} gpus", f.gpus, c.gpus));
+        }
+        if short.is_empty() {
+            return format!("site {}: held for workspaces ahead in the queue", self.site);
+        }
+        format!("site {}: {} free", self.site, short.join(", "))
+    }
 }
 
 impl PlacementError {
@@ -276,16 +316,35 @@ pub fn place<'s>(req: &Request<'_>, sites: &[SiteView<'s>]) -> Result<&'s Ident,
         });
     }
 
+    let held_back = |s: &SiteView<'_>| req.held_back.is_some_and(|h| h.contains(s.name));
     let best = granted
         .iter()
-        .filter(|s| fits(s.free(), req.resources))
+        .filter(|s| !held_back(s) && fits(s.free(), req.resources))
         .min_by(|a, b| better(a, b));
     match best {
         Some(s) => Ok(s.name),
-        None => Err(PlacementError::InsufficientCapacity {
-            need: req.resources,
-            candidates: granted.iter().map(|s| (s.name.clone(), s.free())).collect(),
-        }),
+        None => {
+            let mut could_hold: Vec<Candidate> = granted
+                .iter()
+                .filter(|s| fits(s.capacity, req.resources))
+                .map(|s| Candidate {
+                    site: s.name.clone(),
+                    free: s.free(),
+                    capacity: s.capacity,
+                    held_back: held_back(s),
+                })
+                .collect();
+            could_hold.sort_by(|a, b| {
+                (b.free.cpus, b.free.memory_mib, b.free.gpus)
+                    .cmp(&(a.free.cpus, a.free.memory_mib, a.free.gpus))
+                    .then(a.site.cmp(&b.site))
+            });
+            Err(PlacementError::InsufficientCapacity {
+                need: req.resources,
+                candidates: granted.iter().map(|s| (s.name.clone(), s.free())).collect(),
+                could_hold,
+            })
+        }
     }
 }
 

@@ -134,6 +134,12 @@ impl Orchestrator {
                 .instrument(tracing::info_span!("federated_loop")),
         );
         let me = self.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(
+            async move { crate::queue::run_loop(me, stop).await }
+                .instrument(tracing::info_span!("queue_loop")),
+        );
+        let me = self.clone();
         tracker.spawn(
             async move { quota::quota_loop(me, shutdown).await }
                 .instrument(tracing::info_span!("quota_loop")),

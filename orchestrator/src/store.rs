@@ -13,6 +13,7 @@ pub mod audit;
 pub mod consent;
 pub mod federated;
 pub mod postgres;
+pub mod queue;
 pub mod releases;
 pub mod revocations;
 pub mod sql;
@@ -28,6 +29,7 @@ pub use audit::{AuditEvent, AuditStore};
 pub use consent::{ConsentRow, ConsentStore};
 pub use federated::{FederatedStore, JobInsert, JobRow};
 pub use postgres::PostgresStore;
+pub use queue::{Placed, Placement, QueueEntry, QueueStore, Queued};
 pub use releases::{ReleaseFilter, ReleaseStore};
 pub use revocations::{NewRevocation, RevocationStore};
 pub use sql::SqlStore;
@@ -192,6 +194,7 @@ pub trait Store:
     + TaskStore
     + ConsentStore
     + FederatedStore
+    + QueueStore
     + Send
     + Sync
     + 'static

@@ -9,10 +9,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::Orchestrator;
-use crate::admission::{Admission, AdmissionError, admit};
+use crate::admission::{Admission, AdmissionError, Admitted, admit};
 use crate::revocations::Refused;
 use crate::store::{
-    AuditEvent, Created, IdempotencyKey, NewTask, StoreError, Transition, WorkspaceRecord,
+    AuditEvent, Created, IdempotencyKey, NewTask, QueueEntry, StoreError, Transition,
+    WorkspaceRecord,
 };
 
 /// Why a create was refused. Nothing is stored and no compute stays reserved when one is
@@ -131,11 +132,23 @@ pub async fn create_with(
     // Placement uses this replica's view of what each site holds; the store checks it again
     // under the site's turn. When another replica took the capacity first, the view learns what
     // the site holds and placement runs again: elsewhere, or refused.
+    // A batch workspace (a TES task's, a federated step's) is refused rather than queued: its
+    // caller has its own answer for no capacity.
+    let queue_s = match batch {
+        Some(_) => 0,
+        None => req
+            .max_queue_s
+            .unwrap_or(inner.config.scheduler.max_queue_s),
+    };
     for _ in 0..PLACEMENT_ATTEMPTS {
         let unlicensed = batch.and_then(|b| b.owner.as_deref());
-        let (mut rec, reservation) = admit(&admission, req, now, unlicensed)?;
+        let (mut rec, reservation) = match admit(&admission, req, now, unlicensed, queue_s)? {
+            Admitted::Placed(rec, reservation) => (rec, reservation),
+            Admitted::Queued(rec, entry) => return enqueue(o, actor, rec, &entry, key).await,
+        };
         crate::revocations::refuse_revoked(&inner.revocations.all(), &rec)?;
-        admit_quota(o, &rec.workspace, now).await?;
+        let w = &rec.workspace;
+        admit_quota(o, w, now, w.expires_at).await?;
         basho_core::crash_point!("orchestrator.create.admitted");
         let created = match batch {
             Some(b) => {
@@ -194,6 +207,38 @@ pub async fn create_with(
     Err(CreateError::Busy)
 }
 
+/// Stores a workspace that waits in the queue and wakes the scheduler.
+async fn enqueue(
+    o: &Orchestrator,
+    actor: &str,
+    rec: WorkspaceRecord,
+    entry: &QueueEntry,
+    key: Option<&IdempotencyKey>,
+) -> Result<Creation, CreateError> {
+    let inner = o.inner();
+    crate::revocations::refuse_revoked(&inner.revocations.all(), &rec)?;
+    let w = &rec.workspace;
+    let lifetime = chrono::TimeDelta::milliseconds(entry.duration_ms);
+    let until = (w.created_at + lifetime).min(crate::store::from_millis(entry.visa_exp_ms));
+    admit_quota(o, w, w.created_at, until).await?;
+    match inner.store.enqueue_workspace(&rec, entry, key).await? {
+        Created::New(stored) => {
+            inner.metrics.workspaces_created.inc();
+            let w = &stored.workspace;
+            tracing::info!(workspace = %w.id, project = %w.project, site = %w.site, "workspace queued");
+            audit_creation(o, actor, &stored, false).await;
+            inner.queue.poke();
+            Ok(Creation {
+                workspace: stored.workspace,
+                replayed: false,
+            })
+        }
+        Created::Replayed(first) => Ok(replayed(o, actor, first).await),
+        // A queued insert never checks capacity.
+        Created::Full(_) => Err(CreateError::Busy),
+    }
+}
+
 /// How many times a create is placed again after the store found its site full.
 const PLACEMENT_ATTEMPTS: usize = 4;
 
@@ -205,16 +250,17 @@ async fn replayed(o: &Orchestrator, actor: &str, first: WorkspaceRecord) -> Crea
     }
 }
 
-/// Refuses a workspace its project's quota cannot cover until it expires.
-async fn admit_quota(
+/// Refuses a workspace its project's quota cannot cover from `now` until `until`.
+pub(crate) async fn admit_quota(
     o: &Orchestrator,
     w: &Workspace,
     now: chrono::DateTime<Utc>,
+    until: chrono::DateTime<Utc>,
 ) -> Result<(), CreateError> {
     let Some((balance, _)) = crate::quota::balance(o, &w.project, now).await? else {
         return Ok(());
     };
-    let need = crate::quota::hours(&w.resources, now, w.expires_at);
+    let need = crate::quota::hours(&w.resources, now, until);
     balance
         .admit(&w.project, need)
         .map_err(CreateError::QuotaExceeded)
@@ -229,14 +275,24 @@ async fn audit_creation(o: &Orchestrator, actor: &str, rec: &WorkspaceRecord, re
     let mut created = json!({"project": w.project.as_str(), "owner": w.owner,
         "template": w.template.as_str(), "site": w.site.as_str(), "datasets": w.datasets,
         "resources": w.resources, "expires_at": w.expires_at, "visas": visas});
-    let mut placed = json!({"site": w.site.as_str(), "state": State::Placed.as_str()});
+    // A queued workspace is placed later, by the scheduler, which writes its `workspace_placed`.
+    let (action, mut placed) = match w.state {
+        State::Queued => (
+            "workspace_queued",
+            json!({"site": w.site.as_str(), "reason": w.message, "until": w.expires_at}),
+        ),
+        _ => (
+            "workspace_placed",
+            json!({"site": w.site.as_str(), "state": State::Placed.as_str()}),
+        ),
+    };
     if replay {
         created["recorded_on_replay"] = json!(true);
         placed["recorded_on_replay"] = json!(true);
     }
     o.audit_events(vec![
         AuditEvent::new(actor, "workspace_create", &w.id, created).once(),
-        AuditEvent::new(actor, "workspace_placed", &w.id, placed).once(),
+        AuditEvent::new(actor, action, &w.id, placed).once(),
     ])
     .await;
 }
@@ -245,9 +301,16 @@ async fn audit_creation(o: &Orchestrator, actor: &str, rec: &WorkspaceRecord, re
 /// stops it and reports `stopped`); one already stopping or ended is answered as it is.
 #[tracing::instrument(name = "delete", skip_all, fields(workspace = %id))]
 pub async fn delete(o: &Orchestrator, actor: &str, id: &str) -> Result<Workspace, StoreError> {
-    let t = o
+    let mut t = o
         .transition_as(actor, id, State::Stopping, Some("deletion requested"))
         .await?;
+    // A queued workspace has nothing at any site to stop.
+    if let Transition::Refused(rec) = &t
+        && rec.workspace.state == State::Queued
+    {
+        let message = Some("deleted while queued");
+        t = o.transition_as(actor, id, State::Stopped, message).await?;
+    }
     let rec = match t {
         Transition::Changed { record, .. }
         | Transition::Unchanged(record)
@@ -272,8 +335,9 @@ impl Orchestrator {
         let t = inner.store.transition(id, to, message, Utc::now()).await?;
         if let Transition::Changed { from, record } = &t {
             let w = &record.workspace;
-            if !from.is_terminal() && w.state.is_terminal() {
+            if from.holds_compute() && w.state.is_terminal() {
                 inner.sites.release(&w.site, &w.resources);
+                inner.queue.poke();
             }
             inner.sites.publish(&w.site, record.revision);
             tracing::info!(workspace = %w.id, site = %w.site, from = %from, to = %w.state, "workspace changed state");

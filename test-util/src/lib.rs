@@ -93,6 +93,7 @@ pub fn workspace(id: &str) -> Workspace {
         updated_at: t,
         releases: Default::default(),
         withdrawn_copies: Vec::new(),
+        queue: None,
     }
 }
 

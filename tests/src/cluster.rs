@@ -212,6 +212,7 @@ impl Cluster {
             audit: Default::default(),
             tes: Default::default(),
             federated: Default::default(),
+            scheduler: Default::default(),
         };
         let cluster = Cluster {
             tag: tag.clone(),

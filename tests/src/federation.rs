@@ -166,6 +166,7 @@ impl Federation {
             audit: Default::default(),
             tes: Default::default(),
             federated: Default::default(),
+            scheduler: Default::default(),
         };
         orchestrator(&mut config);
         let mut fed = Federation {

@@ -73,6 +73,7 @@ async fn world() -> World {
         audit: Default::default(),
         tes: Default::default(),
         federated: Default::default(),
+        scheduler: Default::default(),
     };
     let orchestrator = Orchestrator::open(config).await.unwrap();
     let stop = CancellationToken::new();
@@ -194,6 +195,7 @@ async fn an_agent_trusting_the_ca_registers_and_runs_workspaces_over_https() {
         resources: None,
         duration_s: Some(3600),
         site: None,
+        max_queue_s: None,
     };
     let mut created: Option<String> = None;
     let mut state = String::new();

@@ -284,6 +284,7 @@ pub async fn run_dev(opts: DevOptions, shutdown: CancellationToken) -> Result<De
         audit: Default::default(),
         tes: Default::default(),
         federated: Default::default(),
+        scheduler: Default::default(),
     };
     std::fs::create_dir_all(&config.data_dir).map_err(|e| DevError::io(&config.data_dir, e))?;
     let orchestrator = Orchestrator::open(config).await?;

@@ -106,6 +106,21 @@ impl FromRequestParts<Orchestrator> for Platform {
     }
 }
 
+/// A request made with a platform token: what only the platform decides (a project's
+/// priority).
+#[derive(Debug, Clone)]
+pub struct PlatformOnly(pub Principal);
+
+impl FromRequestParts<Orchestrator> for PlatformOnly {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, o: &Orchestrator) -> Result<Self, ApiError> {
+        require(parts, o, &[Role::Platform], "a platform")
+            .await
+            .map(PlatformOnly)
+    }
+}
+
 /// A request made with a token that may read workspaces: platform, admin, or a researcher (who
 /// sees only their own).
 #[derive(Debug, Clone)]

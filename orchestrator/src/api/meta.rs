@@ -20,8 +20,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::UsageReader;
 use super::{
-    ApiError, agent, audit, consent, federated, releases, revocations, sessions, sites, templates,
-    tes, tokens, usage, workspaces,
+    ApiError, agent, audit, consent, federated, releases, revocations, scheduling, sessions, sites,
+    templates, tes, tokens, usage, workspaces,
 };
 use crate::Orchestrator;
 use crate::metrics::{SiteLabels, SiteStateLabels};
@@ -143,6 +143,7 @@ impl Modify for ContractShape {
         audit::list,
         tokens::create, tokens::list, tokens::revoke,
         usage::ingest, usage::report, usage::set_quota, usage::get_quota,
+        scheduling::set, scheduling::get,
         releases::create, releases::list, releases::get, releases::review, releases::submit,
         releases::withdraw, releases::download,
         tes::service_info, tes::create, tes::list, tes::get, tes::cancel,
@@ -161,6 +162,7 @@ impl Modify for ContractShape {
         basho_core::usage::UsageRecord, basho_core::usage::UsageBatch,
         basho_core::usage::UsageAck, basho_core::usage::UsageReport, basho_core::usage::Totals, basho_core::usage::SiteUsage,
         basho_core::usage::WorkspaceUsage, usage::QuotaStatus, crate::quota::Balance, crate::store::Quota,
+        scheduling::SchedulingStatus, basho_core::queue::Scheduling, basho_core::queue::QueueInfo,
         basho_core::release::ReleaseRequest, basho_core::release::ReleaseFile,
         basho_core::release::ReleaseState, basho_core::release::Review,
         basho_core::release::Verdict, basho_core::release::CreateRelease,
@@ -192,7 +194,7 @@ impl Modify for ContractShape {
         (name = "agent", description = "The site agents' protocol (agent token of that site)"),
         (name = "audit", description = "The hash-chained audit log (auditor or admin token)"),
         (name = "tokens", description = "Stored API tokens (admin token)"),
-        (name = "usage", description = "Usage reports (platform, admin or auditor token) and quotas (set with a platform or admin token)"),
+        (name = "usage", description = "Usage reports (platform, admin or auditor token), quotas (set with a platform or admin token) and scheduling: a project's priority and fair-share weight (set with a platform token)"),
         (name = "airlock", description = "The results airlock: release requests from a workspace's /results (its owner's researcher token, or the platform), reviewed by output checkers (output_checker token), downloaded by the owner or the platform once two checkers approve"),
         (name = "tes", description = "GA4GH Task Execution Service 1.1 (platform token, or a researcher's own with that researcher's visas; admin and auditor tokens read). Errors here answer `{\"msg\", \"status_code\"}` as TES clients expect"),
         (name = "federated", description = "Federated jobs: a site step at every site holding the job's datasets, its partial released through that site's airlock, and an aggregation step over the released partials (platform token, or a researcher's own with that researcher's visas; admin and auditor tokens read)"),

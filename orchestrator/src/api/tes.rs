@@ -352,6 +352,7 @@ pub async fn create(
         resources,
         duration_s: None,
         site,
+        max_queue_s: None,
     };
     let batch = Batch {
         image,

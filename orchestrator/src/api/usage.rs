@@ -83,7 +83,7 @@ pub async fn ingest(
     }))
 }
 
-fn project_param(p: Result<Path<String>, PathRejection>) -> ApiResult<Ident> {
+pub(super) fn project_param(p: Result<Path<String>, PathRejection>) -> ApiResult<Ident> {
     let Path(id) =
         p.map_err(|e| ApiError::invalid(format!("bad project in the path: {}", e.body_text())))?;
     Ident::parse(&id).map_err(|e| ApiError::invalid(format!("project {id:?}: {e}")))

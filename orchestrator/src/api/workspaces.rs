@@ -195,7 +195,13 @@ pub async fn list(
     let list = o.inner().store.list_workspaces(&filter).await?;
     Ok(Json(
         list.into_iter()
-            .map(|r| r.workspace)
+            .map(|r| {
+                let mut w = r.workspace;
+                if w.state == WsState::Queued {
+                    w.queue = o.inner().queue.info(&w.id);
+                }
+                w
+            })
             .filter(|w| reader.may_read(&w.owner))
             .collect(),
     ))
@@ -239,6 +245,9 @@ pub async fn show(
             {
                 w.releases = c.report.workspaces.get(&w.id).cloned().unwrap_or_default();
                 w.withdrawn_copies = c.report.copies.get(&w.id).cloned().unwrap_or_default();
+            }
+            if w.state == basho_core::State::Queued {
+                w.queue = o.inner().queue.info(&w.id);
             }
             Ok(Json(w))
         }

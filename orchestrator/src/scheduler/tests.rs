@@ -108,6 +108,7 @@ fn place_for(
         resources,
         site: pin.as_ref(),
         granted: &granted,
+        held_back: None,
     };
     place(&req, &views).map(|s| s.to_string())
 }
@@ -292,6 +293,7 @@ fn grants_follow_the_site_catalog() {
         resources: small(),
         site: None,
         granted: &granted,
+        held_back: None,
     };
     let err = place(&req, &views).unwrap_err();
     assert_eq!(err.code(), "dataset_not_granted");

@@ -20,6 +20,7 @@ pub(super) mod on_sqlite {
     mod audit;
     mod consent;
     mod federated;
+    mod queue;
     mod releases;
     mod revocations;
     pub(in crate::store) mod rows;
@@ -42,6 +43,7 @@ pub(super) mod on_postgres {
     mod audit;
     mod consent;
     mod federated;
+    mod queue;
     mod releases;
     mod revocations;
     pub(in crate::store) mod rows;

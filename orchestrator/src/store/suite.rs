@@ -123,6 +123,7 @@ pub(crate) fn rec(ws: &str, site: &str) -> WorkspaceRecord {
             updated_at: now,
             releases: Default::default(),
             withdrawn_copies: Vec::new(),
+            queue: None,
         },
         visas: vec!["header.payload.sig".into()],
         visa_refs: vec![VisaRef {

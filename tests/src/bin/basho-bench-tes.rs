@@ -146,6 +146,7 @@ fn record(i: u64, visa: &str, now: chrono::DateTime<chrono::Utc>) -> (WorkspaceR
             updated_at: now,
             releases: Default::default(),
             withdrawn_copies: Vec::new(),
+            queue: None,
             expires_at: now + chrono::Duration::hours(1),
         },
         visas: vec![visa.to_owned()],

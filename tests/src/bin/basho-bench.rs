@@ -170,6 +170,7 @@ impl Bench {
             audit: Default::default(),
             tes: Default::default(),
             federated: Default::default(),
+            scheduler: Default::default(),
         };
         let orch = basho_orchestrator::Orchestrator::open(config).await?;
         let cancel = CancellationToken::new();

@@ -69,6 +69,7 @@ pub(crate) fn workspace(row: &Row) -> Result<Workspace, StoreError> {
         updated_at: ms("updated_at")?,
         releases: Default::default(),
         withdrawn_copies: Vec::new(),
+        queue: None,
     })
 }
 

@@ -122,7 +122,7 @@ impl TaskStore for SqlStore<Db> {
         task: &NewTask,
         key: Option<&IdempotencyKey>,
     ) -> Result<Created, StoreError> {
-        super::workspaces::create(self, rec, key, Some(task)).await
+        super::workspaces::create(self, rec, key, Some(task), None).await
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskRow>, StoreError> {

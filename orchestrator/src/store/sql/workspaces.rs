@@ -10,6 +10,7 @@ use sqlx::{Row as _, Transaction};
 
 use super::Db;
 use super::rows::{Row, ident, parse, record, state};
+use crate::store::queue::QueueEntry;
 use crate::store::sql::{COLUMNS, Dialect, News, SqlStore, Turn, json, marks};
 use crate::store::{
     Created, IdempotencyKey, NewTask, SiteRecord, StateCount, Store, StoreError, Transition,
@@ -25,7 +26,7 @@ pub(super) async fn next_revision(tx: &mut Transaction<'static, Db>) -> Result<i
     Ok(rev)
 }
 
-async fn fetch_one_ws(
+pub(super) async fn fetch_one_ws(
     tx: &mut Transaction<'static, Db>,
     id: &str,
     lock: bool,
@@ -41,7 +42,7 @@ async fn fetch_one_ws(
 
 /// What `w`'s site's live workspaces hold, when `w` does not fit beside them in the capacity the
 /// site registered (none registered: nothing fits); `None` when it fits.
-async fn overbooked(
+pub(super) async fn overbooked(
     tx: &mut Transaction<'static, Db>,
     w: &basho_core::Workspace,
 ) -> Result<Option<StateCount>, StoreError> {
@@ -49,7 +50,7 @@ async fn overbooked(
     static HELD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let live = State::ALL
             .iter()
-            .filter(|s| !s.is_terminal())
+            .filter(|s| s.holds_compute())
             .map(|s| format!("'{}'", s.as_str()))
             .collect::<Vec<_>>()
             .join(", ");
@@ -96,6 +97,7 @@ pub(super) async fn create(
     rec: &WorkspaceRecord,
     key: Option<&IdempotencyKey>,
     task: Option<&NewTask>,
+    queue: Option<&QueueEntry>,
 ) -> Result<Created, StoreError> {
     let mut tx = Db::begin_write(&store.writer).await?;
     if let Some(key) = key {
@@ -119,9 +121,12 @@ pub(super) async fn create(
         }
     }
     let w = &rec.workspace;
-    Db::take_turn(&mut tx, Turn::Placement(w.site.as_str())).await?;
-    if let Some(held) = overbooked(&mut tx, w).await? {
-        return Ok(Created::Full(held));
+    // A queued workspace holds no compute: it takes its site's turn when it is placed.
+    if queue.is_none() {
+        Db::take_turn(&mut tx, Turn::Placement(w.site.as_str())).await?;
+        if let Some(held) = overbooked(&mut tx, w).await? {
+            return Ok(Created::Full(held));
+        }
     }
     let revision = next_revision(&mut tx).await?;
     let sql = format!(
@@ -164,6 +169,9 @@ pub(super) async fn create(
     if let Some(task) = task {
         super::tasks::insert(&mut tx, rec, task).await?;
     }
+    if let Some(entry) = queue {
+        super::queue::insert(&mut tx, &w.id, revision, entry).await?;
+    }
     let site = w.site.as_str();
     Db::announce(&mut tx, News::Revision { site, revision }).await?;
     basho_core::crash_point!("orchestrator.create.inserted");
@@ -185,7 +193,7 @@ impl Store for SqlStore<Db> {
         rec: &WorkspaceRecord,
         key: Option<&IdempotencyKey>,
     ) -> Result<Created, StoreError> {
-        create(self, rec, key, None).await
+        create(self, rec, key, None, None).await
     }
 
     async fn idempotent_workspace(
