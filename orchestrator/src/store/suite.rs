@@ -19,11 +19,13 @@ use super::{
 
 mod audit;
 mod ledger;
+mod queue;
 mod releases;
 mod tasks;
 
 pub(crate) use audit::*;
 pub(crate) use ledger::*;
+pub(crate) use queue::*;
 pub(crate) use releases::*;
 pub(crate) use tasks::*;
 
@@ -65,6 +67,8 @@ macro_rules! every_case {
             tasks_are_listed_filtered_and_canceled,
             consent_reports_are_kept_per_site,
             federated_jobs_are_kept_and_listed,
+            the_queue_keeps_order_and_places_once,
+            scheduling_and_use_for_fair_share,
         );
     };
 }
