@@ -475,6 +475,8 @@ async fn two_replicas_never_overbook_a_site() {
         let (http, start) = (http.clone(), start.clone());
         let mut request = body(&bed.issuer, 3600);
         request["resources"] = json!({"cpus": 2, "memory_mib": 512, "gpus": 0});
+        // Refused rather than queued: what is stored is exactly what fits.
+        request["max_queue_s"] = json!(0);
         tasks.push(tokio::spawn(async move {
             start.wait().await;
             call(
