@@ -80,7 +80,7 @@ pub struct CreateWorkspace {
     pub site: Option<Ident>,
     /// How long it may wait in the queue when no site has the compute free now (default 24
     /// hours, at most 7 days); 0 refuses it at once instead (409 `insufficient_capacity`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(maximum = 604800)]
     pub max_queue_s: Option<u64>,
 }

@@ -288,13 +288,16 @@ proptest! {
         if from == to {
             prop_assert!(!from.can_transition_to(to));
         }
-        // Nothing returns to pending, and only pending moves to placed.
-        if to == State::Pending {
+        // Nothing returns to pending or queued, and only they move to placed.
+        if to == State::Pending || to == State::Queued {
             prop_assert!(!from.can_transition_to(to));
         }
         if to == State::Placed {
-            prop_assert_eq!(from.can_transition_to(to), from == State::Pending);
+            let waiting = from == State::Pending || from == State::Queued;
+            prop_assert_eq!(from.can_transition_to(to), waiting);
         }
+        // A queued workspace holds no compute and reaches no site.
+        prop_assert_eq!(from.holds_compute(), !from.is_terminal() && from != State::Queued);
         // A terminal state has no container; a live one wants one.
         prop_assert!(!(from.is_terminal() && from.wants_container()));
         prop_assert_eq!(State::parse(from.as_str()), Some(from));
