@@ -21,9 +21,12 @@ use crate::Orchestrator;
 pub struct SchedulingStatus {
     /// The project.
     pub project: Ident,
-    /// What the platform set (or the defaults: priority 50, share 1).
-    #[serde(flatten)]
-    pub scheduling: Scheduling,
+    /// Its priority, as the platform set it (default 50).
+    #[schema(minimum = 0, maximum = 100)]
+    pub priority: u32,
+    /// Its fair-share weight, as the platform set it (default 1).
+    #[schema(minimum = 1, maximum = 10000)]
+    pub share: u32,
     /// Its workspaces waiting in the queue at the leader's last pass on this replica.
     pub queued: u64,
     /// Its share of recent use, decayed by `scheduler.half_life_s` (0 to 1).
@@ -51,7 +54,8 @@ async fn status(o: &Orchestrator, project: &Ident) -> ApiResult<SchedulingStatus
         .count() as u64;
     Ok(SchedulingStatus {
         project: project.clone(),
-        scheduling,
+        priority: scheduling.priority,
+        share: scheduling.share,
         queued,
         usage_share: if total > 0.0 { mine / total } else { 0.0 },
     })
