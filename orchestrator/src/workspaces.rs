@@ -304,12 +304,20 @@ pub async fn delete(o: &Orchestrator, actor: &str, id: &str) -> Result<Workspace
     let mut t = o
         .transition_as(actor, id, State::Stopping, Some("deletion requested"))
         .await?;
-    // A queued workspace has nothing at any site to stop.
+    // A queued workspace has nothing at any site to stop. Placed by the queue meanwhile, it is
+    // stopped as any placed one.
     if let Transition::Refused(rec) = &t
         && rec.workspace.state == State::Queued
     {
         let message = Some("deleted while queued");
         t = o.transition_as(actor, id, State::Stopped, message).await?;
+        if let Transition::Refused(rec) = &t
+            && rec.workspace.state.holds_compute()
+        {
+            t = o
+                .transition_as(actor, id, State::Stopping, Some("deletion requested"))
+                .await?;
+        }
     }
     let rec = match t {
         Transition::Changed { record, .. }
