@@ -52,7 +52,7 @@ pub(crate) struct Inner {
     /// This replica's id and address among its peers, for sessions relayed between them.
     pub(crate) peers: relay::Peers,
     /// Wakes the federated jobs' driver.
-    pub(crate) federated: crate::federated::Wake,
+    pub(crate) federated: crate::wake::Wake,
     /// The queue's scheduler on this replica.
     pub(crate) queue: crate::queue::Queue,
 }

@@ -25,7 +25,7 @@ use crate::workspaces::{Batch, CreateError, create_with, idempotency_key};
 
 pub mod driver;
 
-pub use driver::{Wake, run_loop};
+pub use driver::run_loop;
 
 /// A partial the site released by its own rule is approved in the name of `site:<site>`.
 pub const SITE_RULE_PREFIX: &str = "site:";

@@ -34,6 +34,7 @@ pub mod templates;
 pub mod tls;
 pub mod tokens;
 pub mod tunnel;
+pub mod wake;
 pub mod workspaces;
 
 pub use config::{Config, ConfigError};

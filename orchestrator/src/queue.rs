@@ -14,13 +14,13 @@ use basho_core::queue::QueueInfo;
 use basho_core::{Ident, State};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::Orchestrator;
 use crate::admission::{queue_reason, visa_refs};
 use crate::scheduler::{PlacementError, Request};
 use crate::store::{Placed, Placement, Queued, StoreError};
+use crate::wake::{Wake, run_while_leading};
 use order::{Entry, decayed_use, factors};
 
 /// How often the leader looks at the queue when nothing wakes it.
@@ -32,7 +32,9 @@ const USE_FRESH_FOR: TimeDelta = TimeDelta::seconds(5);
 /// at its last pass.
 #[derive(Debug, Default)]
 pub struct Queue {
-    notify: Notify,
+    /// Woken when a workspace is queued; poked, while any waits, when something it may wait
+    /// for happens (a workspace holding compute ended, a site registered, a priority set).
+    pub wake: Wake,
     view: Mutex<View>,
 }
 
@@ -43,25 +45,9 @@ struct View {
 }
 
 impl Queue {
-    /// Something the queue waits for happened (a workspace queued or ended, a site
-    /// registered): look again now.
-    pub fn poke(&self) {
-        self.notify.notify_one();
-    }
-
     /// Where queued workspace `id` stood at the last pass on this replica.
     pub fn info(&self, id: &str) -> Option<QueueInfo> {
         self.lock().positions.get(id).cloned()
-    }
-
-    /// How many workspaces were queued at the last pass.
-    pub fn len(&self) -> usize {
-        self.lock().positions.len()
-    }
-
-    /// Whether nothing was queued at the last pass.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, View> {
@@ -69,23 +55,12 @@ impl Queue {
     }
 }
 
-/// Runs [`pass`] when poked and every [`EVERY`] while this replica leads.
+/// Runs [`pass`] when woken and every [`EVERY`] while this replica leads.
 pub async fn run_loop(o: Orchestrator, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-            () = o.inner().queue.notify.notified() => {}
-        }
-        if !o.is_leader() {
-            continue;
-        }
-        if let Err(e) = pass(&o).await {
-            tracing::error!(error = %e, "queue pass failed; retrying");
-        }
+    fn wake(i: &crate::context::Inner) -> &Wake {
+        &i.queue.wake
     }
+    run_while_leading(o, shutdown, (wake, EVERY, "queue"), pass).await;
 }
 
 /// Decayed use per project, read from the ledger at most every [`USE_FRESH_FOR`].
@@ -119,6 +94,7 @@ pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
     let queued = inner.store.queued().await?;
     if queued.is_empty() {
         inner.queue.lock().positions.clear();
+        inner.queue.wake.set_active(0);
         return Ok(0);
     }
     let now = Utc::now();
@@ -157,7 +133,8 @@ pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
             }
         }
     }
-    let length = waiting.len() as u64;
+    let waits = waiting.len();
+    let length = waits as u64;
     let positions = waiting
         .into_iter()
         .zip(1..)
@@ -171,6 +148,7 @@ pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
         })
         .collect();
     inner.queue.lock().positions = positions;
+    inner.queue.wake.set_active(waits);
     inner
         .metrics
         .queued

@@ -126,8 +126,6 @@ pub struct Candidate {
     pub free: Capacity,
     /// Registered.
     pub capacity: Capacity,
-    /// Held for queued workspaces ahead.
-    pub held_back: bool,
 }
 
 impl Candidate {
@@ -331,7 +329,6 @@ pub fn place<'s>(req: &Request<'_>, sites: &[SiteView<'s>]) -> Result<&'s Ident,
                     site: s.name.clone(),
                     free: s.free(),
                     capacity: s.capacity,
-                    held_back: held_back(s),
                 })
                 .collect();
             could_hold.sort_by(|a, b| {

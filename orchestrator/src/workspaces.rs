@@ -227,7 +227,7 @@ async fn enqueue(
             let w = &stored.workspace;
             tracing::info!(workspace = %w.id, project = %w.project, site = %w.site, "workspace queued");
             audit_creation(o, actor, &stored, false).await;
-            inner.queue.poke();
+            inner.queue.wake.wake();
             Ok(Creation {
                 workspace: stored.workspace,
                 replayed: false,
@@ -345,7 +345,7 @@ impl Orchestrator {
             let w = &record.workspace;
             if from.holds_compute() && w.state.is_terminal() {
                 inner.sites.release(&w.site, &w.resources);
-                inner.queue.poke();
+                inner.queue.wake.poke();
             }
             inner.sites.publish(&w.site, record.revision);
             tracing::info!(workspace = %w.id, site = %w.site, from = %from, to = %w.state, "workspace changed state");

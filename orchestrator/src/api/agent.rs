@@ -91,7 +91,7 @@ pub async fn register(
     let now = Utc::now();
     o.inner().store.upsert_site(&reg, now).await?;
     o.inner().sites.register(&reg, now);
-    o.inner().queue.poke();
+    o.inner().queue.wake.poke();
     // A site new to this orchestrator starts from the stored revision, which revocations
     // recorded before it registered also moved; otherwise its long-polls would not wait.
     let (stored, _) = o.inner().store.desired(&reg.site).await?;

@@ -15,6 +15,7 @@ use super::extract::ApiJson;
 use super::usage::project_param;
 use super::{ApiError, ApiResult};
 use crate::Orchestrator;
+use crate::store::WorkspaceFilter;
 
 /// A project's scheduling and where it stands.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -27,7 +28,7 @@ pub struct SchedulingStatus {
     /// Its fair-share weight, as the platform set it (default 1).
     #[schema(minimum = 1, maximum = 10000)]
     pub share: u32,
-    /// Its workspaces waiting in the queue at the leader's last pass on this replica.
+    /// Its workspaces waiting in the queue.
     pub queued: u64,
     /// Its share of recent use, decayed by `scheduler.half_life_s` (0 to 1).
     pub usage_share: f64,
@@ -45,13 +46,12 @@ async fn status(o: &Orchestrator, project: &Ident) -> ApiResult<SchedulingStatus
     let used = crate::queue::recent_use(o, Utc::now()).await?;
     let total: f64 = used.values().sum();
     let mine = used.get(project).copied().unwrap_or(0.0);
-    let queued = inner
-        .store
-        .queued()
-        .await?
-        .iter()
-        .filter(|q| &q.record.workspace.project == project)
-        .count() as u64;
+    let filter = WorkspaceFilter {
+        project: Some(project.clone()),
+        states: vec![basho_core::State::Queued],
+        ..WorkspaceFilter::default()
+    };
+    let queued = inner.store.list_workspaces(&filter).await?.len() as u64;
     Ok(SchedulingStatus {
         project: project.clone(),
         priority: scheduling.priority,
@@ -88,7 +88,7 @@ pub async fn set(
         .await?;
     o.audit(&who.actor(), "scheduling_set", project.as_str(), json!(s))
         .await;
-    o.inner().queue.poke();
+    o.inner().queue.wake.poke();
     Ok(Json(status(&o, &project).await?))
 }
 

@@ -4,7 +4,6 @@
 //! observations or reviews arrive, and every second regardless; each pass reads the job's
 //! workspaces and requests afresh, so a restarted orchestrator picks up where it was.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use basho_core::federated::{InputFile, JobState, PartialInput, SiteStep, StepState};
@@ -13,12 +12,12 @@ use basho_core::release::{ReleaseRequest, ReleaseState};
 use basho_core::{State, Workspace};
 use chrono::Utc;
 use serde_json::json;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::Orchestrator;
 use crate::api::tes::release_id;
 use crate::store::{JobRow, StoreError};
+use crate::wake::{Wake, run_while_leading};
 use crate::workspaces::{Batch, CreateError, create_with, idempotency_key};
 
 /// How often jobs are looked at without being woken.
@@ -27,46 +26,12 @@ const EVERY: Duration = Duration::from_secs(1);
 /// made.
 const CREATION_BOUND: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
-/// Wakes the driver: kept in the orchestrator's state.
-#[derive(Debug, Default)]
-pub struct Wake {
-    notify: Notify,
-    /// Jobs not ended at the last pass: while none, observations wake nothing.
-    active: AtomicUsize,
-}
-
-impl Wake {
-    /// A job was created or may have moved: look again now.
-    pub fn wake(&self) {
-        self.notify.notify_one();
-    }
-
-    /// Something a job may wait for happened (a workspace ended, a review): wakes the driver
-    /// only while some job is under way.
-    pub fn poke(&self) {
-        if self.active.load(Ordering::Relaxed) > 0 {
-            self.notify.notify_one();
-        }
-    }
-}
-
 /// Runs [`advance_all`] when woken and every [`EVERY`] while this replica leads.
 pub async fn run_loop(o: Orchestrator, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-            () = o.inner().federated.notify.notified() => {}
-        }
-        if !o.is_leader() {
-            continue;
-        }
-        if let Err(e) = advance_all(&o).await {
-            tracing::error!(error = %e, "federated job pass failed; retrying");
-        }
+    fn wake(i: &crate::context::Inner) -> &Wake {
+        &i.federated
     }
+    run_while_leading(o, shutdown, (wake, EVERY, "federated job"), advance_all).await;
 }
 
 /// Moves every job not ended along.
@@ -84,7 +49,7 @@ pub async fn advance_all(o: &Orchestrator) -> Result<(), StoreError> {
             }
         }
     }
-    o.inner().federated.active.store(active, Ordering::Relaxed);
+    o.inner().federated.set_active(active);
     Ok(())
 }
 
