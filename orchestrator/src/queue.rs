@@ -117,19 +117,34 @@ pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
     let online_s = i64::try_from(inner.config.limits.agent_silent_s).unwrap_or(i64::MAX);
     let online_since = now - TimeDelta::try_seconds(online_s).unwrap_or(TimeDelta::MAX);
     let mut held_back = BTreeSet::new();
+    // Within a pass free compute only shrinks and held sites only grow, so a request that found
+    // no site finds none again: the same shape further down the queue waits for the same reason
+    // without placement being run again (a long queue is mostly such repeats).
+    let mut no_site: HashMap<Shape<'_>, String> = HashMap::new();
     let mut waiting = Vec::new();
     let mut placed = 0;
     for i in order {
         let q = &queued[i];
+        let id = q.record.workspace.id.clone();
         if q.record.workspace.expires_at <= now {
             continue; // the expiry loop ends it
+        }
+        let shape = Shape::of(q);
+        if let Some(reason) = no_site.get(&shape) {
+            waiting.push((id, reason.clone()));
+            continue;
         }
         match place_one(o, q, now, online_since, &held_back).await? {
             Outcome::Placed => placed += 1,
             Outcome::Gone => {}
+            Outcome::NoSite { reason, holds } => {
+                held_back.extend(holds);
+                no_site.insert(shape, reason.clone());
+                waiting.push((id, reason));
+            }
             Outcome::Waits { reason, holds } => {
                 held_back.extend(holds);
-                waiting.push((q.record.workspace.id.clone(), reason));
+                waiting.push((id, reason));
             }
         }
     }
@@ -156,11 +171,38 @@ pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
     Ok(placed)
 }
 
+/// What placement sees of a queued workspace: two of one shape place alike.
+#[derive(PartialEq, Eq, Hash)]
+struct Shape<'q> {
+    datasets: &'q [Ident],
+    resources: (u32, u64, u32),
+    pinned: Option<&'q Ident>,
+    grants: BTreeSet<&'q str>,
+}
+
+impl<'q> Shape<'q> {
+    fn of(q: &'q Queued) -> Self {
+        let r = q.record.workspace.resources;
+        Shape {
+            datasets: &q.record.workspace.datasets,
+            resources: (r.cpus, r.memory_mib, r.gpus),
+            pinned: q.entry.pinned.as_ref(),
+            grants: q.entry.grants.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
 enum Outcome {
     Placed,
     /// It left the queue meanwhile (deleted, expired).
     Gone,
-    /// It stays queued, for `reason`; `holds` are the sites nothing behind it may take.
+    /// No site can take it now, for `reason`; `holds` are the sites nothing behind it may take.
+    NoSite {
+        reason: String,
+        holds: Vec<Ident>,
+    },
+    /// It waits for `reason` (its project's quota, a site filled by another replica), holding
+    /// `holds`; another of its shape may still be placed.
     Waits {
         reason: String,
         holds: Vec<Ident>,
@@ -191,13 +233,13 @@ async fn place_one(
         }) => {
             let reason = queue_reason(&could_hold, need);
             let holds = could_hold.into_iter().map(|c| c.site).collect();
-            return Ok(Outcome::Waits { reason, holds });
+            return Ok(Outcome::NoSite { reason, holds });
         }
         // The sites changed under it (a dataset moved, a site left): it waits, saying why, in
         // case they come back before its time is up.
         Err(e) => {
             let reason = e.to_string();
-            return Ok(Outcome::Waits {
+            return Ok(Outcome::NoSite {
                 reason,
                 holds: Vec::new(),
             });

@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 const ISS: &str = "https://dac.bench.invalid";
 
+#[path = "placement/queue.rs"]
+mod queue;
+
 #[derive(Parser)]
 struct Args {
     /// Simulated sites.
@@ -52,6 +55,11 @@ struct Args {
     /// Skip the Docker create-to-running comparison.
     #[arg(long)]
     skip_docker: bool,
+    /// Instead of one placement run, one per queue length given (comma-separated, ascending):
+    /// the queue is filled to each with workspaces waiting at a full site of their own, then
+    /// the placement run measured beside it (`queue` figures; with --no-agents).
+    #[arg(long, value_delimiter = ',')]
+    queued: Vec<usize>,
     /// Register the simulated sites over the agent API without running their agents, to measure
     /// the orchestrator alone.
     #[arg(long)]
@@ -80,19 +88,21 @@ struct Bench {
     listen: SocketAddr,
     api: Api,
     cancel: CancellationToken,
+    orchestrator: basho_orchestrator::Orchestrator,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let report = Report::new(match (args.no_agents, &args.sites_dir_in) {
+        _ if !args.queued.is_empty() => "queue",
         (true, _) => "placement",
         (false, Some(_)) => "placement-agents",
         (false, None) => "placement-agents-disk",
     });
     println!("# basho-bench on {} cores ({})", num_cpus(), cpu_model());
     let sites: Vec<String> = (0..args.sites).map(|i| format!("sim-{i:03}")).collect();
-    let mut extra = vec!["rss-site".to_string()];
+    let mut extra = vec!["rss-site".to_string(), queue::SITE.to_string()];
     if !args.skip_docker {
         extra.push("docker-site".to_string());
     }
@@ -104,8 +114,10 @@ async fn main() -> Result<()> {
         None => None,
     };
     let bench = Bench::start(&sites, &extra, !args.no_agents, sites_dir).await?;
-    if !args.skip_placement {
-        placement(&bench, &sites, &args, &report).await?;
+    if !args.queued.is_empty() {
+        queue::run(&bench, &sites, &args, &report).await?;
+    } else if !args.skip_placement {
+        placement(&bench, &sites, &args, &report, "").await?;
     }
     if !args.skip_rss {
         agent_rss(
@@ -175,6 +187,7 @@ impl Bench {
         let orch = basho_orchestrator::Orchestrator::open(config).await?;
         let cancel = CancellationToken::new();
         let c = cancel.clone();
+        let orchestrator = orch.clone();
         tokio::spawn(async move { orch.serve(listener, c).await });
         let bench = Bench {
             dir,
@@ -184,6 +197,7 @@ impl Bench {
             listen,
             api: Api::new(format!("http://{listen}"), "bench"),
             cancel,
+            orchestrator,
         };
         for s in sites {
             let mut cfg = bench.site_config(
@@ -287,7 +301,15 @@ async fn wait_sites(api: &Api, n: usize, name: Option<&str>) -> Result<()> {
     }
 }
 
-async fn placement(bench: &Bench, sites: &[String], args: &Args, report: &Report) -> Result<()> {
+/// Creates `args.workspaces` workspaces that fit, `args.concurrency` at a time: placements/s and
+/// create latency, each figure's name and label ending in `suffix` (` with 1000 queued`).
+async fn placement(
+    bench: &Bench,
+    sites: &[String],
+    args: &Args,
+    report: &Report,
+    suffix: &str,
+) -> Result<()> {
     // Visas are minted before the clock starts: signing is the platform's cost, not basho's.
     let bodies: Vec<Value> = (0..args.workspaces as usize)
         .map(|_| bench.body(None))
@@ -340,21 +362,16 @@ async fn placement(bench: &Bench, sites: &[String], args: &Args, report: &Report
     );
     let rate = args.workspaces as f64 / wall.as_secs_f64();
     let floor = if args.no_agents { 3000.0 } else { 700.0 };
-    report.figure(Figure::higher("placements_per_s", "placements/s", rate, "/s").at_least(floor));
-    report.figure(Figure::lower(
-        "create_p50",
-        "create p50",
-        pct_ms(&lat, 0.50),
-        "ms",
-    ));
-    report
-        .figure(Figure::lower("create_p99", "create p99", pct_ms(&lat, 0.99), "ms").at_most(50.0));
-    report.figure(Figure::lower(
-        "create_max",
-        "create max",
-        pct_ms(&lat, 1.0),
-        "ms",
-    ));
+    let named =
+        |name: &str, label: &str| (format!("{name}{}", key(suffix)), format!("{label}{suffix}"));
+    let (n, l) = named("placements_per_s", "placements/s");
+    report.figure(Figure::higher(&n, &l, rate, "/s").at_least(floor));
+    let (n, l) = named("create_p50", "create p50");
+    report.figure(Figure::lower(&n, &l, pct_ms(&lat, 0.50), "ms"));
+    let (n, l) = named("create_p99", "create p99");
+    report.figure(Figure::lower(&n, &l, pct_ms(&lat, 0.99), "ms").at_most(50.0));
+    let (n, l) = named("create_max", "create max");
+    report.figure(Figure::lower(&n, &l, pct_ms(&lat, 1.0), "ms"));
     let (min, max) = (
         per_site.values().min().unwrap_or(&0),
         per_site.values().max().unwrap_or(&0),
@@ -364,6 +381,16 @@ async fn placement(bench: &Bench, sites: &[String], args: &Args, report: &Report
         per_site.len()
     ));
     Ok(())
+}
+
+/// A figure name's ending for a label's: ` with 1000 queued` → `_with_1000_queued`.
+fn key(suffix: &str) -> String {
+    let s = suffix.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("_{}", s.replace(' ', "_"))
+    }
 }
 
 /// A `/proc/<pid>/status` figure in KiB: `VmRSS` (all resident pages) or `RssAnon` (those not
