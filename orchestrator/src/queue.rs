@@ -100,15 +100,12 @@ pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
     let now = Utc::now();
     let schedulings = inner.store.schedulings().await?;
     let used = recent_use(o, now).await?;
-    let active: BTreeSet<Ident> = queued
-        .iter()
-        .map(|q| q.record.workspace.project.clone())
-        .collect();
+    let active: BTreeSet<Ident> = queued.iter().map(|q| q.workspace.project.clone()).collect();
     let factors = factors(&active, &used, &schedulings);
     let entries: Vec<Entry<'_>> = queued
         .iter()
         .map(|q| Entry {
-            project: &q.record.workspace.project,
+            project: &q.workspace.project,
             seq: q.entry.seq,
         })
         .collect();
@@ -125,8 +122,8 @@ pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
     let mut placed = 0;
     for i in order {
         let q = &queued[i];
-        let id = q.record.workspace.id.clone();
-        if q.record.workspace.expires_at <= now {
+        let id = q.workspace.id.clone();
+        if q.workspace.expires_at <= now {
             continue; // the expiry loop ends it
         }
         let shape = Shape::of(q);
@@ -182,9 +179,9 @@ struct Shape<'q> {
 
 impl<'q> Shape<'q> {
     fn of(q: &'q Queued) -> Self {
-        let r = q.record.workspace.resources;
+        let r = q.workspace.resources;
         Shape {
-            datasets: &q.record.workspace.datasets,
+            datasets: &q.workspace.datasets,
             resources: (r.cpus, r.memory_mib, r.gpus),
             pinned: q.entry.pinned.as_ref(),
             grants: q.entry.grants.iter().map(String::as_str).collect(),
@@ -217,7 +214,7 @@ async fn place_one(
     held_back: &BTreeSet<Ident>,
 ) -> Result<Outcome, StoreError> {
     let inner = o.inner();
-    let w = &q.record.workspace;
+    let w = &q.workspace;
     let granted: BTreeSet<String> = q.entry.grants.iter().cloned().collect();
     let req = Request {
         datasets: &w.datasets,
@@ -257,7 +254,7 @@ async fn place_one(
     let site = reservation.site().clone();
     let mut at_site = w.clone();
     at_site.site = site.clone();
-    let refs = visa_refs(&inner.sites, &at_site, &q.record.visa_refs, &q.entry.grants);
+    let refs = visa_refs(&inner.sites, &at_site, &q.visa_refs, &q.entry.grants);
     let placement = Placement {
         site: site.clone(),
         expires_at,

@@ -25,11 +25,13 @@ pub struct QueueEntry {
     pub visa_exp_ms: i64,
 }
 
-/// A queued workspace.
+/// A queued workspace, as placing it needs it (not its visas' JWTs, which it does not read).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Queued {
-    /// Its record, state `queued`.
-    pub record: WorkspaceRecord,
+    /// The workspace, state `queued`.
+    pub workspace: basho_core::Workspace,
+    /// Its visas' references.
+    pub visa_refs: Vec<VisaRef>,
     /// What placing it needs.
     pub entry: QueueEntry,
 }
@@ -73,7 +75,7 @@ pub trait QueueStore: Send + Sync + 'static {
         key: Option<&IdempotencyKey>,
     ) -> Result<Created, StoreError>;
 
-    /// Every workspace still queued, in arrival order.
+    /// Every workspace still queued, in arrival order, in one read.
     async fn queued(&self) -> Result<Vec<Queued>, StoreError>;
 
     /// Places queued workspace `id` at `placement.site` if it is still queued and fits beside

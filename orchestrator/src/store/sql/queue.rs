@@ -2,7 +2,7 @@
 //! the site's turn as a create, the platform's scheduling per project, and the ledger summed
 //! per bucket for fair share.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use basho_core::queue::Scheduling;
@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{Row as _, Transaction};
 
 use super::Db;
-use super::rows::{ident, parse, record};
+use super::rows::{WORKSPACE_COLUMNS, ident, parse, workspace};
 use super::workspaces::{fetch_one_ws, next_revision, overbooked};
 use crate::store::queue::{Placed, Placement, QueueEntry, QueueStore, Queued, UsageBuckets};
-use crate::store::sql::{COLUMNS, Dialect, News, SqlStore, Turn, json};
+use crate::store::sql::{Dialect, News, SqlStore, Turn, json};
 use crate::store::{Created, IdempotencyKey, StoreError, WorkspaceRecord, to_millis};
 
 /// Writes `entry` for workspace `id`, whose create took revision `seq`.
@@ -51,52 +51,35 @@ impl QueueStore for SqlStore<Db> {
     }
 
     async fn queued(&self) -> Result<Vec<Queued>, StoreError> {
-        let mut tx = Db::begin_snapshot(&self.pool).await?;
-        let rows = sqlx::query(Db::sql(
-            "SELECT workspace, seq, pinned, grants, duration_ms, visa_exp_ms FROM workspace_queue",
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut entries = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let pinned: Option<String> = row.try_get("pinned")?;
-            let pinned = match pinned {
-                Some(_) => Some(ident(row, "pinned")?),
-                None => None,
-            };
-            let id: String = row.try_get("workspace")?;
-            entries.insert(
-                id,
-                QueueEntry {
+        let sql = format!(
+            "SELECT {WORKSPACE_COLUMNS}, w.visa_refs, q.seq, q.pinned, q.grants, q.duration_ms, \
+             q.visa_exp_ms FROM workspace_queue q JOIN workspaces w ON w.id = q.workspace \
+             WHERE w.state = $1 ORDER BY q.seq"
+        );
+        let rows = sqlx::query(Db::sql(sql))
+            .bind(State::Queued.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let pinned: Option<String> = row.try_get("pinned")?;
+                let entry = QueueEntry {
                     seq: row.try_get("seq")?,
-                    pinned,
+                    pinned: match pinned {
+                        Some(_) => Some(ident(row, "pinned")?),
+                        None => None,
+                    },
                     grants: parse(row, "grants")?,
                     duration_ms: row.try_get("duration_ms")?,
                     visa_exp_ms: row.try_get("visa_exp_ms")?,
-                },
-            );
-        }
-        let sql = format!("SELECT {COLUMNS} FROM workspaces WHERE state = $1");
-        let rows = sqlx::query(Db::sql(sql))
-            .bind(State::Queued.as_str())
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let record = record(row)?;
-            // A queued record always has its entry: both are written in one transaction.
-            let entry =
-                entries
-                    .remove(&record.workspace.id)
-                    .ok_or_else(|| StoreError::Corrupt {
-                        what: "workspace_queue",
-                        message: format!("no entry for queued workspace {}", record.workspace.id),
-                    })?;
-            out.push(Queued { record, entry });
-        }
-        out.sort_by_key(|q| q.entry.seq);
-        Ok(out)
+                };
+                Ok(Queued {
+                    workspace: workspace(row)?,
+                    visa_refs: parse(row, "visa_refs")?,
+                    entry,
+                })
+            })
+            .collect()
     }
 
     async fn place_queued(

@@ -60,16 +60,14 @@ pub(crate) async fn the_queue_keeps_order_and_places_once(s: Arc<dyn Store>) {
         "{again:?}"
     );
     let list = s.queued().await.unwrap();
-    let ids: Vec<&str> = list
-        .iter()
-        .map(|q| q.record.workspace.id.as_str())
-        .collect();
+    let ids: Vec<&str> = list.iter().map(|q| q.workspace.id.as_str()).collect();
     assert_eq!(ids, ["ws-q1", "ws-q2"], "arrival order");
     assert_eq!(list[1].entry.pinned, Some(id("tohoku")));
     assert_eq!(list[0].entry.grants, entry(None).grants);
     assert_eq!(list[0].entry.duration_ms, 3_600_000);
     assert_eq!(list[0].entry.seq, q1.revision);
-    assert_eq!(list[0].record.workspace.state, Queued);
+    assert_eq!(list[0].workspace, q1.workspace, "read back as stored");
+    assert_eq!(list[0].visa_refs, q1.visa_refs);
     // Nobody's desired state holds a queued workspace.
     let (_, desired) = s.desired(&id("tohoku")).await.unwrap();
     assert_eq!(desired.len(), 1, "{desired:?}");
@@ -112,7 +110,7 @@ pub(crate) async fn the_queue_keeps_order_and_places_once(s: Arc<dyn Store>) {
         .await
         .unwrap()
         .into_iter()
-        .map(|q| q.record.workspace.id)
+        .map(|q| q.workspace.id)
         .collect();
     assert_eq!(left, ["ws-q2"]);
     // Deleted while queued: stopped at once, and never placed after.
