@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use basho_core::protocol::Capacity;
 use basho_core::{Ident, Resources, WorkspaceId};
 use chrono::{DateTime, Utc};
 
@@ -17,6 +18,16 @@ pub mod fake;
 pub mod kubernetes;
 pub mod slurm;
 pub mod suite;
+
+/// The site's own load as a backend sees it: what its nodes have in all, and what work other
+/// than basho's holds of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SiteLoad {
+    /// The compute the backend sees (the engine's host, the partition's nodes).
+    pub total: Capacity,
+    /// What the site's own work holds of it (rounded up).
+    pub others: Capacity,
+}
 
 /// What a backend can do, so the agent refuses what it cannot honour instead of degrading silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +250,10 @@ pub trait Backend: Send + Sync + 'static {
             "{} cannot start workspace {workspace} again in place",
             self.kind()
         )))
+    }
+    /// The site's own load, for `[capacity] only_idle`; `None` where the backend cannot tell.
+    async fn site_load(&self) -> Result<Option<SiteLoad>, BackendError> {
+        Ok(None)
     }
     /// Ends what the backend runs in the background (a watch, a connection), when the agent
     /// stops: part of the agent's shutdown, bounded by it. Workspaces keep running.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use basho_core::protocol::{DesiredState, ObservationBatch, Registration};
+use basho_core::protocol::{CapacityReport, DesiredState, ObservationBatch, Registration};
 use basho_core::{ErrorBody, Ident};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -166,6 +166,20 @@ impl Client {
             .json(registration)
             .timeout(REQUEST_TIMEOUT);
         self.send(req).await
+    }
+
+    /// `PUT /v1/agent/capacity`: what basho may use at the site now.
+    pub async fn report_capacity(&self, report: &CapacityReport) -> Result<(), ClientError> {
+        let req = self
+            .http
+            .put(self.url("v1/agent/capacity"))
+            .json(report)
+            .timeout(REQUEST_TIMEOUT);
+        let out = self.answered(req).await.map(drop);
+        if let (Err(e), Some(m)) = (&out, &self.metrics) {
+            m.orchestrator_error(crate::metrics::client_error_kind(e));
+        }
+        out
     }
 
     /// `GET /v1/agent/desired`: at once when the revision is not `after`, else after up to

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use basho_core::Ident;
-use basho_core::protocol::Capacity;
 use basho_core::visa::IssuerRef;
 use serde::{Deserialize, Serialize};
 
@@ -30,8 +29,8 @@ pub struct SiteConfig {
     pub site: Ident,
     /// How to reach the orchestrator.
     pub orchestrator: OrchestratorLink,
-    /// Compute offered to basho.
-    pub capacity: Capacity,
+    /// Compute offered to basho, and how it follows the site's own users.
+    pub capacity: crate::capacity::CapacityConfig,
     /// Which backend runs workspaces.
     pub backend: BackendConfig,
     /// Dataset catalog: ID to local path.

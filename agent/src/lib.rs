@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod airlock;
 pub mod backend;
+pub mod capacity;
 pub mod catalog;
 pub mod client;
 pub mod config;

@@ -140,12 +140,24 @@ pub async fn run(
              being chowned to the workspace user; run the agent as root on a real site");
     }
     let key = Arc::new(crate::session_key(&config)?);
+    let offer = crate::capacity::current(&config.capacity, backend.as_ref()).await;
+    info!(
+        cpus = offer.capacity.cpus,
+        memory_mib = offer.capacity.memory_mib,
+        gpus = offer.capacity.gpus,
+        ceiling_cpus = offer.ceiling.cpus,
+        note = offer.note.as_deref().unwrap_or(""),
+        "capacity offered"
+    );
+    let (offers, offered) = watch::channel(offer.clone());
     let registration = Registration {
         site: site.clone(),
         backend: backend.kind().to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         datasets: catalog.inventory(),
-        capacity: config.capacity,
+        capacity: offer.capacity,
+        ceiling: Some(offer.ceiling),
+        capacity_note: offer.note.clone(),
         images: catalog.image_names(),
         start_timeout_s: config.reconcile.start_timeout_s,
         session_key: Some(basho_core::e2e::encode_key(&key.public)),
@@ -221,12 +233,26 @@ pub async fn run(
         poll::poll_loop(
             client.clone(),
             registration,
+            offered,
             config.orchestrator.poll_wait_s,
             tx,
             stop.clone(),
         )
         .instrument(info_span!("poll", site = %site)),
     );
+    if config.capacity.varies() {
+        tasks.spawn(
+            crate::capacity::report_loop(
+                config.capacity.clone(),
+                site.clone(),
+                backend.clone(),
+                client.clone(),
+                offers,
+                stop.clone(),
+            )
+            .instrument(info_span!("capacity", site = %site)),
+        );
+    }
     let client_for_usage = client.clone();
     let client_for_consent = client.clone();
     tasks.spawn(

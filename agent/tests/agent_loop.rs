@@ -58,11 +58,11 @@ fn site(url: &str) -> Site {
             ca_file: None,
             plain_http_on_loopback: true,
         },
-        capacity: Capacity {
+        capacity: basho_agent::capacity::CapacityConfig::fixed(Capacity {
             cpus: 8,
             memory_mib: 8192,
             gpus: 0,
-        },
+        }),
         backend: BackendConfig::Fake(basho_agent::config::FakeConfig {
             start_delay_ms: 0,
             failure_rate: 0.0,

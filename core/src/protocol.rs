@@ -41,8 +41,18 @@ pub struct Registration {
     pub version: String,
     /// Datasets from the site catalog.
     pub datasets: Vec<DatasetEntry>,
-    /// Compute offered.
+    /// Compute basho may use now: what the orchestrator places within. With `[capacity]
+    /// max_share`, `only_idle` or quiet hours it moves with the site's own load, and the agent
+    /// reports each change ([`CapacityReport`]).
     pub capacity: Capacity,
+    /// The most basho may ever use here (the configured compute times `max_share`); the same as
+    /// `capacity` when absent. A request larger than every ceiling is refused, not queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<Capacity>,
+    /// Why `capacity` is below the ceiling now (`quiet hours until 18:00 +09:00`, `the site's
+    /// own work holds 3 of 4 cpus`); shown with a queued workspace's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_note: Option<String>,
     /// Workspace images the site allows, by the names templates use.
     #[serde(default)]
     pub images: Vec<String>,
@@ -58,6 +68,27 @@ pub struct Registration {
     /// What the agent serves beyond sessions ([`crate::release::FEATURE_AIRLOCK`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+}
+
+impl Registration {
+    /// The most basho may ever use at this site.
+    pub fn ceiling(&self) -> Capacity {
+        self.ceiling.unwrap_or(self.capacity)
+    }
+}
+
+/// `PUT /v1/agent/capacity`: what basho may use at a site now, sent by its agent whenever it
+/// changes (the site's own load, quiet hours).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityReport {
+    /// The site; must match the agent's token.
+    pub site: Ident,
+    /// Compute basho may use now; never above the registered ceiling.
+    pub capacity: Capacity,
+    /// Why it is below the ceiling, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Two minutes: a launch on Docker takes under a second and an idle Slurm queue a few.
@@ -266,8 +297,15 @@ pub struct Site {
     pub version: String,
     /// Datasets held.
     pub datasets: Vec<DatasetEntry>,
-    /// Compute offered.
+    /// Compute basho may use there now.
     pub capacity: Capacity,
+    /// The most basho may ever use there, when the site caps it below `capacity`'s peak
+    /// (`[capacity] max_share`, `only_idle`, quiet hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<Capacity>,
+    /// Why `capacity` is below the ceiling now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_note: Option<String>,
     /// Compute held by live workspaces.
     pub allocated: Capacity,
     /// Live workspaces.

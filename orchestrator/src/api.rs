@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use basho_core::ErrorBody;
 
 use crate::Orchestrator;
@@ -303,6 +303,7 @@ fn routes(o: Orchestrator) -> Router {
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/agent/register", post(agent::register))
+        .route("/v1/agent/capacity", put(agent::capacity))
         .route("/v1/agent/desired", get(agent::desired))
         .route("/v1/agent/observations", post(agent::observations))
         .route("/v1/agent/consent", post(consent::ingest))

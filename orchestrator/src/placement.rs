@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use basho_core::protocol::{Capacity, Registration, Site};
+use basho_core::protocol::{Capacity, CapacityReport, Registration, Site};
 use basho_core::{Ident, Resources, State};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
@@ -183,6 +183,19 @@ impl SiteCache {
         }
     }
 
+    /// Takes a site's live capacity report; false when the site is not registered here.
+    pub fn set_capacity(&self, report: &CapacityReport, now: DateTime<Utc>) -> bool {
+        match self.lock().get_mut(&report.site) {
+            Some(e) => {
+                e.registration.capacity = report.capacity;
+                e.registration.capacity_note = report.note.clone();
+                e.last_contact = e.last_contact.max(now);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Marks a site heard from, and says whether the store's copy is due for a write.
     pub fn touch(&self, site: &Ident, now: DateTime<Utc>) -> Touch {
         match self.lock().get_mut(site) {
@@ -215,6 +228,8 @@ impl SiteCache {
                     name,
                     datasets: &e.datasets,
                     capacity: e.registration.capacity,
+                    ceiling: e.registration.ceiling(),
+                    note: e.registration.capacity_note.as_deref(),
                     allocated: e.allocated,
                     workspaces: e.workspaces,
                     online: e.last_contact >= online_since,
@@ -378,6 +393,8 @@ impl SiteCache {
                 version: e.registration.version.clone(),
                 datasets: e.registration.datasets.clone(),
                 capacity: e.registration.capacity,
+                ceiling: e.registration.ceiling,
+                capacity_note: e.registration.capacity_note.clone(),
                 allocated: e.allocated,
                 workspaces: e.workspaces,
                 last_contact: e.last_contact,
@@ -409,6 +426,8 @@ mod tests {
                 images: vec![],
                 start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
                 session_key: None,
+                ceiling: None,
+                capacity_note: None,
                 features: Vec::new(),
             },
             t0,
@@ -437,6 +456,8 @@ mod tests {
             images: vec![],
             start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
             session_key: None,
+            ceiling: None,
+            capacity_note: None,
             features: Vec::new(),
         }
     }

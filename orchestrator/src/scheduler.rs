@@ -14,8 +14,12 @@ pub struct SiteView<'a> {
     pub name: &'a Ident,
     /// Datasets it holds: ID → grant URL a visa must carry.
     pub datasets: &'a BTreeMap<Ident, String>,
-    /// Compute it offers.
+    /// Compute basho may use there now.
     pub capacity: Capacity,
+    /// The most basho may ever use there.
+    pub ceiling: Capacity,
+    /// Why `capacity` is below the ceiling now, as the site says.
+    pub note: Option<&'a str>,
     /// Compute held by its live workspaces.
     pub allocated: Capacity,
     /// Its live workspaces.
@@ -111,8 +115,7 @@ pub enum PlacementError {
         need: Resources,
         /// Sites that pass the dataset and grant filters, with their free compute.
         candidates: Vec<(Ident, Capacity)>,
-        /// Those whose whole registered capacity could hold it, most free first: where it
-        /// could wait in the queue.
+        /// Those whose ceiling could hold it, most free first: where it could wait in the queue.
         could_hold: Vec<Candidate>,
     },
 }
@@ -124,8 +127,10 @@ pub struct Candidate {
     pub site: Ident,
     /// Free now.
     pub free: Capacity,
-    /// Registered.
+    /// What basho may use there now.
     pub capacity: Capacity,
+    /// Why that is below the site's ceiling, as the site says.
+    pub note: Option<String>,
 }
 
 impl Candidate {
@@ -146,7 +151,10 @@ impl Candidate {
         if short.is_empty() {
             return format!("site {}: held for workspaces ahead in the queue", self.site);
         }
-        format!("site {}: {} free", self.site, short.join(", "))
+        match &self.note {
+            Some(note) => format!("site {}: {} free ({note})", self.site, short.join(", ")),
+            None => format!("site {}: {} free", self.site, short.join(", ")),
+        }
     }
 }
 
@@ -324,11 +332,12 @@ pub fn place<'s>(req: &Request<'_>, sites: &[SiteView<'s>]) -> Result<&'s Ident,
         None => {
             let mut could_hold: Vec<Candidate> = granted
                 .iter()
-                .filter(|s| fits(s.capacity, req.resources))
+                .filter(|s| fits(s.ceiling, req.resources))
                 .map(|s| Candidate {
                     site: s.name.clone(),
                     free: s.free(),
                     capacity: s.capacity,
+                    note: s.note.map(str::to_owned),
                 })
                 .collect();
             could_hold.sort_by(|a, b| {

@@ -4,7 +4,7 @@
 //! (`store/postgres.rs`, for several replicas); the API only sees `Arc<dyn Store>`.
 
 use async_trait::async_trait;
-use basho_core::protocol::Registration;
+use basho_core::protocol::{CapacityReport, Registration};
 use basho_core::{Ident, Resources, State, Workspace};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -246,6 +246,14 @@ pub trait Store:
 
     /// Creates or replaces a site's registration and marks it heard from at `now`.
     async fn upsert_site(&self, reg: &Registration, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Sets what basho may use at a registered site now (its agent's live report) and marks it
+    /// heard from; false when the site is not registered.
+    async fn set_site_capacity(
+        &self,
+        report: &CapacityReport,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     /// Marks a site heard from at `now`.
     async fn touch_site(&self, site: &Ident, now: DateTime<Utc>) -> Result<(), StoreError>;

@@ -728,11 +728,11 @@ fn site_config(
             ca_file: Some(ca_file.to_path_buf()),
             plain_http_on_loopback: false,
         },
-        capacity: Capacity {
+        capacity: basho_agent::capacity::CapacityConfig::fixed(Capacity {
             cpus: 1000,
             memory_mib: 1024 * 1024,
             gpus: 0,
-        },
+        }),
         backend,
         datasets: vec![CatalogEntry {
             participant_column: None,

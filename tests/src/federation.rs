@@ -483,11 +483,11 @@ fn site_config(
             ca_file: None,
             plain_http_on_loopback: true,
         },
-        capacity: Capacity {
+        capacity: basho_agent::capacity::CapacityConfig::fixed(Capacity {
             cpus: 8,
             memory_mib: 8192,
             gpus: 0,
-        },
+        }),
         backend: BackendConfig::Docker(basho_agent::config::DockerConfig {
             socket: None,
             namespace: None,

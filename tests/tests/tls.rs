@@ -104,11 +104,11 @@ impl World {
                 ca_file,
                 plain_http_on_loopback: false,
             },
-            capacity: Capacity {
+            capacity: basho_agent::capacity::CapacityConfig::fixed(Capacity {
                 cpus: 8,
                 memory_mib: 8192,
                 gpus: 0,
-            },
+            }),
             backend: BackendConfig::Fake(basho_agent::config::FakeConfig {
                 start_delay_ms: 0,
                 failure_rate: 0.0,
@@ -161,6 +161,8 @@ fn registration() -> Registration {
         images: vec![],
         start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
         session_key: None,
+        ceiling: None,
+        capacity_note: None,
         features: Vec::new(),
     }
 }

@@ -69,6 +69,8 @@ fn registration() -> Registration {
         images: vec![],
         start_timeout_s: basho_core::protocol::DEFAULT_START_TIMEOUT_S,
         session_key: None,
+        ceiling: None,
+        capacity_note: None,
         features: Vec::new(),
     }
 }

@@ -42,8 +42,13 @@ pub fn check(config: &SiteConfig) -> Vec<String> {
     if config.reconcile.parallel_actions == 0 {
         p.push("reconcile.parallel_actions must be at least 1".into());
     }
-    if config.capacity.cpus == 0 || config.capacity.memory_mib == 0 {
-        p.push("capacity.cpus and capacity.memory_mib must be positive".into());
+    p.extend(config.capacity.problems());
+    if config.capacity.only_idle && matches!(config.backend, BackendConfig::Kubernetes(_)) {
+        p.push(
+            "capacity.only_idle: the kubernetes backend cannot read the cluster's own load yet; \
+             leave it false and size capacity and max_share for the namespace's quota"
+                .into(),
+        );
     }
     p
 }
@@ -319,11 +324,11 @@ mod tests {
                 ca_file: None,
                 plain_http_on_loopback: true,
             },
-            capacity: Capacity {
+            capacity: crate::capacity::CapacityConfig::fixed(Capacity {
                 cpus: 4,
                 memory_mib: 4096,
                 gpus: 0,
-            },
+            }),
             backend: BackendConfig::Fake(FakeConfig {
                 start_delay_ms: 0,
                 failure_rate: 0.1,

@@ -85,6 +85,10 @@ impl Backend for InstrumentedBackend {
         self.timed("usage", self.inner.usage(workspace)).await
     }
 
+    async fn site_load(&self) -> Result<Option<crate::backend::SiteLoad>, BackendError> {
+        self.timed("site_load", self.inner.site_load()).await
+    }
+
     async fn requeue(&self, workspace: &str) -> Result<(), BackendError> {
         self.timed("requeue", self.inner.requeue(workspace)).await
     }

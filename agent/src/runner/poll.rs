@@ -36,7 +36,8 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
 /// Registers, then long-polls until `stop`, publishing on `tx`.
 pub async fn poll_loop(
     client: Client,
-    registration: Registration,
+    mut registration: Registration,
+    offered: watch::Receiver<crate::capacity::Offer>,
     wait_s: u64,
     tx: watch::Sender<Option<Fetched>>,
     stop: CancellationToken,
@@ -46,6 +47,14 @@ pub async fn poll_loop(
     let mut link = Link::default();
     let mut epoch = 0u64;
     loop {
+        {
+            // Each registration carries the latest offer, so a re-registration never undoes a
+            // capacity report.
+            let offer = offered.borrow();
+            registration.capacity = offer.capacity;
+            registration.ceiling = Some(offer.ceiling);
+            registration.capacity_note.clone_from(&offer.note);
+        }
         let registered = tokio::select! {
             _ = stop.cancelled() => return,
             r = client.register(&registration) => r,

@@ -104,7 +104,7 @@ pub fn site_config(
             ca_file: None,
             plain_http_on_loopback: true,
         },
-        capacity: common.capacity,
+        capacity: basho_agent::capacity::CapacityConfig::fixed(common.capacity),
         backend: BackendConfig::Docker(basho_agent::config::DockerConfig {
             socket: None,
             namespace: Some(namespace(layout)),

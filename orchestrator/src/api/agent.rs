@@ -10,7 +10,9 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
-use basho_core::protocol::{Assignment, DesiredState, ObservationBatch, Registration};
+use basho_core::protocol::{
+    Assignment, Capacity, CapacityReport, DesiredState, ObservationBatch, Registration,
+};
 use basho_core::{ErrorBody, Ident, State as WsState};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -43,11 +45,7 @@ pub struct Applied {
 pub(super) async fn touch(o: &Orchestrator, site: &Ident) -> ApiResult<()> {
     let now = Utc::now();
     match o.inner().sites.touch(site, now) {
-        Touch::Unknown => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_registered",
-            format!("site {site} has not registered; POST /v1/agent/register first"),
-        )),
+        Touch::Unknown => Err(not_registered(site)),
         Touch::Noted => Ok(()),
         Touch::Persist => Ok(o.inner().store.touch_site(site, now).await?),
     }
@@ -88,6 +86,12 @@ pub async fn register(
             )));
         }
     }
+    if let Some(ceiling) = reg.ceiling {
+        within(reg.capacity, ceiling)?;
+    }
+    if let Some(note) = &reg.capacity_note {
+        note_ok(note)?;
+    }
     let now = Utc::now();
     o.inner().store.upsert_site(&reg, now).await?;
     o.inner().sites.register(&reg, now);
@@ -117,6 +121,86 @@ pub async fn register(
         site: reg.site,
         revision,
     }))
+}
+
+/// Longest note a capacity report may carry, characters.
+const MAX_NOTE: usize = 200;
+
+fn within(capacity: Capacity, ceiling: Capacity) -> ApiResult<()> {
+    if capacity.cpus > ceiling.cpus
+        || capacity.memory_mib > ceiling.memory_mib
+        || capacity.gpus > ceiling.gpus
+    {
+        return Err(ApiError::invalid(format!(
+            "capacity ({} cpus, {} MiB, {} gpus) is above the site's ceiling ({} cpus, {} MiB, \
+             {} gpus); register again to raise the ceiling",
+            capacity.cpus,
+            capacity.memory_mib,
+            capacity.gpus,
+            ceiling.cpus,
+            ceiling.memory_mib,
+            ceiling.gpus
+        )));
+    }
+    Ok(())
+}
+
+fn note_ok(note: &str) -> ApiResult<()> {
+    if note.chars().count() > MAX_NOTE || note.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "capacity_note must be at most {MAX_NOTE} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// What basho may use at the site now, reported by its agent when it changes (the site's own
+/// load, quiet hours). The queue looks again at once.
+#[utoipa::path(
+    put, path = "/v1/agent/capacity", operation_id = "agentCapacity", tag = "agent",
+    request_body = CapacityReport,
+    responses(
+        (status = 204, description = "Taken"),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "The token belongs to another site", body = ErrorBody),
+        (status = 409, description = "The site has not registered", body = ErrorBody),
+        (status = 422, description = "Above the registered ceiling, or a bad note", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn capacity(
+    agent: AgentSite,
+    State(o): State<Orchestrator>,
+    ApiJson(report): ApiJson<CapacityReport>,
+) -> ApiResult<StatusCode> {
+    agent
+        .check_audited(&o, "/v1/agent/capacity", &report.site)
+        .await?;
+    let Some(reg) = o.inner().sites.registration(report.site.as_str()) else {
+        return Err(not_registered(&report.site));
+    };
+    within(report.capacity, reg.ceiling())?;
+    if let Some(note) = &report.note {
+        note_ok(note)?;
+    }
+    let now = Utc::now();
+    if !o.inner().store.set_site_capacity(&report, now).await? {
+        return Err(not_registered(&report.site));
+    }
+    o.inner().sites.set_capacity(&report, now);
+    o.inner().queue.wake.poke();
+    tracing::info!(site = %report.site, cpus = report.capacity.cpus,
+        memory_mib = report.capacity.memory_mib, gpus = report.capacity.gpus,
+        note = report.note.as_deref().unwrap_or(""), "site capacity now");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn not_registered(site: &Ident) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_registered",
+        format!("site {site} has not registered; POST /v1/agent/register first"),
+    )
 }
 
 /// Longest `wait_s` a desired-state poll may ask for (the schema's maximum).

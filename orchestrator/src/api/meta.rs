@@ -138,7 +138,7 @@ impl Modify for ContractShape {
         workspaces::create, workspaces::list, workspaces::show, workspaces::delete,
         sites::list, sites::session_key, templates::list,
         revocations::revoke,
-        agent::register, agent::desired, agent::observations, agent::tunnel,
+        agent::register, agent::capacity, agent::desired, agent::observations, agent::tunnel,
         sessions::open,
         audit::list,
         tokens::create, tokens::list, tokens::revoke,
@@ -154,7 +154,7 @@ impl Modify for ContractShape {
     components(schemas(
         ErrorBody, ErrorDetail, CreateWorkspace, Workspace, Resources, WsState, Site, Capacity,
         basho_core::template::Template,
-        DatasetEntry, Registration, DesiredState, Assignment, Observation, ObservationBatch,
+        DatasetEntry, Registration, basho_core::protocol::CapacityReport, DesiredState, Assignment, Observation, ObservationBatch,
         agent::Registered, agent::Applied, sites::SessionKey, basho_core::revocation::Revoked,
         basho_core::revocation::RevocationRequest, basho_core::revocation::Revocation,
         basho_core::revocation::Reason, Health, audit::AuditPage, AuditEntry,

@@ -70,6 +70,8 @@ impl Fixture {
                 name: &self.names[i],
                 datasets: &self.datasets[i],
                 capacity: self.capacity[i],
+                ceiling: self.capacity[i],
+                note: None,
                 allocated: self.allocated[i],
                 workspaces: self.workspaces[i],
                 online: self.online[i],

@@ -175,6 +175,8 @@ pub(crate) fn registration(site: &str, cpus: u32) -> Registration {
         images: vec!["basho/demo".into()],
         start_timeout_s: 120,
         session_key: None,
+        ceiling: None,
+        capacity_note: None,
         features: Vec::new(),
     }
 }

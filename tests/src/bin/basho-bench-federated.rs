@@ -204,11 +204,11 @@ async fn simulated(n: u64, runs: u64) -> Result<Vec<Duration>> {
                 ca_file: None,
                 plain_http_on_loopback: true,
             },
-            capacity: Capacity {
+            capacity: basho_agent::capacity::CapacityConfig::fixed(Capacity {
                 cpus: 64,
                 memory_mib: 65536,
                 gpus: 0,
-            },
+            }),
             backend: BackendConfig::Fake(basho_agent::config::FakeConfig {
                 start_delay_ms: 0,
                 failure_rate: 0.0,

@@ -180,6 +180,8 @@ fn registration() -> Registration {
         images: vec!["basho/demo".into()],
         start_timeout_s: 0,
         session_key: None,
+        ceiling: None,
+        capacity_note: None,
         features: Vec::new(),
     }
 }

@@ -247,11 +247,11 @@ impl Bench {
                 ca_file: None,
                 plain_http_on_loopback: true,
             },
-            capacity: Capacity {
+            capacity: basho_agent::capacity::CapacityConfig::fixed(Capacity {
                 cpus: 100_000,
                 memory_mib: 100_000_000,
                 gpus: 0,
-            },
+            }),
             backend,
             datasets: vec![CatalogEntry {
                 participant_column: None,

@@ -3,7 +3,7 @@
 //! IMMEDIATE`), PostgreSQL's rows (`FOR UPDATE`, the revision row) and advisory locks.
 
 use async_trait::async_trait;
-use basho_core::protocol::{Capacity, Registration};
+use basho_core::protocol::{Capacity, CapacityReport, Registration};
 use basho_core::{Ident, State};
 use chrono::{DateTime, Utc};
 use sqlx::{Row as _, Transaction};
@@ -373,14 +373,16 @@ impl Store for SqlStore<Db> {
         let mut tx = Db::begin_write(&self.writer).await?;
         sqlx::query(Db::sql(
             "INSERT INTO sites (name, backend, version, datasets, capacity, images, \
-               registered_at, last_contact, start_timeout_s, session_key, features) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+               registered_at, last_contact, start_timeout_s, session_key, features, ceiling, \
+               capacity_note) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (name) DO UPDATE SET backend = excluded.backend, \
                version = excluded.version, datasets = excluded.datasets, \
                capacity = excluded.capacity, images = excluded.images, \
                registered_at = excluded.registered_at, last_contact = excluded.last_contact, \
                start_timeout_s = excluded.start_timeout_s, session_key = excluded.session_key, \
-               features = excluded.features",
+               features = excluded.features, ceiling = excluded.ceiling, \
+               capacity_note = excluded.capacity_note",
         ))
         .bind(reg.site.as_str())
         .bind(&reg.backend)
@@ -393,11 +395,39 @@ impl Store for SqlStore<Db> {
         .bind(i64::try_from(reg.start_timeout_s).unwrap_or(i64::MAX))
         .bind(reg.session_key.as_deref())
         .bind(json(&reg.features))
+        .bind(reg.ceiling.as_ref().map(json))
+        .bind(reg.capacity_note.as_deref())
         .execute(&mut *tx)
         .await?;
         Db::announce(&mut tx, News::Site(reg.site.as_str())).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn set_site_capacity(
+        &self,
+        report: &CapacityReport,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = Db::begin_write(&self.writer).await?;
+        let sql = format!(
+            "UPDATE sites SET capacity = $1, capacity_note = $2, \
+               last_contact = {}(last_contact, $3) WHERE name = $4",
+            Db::GREATEST
+        );
+        let done = sqlx::query(Db::sql(sql))
+            .bind(json(&report.capacity))
+            .bind(report.note.as_deref())
+            .bind(now.timestamp_millis())
+            .bind(report.site.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        Db::announce(&mut tx, News::Site(report.site.as_str())).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn touch_site(&self, site: &Ident, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -416,7 +446,7 @@ impl Store for SqlStore<Db> {
     async fn sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT name, backend, version, datasets, capacity, images, last_contact, \
-               start_timeout_s, session_key, features \
+               start_timeout_s, session_key, features, ceiling, capacity_note \
              FROM sites ORDER BY name",
         )
         .fetch_all(&self.pool)
@@ -430,6 +460,8 @@ impl Store for SqlStore<Db> {
                         version: row.try_get("version")?,
                         datasets: parse(row, "datasets")?,
                         capacity: parse(row, "capacity")?,
+                        ceiling: parse(row, "ceiling")?,
+                        capacity_note: row.try_get("capacity_note")?,
                         images: parse(row, "images")?,
                         start_timeout_s: u64::try_from(row.try_get::<i64, _>("start_timeout_s")?)
                             .unwrap_or(0),
