@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use basho_agent::backend::docker::DockerBackend;
 use basho_agent::backend::suite::run_suite;
 use basho_agent::backend::{Backend, BackendError, LaunchSpec, RunState};
+use basho_agent::capacity::{self, CapacityConfig};
 use basho_core::{Ident, LABEL_SITE, LABEL_WORKSPACE};
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
@@ -343,4 +344,74 @@ mod suite {
     }
 
     basho_agent::backend_suite!(engine_harness());
+}
+
+/// `[capacity] only_idle` on Docker: a container that is not one of the site's workspaces holds
+/// its limits of the host, and basho's offer shrinks by them; the site's own workspaces are not
+/// counted against it; the offer comes back when the container goes. Other tests' containers on
+/// this engine can only lower the offer, so every assertion is a bound they cannot break.
+#[tokio::test]
+async fn only_idle_leaves_what_other_containers_hold() {
+    let Some((docker, image)) = engine().await else {
+        return;
+    };
+    let guard = Cleanup::new("t-idle");
+    let b = backend(&guard.site).await;
+    let info = docker.info().await.unwrap();
+    let ncpu = u32::try_from(info.ncpu.unwrap()).unwrap();
+    let mem_mib = info.mem_total.unwrap() as u64 / (1024 * 1024);
+    let config: CapacityConfig = toml::from_str(&format!(
+        "cpus = {ncpu}\nmemory_mib = {mem_mib}\nmax_share = 0.5\nonly_idle = true"
+    ))
+    .unwrap();
+    let ceiling = config.ceiling();
+    assert_eq!(ceiling.cpus, ncpu / 2);
+    assert_eq!(ceiling.memory_mib, mem_mib / 2);
+    let big = (mem_mib - 1024) * 1024 * 1024;
+
+    // The site's own workspace, even one with a limit of nearly all the memory, is basho's.
+    let dirs = dirs();
+    let ws = unique("ws-idle");
+    let mut s = spec(&guard.site, &ws, &image, &dirs);
+    s.resources.memory_mib = mem_mib - 1024;
+    b.launch(&s).await.unwrap();
+    let ours = capacity::current(&config, &b).await;
+    assert!(ours.capacity.memory_mib > 1024, "{ours:?}");
+    b.stop(&ws).await.unwrap();
+
+    // A container of the host's own, limited to every CPU and all but 1 GiB.
+    let body = ContainerCreateBody {
+        image: Some(image.clone()),
+        cmd: Some(vec!["sleep".into(), "600".into()]),
+        user: Some("65534:65534".into()),
+        labels: Some(HashMap::from([(
+            LABEL_SITE.to_string(),
+            guard.site.to_string(),
+        )])),
+        host_config: Some(bollard::models::HostConfig {
+            network_mode: Some("none".into()),
+            nano_cpus: Some(i64::from(ncpu) * 1_000_000_000),
+            memory: Some(i64::try_from(big).unwrap()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let name = unique("host-load");
+    let options = CreateContainerOptionsBuilder::default().name(&name).build();
+    docker.create_container(Some(options), body).await.unwrap();
+    docker.start_container(&name, None).await.unwrap();
+    let busy = capacity::current(&config, &b).await;
+    assert_eq!(busy.capacity.cpus, 0, "{busy:?}");
+    assert!(busy.capacity.memory_mib <= 1024, "{busy:?}");
+    assert_eq!(busy.ceiling, ceiling);
+    let note = busy.note.clone().unwrap();
+    assert!(
+        note.starts_with("the site's own work holds") && note.contains(&format!("of {ncpu} cpus")),
+        "{note}"
+    );
+
+    guard.sweep();
+    let after = capacity::current(&config, &b).await;
+    assert!(after.capacity.memory_mib > 1024, "{after:?}");
+    assert!(after.capacity.cpus <= ceiling.cpus);
 }

@@ -6,6 +6,7 @@ mod cgroup;
 pub mod config;
 mod error;
 mod exec;
+mod load;
 pub(crate) mod spec;
 mod state;
 mod watch;
@@ -422,6 +423,10 @@ impl Backend for DockerBackend {
 
     async fn close(&self) {
         self.watch.close();
+    }
+
+    async fn site_load(&self) -> Result<Option<super::SiteLoad>, BackendError> {
+        self.host_load().await.map(Some)
     }
 
     async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError> {
