@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use basho_agent::backend::fake::FakeBackend;
-use basho_agent::backend::{Backend, suite};
+use basho_agent::backend::{Backend, SiteLoad, suite};
 use basho_agent::config::{
     BackendConfig, CatalogEntry, Isolation, OrchestratorLink, Paths, SiteConfig,
 };
@@ -238,6 +238,66 @@ async fn launches_stops_and_readopts_without_relaunching() {
     assert!(exists(&s.path("results/ws-1")));
     agent.stop().await;
     assert_eq!(s.fake.launch_count(), 2);
+}
+
+/// `[capacity] only_idle`: the registration carries what the site's own work leaves within the
+/// share, and each change of that load reaches the orchestrator as a capacity report, with the
+/// reason; a load the backend cannot read offers nothing.
+#[tokio::test]
+async fn reports_the_capacity_the_site_leaves_idle_as_it_changes() {
+    let orch = StubOrchestrator::start(TOKEN).await;
+    let mut s = site(orch.url());
+    s.config.capacity.max_share = 0.5;
+    s.config.capacity.only_idle = true;
+    s.config.capacity.report_every_s = 1;
+    assert_eq!(basho_agent::check_config(&s.config), Vec::<String>::new());
+    let load = |cpus: u32| SiteLoad {
+        total: Capacity {
+            cpus: 8,
+            memory_mib: 8192,
+            gpus: 0,
+        },
+        others: Capacity {
+            cpus,
+            memory_mib: 0,
+            gpus: 0,
+        },
+    };
+    s.fake.set_load(Some(load(6)));
+    let agent = s.start();
+    wait_for("registration", || async {
+        !orch.registrations().is_empty()
+    })
+    .await;
+    let r = &orch.registrations()[0];
+    assert_eq!(r.capacity.cpus, 2, "8 less the 6 the site's own work holds");
+    assert_eq!(
+        r.capacity.memory_mib, 4096,
+        "half the memory: the share binds"
+    );
+    assert_eq!(r.ceiling.unwrap().cpus, 4);
+    assert_eq!(
+        r.capacity_note.as_deref(),
+        Some("the site's own work holds 6 of 8 cpus")
+    );
+
+    s.fake.set_load(Some(load(0)));
+    wait_for("the freed cores reported", || async {
+        orch.capacity_reports()
+            .last()
+            .is_some_and(|c| c.capacity.cpus == 4 && c.note.is_none())
+    })
+    .await;
+    s.fake.set_load(None);
+    wait_for("an unreadable load reported as nothing offered", || async {
+        orch.capacity_reports().last().is_some_and(|c| {
+            c.capacity == Capacity::default()
+                && c.note.as_deref()
+                    == Some("the site's load cannot be read: the fake backend cannot tell")
+        })
+    })
+    .await;
+    agent.stop().await;
 }
 
 #[tokio::test]

@@ -331,3 +331,111 @@ async fn the_queue_survives_a_restart_in_order() {
     };
     assert_eq!(states, [json!("placed"), json!("placed"), json!("queued")]);
 }
+
+async fn report(h: &Harness, site: &str, as_site: &str, body: Value) -> (StatusCode, Value) {
+    let mut body = body;
+    body["site"] = json!(site);
+    h.call(
+        Method::PUT,
+        "/v1/agent/capacity",
+        &agent_token(as_site),
+        Some(body),
+    )
+    .await
+}
+
+/// A site's live report bounds placement: what it withholds (quiet hours, its own users' load)
+/// queues work with the site's reason, and giving it back places the queue at once. The
+/// ceiling, not the live figure, decides what may wait at all.
+#[tokio::test]
+async fn a_site_s_live_capacity_bounds_placement_and_its_ceiling_what_may_wait() {
+    let h = one_site().await;
+    let mut reg = registration("tohoku", &["JGAD000101"], 8, 16384);
+    reg["ceiling"] = json!({"cpus": 4, "memory_mib": 8192, "gpus": 0});
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/agent/register",
+            &agent_token("tohoku"),
+            Some(reg.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("above the site's ceiling")
+    );
+    reg["capacity"] = json!({"cpus": 4, "memory_mib": 8192, "gpus": 0});
+    h.register_as("tohoku", reg).await;
+
+    let quiet = json!({"capacity": {"cpus": 0, "memory_mib": 0, "gpus": 0},
+        "note": "quiet hours mon,tue,wed,thu,fri 09:00-18:00 +09:00"});
+    let (status, v) = report(&h, "tohoku", "tohoku", quiet).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+    let site = h.site("tohoku").await;
+    assert_eq!(site["capacity"]["cpus"], 0, "{site}");
+    assert_eq!(site["ceiling"]["cpus"], 4, "{site}");
+    assert!(
+        site["capacity_note"]
+            .as_str()
+            .unwrap()
+            .starts_with("quiet hours")
+    );
+
+    let w = created(&h, sized(&h, "P-0001", 2), "queued").await;
+    let msg = w["message"].as_str().unwrap();
+    assert!(
+        msg.contains("site tohoku: 0 of 0 cpus") && msg.contains("(quiet hours mon,"),
+        "{msg}"
+    );
+    // Larger than the ceiling: refused at once, even though the registered peak was 8.
+    let (status, v) = h.create(sized(&h, "P-0001", 6)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+
+    // Bad reports change nothing.
+    let above = json!({"capacity": {"cpus": 5, "memory_mib": 1024, "gpus": 0}});
+    let (status, v) = report(&h, "tohoku", "tohoku", above).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let ok = json!({"capacity": {"cpus": 4, "memory_mib": 8192, "gpus": 0}});
+    let (status, _) = report(&h, "tohoku", "ncbn", ok.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another site's token");
+    let (status, v) = report(&h, "ncbn", "ncbn", ok.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "not_registered");
+    let mut bad_note = ok.clone();
+    bad_note["note"] = json!("line\nbreak");
+    let (status, _) = report(&h, "tohoku", "tohoku", bad_note).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mut unknown = ok.clone();
+    unknown["spare"] = json!(1);
+    let (status, _) = report(&h, "tohoku", "tohoku", unknown).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(show(&h, &id(&w)).await["state"], "queued");
+
+    // The site's own users leave 2 cores: the next pass (the report wakes it) places the
+    // queued workspace there.
+    let busy = json!({"capacity": {"cpus": 2, "memory_mib": 8192, "gpus": 0},
+        "note": "the site's own work holds 6 of 8 cpus"});
+    let (status, _) = report(&h, "tohoku", "tohoku", busy).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(pass(&h).await, 1);
+    let placed = show(&h, &id(&w)).await;
+    assert_eq!(placed["state"], "placed", "{placed}");
+    let next = created(&h, sized(&h, "P-0001", 1), "queued").await;
+    assert!(
+        next["message"]
+            .as_str()
+            .unwrap()
+            .contains("(the site's own work holds 6 of 8 cpus)"),
+        "{next}"
+    );
+    // A re-registration carries the agent's latest offer, and the store keeps it.
+    let store = SqliteStore::open(None, &h.config.data_dir).await.unwrap();
+    let stored = basho_orchestrator::store::Store::sites(&store)
+        .await
+        .unwrap();
+    assert_eq!(stored[0].registration.capacity.cpus, 2);
+    assert_eq!(stored[0].registration.ceiling.unwrap().cpus, 4);
+}

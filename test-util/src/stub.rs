@@ -24,6 +24,7 @@ struct World {
     revocations: Vec<Value>,
     observations: Vec<Observation>,
     registrations: Vec<Registration>,
+    capacity_reports: Vec<basho_core::protocol::CapacityReport>,
     consent: Option<basho_core::consent::ConsentReport>,
     polled_sites: Vec<String>,
     refuse_registrations: u32,
@@ -72,6 +73,7 @@ impl StubOrchestrator {
         let app = Router::new()
             .route("/v1/agent/register", post(register))
             .route("/v1/agent/desired", get(desired))
+            .route("/v1/agent/capacity", axum::routing::put(capacity))
             .route("/v1/agent/observations", post(observations))
             .route("/v1/agent/usage", post(usage))
             .route("/v1/agent/consent", post(consent))
@@ -111,6 +113,11 @@ impl StubOrchestrator {
     /// The registrations accepted so far.
     pub fn registrations(&self) -> Vec<Registration> {
         self.world.lock().unwrap().registrations.clone()
+    }
+
+    /// The capacity reports taken so far.
+    pub fn capacity_reports(&self) -> Vec<basho_core::protocol::CapacityReport> {
+        self.world.lock().unwrap().capacity_reports.clone()
     }
 
     /// The `site` each desired-state poll named, oldest first.
@@ -175,6 +182,14 @@ async fn register(Ax(s): Ax<StubOrchestrator>, Json(r): Json<Registration>) -> R
         w.registrations.push(r);
     }
     Json(json!({"site": site, "revision": *s.revision.borrow()})).into_response()
+}
+
+async fn capacity(
+    Ax(s): Ax<StubOrchestrator>,
+    Json(r): Json<basho_core::protocol::CapacityReport>,
+) -> StatusCode {
+    s.world.lock().unwrap().capacity_reports.push(r);
+    StatusCode::NO_CONTENT
 }
 
 async fn desired(Ax(s): Ax<StubOrchestrator>, Query(q): Query<DesiredQuery>) -> Response {

@@ -38,6 +38,8 @@ struct Sim {
 struct Inner {
     rng: StdRng,
     workspaces: BTreeMap<String, Sim>,
+    /// The simulated site's own load, when a test set one.
+    load: Option<super::SiteLoad>,
 }
 
 /// Simulated lifecycles: `Starting` until `start_delay` has passed, then `Running`, except for a
@@ -81,6 +83,7 @@ impl FakeBackend {
             inner: Mutex::new(Inner {
                 rng,
                 workspaces: BTreeMap::new(),
+                load: None,
             }),
             launches: AtomicU64::new(0),
             next_handle: AtomicU64::new(1),
@@ -104,6 +107,11 @@ impl FakeBackend {
     /// Makes every call fail with [`BackendError::Unavailable`] (an engine outage) until cleared.
     pub fn set_unavailable(&self, unavailable: bool) {
         self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// Sets the simulated site's own load, which `site_load` answers (`None`: cannot tell).
+    pub fn set_load(&self, load: Option<super::SiteLoad>) {
+        self.lock().load = load;
     }
 
     /// Simulates the workspace's process exiting by itself with `code`. False when it is absent.
@@ -248,6 +256,11 @@ impl Backend for FakeBackend {
             .iter()
             .map(|(id, sim)| self.observe(id, sim, now))
             .collect())
+    }
+
+    async fn site_load(&self) -> Result<Option<super::SiteLoad>, BackendError> {
+        self.check_available()?;
+        Ok(self.lock().load)
     }
 
     async fn usage(&self, workspace: &str) -> Result<Option<UsageSample>, BackendError> {
