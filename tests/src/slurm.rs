@@ -77,6 +77,8 @@ impl Testbed {
     /// A Slurm backend config for this cluster with `runtime`.
     pub fn backend(&self, runtime: Runtime) -> SlurmConfig {
         SlurmConfig {
+            qos: None,
+            nice: None,
             login: self.login(),
             partition: Some(self.get("SLURM_PARTITION").into()),
             accounts: BTreeMap::new(),

@@ -163,6 +163,76 @@ async fn sbatch_refusing_an_account_is_a_clear_refusal() {
     assert!(m.contains("sbatch") && m.contains("account"), "{m}");
 }
 
+/// `[capacity] only_idle` on Slurm: a job of the site's own users holds a core and memory of
+/// the partition, the backend sees it as the site's load, and basho's offer leaves it alone
+/// within `max_share`. Other tests' jobs on this cluster can only add load, so every
+/// assertion is a bound.
+#[tokio::test]
+async fn only_idle_leaves_what_the_site_s_own_jobs_hold() {
+    let testbed = Testbed::load();
+    let backend = SlurmBackend::new(site(), testbed.backend(Runtime::Docker)).unwrap();
+    let name = basho_tests::unique("local");
+    let job = basho_tests::slurm::slurm(&[
+        "sbatch",
+        "--parsable",
+        "--job-name",
+        &name,
+        "--partition",
+        "debug",
+        "--cpus-per-task",
+        "1",
+        "--mem",
+        "1024",
+        "--time",
+        "5",
+        "--wrap",
+        "sleep 300",
+    ]);
+    let job = job.trim().to_owned();
+    let running = || {
+        basho_tests::slurm::slurm(&["squeue", "--noheader", "--jobs", &job, "--format", "%T"])
+            .trim()
+            == "RUNNING"
+    };
+    basho_test_util::wait_until(
+        "the local job running",
+        std::time::Duration::from_secs(180),
+        || {
+            let r = running();
+            async move { r }
+        },
+    )
+    .await;
+    let load = backend
+        .site_load()
+        .await
+        .unwrap()
+        .expect("slurm reads its load");
+    assert!(load.total.cpus >= 2, "{load:?}");
+    assert!(
+        load.others.cpus >= 1 && load.others.memory_mib >= 1024,
+        "{load:?}"
+    );
+    for share in ["0.5", "1.0"] {
+        let config: basho_agent::capacity::CapacityConfig = toml::from_str(&format!(
+            "cpus = {}\nmemory_mib = {}\nmax_share = {share}\nonly_idle = true",
+            load.total.cpus, load.total.memory_mib
+        ))
+        .unwrap();
+        let offer = basho_agent::capacity::current(&config, &backend).await;
+        assert!(offer.capacity.cpus <= config.ceiling().cpus, "{offer:?}");
+        assert!(
+            offer.capacity.cpus <= load.total.cpus - load.others.cpus,
+            "never into the local job's cores: {offer:?} {load:?}"
+        );
+        if share == "1.0" {
+            let note = offer.note.unwrap_or_default();
+            assert!(note.contains("the site's own work holds"), "{note}");
+        }
+    }
+    basho_tests::slurm::slurm(&["scancel", &job]);
+}
+
 /// The shared backend suite on the test cluster, each case its own test (the whole lifecycle is
 /// `the_slurm_backend_passes_the_conformance_suite` above, with the accounting checks); a fresh
 /// instance is a second backend on the same login node, as an agent restart makes, and an exit

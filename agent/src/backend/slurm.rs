@@ -26,6 +26,7 @@ use crate::config::SlurmConfig;
 
 pub mod config;
 pub mod exec;
+mod load;
 pub mod runtime;
 pub mod script;
 pub mod ssh;
@@ -401,6 +402,29 @@ impl Backend for SlurmBackend {
 
     async fn list_managed(&self) -> Result<Vec<Observed>, BackendError> {
         Ok(pick(self.jobs(None, false).await?))
+    }
+
+    async fn site_load(&self) -> Result<Option<super::SiteLoad>, BackendError> {
+        let nodes = self
+            .query(&["scontrol", "--oneliner", "show", "node"])
+            .await?;
+        let user = self.cfg.login.user.clone();
+        let ours = self
+            .query(&[
+                "squeue",
+                "--noheader",
+                "--user",
+                &user,
+                "--states=RUNNING,COMPLETING",
+                "--format",
+                load::SQUEUE_HELD,
+            ])
+            .await?;
+        Ok(Some(load::site_load(
+            &load::nodes(&nodes),
+            self.cfg.partition.as_deref(),
+            load::held_by_site(&ours, self.site.as_str()),
+        )))
     }
 
     async fn requeue(&self, workspace: &str) -> Result<(), BackendError> {

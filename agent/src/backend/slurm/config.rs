@@ -22,6 +22,14 @@ pub struct SlurmConfig {
     /// `--account` for projects not in `accounts`; none (the user's default) when absent.
     #[serde(default)]
     pub default_account: Option<String>,
+    /// `--qos`: the site's QOS for basho's jobs (its limits, such as `GrpTRES`, and whether the
+    /// site's own users may preempt them, are the site's to set in Slurm); the account's default
+    /// when absent.
+    #[serde(default)]
+    pub qos: Option<String>,
+    /// `--nice`: lowers basho's jobs below the site's own at the same priority (0 to 100000).
+    #[serde(default)]
+    pub nice: Option<u32>,
     /// Extra `#SBATCH` options, each one option such as `--qos=normal`.
     #[serde(default)]
     pub directives: Vec<String>,
@@ -38,6 +46,9 @@ pub struct SlurmConfig {
     #[serde(default)]
     pub output_dir: Option<String>,
 }
+
+/// The largest `--nice` the agent sends (Slurm's own bound is far higher; no site needs it).
+pub const MAX_NICE: u32 = 100_000;
 
 /// How the agent reaches the login node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,13 +142,19 @@ impl SlurmConfig {
             .values()
             .chain(&cfg.default_account)
             .chain(&cfg.partition)
+            .chain(&cfg.qos)
             .chain(&cfg.runtime_path);
         for w in words {
             if w.is_empty() || w.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 p.push(format!(
-                    "backend: {w:?} is not a usable account, partition or program name"
+                    "backend: {w:?} is not a usable account, partition, QOS or program name"
                 ));
             }
+        }
+        if cfg.nice.is_some_and(|n| n > MAX_NICE) {
+            p.push(format!(
+                "backend.nice must be 0 to {MAX_NICE}; a higher value lowers basho's jobs more"
+            ));
         }
         if let Err(e) = crate::backend::slurm::site_template(cfg) {
             p.push(format!("backend (job script): {e}"));

@@ -188,6 +188,12 @@ pub fn directives(
     if let Some(p) = &cfg.partition {
         out.push(directive_value("partition", p)?);
     }
+    if let Some(q) = &cfg.qos {
+        out.push(directive_value("qos", q)?);
+    }
+    if let Some(n) = cfg.nice {
+        out.push(format!("--nice={n}"));
+    }
     out.push(directive_value("comment", &comment(spec))?);
     if let Some(dir) = &cfg.output_dir {
         let dir = dir.trim_end_matches('/');

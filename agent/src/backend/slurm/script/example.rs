@@ -75,6 +75,8 @@ pub fn example_spec(runtime: Runtime) -> LaunchSpec {
 /// A Slurm site with a partition, a project account, a default account and one extra directive.
 pub fn example_config(runtime: Runtime) -> SlurmConfig {
     SlurmConfig {
+        qos: None,
+        nice: None,
         login: LoginNode {
             host: "login.hpc.example.org".into(),
             port: 22,

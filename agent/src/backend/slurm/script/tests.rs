@@ -122,6 +122,21 @@ fn accounts_map_by_project_then_default_then_none() {
 }
 
 #[test]
+fn the_site_s_qos_and_nice_are_sent_and_bad_ones_refused() {
+    let (mut cfg, spec) = example(Runtime::Docker);
+    cfg.qos = Some("basho-guest".into());
+    cfg.nice = Some(500);
+    let d = directives(&cfg, &spec, example_time()).unwrap();
+    assert!(d.contains(&"--qos=basho-guest".to_string()), "{d:?}");
+    assert!(d.contains(&"--nice=500".to_string()), "{d:?}");
+    cfg.qos = Some("two words".into());
+    cfg.nice = Some(crate::backend::slurm::config::MAX_NICE + 1);
+    let p = cfg.check();
+    assert!(p.iter().any(|m| m.contains("\"two words\"") && m.contains("QOS")), "{p:?}");
+    assert!(p.iter().any(|m| m.contains("backend.nice")), "{p:?}");
+}
+
+#[test]
 fn gpus_become_gres() {
     let (cfg, mut spec) = example(Runtime::Apptainer);
     spec.resources.gpus = 2;
