@@ -124,6 +124,9 @@ pub enum RunState {
     /// Could not start and never will as it is (an invalid image name, a container the runtime
     /// cannot create): the reason, for the workspace's failure message.
     Failed(String),
+    /// Taken off its compute by the site's own scheduler (Slurm preemption) and requeued: it
+    /// runs again by itself, its `/work` kept. Why, for the researcher.
+    Preempted(String),
     /// The backend cannot tell.
     Unknown(String),
 }

@@ -130,6 +130,13 @@ impl CapacityConfig {
                 1.0 / f64::from(self.cpus)
             ));
         }
+        if self.gpus > 0 && self.ceiling().gpus == 0 && self.max_share > 0.0 {
+            p.push(format!(
+                "capacity.max_share {} of {} gpus leaves basho no whole gpu; raise it or set \
+                 gpus = 0",
+                self.max_share, self.gpus
+            ));
+        }
         if self.offset().is_none() {
             p.push(format!(
                 "capacity.utc_offset {:?} is not an offset; write it like \"+09:00\"",

@@ -79,6 +79,7 @@ pub fn observation_of(o: &Observed, now: DateTime<Utc>) -> Observation {
         RunState::Exited(0) => (State::Stopped, Some("exited with code 0".to_owned())),
         RunState::Exited(code) => (State::Failed, Some(format!("exited with code {code}"))),
         RunState::Failed(why) => (State::Failed, Some(why.clone())),
+        RunState::Preempted(why) => (State::Preempted, Some(why.clone())),
         RunState::Unknown(why) => (State::Unknown, Some(why.clone())),
     };
     report(&o.workspace, state, message, now)

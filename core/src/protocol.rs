@@ -49,8 +49,8 @@ pub struct Registration {
     /// `capacity` when absent. A request larger than every ceiling is refused, not queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ceiling: Option<Capacity>,
-    /// Why `capacity` is below the ceiling now (`quiet hours until 18:00 +09:00`, `the site's
-    /// own work holds 3 of 4 cpus`); shown with a queued workspace's reason.
+    /// Why `capacity` is below the ceiling now (`quiet hours mon,tue,wed,thu,fri 09:00-18:00
+    /// +09:00`, `the site's own work holds 3 of 4 cpus`); shown with a queued workspace's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity_note: Option<String>,
     /// Workspace images the site allows, by the names templates use.
@@ -299,8 +299,8 @@ pub struct Site {
     pub datasets: Vec<DatasetEntry>,
     /// Compute basho may use there now.
     pub capacity: Capacity,
-    /// The most basho may ever use there, when the site caps it below `capacity`'s peak
-    /// (`[capacity] max_share`, `only_idle`, quiet hours).
+    /// The most basho may ever use there (the site's compute times `[capacity] max_share`), as
+    /// its agent registered it; absent for agents that predate live capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ceiling: Option<Capacity>,
     /// Why `capacity` is below the ceiling now.

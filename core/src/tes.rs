@@ -121,7 +121,7 @@ pub fn exit_code(message: Option<&str>) -> Option<i32> {
 /// caller canceled it.
 pub fn task_state(state: State, message: Option<&str>, canceled: bool) -> TesState {
     match state {
-        State::Pending | State::Queued | State::Placed => TesState::Queued,
+        State::Pending | State::Queued | State::Placed | State::Preempted => TesState::Queued,
         State::Starting => TesState::Initializing,
         State::Running => TesState::Running,
         State::Stopping if canceled => TesState::Canceling,

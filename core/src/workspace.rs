@@ -154,6 +154,9 @@ pub enum State {
     Starting,
     /// Running at its site.
     Running,
+    /// Its site's own work took its compute back (Slurm preemption): requeued at the site with
+    /// `/work` kept, it runs again there when the site allows.
+    Preempted,
     /// Deletion asked; the site is stopping it.
     Stopping,
     /// Stopped and removed, or exited by itself.
@@ -170,12 +173,13 @@ pub enum State {
 
 impl State {
     /// Every state, in lifecycle order.
-    pub const ALL: [State; 11] = [
+    pub const ALL: [State; 12] = [
         State::Pending,
         State::Queued,
         State::Placed,
         State::Starting,
         State::Running,
+        State::Preempted,
         State::Stopping,
         State::Stopped,
         State::Failed,
@@ -192,6 +196,7 @@ impl State {
             State::Placed => "placed",
             State::Starting => "starting",
             State::Running => "running",
+            State::Preempted => "preempted",
             State::Stopping => "stopping",
             State::Stopped => "stopped",
             State::Failed => "failed",
@@ -224,7 +229,7 @@ impl State {
     pub fn wants_container(self) -> bool {
         matches!(
             self,
-            State::Placed | State::Starting | State::Running | State::Unknown
+            State::Placed | State::Starting | State::Running | State::Preempted | State::Unknown
         )
     }
 
@@ -247,7 +252,9 @@ impl State {
             Pending => matches!(next, Placed | Failed),
             // Deleted while queued it has no container to stop: straight to `stopped`.
             Queued => matches!(next, Placed | Stopped | Failed | Expired | Revoked),
-            Placed | Starting | Running | Unknown => !matches!(next, Pending | Queued | Placed),
+            Placed | Starting | Running | Preempted | Unknown => {
+                !matches!(next, Pending | Queued | Placed)
+            }
             Stopping => matches!(next, Stopped | Failed | Expired | Revoked | Unknown),
             Stopped | Failed | Expired | Revoked => false,
         }
@@ -301,6 +308,12 @@ mod tests {
         assert!(!Queued.can_transition_to(Running));
         assert!(!Running.can_transition_to(Queued));
         assert!(!Queued.wants_container());
+        assert!(Running.can_transition_to(Preempted));
+        assert!(Preempted.can_transition_to(Running));
+        assert!(Preempted.can_transition_to(Stopping));
+        assert!(!Preempted.can_transition_to(Queued));
+        assert!(Preempted.wants_container() && Preempted.holds_compute());
+        assert!(!Running.changes_desired(Preempted));
         assert!(Queued.changes_desired(Placed));
     }
 

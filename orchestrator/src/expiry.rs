@@ -78,7 +78,7 @@ pub async fn sweep_once(o: &Orchestrator) -> Result<usize, StoreError> {
             .store
             .list_workspaces(&WorkspaceFilter {
                 site: Some(site.clone()),
-                states: vec![State::Starting, State::Running],
+                states: vec![State::Starting, State::Running, State::Preempted],
                 ..WorkspaceFilter::default()
             })
             .await?;

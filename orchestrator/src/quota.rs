@@ -25,11 +25,12 @@ pub const WARN_AT: f64 = 0.8;
 /// How often the loop looks at quotas.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// States in which a workspace holds (or is about to hold) its allocation.
-pub const LIVE: [State; 5] = [
+pub const LIVE: [State; 6] = [
     State::Pending,
     State::Placed,
     State::Starting,
     State::Running,
+    State::Preempted,
     State::Unknown,
 ];
 

@@ -247,6 +247,33 @@ async fn failures_keep_their_message() {
     assert_eq!(shown["message"], "image basho/demo is not allowed here");
 }
 
+/// A workspace its site's scheduler preempted shows `preempted` with the site's reason, keeps
+/// its compute and its place in the site's desired state, and runs again from there.
+#[tokio::test]
+async fn a_preempted_workspace_keeps_its_site_and_runs_again() {
+    let h = Harness::new().await;
+    h.register_demo().await;
+    let (_, w) = h.create(h.body(&["JGAD000101"])).await;
+    let id = w["id"].as_str().unwrap();
+    h.observe("tohoku", &[(id, "running", None)]).await;
+    let why = "Slurm requeued its job after it ran (restart 1): the site's own work preempted it";
+    let (_, applied) = h.observe("tohoku", &[(id, "preempted", Some(why))]).await;
+    assert_eq!(applied["applied"], 1);
+    let (_, shown) = h.get(&format!("/v1/workspaces/{id}")).await;
+    assert_eq!(shown["state"], "preempted");
+    assert_eq!(shown["message"], why);
+    let (_, d) = desired(&h, "tohoku", "").await;
+    assert_eq!(d["workspaces"][0]["id"], id, "the site keeps its job");
+    assert_eq!(
+        h.site("tohoku").await["workspaces"],
+        1,
+        "its compute stays held"
+    );
+    let (_, applied) = h.observe("tohoku", &[(id, "running", None)]).await;
+    assert_eq!(applied["applied"], 1);
+    assert_eq!(h.state(id).await, "running");
+}
+
 async fn wait_state(client: &reqwest::Client, base: &str, id: &str, want: &str) {
     for _ in 0..100 {
         let w: Value = client

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use basho_agent::backend::slurm::SlurmBackend;
 use basho_agent::backend::suite::run_suite;
-use basho_agent::backend::{Backend, BackendError, LaunchSpec};
+use basho_agent::backend::{Backend, BackendError, LaunchSpec, RunState};
 use basho_agent::config::{Runtime, SlurmConfig};
 use basho_core::Ident;
 use basho_tests::slurm::{Testbed, jobs_ever, jobs_of};
@@ -171,12 +171,7 @@ async fn sbatch_refusing_an_account_is_a_clear_refusal() {
 async fn only_idle_leaves_what_the_site_s_own_jobs_hold() {
     let testbed = Testbed::load();
     let backend = SlurmBackend::new(site(), testbed.backend(Runtime::Docker)).unwrap();
-    let name = basho_tests::unique("local");
-    let job = basho_tests::slurm::slurm(&[
-        "sbatch",
-        "--parsable",
-        "--job-name",
-        &name,
+    let local = LocalJob::submit(&[
         "--partition",
         "debug",
         "--cpus-per-task",
@@ -188,17 +183,11 @@ async fn only_idle_leaves_what_the_site_s_own_jobs_hold() {
         "--wrap",
         "sleep 300",
     ]);
-    let job = job.trim().to_owned();
-    let running = || {
-        basho_tests::slurm::slurm(&["squeue", "--noheader", "--jobs", &job, "--format", "%T"])
-            .trim()
-            == "RUNNING"
-    };
     basho_test_util::wait_until(
         "the local job running",
         std::time::Duration::from_secs(180),
         || {
-            let r = running();
+            let r = local.state() == "RUNNING";
             async move { r }
         },
     )
@@ -230,7 +219,108 @@ async fn only_idle_leaves_what_the_site_s_own_jobs_hold() {
             assert!(note.contains("the site's own work holds"), "{note}");
         }
     }
-    basho_tests::slurm::slurm(&["scancel", &job]);
+}
+
+/// Cancels a job of the site's own users when the test ends, also when it fails.
+struct LocalJob(String);
+
+impl LocalJob {
+    fn submit(args: &[&str]) -> LocalJob {
+        let mut argv = vec!["sbatch", "--parsable", "--output", "/dev/null"];
+        argv.extend_from_slice(args);
+        LocalJob(basho_tests::slurm::slurm(&argv).trim().to_owned())
+    }
+
+    fn state(&self) -> String {
+        let out = Command::new("squeue")
+            .args(["--noheader", "--jobs", &self.0, "--format", "%T"])
+            .output()
+            .expect("squeue runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for LocalJob {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(&self.0).status();
+    }
+}
+
+/// Preemption, opt-in at the site (`scripts/slurm-up`: QOS `basho-guest` with
+/// `PreemptMode=requeue`, preempted by the site's QOS `normal`): a local user's job that needs
+/// the whole node takes it back, the workspace shows preempted with the reason, Slurm requeues
+/// it, and once the local job ends it runs again with its `/work` as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preempted_workspace_is_requeued_and_runs_again_with_its_work_kept() {
+    let testbed = Testbed::load();
+    let site = site();
+    let mut cfg = testbed.backend(Runtime::Docker);
+    cfg.partition = Some("batch".into());
+    cfg.qos = Some("basho-guest".into());
+    let backend = SlurmBackend::new(site.clone(), cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let id = basho_tests::unique("preempt");
+    let spec = runnable_spec(dir.path(), &site, &id).await;
+    backend.launch(&spec).await.unwrap();
+    let state = || async { backend.inspect(&id).await.unwrap().map(|o| o.state) };
+    let patience = std::time::Duration::from_secs(300);
+    basho_test_util::wait_until("the workspace running", patience, || async {
+        state().await == Some(RunState::Running)
+    })
+    .await;
+    std::fs::write(spec.work_dir.join("notes.txt"), "kept").unwrap();
+
+    let cpus = basho_tests::slurm::slurm(&["scontrol", "--oneliner", "show", "node"]);
+    let cpus = cpus
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("CPUTot="))
+        .unwrap()
+        .to_owned();
+    let local = LocalJob::submit(&[
+        "--partition",
+        "batch",
+        "--qos",
+        "normal",
+        "--cpus-per-task",
+        &cpus,
+        "--mem",
+        "512",
+        "--time",
+        "5",
+        "--wrap",
+        "sleep 5",
+    ]);
+    basho_test_util::wait_until("the workspace preempted", patience, || async {
+        matches!(state().await, Some(RunState::Preempted(_)))
+    })
+    .await;
+    let Some(RunState::Preempted(why)) = state().await else {
+        panic!("no longer preempted")
+    };
+    assert!(
+        why.contains("requeued") && why.contains("/work kept"),
+        "{why}"
+    );
+    basho_test_util::wait_until("the local job done", patience, || {
+        let s = local.state();
+        async move { s.is_empty() || s == "COMPLETED" }
+    })
+    .await;
+    // Slurm's requeue delay (about two minutes) passes before it runs again.
+    basho_test_util::wait_until("the workspace running again", patience, || async {
+        state().await == Some(RunState::Running)
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(spec.work_dir.join("notes.txt")).unwrap(),
+        "kept"
+    );
+    assert_eq!(
+        jobs_ever(&id),
+        1,
+        "the same job, requeued, not a second submission"
+    );
+    backend.stop(&id).await.unwrap();
 }
 
 /// The shared backend suite on the test cluster, each case its own test (the whole lifecycle is

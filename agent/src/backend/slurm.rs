@@ -164,6 +164,15 @@ impl SlurmBackend {
             .into_iter()
             .filter(|j| j.site.as_deref() == Some(self.site.as_str()))
             .collect();
+        // A pending job that ran before was requeued by Slurm (preempted, or its node failed):
+        // squeue shows no restart count, the controller does.
+        for j in jobs.iter_mut().filter(|j| j.state == JobState::Pending) {
+            let id = j.id.to_string();
+            let out = self
+                .query(&["scontrol", "--oneliner", "show", "job", &id])
+                .await?;
+            j.restarts = state::scontrol_restarts(&out).unwrap_or(0);
+        }
         // squeue shows no exit code, and accounting may not have the end yet: a job that failed
         // takes the script's code from the controller.
         for j in jobs
@@ -496,7 +505,7 @@ impl Job {
         Some(Observed {
             workspace,
             handle: self.id.to_string(),
-            state: self.state.run_state(self.exit_code),
+            state: self.state.run_state(self.exit_code, self.restarts),
             expires_at: self.expires_at,
         })
     }

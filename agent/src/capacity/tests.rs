@@ -43,6 +43,9 @@ fn a_share_outside_zero_to_one_or_too_small_is_refused() {
     let c = config("cpus = 2\nmemory_mib = 1024\nmax_share = 0.25");
     let p = c.problems();
     assert!(p.iter().any(|m| m.contains("no whole cpu")), "{p:?}");
+    let c = config("cpus = 8\nmemory_mib = 1024\ngpus = 2\nmax_share = 0.25");
+    let p = c.problems();
+    assert!(p.iter().any(|m| m.contains("no whole gpu")), "{p:?}");
     let c = config("cpus = 2\nmemory_mib = 1024\nutc_offset = \"Tokyo\"\nreport_every_s = 0");
     let p = c.problems();
     assert!(p.iter().any(|m| m.contains("utc_offset")), "{p:?}");

@@ -73,7 +73,8 @@ impl Reconciler {
             .retain(|_, (at, _)| at.elapsed() < REQUEUE_GRACE);
         actions.retain(|a| match a {
             Action::Report(o) => {
-                !(o.state == State::Starting && self.requeued.contains_key(&o.workspace))
+                !(matches!(o.state, State::Starting | State::Preempted)
+                    && self.requeued.contains_key(&o.workspace))
             }
             _ => true,
         });

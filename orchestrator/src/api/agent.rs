@@ -342,6 +342,7 @@ pub async fn observations(
             obs.state,
             WsState::Starting
                 | WsState::Running
+                | WsState::Preempted
                 | WsState::Stopped
                 | WsState::Failed
                 | WsState::Expired

@@ -138,6 +138,10 @@ fn judge_step(step: &mut SiteStep, w: &Workspace, release: Option<&ReleaseReques
             StepState::Running,
             Some("its site cannot tell how it is; waiting for its agent".to_owned()),
         ),
+        State::Preempted => (
+            StepState::Running,
+            Some("preempted by its site's own work; it runs again there".to_owned()),
+        ),
         State::Stopped if basho_core::tes::exit_code(w.message.as_deref()) == Some(0) => {
             match release {
                 None => (

@@ -22,6 +22,9 @@ pub struct Job {
     pub exit_code: i64,
     /// When it started running (`squeue` only; `None` while pending).
     pub started_at: Option<DateTime<Utc>>,
+    /// How often Slurm requeued it after it ran (the controller's `Restarts`, read for pending
+    /// jobs only; 0 otherwise).
+    pub restarts: u32,
 }
 
 /// Slurm job states, grouped by what they mean for a workspace.
@@ -82,9 +85,13 @@ impl JobState {
         }
     }
 
-    /// The backend state this means.
-    pub fn run_state(&self, exit_code: i64) -> RunState {
+    /// The backend state this means, for a job Slurm requeued `restarts` times after it ran.
+    pub fn run_state(&self, exit_code: i64, restarts: u32) -> RunState {
         match self {
+            Self::Pending if restarts > 0 => RunState::Preempted(format!(
+                "Slurm requeued its job after it ran (restart {restarts}): the site's own work \
+                 preempted it, or its node failed; it runs again there with /work kept"
+            )),
             Self::Pending => RunState::Starting,
             Self::Running => RunState::Running,
             Self::Held(s) => RunState::Unknown(format!("job is {s}")),
@@ -139,6 +146,7 @@ pub fn squeue(out: &str) -> Vec<Job> {
                 expires_at,
                 exit_code: 0,
                 started_at,
+                restarts: 0,
             })
         })
         .collect()
@@ -172,6 +180,7 @@ pub fn sacct(out: &str) -> Vec<Job> {
                 site: None,
                 expires_at: None,
                 started_at: None,
+                restarts: 0,
                 exit_code: if code == 0 && signal != 0 {
                     128 + signal
                 } else {
@@ -195,6 +204,14 @@ pub fn scontrol_exit_code(out: &str) -> Option<i64> {
     } else {
         code
     })
+}
+
+/// `Restarts=` of `scontrol --oneliner show job`: how often Slurm requeued the job.
+pub fn scontrol_restarts(out: &str) -> Option<u32> {
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix("Restarts="))?
+        .parse()
+        .ok()
 }
 
 /// `sacct` saying that accounting is not set up (so it can give no evidence either way).
@@ -375,6 +392,20 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_job_that_ran_before_is_preempted() {
+        let line = "JobId=6 JobName=basho-ws-1 JobState=PENDING Reason=BeginTime Requeue=1 \
+                    Restarts=1 BatchFlag=1";
+        assert_eq!(scontrol_restarts(line), Some(1));
+        assert_eq!(scontrol_restarts("JobId=6"), None);
+        match JobState::Pending.run_state(0, 1) {
+            RunState::Preempted(why) => assert!(why.contains("restart 1"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(JobState::Pending.run_state(0, 0), RunState::Starting);
+        assert_eq!(JobState::Running.run_state(0, 2), RunState::Running);
+    }
+
+    #[test]
     fn scontrol_exit_codes() {
         let line = "JobId=2 JobName=basho-ws-1 UserId=basho(1000) JobState=FAILED Reason=NonZeroExitCode \
                     Dependency=(null) Requeue=0 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=3:0 RunTime=00:00:01";
@@ -396,7 +427,7 @@ mod tests {
         let jobs = sacct(out);
         let states: Vec<RunState> = jobs
             .iter()
-            .map(|j| j.state.run_state(j.exit_code))
+            .map(|j| j.state.run_state(j.exit_code, 0))
             .collect();
         assert_eq!(
             states,
@@ -413,7 +444,7 @@ mod tests {
     #[test]
     fn held_jobs_are_unknown_not_gone() {
         assert!(matches!(
-            JobState::parse("SUSPENDED").run_state(0),
+            JobState::parse("SUSPENDED").run_state(0, 0),
             RunState::Unknown(_)
         ));
         assert!(JobState::parse("RUNNING").liveness() > JobState::parse("PENDING").liveness());

@@ -132,7 +132,11 @@ fn the_site_s_qos_and_nice_are_sent_and_bad_ones_refused() {
     cfg.qos = Some("two words".into());
     cfg.nice = Some(crate::backend::slurm::config::MAX_NICE + 1);
     let p = cfg.check();
-    assert!(p.iter().any(|m| m.contains("\"two words\"") && m.contains("QOS")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|m| m.contains("\"two words\"") && m.contains("QOS")),
+        "{p:?}"
+    );
     assert!(p.iter().any(|m| m.contains("backend.nice")), "{p:?}");
 }
 
