@@ -258,6 +258,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn site_load(&self) -> Result<Option<SiteLoad>, BackendError> {
         Ok(None)
     }
+    /// A limit the site's scheduler puts on all of basho's work here, with where it comes from
+    /// (Slurm: the `GrpTRES` of basho's QOS); `None` when there is none.
+    async fn site_limit(&self) -> Result<Option<(Capacity, String)>, BackendError> {
+        Ok(None)
+    }
     /// Ends what the backend runs in the background (a watch, a connection), when the agent
     /// stops: part of the agent's shutdown, bounded by it. Workspaces keep running.
     async fn close(&self) {}

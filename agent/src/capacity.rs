@@ -106,11 +106,6 @@ impl CapacityConfig {
             .or_else(|| (self.utc_offset == "Z").then(|| FixedOffset::east_opt(0))?)
     }
 
-    /// Whether the ceiling moves: otherwise the registration's figure stands for good.
-    pub fn varies(&self) -> bool {
-        self.only_idle || !self.quiet_hours.is_empty()
-    }
-
     /// What is wrong with the table, each saying what to write instead.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -205,6 +200,34 @@ pub struct Offer {
     pub ceiling: Capacity,
     /// Why `capacity` is below the ceiling.
     pub note: Option<String>,
+}
+
+impl Offer {
+    /// Bounds the offer by a limit the site's scheduler puts on basho (Slurm's `GrpTRES` on
+    /// its QOS); a limit that cannot be read offers nothing.
+    pub fn within(mut self, limit: Option<Result<(Capacity, String), String>>) -> Offer {
+        let (limit, why) = match limit {
+            None => return self,
+            Some(Ok(l)) => l,
+            Some(Err(e)) => (
+                Capacity::default(),
+                format!("the site's limits on basho cannot be read: {e}"),
+            ),
+        };
+        let bounded = Capacity {
+            cpus: self.capacity.cpus.min(limit.cpus),
+            memory_mib: self.capacity.memory_mib.min(limit.memory_mib),
+            gpus: self.capacity.gpus.min(limit.gpus),
+        };
+        if bounded != self.capacity {
+            self.capacity = bounded;
+            self.note = Some(match self.note {
+                Some(n) => format!("{n}; {why}"),
+                None => why,
+            });
+        }
+        self
+    }
 }
 
 impl SiteLoad {
@@ -353,7 +376,8 @@ impl From<QuietHours> for String {
     }
 }
 
-/// Works the offer out now, reading the backend's load when `only_idle` asks for it.
+/// Works the offer out now, reading the backend's load when `only_idle` asks for it, and the
+/// limits its scheduler puts on basho.
 pub async fn current(config: &CapacityConfig, backend: &dyn Backend) -> Offer {
     let load = if config.only_idle {
         Some(match backend.site_load().await {
@@ -364,12 +388,18 @@ pub async fn current(config: &CapacityConfig, backend: &dyn Backend) -> Offer {
     } else {
         None
     };
-    config.offer(Utc::now(), load)
+    let limit = match backend.site_limit().await {
+        Ok(None) => None,
+        Ok(Some(l)) => Some(Ok(l)),
+        Err(e) => Some(Err(e.message().to_owned())),
+    };
+    config.offer(Utc::now(), load).within(limit)
 }
 
-/// Works the offer out every `report_every_s` and reports each change; the registration reads
-/// the latest from `offers`.
+/// Works the offer out every `report_every_s` and reports each change from `registered` (the
+/// offer the first registration carried); the registration reads the latest from `offers`.
 pub async fn report_loop(
+    registered: Offer,
     config: CapacityConfig,
     site: Ident,
     backend: Arc<dyn Backend>,
@@ -377,7 +407,7 @@ pub async fn report_loop(
     offers: watch::Sender<Offer>,
     stop: CancellationToken,
 ) {
-    let mut reported: Option<Offer> = None;
+    let mut reported = Some(registered);
     let every = Duration::from_secs(config.report_every_s.max(1));
     loop {
         tokio::select! {

@@ -240,19 +240,18 @@ pub async fn run(
         )
         .instrument(info_span!("poll", site = %site)),
     );
-    if config.capacity.varies() {
-        tasks.spawn(
-            crate::capacity::report_loop(
-                config.capacity.clone(),
-                site.clone(),
-                backend.clone(),
-                client.clone(),
-                offers,
-                stop.clone(),
-            )
-            .instrument(info_span!("capacity", site = %site)),
-        );
-    }
+    tasks.spawn(
+        crate::capacity::report_loop(
+            offer,
+            config.capacity.clone(),
+            site.clone(),
+            backend.clone(),
+            client.clone(),
+            offers,
+            stop.clone(),
+        )
+        .instrument(info_span!("capacity", site = %site)),
+    );
     let client_for_usage = client.clone();
     let client_for_consent = client.clone();
     tasks.spawn(

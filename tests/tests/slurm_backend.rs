@@ -221,6 +221,35 @@ async fn only_idle_leaves_what_the_site_s_own_jobs_hold() {
     }
 }
 
+/// The site's `GrpTRES` on basho's QOS (`scripts/slurm-up`: `basho-guest`, `cpu=1`) is read
+/// from Slurm and bounds what basho offers, whatever `max_share` allows.
+#[tokio::test]
+async fn the_qos_grp_tres_bounds_the_offer() {
+    let testbed = Testbed::load();
+    let mut cfg = testbed.backend(Runtime::Docker);
+    cfg.qos = Some("basho-guest".into());
+    let backend = SlurmBackend::new(site(), cfg).unwrap();
+    let (limit, why) = backend
+        .site_limit()
+        .await
+        .unwrap()
+        .expect("the QOS has GrpTRES");
+    assert_eq!(limit.cpus, 1);
+    assert_eq!(why, "QOS basho-guest allows cpu=1 at once (GrpTRES)");
+    let config: basho_agent::capacity::CapacityConfig =
+        toml::from_str("cpus = 2\nmemory_mib = 4096").unwrap();
+    let offer = basho_agent::capacity::current(&config, &backend).await;
+    assert_eq!(offer.capacity.cpus, 1, "{offer:?}");
+    assert_eq!(offer.ceiling.cpus, 2);
+    assert_eq!(offer.note.as_deref(), Some(why.as_str()));
+    let plain = SlurmBackend::new(site(), testbed.backend(Runtime::Docker)).unwrap();
+    assert_eq!(
+        plain.site_limit().await.unwrap(),
+        None,
+        "no QOS configured: no limit read"
+    );
+}
+
 /// Cancels a job of the site's own users when the test ends, also when it fails.
 struct LocalJob(String);
 

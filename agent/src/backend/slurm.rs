@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use basho_core::Ident;
+use basho_core::protocol::Capacity;
 use chrono::Utc;
 
 use crate::backend::{
@@ -434,6 +435,26 @@ impl Backend for SlurmBackend {
             self.cfg.partition.as_deref(),
             load::held_by_site(&ours, self.site.as_str()),
         )))
+    }
+
+    async fn site_limit(&self) -> Result<Option<(Capacity, String)>, BackendError> {
+        let Some(qos) = &self.cfg.qos else {
+            return Ok(None);
+        };
+        let out = self
+            .query(&[
+                "sacctmgr",
+                "--noheader",
+                "--parsable2",
+                "show",
+                "qos",
+                qos,
+                "format=GrpTRES",
+            ])
+            .await?;
+        let tres = out.lines().next().unwrap_or("").trim();
+        Ok(load::tres_limit(tres)
+            .map(|c| (c, format!("QOS {qos} allows {tres} at once (GrpTRES)"))))
     }
 
     async fn requeue(&self, workspace: &str) -> Result<(), BackendError> {

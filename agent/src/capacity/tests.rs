@@ -25,7 +25,6 @@ fn the_ceiling_is_the_share_rounded_down() {
     assert!(c.problems().is_empty(), "{:?}", c.problems());
     let whole = config("cpus = 3\nmemory_mib = 1000");
     assert_eq!(whole.ceiling(), cap(3, 1000, 0));
-    assert!(!whole.varies());
     assert_eq!(whole.offer(Utc::now(), None).capacity, cap(3, 1000, 0));
 }
 
@@ -128,6 +127,36 @@ fn quiet_hours_offer_nothing_and_say_so() {
     let o = c.offer(monday_night, None);
     assert_eq!(o.capacity, cap(8, 8192, 0));
     assert_eq!(o.note, None);
+}
+
+#[test]
+fn a_limit_of_the_site_s_scheduler_bounds_the_offer_and_says_so() {
+    let c = config("cpus = 16\nmemory_mib = 65536\nmax_share = 0.5");
+    let qos = "QOS basho-guest allows cpu=2 at once (GrpTRES)".to_owned();
+    let limit = cap(2, u64::MAX, u32::MAX);
+    let o = c
+        .offer(Utc::now(), None)
+        .within(Some(Ok((limit, qos.clone()))));
+    assert_eq!(o.capacity, cap(2, 32768, 0));
+    assert_eq!(o.note.as_deref(), Some(qos.as_str()));
+    let loose = cap(100, u64::MAX, u32::MAX);
+    let o = c
+        .offer(Utc::now(), None)
+        .within(Some(Ok((loose, qos.clone()))));
+    assert_eq!(
+        (o.capacity, o.note),
+        (cap(8, 32768, 0), None),
+        "a limit that does not bind"
+    );
+    let o = c
+        .offer(Utc::now(), None)
+        .within(Some(Err("sacctmgr: timed out".into())));
+    assert_eq!(o.capacity, Capacity::default());
+    assert!(o.note.unwrap().contains("sacctmgr: timed out"));
+    assert_eq!(
+        c.offer(Utc::now(), None).within(None).capacity,
+        cap(8, 32768, 0)
+    );
 }
 
 #[test]

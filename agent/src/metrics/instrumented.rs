@@ -3,6 +3,8 @@
 //! start, so each backend is instrumented the same way in one place.
 
 use std::future::Future;
+
+use basho_core::protocol::Capacity;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -87,6 +89,10 @@ impl Backend for InstrumentedBackend {
 
     async fn site_load(&self) -> Result<Option<crate::backend::SiteLoad>, BackendError> {
         self.timed("site_load", self.inner.site_load()).await
+    }
+
+    async fn site_limit(&self) -> Result<Option<(Capacity, String)>, BackendError> {
+        self.timed("site_limit", self.inner.site_limit()).await
     }
 
     async fn requeue(&self, workspace: &str) -> Result<(), BackendError> {

@@ -86,6 +86,27 @@ pub fn memory_mib(s: &str) -> Option<u64> {
     Some((n * scale).ceil() as u64)
 }
 
+/// A `GrpTRES` value (`cpu=4,mem=16G,gres/gpu=2`) as a limit; figures it does not name are
+/// unlimited. `None` when it names none of cpu, mem or GPUs.
+pub fn tres_limit(tres: &str) -> Option<Capacity> {
+    let mut limit = Capacity {
+        cpus: u32::MAX,
+        memory_mib: u64::MAX,
+        gpus: u32::MAX,
+    };
+    let mut any = false;
+    for (key, value) in tres.split(',').filter_map(|kv| kv.split_once('=')) {
+        match key.trim() {
+            "cpu" => limit.cpus = value.trim().parse().ok()?,
+            "mem" => limit.memory_mib = memory_mib(value)?,
+            "gres/gpu" => limit.gpus = value.trim().parse().ok()?,
+            _ => continue,
+        }
+        any = true;
+    }
+    any.then_some(limit)
+}
+
 /// What this `site`'s basho jobs hold, from `squeue --format` [`SQUEUE_HELD`] of running jobs.
 pub fn held_by_site(out: &str, site: &str) -> Capacity {
     let mut held = Capacity::default();
@@ -166,6 +187,16 @@ NodeName=n4 CPUAlloc=0 CPUTot=64 RealMemory=262144 AllocMem=0 State=DOWN* Partit
         assert_eq!(debug.total.cpus, 2, "the down node is not offered");
         let all = site_load(&n, None, Capacity::default());
         assert_eq!(all.total.cpus, 66);
+    }
+
+    #[test]
+    fn grp_tres_limits_what_it_names() {
+        let l = tres_limit("cpu=4,mem=16G,node=2").unwrap();
+        assert_eq!((l.cpus, l.memory_mib, l.gpus), (4, 16384, u32::MAX));
+        assert_eq!(tres_limit("gres/gpu=2").unwrap().gpus, 2);
+        assert_eq!(tres_limit(""), None);
+        assert_eq!(tres_limit("node=3"), None);
+        assert_eq!(tres_limit("cpu=many"), None);
     }
 
     #[test]
