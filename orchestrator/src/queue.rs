@@ -27,6 +27,10 @@ use order::{Entry, decayed_use, factors};
 pub const EVERY: Duration = Duration::from_secs(1);
 /// How long fair share's view of the ledger is kept before it is read again.
 const USE_FRESH_FOR: TimeDelta = TimeDelta::seconds(5);
+/// How long the leader works from its copy of the queue (reading only what joined since) before
+/// it reads the whole queue again, so a workspace deleted or expired on another replica leaves
+/// its copy within this.
+const REREAD_EVERY: TimeDelta = TimeDelta::seconds(30);
 
 /// The scheduler's state on this replica: what wakes it, and where each queued workspace stood
 /// at its last pass.
@@ -42,12 +46,32 @@ pub struct Queue {
 struct View {
     positions: HashMap<String, QueueInfo>,
     used: Option<(DateTime<Utc>, std::collections::BTreeMap<Ident, f64>)>,
+    copy: Option<Copy>,
+}
+
+/// The leader's copy of the queue: what a pass does not place stays for the next, which reads
+/// only the entries that joined after `seq`.
+#[derive(Debug)]
+struct Copy {
+    rows: Vec<Queued>,
+    seq: i64,
+    read_at: DateTime<Utc>,
 }
 
 impl Queue {
     /// Where queued workspace `id` stood at the last pass on this replica.
     pub fn info(&self, id: &str) -> Option<QueueInfo> {
         self.lock().positions.get(id).cloned()
+    }
+
+    /// Drops workspace `id`, which left the queue other than by a pass (deleted, expired,
+    /// revoked), from this replica's copy and positions.
+    pub fn forget(&self, id: &str) {
+        let mut view = self.lock();
+        view.positions.remove(id);
+        if let Some(c) = view.copy.as_mut() {
+            c.rows.retain(|q| q.workspace.id != id);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, View> {
@@ -91,13 +115,13 @@ pub(crate) async fn recent_use(
 /// Orders the queue and places every workspace that fits now; returns how many were placed.
 pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
     let inner = o.inner();
-    let queued = inner.store.queued().await?;
+    let now = Utc::now();
+    let (mut queued, seq, read_at) = read(o, now).await?;
     if queued.is_empty() {
         inner.queue.lock().positions.clear();
         inner.queue.wake.set_active(0);
         return Ok(0);
     }
-    let now = Utc::now();
     let schedulings = inner.store.schedulings().await?;
     let used = recent_use(o, now).await?;
     let active: BTreeSet<Ident> = queued.iter().map(|q| q.workspace.project.clone()).collect();
@@ -120,10 +144,12 @@ pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
     let mut no_site: HashMap<Shape<'_>, String> = HashMap::new();
     let mut waiting = Vec::new();
     let mut placed = 0;
+    let mut left = vec![false; queued.len()];
     for i in order {
         let q = &queued[i];
         let id = q.workspace.id.clone();
         if q.workspace.expires_at <= now {
+            left[i] = true;
             continue; // the expiry loop ends it
         }
         let shape = Shape::of(q);
@@ -132,8 +158,11 @@ pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
             continue;
         }
         match place_one(o, q, now, online_since, &held_back).await? {
-            Outcome::Placed => placed += 1,
-            Outcome::Gone => {}
+            Outcome::Placed => {
+                placed += 1;
+                left[i] = true;
+            }
+            Outcome::Gone => left[i] = true,
             Outcome::NoSite { reason, holds } => {
                 held_back.extend(holds);
                 no_site.insert(shape, reason.clone());
@@ -159,13 +188,44 @@ pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
             (id, info)
         })
         .collect();
-    inner.queue.lock().positions = positions;
+    drop(no_site);
+    let mut kept = left.iter().map(|gone| !gone);
+    queued.retain(|_| kept.next().unwrap_or(true));
+    {
+        let mut view = inner.queue.lock();
+        view.positions = positions;
+        view.copy = Some(Copy {
+            rows: queued,
+            seq,
+            read_at,
+        });
+    }
     inner.queue.wake.set_active(waits);
     inner
         .metrics
         .queued
         .set(i64::try_from(length).unwrap_or(i64::MAX));
     Ok(placed)
+}
+
+/// The queue: the leader's copy and what joined since, or the whole queue from the store when
+/// there is no copy or it is [`REREAD_EVERY`] old. With the highest `seq` seen and when the
+/// whole queue was last read.
+async fn read(
+    o: &Orchestrator,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Queued>, i64, DateTime<Utc>), StoreError> {
+    let inner = o.inner();
+    // Taken, not cloned: a pass that fails leaves no copy, and the next reads the whole queue.
+    let copy = inner.queue.lock().copy.take();
+    let (mut rows, read_at, after) = match copy {
+        Some(c) if now - c.read_at < REREAD_EVERY => (c.rows, c.read_at, c.seq),
+        _ => (Vec::new(), now, -1),
+    };
+    let joined = inner.store.queued_after(after).await?;
+    let seq = joined.last().map_or(after, |q| q.entry.seq.max(after));
+    rows.extend(joined);
+    Ok((rows, seq, read_at))
 }
 
 /// What placement sees of a queued workspace: two of one shape place alike.

@@ -347,6 +347,9 @@ impl Orchestrator {
                 inner.sites.release(&w.site, &w.resources);
                 inner.queue.wake.poke();
             }
+            if *from == State::Queued {
+                inner.queue.forget(&w.id);
+            }
             inner.sites.publish(&w.site, record.revision);
             tracing::info!(workspace = %w.id, site = %w.site, from = %from, to = %w.state, "workspace changed state");
         }

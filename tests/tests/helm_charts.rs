@@ -330,6 +330,7 @@ fn workspace_network_policy_is_the_agents_deny_all() {
 
 #[test]
 fn rendered_site_configs_load() {
+    let mut shared = 0;
     for r in renderings("basho-agent") {
         let text = r.one("ConfigMap")["data"]["site.toml"]
             .as_str()
@@ -338,6 +339,32 @@ fn rendered_site_configs_load() {
         let cfg = basho_agent::config::parse(&text, Path::new("site.toml"))
             .unwrap_or_else(|e| panic!("{}: {e}\n{text}", r.label));
         assert_eq!(cfg.backend.kind(), "kubernetes", "{}", r.label);
+        // The chart has no onlyIdle: the kubernetes backend refuses it.
+        assert!(!cfg.capacity.only_idle, "{}", r.label);
+        if r.label.ends_with("(default values)") {
+            // [capacity] keys past gpus are rendered only when set: the agent's defaults apply.
+            let site: toml::Value = toml::from_str(&text).unwrap();
+            let keys: BTreeSet<&str> = site["capacity"]
+                .as_table()
+                .unwrap()
+                .keys()
+                .map(|k| &**k)
+                .collect();
+            assert_eq!(
+                keys,
+                BTreeSet::from(["cpus", "memory_mib", "gpus"]),
+                "{}",
+                r.label
+            );
+        }
+        let c = &cfg.capacity;
+        if c.max_share < 1.0
+            && !c.quiet_hours.is_empty()
+            && c.utc_offset != "+00:00"
+            && c.report_every_s != 10
+        {
+            shared += 1;
+        }
         for problem in basho_agent::check_config(&cfg) {
             // Only what exists in the pod, not here: the token, the CA and JWKS files.
             let in_the_pod = problem.contains("/etc/basho/")
@@ -346,6 +373,10 @@ fn rendered_site_configs_load() {
             assert!(in_the_pod, "{}: {problem}\n{text}", r.label);
         }
     }
+    assert!(
+        shared > 0,
+        "no rendering sets capacity.maxShare, quietHours, utcOffset and reportEveryS"
+    );
 }
 
 #[test]
@@ -494,6 +525,35 @@ fn values_schemas_refuse_loosening_and_bad_identifiers() {
             "workspaces.work",
         ),
         ("basho-agent", "rbac.clusterWide=true", "rbac"),
+        // The kubernetes backend refuses only_idle, so the chart has no value for it.
+        ("basho-agent", "capacity.onlyIdle=true", "onlyIdle"),
+        ("basho-agent", "capacity.maxShare=0", "capacity.maxShare"),
+        ("basho-agent", "capacity.maxShare=1.5", "capacity.maxShare"),
+        (
+            "basho-agent",
+            "capacity.quietHours=['mon-fri 9:00-18:00']",
+            "capacity.quietHours.0",
+        ),
+        (
+            "basho-agent",
+            "capacity.quietHours=['24:00-06:00']",
+            "capacity.quietHours.0",
+        ),
+        (
+            "basho-agent",
+            "capacity.utcOffset=JST",
+            "capacity.utcOffset",
+        ),
+        (
+            "basho-agent",
+            "capacity.reportEveryS=0",
+            "capacity.reportEveryS",
+        ),
+        (
+            "basho-agent",
+            "capacity.reportEveryS=3601",
+            "capacity.reportEveryS",
+        ),
         (
             "basho-orchestrator",
             "tokens.platform=['has space']",

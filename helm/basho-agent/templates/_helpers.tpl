@@ -79,7 +79,8 @@ app.kubernetes.io/part-of: basho
 {{/*
 The site config (site.toml). Strings go through toJson: a JSON string is a valid TOML basic
 string. Numbers go through int64 because values are read as floats (1048576 would print as
-1.048576e+06).
+1.048576e+06); capacity.maxShare, a share, stays a float. The [capacity] keys past gpus are
+rendered only when set, so the agent's own defaults apply otherwise.
 */}}
 {{- define "basho-agent.siteToml" -}}
 # Rendered by the basho-agent Helm chart from its values (helm get values <release>).
@@ -98,6 +99,18 @@ ca_file = "/etc/basho/ca/ca.pem"
 cpus = {{ .Values.capacity.cpus | int64 }}
 memory_mib = {{ .Values.capacity.memoryMib | int64 }}
 gpus = {{ .Values.capacity.gpus | int64 }}
+{{- if .Values.capacity.maxShare }}
+max_share = {{ .Values.capacity.maxShare | float64 }}
+{{- end }}
+{{- if .Values.capacity.quietHours }}
+quiet_hours = {{ .Values.capacity.quietHours | toJson }}
+{{- end }}
+{{- if .Values.capacity.utcOffset }}
+utc_offset = {{ .Values.capacity.utcOffset | toJson }}
+{{- end }}
+{{- if .Values.capacity.reportEveryS }}
+report_every_s = {{ .Values.capacity.reportEveryS | int64 }}
+{{- end }}
 
 [backend]
 kind = "kubernetes"

@@ -76,7 +76,12 @@ pub trait QueueStore: Send + Sync + 'static {
     ) -> Result<Created, StoreError>;
 
     /// Every workspace still queued, in arrival order, in one read.
-    async fn queued(&self) -> Result<Vec<Queued>, StoreError>;
+    async fn queued(&self) -> Result<Vec<Queued>, StoreError> {
+        self.queued_after(-1).await
+    }
+
+    /// Every workspace still queued whose queue entry came after `seq`, in arrival order.
+    async fn queued_after(&self, seq: i64) -> Result<Vec<Queued>, StoreError>;
 
     /// Places queued workspace `id` at `placement.site` if it is still queued and fits beside
     /// the site's live workspaces, in one transaction taking the site's turn (as a create).

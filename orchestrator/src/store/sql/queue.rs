@@ -50,14 +50,15 @@ impl QueueStore for SqlStore<Db> {
         super::workspaces::create(self, rec, key, None, Some(entry)).await
     }
 
-    async fn queued(&self) -> Result<Vec<Queued>, StoreError> {
+    async fn queued_after(&self, seq: i64) -> Result<Vec<Queued>, StoreError> {
         let sql = format!(
             "SELECT {WORKSPACE_COLUMNS}, w.visa_refs, q.seq, q.pinned, q.grants, q.duration_ms, \
              q.visa_exp_ms FROM workspace_queue q JOIN workspaces w ON w.id = q.workspace \
-             WHERE w.state = $1 ORDER BY q.seq"
+             WHERE w.state = $1 AND q.seq > $2 ORDER BY q.seq"
         );
         let rows = sqlx::query(Db::sql(sql))
             .bind(State::Queued.as_str())
+            .bind(seq)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()

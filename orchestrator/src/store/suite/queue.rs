@@ -68,6 +68,11 @@ pub(crate) async fn the_queue_keeps_order_and_places_once(s: Arc<dyn Store>) {
     assert_eq!(list[0].entry.seq, q1.revision);
     assert_eq!(list[0].workspace, q1.workspace, "read back as stored");
     assert_eq!(list[0].visa_refs, q1.visa_refs);
+    // Only what joined after a given entry.
+    let after = s.queued_after(list[0].entry.seq).await.unwrap();
+    let ids: Vec<&str> = after.iter().map(|q| q.workspace.id.as_str()).collect();
+    assert_eq!(ids, ["ws-q2"]);
+    assert!(s.queued_after(list[1].entry.seq).await.unwrap().is_empty());
     // Nobody's desired state holds a queued workspace.
     let (_, desired) = s.desired(&id("tohoku")).await.unwrap();
     assert_eq!(desired.len(), 1, "{desired:?}");
