@@ -38,7 +38,7 @@ ROLES = {
     "researcher": ["listWorkspaces", "getWorkspace", "openSession", "listReleaseRequests",
                    "ListTasks", "GetTask", "listFederatedJobs", "getFederatedJob",
                    "cancelFederatedJob"],
-    "agent": ["agentRegister", "agentDesired", "agentObservations", "agentUsage", "agentTunnel"],
+    "agent": ["agentRegister", "agentCapacity", "agentDesired", "agentObservations", "agentUsage", "agentTunnel"],
 }
 DEMO_PROJECT = "P-0001"
 QUOTA_PROJECT = "P-QUOTA"
