@@ -345,7 +345,7 @@ mod tests {
             .into_iter()
             .filter(|s| s.wants_container())
             .collect();
-        assert_eq!(wanted, vec![Placed, Starting, Running, Unknown]);
+        assert_eq!(wanted, vec![Placed, Starting, Running, Preempted, Unknown]);
     }
 
     #[test]
