@@ -210,7 +210,9 @@ pub async fn pass(o: &Orchestrator) -> Result<usize, StoreError> {
 
 /// The queue: the leader's copy and what joined since, or the whole queue from the store when
 /// there is no copy or it is [`REREAD_EVERY`] old. With the highest `seq` seen and when the
-/// whole queue was last read.
+/// whole queue was last read. Reading by `seq` misses nothing: an entry's `seq` is its create's
+/// revision, taken under the revision row's lock held to commit, so entries become visible in
+/// `seq` order.
 async fn read(
     o: &Orchestrator,
     now: DateTime<Utc>,

@@ -3,12 +3,11 @@
 //! start, so each backend is instrumented the same way in one place.
 
 use std::future::Future;
-
-use basho_core::protocol::Capacity;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use basho_core::protocol::Capacity;
 
 use super::Metrics;
 use crate::backend::{Backend, BackendError, Capabilities, LaunchSpec, Observed, UsageSample};
